@@ -1,0 +1,1 @@
+//! heapdump-analyze (under construction)

@@ -1,0 +1,1 @@
+//! heapdump-capture (under construction)

@@ -1,0 +1,31 @@
+//! The `.hdump` heap snapshot format, from both sides.
+//!
+//! ```
+//! use heapdump_formats::records::{ProcessRecord, SectionKind};
+//! use heapdump_formats::write::DumpWriter;
+//!
+//! let mut file = Vec::new();
+//! let mut buffer = [0u8; 4096];
+//! let mut writer = DumpWriter::new(&mut file, &mut buffer).unwrap();
+//! writer.section([ProcessRecord { pid: 42, ..Default::default() }]).unwrap();
+//! writer.finish().unwrap();
+//!
+//! # #[cfg(feature = "read")] {
+//! let dump = heapdump_formats::read::Dump::from_vec(file).unwrap();
+//! assert_eq!(dump.view().process().pid, 42);
+//! # }
+//! ```
+//!
+//! - [`records`]: every record layout, described once (the spec in prose is
+//!   `FORMAT.md`).
+//! - [`write`]: the allocation-free streaming writer used inside the traced
+//!   process. Always available; no dependencies.
+//! - [`read`] (feature `read`, on by default): the validating reader over a
+//!   memory map.
+
+pub mod crc32;
+pub mod records;
+pub mod write;
+
+#[cfg(feature = "read")]
+pub mod read;

@@ -1,0 +1,682 @@
+//! The validating zero-copy reader. A dump is untrusted input: every offset,
+//! length and count is checked before use, every section's CRC is verified,
+//! and every failure names the section and the byte offset. Records are
+//! decoded on access straight from the mapped file.
+//!
+//! ```no_run
+//! use heapdump_formats::read::Dump;
+//! let dump = Dump::open("app.hdump".as_ref())?;
+//! let view = dump.view();
+//! for allocation in view.allocations().iter() {
+//!     println!("{:#x} {} bytes", allocation.address, allocation.size);
+//! }
+//! # Ok::<(), heapdump_formats::read::ReadError>(())
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use crate::crc32::crc32;
+use crate::records::*;
+
+/// Names a section in errors: known kinds by name, others by number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionId(pub u32);
+
+impl fmt::Display for SectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match SectionKind::from_u32(self.0) {
+            Some(kind) => write!(f, "{kind}"),
+            None => write!(f, "unknown kind {}", self.0),
+        }
+    }
+}
+
+/// What is wrong with a dump's bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Shorter than a header plus a trailer.
+    #[error(
+        "file is {len} bytes, too short for a heap dump (at least {min} bytes); it is empty or was cut off"
+    )]
+    TooShort {
+        /// File length.
+        len: u64,
+        /// Minimum length.
+        min: u64,
+    },
+    /// The first eight bytes are not the magic.
+    #[error("not a heap dump: the first 8 bytes are not the .hdump magic")]
+    BadMagic,
+    /// A major version this reader does not know.
+    #[error(
+        "format version {major}.{minor} is not supported (this reader knows {VERSION_MAJOR}.x); use a newer heapdump"
+    )]
+    UnsupportedVersion {
+        /// Major version in the header.
+        major: u16,
+        /// Minor version in the header.
+        minor: u16,
+    },
+    /// The byte-order mark is wrong.
+    #[error(
+        "byte-order mark at byte 12 is {found:#010x}, expected {ENDIAN_MARK:#010x}: not a little-endian dump, or corrupt"
+    )]
+    BadEndianness {
+        /// The mark found.
+        found: u32,
+    },
+    /// The end marker is missing: the dump is truncated or still being written.
+    #[error(
+        "no end marker at byte {offset}: the dump is truncated (the writer died or the copy was cut short)"
+    )]
+    Truncated {
+        /// Where the end marker should be.
+        offset: u64,
+    },
+    /// The footer's section table is inconsistent.
+    #[error("section table at byte {offset}: {problem}")]
+    BadTable {
+        /// Byte offset of the table (or of the trailer).
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A section's table entry or contents are inconsistent.
+    #[error("section {section} at byte {offset}: {problem}")]
+    BadSection {
+        /// The section.
+        section: SectionId,
+        /// Byte offset of the section.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+    /// One record refers to something that does not exist.
+    #[error("{section} record {index} at byte {offset}: {problem}")]
+    BadRecord {
+        /// The section.
+        section: SectionKind,
+        /// Record index.
+        index: u64,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Opening a dump failed: the file could not be read, or its bytes are bad.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The OS refused.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a sound dump.
+    #[error("{}: {source}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: FormatError,
+    },
+}
+
+/// Where a section is and how its records are laid out, after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SectionInfo {
+    /// The raw table entry.
+    pub entry: SectionEntry,
+    /// The kind, if this version knows it.
+    pub kind: Option<SectionKind>,
+}
+
+/// Upper bound on sections read, known or not, so a corrupt count cannot
+/// make the reader walk gigabytes of "table".
+const MAX_READ_SECTIONS: u64 = 4096;
+
+/// A validated dump borrowed from bytes: header, trailer, section table,
+/// section bounds and CRCs have all been checked.
+#[derive(Clone, Debug)]
+pub struct DumpView<'a> {
+    bytes: &'a [u8],
+    version: (u16, u16),
+    sections: Vec<SectionInfo>,
+}
+
+impl<'a> DumpView<'a> {
+    /// Validates `bytes` as a dump. Checks structure and checksums; the
+    /// cross-references between records are checked by
+    /// `heapdump verify` and on access.
+    pub fn parse(bytes: &'a [u8]) -> Result<DumpView<'a>, FormatError> {
+        let len = bytes.len() as u64;
+        let min = (HEADER_SIZE + TRAILER_SIZE) as u64;
+        if len < min {
+            return Err(FormatError::TooShort { len, min });
+        }
+        if bytes.get(..8) != Some(&MAGIC[..]) {
+            return Err(FormatError::BadMagic);
+        }
+        let major = u16::get(&bytes[8..10]);
+        let minor = u16::get(&bytes[10..12]);
+        if major != VERSION_MAJOR {
+            return Err(FormatError::UnsupportedVersion { major, minor });
+        }
+        let mark = u32::get(&bytes[12..16]);
+        if mark != ENDIAN_MARK {
+            return Err(FormatError::BadEndianness { found: mark });
+        }
+
+        let trailer_at = len - TRAILER_SIZE as u64;
+        let trailer = &bytes[trailer_at as usize..];
+        if trailer[16..24] != END_MAGIC {
+            return Err(FormatError::Truncated {
+                offset: trailer_at + 16,
+            });
+        }
+        let table_offset = u64::get(&trailer[0..8]);
+        let count = u32::get(&trailer[8..12]) as u64;
+        let table_crc = u32::get(&trailer[12..16]);
+        let table_err = |problem: String| FormatError::BadTable {
+            offset: table_offset,
+            problem,
+        };
+        if count > MAX_READ_SECTIONS {
+            return Err(FormatError::BadTable {
+                offset: trailer_at,
+                problem: format!(
+                    "trailer claims {count} sections, more than the {MAX_READ_SECTIONS} a reader accepts"
+                ),
+            });
+        }
+        let table_len = count * SectionEntry::SIZE as u64;
+        if table_offset < HEADER_SIZE as u64
+            || table_offset.checked_add(table_len) != Some(trailer_at)
+        {
+            return Err(FormatError::BadTable {
+                offset: trailer_at,
+                problem: format!(
+                    "trailer says {count} sections at byte {table_offset}, which does not end where the trailer starts (byte {trailer_at})"
+                ),
+            });
+        }
+        let table = &bytes[table_offset as usize..trailer_at as usize];
+        if crc32(table) != table_crc {
+            return Err(table_err(
+                "checksum mismatch: the section table is corrupt".into(),
+            ));
+        }
+
+        let mut sections = Vec::with_capacity(count as usize);
+        for raw in table.chunks_exact(SectionEntry::SIZE) {
+            let mut fixed = [0u8; SectionEntry::SIZE];
+            fixed.copy_from_slice(raw);
+            let entry = SectionEntry::decode(&fixed);
+            let info = check_entry(bytes, table_offset, entry)?;
+            if let Some(kind) = info.kind
+                && sections.iter().any(|s: &SectionInfo| s.kind == Some(kind))
+            {
+                return Err(FormatError::BadSection {
+                    section: SectionId(entry.kind),
+                    offset: entry.offset,
+                    problem: "appears twice in the section table".into(),
+                });
+            }
+            sections.push(info);
+        }
+        let mut by_offset: Vec<&SectionInfo> = sections.iter().collect();
+        by_offset.sort_by_key(|s| s.entry.offset);
+        for pair in by_offset.windows(2) {
+            let (a, b) = (pair[0].entry, pair[1].entry);
+            if a.offset + a.length > b.offset {
+                return Err(FormatError::BadSection {
+                    section: SectionId(b.kind),
+                    offset: b.offset,
+                    problem: format!(
+                        "overlaps section {} at byte {}",
+                        SectionId(a.kind),
+                        a.offset
+                    ),
+                });
+            }
+        }
+
+        let view = DumpView {
+            bytes,
+            version: (major, minor),
+            sections,
+        };
+        match view.section(SectionKind::Process) {
+            Some(info) if info.entry.count == 1 => {}
+            Some(info) => {
+                return Err(FormatError::BadSection {
+                    section: SectionId(SectionKind::Process as u32),
+                    offset: info.entry.offset,
+                    problem: format!("holds {} records, expected exactly 1", info.entry.count),
+                });
+            }
+            None => {
+                return Err(table_err("the required Process section is missing".into()));
+            }
+        }
+        Ok(view)
+    }
+
+    /// The whole file.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// (major, minor) format version.
+    pub fn version(&self) -> (u16, u16) {
+        self.version
+    }
+
+    /// Every section in the table, known kinds and unknown.
+    pub fn sections(&self) -> &[SectionInfo] {
+        &self.sections
+    }
+
+    /// The section of a kind, if present.
+    pub fn section(&self, kind: SectionKind) -> Option<&SectionInfo> {
+        self.sections.iter().find(|s| s.kind == Some(kind))
+    }
+
+    /// The records of a section; empty if the section is absent.
+    pub fn table<R: Record>(&self) -> Table<'a, R> {
+        match self.section(R::KIND) {
+            Some(info) => {
+                let e = info.entry;
+                Table {
+                    bytes: &self.bytes[e.offset as usize..(e.offset + e.length) as usize],
+                    record_size: e.record_size as usize,
+                    count: e.count as usize,
+                    file_offset: e.offset,
+                    _record: PhantomData,
+                }
+            }
+            None => Table::empty(),
+        }
+    }
+
+    /// The bytes of a byte section; empty if absent.
+    pub fn byte_section(&self, kind: SectionKind) -> &'a [u8] {
+        match self.section(kind) {
+            Some(info) if info.entry.record_size == 0 => {
+                &self.bytes
+                    [info.entry.offset as usize..(info.entry.offset + info.entry.length) as usize]
+            }
+            _ => &[],
+        }
+    }
+
+    /// The process record (always present in a valid dump).
+    pub fn process(&self) -> ProcessRecord {
+        self.table::<ProcessRecord>().get(0).unwrap_or_default()
+    }
+
+    /// Threads, indexed by thread index.
+    pub fn threads(&self) -> Table<'a, ThreadRecord> {
+        self.table()
+    }
+
+    /// Loaded modules.
+    pub fn modules(&self) -> Table<'a, ModuleRecord> {
+        self.table()
+    }
+
+    /// Module segments.
+    pub fn segments(&self) -> Table<'a, SegmentRecord> {
+        self.table()
+    }
+
+    /// Live allocations, sorted by address.
+    pub fn allocations(&self) -> Table<'a, AllocationRecord> {
+        self.table()
+    }
+
+    /// Interned stacks, indexed by stack id.
+    pub fn stacks(&self) -> Table<'a, StackRecord> {
+        self.table()
+    }
+
+    /// All stack frames.
+    pub fn frames(&self) -> Table<'a, FrameRecord> {
+        self.table()
+    }
+
+    /// Roots.
+    pub fn roots(&self) -> Table<'a, RootRecord> {
+        self.table()
+    }
+
+    /// Edges.
+    pub fn edges(&self) -> Table<'a, EdgeRecord> {
+        self.table()
+    }
+
+    /// A string from the `Strings` section, checked against its bounds.
+    pub fn string(&self, string: StrRef) -> Result<&'a [u8], FormatError> {
+        if string.len == 0 {
+            return Ok(&[]);
+        }
+        let strings = self.byte_section(SectionKind::Strings);
+        let start = string.offset as usize;
+        let end = start + string.len as usize;
+        strings.get(start..end).ok_or_else(|| {
+            let offset = self
+                .section(SectionKind::Strings)
+                .map_or(0, |s| s.entry.offset);
+            FormatError::BadSection {
+                section: SectionId(SectionKind::Strings as u32),
+                offset,
+                problem: format!(
+                    "string at {start}..{end} lies outside the section's {} bytes",
+                    strings.len()
+                ),
+            }
+        })
+    }
+
+    /// A string decoded lossily as UTF-8 (paths and names come from the OS).
+    pub fn string_lossy(&self, string: StrRef) -> Result<std::borrow::Cow<'a, str>, FormatError> {
+        self.string(string).map(String::from_utf8_lossy)
+    }
+
+    /// The frames of a stack, innermost first, checked against `Frames`.
+    pub fn stack_frames(&self, stack_id: u32) -> Result<Table<'a, FrameRecord>, FormatError> {
+        let stacks = self.stacks();
+        let stack = stacks
+            .get(stack_id as usize)
+            .ok_or_else(|| FormatError::BadRecord {
+                section: SectionKind::Stacks,
+                index: stack_id as u64,
+                offset: stacks.file_offset(stacks.len()),
+                problem: format!(
+                    "stack id {stack_id} does not exist ({} stacks)",
+                    stacks.len()
+                ),
+            })?;
+        let frames = self.frames();
+        let start = stack.first_frame;
+        let end = start.checked_add(stack.frame_count as u64);
+        match end {
+            Some(end) if end <= frames.len() as u64 => {
+                Ok(frames.slice(start as usize, end as usize))
+            }
+            _ => Err(FormatError::BadRecord {
+                section: SectionKind::Stacks,
+                index: stack_id as u64,
+                offset: stacks.file_offset(stack_id as usize),
+                problem: format!(
+                    "frames {start}..{start}+{} lie outside the {} frames in Frames",
+                    stack.frame_count,
+                    frames.len()
+                ),
+            }),
+        }
+    }
+}
+
+fn check_entry(
+    bytes: &[u8],
+    table_offset: u64,
+    entry: SectionEntry,
+) -> Result<SectionInfo, FormatError> {
+    let bad = |problem: String| FormatError::BadSection {
+        section: SectionId(entry.kind),
+        offset: entry.offset,
+        problem,
+    };
+    if entry.offset < HEADER_SIZE as u64 || entry.offset % SECTION_ALIGN != 0 {
+        return Err(bad(format!(
+            "starts at byte {}, which is inside the header or not {SECTION_ALIGN}-byte aligned",
+            entry.offset
+        )));
+    }
+    match entry.offset.checked_add(entry.length) {
+        Some(end) if end <= table_offset => {}
+        _ => {
+            return Err(bad(format!(
+                "{} bytes from byte {} run past the section table at byte {table_offset}",
+                entry.length, entry.offset
+            )));
+        }
+    }
+    let kind = SectionKind::from_u32(entry.kind);
+    let expected_len = if entry.record_size == 0 {
+        Some(entry.count)
+    } else {
+        entry.count.checked_mul(entry.record_size as u64)
+    };
+    if expected_len != Some(entry.length) {
+        return Err(bad(format!(
+            "{} records of {} bytes do not fill its {} bytes",
+            entry.count, entry.record_size, entry.length
+        )));
+    }
+    if let Some(kind) = kind {
+        let known = kind.record_size();
+        if known == 0 && entry.record_size != 0 {
+            return Err(bad(format!(
+                "is a byte section but claims {}-byte records",
+                entry.record_size
+            )));
+        }
+        if known != 0 && entry.record_size < known {
+            return Err(bad(format!(
+                "records are {} bytes, smaller than the {known} bytes of version {VERSION_MAJOR}.{VERSION_MINOR}",
+                entry.record_size
+            )));
+        }
+        if matches!(
+            kind,
+            SectionKind::Allocations
+                | SectionKind::Edges
+                | SectionKind::Stacks
+                | SectionKind::Threads
+                | SectionKind::Roots
+                | SectionKind::Modules
+                | SectionKind::ContentIndex
+        ) && entry.count > u32::MAX as u64
+        {
+            return Err(bad(format!(
+                "{} records, more than 32-bit indexes can address",
+                entry.count
+            )));
+        }
+    }
+    let body = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
+    if crc32(body) != entry.crc32 {
+        return Err(bad(
+            "checksum mismatch: the section's bytes are corrupt".into()
+        ));
+    }
+    Ok(SectionInfo { entry, kind })
+}
+
+/// The records of one section, decoded on access.
+#[derive(Clone, Copy)]
+pub struct Table<'a, R> {
+    bytes: &'a [u8],
+    record_size: usize,
+    count: usize,
+    file_offset: u64,
+    _record: PhantomData<R>,
+}
+
+impl<R> fmt::Debug for Table<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("count", &self.count)
+            .field("record_size", &self.record_size)
+            .field("file_offset", &self.file_offset)
+            .finish()
+    }
+}
+
+impl<'a, R: Record> Table<'a, R> {
+    /// A table with no records.
+    pub fn empty() -> Table<'a, R> {
+        Table {
+            bytes: &[],
+            record_size: R::SIZE,
+            count: 0,
+            file_offset: 0,
+            _record: PhantomData,
+        }
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True if there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Record `index`, or `None` past the end.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<R> {
+        if index >= self.count {
+            return None;
+        }
+        let start = index * self.record_size;
+        R::decode(self.bytes.get(start..start + self.record_size)?)
+    }
+
+    /// Byte offset in the file of record `index` (for error messages).
+    pub fn file_offset(&self, index: usize) -> u64 {
+        self.file_offset + (index * self.record_size) as u64
+    }
+
+    /// Records `start..end` as a table of their own.
+    pub fn slice(&self, start: usize, end: usize) -> Table<'a, R> {
+        let end = end.min(self.count);
+        let start = start.min(end);
+        Table {
+            bytes: &self.bytes[start * self.record_size..end * self.record_size],
+            record_size: self.record_size,
+            count: end - start,
+            file_offset: self.file_offset(start),
+            _record: PhantomData,
+        }
+    }
+
+    /// All records in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = R> + DoubleEndedIterator + 'a {
+        let record_size = self.record_size;
+        self.bytes
+            .chunks_exact(record_size.max(1))
+            .take(self.count)
+            // Every chunk is record_size >= R::SIZE bytes (checked when the
+            // table was read), so decoding cannot fail.
+            .map(|chunk| R::decode(chunk).unwrap_or_default())
+    }
+}
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+/// A dump file, memory-mapped and validated.
+pub struct Dump {
+    backing: Backing,
+    version: (u16, u16),
+    sections: Vec<SectionInfo>,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for Dump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dump")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("sections", &self.sections.len())
+            .finish()
+    }
+}
+
+impl Dump {
+    /// Maps and validates a dump file. Errors name the file.
+    pub fn open(path: &Path) -> Result<Dump, ReadError> {
+        let io = |source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let metadata = file.metadata().map_err(io)?;
+        if !metadata.is_file() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+        let backing = if metadata.len() == 0 {
+            Backing::Owned(Vec::new())
+        } else {
+            // SAFETY: the map is read-only and private to this process. If
+            // another process truncates the file while it is mapped, reads
+            // past the new end raise SIGBUS; dumps are written once with
+            // O_EXCL and never modified in place, which is the contract
+            // FORMAT.md states for readers.
+            Backing::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
+        };
+        let mut dump = Dump {
+            backing,
+            version: (0, 0),
+            sections: Vec::new(),
+            path: Some(path.to_owned()),
+        };
+        let view = DumpView::parse(dump.bytes()).map_err(|source| ReadError::Format {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (version, sections) = (view.version, view.sections);
+        dump.version = version;
+        dump.sections = sections;
+        Ok(dump)
+    }
+
+    /// Validates an in-memory dump.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Dump, FormatError> {
+        let view = DumpView::parse(&bytes)?;
+        let (version, sections) = (view.version, view.sections);
+        Ok(Dump {
+            backing: Backing::Owned(bytes),
+            version,
+            sections,
+            path: None,
+        })
+    }
+
+    /// The file this dump was opened from.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The raw bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.backing {
+            Backing::Mapped(map) => map,
+            Backing::Owned(bytes) => bytes,
+        }
+    }
+
+    /// A view for reading records; validation already happened in `open`.
+    pub fn view(&self) -> DumpView<'_> {
+        DumpView {
+            bytes: self.bytes(),
+            version: self.version,
+            sections: self.sections.clone(),
+        }
+    }
+}
