@@ -1,1 +1,98 @@
-//! End-to-end test support.
+//! Support for the end-to-end tests: builds the example programs and the
+//! `heapdump` binary once (release, frame pointers on, as users build them),
+//! runs them, and parses what they print.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// Directory holding the release binaries of `heapdump-examples` and
+/// `heapdump-analyze`, built on first use into `target/e2e` (a target
+/// directory of its own, so the nested build never waits on the lock of the
+/// `cargo test` that runs us).
+pub fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = workspace_root();
+        let target = root.join("target").join("e2e");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "heapdump-examples",
+                "-p",
+                "heapdump-analyze",
+                "--bins",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cannot run cargo to build the example programs");
+        assert!(status.success(), "building the example programs failed");
+        target.join("release")
+    })
+}
+
+/// Path of one built binary.
+pub fn binary(name: &str) -> PathBuf {
+    binaries().join(name)
+}
+
+/// A fresh, empty directory for one test's files under `target/e2e-work`.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = workspace_root().join("target").join("e2e-work").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cannot create a scratch directory");
+    dir
+}
+
+/// Runs a command, failing the test with its output when it fails.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().expect("cannot start the command");
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `heapdump ARGS...` and returns its stdout; fails the test if it fails.
+pub fn heapdump(args: &[&std::ffi::OsStr]) -> String {
+    let output = run_ok(Command::new(binary("heapdump")).args(args));
+    String::from_utf8(output.stdout).expect("heapdump printed invalid UTF-8")
+}
+
+/// The `key=value` pairs of the first line of `text` that starts with `prefix`.
+pub fn key_values(text: &str, prefix: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The 1-based line number of the first line of `file` containing `marker`.
+pub fn line_of(file: &Path, marker: &str) -> u32 {
+    let text = std::fs::read_to_string(file).expect("cannot read source file");
+    text.lines()
+        .position(|line| line.contains(marker))
+        .map(|index| index as u32 + 1)
+        .unwrap_or_else(|| panic!("{marker:?} not found in {}", file.display()))
+}
