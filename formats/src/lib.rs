@@ -22,6 +22,11 @@
 //!   process. Always available; no dependencies.
 //! - [`read`] (feature `read`, on by default): the validating reader over a
 //!   memory map.
+//! - [`verify`] (feature `read`): the semantic rules a sound dump keeps,
+//!   checked over a parsed dump.
+//! - `testing` (feature `testing`): a dump builder, a realistic sample and
+//!   the truncation/bit-flip robustness check, for this crate's tests, the
+//!   end-to-end tests and the fuzz target.
 
 pub mod crc32;
 pub mod records;
@@ -29,3 +34,7 @@ pub mod write;
 
 #[cfg(feature = "read")]
 pub mod read;
+#[cfg(all(feature = "read", any(test, feature = "testing")))]
+pub mod testing;
+#[cfg(feature = "read")]
+pub mod verify;

@@ -369,9 +369,14 @@ impl<'a> DumpView<'a> {
             return Ok(&[]);
         }
         let strings = self.byte_section(SectionKind::Strings);
-        let start = string.offset as usize;
-        let end = start + string.len as usize;
-        strings.get(start..end).ok_or_else(|| {
+        // In u64: on a 32-bit host `offset + len` can overflow usize.
+        let start = u64::from(string.offset);
+        let end = start + u64::from(string.len);
+        let range = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(start, end)| strings.get(start..end));
+        range.ok_or_else(|| {
             let offset = self
                 .section(SectionKind::Strings)
                 .map_or(0, |s| s.entry.offset);
@@ -383,6 +388,36 @@ impl<'a> DumpView<'a> {
                     strings.len()
                 ),
             }
+        })
+    }
+
+    /// Allocation contents: where each dumped allocation's bytes are.
+    pub fn contents(&self) -> Table<'a, ContentRecord> {
+        self.table()
+    }
+
+    /// The bytes a [`ContentRecord`] refers to, checked against
+    /// `ContentBytes`.
+    pub fn content_bytes(&self, content: &ContentRecord) -> Result<&'a [u8], FormatError> {
+        let bytes = self.byte_section(SectionKind::ContentBytes);
+        let end = content.offset.checked_add(content.len);
+        let range = usize::try_from(content.offset)
+            .ok()
+            .zip(end.and_then(|end| usize::try_from(end).ok()))
+            .and_then(|(start, end)| bytes.get(start..end));
+        range.ok_or_else(|| FormatError::BadSection {
+            section: SectionId(SectionKind::ContentBytes as u32),
+            offset: self
+                .section(SectionKind::ContentBytes)
+                .map_or(0, |s| s.entry.offset),
+            problem: format!(
+                "content of allocation {} at {}..{}+{} lies outside the section's {} bytes",
+                content.allocation,
+                content.offset,
+                content.offset,
+                content.len,
+                bytes.len()
+            ),
         })
     }
 
@@ -556,8 +591,11 @@ impl<'a, R: Record> Table<'a, R> {
     }
 
     /// Byte offset in the file of record `index` (for error messages).
+    /// Saturates rather than overflowing for absurd indexes.
     pub fn file_offset(&self, index: usize) -> u64 {
-        self.file_offset + (index * self.record_size) as u64
+        (index as u64)
+            .saturating_mul(self.record_size as u64)
+            .saturating_add(self.file_offset)
     }
 
     /// Records `start..end` as a table of their own.
@@ -678,5 +716,50 @@ impl Dump {
             version: self.version,
             sections: self.sections.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::DumpBuilder;
+
+    #[test]
+    fn out_of_range_string_and_content_refs_are_errors_not_panics() {
+        let bytes = DumpBuilder::small().to_bytes();
+        let view = DumpView::parse(&bytes).unwrap();
+        let huge = StrRef {
+            offset: u32::MAX,
+            len: u32::MAX,
+        };
+        let err = view.string(huge).unwrap_err().to_string();
+        assert!(
+            err.contains("string at 4294967295..8589934590 lies outside"),
+            "{err}"
+        );
+        let content = ContentRecord {
+            allocation: 0,
+            reserved: 0,
+            offset: u64::MAX,
+            len: 2,
+        };
+        assert!(view.content_bytes(&content).is_err());
+        let first = view.contents().get(0).unwrap();
+        assert_eq!(
+            view.content_bytes(&first).unwrap(),
+            &(0..0x20u8).collect::<Vec<_>>()[..]
+        );
+    }
+
+    #[test]
+    fn table_offsets_and_slices_saturate_instead_of_overflowing() {
+        let bytes = DumpBuilder::small().to_bytes();
+        let view = DumpView::parse(&bytes).unwrap();
+        let allocations = view.allocations();
+        assert_eq!(allocations.file_offset(usize::MAX), u64::MAX);
+        assert!(allocations.slice(usize::MAX, usize::MAX).is_empty());
+        assert_eq!(allocations.slice(1, usize::MAX).len(), 2);
+        assert!(allocations.get(usize::MAX).is_none());
+        assert!(view.stack_frames(u32::MAX).is_err());
     }
 }
