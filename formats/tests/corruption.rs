@@ -92,9 +92,11 @@ fn a_flipped_section_byte_is_reported_with_section_and_offset() {
     );
 }
 
-/// A dump assembled by hand from FORMAT.md, independently of `DumpWriter`:
-/// `sections` are (kind, record_size, count, body).
-fn assemble(sections: &[(u32, u32, u64, Vec<u8>)]) -> Vec<u8> {
+/// One section for [`assemble`]: (kind, record_size, count, body).
+type RawSection = (u32, u32, u64, Vec<u8>);
+
+/// A dump assembled by hand from FORMAT.md, independently of `DumpWriter`.
+fn assemble(sections: &[RawSection]) -> Vec<u8> {
     use heapdump_formats::crc32::crc32;
     let mut out = Vec::new();
     out.extend_from_slice(b"\x89HDUMP\r\n");
@@ -185,7 +187,7 @@ fn structural_lies_in_the_table_are_errors() {
         p
     };
     let p = SectionKind::Process as u32;
-    let cases: Vec<(Vec<(u32, u32, u64, Vec<u8>)>, &str)> = vec![
+    let cases: Vec<(Vec<RawSection>, &str)> = vec![
         (vec![], "the required Process section is missing"),
         (
             vec![(p, 152, 1, process.clone()), (p, 152, 1, process.clone())],
@@ -229,4 +231,26 @@ fn a_dump_named_by_the_environment_survives_corruption() {
         path.to_string_lossy(),
         bytes.len()
     );
+}
+
+#[test]
+fn resealing_a_sound_dump_changes_nothing_and_garbage_does_not_panic() {
+    let bytes = DumpBuilder::realistic(30).to_bytes();
+    assert_eq!(heapdump_formats::testing::reseal(&bytes), bytes);
+    let mut rng = heapdump_formats::testing::SplitMix64(9);
+    for n in [0, 1, 23, 24, 25, 64, 200] {
+        let garbage: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        let _ = heapdump_formats::testing::parse_and_exercise(&heapdump_formats::testing::reseal(
+            &garbage,
+        ));
+    }
+    // A flipped record with resealed checksums parses, and verify names it.
+    let mut builder = DumpBuilder::small();
+    builder.allocations[1].thread = 9;
+    builder.fix_totals();
+    let broken = builder.to_bytes();
+    let view = DumpView::parse(&broken).unwrap();
+    let problems = verify(&view);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].check, "allocations.thread");
 }
