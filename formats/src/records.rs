@@ -455,10 +455,11 @@ record! {
 }
 
 record! {
-    /// One frame of a stack: the innermost frame's program counter, then
-    /// return addresses (symbolize `pc - 1` for those to land in the call).
+    /// One frame of a stack. Every frame, the innermost included, is a
+    /// return address: symbolize `pc - 1` so the lookup lands in the call
+    /// instruction rather than in the one after it.
     pub struct FrameRecord: Frames, size 8 {
-        /// Instruction address.
+        /// Return address (symbolize `pc - 1`).
         pc: u64 = 0,
     }
 }

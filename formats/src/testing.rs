@@ -687,6 +687,11 @@ pub struct CorruptionOptions {
     pub seed: u64,
     /// Also truncate at every offset.
     pub truncate: bool,
+    /// Upper bound on the bytes parsed by the flip phase (each flip parses
+    /// the whole dump up to twice), so a multi-megabyte real dump takes
+    /// seconds, not hours. The header, table, trailer and section edges are
+    /// always flipped; the stride and random positions are thinned to fit.
+    pub max_parse_bytes: u64,
 }
 
 impl Default for CorruptionOptions {
@@ -698,6 +703,7 @@ impl Default for CorruptionOptions {
             masks: vec![0x01, 0x80, 0xff],
             seed: 0x5eed,
             truncate: true,
+            max_parse_bytes: 1 << 30,
         }
     }
 }
@@ -794,10 +800,18 @@ fn flip_positions(bytes: &[u8], view: &DumpView<'_>, options: &CorruptionOptions
         positions.extend(start..end.min(start + record));
         positions.extend(end.saturating_sub(record).max(start)..end);
     }
-    let stride = (len / options.stride_positions.max(1)).max(1);
+    // Thin the sampled positions to the parse budget.
+    let per_position = 2 * len as u64 * options.masks.len().max(1) as u64;
+    let affordable = (options.max_parse_bytes / per_position.max(1)) as usize;
+    let sampled = affordable
+        .saturating_sub(positions.len())
+        .max(64)
+        .min(options.stride_positions + options.random_flips);
+    let share = |n: usize| n * sampled / (options.stride_positions + options.random_flips).max(1);
+    let stride = (len / share(options.stride_positions).max(1)).max(1);
     positions.extend((0..len).step_by(stride));
     let mut rng = SplitMix64(options.seed);
-    positions.extend((0..options.random_flips).map(|_| rng.below(len as u64) as usize));
+    positions.extend((0..share(options.random_flips)).map(|_| rng.below(len as u64) as usize));
     positions.sort_unstable();
     positions.dedup();
     positions

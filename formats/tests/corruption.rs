@@ -254,3 +254,17 @@ fn resealing_a_sound_dump_changes_nothing_and_garbage_does_not_panic() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].check, "allocations.thread");
 }
+
+#[test]
+fn a_large_dump_is_checked_within_the_parse_budget() {
+    let bytes = DumpBuilder::realistic(20_000).to_bytes();
+    let options = CorruptionOptions {
+        max_parse_bytes: 64 << 20,
+        ..Default::default()
+    };
+    let report = check_corruption(&bytes, &options);
+    eprintln!("{} bytes: {report:?}", bytes.len());
+    // Header, table, trailer and section edges at least; not thousands.
+    assert!(report.flips >= 3 * 200, "{report:?}");
+    assert!(report.flips <= 3 * 1500, "{report:?}");
+}
