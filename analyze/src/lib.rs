@@ -1,1 +1,35 @@
-//! heapdump-analyze (under construction)
+//! The library behind the `heapdump` command: open a `.hdump`, symbolize
+//! its stacks, find allocation sites, and build the reports that the CLI
+//! prints as text or JSON. The CLI only parses arguments and calls these.
+//!
+//! ```no_run
+//! use heapdump_analyze::report::{self, GroupBy, TopOptions};
+//! use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
+//!
+//! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
+//! let view = dump.view();
+//! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
+//! let options = TopOptions { by: GroupBy::Site, limit: 10 };
+//! let top = report::top(&view, &mut symbolizer, &options, &indicatif::ProgressBar::hidden(), &mut Vec::new());
+//! print!("{}", top.to_text());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! - [`symbolize`]: return addresses to inlined, demangled frames, with the
+//!   main executable checked against the dump's build-id.
+//! - [`site`]: which frame of a stack is the allocation site.
+//! - [`report`]: `info`, `verify` and `top` as serializable structs.
+
+use std::path::Path;
+
+use heapdump_formats::read::Dump;
+
+pub mod report;
+pub mod site;
+pub mod symbolize;
+
+/// Opens and validates a dump. The error names the file and, for a corrupt
+/// dump, the section and byte offset.
+pub fn open_dump(path: &Path) -> anyhow::Result<Dump> {
+    Ok(Dump::open(path)?)
+}

@@ -1,0 +1,452 @@
+//! Turning the return addresses of a dump's stacks into functions, files and
+//! lines, with inlined frames, from the ELF files of the dumped process.
+//!
+//! The main executable is required and must be the exact binary that wrote
+//! the dump (its GNU build-id is checked); shared libraries are best effort:
+//! a library that is missing or does not match is shown as `module+0xoffset`.
+//!
+//! ```no_run
+//! use heapdump_analyze::symbolize::{Symbolizer, SymbolizeOptions};
+//! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
+//! let view = dump.view();
+//! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
+//! for frame in symbolizer.symbolize_stack(&view, 1)? {
+//!     println!("{frame}");
+//! }
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use heapdump_formats::read::DumpView;
+use heapdump_formats::records::{ModuleRecord, module_flags};
+use object::{Object as _, ObjectSegment as _};
+use serde::Serialize;
+
+/// How to find the files to symbolize with.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolizeOptions {
+    /// The main executable to use instead of the path recorded in the dump
+    /// (for a dump analyzed on another machine, or a binary that moved).
+    pub binary: Option<PathBuf>,
+}
+
+/// One symbolized frame. A return address yields one frame per inlined
+/// function at that address, innermost first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Frame {
+    /// The return address as recorded in the dump, as `0x…` hex.
+    #[serde(serialize_with = "serialize_hex")]
+    pub pc: u64,
+    /// Demangled function name (without the hash), if known.
+    pub function: Option<String>,
+    /// Source file as recorded in DWARF (absolute when DWARF has it so).
+    pub file: Option<String>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// This frame's function was inlined into the next (outer) frame.
+    pub inlined: bool,
+    /// Path of the module the address is in, if any module holds it.
+    pub module: Option<String>,
+    /// `pc` minus the module's load bias: the address in the ELF file.
+    #[serde(serialize_with = "serialize_opt_hex")]
+    pub module_offset: Option<u64>,
+}
+
+fn serialize_hex<S: serde::Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{value:#x}"))
+}
+
+fn serialize_opt_hex<S: serde::Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serialize_hex(value, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl Frame {
+    fn unknown(pc: u64) -> Frame {
+        Frame {
+            pc,
+            function: None,
+            file: None,
+            line: None,
+            inlined: false,
+            module: None,
+            module_offset: None,
+        }
+    }
+
+    /// What to call this frame: the function, else `module+0xoffset`, else
+    /// the bare address.
+    pub fn name(&self) -> String {
+        if let Some(function) = &self.function {
+            return function.clone();
+        }
+        match (&self.module, self.module_offset) {
+            (Some(module), Some(offset)) => {
+                let base = module.rsplit('/').next().unwrap_or(module);
+                format!("{base}+{offset:#x}")
+            }
+            _ => format!("{:#x}", self.pc),
+        }
+    }
+
+    /// `file:line`, or `file`, or `None`.
+    pub fn location(&self) -> Option<String> {
+        let file = self.file.as_ref()?;
+        Some(match self.line {
+            Some(line) => format!("{file}:{line}"),
+            None => file.clone(),
+        })
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name())?;
+        if self.inlined {
+            write!(f, " (inlined)")?;
+        }
+        if let Some(location) = self.location() {
+            write!(f, " at {location}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Demangles a Rust symbol in the `{:#}` form (no hash), a C++ one if it is
+/// one, and leaves anything else as it is.
+pub fn demangle(name: &str) -> String {
+    if let Ok(demangled) = rustc_demangle::try_demangle(name) {
+        return format!("{demangled:#}");
+    }
+    addr2line::demangle(name, addr2line::gimli::DW_LANG_C_plus_plus)
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// Reads the GNU build-id note of an ELF file; `None` if it has none.
+pub fn elf_build_id(path: &Path) -> Result<Option<Vec<u8>>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // ReadCache reads only the headers and the note, not a whole (possibly
+    // huge) binary.
+    let cache = object::ReadCache::new(file);
+    let object = object::File::parse(&cache)
+        .with_context(|| format!("{} is not an object file heapdump can read", path.display()))?;
+    let id = object
+        .build_id()
+        .with_context(|| format!("cannot read the build-id note of {}", path.display()))?;
+    Ok(id.map(<[u8]>::to_vec))
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The load bias of an ELF file mapped so that its first `PT_LOAD` segment
+/// starts at `first_mapped`: what to subtract from runtime addresses. For
+/// tests and tools that build dumps by hand.
+pub fn load_bias(path: &Path, first_mapped: u64) -> Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let cache = object::ReadCache::new(file);
+    let object = object::File::parse(&cache)
+        .with_context(|| format!("{} is not an object file heapdump can read", path.display()))?;
+    let first = object
+        .segments()
+        .map(|s| s.address())
+        .min()
+        .ok_or_else(|| anyhow!("{} has no loadable segments", path.display()))?;
+    Ok(first_mapped.wrapping_sub(first & !0xfff))
+}
+
+struct ModuleDebugInfo {
+    path: String,
+    start: u64,
+    end: u64,
+    load_bias: u64,
+    loader: Option<addr2line::Loader>,
+}
+
+impl fmt::Debug for ModuleDebugInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModuleDebugInfo")
+            .field("path", &self.path)
+            .field("start", &format_args!("{:#x}", self.start))
+            .field("end", &format_args!("{:#x}", self.end))
+            .field("load_bias", &format_args!("{:#x}", self.load_bias))
+            .field("has_debug_info", &self.loader.is_some())
+            .finish()
+    }
+}
+
+/// Symbolizes the addresses of one dump. Results are cached per address,
+/// since the stacks of a process share most of their frames.
+#[derive(Debug)]
+pub struct Symbolizer {
+    modules: Vec<ModuleDebugInfo>,
+    cache: HashMap<u64, Vec<Frame>>,
+    warnings: Vec<String>,
+}
+
+impl Symbolizer {
+    /// Loads debug information for the dump's modules.
+    ///
+    /// Fails if the main executable (the dump's, or `options.binary`) is
+    /// missing or has a different build-id than the dump records. Problems
+    /// with shared libraries are only [warnings](Symbolizer::warnings).
+    pub fn new(view: &DumpView<'_>, options: &SymbolizeOptions) -> Result<Symbolizer> {
+        let mut symbolizer = Symbolizer {
+            modules: Vec::new(),
+            cache: HashMap::new(),
+            warnings: Vec::new(),
+        };
+        let mut have_main = false;
+        for (index, module) in view.modules().iter().enumerate() {
+            let recorded = view
+                .string_lossy(module.path)
+                .map(|p| p.into_owned())
+                .with_context(|| format!("module {index} has a bad path"))?;
+            let is_main = module.flags & module_flags::MAIN_EXECUTABLE != 0 && !have_main;
+            let loader = if module.flags & module_flags::VDSO != 0 {
+                None
+            } else if is_main {
+                have_main = true;
+                Some(load_main(
+                    view,
+                    &module,
+                    &recorded,
+                    options.binary.as_deref(),
+                )?)
+            } else {
+                match load_library(view, &module, &recorded) {
+                    Ok(loader) => Some(loader),
+                    Err(error) => {
+                        symbolizer.warnings.push(format!("{error:#}"));
+                        None
+                    }
+                }
+            };
+            let path = match (&options.binary, is_main) {
+                (Some(binary), true) => binary.display().to_string(),
+                _ => recorded,
+            };
+            symbolizer.modules.push(ModuleDebugInfo {
+                path,
+                start: module.start,
+                end: module.end,
+                load_bias: module.load_bias,
+                loader,
+            });
+        }
+        if !have_main && let Some(binary) = &options.binary {
+            symbolizer.warnings.push(format!(
+                "the dump records no main executable module, so {} was not used",
+                binary.display()
+            ));
+        }
+        Ok(symbolizer)
+    }
+
+    /// Problems that did not stop symbolization (a shared library that
+    /// could not be read, for instance), one sentence each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The frames at return address `pc`, innermost (most inlined) first.
+    /// Never empty: an address nothing knows is one frame with no function.
+    pub fn symbolize_pc(&mut self, pc: u64) -> &[Frame] {
+        let modules = &self.modules;
+        self.cache.entry(pc).or_insert_with(|| lookup(modules, pc))
+    }
+
+    /// The symbolized frames of stack `stack_id`, innermost first. Stack 0
+    /// (unknown) has none.
+    pub fn symbolize_stack(&mut self, view: &DumpView<'_>, stack_id: u32) -> Result<Vec<Frame>> {
+        if stack_id == 0 {
+            return Ok(Vec::new());
+        }
+        let frames = view.stack_frames(stack_id)?;
+        let mut out = Vec::with_capacity(frames.len());
+        for frame in frames.iter() {
+            out.extend_from_slice(self.symbolize_pc(frame.pc));
+        }
+        Ok(out)
+    }
+}
+
+fn load_main(
+    view: &DumpView<'_>,
+    module: &ModuleRecord,
+    recorded: &str,
+    binary: Option<&Path>,
+) -> Result<addr2line::Loader> {
+    let path = match binary {
+        Some(binary) => {
+            if !binary.exists() {
+                bail!("BINARY {} does not exist", binary.display());
+            }
+            binary.to_owned()
+        }
+        None => {
+            let path = PathBuf::from(recorded);
+            if !path.exists() {
+                bail!(
+                    "the dumped program's executable {recorded} was not found; pass BINARY, the exact executable that wrote the dump"
+                );
+            }
+            path
+        }
+    };
+    let expected = view.string(module.build_id)?;
+    if !expected.is_empty() {
+        let actual = elf_build_id(&path)?;
+        if actual.as_deref() != Some(expected) {
+            let actual = actual.map_or_else(|| "none".to_owned(), |id| hex(&id));
+            bail!(
+                "{} was built from different sources than the dumped process: build-id {} vs {} recorded in the dump; pass the exact binary that wrote the dump",
+                path.display(),
+                actual,
+                hex(expected)
+            );
+        }
+    }
+    addr2line::Loader::new(&path)
+        .map_err(|e| anyhow!("cannot read debug information from {}: {e}", path.display()))
+}
+
+fn load_library(
+    view: &DumpView<'_>,
+    module: &ModuleRecord,
+    recorded: &str,
+) -> Result<addr2line::Loader> {
+    let path = Path::new(recorded);
+    if !path.exists() {
+        bail!("shared library {recorded} not found; its frames are shown as offsets");
+    }
+    let expected = view.string(module.build_id)?;
+    if !expected.is_empty() {
+        let actual = elf_build_id(path)?;
+        if actual.as_deref() != Some(expected) {
+            // Symbols from a different build would be wrong, which is worse
+            // than none.
+            bail!(
+                "shared library {recorded} on this machine is not the one the process loaded (build-id {} vs {}); its frames are shown as offsets",
+                actual.map_or_else(|| "none".to_owned(), |id| hex(&id)),
+                hex(expected)
+            );
+        }
+    }
+    addr2line::Loader::new(path)
+        .map_err(|e| anyhow!("cannot read symbols from shared library {recorded}: {e}"))
+}
+
+fn lookup(modules: &[ModuleDebugInfo], pc: u64) -> Vec<Frame> {
+    let Some(module) = modules.iter().find(|m| m.start <= pc && pc < m.end) else {
+        return vec![Frame::unknown(pc)];
+    };
+    let offset = pc.wrapping_sub(module.load_bias);
+    let base = Frame {
+        module: Some(module.path.clone()),
+        module_offset: Some(offset),
+        ..Frame::unknown(pc)
+    };
+    let Some(loader) = &module.loader else {
+        return vec![base];
+    };
+    // A return address points after the call; pc - 1 is inside it, so the
+    // lookup finds the caller's line and inlining, not the next statement's.
+    let probe = offset.wrapping_sub(1);
+    let mut frames = Vec::new();
+    if let Ok(mut iter) = loader.find_frames(probe) {
+        while let Ok(Some(frame)) = iter.next() {
+            let function = frame
+                .function
+                .as_ref()
+                .and_then(|f| f.raw_name().ok())
+                .map(|raw| demangle(&raw));
+            let (file, line) = match &frame.location {
+                Some(location) => (location.file.map(str::to_owned), location.line),
+                None => (None, None),
+            };
+            frames.push(Frame {
+                function,
+                file,
+                line,
+                inlined: true,
+                ..base.clone()
+            });
+        }
+    }
+    let symbol = loader.find_symbol(probe).map(demangle);
+    if frames.iter().all(|f| f.function.is_none()) {
+        // No DWARF for this address (a library with only a symbol table).
+        let location = loader.find_location(probe).ok().flatten();
+        let (file, line) = match location {
+            Some(l) => (l.file.map(str::to_owned), l.line),
+            None => (None, None),
+        };
+        frames = vec![Frame {
+            function: symbol,
+            file: file.or_else(|| frames.first().and_then(|f| f.file.clone())),
+            line: line.or_else(|| frames.first().and_then(|f| f.line)),
+            ..base
+        }];
+    } else if let Some(outer) = frames.last_mut() {
+        // Some DWARF (line-tables-only, notably) names functions without
+        // their path; the symbol table names the outermost one in full.
+        if let (Some(symbol), Some(name)) = (symbol, &outer.function)
+            && !name.contains("::")
+            && symbol.contains("::")
+            && symbol.ends_with(name.as_str())
+        {
+            outer.function = Some(symbol);
+        }
+    }
+    if let Some(outer) = frames.last_mut() {
+        outer.inlined = false;
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demangles_rust_without_hash_and_leaves_plain_names() {
+        assert_eq!(
+            demangle("_ZN6blocks11make_blocks17h0123456789abcdefE"),
+            "blocks::make_blocks"
+        );
+        assert_eq!(
+            demangle("_RNvCs1234_6blocks11make_blocks"),
+            "blocks::make_blocks"
+        );
+        assert_eq!(demangle("malloc"), "malloc");
+    }
+
+    #[test]
+    fn frame_names_fall_back_to_module_offset_then_address() {
+        let mut frame = Frame::unknown(0x7f00_0000_1234);
+        assert_eq!(frame.name(), "0x7f0000001234");
+        frame.module = Some("/usr/lib/libc.so.6".into());
+        frame.module_offset = Some(0x1234);
+        assert_eq!(frame.name(), "libc.so.6+0x1234");
+        frame.function = Some("malloc".into());
+        frame.file = Some("/src/malloc.c".into());
+        frame.line = Some(7);
+        frame.inlined = true;
+        assert_eq!(frame.to_string(), "malloc (inlined) at /src/malloc.c:7");
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0xab, 0x0f]), "00ab0f");
+    }
+}
