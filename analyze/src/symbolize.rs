@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow, bail};
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{ModuleRecord, module_flags};
-use object::{Object as _, ObjectSegment as _};
+use object::Object as _;
 use serde::Serialize;
 
 /// How to find the files to symbolize with.
@@ -146,22 +146,6 @@ pub fn elf_build_id(path: &Path) -> Result<Option<Vec<u8>>> {
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The load bias of an ELF file mapped so that its first `PT_LOAD` segment
-/// starts at `first_mapped`: what to subtract from runtime addresses. For
-/// tests and tools that build dumps by hand.
-pub fn load_bias(path: &Path, first_mapped: u64) -> Result<u64> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let cache = object::ReadCache::new(file);
-    let object = object::File::parse(&cache)
-        .with_context(|| format!("{} is not an object file heapdump can read", path.display()))?;
-    let first = object
-        .segments()
-        .map(|s| s.address())
-        .min()
-        .ok_or_else(|| anyhow!("{} has no loadable segments", path.display()))?;
-    Ok(first_mapped.wrapping_sub(first & !0xfff))
 }
 
 struct ModuleDebugInfo {
