@@ -39,7 +39,8 @@ fn small_without_modules() -> DumpBuilder {
     let mut b = DumpBuilder::small();
     b.modules.clear();
     b.segments.clear();
-    b.roots.retain(|r| r.owner_kind != heapdump_formats::records::owner_kind::MODULE);
+    b.roots
+        .retain(|r| r.owner_kind != heapdump_formats::records::owner_kind::MODULE);
     b.edges
         .retain(|e| e.flags & heapdump_formats::records::edge_flags::FROM_ROOT == 0);
     b
@@ -54,7 +55,10 @@ fn info_json_describes_process_threads_modules_and_totals() {
     assert_eq!(v["format_version"], "1.0");
     assert_eq!(v["process"]["pid"], 1234);
     assert_eq!(v["process"]["exe"], "/usr/bin/app");
-    assert_eq!(v["process"]["cmdline"], serde_json::json!(["app", "--serve"]));
+    assert_eq!(
+        v["process"]["cmdline"],
+        serde_json::json!(["app", "--serve"])
+    );
     assert_eq!(v["process"]["timestamp"], "2023-11-14T22:13:20.000000000Z");
     assert_eq!(
         v["process"]["flags"],
@@ -72,7 +76,10 @@ fn info_json_describes_process_threads_modules_and_totals() {
     assert_eq!(v["threads"][1]["tid"], 1235);
     assert_eq!(v["modules"][0]["build_id"], "ab".repeat(20));
     assert_eq!(v["modules"][0]["start"], "0x555555550000");
-    assert_eq!(v["modules"][0]["flags"], serde_json::json!(["MAIN_EXECUTABLE"]));
+    assert_eq!(
+        v["modules"][0]["flags"],
+        serde_json::json!(["MAIN_EXECUTABLE"])
+    );
     assert_eq!(v["stacks"]["stacks"], 3);
     assert_eq!(v["stacks"]["frames"], 3);
     assert_eq!(v["stacks"]["allocations_without_stack"], 1);
@@ -106,9 +113,18 @@ fn info_text_warns_loudly_about_dropped_records_and_says_scan_not_captured() {
             "WARNING: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>",
         ]
     );
-    assert!(lines.contains(&"roots, edges    not captured (0)"), "{text}");
-    assert!(lines.contains(&"contents        not captured (0)"), "{text}");
-    assert!(lines.contains(&"dropped         3 allocations, 2 stacks"), "{text}");
+    assert!(
+        lines.contains(&"roots, edges    not captured (0)"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"contents        not captured (0)"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"dropped         3 allocations, 2 stacks"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -116,7 +132,10 @@ fn verify_sound_dump_exits_zero() {
     let path = write_dump("sound", &DumpBuilder::realistic(300).to_bytes());
     let out = heapdump(&["verify", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("{}: ok, no problems\n", path.display()));
+    assert_eq!(
+        stdout(&out),
+        format!("{}: ok, no problems\n", path.display())
+    );
 }
 
 #[test]
@@ -260,7 +279,10 @@ fn top_totals_equal_the_process_record_on_a_large_dump() {
     );
     let bytes: Vec<u64> = rows.iter().map(|r| r["bytes"].as_u64().unwrap()).collect();
     assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
-    assert!(rows.iter().all(|r| r["file"].is_null() && r["line"].is_null()));
+    assert!(
+        rows.iter()
+            .all(|r| r["file"].is_null() && r["line"].is_null())
+    );
 }
 
 #[test]
