@@ -1,0 +1,49 @@
+//! `fork` safety. A child process starts with one thread; if another thread
+//! held one of the tracker's locks at the moment of the fork, the child's
+//! first allocation would wait for it forever. The prepare handler takes
+//! every lock so the fork happens at a quiet moment, and both sides release
+//! them afterwards.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::{DUMP_LOCK, LIVE, STACKS, threads};
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the handlers once per process.
+pub fn install_handlers() {
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: the three handlers are `extern "C"` functions that never
+    // unwind; registration has no other precondition.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child));
+    }
+}
+
+extern "C" fn prepare() {
+    DUMP_LOCK.lock_forever();
+    for shard in &LIVE.shards {
+        shard.0.lock_forever();
+    }
+    STACKS.lock_forever();
+}
+
+extern "C" fn release() {
+    // SAFETY: `prepare` took all of these locks in this thread, and the
+    // process (parent or child) resumes with them held by us.
+    unsafe {
+        STACKS.unlock_forever();
+        for shard in &LIVE.shards {
+            shard.0.force_unlock();
+        }
+        DUMP_LOCK.force_unlock();
+    }
+}
+
+extern "C" fn release_in_child() {
+    // The child's thread has a new kernel id: register it afresh.
+    threads::forget_current();
+    release();
+}

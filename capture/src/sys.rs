@@ -1,0 +1,359 @@
+//! The few operating-system services the tracker needs, each wrapped so the
+//! rest of the crate stays free of raw `libc` calls: anonymous mappings, a
+//! spin lock, thread ids, clocks and whole-file reads. Nothing here
+//! allocates on the heap.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// The page size, assumed where it cannot matter for correctness (rounding
+/// table sizes); the dump records the real one.
+pub const PAGE: usize = 4096;
+
+/// Rounds `bytes` up to whole pages.
+pub const fn round_to_pages(bytes: usize) -> usize {
+    bytes.div_ceil(PAGE) * PAGE
+}
+
+/// Maps `bytes` of zeroed, private, read-write memory outside the tracked
+/// heap. `None` when the kernel refuses.
+pub fn map_zeroed(bytes: usize) -> Option<*mut u8> {
+    if bytes == 0 {
+        return None;
+    }
+    // SAFETY: an anonymous private mapping with no address hint touches no
+    // existing memory; the result is checked for MAP_FAILED.
+    let ptr = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        None
+    } else {
+        Some(ptr.cast())
+    }
+}
+
+/// Returns a mapping made by [`map_zeroed`].
+///
+/// # Safety
+/// `ptr` and `bytes` must describe exactly one earlier `map_zeroed` result
+/// that nothing uses any more.
+pub unsafe fn unmap(ptr: *mut u8, bytes: usize) {
+    // SAFETY: the caller guarantees the range is ours and unused. A failure
+    // (impossible for a range we mapped) would only leak address space.
+    unsafe {
+        libc::munmap(ptr.cast(), bytes);
+    }
+}
+
+/// Memory for plain-old-data values: all-zero bytes are a valid value.
+///
+/// # Safety
+/// Implementors must be valid when every byte is zero and have no drop glue.
+pub unsafe trait Zeroable: Copy {}
+
+// SAFETY: integers are valid when zero and have no drop glue.
+unsafe impl Zeroable for u8 {}
+// SAFETY: as above.
+unsafe impl Zeroable for u32 {}
+// SAFETY: as above.
+unsafe impl Zeroable for u64 {}
+
+/// A mapping owned by one dump: scratch space carved into typed slices,
+/// returned to the kernel when dropped.
+pub struct Scratch {
+    base: *mut u8,
+    len: usize,
+    used: usize,
+}
+
+impl Scratch {
+    /// Maps `bytes` (rounded up to pages) of scratch memory.
+    pub fn new(bytes: usize) -> Option<Scratch> {
+        let len = round_to_pages(bytes.max(1));
+        let base = map_zeroed(len)?;
+        Some(Scratch { base, len, used: 0 })
+    }
+
+    /// Carves a zeroed slice of `count` values; `None` when the mapping is
+    /// exhausted. The slice lives as long as the borrow of `self`, and the
+    /// pieces never overlap, so several may be held at once.
+    pub fn take<T: Zeroable>(&mut self, count: usize) -> Option<&'static mut [T]> {
+        let align = core::mem::align_of::<T>();
+        let start = self.used.checked_add(align - 1)? & !(align - 1);
+        let bytes = count.checked_mul(core::mem::size_of::<T>())?;
+        let end = start.checked_add(bytes)?;
+        if end > self.len {
+            return None;
+        }
+        self.used = end;
+        // SAFETY: `start..end` lies inside our mapping, is aligned for `T`,
+        // was never handed out before (the cursor only moves forward), and
+        // zeroed memory is a valid `T` (`Zeroable`). The 'static lifetime is
+        // an internal shortcut: every caller keeps the slices only while the
+        // `Scratch` lives (they are locals of the same dump function).
+        Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start).cast::<T>(), count) })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `new`; the slices
+        // carved from it do not outlive the dump function that owns `self`.
+        unsafe { unmap(self.base, self.len) }
+    }
+}
+
+/// A test-and-test-and-set spin lock for short critical sections that never
+/// call into the allocator. After a few hundred spins a waiter yields the
+/// CPU, so a lock held across a dump costs waiters no CPU time to speak of.
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through a guard, and the lock admits one
+// guard at a time.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> SpinLock<T> {
+        SpinLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    #[inline]
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 256 {
+                    core::hint::spin_loop();
+                    spins += 1;
+                } else {
+                    // SAFETY: sched_yield has no preconditions.
+                    unsafe {
+                        libc::sched_yield();
+                    }
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Takes the lock and keeps it until [`force_unlock`](Self::force_unlock):
+    /// for the fork handlers, which lock in one callback and unlock in
+    /// another.
+    pub fn lock_forever(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken by [`lock_forever`](Self::lock_forever).
+    ///
+    /// # Safety
+    /// The caller must own the lock through `lock_forever` and hold no
+    /// reference into the value.
+    pub unsafe fn force_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
+pub struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves we hold the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves we hold the lock, and `&mut self` makes
+        // this the only reference through it.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// Nanoseconds on `clock` (`CLOCK_MONOTONIC` or `CLOCK_REALTIME`).
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; both clocks always exist.
+    unsafe {
+        libc::clock_gettime(clock, &mut ts);
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The current `errno`.
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Reads the file at the NUL-terminated `path` into `out`; returns the
+/// bytes read (a longer file is cut at `out.len()`), 0 on any error.
+pub fn read_file(path: &[u8], out: &mut [u8]) -> usize {
+    if path.last() != Some(&0) {
+        return 0;
+    }
+    // SAFETY: `path` is NUL-terminated (checked above).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return 0;
+    }
+    let mut filled = 0;
+    while filled < out.len() {
+        let rest = &mut out[filled..];
+        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+    }
+    // SAFETY: `fd` is ours and closed once.
+    unsafe {
+        libc::close(fd);
+    }
+    filled
+}
+
+/// A small fixed-capacity byte string for building paths without the heap.
+pub struct PathBuf<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> PathBuf<N> {
+    pub const fn new() -> Self {
+        PathBuf {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    /// Appends bytes; `false` (and nothing appended) when they do not fit
+    /// with room for the final NUL.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        let Some(end) = self.len.checked_add(bytes.len()) else {
+            return false;
+        };
+        if end >= N {
+            return false;
+        }
+        self.bytes[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        true
+    }
+
+    /// Appends `value` in decimal.
+    pub fn push_decimal(&mut self, mut value: u64) -> bool {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..])
+    }
+
+    /// The bytes followed by a NUL, for system calls.
+    pub fn as_c_bytes(&mut self) -> &[u8] {
+        self.bytes[self.len] = 0;
+        &self.bytes[..=self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_hands_out_disjoint_aligned_zeroed_slices() {
+        let mut scratch = Scratch::new(100).unwrap();
+        let bytes = scratch.take::<u8>(3).unwrap();
+        let words = scratch.take::<u64>(10).unwrap();
+        assert_eq!(words.as_ptr() as usize % 8, 0);
+        assert!(words.iter().all(|&w| w == 0));
+        bytes.fill(7);
+        words.fill(u64::MAX);
+        assert_eq!(bytes, [7, 7, 7]);
+        assert!(scratch.take::<u8>(PAGE).is_none());
+    }
+
+    #[test]
+    fn path_buf_builds_proc_paths_and_refuses_overflow() {
+        let mut path = PathBuf::<32>::new();
+        assert!(path.push(b"/proc/self/task/"));
+        assert!(path.push_decimal(12345));
+        assert!(path.push(b"/comm"));
+        assert_eq!(path.as_c_bytes(), b"/proc/self/task/12345/comm\0");
+        let mut tiny = PathBuf::<4>::new();
+        assert!(tiny.push(b"abc"));
+        assert!(!tiny.push(b"d"));
+    }
+
+    #[test]
+    fn read_file_reads_proc_files() {
+        let mut buf = [0u8; 64];
+        let n = read_file(b"/proc/self/comm\0", &mut buf);
+        assert!(n > 1 && buf[n - 1] == b'\n');
+        assert_eq!(read_file(b"/nonexistent/file\0", &mut buf), 0);
+        assert_eq!(read_file(b"/proc/self/comm", &mut buf), 0);
+    }
+}

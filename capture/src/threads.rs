@@ -1,0 +1,297 @@
+//! The thread registry: a slot per thread that ever allocated, holding its
+//! kernel id and stack bounds, indexed by the thread index that allocation
+//! records carry. The calling thread's index and stack bounds are cached in
+//! `const`-initialized thread-locals without destructors, which stay usable
+//! in thread-local destructors and never allocate.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use crate::live::MAX_THREAD_INDEX;
+use crate::sys;
+
+/// Registry capacity: thread indices beyond it are recorded as unknown.
+pub const MAX_THREADS: usize = MAX_THREAD_INDEX as usize + 1;
+
+const NOT_REGISTERED: u32 = u32::MAX - 1;
+
+/// One registered thread.
+#[repr(C)]
+pub struct ThreadSlot {
+    pub tid: AtomicU32,
+    pub stack_low: AtomicU64,
+    pub stack_high: AtomicU64,
+}
+
+static REGISTRY: AtomicPtr<ThreadSlot> = AtomicPtr::new(core::ptr::null_mut());
+static REGISTERED: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    static INDEX: Cell<u32> = const { Cell::new(NOT_REGISTERED) };
+    static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// The calling thread as the tracker knows it.
+#[derive(Clone, Copy, Debug)]
+pub struct CurrentThread {
+    /// Registry index, or `UNKNOWN_THREAD` when the registry is full.
+    pub index: u32,
+    /// Stack `[low, high)`, empty when unknown.
+    pub stack: (usize, usize),
+}
+
+/// The calling thread, registering it on first use.
+#[inline]
+pub fn current() -> CurrentThread {
+    let index = INDEX.get();
+    if index != NOT_REGISTERED {
+        return CurrentThread {
+            index,
+            stack: STACK.get(),
+        };
+    }
+    register()
+}
+
+#[cold]
+fn register() -> CurrentThread {
+    crate::fork::install_handlers();
+    let stack = current_stack_bounds();
+    STACK.set(stack);
+    let index = match registry() {
+        Some(slots) => {
+            let index = REGISTERED.fetch_add(1, Ordering::AcqRel);
+            if (index as usize) < MAX_THREADS {
+                // SAFETY: `index` is below the registry's capacity and was
+                // handed to this thread alone by the fetch_add.
+                let slot = unsafe { &*slots.add(index as usize) };
+                slot.stack_low.store(stack.0 as u64, Ordering::Relaxed);
+                slot.stack_high.store(stack.1 as u64, Ordering::Relaxed);
+                // The tid goes last: a dump treats tid 0 as a slot still
+                // being filled.
+                slot.tid.store(sys::gettid(), Ordering::Release);
+                index
+            } else {
+                heapdump_formats::records::UNKNOWN_THREAD
+            }
+        }
+        None => heapdump_formats::records::UNKNOWN_THREAD,
+    };
+    INDEX.set(index);
+    CurrentThread { index, stack }
+}
+
+/// Forgets the calling thread's registration (in a fork child, where the
+/// thread has a new id).
+pub fn forget_current() {
+    INDEX.set(NOT_REGISTERED);
+}
+
+fn registry() -> Option<*mut ThreadSlot> {
+    let current = REGISTRY.load(Ordering::Acquire);
+    if !current.is_null() {
+        return Some(current);
+    }
+    let bytes = MAX_THREADS * size_of::<ThreadSlot>();
+    let fresh = sys::map_zeroed(bytes)?.cast::<ThreadSlot>();
+    match REGISTRY.compare_exchange(
+        core::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Some(fresh),
+        Err(winner) => {
+            // SAFETY: `fresh` is our unpublished mapping of `bytes`.
+            unsafe { sys::unmap(fresh.cast(), bytes) };
+            Some(winner)
+        }
+    }
+}
+
+/// A registered thread as a dump reads it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegisteredThread {
+    /// Kernel id; 0 while the slot is being filled.
+    pub tid: u32,
+    pub stack_low: u64,
+    pub stack_high: u64,
+}
+
+/// The registered threads, in index order.
+pub fn registered() -> impl Iterator<Item = RegisteredThread> {
+    let slots = REGISTRY.load(Ordering::Acquire);
+    let count = if slots.is_null() {
+        0
+    } else {
+        (REGISTERED.load(Ordering::Acquire) as usize).min(MAX_THREADS)
+    };
+    (0..count).map(move |i| {
+        // SAFETY: `i < count <= MAX_THREADS` and the registry is mapped for
+        // the life of the process; the fields are atomics.
+        let slot = unsafe { &*slots.add(i) };
+        RegisteredThread {
+            tid: slot.tid.load(Ordering::Acquire),
+            stack_low: slot.stack_low.load(Ordering::Relaxed),
+            stack_high: slot.stack_high.load(Ordering::Relaxed),
+        }
+    })
+}
+
+/// Bytes the registry occupies once touched.
+pub fn tracking_bytes() -> u64 {
+    let count = (REGISTERED.load(Ordering::Relaxed) as usize).min(MAX_THREADS);
+    sys::round_to_pages(count * size_of::<ThreadSlot>()) as u64
+}
+
+/// The calling thread's stack `[low, high)` from its pthread attributes;
+/// `(0, 0)` if unavailable.
+pub fn current_stack_bounds() -> (usize, usize) {
+    // SAFETY: an all-zero pthread_attr_t is a valid out-parameter for
+    // pthread_getattr_np, which initializes it.
+    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `attr` is a valid out-pointer; pthread_self is the caller.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
+        return (0, 0);
+    }
+    let mut base: *mut libc::c_void = core::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: `attr` was initialized above; the out-pointers are valid.
+    let got = unsafe { libc::pthread_attr_getstack(&attr, &mut base, &mut size) };
+    // SAFETY: `attr` was initialized by pthread_getattr_np and is destroyed once.
+    unsafe {
+        libc::pthread_attr_destroy(&mut attr);
+    }
+    if got != 0 || base.is_null() {
+        return (0, 0);
+    }
+    let low = base as usize;
+    (low, low.saturating_add(size))
+}
+
+/// Kernel ids of the threads alive now, from `/proc/self/task`; fills
+/// `out` and returns how many it wrote (more threads than fit are left out).
+pub fn alive_tids(out: &mut [u32]) -> usize {
+    // SAFETY: the path is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/task".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    let mut found = 0;
+    let mut buffer = [0u8; 4096];
+    'read: loop {
+        // SAFETY: `buffer` is writable for its length; getdents64 fills it
+        // with whole records.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        let mut at = 0usize;
+        let n = n as usize;
+        // linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
+        while at + 19 < n {
+            let reclen = u16::from_ne_bytes([buffer[at + 16], buffer[at + 17]]) as usize;
+            if reclen == 0 || at + reclen > n {
+                break;
+            }
+            let name = &buffer[at + 19..at + reclen];
+            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+            if let Some(tid) = parse_decimal(name) {
+                if found == out.len() {
+                    break 'read;
+                }
+                out[found] = tid;
+                found += 1;
+            }
+            at += reclen;
+        }
+    }
+    // SAFETY: `fd` is ours and closed once.
+    unsafe {
+        libc::close(fd);
+    }
+    found
+}
+
+fn parse_decimal(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+/// Reads thread `tid`'s name into `out`; returns its length.
+pub fn thread_name(tid: u32, out: &mut [u8]) -> usize {
+    let mut path = sys::PathBuf::<64>::new();
+    let _ = path.push(b"/proc/self/task/")
+        && path.push_decimal(u64::from(tid))
+        && path.push(b"/comm");
+    let n = sys::read_file(path.as_c_bytes(), out);
+    // `comm` ends with a newline.
+    if n > 0 && out[n - 1] == b'\n' {
+        n - 1
+    } else {
+        n
+    }
+}
+
+/// How many threads have registered (allocated at least once).
+pub fn registered_count() -> u64 {
+    u64::from(REGISTERED.load(Ordering::Relaxed)).min(MAX_THREADS as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alive_tids_lists_this_thread_and_a_spawned_one() {
+        let me = sys::gettid();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("lister-probe".into())
+            .spawn(move || {
+                tx.send(sys::gettid()).unwrap();
+                done_rx.recv().unwrap();
+            })
+            .unwrap();
+        let other = rx.recv().unwrap();
+        let mut tids = [0u32; 1024];
+        let n = alive_tids(&mut tids);
+        assert!(tids[..n].contains(&me));
+        assert!(tids[..n].contains(&other));
+        let mut name = [0u8; 32];
+        let len = thread_name(other, &mut name);
+        assert_eq!(&name[..len], b"lister-probe");
+        done_tx.send(()).unwrap();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn stack_bounds_contain_a_local() {
+        let local = 0u64;
+        let (low, high) = current_stack_bounds();
+        let at = &local as *const u64 as usize;
+        assert!(low < at && at < high, "{low:#x} {at:#x} {high:#x}");
+    }
+}
