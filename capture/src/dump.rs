@@ -85,12 +85,8 @@ fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError
         .take::<u8>(STRINGS_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
     let mut strings = StringTable::new(strings);
-    let module_slots = scratch
-        .take(MAX_MODULES)
-        .ok_or(DumpError::OutOfMemory)?;
-    let segment_slots = scratch
-        .take(MAX_SEGMENTS)
-        .ok_or(DumpError::OutOfMemory)?;
+    let module_slots = scratch.take(MAX_MODULES).ok_or(DumpError::OutOfMemory)?;
+    let segment_slots = scratch.take(MAX_SEGMENTS).ok_or(DumpError::OutOfMemory)?;
     let mut found = Modules {
         modules: module_slots,
         module_count: 0,
@@ -244,7 +240,12 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
             record.flags |= thread_flags::ALIVE;
         }
     }
-    for (&tid, _) in unlocked.alive.iter().zip(claimed.iter()).filter(|(_, c)| **c == 0) {
+    for (&tid, _) in unlocked
+        .alive
+        .iter()
+        .zip(claimed.iter())
+        .filter(|(_, c)| **c == 0)
+    {
         if let Some(record) = records.get_mut(thread_count) {
             *record = ThreadRecord {
                 tid,
@@ -395,7 +396,9 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
         )
     };
     if fd < 0 {
-        Err(DumpError::Open { errno: sys::errno() })
+        Err(DumpError::Open {
+            errno: sys::errno(),
+        })
     } else {
         Ok(fd)
     }

@@ -301,7 +301,9 @@ impl ShardTable {
             let old = self.slots()[position];
             self.bytes = self.bytes - old.size() + slot.size();
             self.slots_mut()[position] = slot;
-            return Inserted::Replaced { old_size: old.size() };
+            return Inserted::Replaced {
+                old_size: old.size(),
+            };
         }
         if !self.reserve_one(first_capacity) {
             return Inserted::Full;
@@ -520,7 +522,13 @@ mod tests {
             ..e
         };
         assert_eq!(Slot::pack(&unknown).unwrap().unpack().thread, u32::MAX);
-        assert!(Slot::pack(&Entry { address: 1 << 50, ..e }).is_none());
+        assert!(
+            Slot::pack(&Entry {
+                address: 1 << 50,
+                ..e
+            })
+            .is_none()
+        );
         assert!(Slot::pack(&Entry { address: 0, ..e }).is_none());
     }
 

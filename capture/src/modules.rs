@@ -136,7 +136,8 @@ fn find_build_id(notes: &[u8]) -> &[u8] {
         Some(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
     };
     let mut at = 0;
-    while let (Some(name_size), Some(desc_size), Some(kind)) = (word(at), word(at + 4), word(at + 8))
+    while let (Some(name_size), Some(desc_size), Some(kind)) =
+        (word(at), word(at + 4), word(at + 8))
     {
         let name_at = at + 12;
         let desc_at = name_at + name_size.next_multiple_of(4);
@@ -161,7 +162,11 @@ pub fn read_link(path: &[u8], out: &mut [u8]) -> usize {
     }
     // SAFETY: `path` is NUL-terminated and `out` is writable for its length.
     let n = unsafe { libc::readlink(path.as_ptr().cast(), out.as_mut_ptr().cast(), out.len()) };
-    if n < 0 { 0 } else { (n as usize).min(out.len()) }
+    if n < 0 {
+        0
+    } else {
+        (n as usize).min(out.len())
+    }
 }
 
 /// Scratch sizes a dump reserves for modules.
@@ -199,15 +204,20 @@ mod tests {
         // This function's own address lies in an executable segment of the
         // main module.
         let here = finds_the_test_binary_with_its_build_id_and_segments as *const () as u64;
-        assert!(segments[..segment_count].iter().any(|s| s.module == 0
-            && s.flags & 1 != 0
-            && (s.start..s.end).contains(&here)));
+        assert!(
+            segments[..segment_count]
+                .iter()
+                .any(|s| s.module == 0 && s.flags & 1 != 0 && (s.start..s.end).contains(&here))
+        );
     }
 
     #[test]
     fn build_id_parser_skips_other_notes_and_survives_garbage() {
         let mut notes = Vec::new();
-        for (name, kind, desc) in [(&b"XYZ\0"[..], 1u32, &[9u8; 5][..]), (b"GNU\0", 3, &[1, 2, 3, 4])] {
+        for (name, kind, desc) in [
+            (&b"XYZ\0"[..], 1u32, &[9u8; 5][..]),
+            (b"GNU\0", 3, &[1, 2, 3, 4]),
+        ] {
             notes.extend((name.len() as u32).to_ne_bytes());
             notes.extend((desc.len() as u32).to_ne_bytes());
             notes.extend(kind.to_ne_bytes());

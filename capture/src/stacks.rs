@@ -84,7 +84,9 @@ pub fn walk_current(stack: (usize, usize), walk: &mut Walk) {
         let fits = fp > previous
             && fp >= floor
             && fp % align_of::<usize>() == 0
-            && fp.checked_add(2 * size_of::<usize>()).is_some_and(|end| end <= high);
+            && fp
+                .checked_add(2 * size_of::<usize>())
+                .is_some_and(|end| end <= high);
         if !fits {
             return;
         }
@@ -214,10 +216,8 @@ impl StackInterner {
         } else {
             0
         };
-        let Some(stacks) = reserve(
-            &self.stacks,
-            MAX_STACKS as usize * size_of::<StoredStack>(),
-        ) else {
+        let Some(stacks) = reserve(&self.stacks, MAX_STACKS as usize * size_of::<StoredStack>())
+        else {
             return self.drop_one();
         };
         let Some(frame_store) = reserve(&self.frames, MAX_FRAMES as usize * size_of::<u64>())

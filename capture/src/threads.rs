@@ -187,14 +187,8 @@ pub fn alive_tids(out: &mut [u32]) -> usize {
     'read: loop {
         // SAFETY: `buffer` is writable for its length; getdents64 fills it
         // with whole records.
-        let n = unsafe {
-            libc::syscall(
-                libc::SYS_getdents64,
-                fd,
-                buffer.as_mut_ptr(),
-                buffer.len(),
-            )
-        };
+        let n =
+            unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) };
         if n <= 0 {
             break;
         }
@@ -242,9 +236,8 @@ fn parse_decimal(bytes: &[u8]) -> Option<u32> {
 /// Reads thread `tid`'s name into `out`; returns its length.
 pub fn thread_name(tid: u32, out: &mut [u8]) -> usize {
     let mut path = sys::PathBuf::<64>::new();
-    let _ = path.push(b"/proc/self/task/")
-        && path.push_decimal(u64::from(tid))
-        && path.push(b"/comm");
+    let _ =
+        path.push(b"/proc/self/task/") && path.push_decimal(u64::from(tid)) && path.push(b"/comm");
     let n = sys::read_file(path.as_c_bytes(), out);
     // `comm` ends with a newline.
     if n > 0 && out[n - 1] == b'\n' {

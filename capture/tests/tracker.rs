@@ -1,0 +1,328 @@
+//! The tracker as a real global allocator: exact live tables, realloc in
+//! place and moved, dumps that read back and verify, and many threads
+//! allocating while dumps are written.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Barrier, Mutex};
+
+use heapdump_capture::Tracker;
+use heapdump_formats::read::Dump;
+use heapdump_formats::records::{AllocationRecord, allocation_flags, thread_flags};
+use heapdump_formats::verify::verify;
+
+#[global_allocator]
+static ALLOCATOR: Tracker = Tracker::system();
+
+/// The tests share one process-wide tracker and compare exact counts, so
+/// they run one after another on the main thread (`harness = false`):
+/// libtest's own threads would allocate in the middle of a measurement.
+fn main() {
+    let tests: [(&str, fn()); 6] = [
+        (
+            "boxes_are_tracked_exactly_and_freed_ones_disappear",
+            boxes_are_tracked_exactly_and_freed_ones_disappear,
+        ),
+        (
+            "realloc_in_place_and_moved_keeps_one_record_of_the_new_size",
+            realloc_in_place_and_moved_keeps_one_record_of_the_new_size,
+        ),
+        (
+            "zeroed_and_overaligned_blocks_keep_their_flags_and_alignment",
+            zeroed_and_overaligned_blocks_keep_their_flags_and_alignment,
+        ),
+        (
+            "dump_process_totals_match_stats_when_nothing_else_runs",
+            dump_process_totals_match_stats_when_nothing_else_runs,
+        ),
+        (
+            "dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600",
+            dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600,
+        ),
+        (
+            "eight_threads_churning_while_100_dumps_are_written",
+            eight_threads_churning_while_100_dumps_are_written,
+        ),
+    ];
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        test();
+        println!("test {name} ... ok");
+    }
+}
+
+fn dump_bytes() -> Vec<u8> {
+    let file = tempfile();
+    heapdump_capture::write_heap_dump(file.as_fd()).expect("dump failed");
+    std::fs::read(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .expect("cannot read the dump back")
+}
+
+fn tempfile() -> File {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "heapdump-capture-test-{}-{:?}.hdump",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let file = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("cannot create a scratch file");
+    std::fs::remove_file(&path).expect("cannot unlink the scratch file");
+    file
+}
+
+fn parse(bytes: Vec<u8>) -> Dump {
+    let dump = Dump::from_vec(bytes).expect("the dump does not parse");
+    let problems = verify(&dump.view());
+    assert!(problems.is_empty(), "verify found problems: {problems:#?}");
+    dump
+}
+
+fn record_at(dump: &Dump, address: usize) -> Option<AllocationRecord> {
+    dump.view()
+        .allocations()
+        .iter()
+        .find(|a| a.address == address as u64)
+}
+
+fn boxes_are_tracked_exactly_and_freed_ones_disappear() {
+    let before = heapdump_capture::stats();
+    let boxes: Vec<Box<[u8; 3000]>> = (0..100).map(|i| Box::new([i as u8; 3000])).collect();
+    let middle = heapdump_capture::stats();
+    // 100 boxes plus the Vec that holds them (allocated once, exact size).
+    assert_eq!(middle.live_count - before.live_count, 101);
+    assert_eq!(middle.live_bytes - before.live_bytes, 100 * 3000 + 100 * 8);
+    let kept = &*boxes[7] as *const [u8; 3000] as usize;
+    let freed = &*boxes[8] as *const [u8; 3000] as usize;
+    let mut boxes = boxes;
+    drop(boxes.remove(8));
+
+    let dump = parse(dump_bytes());
+    let view = dump.view();
+    let kept_record = record_at(&dump, kept).expect("a live box is missing from the dump");
+    assert_eq!(kept_record.size, 3000);
+    assert_eq!(kept_record.align, 1);
+    assert_ne!(kept_record.stack, 0, "the box has no stack");
+    let thread = view.threads().get(kept_record.thread as usize).unwrap();
+    assert_eq!(thread.tid, thread_id_of_caller());
+    assert_ne!(thread.flags & thread_flags::DUMPING, 0);
+    assert!(
+        record_at(&dump, freed).is_none() || {
+            // The freed address may have been reused by a later allocation of
+            // another size.
+            record_at(&dump, freed).unwrap().size != 3000
+        }
+    );
+    let frames = view.stack_frames(kept_record.stack).unwrap();
+    assert!(frames.len() >= 3, "only {} frames", frames.len());
+    drop(boxes);
+}
+
+fn thread_id_of_caller() -> u32 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+        .expect("cannot read /proc/thread-self")
+}
+
+fn realloc_in_place_and_moved_keeps_one_record_of_the_new_size() {
+    let before = heapdump_capture::stats();
+    let mut grown: Vec<u8> = Vec::with_capacity(24);
+    grown.extend_from_slice(&[1; 24]);
+    for round in 0..12 {
+        grown.reserve_exact(grown.capacity() * 2 - grown.len());
+        grown.extend(std::iter::repeat_n(
+            round as u8,
+            grown.capacity() - grown.len(),
+        ));
+    }
+    let mut shrunk: Vec<u64> = Vec::with_capacity(4096);
+    shrunk.push(1);
+    shrunk.shrink_to_fit();
+    let after = heapdump_capture::stats();
+    assert_eq!(after.live_count - before.live_count, 2);
+    assert_eq!(
+        after.live_bytes - before.live_bytes,
+        grown.capacity() as u64 + 8
+    );
+    assert!(after.total_allocations > before.total_allocations);
+
+    let dump = parse(dump_bytes());
+    let grown_record = record_at(&dump, grown.as_ptr() as usize).unwrap();
+    assert_eq!(grown_record.size, grown.capacity() as u64);
+    assert_ne!(grown_record.flags & allocation_flags::REALLOCATED, 0);
+    let shrunk_record = record_at(&dump, shrunk.as_ptr() as usize).unwrap();
+    assert_eq!(shrunk_record.size, 8);
+}
+
+fn zeroed_and_overaligned_blocks_keep_their_flags_and_alignment() {
+    #[repr(align(4096))]
+    struct Page(#[allow(dead_code)] [u8; 4096]);
+    let page = Box::new(Page([0; 4096]));
+    let zeroed = vec![0u64; 5000];
+    let dump = parse(dump_bytes());
+    let page_record = record_at(&dump, &*page as *const Page as usize).unwrap();
+    assert_eq!((page_record.size, page_record.align), (4096, 4096));
+    let zeroed_record = record_at(&dump, zeroed.as_ptr() as usize).unwrap();
+    assert_eq!(zeroed_record.size, 40_000);
+    assert_ne!(zeroed_record.flags & allocation_flags::ZEROED, 0);
+}
+
+fn dump_process_totals_match_stats_when_nothing_else_runs() {
+    let keep: Vec<String> = (0..1000).map(|i| format!("string number {i}")).collect();
+    let before = heapdump_capture::stats();
+    let file = tempfile();
+    let written = heapdump_capture::write_heap_dump(file.as_fd()).unwrap();
+    let after = heapdump_capture::stats();
+    assert_eq!(before.live_bytes, after.live_bytes);
+    assert_eq!(written.live_bytes, before.live_bytes);
+    assert_eq!(written.allocations, before.live_count);
+    let bytes = std::fs::read(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&file)
+    ))
+    .unwrap();
+    assert_eq!(bytes.len() as u64, written.bytes_written);
+    let dump = parse(bytes);
+    let process = dump.view().process();
+    assert_eq!(process.live_bytes, before.live_bytes);
+    assert_eq!(process.live_count, before.live_count);
+    assert!(process.peak_live_bytes >= process.live_bytes);
+    assert_eq!(process.pid, std::process::id());
+    drop(keep);
+}
+
+fn dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("heapdump-capture-paths-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("first.hdump");
+    heapdump_capture::dump_to_path(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = heapdump_capture::dump_to_path(&path).unwrap_err();
+    assert_eq!(again, heapdump_capture::DumpError::Open { errno: 17 }); // EEXIST
+    let link = dir.join("link.hdump");
+    std::os::unix::fs::symlink(dir.join("target.hdump"), &link).unwrap();
+    assert!(heapdump_capture::dump_to_path(&link).is_err());
+    assert!(!dir.join("target.hdump").exists());
+    assert_eq!(
+        heapdump_capture::dump_to_path("bad\0path"),
+        Err(heapdump_capture::DumpError::InvalidPath)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Sizes only the workers below use, so their blocks can be told apart
+/// from everything else in the process.
+const WORKER_SIZES: std::ops::Range<u64> = 10_000..20_000;
+
+fn eight_threads_churning_while_100_dumps_are_written() {
+    const THREADS: usize = 8;
+    const DUMPS: usize = 100;
+    // Even dumps happen while the workers churn; odd ones at a barrier where
+    // each worker reports exactly what it holds.
+    let checkpoint = Arc::new(Barrier::new(THREADS + 1));
+    let resume = Arc::new(Barrier::new(THREADS + 1));
+    let held = Arc::new(Mutex::new(HashMap::<u32, (u64, u64)>::new()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|worker| {
+            let (checkpoint, resume, held) = (checkpoint.clone(), resume.clone(), held.clone());
+            std::thread::spawn(move || {
+                let tid = thread_id_of_caller();
+                let mut state = worker as u64 * 7919 + 1;
+                let mut next = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let mut blocks: Vec<Vec<u8>> = Vec::with_capacity(1024); // 24 KiB: outside WORKER_SIZES
+                for phase in 0..DUMPS {
+                    for _ in 0..300 {
+                        let r = next();
+                        let size = (WORKER_SIZES.start + r % 4000) as usize;
+                        match r % 4 {
+                            0 | 1 if blocks.len() < 500 => {
+                                blocks.push(Vec::with_capacity(size));
+                            }
+                            2 if !blocks.is_empty() => {
+                                let i = (r as usize / 4) % blocks.len();
+                                let block = &mut blocks[i];
+                                // Grow or shrink within the worker sizes.
+                                let target = (WORKER_SIZES.start + (r >> 20) % 9000) as usize;
+                                if target > block.capacity() {
+                                    block.reserve_exact(target);
+                                } else {
+                                    block.shrink_to(target);
+                                }
+                            }
+                            _ if !blocks.is_empty() => {
+                                let i = (r as usize / 4) % blocks.len();
+                                blocks.swap_remove(i);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if phase % 2 == 1 {
+                        let bytes = blocks.iter().map(|b| b.capacity() as u64).sum();
+                        held.lock()
+                            .unwrap()
+                            .insert(tid, (blocks.len() as u64, bytes));
+                        checkpoint.wait();
+                        resume.wait();
+                    }
+                }
+                blocks.len()
+            })
+        })
+        .collect();
+
+    let mut checked_exactly = 0;
+    for phase in 0..DUMPS {
+        if phase % 2 == 1 {
+            checkpoint.wait();
+        }
+        let dump = parse(dump_bytes());
+        let view = dump.view();
+        assert_eq!(view.process().live_count, view.allocations().len() as u64);
+        if phase % 2 == 1 {
+            let held = held.lock().unwrap();
+            for (&tid, &(count, bytes)) in held.iter() {
+                let index = view
+                    .threads()
+                    .iter()
+                    .position(|t| t.tid == tid && t.flags & thread_flags::ALIVE != 0)
+                    .expect("a worker thread is missing from the dump")
+                    as u32;
+                let mine = view
+                    .allocations()
+                    .iter()
+                    .filter(|a| a.thread == index && WORKER_SIZES.contains(&a.size));
+                let (dumped_count, dumped_bytes) =
+                    mine.fold((0, 0), |(c, b), a| (c + 1, b + a.size));
+                assert_eq!((dumped_count, dumped_bytes), (count, bytes), "thread {tid}");
+            }
+            checked_exactly += 1;
+            drop(held);
+            resume.wait();
+        }
+    }
+    for worker in workers {
+        worker.join().expect("a worker panicked");
+    }
+    assert_eq!(checked_exactly, DUMPS / 2);
+}
