@@ -100,17 +100,58 @@ fn is_library_type(ty: &str) -> bool {
     LIBRARY_CRATES.iter().any(|c| ty.starts_with(c))
 }
 
+/// Whether `file` is standard-library source (`/rustc/<hash>/library/std/…`
+/// and friends, or hashbrown). With `debug = "line-tables-only"`, inlined
+/// functions have short names without their path (`with_capacity<u8>`), so
+/// their file is what says they are the library's.
+pub fn is_library_file(file: &str) -> bool {
+    [
+        "/library/std/src/",
+        "/library/core/src/",
+        "/library/alloc/src/",
+    ]
+    .iter()
+    .any(|dir| file.contains(dir))
+        || file.contains("/hashbrown-")
+}
+
+/// Whether a frame is library code, by its function or its file.
+pub fn is_library_frame(frame: &Frame) -> bool {
+    frame.function.as_deref().is_some_and(is_library_function)
+        || frame.file.as_deref().is_some_and(is_library_file)
+}
+
 /// The frames left after trimming the innermost run of allocator and
-/// tracker frames (frames with no known function inside that run are
-/// trimmed with it).
+/// tracker code.
+///
+/// Trimming works on physical frames (one return address and the frames
+/// inlined at it): a physical frame is the allocator's if its outermost
+/// function is, or if every named function in it is. Physical frames with
+/// no known function inside that run are trimmed with it.
 pub fn trim_allocator_frames(frames: &[Frame]) -> &[Frame] {
     let mut cut = 0;
-    for (i, frame) in frames.iter().enumerate() {
-        match &frame.function {
-            Some(f) if is_allocator_function(f) => cut = i + 1,
-            Some(_) => break,
-            None => {}
+    let mut start = 0;
+    while start < frames.len() {
+        let end = frames[start..]
+            .iter()
+            .position(|f| !f.inlined)
+            .map_or(frames.len(), |i| start + i + 1);
+        let group = &frames[start..end];
+        let outer_is_allocator = group
+            .last()
+            .and_then(|f| f.function.as_deref())
+            .is_some_and(is_allocator_function);
+        let mut named = group
+            .iter()
+            .filter_map(|f| f.function.as_deref())
+            .peekable();
+        let unknown = named.peek().is_none();
+        if outer_is_allocator || (!unknown && named.all(is_allocator_function)) {
+            cut = end;
+        } else if !unknown {
+            break;
         }
+        start = end;
     }
     &frames[cut..]
 }
@@ -121,11 +162,9 @@ pub fn trim_allocator_frames(frames: &[Frame]) -> &[Frame] {
 pub fn site_index(frames: &[Frame]) -> Option<usize> {
     let trimmed = trim_allocator_frames(frames);
     let offset = frames.len() - trimmed.len();
-    let own = trimmed.iter().position(|f| {
-        f.function
-            .as_deref()
-            .is_some_and(|name| !is_library_function(name))
-    });
+    let own = trimmed
+        .iter()
+        .position(|f| f.function.is_some() && !is_library_frame(f));
     match own {
         Some(i) => Some(offset + i),
         None if trimmed.is_empty() => frames.len().checked_sub(1),
@@ -214,7 +253,7 @@ mod tests {
             frame(Some("blocks::make_blocks"), 21, true),
             frame(Some("blocks::main"), 40, false),
         ];
-        assert_eq!(trim_allocator_frames(&frames).len(), 4);
+        assert_eq!(trim_allocator_frames(&frames).len(), 5);
         assert_eq!(site_index(&frames), Some(6));
         assert_eq!(
             Site::of_stack(&frames),
@@ -225,6 +264,44 @@ mod tests {
                 inlined_into: Some("blocks::main".into()),
             }
         );
+    }
+
+    #[test]
+    fn short_inlined_names_are_classified_by_file_and_physical_frame() {
+        let mut frames = vec![
+            // One physical frame: the tracker, with a short-named inlined helper.
+            frame(Some("record<std::alloc::System>"), 1, true),
+            frame(
+                Some("<heapdump_capture::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"),
+                2,
+                false,
+            ),
+            frame(Some("__rust_alloc"), 3, false),
+            // Line-tables-only: inlined library code has short names.
+            frame(Some("with_capacity<u8>"), 4, true),
+            frame(Some("make_block<u8>"), 5, true),
+            frame(Some("blocks::main"), 6, false),
+        ];
+        frames[3].file = Some(
+            "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/alloc/src/vec/mod.rs".into(),
+        );
+        assert_eq!(trim_allocator_frames(&frames).len(), 3);
+        assert_eq!(site_index(&frames), Some(4));
+        assert_eq!(
+            Site::of_stack(&frames).inlined_into.as_deref(),
+            Some("blocks::main")
+        );
+    }
+
+    #[test]
+    fn a_user_function_with_inlined_allocator_code_is_not_trimmed() {
+        let frames = [
+            frame(Some("__rust_alloc"), 1, false),
+            frame(Some("alloc::alloc::alloc"), 2, true),
+            frame(Some("app::arena::grow"), 3, false),
+        ];
+        assert_eq!(trim_allocator_frames(&frames).len(), 2);
+        assert_eq!(site_index(&frames), Some(2));
     }
 
     #[test]

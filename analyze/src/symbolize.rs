@@ -382,12 +382,12 @@ fn lookup(modules: &[ModuleDebugInfo], pc: u64) -> Vec<Frame> {
             ..base
         }];
     } else if let Some(outer) = frames.last_mut() {
-        // Some DWARF (line-tables-only, notably) names functions without
-        // their path; the symbol table names the outermost one in full.
+        // With `debug = "line-tables-only"`, DWARF names functions without
+        // their path (`clone<u8, alloc::alloc::Global>`); the symbol table
+        // names the outermost one, the function the address is in, in full.
         if let (Some(symbol), Some(name)) = (symbol, &outer.function)
-            && !name.contains("::")
-            && symbol.contains("::")
-            && symbol.ends_with(name.as_str())
+            && !is_qualified(name)
+            && is_qualified(&symbol)
         {
             outer.function = Some(symbol);
         }
@@ -396,6 +396,23 @@ fn lookup(modules: &[ModuleDebugInfo], pc: u64) -> Vec<Frame> {
         outer.inlined = false;
     }
     frames
+}
+
+/// Whether a function name has a path (`a::b`), ignoring the `::` inside
+/// generic arguments (`clone<u8, alloc::alloc::Global>` has none).
+fn is_qualified(name: &str) -> bool {
+    let mut depth = 0usize;
+    let mut previous = ' ';
+    for c in name.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 && previous == ':' => return true,
+            _ => {}
+        }
+        previous = c;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -427,6 +444,16 @@ mod tests {
         frame.line = Some(7);
         frame.inlined = true;
         assert_eq!(frame.to_string(), "malloc (inlined) at /src/malloc.c:7");
+    }
+
+    #[test]
+    fn qualified_means_a_path_outside_generic_arguments() {
+        assert!(!is_qualified("clone<u8, alloc::alloc::Global>"));
+        assert!(!is_qualified("malloc"));
+        assert!(is_qualified(
+            "<alloc::vec::Vec<T,A> as core::clone::Clone>::clone"
+        ));
+        assert!(is_qualified("blocks::make_blocks"));
     }
 
     #[test]

@@ -178,6 +178,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// bytes, count, function, file, line
+type SiteRow<'a> = (u64, u64, &'a str, Option<&'a str>, Option<u64>);
+
 fn assert_sites(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -189,7 +192,7 @@ fn assert_sites(out: &Output) {
     assert_eq!(v["total_bytes"], 398);
     assert_eq!(v["total_count"], 5);
     let rows = v["rows"].as_array().unwrap();
-    let summary: Vec<(u64, u64, &str, Option<&str>, Option<u64>)> = rows
+    let summary: Vec<SiteRow<'_>> = rows
         .iter()
         .map(|r| {
             (
