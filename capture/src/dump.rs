@@ -138,7 +138,7 @@ struct Snapshot {
 
 fn snapshot(memory: &mut Option<Scratch>) -> Result<Snapshot, DumpError> {
     let paused = sys::clock_ns(libc::CLOCK_MONOTONIC);
-    let shards: [_; crate::live::SHARDS] = core::array::from_fn(|i| LIVE.shards[i].0.lock());
+    let shards: [_; crate::live::SHARDS] = core::array::from_fn(|i| LIVE.shards[i].table.lock());
     let count: u64 = shards.iter().map(|s| s.count).sum();
     // Mapping memory with the locks held costs a system call, not a pause
     // proportional to the heap: the pages are touched by the copy anyway.
@@ -201,7 +201,6 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
     let mut snapshot_memory = None;
     let snap = snapshot(&mut snapshot_memory)?;
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
-    let (peak_live_bytes, peak_live_count, dropped_allocations) = LIVE.peaks_and_dropped();
     let dropped_stacks = STACKS.dropped();
     let writing = sys::clock_ns(libc::CLOCK_MONOTONIC);
 
@@ -280,6 +279,9 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
             record.live_count += 1;
         }
     }
+
+    let (peak_live_bytes, peak_live_count, dropped_allocations) =
+        LIVE.peaks_and_dropped(snap.slots.len() as u64, live_bytes);
 
     let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
     writer.section(records.iter().copied())?;

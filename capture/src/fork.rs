@@ -25,7 +25,7 @@ pub fn install_handlers() {
 extern "C" fn prepare() {
     DUMP_LOCK.lock_forever();
     for shard in &LIVE.shards {
-        shard.0.lock_forever();
+        shard.table.lock_forever();
     }
     STACKS.lock_forever();
 }
@@ -36,7 +36,7 @@ extern "C" fn release() {
     unsafe {
         STACKS.unlock_forever();
         for shard in &LIVE.shards {
-            shard.0.force_unlock();
+            shard.table.force_unlock();
         }
         DUMP_LOCK.force_unlock();
     }

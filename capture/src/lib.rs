@@ -143,9 +143,32 @@ impl Drop for Busy {
 const ZEROED: u8 = heapdump_formats::records::allocation_flags::ZEROED as u8;
 const REALLOCATED: u8 = heapdump_formats::records::allocation_flags::REALLOCATED as u8;
 
+/// Sequence numbers a thread takes from the global counter at a time, so
+/// allocating threads do not fight over one cache line.
+const SEQUENCE_BLOCK: u64 = 64;
+
+thread_local! {
+    /// The next sequence number of this thread's block, and the block's end.
+    static SEQUENCE_RANGE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A fresh sequence number: unique, and increasing within each thread.
+/// Across threads the order holds to within a block.
+#[inline]
+fn next_sequence() -> u64 {
+    let (mut next, mut end) = SEQUENCE_RANGE.get();
+    if next == end {
+        next = SEQUENCE.fetch_add(SEQUENCE_BLOCK, Ordering::Relaxed);
+        end = next + SEQUENCE_BLOCK;
+    }
+    SEQUENCE_RANGE.set((next + 1, end));
+    next
+}
+
 /// Records a block the inner allocator just returned. The caller holds `Busy`.
 #[inline]
 fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new: bool) {
+    LIVE.prefetch(address as u64);
     let thread = threads::current();
     let mut walk = Walk::empty();
     stacks::walk_current(thread.stack, &mut walk);
@@ -154,7 +177,7 @@ fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new:
         &Entry {
             address: address as u64,
             size: size as u64,
-            sequence: SEQUENCE.fetch_add(1, Ordering::Relaxed),
+            sequence: next_sequence(),
             stack,
             thread: thread.index,
             align: align as u64,

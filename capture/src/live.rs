@@ -1,13 +1,16 @@
 //! The live table: every allocation the program holds, keyed by address.
 //!
 //! 64 shards, picked by a hash of the address, so two threads rarely want the
-//! same lock. Each shard is a Robin Hood hash table with backward-shift
-//! deletion in its own anonymous mapping, 24 bytes per slot, filled up to 95%
-//! before it grows by 1.3×. Shards start at staggered sizes so they do not
-//! all grow at once, which keeps the table's overhead near its average
-//! (about 29 bytes per live allocation) instead of swinging with each
-//! doubling.
+//! same lock. Each shard is a bucketized cuckoo hash table (two candidate
+//! buckets of four 24-byte slots per address) in its own anonymous mapping:
+//! a lookup reads at most two buckets however full the table is, so it can
+//! fill up to 95% before it grows by 1.3×. (Linear probing at that load
+//! needs hundreds of probes per insertion.) Shards start at staggered sizes
+//! so they do not all grow at once, which keeps the table's overhead near its
+//! average, about 29 bytes per live allocation, instead of swinging with
+//! each growth step.
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sys::{self, SpinLock};
@@ -124,35 +127,53 @@ fn hash(address: u64) -> u64 {
     (address >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// A second, independent hash for the alternative bucket.
+#[inline]
+fn hash2(address: u64) -> u64 {
+    let x = (address >> 4) ^ 0x5851_F42D_4C95_7F2D;
+    let x = (x ^ (x >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    x ^ (x >> 32)
+}
+
 #[inline]
 fn shard_of(address: u64) -> usize {
     (hash(address) >> (64 - SHARD_BITS)) as usize
 }
 
+/// Slots per bucket: four 24-byte slots, one and a half cache lines.
+const WAYS: usize = 4;
+type Bucket = [Slot; WAYS];
+
+/// Fill limit before growing, in percent. Bucketized cuckoo hashing with
+/// two choices and four ways keeps lookups at two buckets well past this.
+const MAX_LOAD_PERCENT: usize = 95;
+/// Evictions tried before an insertion gives up and the table grows.
+const MAX_KICKS: usize = 500;
+
 /// One shard's table and counters. Only touched under the shard's lock.
 pub struct ShardTable {
-    slots: *mut Slot,
-    capacity: usize,
+    buckets: *mut Bucket,
+    bucket_count: usize,
     mapped_bytes: usize,
+    /// State of the generator that picks eviction victims.
+    random: u64,
     pub count: u64,
     pub bytes: u64,
     pub total_allocations: u64,
     pub total_frees: u64,
 }
 
-// SAFETY: the mapping behind `slots` belongs to the table, which only the
+// SAFETY: the mapping behind `buckets` belongs to the table, which only the
 // lock holder touches.
 unsafe impl Send for ShardTable {}
-
-/// Fill limit before growing, in percent.
-const MAX_LOAD_PERCENT: usize = 95;
 
 impl ShardTable {
     const fn new() -> ShardTable {
         ShardTable {
-            slots: core::ptr::null_mut(),
-            capacity: 0,
+            buckets: core::ptr::null_mut(),
+            bucket_count: 0,
             mapped_bytes: 0,
+            random: 0x2545_F491_4F6C_DD1D,
             count: 0,
             bytes: 0,
             total_allocations: 0,
@@ -160,180 +181,193 @@ impl ShardTable {
         }
     }
 
-    fn slots(&self) -> &[Slot] {
-        if self.slots.is_null() {
+    fn buckets(&self) -> &[Bucket] {
+        if self.buckets.is_null() {
             return &[];
         }
-        // SAFETY: `slots` points at `capacity` initialized slots in our
-        // mapping (zeroed on creation, written only through this table).
-        unsafe { core::slice::from_raw_parts(self.slots, self.capacity) }
+        // SAFETY: `buckets` points at `bucket_count` initialized buckets in
+        // our mapping (zeroed on creation, written only through this table).
+        unsafe { core::slice::from_raw_parts(self.buckets, self.bucket_count) }
     }
 
-    fn slots_mut(&mut self) -> &mut [Slot] {
-        if self.slots.is_null() {
+    fn buckets_mut(&mut self) -> &mut [Bucket] {
+        if self.buckets.is_null() {
             return &mut [];
         }
-        // SAFETY: as in `slots`, and `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.slots, self.capacity) }
+        // SAFETY: as in `buckets`, and `&mut self` makes this the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.buckets, self.bucket_count) }
     }
 
+    fn capacity(&self) -> usize {
+        self.bucket_count * WAYS
+    }
+
+    /// The two buckets an address may live in. Multiply-shift maps a hash
+    /// onto any bucket count, not only powers of two, which is what lets
+    /// tables grow by 1.3×.
     #[inline]
-    fn home(&self, address: u64) -> usize {
-        // Multiply-shift maps the hash onto any capacity, not only powers
-        // of two, which is what lets tables grow by 1.3×.
-        let spread = hash(address) << SHARD_BITS;
-        ((u128::from(spread) * self.capacity as u128) >> 64) as usize
+    fn choices(&self, address: u64) -> (usize, usize) {
+        let n = self.bucket_count as u128;
+        let first = ((u128::from(hash(address) << SHARD_BITS) * n) >> 64) as usize;
+        let second = ((u128::from(hash2(address)) * n) >> 64) as usize;
+        (first, second)
     }
 
-    #[inline]
-    fn distance(&self, position: usize, address: u64) -> usize {
-        let home = self.home(address);
-        if position >= home {
-            position - home
-        } else {
-            position + self.capacity - home
+    fn find(&self, address: u64) -> Option<(usize, usize)> {
+        if self.bucket_count == 0 {
+            return None;
         }
-    }
-
-    /// Makes room for one more slot; `false` when the table is full and
-    /// cannot grow.
-    fn reserve_one(&mut self, first_capacity: usize) -> bool {
-        let needed = self.count as usize + 1;
-        if needed * 100 <= self.capacity * MAX_LOAD_PERCENT {
-            return true;
+        let (first, second) = self.choices(address);
+        for bucket in [first, second] {
+            let slots = self.buckets().get(bucket)?;
+            if let Some(way) = slots.iter().position(|s| s.address() == address) {
+                return Some((bucket, way));
+            }
         }
-        let wanted = if self.capacity == 0 {
-            first_capacity
-        } else {
-            self.capacity + self.capacity * 3 / 10
-        };
-        self.grow_to(wanted) || needed < self.capacity
+        None
     }
 
+    /// Puts a slot whose address is not in the table into one of its
+    /// buckets, evicting residents to their other bucket as needed. Returns
+    /// the slot left homeless when it gives up (maybe another one).
+    fn place(&mut self, mut slot: Slot) -> Option<Slot> {
+        if self.bucket_count == 0 {
+            return Some(slot);
+        }
+        let (first, second) = self.choices(slot.address());
+        for bucket in [first, second] {
+            if let Some(free) = self.buckets_mut()[bucket].iter_mut().find(|s| s.is_empty()) {
+                *free = slot;
+                return None;
+            }
+        }
+        let mut bucket = first;
+        for _ in 0..MAX_KICKS {
+            self.random ^= self.random << 13;
+            self.random ^= self.random >> 7;
+            self.random ^= self.random << 17;
+            let way = (self.random % WAYS as u64) as usize;
+            core::mem::swap(&mut self.buckets_mut()[bucket][way], &mut slot);
+            let (a, b) = self.choices(slot.address());
+            bucket = if a == bucket { b } else { a };
+            if let Some(free) = self.buckets_mut()[bucket].iter_mut().find(|s| s.is_empty()) {
+                *free = slot;
+                return None;
+            }
+        }
+        Some(slot)
+    }
+
+    /// Moves everything into a table with room for about `wanted` slots.
     fn grow_to(&mut self, wanted: usize) -> bool {
-        let bytes = sys::round_to_pages(wanted * size_of::<Slot>());
+        let bytes = sys::round_to_pages(wanted.div_ceil(WAYS) * size_of::<Bucket>());
         let Some(mapping) = sys::map_zeroed(bytes) else {
             return false;
         };
-        let old_slots = self.slots;
-        let old_capacity = self.capacity;
+        let old_buckets = self.buckets;
+        let old_count = self.bucket_count;
         let old_bytes = self.mapped_bytes;
-        self.slots = mapping.cast();
-        self.capacity = bytes / size_of::<Slot>();
+        self.buckets = mapping.cast();
+        self.bucket_count = bytes / size_of::<Bucket>();
         self.mapped_bytes = bytes;
-        if !old_slots.is_null() {
-            // SAFETY: the old mapping holds `old_capacity` slots and stays
-            // mapped until the unmap below.
-            let old = unsafe { core::slice::from_raw_parts(old_slots, old_capacity) };
-            for slot in old.iter().filter(|s| !s.is_empty()) {
-                self.place(*slot);
-            }
-            // SAFETY: the old mapping was made by `map_zeroed` with this size
-            // and nothing refers to it after the copy.
-            unsafe { sys::unmap(old_slots.cast(), old_bytes) };
+        if old_buckets.is_null() {
+            return true;
         }
+        // SAFETY: the old mapping holds `old_count` buckets and stays mapped
+        // until the unmap below.
+        let old = unsafe { core::slice::from_raw_parts(old_buckets, old_count) };
+        let mut stuck = None;
+        for slot in old.iter().flatten().filter(|s| !s.is_empty()) {
+            if let Some(homeless) = self.place(*slot) {
+                stuck = Some(homeless);
+                break;
+            }
+        }
+        if stuck.is_some() {
+            // Practically impossible below 75% load; start over bigger,
+            // from the intact old table.
+            // SAFETY: the new mapping was made above with `bytes` and
+            // nothing refers to it once we switch back.
+            unsafe { sys::unmap(self.buckets.cast(), self.mapped_bytes) };
+            self.buckets = old_buckets;
+            self.bucket_count = old_count;
+            self.mapped_bytes = old_bytes;
+            return self.grow_to(wanted + wanted / 2);
+        }
+        // SAFETY: the old mapping was made by `map_zeroed` with this size
+        // and nothing refers to it after the copy.
+        unsafe { sys::unmap(old_buckets.cast(), old_bytes) };
         true
     }
 
-    /// Robin Hood insertion of a slot whose address is not in the table.
-    /// The table has a free slot.
-    fn place(&mut self, mut slot: Slot) {
-        let capacity = self.capacity;
-        let mut position = self.home(slot.address());
-        let mut distance = 0;
-        loop {
-            let resident = self.slots()[position];
-            if resident.is_empty() {
-                self.slots_mut()[position] = slot;
-                return;
-            }
-            let resident_distance = self.distance(position, resident.address());
-            if resident_distance < distance {
-                self.slots_mut()[position] = slot;
-                slot = resident;
-                distance = resident_distance;
-            }
-            position += 1;
-            if position == capacity {
-                position = 0;
-            }
-            distance += 1;
-        }
-    }
-
-    fn find(&self, address: u64) -> Option<usize> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let slots = self.slots();
-        let mut position = self.home(address);
-        let mut distance = 0;
-        loop {
-            let resident = *slots.get(position)?;
-            if resident.is_empty() {
-                return None;
-            }
-            if resident.address() == address {
-                return Some(position);
-            }
-            // Robin Hood order: a resident closer to home than we would be
-            // means the address is absent.
-            if self.distance(position, resident.address()) < distance {
-                return None;
-            }
-            position += 1;
-            if position == self.capacity {
-                position = 0;
-            }
-            distance += 1;
-            if distance > self.capacity {
-                return None;
-            }
+    fn next_capacity(&self, first_capacity: usize) -> usize {
+        if self.bucket_count == 0 {
+            first_capacity
+        } else {
+            self.capacity() + self.capacity() * 3 / 10
         }
     }
 
     /// Inserts, or replaces the record at the same address.
     fn insert(&mut self, slot: Slot, first_capacity: usize) -> Inserted {
-        if let Some(position) = self.find(slot.address()) {
-            // The inner allocator handed out a block we thought live: it
-            // was freed behind our back (never by Rust code), so the new
-            // block replaces it.
-            let old = self.slots()[position];
-            self.bytes = self.bytes - old.size() + slot.size();
-            self.slots_mut()[position] = slot;
-            return Inserted::Replaced {
-                old_size: old.size(),
-            };
+        if self.bucket_count != 0 {
+            // One pass over both buckets: the address, or else a free slot.
+            let address = slot.address();
+            let (first, second) = self.choices(address);
+            let mut free = None;
+            for bucket in [first, second] {
+                for (way, resident) in self.buckets()[bucket].iter().enumerate() {
+                    if resident.address() == address {
+                        // The inner allocator handed out a block we thought
+                        // live: it was freed behind our back (never by Rust
+                        // code), so the new block replaces it.
+                        let old = core::mem::replace(&mut self.buckets_mut()[bucket][way], slot);
+                        self.bytes = self.bytes - old.size() + slot.size();
+                        return Inserted::Replaced;
+                    }
+                    if free.is_none() && resident.is_empty() {
+                        free = Some((bucket, way));
+                    }
+                }
+            }
+            if let Some((bucket, way)) = free
+                && (self.count as usize + 1) * 100 <= self.capacity() * MAX_LOAD_PERCENT
+            {
+                self.buckets_mut()[bucket][way] = slot;
+                self.count += 1;
+                self.bytes += slot.size();
+                return Inserted::New;
+            }
         }
-        if !self.reserve_one(first_capacity) {
-            return Inserted::Full;
+        if (self.count as usize + 1) * 100 > self.capacity() * MAX_LOAD_PERCENT {
+            let wanted = self.next_capacity(first_capacity);
+            if !self.grow_to(wanted) && self.count as usize >= self.capacity() {
+                return Inserted::Full;
+            }
         }
-        self.place(slot);
+        let mut pending = slot;
+        while let Some(homeless) = self.place(pending) {
+            if self.grow_to(self.next_capacity(first_capacity)) {
+                pending = homeless;
+                continue;
+            }
+            // Out of memory with one record left over after the evictions:
+            // either the new one (nothing changed) or an older one, which is
+            // now lost while the new one is stored.
+            if homeless.address() == slot.address() {
+                return Inserted::Full;
+            }
+            self.bytes = self.bytes + slot.size() - homeless.size();
+            return Inserted::Evicted;
+        }
         self.count += 1;
         self.bytes += slot.size();
         Inserted::New
     }
 
     fn remove(&mut self, address: u64) -> Option<Slot> {
-        let mut position = self.find(address)?;
-        let removed = self.slots()[position];
-        let capacity = self.capacity;
-        // Backward-shift deletion: pull followers one step toward home
-        // until one is already home or the run ends.
-        loop {
-            let next = if position + 1 == capacity {
-                0
-            } else {
-                position + 1
-            };
-            let follower = self.slots()[next];
-            if follower.is_empty() || self.distance(next, follower.address()) == 0 {
-                self.slots_mut()[position] = Slot::default();
-                break;
-            }
-            self.slots_mut()[position] = follower;
-            position = next;
-        }
+        let (bucket, way) = self.find(address)?;
+        let removed = core::mem::take(&mut self.buckets_mut()[bucket][way]);
         self.count -= 1;
         self.bytes -= removed.size();
         Some(removed)
@@ -341,7 +375,7 @@ impl ShardTable {
 
     /// The live slots, in table order.
     pub fn live(&self) -> impl Iterator<Item = &Slot> {
-        self.slots().iter().filter(|s| !s.is_empty())
+        self.buckets().iter().flatten().filter(|s| !s.is_empty())
     }
 
     pub fn mapped_bytes(&self) -> usize {
@@ -351,26 +385,48 @@ impl ShardTable {
 
 enum Inserted {
     New,
-    Replaced { old_size: u64 },
+    /// The address was already recorded; its old record was replaced.
+    Replaced,
+    /// Stored, but the table could not grow and lost an older record.
+    Evicted,
+    /// Not stored: the table could not grow.
     Full,
 }
 
 /// A cache line per shard, so two threads working on neighbouring shards do
 /// not share one.
 #[repr(align(64))]
-pub struct Shard(pub SpinLock<ShardTable>);
+pub struct Shard {
+    pub table: SpinLock<ShardTable>,
+    /// The table's count and bytes, republished after every change so that
+    /// peak sampling can add them up without taking 64 locks.
+    count: AtomicU64,
+    bytes: AtomicU64,
+    /// Where the table's buckets are, for prefetching without the lock.
+    buckets_hint: AtomicU64,
+    bucket_count_hint: AtomicU64,
+}
 
-/// The table: shards plus the global totals that do not need a lock.
+/// Inserts between two samples of the peak, per thread, and bytes
+/// allocated between them: the peak is exact to within this much work of
+/// each thread.
+const PEAK_SAMPLE_INSERTS: u32 = 128;
+const PEAK_SAMPLE_BYTES: u64 = 1 << 20;
+
+thread_local! {
+    /// Inserts and bytes since this thread last sampled the peak.
+    static SINCE_SAMPLE: Cell<(u32, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// The table: shards plus counters that need no lock.
 pub struct LiveTable {
     pub shards: [Shard; SHARDS],
-    live_bytes: AtomicU64,
-    live_count: AtomicU64,
     peak_bytes: AtomicU64,
     peak_count: AtomicU64,
     dropped: AtomicU64,
 }
 
-/// Totals read without locking; exact when no other thread is allocating.
+/// The table's totals; exact when no other thread is allocating.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LiveTotals {
     pub live_bytes: u64,
@@ -386,9 +442,15 @@ pub struct LiveTotals {
 impl LiveTable {
     pub const fn new() -> LiveTable {
         LiveTable {
-            shards: [const { Shard(SpinLock::new(ShardTable::new())) }; SHARDS],
-            live_bytes: AtomicU64::new(0),
-            live_count: AtomicU64::new(0),
+            shards: [const {
+                Shard {
+                    table: SpinLock::new(ShardTable::new()),
+                    count: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                    buckets_hint: AtomicU64::new(0),
+                    bucket_count_hint: AtomicU64::new(0),
+                }
+            }; SHARDS],
             peak_bytes: AtomicU64::new(0),
             peak_count: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -398,7 +460,7 @@ impl LiveTable {
     /// Shard `index`'s first size: one to about 1.3 pages of slots, spread
     /// evenly so shards cross their growth points at different times.
     fn first_capacity(index: usize) -> usize {
-        let base = sys::PAGE / size_of::<Slot>();
+        let base = sys::PAGE / size_of::<Bucket>() * WAYS;
         base + base * 3 * index / (10 * SHARDS)
     }
 
@@ -412,31 +474,70 @@ impl LiveTable {
             return false;
         };
         let index = shard_of(entry.address);
+        let shard = &self.shards[index];
         let stored = {
-            let mut shard = self.shards[index].0.lock();
-            shard.total_allocations += u64::from(counts_as_new);
-            shard.insert(slot, Self::first_capacity(index))
+            let mut table = shard.table.lock();
+            table.total_allocations += u64::from(counts_as_new);
+            let stored = table.insert(slot, Self::first_capacity(index));
+            shard.publish(&table);
+            stored
         };
         match stored {
-            Inserted::New => {}
-            Inserted::Replaced { old_size } => {
-                self.live_bytes.fetch_sub(old_size, Ordering::Relaxed);
-                self.live_count.fetch_sub(1, Ordering::Relaxed);
+            Inserted::New | Inserted::Replaced => {}
+            Inserted::Evicted => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Inserted::Full => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
         }
-        let bytes = self.live_bytes.fetch_add(entry.size, Ordering::Relaxed) + entry.size;
-        let count = self.live_count.fetch_add(1, Ordering::Relaxed) + 1;
-        if bytes > self.peak_bytes.load(Ordering::Relaxed) {
-            self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
-        }
-        if count > self.peak_count.load(Ordering::Relaxed) {
-            self.peak_count.fetch_max(count, Ordering::Relaxed);
+        let (inserts, bytes) = SINCE_SAMPLE.get();
+        let (inserts, bytes) = (inserts + 1, bytes.saturating_add(entry.size));
+        if inserts >= PEAK_SAMPLE_INSERTS || bytes >= PEAK_SAMPLE_BYTES {
+            SINCE_SAMPLE.set((0, 0));
+            self.sample_peak();
+        } else {
+            SINCE_SAMPLE.set((inserts, bytes));
         }
         true
+    }
+
+    /// Raises the peaks to the current totals (read without locks).
+    fn sample_peak(&self) -> (u64, u64) {
+        let (count, bytes) = self.shards.iter().fold((0, 0), |(c, b), shard| {
+            (
+                c + shard.count.load(Ordering::Relaxed),
+                b + shard.bytes.load(Ordering::Relaxed),
+            )
+        });
+        self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        self.peak_count.fetch_max(count, Ordering::Relaxed);
+        (count, bytes)
+    }
+
+    /// Starts loading the memory `insert(address)` will touch, so the
+    /// cache miss overlaps with the stack walk that comes first.
+    #[inline]
+    pub fn prefetch(&self, address: u64) {
+        let shard = &self.shards[shard_of(address)];
+        // A racy peek at the bucket pointer: prefetching a stale or wrong
+        // address is harmless, it is only a hint.
+        let buckets = shard.buckets_hint.load(Ordering::Relaxed);
+        let count = shard.bucket_count_hint.load(Ordering::Relaxed);
+        if buckets != 0 {
+            let bucket = ((u128::from(hash(address) << SHARD_BITS) * count as u128) >> 64) as u64;
+            let at = buckets + bucket * size_of::<Bucket>() as u64;
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    at as *const i8,
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = at;
+        }
     }
 
     /// Forgets a block; returns what was recorded for it, `None` if it was
@@ -445,47 +546,65 @@ impl LiveTable {
     /// (a reallocation is counted once its outcome is known).
     #[inline]
     pub fn remove(&self, address: u64, counts_as_free: bool) -> Option<Entry> {
-        let removed = {
-            let mut shard = self.shards[shard_of(address)].0.lock();
-            shard.total_frees += u64::from(counts_as_free);
-            shard.remove(address)
-        }?;
-        self.live_bytes.fetch_sub(removed.size(), Ordering::Relaxed);
-        self.live_count.fetch_sub(1, Ordering::Relaxed);
+        let shard = &self.shards[shard_of(address)];
+        let mut table = shard.table.lock();
+        table.total_frees += u64::from(counts_as_free);
+        let removed = table.remove(address)?;
+        shard.publish(&table);
         Some(removed.unpack())
     }
 
     /// Counts a deallocation whose record was already removed (a
     /// reallocation that moved).
     pub fn count_free(&self, address: u64) {
-        self.shards[shard_of(address)].0.lock().total_frees += 1;
+        self.shards[shard_of(address)].table.lock().total_frees += 1;
     }
 
+    /// Totals, adding up the shards under their locks one at a time.
     pub fn totals(&self) -> LiveTotals {
         let mut totals = LiveTotals {
-            live_bytes: self.live_bytes.load(Ordering::Relaxed),
-            live_count: self.live_count.load(Ordering::Relaxed),
-            peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
-            peak_count: self.peak_count.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             ..LiveTotals::default()
         };
         for shard in &self.shards {
-            let shard = shard.0.lock();
-            totals.total_allocations += shard.total_allocations;
-            totals.total_frees += shard.total_frees;
-            totals.mapped_bytes += shard.mapped_bytes as u64;
+            let table = shard.table.lock();
+            totals.live_bytes += table.bytes;
+            totals.live_count += table.count;
+            totals.total_allocations += table.total_allocations;
+            totals.total_frees += table.total_frees;
+            totals.mapped_bytes += table.mapped_bytes as u64;
         }
+        self.peak_bytes
+            .fetch_max(totals.live_bytes, Ordering::Relaxed);
+        self.peak_count
+            .fetch_max(totals.live_count, Ordering::Relaxed);
+        totals.peak_bytes = self.peak_bytes.load(Ordering::Relaxed);
+        totals.peak_count = self.peak_count.load(Ordering::Relaxed);
         totals
     }
 
-    /// Global counters for a dump taken with every shard locked.
-    pub fn peaks_and_dropped(&self) -> (u64, u64, u64) {
+    /// Peaks (raised to `live_count`/`live_bytes`, the exact totals of a
+    /// snapshot) and the dropped count, for a dump.
+    pub fn peaks_and_dropped(&self, live_count: u64, live_bytes: u64) -> (u64, u64, u64) {
+        self.peak_bytes.fetch_max(live_bytes, Ordering::Relaxed);
+        self.peak_count.fetch_max(live_count, Ordering::Relaxed);
         (
             self.peak_bytes.load(Ordering::Relaxed),
             self.peak_count.load(Ordering::Relaxed),
             self.dropped.load(Ordering::Relaxed),
         )
+    }
+}
+
+impl Shard {
+    #[inline]
+    fn publish(&self, table: &ShardTable) {
+        self.count.store(table.count, Ordering::Relaxed);
+        self.bytes.store(table.bytes, Ordering::Relaxed);
+        self.buckets_hint
+            .store(table.buckets as u64, Ordering::Relaxed);
+        self.bucket_count_hint
+            .store(table.bucket_count as u64, Ordering::Relaxed);
     }
 }
 
@@ -557,7 +676,7 @@ mod tests {
         let mut count = 0;
         let mut bytes = 0;
         for shard in &table.shards {
-            let shard = shard.0.lock();
+            let shard = shard.table.lock();
             for slot in shard.live() {
                 let e = slot.unpack();
                 assert_eq!(model.get(&e.address), Some(&e));

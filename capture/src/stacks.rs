@@ -12,6 +12,8 @@
 //! the prefix that existed when it locked the interner without holding the
 //! lock while it writes. The lookup table is sharded like the live table.
 
+use core::cell::Cell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::live::MAX_STACK_ID;
@@ -26,25 +28,56 @@ pub const MAX_DEPTH: usize = 64;
 const MAX_STACKS: u64 = MAX_STACK_ID as u64 + 1;
 const MAX_FRAMES: u64 = 1 << 27;
 
-/// A walked stack: return addresses, innermost first.
+/// A walked stack: return addresses, innermost first. Only the first `len`
+/// entries are written (zeroing the rest on every allocation costs more
+/// than the walk).
 pub struct Walk {
-    pub pcs: [u64; MAX_DEPTH],
-    pub len: usize,
+    pcs: [MaybeUninit<u64>; MAX_DEPTH],
+    len: usize,
     pub truncated: bool,
 }
 
 impl Walk {
     pub const fn empty() -> Walk {
         Walk {
-            pcs: [0; MAX_DEPTH],
+            pcs: [MaybeUninit::uninit(); MAX_DEPTH],
             len: 0,
             truncated: false,
         }
     }
 
+    #[inline]
     pub fn frames(&self) -> &[u64] {
-        &self.pcs[..self.len.min(MAX_DEPTH)]
+        let len = self.len.min(MAX_DEPTH);
+        // SAFETY: the first `len` entries were written by `push`.
+        unsafe { core::slice::from_raw_parts(self.pcs.as_ptr().cast::<u64>(), len) }
     }
+
+    #[inline]
+    fn push(&mut self, pc: u64) {
+        if let Some(slot) = self.pcs.get_mut(self.len) {
+            slot.write(pc);
+            self.len += 1;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn set(&mut self, frames: &[u64]) {
+        self.len = 0;
+        for &pc in frames {
+            self.push(pc);
+        }
+    }
+}
+
+/// Entries in each thread's cache of recently interned stacks.
+const RECENT_STACKS: usize = 256;
+
+thread_local! {
+    /// `hash << 32 | id` of stacks this thread interned lately, by hash.
+    /// A hit skips the shared lookup table and its lock: the common case,
+    /// since a program allocates from few distinct stacks again and again.
+    static RECENT: [Cell<u64>; RECENT_STACKS] = const { [const { Cell::new(0) }; RECENT_STACKS] };
 }
 
 /// Reads the frame pointer register of the calling function.
@@ -101,8 +134,7 @@ pub fn walk_current(stack: (usize, usize), walk: &mut Walk) {
         if return_address == 0 {
             return;
         }
-        walk.pcs[walk.len] = return_address as u64;
-        walk.len += 1;
+        walk.push(return_address as u64);
         previous = fp;
         fp = next;
     }
@@ -153,12 +185,28 @@ pub struct StacksSnapshot {
     pub frames: &'static [u64],
 }
 
+/// A hash of the frames. Each frame gets its own multiplier and the
+/// products are summed, so the multiplications do not wait on each other
+/// (a chained hash costs several times more on a 25-frame stack).
+#[inline]
 fn hash_frames(frames: &[u64]) -> u64 {
-    let mut h = 0x243F_6A88_85A3_08D3_u64 ^ frames.len() as u64;
-    for &pc in frames {
-        h = (h.rotate_left(5) ^ pc).wrapping_mul(0x51_7CC1_B727_220A_95);
+    const K: [u64; 4] = [
+        0x9E37_79B9_7F4A_7C15,
+        0xC2B2_AE3D_27D4_EB4F,
+        0x1656_67B1_9E37_79F9,
+        0xD6E8_FEB8_6659_FD93,
+    ];
+    let mut lanes = [frames.len() as u64; 4];
+    for (i, &pc) in frames.iter().enumerate() {
+        let lane = i % 4;
+        lanes[lane] = lanes[lane]
+            .rotate_left(23)
+            .wrapping_add(pc.wrapping_mul(K[lane]));
     }
-    h ^ (h >> 29)
+    let h =
+        lanes[0] ^ lanes[1].rotate_left(16) ^ lanes[2].rotate_left(32) ^ lanes[3].rotate_left(48);
+    let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 32)
 }
 
 /// Maps a reservation once, racing threads agreeing on one mapping.
@@ -224,6 +272,62 @@ impl StackInterner {
         else {
             return self.drop_one();
         };
+        let recent = (hash as usize) % RECENT_STACKS;
+        let cached = RECENT.with(|cache| cache[recent].get());
+        if cached != 0 && cached & !0xffff_ffff == tag {
+            let id = cached as u32;
+            // SAFETY: this thread got `id` from `intern`, so the stack was
+            // fully stored before (by this thread, or by another one under
+            // the shard lock we took); stored stacks never change.
+            if unsafe { Self::stored_equals(stacks, frame_store, id, frames, flags) } {
+                return id;
+            }
+        }
+        let id = self.intern_shared(hash, frames, flags, stacks, frame_store);
+        if id != 0 {
+            RECENT.with(|cache| cache[recent].set(tag | u64::from(id)));
+        }
+        id
+    }
+
+    /// Whether stored stack `id` has exactly these frames and flags.
+    ///
+    /// # Safety
+    /// `id` must have been returned by `intern` of this interner.
+    #[inline]
+    unsafe fn stored_equals(
+        stacks: *mut StoredStack,
+        frame_store: *mut u64,
+        id: u32,
+        frames: &[u64],
+        flags: u32,
+    ) -> bool {
+        // SAFETY: per the contract, `id`'s record and frames are written,
+        // inside the reservations, and immutable.
+        let stored = unsafe { *stacks.add(id as usize) };
+        if stored.frame_count as usize != frames.len() || stored.flags != flags {
+            return false;
+        }
+        // SAFETY: as above.
+        let stored_frames = unsafe {
+            core::slice::from_raw_parts(
+                frame_store.add(stored.first_frame as usize),
+                stored.frame_count as usize,
+            )
+        };
+        stored_frames == frames
+    }
+
+    /// The shared lookup: finds or stores the stack under its shard's lock.
+    fn intern_shared(
+        &self,
+        hash: u64,
+        frames: &[u64],
+        flags: u32,
+        stacks: *mut StoredStack,
+        frame_store: *mut u64,
+    ) -> u32 {
+        let tag = (hash >> 32) << 32;
         let mut shard = self.shards[(hash as usize) % INTERN_SHARDS].lock();
         if shard.count * 10 >= shard.capacity * 7 && !self.grow(&mut shard, stacks, frame_store) {
             return self.drop_one();
@@ -237,22 +341,12 @@ impl StackInterner {
             if word == 0 {
                 break;
             }
-            if word & !0xffff_ffff == tag {
-                let id = word as u32;
-                // SAFETY: ids in the table were fully stored before they
-                // were published under this lock.
-                let stored = unsafe { *stacks.add(id as usize) };
-                // SAFETY: as above: the frames of a published stack are
-                // written and inside the frame reservation.
-                let stored_frames = unsafe {
-                    core::slice::from_raw_parts(
-                        frame_store.add(stored.first_frame as usize),
-                        stored.frame_count as usize,
-                    )
-                };
-                if stored_frames == frames && stored.flags == flags {
-                    return id;
-                }
+            // SAFETY: ids in the table were fully stored before they were
+            // published under this lock.
+            if word & !0xffff_ffff == tag
+                && unsafe { Self::stored_equals(stacks, frame_store, word as u32, frames, flags) }
+            {
+                return word as u32;
             }
             position = (position + 1) & mask;
         }
@@ -459,10 +553,10 @@ mod tests {
         let mut walk = Walk::empty();
         let mut ids = std::collections::HashMap::new();
         for i in 0..20_000u64 {
-            walk.len = (i % 7 + 1) as usize;
-            for (depth, pc) in walk.pcs[..walk.len].iter_mut().enumerate() {
-                *pc = 0x40_0000 + (i % 5000) * 64 + depth as u64;
-            }
+            let frames: Vec<u64> = (0..i % 7 + 1)
+                .map(|depth| 0x40_0000 + (i % 5000) * 64 + depth)
+                .collect();
+            walk.set(&frames);
             let id = interner.intern(&walk);
             assert_ne!(id, 0);
             let key = walk.frames().to_vec();
@@ -478,7 +572,7 @@ mod tests {
                 &frames[..]
             );
         }
-        walk.len = 0;
+        walk.set(&[]);
         assert_eq!(interner.intern(&walk), 0);
         assert_eq!(interner.dropped(), 0);
     }
