@@ -26,6 +26,7 @@ const ALLOCATOR_PREFIXES: &[&str] = &[
     "alloc::alloc::",
     "std::alloc::",
     "<std::alloc::",
+    "<alloc::alloc::Global",
 ];
 
 /// Crate paths of the standard library and its allocation-heavy internals.
@@ -33,6 +34,8 @@ const LIBRARY_CRATES: &[&str] = &["std::", "core::", "alloc::", "hashbrown::"];
 
 /// Whether `function` belongs to the allocator or the tracker.
 pub fn is_allocator_function(function: &str) -> bool {
+    // Recent compilers name the allocator shims `__rustc::__rust_alloc`.
+    let function = function.strip_prefix("__rustc::").unwrap_or(function);
     ALLOCATOR_PREFIXES.iter().any(|p| function.starts_with(p))
 }
 
@@ -121,38 +124,18 @@ pub fn is_library_frame(frame: &Frame) -> bool {
         || frame.file.as_deref().is_some_and(is_library_file)
 }
 
-/// The frames left after trimming the innermost run of allocator and
-/// tracker code.
+/// The frames left after trimming allocator and tracker code: everything up
+/// to and including the outermost allocator frame.
 ///
-/// Trimming works on physical frames (one return address and the frames
-/// inlined at it): a physical frame is the allocator's if its outermost
-/// function is, or if every named function in it is. Physical frames with
-/// no known function inside that run are trimmed with it.
+/// Per frame rather than per run, because in optimized builds the
+/// `__rust_alloc` shim and the tracker are inlined into the program's own
+/// function, and their inner frames may carry short names
+/// (`alloc<std::alloc::System>`) that say nothing about whose they are.
 pub fn trim_allocator_frames(frames: &[Frame]) -> &[Frame] {
-    let mut cut = 0;
-    let mut start = 0;
-    while start < frames.len() {
-        let end = frames[start..]
-            .iter()
-            .position(|f| !f.inlined)
-            .map_or(frames.len(), |i| start + i + 1);
-        let group = &frames[start..end];
-        let outer_is_allocator = group
-            .last()
-            .and_then(|f| f.function.as_deref())
-            .is_some_and(is_allocator_function);
-        let mut named = group
-            .iter()
-            .filter_map(|f| f.function.as_deref())
-            .peekable();
-        let unknown = named.peek().is_none();
-        if outer_is_allocator || (!unknown && named.all(is_allocator_function)) {
-            cut = end;
-        } else if !unknown {
-            break;
-        }
-        start = end;
-    }
+    let cut = frames
+        .iter()
+        .rposition(|f| f.function.as_deref().is_some_and(is_allocator_function))
+        .map_or(0, |i| i + 1);
     &frames[cut..]
 }
 
@@ -253,7 +236,7 @@ mod tests {
             frame(Some("blocks::make_blocks"), 21, true),
             frame(Some("blocks::main"), 40, false),
         ];
-        assert_eq!(trim_allocator_frames(&frames).len(), 5);
+        assert_eq!(trim_allocator_frames(&frames).len(), 4);
         assert_eq!(site_index(&frames), Some(6));
         assert_eq!(
             Site::of_stack(&frames),
@@ -267,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn short_inlined_names_are_classified_by_file_and_physical_frame() {
+    fn short_inlined_library_names_are_classified_by_file() {
         let mut frames = vec![
             // One physical frame: the tracker, with a short-named inlined helper.
             frame(Some("record<std::alloc::System>"), 1, true),
@@ -300,8 +283,28 @@ mod tests {
             frame(Some("alloc::alloc::alloc"), 2, true),
             frame(Some("app::arena::grow"), 3, false),
         ];
-        assert_eq!(trim_allocator_frames(&frames).len(), 2);
+        assert_eq!(trim_allocator_frames(&frames).len(), 1);
         assert_eq!(site_index(&frames), Some(2));
+    }
+
+    #[test]
+    fn shim_and_tracker_inlined_into_the_programs_function_are_trimmed() {
+        // What a release build of examples/blocks records: one physical
+        // frame holding the tracker, the shim, Box::new and make_blocks.
+        let mut frames = vec![
+            frame(Some("heapdump_capture::record"), 174, false),
+            frame(Some("alloc<std::alloc::System>"), 201, true),
+            frame(Some("__rust_alloc"), 15, true),
+            frame(Some("alloc"), 95, true),
+            frame(Some("new<[u8; 4096]>"), 286, true),
+            frame(Some("blocks::make_blocks"), 20, false),
+            frame(Some("blocks::main"), 38, false),
+        ];
+        let std_file = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/alloc/src";
+        frames[3].file = Some(format!("{std_file}/alloc.rs"));
+        frames[4].file = Some(format!("{std_file}/boxed.rs"));
+        assert_eq!(trim_allocator_frames(&frames).len(), 4);
+        assert_eq!(site_index(&frames), Some(5));
     }
 
     #[test]
@@ -357,6 +360,10 @@ mod tests {
             "hashbrown::raw::RawTable<T,A>::reserve_rehash"
         ));
         assert!(!is_allocator_function("app::alloc::pool"));
+        assert!(is_allocator_function("__rustc::__rust_alloc"));
+        assert!(is_allocator_function(
+            "<alloc::alloc::Global as core::alloc::Allocator>::allocate"
+        ));
         assert!(is_allocator_function(
             "<std::alloc::System as core::alloc::global::GlobalAlloc>::alloc"
         ));
