@@ -1,0 +1,158 @@
+//! End to end: a program with a known heap writes a dump, and `heapdump
+//! info`, `verify` and `top` read it back, symbolized against the program's
+//! own binary (found through the module path recorded in the dump).
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+use heapdump_formats::read::Dump;
+use heapdump_formats::testing::{CorruptionOptions, check_corruption};
+use heapdump_tests::{binary, heapdump, key_values, line_of, run_ok, scratch_dir, workspace_root};
+
+fn blocks_dump(
+    test: &str,
+) -> (
+    std::path::PathBuf,
+    std::collections::BTreeMap<String, String>,
+) {
+    let dir = scratch_dir(test);
+    let dump = dir.join("blocks.hdump");
+    let output = run_ok(Command::new(binary("blocks")).arg(&dump));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (dump, key_values(&stdout, "RESULT "))
+}
+
+fn number(values: &std::collections::BTreeMap<String, String>, key: &str) -> u64 {
+    values[key].parse().expect("not a number")
+}
+
+#[test]
+fn top_reports_make_blocks_and_make_vectors_with_exact_bytes_file_and_line() {
+    let (dump, result) = blocks_dump("top_exact");
+    let json = heapdump(&[OsStr::new("top"), dump.as_os_str(), OsStr::new("--json")]);
+    let top: serde_json::Value = serde_json::from_str(&json).expect("top --json is not JSON");
+
+    // Totals equal the tracker's own statistics taken at the dump.
+    assert_eq!(
+        top["total_bytes"].as_u64(),
+        Some(number(&result, "live_bytes"))
+    );
+    assert_eq!(
+        top["total_count"].as_u64(),
+        Some(number(&result, "live_count"))
+    );
+    assert_eq!(
+        number(&result, "live_count"),
+        number(&result, "dumped_allocations")
+    );
+
+    let source = workspace_root().join("examples/src/bin/blocks.rs");
+    let rows = top["rows"].as_array().expect("rows");
+    let row = |function: &str| {
+        rows.iter()
+            .find(|row| row["function"].as_str() == Some(function))
+            .unwrap_or_else(|| panic!("no row for {function} in {json}"))
+    };
+    for (function, marker, bytes, count) in [
+        (
+            "blocks::make_blocks",
+            "// site: make_blocks",
+            1000 * 4096,
+            1000,
+        ),
+        (
+            "blocks::make_vectors",
+            "// site: make_vectors",
+            10 * 8000,
+            10,
+        ),
+    ] {
+        let row = row(function);
+        assert_eq!(row["bytes"].as_u64(), Some(bytes), "{row}");
+        assert_eq!(row["count"].as_u64(), Some(count), "{row}");
+        assert_eq!(
+            row["file"].as_str(),
+            Some(source.to_str().unwrap()),
+            "{row}"
+        );
+        assert_eq!(
+            row["line"].as_u64(),
+            Some(u64::from(line_of(&source, marker))),
+            "{row}"
+        );
+    }
+    // The biggest site comes first.
+    assert_eq!(rows[0]["function"].as_str(), Some("blocks::make_blocks"));
+}
+
+#[test]
+fn verify_passes_and_info_agrees_with_the_program() {
+    let (dump, result) = blocks_dump("verify_info");
+    let verify = heapdump(&[OsStr::new("verify"), dump.as_os_str()]);
+    assert!(verify.contains("no problems"), "{verify}");
+    let info = heapdump(&[OsStr::new("info"), dump.as_os_str(), OsStr::new("--json")]);
+    let info: serde_json::Value = serde_json::from_str(&info).expect("info --json is not JSON");
+    let text = info.to_string();
+    assert!(
+        text.contains(&format!("\"live_bytes\":{}", number(&result, "live_bytes"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\"live_count\":{}", number(&result, "live_count"))),
+        "{text}"
+    );
+    // The process record agrees with what the program printed.
+    let parsed = Dump::open(&dump).expect("the dump does not parse");
+    let process = parsed.view().process();
+    assert_eq!(process.live_bytes, number(&result, "live_bytes"));
+    assert_eq!(process.dropped_allocations, 0);
+    assert_eq!(process.dropped_stacks, 0);
+}
+
+#[test]
+fn a_real_dump_cut_at_every_offset_or_with_flipped_bytes_never_panics() {
+    let (dump, _) = blocks_dump("corruption");
+    let bytes = std::fs::read(&dump).expect("cannot read the dump");
+    let report = check_corruption(
+        &bytes,
+        &CorruptionOptions {
+            max_parse_bytes: 2 << 30,
+            ..CorruptionOptions::default()
+        },
+    );
+    // Every prefix is rejected (a dump is only whole with its trailer), and
+    // thousands of flipped bytes were tried.
+    assert_eq!(report.truncations as usize, bytes.len());
+    assert!(report.flips > 1000, "{report:?}");
+}
+
+#[test]
+fn cli_errors_name_the_file_and_exit_nonzero() {
+    let (dump, _) = blocks_dump("cli_errors");
+    let bytes = std::fs::read(&dump).unwrap();
+    let cut = dump.with_file_name("cut.hdump");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for args in [
+        vec![OsStr::new("info"), cut.as_os_str()],
+        vec![OsStr::new("verify"), cut.as_os_str()],
+        vec![OsStr::new("top"), cut.as_os_str()],
+    ] {
+        let output = Command::new(binary("heapdump"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded on a cut dump");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cut.hdump"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // A binary that is not the one that was dumped is refused.
+    let wrong = binary("demo");
+    let output = Command::new(binary("heapdump"))
+        .args([OsStr::new("top"), dump.as_os_str(), wrong.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("build-id"), "{stderr}");
+}
