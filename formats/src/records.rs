@@ -300,7 +300,7 @@ record! {
         dropped_stacks: u64 = 96,
         /// Bytes of memory the tracker's own tables use.
         tracking_bytes: u64 = 104,
-        /// The sequence number the next allocation would get.
+        /// Every allocation in this dump has a smaller sequence number.
         next_sequence: u64 = 112,
         /// Nanoseconds other threads were paused (stopped or blocked) by the snapshot.
         pause_ns: u64 = 120,
