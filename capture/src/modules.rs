@@ -49,7 +49,7 @@ unsafe extern "C" fn visit(
         return 0;
     }
     let module_index = out.module_count as u32;
-    let bias = info.dlpi_addr as u64;
+    let bias = info.dlpi_addr;
     let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
         &[]
     } else {

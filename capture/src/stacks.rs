@@ -341,12 +341,15 @@ impl StackInterner {
             if word == 0 {
                 break;
             }
-            // SAFETY: ids in the table were fully stored before they were
-            // published under this lock.
-            if word & !0xffff_ffff == tag
-                && unsafe { Self::stored_equals(stacks, frame_store, word as u32, frames, flags) }
-            {
-                return word as u32;
+            if word & !0xffff_ffff == tag {
+                // SAFETY: ids in the table were fully stored before they
+                // were published under this lock.
+                let same = unsafe {
+                    Self::stored_equals(stacks, frame_store, word as u32, frames, flags)
+                };
+                if same {
+                    return word as u32;
+                }
             }
             position = (position + 1) & mask;
         }
