@@ -123,10 +123,9 @@ pub fn walk_current(stack: (usize, usize), walk: &mut Walk) {
         if !fits {
             return;
         }
-        // SAFETY: `fp .. fp + 16` lies inside the current thread's mapped
-        // stack (checked above against bounds taken from the thread's own
-        // attributes) and is aligned; reading it cannot fault. Volatile,
-        // because these words belong to frames the compiler does not see.
+        // Volatile: these words belong to frames the compiler does not see.
+        // SAFETY: `fp .. fp + 16` is aligned and inside this thread's mapped
+        // stack (checked above against its pthread bounds): it cannot fault.
         let (next, return_address) = unsafe {
             let words = fp as *const usize;
             (words.read_volatile(), words.add(1).read_volatile())
@@ -344,9 +343,8 @@ impl StackInterner {
             if word & !0xffff_ffff == tag {
                 // SAFETY: ids in the table were fully stored before they
                 // were published under this lock.
-                let same = unsafe {
-                    Self::stored_equals(stacks, frame_store, word as u32, frames, flags)
-                };
+                let same =
+                    unsafe { Self::stored_equals(stacks, frame_store, word as u32, frames, flags) };
                 if same {
                     return word as u32;
                 }
@@ -493,11 +491,10 @@ impl StackInterner {
         }
         let stack_count = u64::from(self.next_stack.load(Ordering::Relaxed)).min(MAX_STACKS);
         let frame_count = self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES);
-        // SAFETY: both arrays are reservations that are never unmapped; the
-        // first `stack_count`/`frame_count` entries were written before the
-        // counters were read under every shard lock (or hold zeros when an
-        // insertion failed half-way, which stack ids never point at), and
-        // later insertions only write past them.
+        // Both arrays are reservations that are never unmapped. The first
+        // `stack_count`/`frame_count` entries were written before the counters
+        // were read under every shard lock (or are zeros no id points at).
+        // SAFETY: as above; later insertions only write past these prefixes.
         unsafe {
             StacksSnapshot {
                 stacks: core::slice::from_raw_parts(stacks, stack_count as usize),

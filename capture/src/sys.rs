@@ -95,11 +95,10 @@ impl Scratch {
             return None;
         }
         self.used = end;
-        // SAFETY: `start..end` lies inside our mapping, is aligned for `T`,
-        // was never handed out before (the cursor only moves forward), and
-        // zeroed memory is a valid `T` (`Zeroable`). The 'static lifetime is
-        // an internal shortcut: every caller keeps the slices only while the
-        // `Scratch` lives (they are locals of the same dump function).
+        // The 'static lifetime is an internal shortcut: every caller keeps the
+        // slices only while the `Scratch` lives (locals of one dump function).
+        // SAFETY: `start..end` is inside our mapping, aligned, never handed
+        // out before (the cursor only moves on), and zero is a valid `T`.
         Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start).cast::<T>(), count) })
     }
 }
