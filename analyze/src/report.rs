@@ -870,6 +870,8 @@ impl TopReport {
                         }
                     }
                     if let Some(into) = &row.inlined_into {
+                        // Full name in JSON; without generic arguments here.
+                        let into = crate::site::strip_generics(into);
                         let _ = write!(label, "  (inlined into {into})");
                     }
                     label
@@ -933,5 +935,38 @@ mod tests {
             flag_names(0x05 | 0x100, PROCESS_FLAGS),
             ["HAS_CONTENTS", "WORLD_STOPPED", "0x100"]
         );
+    }
+
+    #[test]
+    fn top_text_strips_generic_arguments_from_inlined_into_but_json_keeps_them() {
+        let into = "{closure#0}<usize, alloc::vec::Vec<u8, alloc::alloc::Global>, (), demo::load_thumbnails::{closure_env#0}, core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::vec::{impl#21}::extend_trusted::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global, core::iter::adapters::map::Map<core::ops::range::Range<usize>, demo::load_thumbnails::{closure_env#0}>>>>";
+        let report = TopReport {
+            total_bytes: 5_242_880,
+            total_count: 20,
+            by: GroupBy::Site,
+            rows: vec![TopRow {
+                bytes: 5_242_880,
+                count: 20,
+                percent: 100.0,
+                function: Some("demo::load_thumbnails::{closure#0}".into()),
+                file: Some("/work/main/examples/src/bin/demo.rs".into()),
+                line: Some(24),
+                inlined_into: Some(into.into()),
+                stack_example: Vec::new(),
+            }],
+            omitted_rows: 0,
+            omitted_bytes: 0,
+            omitted_count: 0,
+        };
+        let text = report.to_text();
+        let row = text.lines().nth(2).unwrap();
+        assert!(
+            row.ends_with(
+                "  demo::load_thumbnails::{closure#0}  /work/main/examples/src/bin/demo.rs:24  (inlined into {closure#0})"
+            ),
+            "{row}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rows"][0]["inlined_into"], into);
     }
 }

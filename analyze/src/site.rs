@@ -155,6 +155,125 @@ pub fn site_index(frames: &[Frame]) -> Option<usize> {
     }
 }
 
+/// `name` without generic arguments: `{closure#0}<usize, Vec<u8>>` becomes
+/// `{closure#0}`, `do_call::<F, i32>` becomes `do_call`, and
+/// `<alloc::vec::Vec<T> as core::clone::Clone>::clone` becomes
+/// `<alloc::vec::Vec as core::clone::Clone>::clone` (the brackets of a
+/// qualified path are kept, the generic arguments inside it are not).
+pub fn strip_generics(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    // Depth of the generic-argument list being dropped; 0 when keeping.
+    let mut skip = 0usize;
+    let mut prev = None::<char>;
+    for c in name.chars() {
+        let arrow = c == '>' && prev == Some('-');
+        prev = Some(c);
+        if skip > 0 {
+            match c {
+                '<' => skip += 1,
+                '>' if !arrow => skip -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if c == '<' {
+            let last = out.chars().last();
+            let generic_args =
+                last.is_some_and(|l| l.is_alphanumeric() || l == '_' || l == '}' || l == ':');
+            if generic_args {
+                // A turbofish (`f::<T>`) goes with its `::`.
+                if out.ends_with("::") {
+                    out.truncate(out.len() - 2);
+                }
+                skip = 1;
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The index `N` of a closure name without a path, `{closure#N}` (generic
+/// arguments allowed after it), as line-tables-only debug info names
+/// inlined closures. `Some("")` for the legacy `{{closure}}`; `None` for
+/// anything else.
+fn bare_closure_index(function: &str) -> Option<&str> {
+    let head = function.split('<').next().unwrap_or(function);
+    if head == "{{closure}}" {
+        return Some("");
+    }
+    let n = head.strip_prefix("{closure#")?.strip_suffix('}')?;
+    (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(n)
+}
+
+/// The program's (not the library's) path `P` of a `P::{closure_env#N}`
+/// that appears in `name`, usually in its generic arguments:
+/// `demo::load_thumbnails` in
+/// `{closure#0}<usize, …, demo::load_thumbnails::{closure_env#0}, …>`.
+fn closure_env_path<'a>(name: &'a str, n: &str) -> Option<&'a str> {
+    let needle = format!("::{{closure_env#{n}}}");
+    let mut from = 0;
+    while let Some(found) = name[from..].find(&needle) {
+        let end = from + found;
+        from = end + needle.len();
+        // Walk back over the path: identifiers, `::` and `{…}` segments.
+        let bytes = name.as_bytes();
+        let mut start = end;
+        let mut braces = 0usize;
+        while start > 0 {
+            let b = bytes[start - 1];
+            match b {
+                b'}' => braces += 1,
+                b'{' if braces > 0 => braces -= 1,
+                _ if braces > 0 => {}
+                b'_' | b':' => {}
+                _ if b.is_ascii_alphanumeric() => {}
+                _ => break,
+            }
+            start -= 1;
+        }
+        let path = &name[start..end];
+        if !path.is_empty() && !path.starts_with(':') && !is_library_function(path) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// When the frame at `index` is a closure named without its path
+/// (`{closure#0}`, as line-tables-only debug info names inlined closures),
+/// its name qualified with the function that defines it:
+/// `demo::load_thumbnails::{closure#0}`. The defining function is found in
+/// the generic arguments of the outer frames (the closure's environment
+/// type `demo::load_thumbnails::{closure_env#0}` is passed to the library
+/// code that calls it), or else is the nearest outer frame that is the
+/// program's code. `None` when the frame is not a bare closure or no outer
+/// frame says whose it is.
+pub fn qualify_closure(frames: &[Frame], index: usize) -> Option<String> {
+    let function = frames.get(index)?.function.as_deref()?;
+    let n = bare_closure_index(function)?;
+    let closure = if n.is_empty() {
+        "{{closure}}".to_owned()
+    } else {
+        format!("{{closure#{n}}}")
+    };
+    for outer in &frames[index + 1..] {
+        let Some(name) = outer.function.as_deref() else {
+            continue;
+        };
+        if !n.is_empty() {
+            if let Some(path) = closure_env_path(name, n) {
+                return Some(format!("{path}::{closure}"));
+            }
+        }
+        if !is_library_frame(outer) && bare_closure_index(name).is_none() {
+            return Some(format!("{}::{closure}", strip_generics(name)));
+        }
+    }
+    None
+}
+
 /// Where an allocation was made.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Site {
@@ -191,8 +310,9 @@ impl Site {
         } else {
             None
         };
+        let function = qualify_closure(frames, index).unwrap_or_else(|| frame.name());
         Site {
-            function: frame.name(),
+            function,
             file: frame.file.clone(),
             line: frame.line,
             inlined_into,
@@ -367,5 +487,161 @@ mod tests {
         assert!(is_allocator_function(
             "<std::alloc::System as core::alloc::global::GlobalAlloc>::alloc"
         ));
+    }
+
+    const STD: &str = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library";
+
+    fn located(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
+        Frame {
+            file: Some(file.to_owned()),
+            ..frame(Some(function), line, inlined)
+        }
+    }
+
+    /// The stack of `vec![i as u8; 256 * 1024]` in the closure of
+    /// `demo::load_thumbnails`, as a release build with
+    /// `debug = "line-tables-only"` records it (allocator frames trimmed
+    /// to the first ones, callers of `demo::main` left out).
+    fn load_thumbnails_stack() -> Vec<Frame> {
+        let demo = "/work/main/examples/src/bin/demo.rs";
+        vec![
+            located(
+                "heapdump_capture::record",
+                "/work/main/capture/src/lib.rs",
+                174,
+                false,
+            ),
+            located(
+                "alloc<std::alloc::System>",
+                "/work/main/capture/src/lib.rs",
+                201,
+                true,
+            ),
+            located("__rust_alloc", demo, 15, true),
+            located("alloc", &format!("{STD}/alloc/src/alloc.rs"), 95, true),
+            located(
+                "from_elem<u8>",
+                &format!("{STD}/alloc/src/vec/mod.rs"),
+                3651,
+                true,
+            ),
+            located("{closure#0}", demo, 24, true),
+            located(
+                "{closure#0}<usize, alloc::vec::Vec<u8, alloc::alloc::Global>, (), demo::load_thumbnails::{closure_env#0}, core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::vec::{impl#21}::extend_trusted::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global, core::iter::adapters::map::Map<core::ops::range::Range<usize>, demo::load_thumbnails::{closure_env#0}>>>>",
+                &format!("{STD}/core/src/iter/adapters/map.rs"),
+                88,
+                true,
+            ),
+            located(
+                "<core::iter::adapters::map::Map<I,F> as core::iter::traits::iterator::Iterator>::fold",
+                &format!("{STD}/core/src/iter/adapters/map.rs"),
+                128,
+                false,
+            ),
+            located(
+                "<alloc::vec::Vec<T> as alloc::vec::spec_from_iter_nested::SpecFromIterNested<T,I>>::from_iter",
+                &format!("{STD}/alloc/src/vec/spec_from_iter_nested.rs"),
+                60,
+                false,
+            ),
+            located("demo::main", demo, 61, false),
+        ]
+    }
+
+    #[test]
+    fn bare_closures_are_qualified_by_the_closure_env_in_outer_generic_arguments() {
+        let frames = load_thumbnails_stack();
+        assert_eq!(site_index(&frames), Some(5));
+        let site = Site::of_stack(&frames);
+        assert_eq!(site.function, "demo::load_thumbnails::{closure#0}");
+        assert_eq!(site.line, Some(24));
+        // The full name is kept for JSON.
+        assert_eq!(
+            site.inlined_into.as_deref(),
+            Some(frames[6].function.as_deref().unwrap())
+        );
+
+        // open_sessions: `(0..id % 32).collect()` in its closure.
+        let mut frames = frames;
+        frames[6].function = Some("{closure#0}<u64, (u64, demo::Session), (), demo::open_sessions::{closure_env#0}, core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<(u64, demo::Session), hashbrown::map::{impl#82}::extend::{closure_env#0}<u64, demo::Session, std::hash::random::RandomState, alloc::alloc::Global, core::iter::adapters::map::Map<core::ops::range::Range<u64>, demo::open_sessions::{closure_env#0}>>>>".into());
+        assert_eq!(
+            Site::of_stack(&frames).function,
+            "demo::open_sessions::{closure#0}"
+        );
+    }
+
+    #[test]
+    fn bare_closures_without_a_closure_env_take_the_nearest_program_frame() {
+        let mut frames = load_thumbnails_stack();
+        frames[6].function = Some("{closure#0}<usize, u8>".into());
+        assert_eq!(Site::of_stack(&frames).function, "demo::main::{closure#0}");
+        // A closure env of another index, or of library code, is not it.
+        frames[6].function =
+            Some("{closure#0}<demo::load_thumbnails::{closure_env#1}, alloc::fmt::format::{closure_env#0}>".into());
+        assert_eq!(Site::of_stack(&frames).function, "demo::main::{closure#0}");
+        // No outer frame says whose: the bare name stays.
+        frames.truncate(9);
+        frames[6].function = Some("{closure#0}".into());
+        assert_eq!(Site::of_stack(&frames).function, "{closure#0}");
+    }
+
+    #[test]
+    fn thread_closures_are_qualified_through_library_frames() {
+        let demo = "/work/main/examples/src/bin/demo.rs";
+        let frames = [
+            located("__rust_alloc_zeroed", demo, 15, true),
+            located("{closure#0}", demo, 78, true),
+            located(
+                "std::sys::backtrace::__rust_begin_short_backtrace",
+                &format!("{STD}/std/src/sys/backtrace.rs"),
+                166,
+                false,
+            ),
+            located(
+                "{closure#0}<demo::main::{closure_env#0}, usize>",
+                &format!("{STD}/std/src/thread/lifecycle.rs"),
+                91,
+                true,
+            ),
+        ];
+        assert_eq!(Site::of_stack(&frames).function, "demo::main::{closure#0}");
+    }
+
+    #[test]
+    fn qualified_names_are_left_alone() {
+        let frames = [
+            frame(Some("__rust_alloc"), 1, false),
+            frame(Some("demo::main::{closure#0}"), 2, true),
+            frame(Some("demo::main"), 3, false),
+        ];
+        assert_eq!(Site::of_stack(&frames).function, "demo::main::{closure#0}");
+        assert_eq!(qualify_closure(&frames, 1), None);
+    }
+
+    #[test]
+    fn generic_arguments_are_stripped() {
+        assert_eq!(
+            strip_generics(
+                "{closure#0}<usize, alloc::vec::Vec<u8, alloc::alloc::Global>, (), demo::load_thumbnails::{closure_env#0}, core::iter::traits::iterator::Iterator::for_each::call::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::vec::{impl#21}::extend_trusted::{closure_env#0}<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global, core::iter::adapters::map::Map<core::ops::range::Range<usize>, demo::load_thumbnails::{closure_env#0}>>>>"
+            ),
+            "{closure#0}"
+        );
+        assert_eq!(
+            strip_generics(
+                "map_or_else<&str, alloc::string::String, alloc::fmt::format::{closure_env#0}, fn(&str) -> alloc::string::String>"
+            ),
+            "map_or_else"
+        );
+        assert_eq!(
+            strip_generics(
+                "std::panicking::catch_unwind::do_call::<std::rt::lang_start_internal::{closure#0}, isize>"
+            ),
+            "std::panicking::catch_unwind::do_call"
+        );
+        assert_eq!(
+            strip_generics("<alloc::vec::Vec<T> as core::clone::Clone>::clone"),
+            "<alloc::vec::Vec as core::clone::Clone>::clone"
+        );
+        assert_eq!(strip_generics("blocks::main"), "blocks::main");
     }
 }
