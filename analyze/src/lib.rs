@@ -31,7 +31,7 @@ pub mod symbolize;
 /// Opens and validates a dump. The error names the file and, for a corrupt
 /// dump, the section and byte offset.
 pub fn open_dump(path: &Path) -> anyhow::Result<Dump> {
-    // ReadError's message already includes its source's; keeping the source
-    // in the anyhow chain would print the cause twice.
-    Dump::open(path).map_err(|e| anyhow::anyhow!("{e}"))
+    // ReadError's message includes its cause and has no `source()`, so the
+    // anyhow chain prints the cause once.
+    Ok(Dump::open(path)?)
 }

@@ -113,20 +113,23 @@ pub enum FormatError {
 #[non_exhaustive]
 pub enum ReadError {
     /// The OS refused.
-    #[error("{}: {source}", path.display())]
+    // The cause is in the message, so it is not also a `#[source]`: error
+    // chain printers (anyhow's `{:#}`, `Error: … Caused by: …`) would show
+    // it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not a sound dump.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Format {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: FormatError,
+        error: FormatError,
     },
 }
 
@@ -649,9 +652,9 @@ impl fmt::Debug for Dump {
 impl Dump {
     /// Maps and validates a dump file. Errors name the file.
     pub fn open(path: &Path) -> Result<Dump, ReadError> {
-        let io = |source| ReadError::Io {
+        let io = |error| ReadError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let file = std::fs::File::open(path).map_err(io)?;
         let metadata = file.metadata().map_err(io)?;
@@ -674,9 +677,9 @@ impl Dump {
             sections: Vec::new(),
             path: Some(path.to_owned()),
         };
-        let view = DumpView::parse(dump.bytes()).map_err(|source| ReadError::Format {
+        let view = DumpView::parse(dump.bytes()).map_err(|error| ReadError::Format {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let (version, sections) = (view.version, view.sections);
         dump.version = version;
@@ -761,5 +764,30 @@ mod tests {
         assert_eq!(allocations.slice(1, usize::MAX).len(), 2);
         assert!(allocations.get(usize::MAX).is_none());
         assert!(view.stack_frames(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn read_errors_name_their_cause_once() {
+        use std::error::Error as _;
+        let missing = std::env::temp_dir().join("heapdump-formats-no-such-file.hdump");
+        let err = Dump::open(&missing).unwrap_err();
+        assert!(matches!(err, ReadError::Io { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: ", missing.display()))
+        );
+        // The cause is in the message; it is not also a source, so chain
+        // printers do not repeat it.
+        assert!(err.source().is_none());
+
+        let garbage = std::env::temp_dir().join(format!(
+            "heapdump-formats-garbage-{}.hdump",
+            std::process::id()
+        ));
+        std::fs::write(&garbage, b"not a heap dump at all").unwrap();
+        let err = Dump::open(&garbage).unwrap_err();
+        let _ = std::fs::remove_file(&garbage);
+        assert!(matches!(err, ReadError::Format { .. }), "{err:?}");
+        assert!(err.source().is_none());
     }
 }
