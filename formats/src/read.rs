@@ -664,11 +664,10 @@ impl Dump {
         let backing = if metadata.len() == 0 {
             Backing::Owned(Vec::new())
         } else {
-            // SAFETY: the map is read-only and private to this process. If
-            // another process truncates the file while it is mapped, reads
-            // past the new end raise SIGBUS; dumps are written once with
-            // O_EXCL and never modified in place, which is the contract
-            // FORMAT.md states for readers.
+            // If another process truncated the file while it is mapped, reads
+            // past the new end would raise SIGBUS; dumps are written once with
+            // O_EXCL and never modified in place (FORMAT.md's reader contract).
+            // SAFETY: the map is read-only and private to this process.
             Backing::Mapped(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?)
         };
         let mut dump = Dump {
