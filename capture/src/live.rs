@@ -140,6 +140,30 @@ fn shard_of(address: u64) -> usize {
     (hash(address) >> (64 - SHARD_BITS)) as usize
 }
 
+/// The two buckets an address may live in, among `bucket_count`.
+/// Multiply-shift maps a hash onto any bucket count, not only powers of
+/// two, which is what lets tables grow by 1.3×.
+#[inline]
+fn choices(address: u64, bucket_count: usize) -> (usize, usize) {
+    let n = bucket_count as u128;
+    let first = ((u128::from(hash(address) << SHARD_BITS) * n) >> 64) as usize;
+    let second = ((u128::from(hash2(address)) * n) >> 64) as usize;
+    (first, second)
+}
+
+#[inline]
+fn prefetch_line(address: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            address as *const i8,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Slots per bucket: four 24-byte slots, one and a half cache lines.
 const WAYS: usize = 4;
 type Bucket = [Slot; WAYS];
@@ -202,15 +226,9 @@ impl ShardTable {
         self.bucket_count * WAYS
     }
 
-    /// The two buckets an address may live in. Multiply-shift maps a hash
-    /// onto any bucket count, not only powers of two, which is what lets
-    /// tables grow by 1.3×.
     #[inline]
     fn choices(&self, address: u64) -> (usize, usize) {
-        let n = self.bucket_count as u128;
-        let first = ((u128::from(hash(address) << SHARD_BITS) * n) >> 64) as usize;
-        let second = ((u128::from(hash2(address)) * n) >> 64) as usize;
-        (first, second)
+        choices(address, self.bucket_count)
     }
 
     fn find(&self, address: u64) -> Option<(usize, usize)> {
@@ -516,8 +534,10 @@ impl LiveTable {
         (count, bytes)
     }
 
-    /// Starts loading the memory `insert(address)` will touch, so the
-    /// cache miss overlaps with the stack walk that comes first.
+    /// Starts loading both candidate buckets of `address`, so their cache
+    /// misses overlap with each other and with whatever the caller does
+    /// next (the stack walk, taking the shard's lock) instead of being paid
+    /// one after the other.
     #[inline]
     pub fn prefetch(&self, address: u64) {
         let shard = &self.shards[shard_of(address)];
@@ -525,18 +545,15 @@ impl LiveTable {
         // address is harmless, it is only a hint.
         let buckets = shard.buckets_hint.load(Ordering::Relaxed);
         let count = shard.bucket_count_hint.load(Ordering::Relaxed);
-        if buckets != 0 {
-            let bucket = ((u128::from(hash(address) << SHARD_BITS) * count as u128) >> 64) as u64;
-            let at = buckets + bucket * size_of::<Bucket>() as u64;
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    at as *const i8,
-                );
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = at;
+        if buckets == 0 {
+            return;
+        }
+        let (first, second) = choices(address, count as usize);
+        for bucket in [first, second] {
+            let at = buckets + (bucket * size_of::<Bucket>()) as u64;
+            prefetch_line(at);
+            // A bucket may straddle two cache lines.
+            prefetch_line(at + size_of::<Bucket>() as u64 - 1);
         }
     }
 
@@ -546,6 +563,7 @@ impl LiveTable {
     /// (a reallocation is counted once its outcome is known).
     #[inline]
     pub fn remove(&self, address: u64, counts_as_free: bool) -> Option<Entry> {
+        self.prefetch(address);
         let shard = &self.shards[shard_of(address)];
         let mut table = shard.table.lock();
         table.total_frees += u64::from(counts_as_free);

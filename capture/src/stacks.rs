@@ -195,15 +195,19 @@ fn hash_frames(frames: &[u64]) -> u64 {
         0x1656_67B1_9E37_79F9,
         0xD6E8_FEB8_6659_FD93,
     ];
-    let mut lanes = [frames.len() as u64; 4];
-    for (i, &pc) in frames.iter().enumerate() {
-        let lane = i % 4;
-        lanes[lane] = lanes[lane]
-            .rotate_left(23)
-            .wrapping_add(pc.wrapping_mul(K[lane]));
+    let seed = frames.len() as u64;
+    let (mut a, mut b, mut c, mut d) = (seed, seed ^ K[1], seed ^ K[2], seed ^ K[3]);
+    let mut chunks = frames.chunks_exact(4);
+    for four in &mut chunks {
+        a = a.rotate_left(23).wrapping_add(four[0].wrapping_mul(K[0]));
+        b = b.rotate_left(23).wrapping_add(four[1].wrapping_mul(K[1]));
+        c = c.rotate_left(23).wrapping_add(four[2].wrapping_mul(K[2]));
+        d = d.rotate_left(23).wrapping_add(four[3].wrapping_mul(K[3]));
     }
-    let h =
-        lanes[0] ^ lanes[1].rotate_left(16) ^ lanes[2].rotate_left(32) ^ lanes[3].rotate_left(48);
+    for (&pc, k) in chunks.remainder().iter().zip(K) {
+        a = a.rotate_left(23).wrapping_add(pc.wrapping_mul(k));
+    }
+    let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48);
     let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h ^ (h >> 32)
 }
