@@ -368,6 +368,7 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
         bytes_written,
         pause_ns: snap.pause_ns,
         total_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
+        ..DumpStats::default()
     })
 }
 

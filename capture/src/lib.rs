@@ -63,6 +63,7 @@ mod modules;
 mod stacks;
 mod sys;
 mod threads;
+mod world;
 
 use live::{Entry, LiveTable};
 use stacks::{StackInterner, Walk};
@@ -319,11 +320,53 @@ pub struct DumpStats {
     pub modules: u64,
     /// Size of the dump file in bytes.
     pub bytes_written: u64,
-    /// Nanoseconds allocating threads were held back while the live table
-    /// was copied.
+    /// Nanoseconds the other threads were stopped (or, for threads that
+    /// did not stop, kept from allocating): from the stop request until
+    /// they were resumed, after the scan.
     pub pause_ns: u64,
     /// Nanoseconds the whole dump took.
     pub total_ns: u64,
+    /// Nanoseconds from sending the stop requests until every thread had
+    /// acknowledged or the timeout passed.
+    pub stop_ns: u64,
+    /// Nanoseconds the conservative scan took.
+    pub scan_ns: u64,
+    /// Bytes the scan read (roots and live allocations).
+    pub scanned_bytes: u64,
+    /// Root ranges in the dump.
+    pub roots: u64,
+    /// Pointer edges in the dump.
+    pub edges: u64,
+    /// Threads stopped and acknowledged.
+    pub threads_stopped: u64,
+    /// Threads that did not acknowledge in time (all signals blocked, say);
+    /// their stacks were scanned while they ran.
+    pub threads_not_stopped: u64,
+}
+
+/// The signal `write_heap_dump` uses to stop the other threads: `SIGPWR`
+/// unless [`set_stop_signal`] chose another.
+pub const DEFAULT_STOP_SIGNAL: i32 = libc::SIGPWR;
+
+/// How long `write_heap_dump` waits for threads to acknowledge the stop
+/// request by default; see [`set_stop_timeout`].
+pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Chooses the signal used to stop threads during a dump (default
+/// [`DEFAULT_STOP_SIGNAL`]). Pick one the program does not use; if it does
+/// handle it, its handler still runs for signals that are not the tracker's
+/// (the tracker's are sent with `tgkill` by this process during a dump).
+/// Fails with `InvalidSignal` for `SIGKILL`, `SIGSTOP` and numbers outside
+/// `1..=SIGRTMAX`.
+pub fn set_stop_signal(signal: i32) -> Result<(), DumpError> {
+    world::set_stop_signal(signal)
+}
+
+/// Sets how long a dump waits for every thread to acknowledge the stop
+/// request (default [`DEFAULT_STOP_TIMEOUT`]). A thread that does not
+/// answer in time is recorded as not stopped and scanned while it runs.
+pub fn set_stop_timeout(timeout: std::time::Duration) {
+    world::set_stop_timeout(timeout)
 }
 
 /// Why a dump failed. Small and `Copy`, so reporting it needs no memory.
@@ -345,6 +388,8 @@ pub enum DumpError {
     InvalidPath,
     /// Scratch memory for the dump could not be mapped.
     OutOfMemory,
+    /// [`set_stop_signal`] was given a signal that cannot be used.
+    InvalidSignal,
     /// A bug in heapdump-capture; please report it.
     Internal,
 }
@@ -366,6 +411,9 @@ impl core::fmt::Display for DumpError {
                 f.write_str("the dump path contains a NUL byte or is too long")
             }
             DumpError::OutOfMemory => f.write_str("cannot map scratch memory for the dump"),
+            DumpError::InvalidSignal => {
+                f.write_str("the stop signal must be catchable (not SIGKILL or SIGSTOP)")
+            }
             DumpError::Internal => f.write_str("internal error in heapdump-capture"),
         }
     }
