@@ -9,14 +9,17 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use heapdump_formats::records::{
-    AllocationRecord, FrameRecord, ProcessRecord, SectionKind, StackRecord, ThreadRecord,
-    UNKNOWN_THREAD, process_flags, thread_flags,
+    AllocationRecord, FrameRecord, ProcessRecord, RootRecord, SectionKind, StackRecord, StrRef,
+    ThreadRecord, UNKNOWN_THREAD, owner_kind, process_flags, root_kind, segment_flags,
+    thread_flags,
 };
 use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 
 use crate::live::Slot;
-use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules};
+use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
+use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::sys::{self, Scratch, Zeroable};
+use crate::world::{self, SAVED_REGISTERS, StoppedThread};
 use crate::{DUMP_LOCK, DumpError, DumpStats, LIVE, SEQUENCE, STACKS, threads};
 
 // SAFETY: plain integer records (and `StrRef`s of integers); zero is valid.
@@ -31,6 +34,9 @@ const WRITE_BUFFER_BYTES: usize = 1 << 20;
 const CMDLINE_BYTES: usize = 128 << 10;
 const MAX_ALIVE_THREADS: usize = 1 << 16;
 const THREAD_NAME_BYTES: usize = 64;
+const MAX_TLS_MODULES: usize = 1024;
+const MAPS_BYTES: usize = 16 << 20;
+const MAX_MAPPINGS: usize = 1 << 18;
 
 static DUMPS_WRITTEN: AtomicU32 = AtomicU32::new(0);
 
@@ -75,6 +81,7 @@ struct Unlocked<'s> {
     modules: &'s [heapdump_formats::records::ModuleRecord],
     segments: &'s [heapdump_formats::records::SegmentRecord],
     alive: &'s [u32],
+    tls: &'s [TlsModule],
     exe: heapdump_formats::records::StrRef,
     cmdline: heapdump_formats::records::StrRef,
     incomplete: bool,
@@ -87,17 +94,26 @@ fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError
     let mut strings = StringTable::new(strings);
     let module_slots = scratch.take(MAX_MODULES).ok_or(DumpError::OutOfMemory)?;
     let segment_slots = scratch.take(MAX_SEGMENTS).ok_or(DumpError::OutOfMemory)?;
+    let tls_slots = scratch
+        .take::<TlsModule>(MAX_TLS_MODULES)
+        .ok_or(DumpError::OutOfMemory)?;
     let mut found = Modules {
         modules: module_slots,
         module_count: 0,
         segments: segment_slots,
         segment_count: 0,
         strings: &mut strings,
+        tls: tls_slots,
+        tls_count: 0,
         overflowed: false,
     };
     modules::gather(&mut found);
-    let (module_count, segment_count, incomplete) =
-        (found.module_count, found.segment_count, found.overflowed);
+    let (module_count, segment_count, tls_count, incomplete) = (
+        found.module_count,
+        found.segment_count,
+        found.tls_count,
+        found.overflowed,
+    );
 
     let text = scratch
         .take::<u8>(CMDLINE_BYTES)
@@ -120,36 +136,186 @@ fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError
         modules: &module_slots[..module_count],
         segments: &segment_slots[..segment_count],
         alive: &alive[..alive_count],
+        tls: &tls_slots[..tls_count],
         exe,
         cmdline,
         incomplete,
     })
 }
 
-/// The live set and counters copied with every lock held.
-struct Snapshot {
-    slots: &'static mut [Slot],
-    stacks: crate::stacks::StacksSnapshot,
-    total_allocations: u64,
-    total_frees: u64,
-    live_tracking_bytes: u64,
-    pause_ns: u64,
+/// The dumping thread's own context, taken at the public entry point: its
+/// callers' frames are the program's, everything below is the tracker's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub stack_pointer: u64,
+    pub registers: [u64; SAVED_REGISTERS],
 }
 
-fn snapshot(memory: &mut Option<Scratch>) -> Result<Snapshot, DumpError> {
-    let paused = sys::clock_ns(libc::CLOCK_MONOTONIC);
+impl Caller {
+    /// Captures the callee-saved registers (where a caller may keep heap
+    /// pointers across the call) and the stack pointer.
+    #[inline(always)]
+    pub fn here() -> Caller {
+        let mut caller = Caller::default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (rsp, rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64, u64);
+            // SAFETY: copies registers into outputs; touches no memory.
+            unsafe {
+                core::arch::asm!(
+                    "mov {0}, rsp", "mov {1}, rbx", "mov {2}, rbp", "mov {3}, r12",
+                    "mov {4}, r13", "mov {5}, r14", "mov {6}, r15",
+                    out(reg) rsp, out(reg) rbx, out(reg) rbp, out(reg) r12,
+                    out(reg) r13, out(reg) r14, out(reg) r15,
+                    options(nomem, nostack, preserves_flags)
+                );
+            }
+            // The `REG_*` numbering of x86_64's `mcontext_t`, as for the
+            // stopped threads.
+            caller.registers[4] = r12;
+            caller.registers[5] = r13;
+            caller.registers[6] = r14;
+            caller.registers[7] = r15;
+            caller.registers[10] = rbp;
+            caller.registers[11] = rbx;
+            caller.registers[15] = rsp;
+            caller.stack_pointer = rsp;
+        }
+        caller
+    }
+}
+
+// SAFETY: plain integer records; zero is valid.
+unsafe impl Zeroable for RootRecord {}
+
+/// The bytes a root's scan reads: memory of the process, or a thread's
+/// saved registers.
+#[derive(Clone, Copy)]
+enum RootSource {
+    Memory,
+    Registers(*const u64),
+}
+
+// SAFETY: a plain enum of integers/pointers; all-zero is `Memory`.
+unsafe impl Zeroable for RootSource {}
+
+struct Roots<'a> {
+    records: &'a mut [RootRecord],
+    sources: &'a mut [RootSource],
+    count: usize,
+}
+
+impl Roots<'_> {
+    fn push(&mut self, record: RootRecord, source: RootSource) {
+        if record.size == 0 || self.count >= self.records.len() {
+            return;
+        }
+        self.records[self.count] = record;
+        self.sources[self.count] = source;
+        self.count += 1;
+    }
+}
+
+/// A thread's TLS block for a module in static TLS: at a fixed distance
+/// below the thread pointer, the same for every thread (x86_64 TLS variant
+/// II). `None` for modules whose blocks are allocated per thread on demand.
+fn static_tls_offset(tls: &TlsModule, own_thread_pointer: u64, maps: &Mappings<'_>) -> Option<u64> {
+    if tls.block == 0 || tls.block >= own_thread_pointer {
+        return None;
+    }
+    let same_mapping = maps
+        .containing(tls.block)
+        .is_some_and(|m| maps.containing(own_thread_pointer - 1) == Some(m));
+    same_mapping.then_some(own_thread_pointer - tls.block)
+}
+
+/// Reads a word the caller has checked is readable.
+fn read_word(maps: &Mappings<'_>, address: u64) -> Option<u64> {
+    let (from, to) = maps.readable(address, address + 8).next()?;
+    if from != address || to != address + 8 {
+        return None;
+    }
+    // SAFETY: the word lies inside a readable mapping (checked above).
+    Some(unsafe { (address as *const u64).read_volatile() })
+}
+
+/// A thread's dynamic TLS block for module `id`, from its DTV (glibc:
+/// the DTV pointer is the TCB's second word; entry `i` is 16 bytes, its first
+/// word the block; entry -1 holds the number of entries).
+fn dynamic_tls_block(thread_pointer: u64, id: u64, maps: &Mappings<'_>) -> Option<u64> {
+    let dtv = read_word(maps, thread_pointer + 8)?;
+    let entries = read_word(maps, dtv.checked_sub(16)?)?;
+    if id == 0 || id > entries {
+        return None;
+    }
+    let block = read_word(maps, dtv.checked_add(id.checked_mul(16)?)?)?;
+    // glibc marks blocks not yet allocated with -1.
+    (block != 0 && block != u64::MAX).then_some(block)
+}
+
+/// Writes a dump to `fd`. Serialized with other dumps by `DUMP_LOCK`.
+pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
+    let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
+    let _one_at_a_time = DUMP_LOCK.lock();
+    let dump_number = DUMPS_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
+    let timestamp_ns = sys::clock_ns(libc::CLOCK_REALTIME);
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    let me = sys::gettid();
+
+    let mut scratch = Scratch::new(
+        STRINGS_BYTES
+            + WRITE_BUFFER_BYTES
+            + CMDLINE_BYTES
+            + MAX_MODULES * 48
+            + MAX_SEGMENTS * 32
+            + MAX_TLS_MODULES * size_of::<TlsModule>()
+            + MAX_ALIVE_THREADS * (8 + size_of::<StoppedThread>())
+            + MAPS_BYTES
+            + MAX_MAPPINGS * 16
+            + 16 * sys::PAGE,
+    )
+    .ok_or(DumpError::OutOfMemory)?;
+    let mut unlocked = gather_unlocked(&mut scratch)?;
+    let write_buffer = scratch
+        .take::<u8>(WRITE_BUFFER_BYTES)
+        .ok_or(DumpError::OutOfMemory)?;
+    let others = scratch
+        .take::<u32>(unlocked.alive.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let mut other_count = 0;
+    for &tid in unlocked.alive.iter().filter(|&&tid| tid != me) {
+        others[other_count] = tid;
+        other_count += 1;
+    }
+    let others = &others[..other_count];
+    let stopped = scratch
+        .take::<StoppedThread>(others.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let maps_text = scratch
+        .take::<u8>(MAPS_BYTES)
+        .ok_or(DumpError::OutOfMemory)?;
+    let maps_ranges = scratch
+        .take::<(u64, u64)>(MAX_MAPPINGS)
+        .ok_or(DumpError::OutOfMemory)?;
+
+    // Every tracker lock, before any thread stops: a thread stopped inside
+    // the tracker would otherwise hold a lock the dump needs, and no block
+    // can be freed (and unmapped) while the scan reads it.
     let shards: [_; crate::live::SHARDS] = core::array::from_fn(|i| LIVE.shards[i].table.lock());
+    let interning = STACKS.lock_all();
+    let paused = sys::clock_ns(libc::CLOCK_MONOTONIC);
+    let mut world = world::stop(others, stopped)?;
+
+    // The live set, sorted by address.
     let count: u64 = shards.iter().map(|s| s.count).sum();
-    // Mapping memory with the locks held costs a system call, not a pause
-    // proportional to the heap: the pages are touched by the copy anyway.
-    let scratch = memory.insert(
-        Scratch::new((count as usize).max(1) * size_of::<Slot>()).ok_or(DumpError::OutOfMemory)?,
-    );
-    let slots = scratch
+    let mut snapshot_memory = Scratch::new((count as usize).max(1) * (size_of::<Slot>() + 16))
+        .ok_or(DumpError::OutOfMemory)?;
+    let slots = snapshot_memory
         .take::<Slot>(count as usize)
         .ok_or(DumpError::OutOfMemory)?;
     let mut filled = 0;
-    let (mut total_allocations, mut total_frees, mut mapped) = (0, 0, 0);
+    let (mut total_allocations, mut total_frees, mut live_tracking_bytes) = (0, 0, 0);
     for shard in &shards {
         for slot in shard.live() {
             if let Some(out) = slots.get_mut(filled) {
@@ -159,62 +325,27 @@ fn snapshot(memory: &mut Option<Scratch>) -> Result<Snapshot, DumpError> {
         }
         total_allocations += shard.total_allocations;
         total_frees += shard.total_frees;
-        mapped += shard.mapped_bytes() as u64;
+        live_tracking_bytes += shard.mapped_bytes() as u64;
     }
-    let stacks = {
-        let _interning = STACKS.lock_all();
-        STACKS.snapshot()
-    };
-    drop(shards);
-    Ok(Snapshot {
-        slots: &mut slots[..filled],
-        stacks,
-        total_allocations,
-        total_frees,
-        live_tracking_bytes: mapped,
-        pause_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused),
-    })
-}
-
-/// Writes a dump to `fd`. Serialized with other dumps by `DUMP_LOCK`.
-pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
-    let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
-    let _one_at_a_time = DUMP_LOCK.lock();
-    let dump_number = DUMPS_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
-    let timestamp_ns = sys::clock_ns(libc::CLOCK_REALTIME);
-
-    let mut scratch = Scratch::new(
-        STRINGS_BYTES
-            + WRITE_BUFFER_BYTES
-            + CMDLINE_BYTES
-            + MAX_MODULES * 48
-            + MAX_SEGMENTS * 32
-            + MAX_ALIVE_THREADS * 4
-            + 4 * sys::PAGE,
-    )
-    .ok_or(DumpError::OutOfMemory)?;
-    let mut unlocked = gather_unlocked(&mut scratch)?;
-    let write_buffer = scratch
-        .take::<u8>(WRITE_BUFFER_BYTES)
-        .ok_or(DumpError::OutOfMemory)?;
-
-    let mut snapshot_memory = None;
-    let snap = snapshot(&mut snapshot_memory)?;
+    let slots = &mut slots[..filled];
+    slots.sort_unstable_by_key(|slot| slot.address());
+    let stacks = STACKS.snapshot();
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
-    let writing = sys::clock_ns(libc::CLOCK_MONOTONIC);
-
-    snap.slots.sort_unstable_by_key(|slot| slot.address());
 
     // Threads: every registered one (its index is what allocations carry),
-    // then the alive ones that never allocated. Read after the snapshot so
-    // every index an allocation names is covered.
+    // then the alive ones that never allocated.
     let registered = threads::registered_count() as usize;
-    let mut thread_memory =
-        Scratch::new((registered + unlocked.alive.len()) * (size_of::<ThreadRecord>() + 8) + 64)
-            .ok_or(DumpError::OutOfMemory)?;
+    let mut thread_memory = Scratch::new(
+        (registered + unlocked.alive.len()) * (size_of::<ThreadRecord>() + 8 + 8) + 64,
+    )
+    .ok_or(DumpError::OutOfMemory)?;
     let records = thread_memory
         .take::<ThreadRecord>(registered + unlocked.alive.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    // For each thread record, its entry in `stopped` + 1 (0: none).
+    let stop_entry = thread_memory
+        .take::<u64>(registered + unlocked.alive.len())
         .ok_or(DumpError::OutOfMemory)?;
     let claimed = thread_memory
         .take::<u8>(unlocked.alive.len())
@@ -255,40 +386,269 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
         }
     }
     let records = &mut records[..thread_count];
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() } as u32;
-    let me = sys::gettid();
-    let mut name = [0u8; THREAD_NAME_BYTES];
-    for record in records.iter_mut() {
+    let mut threads_stopped = 0;
+    let mut threads_not_stopped = 0;
+    for (index, record) in records.iter_mut().enumerate() {
         if record.tid == pid {
             record.flags |= thread_flags::MAIN;
         }
-        if record.tid == me && record.flags & thread_flags::ALIVE != 0 {
-            record.flags |= thread_flags::DUMPING;
+        if record.flags & thread_flags::ALIVE == 0 {
+            continue;
         }
+        if record.tid == me {
+            record.flags |= thread_flags::DUMPING;
+            record.stack_pointer = caller.stack_pointer;
+            continue;
+        }
+        if let Ok(at) = others.binary_search(&record.tid) {
+            let thread = &stopped[at];
+            if thread.stopped {
+                record.flags |= thread_flags::STOPPED;
+                record.stack_pointer = thread.stack_pointer;
+                threads_stopped += 1;
+            } else if thread.gone {
+                // It exited between the listing and the stop request.
+                record.flags &= !thread_flags::ALIVE;
+            } else {
+                record.flags |= thread_flags::NOT_STOPPED;
+                threads_not_stopped += 1;
+            }
+            stop_entry[index] = at as u64 + 1;
+        }
+    }
+
+    // Roots.
+    let maps = Mappings::read(maps_text, maps_ranges);
+    let own_thread_pointer = world::thread_pointer();
+    let tls = unlocked.tls;
+    let root_capacity = thread_count * (2 + tls.len()) + unlocked.segments.len() + 8;
+    let mut root_memory =
+        Scratch::new(root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>()) + 64)
+            .ok_or(DumpError::OutOfMemory)?;
+    let mut roots = Roots {
+        records: root_memory
+            .take::<RootRecord>(root_capacity)
+            .ok_or(DumpError::OutOfMemory)?,
+        sources: root_memory
+            .take::<RootSource>(root_capacity)
+            .ok_or(DumpError::OutOfMemory)?,
+        count: 0,
+    };
+    let thread_root = |kind: u16, owner: usize, address: u64, size: u64| RootRecord {
+        kind,
+        owner_kind: owner_kind::THREAD,
+        owner: owner as u32,
+        address,
+        size,
+        ..RootRecord::default()
+    };
+    for (index, record) in records.iter().enumerate() {
+        if record.flags & thread_flags::ALIVE == 0 {
+            continue;
+        }
+        let (registers, stack_pointer, thread_pointer) = if record.tid == me {
+            (
+                Some(caller.registers.as_ptr()),
+                caller.stack_pointer,
+                own_thread_pointer,
+            )
+        } else if let Some(thread) = (stop_entry[index] as usize)
+            .checked_sub(1)
+            .and_then(|at| stopped.get(at))
+            .filter(|t| t.stopped)
+        {
+            // The red zone below the interrupted stack pointer may hold
+            // live values of a leaf function.
+            (
+                Some(thread.registers.as_ptr()),
+                thread.stack_pointer.saturating_sub(RED_ZONE),
+                thread.thread_pointer,
+            )
+        } else {
+            (None, 0, 0)
+        };
+        if let Some(registers) = registers {
+            roots.push(
+                thread_root(root_kind::REGISTERS, index, 0, (SAVED_REGISTERS * 8) as u64),
+                RootSource::Registers(registers),
+            );
+        }
+        // The stack: from the stack pointer to the top the thread's
+        // attributes gave, or to the end of the mapping holding it. A
+        // thread that did not stop is scanned whole, as it runs.
+        let (low, high) = (record.stack_low, record.stack_high);
+        let range = if stack_pointer != 0 {
+            if (low..high).contains(&stack_pointer) {
+                Some((stack_pointer, high))
+            } else {
+                maps.containing(stack_pointer)
+                    .map(|(_, end)| (stack_pointer, end))
+            }
+        } else if low < high {
+            Some((low, high))
+        } else {
+            None
+        };
+        if let Some((from, to)) = range {
+            roots.push(
+                thread_root(root_kind::THREAD_STACK, index, from, to - from),
+                RootSource::Memory,
+            );
+        }
+        if thread_pointer != 0 {
+            for module in tls.iter() {
+                // Named after the module whose thread-locals they are.
+                let name = unlocked
+                    .modules
+                    .get(module.module as usize)
+                    .map_or(StrRef::EMPTY, |m| m.path);
+                if let Some(offset) = static_tls_offset(module, own_thread_pointer, &maps) {
+                    let address = thread_pointer - offset;
+                    roots.push(
+                        RootRecord {
+                            name,
+                            ..thread_root(root_kind::STATIC_TLS, index, address, module.size)
+                        },
+                        RootSource::Memory,
+                    );
+                } else if let Some(block) = dynamic_tls_block(thread_pointer, module.id, &maps) {
+                    roots.push(
+                        RootRecord {
+                            name,
+                            ..thread_root(root_kind::DYNAMIC_TLS, index, block, module.size)
+                        },
+                        RootSource::Memory,
+                    );
+                }
+            }
+        }
+    }
+    for segment in unlocked.segments {
+        if segment.flags & segment_flags::WRITE != 0 {
+            roots.push(
+                RootRecord {
+                    kind: root_kind::DATA_SEGMENT,
+                    owner_kind: owner_kind::MODULE,
+                    owner: segment.module,
+                    address: segment.start,
+                    size: segment.end - segment.start,
+                    ..RootRecord::default()
+                },
+                RootSource::Memory,
+            );
+        }
+    }
+    let root_count = roots.count;
+
+    // The scan.
+    let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
+    let starts = snapshot_memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let ends = snapshot_memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    for ((slot, start), end) in slots.iter().zip(starts.iter_mut()).zip(ends.iter_mut()) {
+        *start = slot.address();
+        *end = slot.address() + slot.size();
+    }
+    let mut index_memory =
+        Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
+    let index = PointerIndex::new(starts, ends, &mut index_memory).ok_or(DumpError::OutOfMemory)?;
+    let mut edges = EdgeBuffer::new();
+    let mut scanned_bytes = 0u64;
+    for (source, slot) in slots.iter().enumerate() {
+        let words = (slot.size() / 8) as usize;
+        // SAFETY: a live block stays allocated while we hold every shard
+        // lock (freeing one takes its shard's lock first), and its first
+        // `size / 8` words lie inside it.
+        unsafe {
+            scan_words(
+                &index,
+                slot.address() as *const u64,
+                words,
+                0,
+                source as u32,
+                0,
+                &mut edges,
+            );
+        }
+        scanned_bytes += words as u64 * 8;
+    }
+    for (source, (root, kind)) in roots.records[..root_count]
+        .iter()
+        .zip(roots.sources.iter())
+        .enumerate()
+    {
+        match *kind {
+            RootSource::Registers(registers) => {
+                // SAFETY: the array of saved registers lives in scratch
+                // memory that outlives the scan.
+                unsafe {
+                    scan_words(
+                        &index,
+                        registers,
+                        SAVED_REGISTERS,
+                        0,
+                        source as u32,
+                        FROM_ROOT,
+                        &mut edges,
+                    );
+                }
+                scanned_bytes += root.size;
+            }
+            RootSource::Memory => {
+                for (from, to) in maps.readable(root.address, root.address + root.size) {
+                    // SAFETY: `from..to` lies in a readable mapping; roots
+                    // are stacks of stopped threads, TLS blocks and module
+                    // segments, none of which is unmapped during the stop.
+                    unsafe {
+                        scan_words(
+                            &index,
+                            from as *const u64,
+                            ((to - from) / 8) as usize,
+                            from - root.address,
+                            source as u32,
+                            FROM_ROOT,
+                            &mut edges,
+                        );
+                    }
+                    scanned_bytes += to - from;
+                }
+            }
+        }
+    }
+    let scan_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(scanning);
+
+    world.resume();
+    drop(interning);
+    drop(shards);
+    let pause_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused);
+    let writing = sys::clock_ns(libc::CLOCK_MONOTONIC);
+
+    let mut name = [0u8; THREAD_NAME_BYTES];
+    for record in records.iter_mut() {
         if record.flags & thread_flags::ALIVE != 0 {
             let n = threads::thread_name(record.tid, &mut name);
             record.name = unlocked.strings.add_or_empty(&name[..n]);
         }
     }
     let mut live_bytes = 0u64;
-    for slot in snap.slots.iter() {
+    for slot in slots.iter() {
         live_bytes += slot.size();
-        let thread = slot.unpack().thread;
-        if let Some(record) = records.get_mut(thread as usize) {
+        if let Some(record) = records.get_mut(slot.unpack().thread as usize) {
             record.live_count += 1;
         }
     }
-
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
-        LIVE.peaks_and_dropped(snap.slots.len() as u64, live_bytes);
+        LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
 
     let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
     writer.section(records.iter().copied())?;
     writer.section(unlocked.modules.iter().copied())?;
     writer.section(unlocked.segments.iter().copied())?;
     writer.begin_section(SectionKind::Allocations)?;
-    for slot in snap.slots.iter() {
+    for slot in slots.iter() {
         let entry = slot.unpack();
         writer.write_record(&AllocationRecord {
             address: entry.address,
@@ -306,7 +666,7 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
     }
     writer.end_section()?;
     writer.begin_section(SectionKind::Stacks)?;
-    for (id, stack) in snap.stacks.stacks.iter().enumerate() {
+    for (id, stack) in stacks.stacks.iter().enumerate() {
         // Id 0 is the empty stack by definition; its slot is never written.
         let record = if id == 0 {
             StackRecord::default()
@@ -319,19 +679,23 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
         };
         writer.write_record(&record)?;
     }
-    if snap.stacks.stacks.is_empty() {
+    if stacks.stacks.is_empty() {
         writer.write_record(&StackRecord::default())?;
     }
     writer.end_section()?;
-    writer.section(snap.stacks.frames.iter().map(|&pc| FrameRecord { pc }))?;
+    writer.section(stacks.frames.iter().map(|&pc| FrameRecord { pc }))?;
+    writer.section(roots.records[..root_count].iter().copied())?;
+    writer.section(edges.iter())?;
     writer.byte_section(SectionKind::Strings, unlocked.strings.as_bytes())?;
 
-    let mut flags = 0;
-    if dropped_allocations != 0 || dropped_stacks != 0 || unlocked.incomplete {
+    let mut flags = process_flags::HAS_SCAN | process_flags::WORLD_STOPPED;
+    if threads_not_stopped != 0 {
+        flags |= process_flags::INCOMPLETE_STOP;
+    }
+    if dropped_allocations != 0 || dropped_stacks != 0 || unlocked.incomplete || edges.overflowed {
         flags |= process_flags::DROPPED_RECORDS;
     }
-    let tracking_bytes =
-        snap.live_tracking_bytes + STACKS.tracking_bytes() + threads::tracking_bytes();
+    let tracking_bytes = live_tracking_bytes + STACKS.tracking_bytes() + threads::tracking_bytes();
     let write_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(writing);
     writer.section([ProcessRecord {
         pid,
@@ -345,32 +709,42 @@ pub fn write(fd: i32) -> Result<DumpStats, DumpError> {
         exe: unlocked.exe,
         cmdline: unlocked.cmdline,
         live_bytes,
-        live_count: snap.slots.len() as u64,
+        live_count: slots.len() as u64,
         peak_live_bytes,
-        total_allocations: snap.total_allocations,
-        total_frees: snap.total_frees,
+        total_allocations,
+        total_frees,
         dropped_allocations,
         dropped_stacks,
         tracking_bytes,
         next_sequence,
-        pause_ns: snap.pause_ns,
+        pause_ns,
         write_ns,
         peak_live_count,
         reserved: 0,
     }])?;
     let (_, bytes_written) = writer.finish()?;
     Ok(DumpStats {
-        allocations: snap.slots.len() as u64,
+        allocations: slots.len() as u64,
         live_bytes,
-        stacks: snap.stacks.stacks.len().saturating_sub(1) as u64,
+        stacks: stacks.stacks.len().saturating_sub(1) as u64,
         threads: thread_count as u64,
         modules: unlocked.modules.len() as u64,
         bytes_written,
-        pause_ns: snap.pause_ns,
+        pause_ns,
         total_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
-        ..DumpStats::default()
+        stop_ns: world.stop_ns,
+        scan_ns,
+        scanned_bytes,
+        roots: root_count as u64,
+        edges: edges.len(),
+        threads_stopped,
+        threads_not_stopped,
     })
 }
+
+/// Bytes below the stack pointer that a leaf function may use without
+/// moving it (the x86_64 System V red zone).
+const RED_ZONE: u64 = 128;
 
 #[cfg(target_arch = "x86_64")]
 const ELF_MACHINE: u32 = 62;

@@ -60,6 +60,7 @@ mod dump;
 mod fork;
 mod live;
 mod modules;
+mod scan;
 mod stacks;
 mod sys;
 mod threads;
@@ -427,19 +428,23 @@ impl std::error::Error for DumpError {}
 /// Any thread may call it, any number of times; concurrent calls are
 /// serialized. Allocating threads wait only while the live table is copied
 /// (see [`DumpStats::pause_ns`]), not while the file is written.
+#[inline(never)]
 pub fn write_heap_dump(fd: BorrowedFd<'_>) -> Result<DumpStats, DumpError> {
+    let caller = dump::Caller::here();
     let _busy = Busy::enter_always();
-    dump::write(fd.as_raw_fd())
+    dump::write(fd.as_raw_fd(), &caller)
 }
 
 /// Writes a heap dump to a new file at `path`, created with mode 0600. It
 /// refuses to replace an existing file or to follow a symbolic link, since a
 /// dump holds the program's memory layout.
+#[inline(never)]
 pub fn dump_to_path(path: impl AsRef<std::path::Path>) -> Result<DumpStats, DumpError> {
     use std::os::unix::ffi::OsStrExt;
+    let caller = dump::Caller::here();
     let _busy = Busy::enter_always();
     let fd = dump::create(path.as_ref().as_os_str().as_bytes())?;
-    let result = dump::write(fd);
+    let result = dump::write(fd, &caller);
     // SAFETY: `fd` was opened above and is closed once.
     let closed = unsafe { libc::close(fd) };
     match result {

@@ -16,12 +16,32 @@ pub struct Modules<'a, 's> {
     pub segments: &'a mut [SegmentRecord],
     pub segment_count: usize,
     pub strings: &'a mut StringTable<'s>,
+    /// Modules with a `PT_TLS` segment.
+    pub tls: &'a mut [TlsModule],
+    pub tls_count: usize,
     /// Modules or segments that did not fit.
     pub overflowed: bool,
 }
 
+/// A module's thread-local storage, as the calling thread sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsModule {
+    /// Index of the module in `Modules`.
+    pub module: u32,
+    /// The loader's TLS module id (index into each thread's DTV).
+    pub id: u64,
+    /// The calling thread's block for this module (0 if not allocated).
+    pub block: u64,
+    /// `PT_TLS` `p_memsz`: the size of each thread's block.
+    pub size: u64,
+}
+
+// SAFETY: integers only; zero is valid.
+unsafe impl crate::sys::Zeroable for TlsModule {}
+
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
+const PT_TLS: u32 = 7;
 const NT_GNU_BUILD_ID: u32 = 3;
 
 /// Fills `out` with the objects loaded now.
@@ -97,6 +117,19 @@ unsafe extern "C" fn visit(
                         file_offset: phdr.p_offset,
                     };
                     out.segment_count += 1;
+                } else {
+                    out.overflowed = true;
+                }
+            }
+            PT_TLS => {
+                if out.tls_count < out.tls.len() {
+                    out.tls[out.tls_count] = TlsModule {
+                        module: module_index,
+                        id: info.dlpi_tls_modid as u64,
+                        block: info.dlpi_tls_data as u64,
+                        size: phdr.p_memsz,
+                    };
+                    out.tls_count += 1;
                 } else {
                     out.overflowed = true;
                 }
@@ -183,16 +216,26 @@ mod tests {
         let mut segments = [SegmentRecord::default(); 256];
         let mut string_bytes = [0u8; 16384];
         let mut strings = StringTable::new(&mut string_bytes);
+        let mut tls = [TlsModule::default(); 16];
         let mut out = Modules {
             modules: &mut modules,
             module_count: 0,
             segments: &mut segments,
             segment_count: 0,
             strings: &mut strings,
+            tls: &mut tls,
+            tls_count: 0,
             overflowed: false,
         };
         gather(&mut out);
-        let (count, segment_count) = (out.module_count, out.segment_count);
+        let (count, segment_count, tls_count) =
+            (out.module_count, out.segment_count, out.tls_count);
+        // Rust's std uses thread-locals, so the executable has a TLS block,
+        // and this thread's instance lies below its thread pointer.
+        let main_tls = tls[..tls_count].iter().find(|t| t.module == 0).unwrap();
+        assert!(main_tls.size > 0 && main_tls.block != 0);
+        let tp = crate::world::thread_pointer();
+        assert!(main_tls.block < tp && tp - main_tls.block < 1 << 20);
         assert!(count >= 2, "{count}");
         let main = modules[0];
         assert_eq!(main.flags & module_flags::MAIN_EXECUTABLE, 1);

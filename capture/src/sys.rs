@@ -66,6 +66,8 @@ unsafe impl Zeroable for u8 {}
 unsafe impl Zeroable for u32 {}
 // SAFETY: as above.
 unsafe impl Zeroable for u64 {}
+// SAFETY: a pair of integers.
+unsafe impl Zeroable for (u64, u64) {}
 
 /// A mapping owned by one dump: scratch space carved into typed slices,
 /// returned to the kernel when dropped.

@@ -1,10 +1,33 @@
 //! Stopping the world: every other thread of the process is sent a signal
-//! whose handler saves the interrupted registers and waits until the dump
-//! is done.
+//! whose handler saves the interrupted registers, acknowledges, and waits on
+//! a futex until the dump releases it.
+//!
+//! The protocol, in the spirit of Boehm GC's and LeakSanitizer's:
+//!
+//! 1. The dumping thread holds every tracker lock, so no thread is inside
+//!    the tracker when it stops and none can free a block while the scan
+//!    reads it.
+//! 2. It sends each thread `rt_tgsigqueueinfo(signal)` carrying the dump's
+//!    epoch, so the handler can tell the tracker's requests from anything
+//!    else that raises the same signal (those go to the program's own
+//!    handler, if it had one).
+//! 3. The handler copies the interrupted general registers from its
+//!    `ucontext` and the thread pointer into the thread's slot, counts an
+//!    acknowledgement, and sleeps on the resume futex.
+//! 4. The dumper waits for acknowledgements up to the stop timeout; threads
+//!    that did not answer (all signals blocked, say) are recorded as not
+//!    stopped.
+//! 5. After the scan it publishes the resume word, wakes everyone, and waits
+//!    (bounded) until no handler is inside the protocol any more.
+//!
+//! The slots live in one mapping made on first use and never unmapped, so a
+//! handler that runs late (a thread that unblocks its signals after the
+//! dump) can never touch freed memory: it sees a stale epoch and returns.
 
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::DumpError;
+use crate::threads::MAX_THREADS;
+use crate::{DumpError, sys};
 
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(crate::DEFAULT_STOP_SIGNAL);
 static STOP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(100_000_000);
@@ -26,4 +49,404 @@ pub fn set_stop_timeout(timeout: std::time::Duration) {
         u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
+}
+
+/// General registers saved per thread: the `gregs` of x86_64's
+/// `mcontext_t` (`REG_R8` = 0 … `REG_CR2` = 22).
+pub const SAVED_REGISTERS: usize = 23;
+
+/// What one thread reported when it stopped.
+#[repr(C)]
+pub struct StopSlot {
+    pub tid: AtomicU32,
+    /// 0 waiting, 1 stopped.
+    state: AtomicU32,
+    pub registers: [AtomicU64; SAVED_REGISTERS],
+    pub stack_pointer: AtomicU64,
+    pub thread_pointer: AtomicU64,
+}
+
+const WAITING: u32 = 0;
+const STOPPED: u32 = 1;
+
+/// The slot array (never unmapped) and how many slots the current stop uses.
+static SLOTS: AtomicPtr<StopSlot> = AtomicPtr::new(core::ptr::null_mut());
+static SLOTS_IN_USE: AtomicUsize = AtomicUsize::new(0);
+/// Nonzero while a stop is in progress: the epoch its signals carry.
+static ACTIVE_EPOCH: AtomicU32 = AtomicU32::new(0);
+static NEXT_EPOCH: AtomicU32 = AtomicU32::new(1);
+/// Set to the active epoch to release the stopped threads (futex word).
+static RESUME: AtomicU32 = AtomicU32::new(0);
+/// Acknowledgements of the current stop (futex word).
+static ACKS: AtomicU32 = AtomicU32::new(0);
+/// Handlers currently inside the protocol.
+static INSIDE: AtomicU32 = AtomicU32::new(0);
+
+/// The program's handler for the stop signal before ours was installed.
+static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(core::ptr::null_mut());
+static INSTALLED_FOR: AtomicI32 = AtomicI32::new(0);
+
+fn slots() -> Option<&'static [StopSlot]> {
+    let mut base = SLOTS.load(Ordering::Acquire);
+    if base.is_null() {
+        let fresh = sys::map_zeroed(MAX_THREADS * size_of::<StopSlot>())?.cast::<StopSlot>();
+        base = match SLOTS.compare_exchange(
+            core::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(winner) => {
+                // SAFETY: `fresh` was never published.
+                unsafe { sys::unmap(fresh.cast(), MAX_THREADS * size_of::<StopSlot>()) };
+                winner
+            }
+        };
+    }
+    // SAFETY: the mapping holds MAX_THREADS zero-initialized slots of
+    // atomics and is never unmapped.
+    Some(unsafe { core::slice::from_raw_parts(base, MAX_THREADS) })
+}
+
+/// Installs the handler for the configured signal, keeping the program's
+/// previous one to forward foreign signals to. Done once per signal; the
+/// handler stays, because a thread that had the signal blocked receives
+/// the request after the dump and must not die of it.
+fn install(signal: i32) -> Result<(), DumpError> {
+    if INSTALLED_FOR.load(Ordering::Acquire) == signal {
+        return Ok(());
+    }
+    let previous = PREVIOUS.load(Ordering::Acquire);
+    let previous = if previous.is_null() {
+        let Some(memory) = sys::map_zeroed(size_of::<libc::sigaction>()) else {
+            return Err(DumpError::OutOfMemory);
+        };
+        PREVIOUS.store(memory.cast(), Ordering::Release);
+        memory.cast::<libc::sigaction>()
+    } else {
+        previous
+    };
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+    action.sa_sigaction = on_stop_signal as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
+    // SAFETY: `sa_mask` is a valid sigset to fill.
+    unsafe {
+        libc::sigfillset(&mut action.sa_mask);
+    }
+    // SAFETY: `action` is initialized; `previous` points at our mapping.
+    if unsafe { libc::sigaction(signal, &action, previous) } != 0 {
+        return Err(DumpError::InvalidSignal);
+    }
+    INSTALLED_FOR.store(signal, Ordering::Release);
+    Ok(())
+}
+
+/// Reads the thread pointer (`fs` base on x86_64), where glibc keeps the
+/// thread control block with static TLS just below it.
+#[inline(always)]
+pub fn thread_pointer() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let value: u64;
+        // SAFETY: on x86_64 Linux `fs:0` holds the TCB's pointer to itself
+        // (the TLS ABI requires it); reading it has no side effects.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) value, options(nostack, readonly, preserves_flags));
+        }
+        value
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: errno is thread-local; the location is valid for the thread.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    INSIDE.fetch_add(1, Ordering::SeqCst);
+    let epoch = ACTIVE_EPOCH.load(Ordering::SeqCst);
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let (code, pid, value) = unsafe {
+        let info = &*info;
+        (
+            info.si_code,
+            info.si_pid(),
+            info.si_value().sival_ptr as usize as u32,
+        )
+    };
+    // SAFETY: getpid is async-signal-safe.
+    let ours = code == libc::SI_QUEUE && pid == unsafe { libc::getpid() };
+    if !ours {
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+        forward(signal, info, context);
+    } else if epoch != 0 && value == epoch {
+        stop_here(epoch, context);
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+    } else {
+        // A request from a dump that already ended (this thread had the
+        // signal blocked until now): nothing to do.
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+    }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Passes a signal that is not the tracker's to the program's handler.
+fn forward(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let previous = PREVIOUS.load(Ordering::Acquire);
+    if previous.is_null() {
+        return;
+    }
+    // SAFETY: `previous` was filled by sigaction when we installed ours.
+    let previous = unsafe { &*previous };
+    let handler = previous.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // The program had no handler: the tracker owns this signal (the
+        // docs say so) and ignores foreign ones rather than die of them.
+        return;
+    }
+    if previous.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the program registered this function as an SA_SIGINFO
+        // handler, so it has this signature.
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { core::mem::transmute(handler) };
+        f(signal, info, context);
+    } else {
+        // SAFETY: a plain handler registered by the program.
+        let f: extern "C" fn(i32) = unsafe { core::mem::transmute(handler) };
+        f(signal);
+    }
+}
+
+fn stop_here(epoch: u32, context: *mut libc::c_void) {
+    let slots = SLOTS.load(Ordering::Acquire);
+    let count = SLOTS_IN_USE.load(Ordering::Acquire);
+    if slots.is_null() {
+        return;
+    }
+    // SAFETY: the slot mapping is never unmapped and holds `count` slots
+    // published before the signal was sent.
+    let slots = unsafe { core::slice::from_raw_parts(slots, count) };
+    let tid = sys::gettid();
+    let Ok(index) = slots.binary_search_by_key(&tid, |s| s.tid.load(Ordering::Relaxed)) else {
+        return;
+    };
+    let slot = &slots[index];
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: for an SA_SIGINFO handler the third argument is the
+        // interrupted context, a valid ucontext_t.
+        let context = unsafe { &*(context as *const libc::ucontext_t) };
+        for (saved, &value) in slot.registers.iter().zip(context.uc_mcontext.gregs.iter()) {
+            saved.store(value as u64, Ordering::Relaxed);
+        }
+        slot.stack_pointer.store(
+            context.uc_mcontext.gregs[libc::REG_RSP as usize] as u64,
+            Ordering::Relaxed,
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = context;
+    slot.thread_pointer
+        .store(thread_pointer(), Ordering::Relaxed);
+    slot.state.store(STOPPED, Ordering::Release);
+    ACKS.fetch_add(1, Ordering::SeqCst);
+    futex_wake(&ACKS, 1);
+    while RESUME.load(Ordering::Acquire) != epoch {
+        futex_wait(&RESUME, RESUME.load(Ordering::Acquire), None);
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) {
+    let timeout = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let timeout_ptr = timeout
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid aligned u32; FUTEX_WAIT only reads it and
+    // sleeps; a spurious return is handled by the callers' loops.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            timeout_ptr,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: waking waiters on a valid futex word has no other effect.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        );
+    }
+}
+
+/// One thread as the stop left it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoppedThread {
+    pub stopped: bool,
+    /// The thread no longer existed when the request was sent.
+    pub gone: bool,
+    pub stack_pointer: u64,
+    pub thread_pointer: u64,
+    pub registers: [u64; SAVED_REGISTERS],
+}
+
+// SAFETY: integers and booleans; all-zero is valid.
+unsafe impl sys::Zeroable for StoppedThread {}
+
+/// A stop in progress; [`World::resume`] (or dropping it) lets the
+/// threads go.
+pub struct World {
+    epoch: u32,
+    pub stop_ns: u64,
+    released: bool,
+}
+
+/// Stops every thread in `tids` (sorted, the caller's own id excluded) and
+/// fills `out` (same order) with what each reported.
+pub fn stop(tids: &[u32], out: &mut [StoppedThread]) -> Result<World, DumpError> {
+    let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
+    let signal = STOP_SIGNAL.load(Ordering::Relaxed);
+    install(signal)?;
+    let slots = slots().ok_or(DumpError::OutOfMemory)?;
+    let count = tids.len().min(MAX_THREADS).min(out.len());
+    for (slot, &tid) in slots.iter().zip(&tids[..count]) {
+        slot.tid.store(tid, Ordering::Relaxed);
+        slot.state.store(WAITING, Ordering::Relaxed);
+        slot.stack_pointer.store(0, Ordering::Relaxed);
+        slot.thread_pointer.store(0, Ordering::Relaxed);
+    }
+    let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed).max(1);
+    ACKS.store(0, Ordering::SeqCst);
+    SLOTS_IN_USE.store(count, Ordering::Release);
+    ACTIVE_EPOCH.store(epoch, Ordering::SeqCst);
+    let world = World {
+        epoch,
+        stop_ns: 0,
+        released: false,
+    };
+
+    // SAFETY: getpid/getuid have no preconditions.
+    let (pid, uid) = unsafe { (libc::getpid(), libc::getuid()) };
+    let mut sent = 0u32;
+    for (i, &tid) in tids[..count].iter().enumerate() {
+        out[i] = StoppedThread::default();
+        if send(pid, uid, tid, signal, epoch) {
+            sent += 1;
+        } else {
+            out[i].gone = true;
+        }
+    }
+
+    let timeout = STOP_TIMEOUT_NS.load(Ordering::Relaxed);
+    let deadline = started.saturating_add(timeout);
+    loop {
+        let acks = ACKS.load(Ordering::SeqCst);
+        if acks >= sent {
+            break;
+        }
+        let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
+        if now >= deadline {
+            break;
+        }
+        futex_wait(&ACKS, acks, Some(deadline - now));
+    }
+    for (i, slot) in slots[..count].iter().enumerate() {
+        if slot.state.load(Ordering::Acquire) == STOPPED {
+            out[i].stopped = true;
+            out[i].stack_pointer = slot.stack_pointer.load(Ordering::Relaxed);
+            out[i].thread_pointer = slot.thread_pointer.load(Ordering::Relaxed);
+            for (r, saved) in out[i].registers.iter_mut().zip(&slot.registers) {
+                *r = saved.load(Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(World {
+        stop_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
+        ..world
+    })
+}
+
+/// Sends one stop request; `false` if the thread is gone.
+fn send(pid: i32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
+    // SAFETY: an all-zero siginfo is valid; we fill the queue fields.
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
+    info.si_signo = signal;
+    info.si_code = libc::SI_QUEUE;
+    // The `_rt` member of the union: si_pid, si_uid, si_value, laid out
+    // right after the three leading ints (and padding) on 64-bit Linux.
+    let fields = (&mut info as *mut libc::siginfo_t).cast::<u8>();
+    // SAFETY: offsets 16, 20 and 24 lie inside the 128-byte siginfo_t and
+    // are the kernel's `_sifields._rt` layout on 64-bit Linux.
+    unsafe {
+        fields.add(16).cast::<i32>().write_unaligned(pid);
+        fields.add(20).cast::<u32>().write_unaligned(uid);
+        fields
+            .add(24)
+            .cast::<u64>()
+            .write_unaligned(u64::from(epoch));
+    }
+    loop {
+        // SAFETY: `info` is a valid siginfo for this process's own thread.
+        let result = unsafe {
+            libc::syscall(
+                libc::SYS_rt_tgsigqueueinfo,
+                pid,
+                tid as libc::pid_t,
+                signal,
+                &mut info as *mut libc::siginfo_t,
+            )
+        };
+        if result == 0 {
+            return true;
+        }
+        match sys::errno() {
+            // The queue of pending signals is full: retry shortly.
+            libc::EAGAIN => {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            _ => return false,
+        }
+    }
+}
+
+impl World {
+    /// Lets every stopped thread go and waits (up to a second) until none
+    /// is still inside the handler.
+    pub fn resume(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        ACTIVE_EPOCH.store(0, Ordering::SeqCst);
+        RESUME.store(self.epoch, Ordering::Release);
+        futex_wake(&RESUME, i32::MAX);
+        let deadline = sys::clock_ns(libc::CLOCK_MONOTONIC) + 1_000_000_000;
+        while INSIDE.load(Ordering::SeqCst) != 0 && sys::clock_ns(libc::CLOCK_MONOTONIC) < deadline
+        {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        SLOTS_IN_USE.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.resume();
+    }
 }
