@@ -558,22 +558,27 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
     let mut edges = EdgeBuffer::new();
     let mut scanned_bytes = 0u64;
     for (source, slot) in slots.iter().enumerate() {
-        let words = (slot.size() / 8) as usize;
-        // SAFETY: a live block stays allocated while we hold every shard
-        // lock (freeing one takes its shard's lock first), and its first
-        // `size / 8` words lie inside it.
-        unsafe {
-            scan_words(
-                &index,
-                slot.address() as *const u64,
-                words,
-                0,
-                source as u32,
-                0,
-                &mut edges,
-            );
+        let (start, end) = (slot.address(), slot.address() + slot.size());
+        // Clipped to readable memory, in case the program protected part
+        // of a block; normally the whole block, minus a tail shorter than
+        // a word.
+        for (from, to) in maps.readable(start, end) {
+            // SAFETY: `from..to` is readable and inside a live block, which
+            // stays allocated while we hold every shard lock (freeing one
+            // takes its shard's lock first).
+            unsafe {
+                scan_words(
+                    &index,
+                    from as *const u64,
+                    ((to - from) / 8) as usize,
+                    from - start,
+                    source as u32,
+                    0,
+                    &mut edges,
+                );
+            }
+            scanned_bytes += to - from;
         }
-        scanned_bytes += words as u64 * 8;
     }
     for (source, (root, kind)) in roots.records[..root_count]
         .iter()
