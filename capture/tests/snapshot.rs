@@ -87,6 +87,11 @@ fn main() {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
             continue;
         }
+        // A test's frame lies where the previous test's frame was: clear it,
+        // so no stale pointer from an earlier test (to a block that has been
+        // freed, and whose address a later test's block may reuse) is
+        // scanned as a root.
+        scrub_stack();
         test();
         println!("test {name} ... ok");
     }
@@ -784,7 +789,9 @@ fn rc_cycle_without_handles_has_edges_only_from_its_partner() {
         assert_eq!(
             incoming,
             [(false, partner, 16 + field as u64, target_offset)],
-            "edges into the cycle block {node}"
+            "edges into the cycle block {node} (roots: {:?}; threads: {:?})",
+            view.roots().iter().collect::<Vec<_>>(),
+            view.threads().iter().collect::<Vec<_>>()
         );
         let out: Vec<(u32, u64, u64)> = edges_out_of_allocation(&view, node)
             .iter()
@@ -956,13 +963,21 @@ struct ChurnNode {
 
 const LISTS: usize = 32;
 const MAX_LENGTH: usize = 48;
+const PACE: u64 = 4000;
 
 /// A deterministic workload over `LISTS` linked lists: push, move a head to
 /// another list, mutate in place, pop, drop a whole list. Runs `rounds`
 /// rounds, or until `stop` when `rounds` is `None`. Returns the rounds run
-/// and a checksum of everything popped and of the final lists.
-fn churn(seed: u64, rounds: Option<u64>, stop: &AtomicBool) -> (u64, u64) {
-    let mut state = seed * 0x9E37_79B9_7F4A_7C15 | 1;
+/// and a checksum of everything popped and of the final lists. With `pace`
+/// (dumps written so far), it waits after every `PACE` rounds until another
+/// dump has been written.
+fn churn(
+    seed: u64,
+    rounds: Option<u64>,
+    stop: &AtomicBool,
+    pace: Option<&AtomicU64>,
+) -> (u64, u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -1024,10 +1039,15 @@ fn churn(seed: u64, rounds: Option<u64>, stop: &AtomicBool) -> (u64, u64) {
             }
         }
         done += 1;
-        if done % 4096 == 0 && rounds.is_none() {
-            // Leaves the main thread (two cores, sixteen workers) time to
-            // write and check its dumps.
-            std::thread::sleep(Duration::from_micros(300));
+        if let Some(pace) = pace {
+            // At most PACE rounds per dump written so far: the workers keep
+            // churning through every dump without outrunning the main
+            // thread, and the replay stays short. A sleep the stop signal
+            // interrupts goes on.
+            while done >= (pace.load(Ordering::Relaxed) + 1) * PACE && !stop.load(Ordering::Relaxed)
+            {
+                std::thread::sleep(Duration::from_micros(500));
+            }
         }
     }
     for (index, list) in lists.iter_mut().enumerate() {
@@ -1047,40 +1067,58 @@ fn sixteen_threads_relinking_lists_while_200_dumps_are_written() {
     const THREADS: u64 = 16;
     const DUMPS: usize = 200;
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..THREADS)
         .map(|seed| {
-            let stop = stop.clone();
-            std::thread::spawn(move || churn(seed + 1, None, &stop))
+            let (stop, written) = (stop.clone(), written.clone());
+            std::thread::spawn(move || churn(seed + 1, None, &stop, Some(&written)))
         })
         .collect();
     let mut edges = 0;
     let mut stopped = 0;
+    let started = std::time::Instant::now();
+    let (mut dumping_ns, mut stop_ns, mut scan_ns) = (0, 0, 0);
     for _ in 0..DUMPS {
         let (dump, stats) = snapshot();
         let view = dump.view();
         assert_ne!(view.process().flags & process_flags::WORLD_STOPPED, 0);
         edges += stats.edges;
         stopped += stats.threads_stopped;
+        dumping_ns += stats.total_ns;
+        stop_ns += stats.stop_ns;
+        scan_ns += stats.scan_ns;
+        written.fetch_add(1, Ordering::Relaxed);
     }
+    let dumps_took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let results: Vec<(u64, u64)> = workers
         .into_iter()
         .map(|w| w.join().expect("a worker panicked"))
         .collect();
     // The same work with no dumps gives the same checksums.
-    let unstopped = AtomicBool::new(false);
-    for (seed, &(rounds, checksum)) in (1..).zip(&results) {
-        assert!(rounds > 0);
+    let replays: Vec<_> = (1..)
+        .zip(results.clone())
+        .map(|(seed, (rounds, _))| {
+            std::thread::spawn(move || churn(seed, Some(rounds), &AtomicBool::new(false), None))
+        })
+        .collect();
+    for ((seed, &(rounds, checksum)), replay) in (1..).zip(&results).zip(replays) {
+        assert!(rounds > 0, "worker {seed} never ran");
         assert_eq!(
-            churn(seed, Some(rounds), &unstopped),
+            replay.join().expect("a replay panicked"),
             (rounds, checksum),
             "worker {seed} computed something else while being dumped"
         );
     }
     let rounds: u64 = results.iter().map(|&(r, _)| r).sum();
     println!(
-        "  ({DUMPS} dumps, {rounds} worker rounds, {} edges and {} threads stopped per dump \
-         on average)",
+        "  ({DUMPS} dumps in {:.1} s ({:.1} s writing them, {:.1} s stopping, {:.1} s \
+         scanning), {rounds} worker rounds, {} edges and {} threads stopped per dump on \
+         average)",
+        dumps_took.as_secs_f64(),
+        dumping_ns as f64 / 1e9,
+        stop_ns as f64 / 1e9,
+        scan_ns as f64 / 1e9,
         edges / DUMPS as u64,
         stopped / DUMPS as u64
     );
