@@ -83,8 +83,7 @@ static ACKS: AtomicU32 = AtomicU32::new(0);
 static INSIDE: AtomicU32 = AtomicU32::new(0);
 
 /// The program's handler for the stop signal before ours was installed.
-static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(core::ptr::null_mut());
-static INSTALLED_FOR: AtomicI32 = AtomicI32::new(0);
+static PREVIOUS: AtomicPtr<Previous> = AtomicPtr::new(core::ptr::null_mut());
 
 fn slots() -> Option<&'static [StopSlot]> {
     let mut base = SLOTS.load(Ordering::Acquire);
@@ -109,37 +108,56 @@ fn slots() -> Option<&'static [StopSlot]> {
     Some(unsafe { core::slice::from_raw_parts(base, MAX_THREADS) })
 }
 
-/// Installs the handler for the configured signal, keeping the program's
-/// previous one to forward foreign signals to. Done once per signal; the
-/// handler stays, because a thread that had the signal blocked receives
-/// the request after the dump and must not die of it.
+/// The program's own handler for a signal we took over.
+#[repr(C)]
+struct Previous {
+    signal: i32,
+    action: libc::sigaction,
+}
+
+/// Makes sure our handler is the one installed for `signal`, keeping the
+/// handler the program had to forward foreign signals to. Checked on every
+/// dump: a program that installs its own handler after a dump replaced
+/// ours, and gets it back as the one signals are forwarded to. The handler
+/// stays installed between dumps, because a thread that had the signal
+/// blocked receives the request later and must not die of it.
 fn install(signal: i32) -> Result<(), DumpError> {
-    if INSTALLED_FOR.load(Ordering::Acquire) == signal {
+    let ours = on_stop_signal as *const () as usize;
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: querying only; `current` is a valid out-pointer.
+    if unsafe { libc::sigaction(signal, core::ptr::null(), &mut current) } != 0 {
+        return Err(DumpError::InvalidSignal);
+    }
+    if current.sa_sigaction == ours {
         return Ok(());
     }
-    let previous = PREVIOUS.load(Ordering::Acquire);
-    let previous = if previous.is_null() {
-        let Some(memory) = sys::map_zeroed(size_of::<libc::sigaction>()) else {
-            return Err(DumpError::OutOfMemory);
-        };
-        PREVIOUS.store(memory.cast(), Ordering::Release);
-        memory.cast::<libc::sigaction>()
-    } else {
-        previous
+    // A fresh page per takeover (rare: once, plus once each time the
+    // program replaces our handler), so a handler running on another
+    // thread never reads a half-written record.
+    let memory = sys::map_zeroed(size_of::<Previous>()).ok_or(DumpError::OutOfMemory)?;
+    let previous = memory.cast::<Previous>();
+    // SAFETY: `previous` points at our fresh, private, zeroed mapping.
+    unsafe {
+        previous.write(Previous {
+            signal,
+            action: current,
+        })
     };
+    PREVIOUS.store(previous, Ordering::Release);
+
     // SAFETY: an all-zero sigaction is a valid value to fill in.
     let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
-    action.sa_sigaction = on_stop_signal as *const () as usize;
+    action.sa_sigaction = ours;
     action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
     // SAFETY: `sa_mask` is a valid sigset to fill.
     unsafe {
         libc::sigfillset(&mut action.sa_mask);
     }
-    // SAFETY: `action` is initialized; `previous` points at our mapping.
-    if unsafe { libc::sigaction(signal, &action, previous) } != 0 {
+    // SAFETY: `action` is initialized.
+    if unsafe { libc::sigaction(signal, &action, core::ptr::null_mut()) } != 0 {
         return Err(DumpError::InvalidSignal);
     }
-    INSTALLED_FOR.store(signal, Ordering::Release);
     Ok(())
 }
 
@@ -200,8 +218,15 @@ fn forward(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) 
     if previous.is_null() {
         return;
     }
-    // SAFETY: `previous` was filled by sigaction when we installed ours.
+    // SAFETY: `previous` was written before it was published and is never
+    // changed or unmapped.
     let previous = unsafe { &*previous };
+    if previous.signal != signal {
+        // The program changed the stop signal since: this one's previous
+        // handler was not kept; ignore rather than guess.
+        return;
+    }
+    let previous = &previous.action;
     let handler = previous.sa_sigaction;
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // The program had no handler: the tracker owns this signal (the
