@@ -289,7 +289,7 @@ fn thread_root_edges(
 ) -> Vec<(RootRecord, EdgeRecord)> {
     edges_into(view, target)
         .into_iter()
-        .filter(|e| from_root(e))
+        .filter(from_root)
         .map(|e| (root(view, e.source), e))
         .filter(|(r, _)| {
             r.owner_kind == owner_kind::THREAD && r.owner == owner && kinds.contains(&r.kind)
@@ -503,7 +503,7 @@ fn linked_list_held_by_a_static_has_99_next_edges_and_a_data_segment_root() {
     let head_address = &raw const HEAD as u64;
     let from_static: Vec<(RootRecord, EdgeRecord)> = edges_into(&view, nodes[0])
         .into_iter()
-        .filter(|e| from_root(e))
+        .filter(from_root)
         .map(|e| (root(&view, e.source), e))
         .filter(|(r, _)| r.kind == root_kind::DATA_SEGMENT)
         .collect();
