@@ -4,15 +4,15 @@
 //! Lookup is a two-step filter. Most words are not heap addresses at all
 //! (small integers, lengths, code addresses), so a value is first checked
 //! against the heap's overall bounds and then against a hash set of the
-//! 1 MiB chunks that live allocations touch; only survivors do a binary
-//! search, and only over the allocations of their chunk. Each chunk entry
+//! 64 KiB chunks that live allocations touch; only survivors do a binary
+//! search, and only over the allocations of their 64 KiB chunk. Each chunk entry
 //! remembers the range of allocation indices overlapping it.
 
 use heapdump_formats::records::{EdgeRecord, edge_flags};
 
 use crate::sys::{self, Scratch, Zeroable};
 
-const CHUNK_SHIFT: u32 = 20;
+const CHUNK_SHIFT: u32 = 16;
 
 #[derive(Clone, Copy, Default)]
 struct ChunkEntry {
@@ -224,11 +224,7 @@ pub unsafe fn scan_words(
     flags: u32,
     edges: &mut EdgeBuffer,
 ) {
-    for i in 0..count {
-        // Volatile: threads that did not stop may write these words while
-        // we read them; each read must really happen, once.
-        // SAFETY: the caller guarantees the range is readable.
-        let value = unsafe { words.add(i).read_volatile() };
+    let mut push = |i: usize, value: u64| {
         if let Some((target, target_offset)) = index.find(value) {
             edges.push(EdgeRecord {
                 source,
@@ -239,6 +235,36 @@ pub unsafe fn scan_words(
                 reserved: 0,
             });
         }
+    };
+    // Words are read eight at a time and range-checked without branches:
+    // nearly every word is rejected by the range check, and a branch per
+    // word costs more than the check.
+    const LANES: usize = 8;
+    let (low, span) = (index.low, index.high.wrapping_sub(index.low));
+    let mut i = 0;
+    while i + LANES <= count {
+        let mut block = [0u64; LANES];
+        for (lane, value) in block.iter_mut().enumerate() {
+            // Volatile: threads that did not stop may write these words
+            // while we read them; each read must really happen, once.
+            // SAFETY: the caller guarantees the range is readable.
+            *value = unsafe { words.add(i + lane).read_volatile() };
+        }
+        let mut hits = 0u32;
+        for (lane, &value) in block.iter().enumerate() {
+            hits |= u32::from(value.wrapping_sub(low) < span) << lane;
+        }
+        while hits != 0 {
+            let lane = hits.trailing_zeros() as usize;
+            hits &= hits - 1;
+            push(i + lane, block[lane]);
+        }
+        i += LANES;
+    }
+    for i in i..count {
+        // SAFETY: as above.
+        let value = unsafe { words.add(i).read_volatile() };
+        push(i, value);
     }
 }
 
