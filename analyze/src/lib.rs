@@ -24,6 +24,10 @@ use std::path::Path;
 
 use heapdump_formats::read::Dump;
 
+pub mod dominators;
+pub mod graph;
+pub mod leaks;
+pub mod paths;
 pub mod report;
 pub mod site;
 pub mod symbolize;

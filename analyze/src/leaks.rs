@@ -1,0 +1,771 @@
+//! Leak classes with valgrind memcheck's semantics, and the heuristics that
+//! turn known Rust interior pointers into start pointers.
+//!
+//! The classes, as memcheck's leak checker (`mc_leakcheck.c`) computes them:
+//!
+//! 1. **Still reachable**: reached from a root through start pointers only
+//!    (a pointer to the block's first byte, or an interior pointer an
+//!    enabled heuristic accepts), each step from a still-reachable block.
+//! 2. **Possibly lost**: reached from a root some other way: the path has
+//!    at least one interior pointer (or passes a possibly-lost block).
+//! 3. Blocks not reached at all are visited **in address order**. Each one
+//!    still unvisited leads a "clique": every not-yet-visited block reachable
+//!    from it through any pointer (start or interior) becomes **indirectly
+//!    lost** and its bytes are added to the leader's indirect bytes. A
+//!    leader reached later from another leader is absorbed (indirectly lost,
+//!    its indirect bytes passed on). The leaders left are **definitely
+//!    lost**. So in a lost cycle the lowest-addressed block is definitely
+//!    lost; a self-cycle is definitely lost.
+//!
+//! ```
+//! use heapdump_analyze::graph::{GraphEdge, HeapGraph};
+//! use heapdump_analyze::leaks::{Heuristics, LeakAnalysis, LeakClass};
+//! // Two blocks pointing at each other, nothing else: a lost 2-cycle.
+//! let edges = [
+//!     GraphEdge { source: 0, target: 1, target_offset: 0 },
+//!     GraphEdge { source: 1, target: 0, target_offset: 0 },
+//! ];
+//! let graph = HeapGraph::from_parts(vec![16, 32], &edges, &[], &Heuristics::none());
+//! let leaks = LeakAnalysis::compute(&graph);
+//! assert_eq!(leaks.class(0), LeakClass::DefinitelyLost);
+//! assert_eq!(leaks.class(1), LeakClass::IndirectlyLost);
+//! assert_eq!(leaks.indirect_bytes(0), 32);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::graph::HeapGraph;
+
+/// A known shape of Rust interior pointer that a heuristic counts as a
+/// pointer to the block's start (memcheck's `--leak-check-heuristics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Heuristic {
+    /// `HashMap`/`HashSet` (hashbrown `RawTable`): the table holds only a
+    /// pointer to its control bytes, which follow the buckets in the same
+    /// allocation: `[T; buckets]` padded to `ctrl_align`, then `buckets +
+    /// GROUP_WIDTH` control bytes. Accepted when `n = size - offset - W` is
+    /// a power of two ≥ 4 (the bucket count), `offset` is a multiple of `W`
+    /// and at least `n` (every bucket holds at least a byte), where `W` is
+    /// the group width (16 on x86_64, 8 on aarch64).
+    Hashbrown,
+    /// `Rc::into_raw`/`Arc::into_raw` (and `Weak::into_raw`): a pointer to
+    /// the value after the two counters, 16 bytes in, or at the block's
+    /// alignment when that is larger (`offset == max(16, align)`).
+    RcIntoRaw,
+    /// A pointer with a tag in its low bits (`p | 1`, as in tagged-pointer
+    /// enums and lock-free code): `1 <= offset <= 7` and `offset <
+    /// align`, i.e. only the bits the block's alignment guarantees are zero.
+    Tagged,
+    /// Any interior pointer at all (a `&v[i..]` sub-slice, a field pointer).
+    /// This erases the possibly-lost class: off by default.
+    AnyInterior,
+}
+
+impl Heuristic {
+    /// Every heuristic, most specific first (the order they are tried in).
+    pub const ALL: [Heuristic; 4] = [
+        Heuristic::Hashbrown,
+        Heuristic::RcIntoRaw,
+        Heuristic::Tagged,
+        Heuristic::AnyInterior,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Heuristic::Hashbrown => "hashbrown",
+            Heuristic::RcIntoRaw => "rc-into-raw",
+            Heuristic::Tagged => "tagged",
+            Heuristic::AnyInterior => "any-interior",
+        }
+    }
+
+    /// Whether an interior pointer `offset` bytes into a block of `size`
+    /// bytes and alignment `align` has this heuristic's shape.
+    /// `group_width` is hashbrown's control-group width on the dumped machine.
+    pub fn matches(self, size: u64, align: u32, offset: u64, group_width: u64) -> bool {
+        if offset == 0 || offset >= size {
+            return false;
+        }
+        match self {
+            Heuristic::Hashbrown => {
+                let Some(n) = size
+                    .checked_sub(offset)
+                    .and_then(|rest| rest.checked_sub(group_width))
+                else {
+                    return false;
+                };
+                n >= 4 && n.is_power_of_two() && offset % group_width == 0 && offset >= n
+            }
+            Heuristic::RcIntoRaw => offset == 16.max(u64::from(align)),
+            Heuristic::Tagged => offset <= 7 && offset < u64::from(align),
+            Heuristic::AnyInterior => true,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+impl fmt::Display for Heuristic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of enabled heuristics.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Heuristics {
+    bits: u8,
+}
+
+impl fmt::Debug for Heuristics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Heuristics({self})")
+    }
+}
+
+impl Default for Heuristics {
+    /// `hashbrown,rc-into-raw,tagged`: the shapes std and common crates
+    /// make on purpose, so that every live `HashMap` is not reported as
+    /// possibly lost. `any-interior` stays off: it would hide real
+    /// possibly-lost blocks. (Memcheck's own default, `all`, enables its C++
+    /// heuristics, none of which matches a Rust shape; `none` here gives
+    /// memcheck's classification of a Rust program.)
+    fn default() -> Heuristics {
+        Heuristics::none()
+            .with(Heuristic::Hashbrown)
+            .with(Heuristic::RcIntoRaw)
+            .with(Heuristic::Tagged)
+    }
+}
+
+impl Heuristics {
+    /// No heuristic: every interior pointer is an interior pointer, as in
+    /// memcheck on a Rust program.
+    pub fn none() -> Heuristics {
+        Heuristics { bits: 0 }
+    }
+
+    /// Every heuristic, `any-interior` included.
+    pub fn all() -> Heuristics {
+        Heuristic::ALL
+            .iter()
+            .fold(Heuristics::none(), |set, &h| set.with(h))
+    }
+
+    /// This set plus `h`.
+    pub fn with(self, h: Heuristic) -> Heuristics {
+        Heuristics {
+            bits: self.bits | h.bit(),
+        }
+    }
+
+    /// Whether `h` is enabled.
+    pub fn contains(self, h: Heuristic) -> bool {
+        self.bits & h.bit() != 0
+    }
+
+    /// The enabled heuristics, in [`Heuristic::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Heuristic> {
+        Heuristic::ALL
+            .into_iter()
+            .filter(move |&h| self.contains(h))
+    }
+
+    /// The first enabled heuristic that accepts this interior pointer.
+    #[inline]
+    pub fn first_match(
+        self,
+        size: u64,
+        align: u32,
+        offset: u64,
+        group_width: u64,
+    ) -> Option<Heuristic> {
+        if self.bits == 0 {
+            return None;
+        }
+        self.iter()
+            .find(|h| h.matches(size, align, offset, group_width))
+    }
+}
+
+impl fmt::Display for Heuristics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.bits == 0 {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.iter().map(Heuristic::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl FromStr for Heuristics {
+    type Err = String;
+
+    /// `all`, `none`, or a comma-separated list of names.
+    fn from_str(s: &str) -> Result<Heuristics, String> {
+        match s.trim() {
+            "all" => return Ok(Heuristics::all()),
+            "none" | "" => return Ok(Heuristics::none()),
+            "default" => return Ok(Heuristics::default()),
+            _ => {}
+        }
+        let mut set = Heuristics::none();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let Some(h) = Heuristic::ALL.into_iter().find(|h| h.name() == name) else {
+                let known: Vec<&str> = Heuristic::ALL.iter().map(|h| h.name()).collect();
+                return Err(format!(
+                    "unknown heuristic `{name}`; expected all, none, default, or a list of: {}",
+                    known.join(", ")
+                ));
+            };
+            set = set.with(h);
+        }
+        Ok(set)
+    }
+}
+
+impl Serialize for Heuristics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// Memcheck's leak classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum LeakClass {
+    /// No pointer from a root or a reached block: the leader of a lost structure.
+    DefinitelyLost = 0,
+    /// Not reached from a root; reached from a definitely-lost block.
+    IndirectlyLost = 1,
+    /// Reached from a root, but only through an interior pointer.
+    PossiblyLost = 2,
+    /// Reached from a root through start pointers.
+    StillReachable = 3,
+}
+
+impl LeakClass {
+    /// Every class, in the order memcheck's summary lists them.
+    pub const ALL: [LeakClass; 4] = [
+        LeakClass::DefinitelyLost,
+        LeakClass::IndirectlyLost,
+        LeakClass::PossiblyLost,
+        LeakClass::StillReachable,
+    ];
+
+    /// Memcheck's words: `definitely lost`, `indirectly lost`, ….
+    pub fn words(self) -> &'static str {
+        match self {
+            LeakClass::DefinitelyLost => "definitely lost",
+            LeakClass::IndirectlyLost => "indirectly lost",
+            LeakClass::PossiblyLost => "possibly lost",
+            LeakClass::StillReachable => "still reachable",
+        }
+    }
+
+    /// The short name memcheck's `--show-leak-kinds` uses.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            LeakClass::DefinitelyLost => "definite",
+            LeakClass::IndirectlyLost => "indirect",
+            LeakClass::PossiblyLost => "possible",
+            LeakClass::StillReachable => "reachable",
+        }
+    }
+}
+
+// States during the computation (memcheck's Reachedness).
+const UNREACHED: u8 = 0;
+const INDIRECT: u8 = 1;
+const POSSIBLE: u8 = 2;
+const REACHABLE: u8 = 3;
+
+/// The leak class of every node, and for definitely-lost blocks the bytes
+/// they hold indirectly.
+#[derive(Clone, Debug)]
+pub struct LeakAnalysis {
+    /// One of the state constants per node; after `compute`, UNREACHED
+    /// means definitely lost.
+    state: Vec<u8>,
+    /// Definitely-lost leaders and their indirect bytes, sorted by node.
+    indirect: Vec<(u32, u64)>,
+    /// Still-reachable blocks reached only through a heuristic's pointer,
+    /// with the heuristic, sorted by node.
+    via_heuristic: Vec<(u32, Heuristic)>,
+}
+
+impl LeakAnalysis {
+    /// Classifies every node of `graph`. Linear in nodes and edges; no recursion.
+    pub fn compute(graph: &HeapGraph) -> LeakAnalysis {
+        let n = graph.node_count();
+        let mut state = vec![UNREACHED; n];
+        let mut stack: Vec<u32> = Vec::new();
+
+        // 1. Still reachable: roots and still-reachable blocks, through
+        //    start-like pointers.
+        for e in graph.root_edges() {
+            if e.is_start_like() && state[e.target as usize] != REACHABLE {
+                state[e.target as usize] = REACHABLE;
+                stack.push(e.target);
+            }
+        }
+        while let Some(v) = stack.pop() {
+            for e in graph.out_edges(v) {
+                let t = e.node() as usize;
+                if !e.is_interior() && state[t] != REACHABLE {
+                    state[t] = REACHABLE;
+                    stack.push(e.node());
+                }
+            }
+        }
+
+        // 2. Possibly lost: everything else reached from a root or a
+        //    still-reachable block, through any pointer.
+        for e in graph.root_edges() {
+            if state[e.target as usize] == UNREACHED {
+                state[e.target as usize] = POSSIBLE;
+                stack.push(e.target);
+            }
+        }
+        for v in 0..n as u32 {
+            if state[v as usize] != REACHABLE {
+                continue;
+            }
+            for e in graph.out_edges(v) {
+                if state[e.node() as usize] == UNREACHED {
+                    state[e.node() as usize] = POSSIBLE;
+                    stack.push(e.node());
+                }
+            }
+        }
+        while let Some(v) = stack.pop() {
+            for e in graph.out_edges(v) {
+                if state[e.node() as usize] == UNREACHED {
+                    state[e.node() as usize] = POSSIBLE;
+                    stack.push(e.node());
+                }
+            }
+        }
+
+        // 3. Cliques of unreached blocks, leaders in address order (node
+        //    order is address order). Indirect bytes are kept densely
+        //    while leaders are absorbed, then only the survivors' are kept.
+        let mut indirect_dense: Vec<u64> = Vec::new();
+        let mut leaders: Vec<u32> = Vec::new();
+        for leader in 0..n as u32 {
+            if state[leader as usize] != UNREACHED {
+                continue;
+            }
+            leaders.push(leader);
+            let mut gathered = 0u64;
+            stack.push(leader);
+            while let Some(v) = stack.pop() {
+                for e in graph.out_edges(v) {
+                    let t = e.node();
+                    if state[t as usize] == UNREACHED && t != leader {
+                        state[t as usize] = INDIRECT;
+                        gathered = gathered.saturating_add(graph.size(t));
+                        // A leader absorbed here hands over what it held.
+                        if let Some(held) = indirect_dense.get_mut(t as usize) {
+                            gathered = gathered.saturating_add(std::mem::take(held));
+                        }
+                        stack.push(t);
+                    }
+                }
+            }
+            if gathered != 0 {
+                if indirect_dense.len() <= leader as usize {
+                    indirect_dense.resize(leader as usize + 1, 0);
+                }
+                indirect_dense[leader as usize] = gathered;
+            }
+        }
+        let indirect: Vec<(u32, u64)> = leaders
+            .into_iter()
+            .filter(|&l| state[l as usize] == UNREACHED)
+            .filter_map(|l| {
+                let bytes = indirect_dense.get(l as usize).copied().unwrap_or(0);
+                (bytes != 0).then_some((l, bytes))
+            })
+            .collect();
+        drop(indirect_dense);
+
+        let via_heuristic = reached_via_heuristic(graph, &state);
+        LeakAnalysis {
+            state,
+            indirect,
+            via_heuristic,
+        }
+    }
+
+    /// The class of `node`.
+    #[inline]
+    pub fn class(&self, node: u32) -> LeakClass {
+        match self.state.get(node as usize) {
+            Some(&INDIRECT) => LeakClass::IndirectlyLost,
+            Some(&POSSIBLE) => LeakClass::PossiblyLost,
+            Some(&REACHABLE) => LeakClass::StillReachable,
+            _ => LeakClass::DefinitelyLost,
+        }
+    }
+
+    /// Number of classified nodes.
+    pub fn node_count(&self) -> usize {
+        self.state.len()
+    }
+
+    /// For a definitely-lost block, the bytes of the blocks it holds
+    /// (memcheck's "indirect" bytes of its loss record); 0 otherwise.
+    pub fn indirect_bytes(&self, node: u32) -> u64 {
+        self.indirect
+            .binary_search_by_key(&node, |&(n, _)| n)
+            .map_or(0, |i| self.indirect[i].1)
+    }
+
+    /// The definitely-lost blocks, in address order.
+    pub fn definitely_lost(&self) -> impl Iterator<Item = u32> + '_ {
+        self.state
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| s == UNREACHED)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// For a still-reachable block that no start pointer from a root or a
+    /// reached block points to, the heuristic whose pointer reached it
+    /// (memcheck's "reachable via heuristic").
+    pub fn via_heuristic(&self, node: u32) -> Option<Heuristic> {
+        self.via_heuristic
+            .binary_search_by_key(&node, |&(n, _)| n)
+            .ok()
+            .map(|i| self.via_heuristic[i].1)
+    }
+
+    /// Blocks and bytes per class, in [`LeakClass::ALL`] order, and per
+    /// heuristic for still-reachable blocks reached only through one.
+    pub fn totals(&self, graph: &HeapGraph) -> ([ClassTotal; 4], Vec<HeuristicTotal>) {
+        let mut totals = LeakClass::ALL.map(|class| ClassTotal {
+            class,
+            blocks: 0,
+            bytes: 0,
+        });
+        for (node, &size) in graph.sizes().iter().enumerate() {
+            let t = &mut totals[self.class(node as u32) as usize];
+            t.blocks += 1;
+            t.bytes = t.bytes.saturating_add(size);
+        }
+        let mut by_heuristic: Vec<HeuristicTotal> = Vec::new();
+        for &(node, h) in &self.via_heuristic {
+            let i = match by_heuristic.iter().position(|t| t.heuristic == h) {
+                Some(i) => i,
+                None => {
+                    by_heuristic.push(HeuristicTotal {
+                        heuristic: h,
+                        blocks: 0,
+                        bytes: 0,
+                    });
+                    by_heuristic.len() - 1
+                }
+            };
+            by_heuristic[i].blocks += 1;
+            by_heuristic[i].bytes = by_heuristic[i].bytes.saturating_add(graph.size(node));
+        }
+        by_heuristic.sort_by_key(|t| t.heuristic);
+        (totals, by_heuristic)
+    }
+}
+
+/// Memcheck marks a still-reachable block "via heuristic" when a heuristic
+/// made it reachable and clears the mark when any start pointer (from a
+/// root or a reached block) is found to it. The same, without depending
+/// on the scan order: reached by a heuristic pointer from a root or a
+/// still-reachable block, and by no start pointer from a reached source.
+fn reached_via_heuristic(graph: &HeapGraph, state: &[u8]) -> Vec<(u32, Heuristic)> {
+    if graph.heuristics() == Heuristics::none() {
+        return Vec::new();
+    }
+    let mut candidates: Vec<(u32, Heuristic)> = Vec::new();
+    let mut has_start: Vec<u32> = Vec::new();
+    for e in graph.root_edges() {
+        if e.target_offset == 0 {
+            has_start.push(e.target);
+        } else if let Some(h) = e.heuristic {
+            candidates.push((e.target, h));
+        }
+    }
+    for v in 0..graph.node_count() as u32 {
+        let s = state[v as usize];
+        if s != REACHABLE && s != POSSIBLE {
+            continue;
+        }
+        let row_start = graph.out_row_start(v);
+        for (i, e) in graph.out_row(v).iter().enumerate() {
+            if e.is_start() {
+                has_start.push(e.node());
+            } else if e.is_by_heuristic()
+                && s == REACHABLE
+                && let Some(h) = graph.heuristic_of_slot(row_start + i as u32)
+            {
+                candidates.push((e.node(), h));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    has_start.sort_unstable();
+    has_start.dedup();
+    candidates.sort_unstable();
+    candidates.dedup_by_key(|&mut (n, _)| n);
+    candidates.retain(|&(n, _)| has_start.binary_search(&n).is_err());
+    candidates
+}
+
+/// Blocks and bytes of one class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ClassTotal {
+    /// The class.
+    pub class: LeakClass,
+    /// Blocks.
+    pub blocks: u64,
+    /// Bytes of these blocks themselves (memcheck's summary counts direct bytes).
+    pub bytes: u64,
+}
+
+/// Still-reachable blocks reached only through one heuristic's pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct HeuristicTotal {
+    /// The heuristic.
+    pub heuristic: Heuristic,
+    /// Blocks.
+    pub blocks: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{GraphEdge, RootEdge};
+
+    fn edge(source: u32, target: u32, target_offset: u64) -> GraphEdge {
+        GraphEdge {
+            source,
+            target,
+            target_offset,
+        }
+    }
+
+    fn root(target: u32, target_offset: u64) -> RootEdge {
+        RootEdge::new(0, target, 0, target_offset)
+    }
+
+    fn classes(leaks: &LeakAnalysis) -> Vec<LeakClass> {
+        (0..leaks.node_count() as u32)
+            .map(|n| leaks.class(n))
+            .collect()
+    }
+
+    #[test]
+    fn lost_list_head_is_definitely_lost_and_rest_indirectly() {
+        // 100 nodes of 48 bytes, node i -> node i+1; the head (node 0) has
+        // no pointer to it.
+        let edges: Vec<GraphEdge> = (0..99).map(|i| edge(i, i + 1, 0)).collect();
+        let g = HeapGraph::from_parts(vec![48; 100], &edges, &[], &Heuristics::none());
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(leaks.class(0), LeakClass::DefinitelyLost);
+        assert!((1..100).all(|n| leaks.class(n) == LeakClass::IndirectlyLost));
+        assert_eq!(leaks.indirect_bytes(0), 99 * 48);
+        let (totals, _) = leaks.totals(&g);
+        assert_eq!((totals[0].blocks, totals[0].bytes), (1, 48));
+        assert_eq!((totals[1].blocks, totals[1].bytes), (99, 99 * 48));
+        assert_eq!(totals[2].blocks + totals[3].blocks, 0);
+    }
+
+    #[test]
+    fn lost_list_whose_head_has_the_highest_address_absorbs_earlier_leaders() {
+        // Node 2 -> 1 -> 0: node 0 and 1 are visited first as leaders and
+        // absorbed when node 2 reaches them.
+        let edges = [edge(2, 1, 0), edge(1, 0, 0)];
+        let g = HeapGraph::from_parts(vec![10, 20, 30], &edges, &[], &Heuristics::none());
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(
+            classes(&leaks),
+            [
+                LeakClass::IndirectlyLost,
+                LeakClass::IndirectlyLost,
+                LeakClass::DefinitelyLost
+            ]
+        );
+        assert_eq!(leaks.indirect_bytes(2), 30);
+        assert_eq!(leaks.indirect_bytes(1), 0);
+    }
+
+    #[test]
+    fn lost_two_cycle_lowest_address_definitely_other_indirectly() {
+        let edges = [edge(0, 1, 0), edge(1, 0, 0)];
+        let g = HeapGraph::from_parts(vec![64, 64], &edges, &[], &Heuristics::none());
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(
+            classes(&leaks),
+            [LeakClass::DefinitelyLost, LeakClass::IndirectlyLost]
+        );
+        assert_eq!(leaks.indirect_bytes(0), 64);
+    }
+
+    #[test]
+    fn self_cycle_is_definitely_lost() {
+        let g = HeapGraph::from_parts(vec![24], &[edge(0, 0, 0)], &[], &Heuristics::none());
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(leaks.class(0), LeakClass::DefinitelyLost);
+        assert_eq!(leaks.indirect_bytes(0), 0);
+    }
+
+    #[test]
+    fn interior_only_block_is_possibly_lost_and_still_reachable_with_the_matching_heuristic() {
+        // Root -> 0 (start) -> 1 at offset 16 (Rc::into_raw) -> 2 (start).
+        let edges = [edge(0, 1, 16), edge(1, 2, 0)];
+        let roots = [root(0, 0)];
+        let sizes = vec![32, 40, 8];
+        let plain = HeapGraph::from_parts(sizes.clone(), &edges, &roots, &Heuristics::none());
+        let leaks = LeakAnalysis::compute(&plain);
+        assert_eq!(
+            classes(&leaks),
+            [
+                LeakClass::StillReachable,
+                LeakClass::PossiblyLost,
+                LeakClass::PossiblyLost
+            ]
+        );
+        let rc = Heuristics::none().with(Heuristic::RcIntoRaw);
+        let g = HeapGraph::from_parts(sizes.clone(), &edges, &roots, &rc);
+        let leaks = LeakAnalysis::compute(&g);
+        assert!(
+            classes(&leaks)
+                .iter()
+                .all(|&c| c == LeakClass::StillReachable)
+        );
+        assert_eq!(leaks.via_heuristic(1), Some(Heuristic::RcIntoRaw));
+        assert_eq!(leaks.via_heuristic(2), None);
+        let (_, by_heuristic) = leaks.totals(&g);
+        assert_eq!(
+            by_heuristic,
+            [HeuristicTotal {
+                heuristic: Heuristic::RcIntoRaw,
+                blocks: 1,
+                bytes: 40
+            }]
+        );
+        // A heuristic that does not match changes nothing.
+        let tagged = Heuristics::none().with(Heuristic::Tagged);
+        let g = HeapGraph::from_parts(sizes, &edges, &roots, &tagged);
+        assert_eq!(LeakAnalysis::compute(&g).class(1), LeakClass::PossiblyLost);
+    }
+
+    #[test]
+    fn start_pointer_from_a_possibly_lost_block_gives_possibly_lost() {
+        // Root -> 0 (interior) -> 1 (start): both possibly lost, as memcheck
+        // scans a possibly-lost block with "prior not definite".
+        let g = HeapGraph::from_parts(
+            vec![32, 32],
+            &[edge(0, 1, 0)],
+            &[root(0, 8)],
+            &Heuristics::none(),
+        );
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(
+            classes(&leaks),
+            [LeakClass::PossiblyLost, LeakClass::PossiblyLost]
+        );
+    }
+
+    #[test]
+    fn start_pointer_upgrades_a_block_also_reached_through_an_interior_one() {
+        let g = HeapGraph::from_parts(
+            vec![32, 32],
+            &[edge(0, 1, 8)],
+            &[root(0, 0), root(1, 0)],
+            &Heuristics::none(),
+        );
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(leaks.class(1), LeakClass::StillReachable);
+    }
+
+    #[test]
+    fn hashbrown_shaped_block_is_reachable_only_with_the_hashbrown_heuristic() {
+        // A HashMap<u64, u64> with 8 buckets on x86_64: 8 × 16 bytes of
+        // buckets, then 8 + 16 control bytes; the map points at offset 128.
+        let size = 8 * 16 + 8 + 16;
+        assert!(Heuristic::Hashbrown.matches(size, 16, 128, 16));
+        assert!(!Heuristic::Hashbrown.matches(size, 16, 120, 16));
+        // The same table on aarch64 (groups of 8) is 8 bytes shorter.
+        assert!(Heuristic::Hashbrown.matches(size - 8, 16, 128, 8));
+        assert!(!Heuristic::Hashbrown.matches(size - 8, 16, 128, 16));
+        // A HashSet<u8> with 16 buckets: 16 bytes of buckets, ctrl at 16.
+        assert!(Heuristic::Hashbrown.matches(16 + 16 + 16, 16, 16, 16));
+        let edges = [edge(0, 1, 128)];
+        let roots = [root(0, 0)];
+        let g = HeapGraph::from_parts(vec![48, size], &edges, &roots, &Heuristics::none());
+        assert_eq!(LeakAnalysis::compute(&g).class(1), LeakClass::PossiblyLost);
+        let g = HeapGraph::from_parts(vec![48, size], &edges, &roots, &Heuristics::default());
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(leaks.class(1), LeakClass::StillReachable);
+        assert_eq!(leaks.via_heuristic(1), Some(Heuristic::Hashbrown));
+    }
+
+    #[test]
+    fn heuristic_shapes() {
+        assert!(Heuristic::RcIntoRaw.matches(24, 8, 16, 16));
+        assert!(Heuristic::RcIntoRaw.matches(64, 32, 32, 16));
+        assert!(!Heuristic::RcIntoRaw.matches(64, 32, 16, 16));
+        assert!(Heuristic::Tagged.matches(16, 8, 1, 16));
+        assert!(Heuristic::Tagged.matches(16, 8, 7, 16));
+        assert!(!Heuristic::Tagged.matches(16, 4, 4, 16));
+        assert!(!Heuristic::Tagged.matches(16, 16, 8, 16));
+        assert!(Heuristic::AnyInterior.matches(100, 1, 99, 16));
+        assert!(!Heuristic::AnyInterior.matches(100, 1, 0, 16));
+        assert!(!Heuristic::AnyInterior.matches(100, 1, 100, 16));
+    }
+
+    #[test]
+    fn heuristics_parse_like_memchecks_option() {
+        assert_eq!("all".parse::<Heuristics>().unwrap(), Heuristics::all());
+        assert_eq!("none".parse::<Heuristics>().unwrap(), Heuristics::none());
+        let set: Heuristics = "tagged, hashbrown".parse().unwrap();
+        assert_eq!(set.to_string(), "hashbrown,tagged");
+        assert!(
+            "vec"
+                .parse::<Heuristics>()
+                .unwrap_err()
+                .contains("any-interior")
+        );
+        assert_eq!(
+            Heuristics::default().to_string(),
+            "hashbrown,rc-into-raw,tagged"
+        );
+    }
+
+    #[test]
+    fn unreached_blocks_never_point_into_reached_ones_classes() {
+        // A lost block pointing at a still-reachable one leaves it reachable.
+        let g = HeapGraph::from_parts(
+            vec![8, 8],
+            &[edge(1, 0, 0)],
+            &[root(0, 0)],
+            &Heuristics::none(),
+        );
+        let leaks = LeakAnalysis::compute(&g);
+        assert_eq!(
+            classes(&leaks),
+            [LeakClass::StillReachable, LeakClass::DefinitelyLost]
+        );
+    }
+}
