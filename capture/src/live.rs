@@ -19,7 +19,6 @@ pub const SHARDS: usize = 64;
 const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 
 /// Fields narrower than the record's, to fit 24 bytes per slot.
-const ADDRESS_BITS: u32 = 48;
 const SIZE_BITS: u32 = 48;
 const SEQUENCE_BITS: u32 = 40;
 const STACK_BITS: u32 = 24;
@@ -51,7 +50,10 @@ pub struct Entry {
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Slot {
-    /// address (48) | thread (16)
+    /// address (48) << 16 | thread (16). The address is shifted so the
+    /// word never looks like a pointer: leak checkers and conservative
+    /// collectors that scan the process (valgrind's memcheck, our own scan)
+    /// must not see the tracker's table as holding every block.
     a: u64,
     /// size (48) | log2(align) (8) | flags (8)
     b: u64,
@@ -82,7 +84,7 @@ impl Slot {
         };
         let align_log2 = u64::from(entry.align.max(1).trailing_zeros());
         Some(Slot {
-            a: entry.address | thread << ADDRESS_BITS,
+            a: entry.address << THREAD_BITS | thread,
             b: entry.size | align_log2 << SIZE_BITS | u64::from(entry.flags) << 56,
             c: (entry.sequence & ((1 << SEQUENCE_BITS) - 1)) | stack << SEQUENCE_BITS,
         })
@@ -90,7 +92,7 @@ impl Slot {
 
     #[inline]
     pub fn address(&self) -> u64 {
-        self.a & LOW48
+        self.a >> THREAD_BITS
     }
 
     #[inline]
@@ -104,7 +106,7 @@ impl Slot {
     }
 
     pub fn unpack(&self) -> Entry {
-        let thread = self.a >> ADDRESS_BITS;
+        let thread = self.a & UNKNOWN_THREAD_BITS;
         Entry {
             address: self.address(),
             size: self.size(),
