@@ -461,21 +461,21 @@ mod tests {
             }
             let starts: Vec<usize> = roots.iter().map(|&r| r as usize).collect();
             let expected = naive_idoms(n, &succ, &starts);
-            for v in 0..n {
+            for (v, want) in expected.iter().enumerate() {
                 let got = match t.idom(v as u32) {
                     Dominator::Node(d) => Some(Some(d as usize)),
                     Dominator::SuperRoot => Some(None),
                     Dominator::Unreachable => None,
                 };
                 assert_eq!(
-                    got, expected[v],
+                    got, *want,
                     "round {round}, node {v}, edges {edges:?}, roots {roots:?}"
                 );
             }
             // Retained sizes: each node's is 1 + the sum over its tree children.
             let (start, children) = t.children();
-            for v in 0..n {
-                if expected[v].is_none() {
+            for (v, want) in expected.iter().enumerate() {
+                if want.is_none() {
                     continue;
                 }
                 let kids = &children[start[v] as usize..start[v + 1] as usize];

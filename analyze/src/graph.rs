@@ -207,15 +207,15 @@ impl HeapGraph {
     }
 
     /// Builds a graph from plain lists (for tests and for callers that
-    /// have no dump). Every allocation is taken to be 8-aligned and the
-    /// machine x86_64 (hashbrown groups of 16).
+    /// have no dump). Every allocation is taken to be 16-aligned (as
+    /// `malloc` returns them) and the machine x86_64 (hashbrown groups of 16).
     pub fn from_parts(
         sizes: Vec<u64>,
         edges: &[GraphEdge],
         root_edges: &[RootEdge],
         heuristics: &Heuristics,
     ) -> HeapGraph {
-        let aligns = vec![8u32; sizes.len()];
+        let aligns = vec![16u32; sizes.len()];
         let roots = root_edges
             .iter()
             .map(|r| r.root as usize + 1)

@@ -49,8 +49,9 @@ pub enum Heuristic {
     /// allocation: `[T; buckets]` padded to `ctrl_align`, then `buckets +
     /// GROUP_WIDTH` control bytes. Accepted when `n = size - offset - W` is
     /// a power of two ≥ 4 (the bucket count), `offset` is a multiple of `W`
-    /// and at least `n` (every bucket holds at least a byte), where `W` is
-    /// the group width (16 on x86_64, 8 on aarch64).
+    /// and at least `n` (every bucket holds at least a byte), and the block
+    /// was allocated with an alignment of at least `W`, where `W` is the
+    /// group width (16 on x86_64, 8 on aarch64).
     Hashbrown,
     /// `Rc::into_raw`/`Arc::into_raw` (and `Weak::into_raw`): a pointer to
     /// the value after the two counters, 16 bytes in, or at the block's
@@ -99,7 +100,13 @@ impl Heuristic {
                 else {
                     return false;
                 };
-                n >= 4 && n.is_power_of_two() && offset % group_width == 0 && offset >= n
+                // The table is allocated with `ctrl_align = max(align_of T,
+                // W)`, which also tells it apart from an Rc of 8-aligned T.
+                n >= 4
+                    && n.is_power_of_two()
+                    && offset % group_width == 0
+                    && offset >= n
+                    && u64::from(align) >= group_width
             }
             Heuristic::RcIntoRaw => offset == 16.max(u64::from(align)),
             Heuristic::Tagged => offset <= 7 && offset < u64::from(align),
@@ -711,6 +718,8 @@ mod tests {
         assert!(!Heuristic::Hashbrown.matches(size - 8, 16, 128, 16));
         // A HashSet<u8> with 16 buckets: 16 bytes of buckets, ctrl at 16.
         assert!(Heuristic::Hashbrown.matches(16 + 16 + 16, 16, 16, 16));
+        // An Rc<[u8; 24]> (8-aligned) pointed 16 bytes in is not a table.
+        assert!(!Heuristic::Hashbrown.matches(40, 8, 16, 16));
         let edges = [edge(0, 1, 128)];
         let roots = [root(0, 0)];
         let g = HeapGraph::from_parts(vec![48, size], &edges, &roots, &Heuristics::none());

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use heapdump_analyze::heap_report::{self, HeapAnalysis, LeaksOptions, RetainersQuery};
+use heapdump_analyze::leaks::{Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 use serde::Serialize;
@@ -101,10 +103,198 @@ enum Command {
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         n: usize,
+        /// Rank by retained size (dominator tree): the objects and sites that
+        /// keep the most memory alive. Needs a dump with roots and edges.
+        #[arg(long)]
+        retained: bool,
+        /// Heuristics for the leak class shown with --retained (see `leaks --help`).
+        #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
+        heuristics: Heuristics,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Leak classes with valgrind memcheck's semantics: LEAK SUMMARY and loss records.
+    #[command(after_help = concat!(
+        "EXAMPLES:\n",
+        "    heapdump leaks /tmp/app.hdump\n",
+        "    heapdump leaks /tmp/app.hdump ./target/release/app --show all -n 10\n",
+        "    heapdump leaks /tmp/app.hdump --heuristics none      # memcheck's classes for a Rust program\n",
+        "    heapdump leaks /tmp/app.hdump --fail-on-leak && echo no leaks\n\n",
+        "Classes, as memcheck computes them: still reachable (a root reaches the block\n",
+        "through start pointers), possibly lost (reached, but only through an interior\n",
+        "pointer), definitely lost (nothing reached points to it), indirectly lost (only\n",
+        "lost blocks point to it). Unreached blocks are visited in address order, so in\n",
+        "a lost cycle the lowest-addressed block is the definitely lost one.\n\n",
+        "HEURISTICS (--heuristics all|none|default|NAME,NAME; default: hashbrown,rc-into-raw,tagged)\n",
+        "count these interior pointers as start pointers:\n",
+        "    hashbrown     pointer to the control bytes of a HashMap/HashSet table (buckets\n",
+        "                  then control bytes; the block at least 16-aligned on x86_64)\n",
+        "    rc-into-raw   Rc/Arc::into_raw: 16 bytes in (or at the block's alignment)\n",
+        "    tagged        low-bit tag: 1..=7 bytes in, below the block's alignment\n",
+        "    any-interior  any interior pointer (sub-slices, field pointers); off by default\n",
+        "Memcheck has no Rust heuristics: `--heuristics none` gives its classes.\n\n",
+        "Loss records group blocks by class and allocation stack, biggest (direct +\n",
+        "indirect bytes) first; the summary counts direct bytes, like memcheck's.\n\n",
+        "Exit status: 0 whether or not there are leaks; with --fail-on-leak, 1 if any\n",
+        "block is definitely or possibly lost (memcheck's --errors-for-leak-kinds default).\n\n",
+        "JSON (stable): {\"heuristics\": [str], \"summary\": [{\"class\", \"blocks\", \"bytes\"}],\n",
+        "  \"reachable_via_heuristic\": [{\"heuristic\", \"blocks\", \"bytes\"}], \"shown\": [class],\n",
+        "  \"record_count\": usize, \"records\": [{\"number\", \"class\", \"blocks\", \"direct_bytes\",\n",
+        "  \"indirect_bytes\", \"stack\": u32, \"site\": {\"function\", \"file\", \"line\", \"inlined_into\"},\n",
+        "  \"frames\": [frame as in top], \"examples\": [\"0x..\"]}], \"omitted_records\", \"omitted_bytes\"}\n",
+        "class is definitely_lost | indirectly_lost | possibly_lost | still_reachable."
+    ))]
+    Leaks {
+        /// The .hdump file.
+        dump: PathBuf,
+        /// The program's executable, if not at the path the dump records.
+        binary: Option<PathBuf>,
+        /// Heuristics: all, none, default, or a comma-separated list.
+        #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
+        heuristics: Heuristics,
+        /// Classes whose loss records are listed: all, or a list of
+        /// definite, indirect, possible, reachable.
+        #[arg(long, default_value = "definite,possible", value_parser = parse_classes)]
+        show: ClassList,
+        /// Loss records to list.
+        #[arg(short = 'n', long = "limit", default_value_t = 50)]
+        n: usize,
+        /// Exit 1 if any block is definitely or possibly lost.
+        #[arg(long)]
+        fail_on_leak: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why blocks are alive: their dominator chain and shortest paths from roots.
+    #[command(after_help = concat!(
+        "EXAMPLES:\n",
+        "    heapdump retainers /tmp/app.hdump 0x5555a0001040\n",
+        "    heapdump retainers /tmp/app.hdump ./target/release/app --site app::cache::insert -n 3\n",
+        "    heapdump retainers /tmp/app.hdump 0x5555a0001040 --json | jq '.objects[0].paths[0]'\n\n",
+        "ADDR may point anywhere inside a block. --site picks the blocks whose site's\n",
+        "function contains the text, largest retained size first. A dominator of a block\n",
+        "is a block every path from the roots to it goes through: freeing it frees the\n",
+        "block. Paths show, for each step, the offset of the pointer in the previous block\n",
+        "(or the root's address or register) and where it points in the next.\n\n",
+        "JSON (stable): {\"objects\": [{\"object\": OBJ, \"dominators\": [OBJ],\n",
+        "  \"paths\": [{\"root\": {\"index\", \"kind\", \"owner\", \"name\", \"location\", \"source_offset\"},\n",
+        "             \"steps\": [{\"object\": OBJ, \"field_offset\": u64|null, \"target_offset\": u64|null}]}]}]}\n",
+        "OBJ = {\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\"}."
+    ))]
+    Retainers {
+        /// The .hdump file.
+        dump: PathBuf,
+        /// The program's executable (optional), then the address: `BINARY ADDR` or `ADDR`.
+        #[arg(num_args = 0..=2)]
+        args: Vec<String>,
+        /// Blocks whose site's function contains this text, instead of ADDR.
+        #[arg(long)]
+        site: Option<String>,
+        /// Blocks to show for --site.
+        #[arg(short = 'n', long = "limit", default_value_t = 3)]
+        n: usize,
+        /// Shortest root paths per block.
+        #[arg(long, default_value_t = 3)]
+        paths: usize,
+        /// Heuristics for the leak class shown (see `leaks --help`).
+        #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
+        heuristics: Heuristics,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Growth by site between two dumps of the same process.
+    #[command(after_help = concat!(
+        "EXAMPLES:\n",
+        "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump\n",
+        "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump ./target/release/app -n 10 --json\n\n",
+        "Rows are sites whose live bytes or counts changed, by growth in bytes. A block\n",
+        "of NEW is new when OLD has no block with the same address and sequence number:\n",
+        "it was allocated after OLD was written and is still alive.\n\n",
+        "JSON (stable): {\"old\": SIDE, \"new\": SIDE, \"new_objects\", \"new_object_bytes\",\n",
+        "  \"rows\": [{\"site\", \"old_bytes\", \"old_count\", \"new_bytes\", \"new_count\",\n",
+        "            \"delta_bytes\": i64, \"delta_count\": i64, \"new_objects\", \"new_object_bytes\"}],\n",
+        "  \"omitted_rows\"}; SIDE = {\"file\", \"pid\", \"dump_number\", \"live_bytes\", \"live_count\"}."
+    ))]
+    Diff {
+        /// The older dump.
+        old: PathBuf,
+        /// The newer dump.
+        new: PathBuf,
+        /// The program's executable, if not at the path the dumps record.
+        binary: Option<PathBuf>,
+        /// Rows to show.
+        #[arg(short = 'n', long = "limit", default_value_t = 20)]
+        n: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Leak classes chosen with `--show`.
+#[derive(Clone, Debug)]
+struct ClassList(Vec<LeakClass>);
+
+fn parse_heuristics(s: &str) -> Result<Heuristics, String> {
+    s.parse()
+}
+
+fn parse_classes(s: &str) -> Result<ClassList, String> {
+    if s.trim() == "all" {
+        return Ok(ClassList(LeakClass::ALL.to_vec()));
+    }
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(class) = LeakClass::ALL.into_iter().find(|c| c.kind_name() == name) else {
+            return Err(format!(
+                "unknown leak kind `{name}`; expected all, or a list of definite, indirect, possible, reachable"
+            ));
+        };
+        if !out.contains(&class) {
+            out.push(class);
+        }
+    }
+    Ok(ClassList(out))
+}
+
+fn parse_address(s: &str) -> anyhow::Result<u64> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.with_context(|| format!("`{s}` is not an address (0x-prefixed hex or decimal)"))
+}
+
+fn symbolizer_for(
+    view: &heapdump_formats::read::DumpView<'_>,
+    dump: &Path,
+    binary: Option<PathBuf>,
+) -> anyhow::Result<Symbolizer> {
+    let symbolizer = Symbolizer::new(view, &SymbolizeOptions { binary })
+        .with_context(|| format!("cannot symbolize {}", display(dump)))?;
+    for warning in symbolizer.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(symbolizer)
+}
+
+fn analyze(
+    view: &heapdump_formats::read::DumpView<'_>,
+    dump: &Path,
+    heuristics: &Heuristics,
+    dominators: bool,
+) -> anyhow::Result<HeapAnalysis> {
+    let spinner = progress_bar("building the heap graph");
+    let analysis = HeapAnalysis::new(view, heuristics, dominators)
+        .with_context(|| format!("cannot analyze {}", display(dump)))?;
+    spinner.finish_and_clear();
+    for warning in analysis.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(analysis)
 }
 
 fn main() -> ExitCode {
@@ -150,9 +340,137 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Top {
             dump,
             binary,
+            n,
+            retained: true,
+            heuristics,
+            json,
+            ..
+        } => {
+            let file = heapdump_analyze::open_dump(&dump)?;
+            let view = file.view();
+            let analysis = analyze(&view, &dump, &heuristics, true)?;
+            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut warnings = Vec::new();
+            let report =
+                heap_report::top_retained(&view, &analysis, &mut symbolizer, n, &mut warnings)?;
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            emit(json, &report, || report.to_text())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Leaks {
+            dump,
+            binary,
+            heuristics,
+            show,
+            n,
+            fail_on_leak,
+            json,
+        } => {
+            let file = heapdump_analyze::open_dump(&dump)?;
+            let view = file.view();
+            let analysis = analyze(&view, &dump, &heuristics, false)?;
+            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut warnings = Vec::new();
+            let options = LeaksOptions {
+                show: show.0,
+                limit: n,
+                ..LeaksOptions::default()
+            };
+            let report =
+                heap_report::leaks(&view, &analysis, &mut symbolizer, &options, &mut warnings);
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            emit(json, &report, || report.to_text())?;
+            Ok(if fail_on_leak && report.lost_bytes() > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Retainers {
+            dump,
+            args,
+            site,
+            n,
+            paths,
+            heuristics,
+            json,
+        } => {
+            let (binary, query) = match (args.as_slice(), site) {
+                ([], Some(site)) => (None, RetainersQuery::Site(site)),
+                ([binary], Some(site)) => (Some(PathBuf::from(binary)), RetainersQuery::Site(site)),
+                ([address], None) => (None, RetainersQuery::Address(parse_address(address)?)),
+                ([binary, address], None) => (
+                    Some(PathBuf::from(binary)),
+                    RetainersQuery::Address(parse_address(address)?),
+                ),
+                _ => {
+                    eprintln!(
+                        "error: give an address (ADDR) or --site TEXT, not both; see `heapdump retainers --help`"
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let file = heapdump_analyze::open_dump(&dump)?;
+            let view = file.view();
+            let analysis = analyze(&view, &dump, &heuristics, true)?;
+            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut warnings = Vec::new();
+            let report = heap_report::retainers(
+                &view,
+                &analysis,
+                &mut symbolizer,
+                &query,
+                n,
+                paths,
+                &mut warnings,
+            )
+            .with_context(|| display(&dump))?;
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            emit(json, &report, || report.to_text())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diff {
+            old,
+            new,
+            binary,
+            n,
+            json,
+        } => {
+            let old_file = heapdump_analyze::open_dump(&old)?;
+            let new_file = heapdump_analyze::open_dump(&new)?;
+            let (old_view, new_view) = (old_file.view(), new_file.view());
+            let mut old_symbolizer = symbolizer_for(&old_view, &old, binary.clone())?;
+            let mut new_symbolizer = symbolizer_for(&new_view, &new, binary)?;
+            let mut warnings = Vec::new();
+            let report = heap_report::diff(
+                &old_view,
+                &display(&old),
+                &mut old_symbolizer,
+                &new_view,
+                &display(&new),
+                &mut new_symbolizer,
+                n,
+                &mut warnings,
+            );
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            emit(json, &report, || report.to_text())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top {
+            dump,
+            binary,
             by,
             n,
             json,
+            ..
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();

@@ -16,7 +16,7 @@ use crate::symbolize::{Frame, Symbolizer, hex};
 
 /// A string of the dump, or a note saying why it cannot be read (a dump
 /// that `verify` would reject must still be describable).
-fn string(view: &DumpView<'_>, s: StrRef) -> String {
+pub(crate) fn string(view: &DumpView<'_>, s: StrRef) -> String {
     match view.string_lossy(s) {
         Ok(s) => s.into_owned(),
         Err(e) => format!("<unreadable string: {e}>"),
@@ -57,7 +57,7 @@ const MODULE_FLAGS: &[(u32, &str)] = &[
     (module_flags::VDSO, "VDSO"),
 ];
 
-fn root_kind_name(kind: u16) -> String {
+pub(crate) fn root_kind_name(kind: u16) -> String {
     match kind {
         root_kind::REGISTERS => "REGISTERS".into(),
         root_kind::THREAD_STACK => "THREAD_STACK".into(),

@@ -1,0 +1,1168 @@
+//! The reports over the heap graph: `leaks`, `top --retained`,
+//! `retainers` and `diff`, as serializable structs with `to_text()`.
+//!
+//! ```no_run
+//! use heapdump_analyze::heap_report::{self, HeapAnalysis, LeaksOptions};
+//! use heapdump_analyze::leaks::Heuristics;
+//! use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
+//!
+//! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
+//! let view = dump.view();
+//! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), false)?;
+//! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
+//! let report = heap_report::leaks(&view, &analysis, &mut symbolizer, &LeaksOptions::default(), &mut Vec::new());
+//! print!("{}", report.to_text());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use anyhow::bail;
+use heapdump_formats::read::DumpView;
+use heapdump_formats::records::{owner_kind, process_flags, root_kind};
+use serde::Serialize;
+
+use crate::dominators::DominatorTree;
+use crate::graph::{HeapGraph, edge_offsets, find_allocation};
+use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
+use crate::paths::shortest_root_paths;
+use crate::report::{human_bytes, root_kind_name, string};
+use crate::site::{Site, site_index};
+use crate::symbolize::{Frame, Symbolizer};
+
+/// The graph, the leak classes and (when asked for) the dominator tree of
+/// one dump: built once, shared by every report.
+#[derive(Debug)]
+pub struct HeapAnalysis {
+    /// The heap graph.
+    pub graph: HeapGraph,
+    /// Leak classes.
+    pub leaks: LeakAnalysis,
+    /// Dominators and retained sizes, if computed.
+    pub dominators: Option<DominatorTree>,
+}
+
+impl HeapAnalysis {
+    /// Builds the graph, classifies, and with `dominators` computes the
+    /// dominator tree (the super-root's children: root targets and
+    /// definitely-lost blocks). Fails for a dump without a scan (no roots
+    /// and edges: every block would look lost).
+    pub fn new(
+        view: &DumpView<'_>,
+        heuristics: &Heuristics,
+        dominators: bool,
+    ) -> anyhow::Result<HeapAnalysis> {
+        if view.process().flags & process_flags::HAS_SCAN == 0 {
+            bail!(
+                "the dump has no roots and edges (process flag HAS_SCAN is not set): it was written without the conservative scan, so reachability cannot be computed"
+            );
+        }
+        let graph = HeapGraph::build(view, heuristics)?;
+        let leaks = LeakAnalysis::compute(&graph);
+        let dominators = dominators.then(|| {
+            let lost: Vec<u32> = leaks.definitely_lost().collect();
+            DominatorTree::compute(&graph, &lost)
+        });
+        Ok(HeapAnalysis {
+            graph,
+            leaks,
+            dominators,
+        })
+    }
+
+    /// A warning about edges the graph could not use, if any.
+    pub fn warnings(&self) -> Vec<String> {
+        let skipped = self.graph.skipped_edges();
+        if skipped == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{skipped} malformed edges (index out of range or offset past the block) were ignored; run `heapdump verify`"
+        )]
+    }
+}
+
+/// Symbolizes each stack once and finds its site.
+struct Stacks<'s> {
+    symbolizer: &'s mut Symbolizer,
+    cache: HashMap<u32, (Site, Vec<Frame>, usize)>,
+    bad: u64,
+}
+
+impl<'s> Stacks<'s> {
+    fn new(symbolizer: &'s mut Symbolizer) -> Stacks<'s> {
+        Stacks {
+            symbolizer,
+            cache: HashMap::new(),
+            bad: 0,
+        }
+    }
+
+    /// Site, frames and the index of the site frame of `stack`.
+    fn get(
+        &mut self,
+        view: &DumpView<'_>,
+        stack: u32,
+        warnings: &mut Vec<String>,
+    ) -> &(Site, Vec<Frame>, usize) {
+        if !self.cache.contains_key(&stack) {
+            let frames = match self.symbolizer.symbolize_stack(view, stack) {
+                Ok(frames) => frames,
+                Err(e) => {
+                    self.bad += 1;
+                    if self.bad <= 5 {
+                        warnings.push(format!(
+                            "stack {stack} unreadable, counted as <unknown>: {e}"
+                        ));
+                    }
+                    Vec::new()
+                }
+            };
+            let site = Site::of_stack(&frames);
+            let index = site_index(&frames).unwrap_or(0);
+            self.cache.insert(stack, (site, frames, index));
+        }
+        &self.cache[&stack]
+    }
+
+    /// The site frame and up to `count - 1` of its callers.
+    fn frames(
+        &mut self,
+        view: &DumpView<'_>,
+        stack: u32,
+        count: usize,
+        warnings: &mut Vec<String>,
+    ) -> Vec<Frame> {
+        let (_, frames, index) = self.get(view, stack, warnings);
+        frames.iter().skip(*index).take(count).cloned().collect()
+    }
+
+    fn site(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> Site {
+        self.get(view, stack, warnings).0.clone()
+    }
+}
+
+fn stack_of(view: &DumpView<'_>, node: u32) -> u32 {
+    view.allocations().get(node as usize).map_or(0, |a| a.stack)
+}
+
+fn address_of(view: &DumpView<'_>, node: u32) -> u64 {
+    view.allocations()
+        .get(node as usize)
+        .map_or(0, |a| a.address)
+}
+
+fn site_text(site: &Site) -> String {
+    let mut s = site.function.clone();
+    if let Some(file) = &site.file {
+        let _ = write!(s, "  {file}");
+        if let Some(line) = site.line {
+            let _ = write!(s, ":{line}");
+        }
+    }
+    s
+}
+
+/// Writes `n` with thousands separators, as valgrind does.
+fn commas(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn hex_address(a: u64) -> String {
+    format!("{a:#x}")
+}
+
+// ---------------------------------------------------------------- leaks
+
+/// Options of `leaks`.
+#[derive(Clone, Debug)]
+pub struct LeaksOptions {
+    /// Classes whose loss records are listed (the summary has all four).
+    pub show: Vec<LeakClass>,
+    /// Loss records to list, biggest first.
+    pub limit: usize,
+    /// Frames shown per record, from the site outwards.
+    pub frames: usize,
+}
+
+impl Default for LeaksOptions {
+    /// Definitely and possibly lost (memcheck's `--show-leak-kinds`
+    /// default), 50 records, 8 frames.
+    fn default() -> LeaksOptions {
+        LeaksOptions {
+            show: vec![LeakClass::DefinitelyLost, LeakClass::PossiblyLost],
+            limit: 50,
+            frames: 8,
+        }
+    }
+}
+
+/// `heapdump leaks`: memcheck's LEAK SUMMARY and loss records.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaksReport {
+    /// Enabled heuristics.
+    pub heuristics: Heuristics,
+    /// Blocks and direct bytes per class, memcheck's order.
+    pub summary: Vec<ClassTotal>,
+    /// Still-reachable blocks reached only through a heuristic's pointer.
+    pub reachable_via_heuristic: Vec<HeuristicTotal>,
+    /// Classes whose records are listed.
+    pub shown: Vec<LeakClass>,
+    /// Loss records of the shown classes in all.
+    pub record_count: usize,
+    /// The biggest records (by direct + indirect bytes), at most `limit`.
+    pub records: Vec<LossRecord>,
+    /// Records left out by the limit.
+    pub omitted_records: usize,
+    /// Their direct bytes.
+    pub omitted_bytes: u64,
+}
+
+/// Blocks of one class allocated at one stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct LossRecord {
+    /// 1 for the biggest record.
+    pub number: usize,
+    /// The class.
+    pub class: LeakClass,
+    /// Blocks.
+    pub blocks: u64,
+    /// Bytes of the blocks themselves.
+    pub direct_bytes: u64,
+    /// Bytes of the blocks they hold (definitely lost only).
+    pub indirect_bytes: u64,
+    /// Allocation stack id in the dump.
+    pub stack: u32,
+    /// Allocation site.
+    pub site: Site,
+    /// The site frame and its callers.
+    pub frames: Vec<Frame>,
+    /// Addresses of up to three blocks, lowest first.
+    pub examples: Vec<String>,
+}
+
+/// Classifies, groups the blocks of the shown classes by (class, stack),
+/// and symbolizes the records that are listed.
+pub fn leaks(
+    view: &DumpView<'_>,
+    analysis: &HeapAnalysis,
+    symbolizer: &mut Symbolizer,
+    options: &LeaksOptions,
+    warnings: &mut Vec<String>,
+) -> LeaksReport {
+    let graph = &analysis.graph;
+    let classes = &analysis.leaks;
+    let (summary, reachable_via_heuristic) = classes.totals(graph);
+    struct Group {
+        blocks: u64,
+        direct: u64,
+        indirect: u64,
+        examples: Vec<u64>,
+    }
+    let mut groups: HashMap<(LeakClass, u32), Group> = HashMap::new();
+    for (node, a) in view.allocations().iter().enumerate() {
+        let class = classes.class(node as u32);
+        if !options.show.contains(&class) {
+            continue;
+        }
+        let g = groups.entry((class, a.stack)).or_insert(Group {
+            blocks: 0,
+            direct: 0,
+            indirect: 0,
+            examples: Vec::new(),
+        });
+        g.blocks += 1;
+        g.direct = g.direct.saturating_add(a.size);
+        g.indirect = g
+            .indirect
+            .saturating_add(classes.indirect_bytes(node as u32));
+        if g.examples.len() < 3 {
+            g.examples.push(a.address);
+        }
+    }
+    let mut sorted: Vec<((LeakClass, u32), Group)> = groups.into_iter().collect();
+    sorted.sort_by(|(ka, a), (kb, b)| {
+        (b.direct.saturating_add(b.indirect))
+            .cmp(&a.direct.saturating_add(a.indirect))
+            .then(b.blocks.cmp(&a.blocks))
+            .then(ka.cmp(kb))
+    });
+    let record_count = sorted.len();
+    let omitted = sorted.split_off(options.limit.min(sorted.len()));
+    let mut stacks = Stacks::new(symbolizer);
+    let records = sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, ((class, stack), g))| LossRecord {
+            number: i + 1,
+            class,
+            blocks: g.blocks,
+            direct_bytes: g.direct,
+            indirect_bytes: g.indirect,
+            stack,
+            site: stacks.site(view, stack, warnings),
+            frames: stacks.frames(view, stack, options.frames, warnings),
+            examples: g.examples.into_iter().map(hex_address).collect(),
+        })
+        .collect();
+    LeaksReport {
+        heuristics: graph.heuristics(),
+        summary: summary.to_vec(),
+        reachable_via_heuristic,
+        shown: options.show.clone(),
+        record_count,
+        records,
+        omitted_records: omitted.len(),
+        omitted_bytes: omitted.iter().map(|(_, g)| g.direct).sum(),
+    }
+}
+
+impl LeaksReport {
+    /// Bytes definitely or possibly lost (what `--fail-on-leak` looks at).
+    pub fn lost_bytes(&self) -> u64 {
+        self.summary
+            .iter()
+            .filter(|t| matches!(t.class, LeakClass::DefinitelyLost | LeakClass::PossiblyLost))
+            .map(|t| t.bytes)
+            .sum()
+    }
+
+    /// The report as text, in valgrind's words.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        for r in &self.records {
+            let total = r.direct_bytes.saturating_add(r.indirect_bytes);
+            let bytes = if r.class == LeakClass::DefinitelyLost {
+                format!(
+                    "{} ({} direct, {} indirect) bytes",
+                    commas(total),
+                    commas(r.direct_bytes),
+                    commas(r.indirect_bytes)
+                )
+            } else {
+                format!("{} bytes", commas(r.direct_bytes))
+            };
+            let _ = writeln!(
+                o,
+                "{bytes} in {} blocks are {} in loss record {} of {}",
+                commas(r.blocks),
+                r.class.words(),
+                r.number,
+                self.record_count
+            );
+            let _ = writeln!(o, "   site: {}", site_text(&r.site));
+            for (i, f) in r.frames.iter().enumerate() {
+                let word = if i == 0 { "at" } else { "by" };
+                let _ = writeln!(o, "   {word} {f}");
+            }
+            let _ = writeln!(o, "   blocks: {}", r.examples.join(" "));
+            o.push('\n');
+        }
+        if self.omitted_records > 0 {
+            let _ = writeln!(
+                o,
+                "({} more loss records, {} direct bytes, not shown; raise --limit)\n",
+                self.omitted_records,
+                commas(self.omitted_bytes)
+            );
+        }
+        let _ = writeln!(o, "LEAK SUMMARY (heuristics: {}):", self.heuristics);
+        for t in &self.summary {
+            let _ = writeln!(
+                o,
+                "   {:>15}: {} bytes in {} blocks",
+                t.class.words(),
+                commas(t.bytes),
+                commas(t.blocks)
+            );
+            if t.class == LeakClass::StillReachable && !self.reachable_via_heuristic.is_empty() {
+                let _ = writeln!(o, "                      of which reachable via heuristic:");
+                for h in &self.reachable_via_heuristic {
+                    let _ = writeln!(
+                        o,
+                        "                        {:<19}: {} bytes in {} blocks",
+                        h.heuristic.name(),
+                        commas(h.bytes),
+                        commas(h.blocks)
+                    );
+                }
+            }
+        }
+        let shown: Vec<&str> = self.shown.iter().map(|c| c.kind_name()).collect();
+        let _ = writeln!(
+            o,
+            "Loss records shown for: {} (--show to choose)",
+            shown.join(",")
+        );
+        o
+    }
+}
+
+// ---------------------------------------------------------------- objects
+
+/// One block, as the graph reports show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectInfo {
+    /// Index in `Allocations`.
+    pub index: u32,
+    /// Address, `0x…`.
+    pub address: String,
+    /// Bytes.
+    pub size: u64,
+    /// Retained bytes (itself and every block it dominates).
+    pub retained: u64,
+    /// Leak class.
+    pub class: LeakClass,
+    /// Allocation site.
+    pub site: Site,
+}
+
+fn object_info(
+    view: &DumpView<'_>,
+    analysis: &HeapAnalysis,
+    stacks: &mut Stacks<'_>,
+    node: u32,
+    warnings: &mut Vec<String>,
+) -> ObjectInfo {
+    ObjectInfo {
+        index: node,
+        address: hex_address(address_of(view, node)),
+        size: analysis.graph.size(node),
+        retained: analysis.dominators.as_ref().map_or(0, |d| d.retained(node)),
+        class: analysis.leaks.class(node),
+        site: stacks.site(view, stack_of(view, node), warnings),
+    }
+}
+
+fn object_line(o: &ObjectInfo) -> String {
+    format!(
+        "{} {:>10} retains {:>10}  {:<15}  {}",
+        o.address,
+        human_bytes(o.size),
+        human_bytes(o.retained),
+        o.class.words(),
+        site_text(&o.site)
+    )
+}
+
+// ---------------------------------------------------------------- top --retained
+
+/// `heapdump top --retained`: what keeps the most memory alive.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetainedReport {
+    /// Live bytes.
+    pub total_bytes: u64,
+    /// Live blocks.
+    pub total_count: u64,
+    /// Blocks with the largest retained sizes (nested ones included: a
+    /// list head and its second node may both appear).
+    pub objects: Vec<ObjectInfo>,
+    /// Sites by retained bytes: the sum over the site's blocks that no
+    /// other block of the same site dominates (so nothing is counted twice
+    /// within a site).
+    pub sites: Vec<RetainedSite>,
+}
+
+/// One site of `top --retained`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetainedSite {
+    /// Retained bytes.
+    pub retained: u64,
+    /// Share of all live bytes, percent.
+    pub percent: f64,
+    /// The site's blocks counted (those not dominated by another of its blocks).
+    pub objects: u64,
+    /// The site.
+    pub site: Site,
+}
+
+/// Biggest retainers, `limit` objects and `limit` sites.
+pub fn top_retained(
+    view: &DumpView<'_>,
+    analysis: &HeapAnalysis,
+    symbolizer: &mut Symbolizer,
+    limit: usize,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<RetainedReport> {
+    let Some(tree) = analysis.dominators.as_ref() else {
+        bail!("top --retained needs the dominator tree");
+    };
+    let graph = &analysis.graph;
+    let n = graph.node_count();
+    let total_bytes = graph.sizes().iter().fold(0u64, |a, &s| a.saturating_add(s));
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let retained = tree.retained_sizes();
+    let k = limit.min(n);
+    if k < n && k > 0 {
+        order.select_nth_unstable_by(k - 1, |&a, &b| {
+            retained[b as usize]
+                .cmp(&retained[a as usize])
+                .then(a.cmp(&b))
+        });
+    }
+    order.truncate(k);
+    order.sort_by(|&a, &b| {
+        retained[b as usize]
+            .cmp(&retained[a as usize])
+            .then(a.cmp(&b))
+    });
+    let mut stacks = Stacks::new(symbolizer);
+    let objects = order
+        .iter()
+        .map(|&v| object_info(view, analysis, &mut stacks, v, warnings))
+        .collect();
+
+    // Site of every node: symbolize each distinct stack once.
+    let node_stacks: Vec<u32> = view.allocations().iter().map(|a| a.stack).collect();
+    let mut site_ids: HashMap<Site, u32> = HashMap::new();
+    let mut stack_site: HashMap<u32, u32> = HashMap::new();
+    let mut sites: Vec<Site> = Vec::new();
+    for &s in &node_stacks {
+        if stack_site.contains_key(&s) {
+            continue;
+        }
+        let site = stacks.site(view, s, warnings);
+        let id = *site_ids.entry(site.clone()).or_insert_with(|| {
+            sites.push(site);
+            (sites.len() - 1) as u32
+        });
+        stack_site.insert(s, id);
+    }
+    let node_site: Vec<u32> = node_stacks.iter().map(|s| stack_site[s]).collect();
+    drop(node_stacks);
+
+    // Walk the dominator tree depth-first keeping, per site, how many
+    // blocks of that site are on the current path; a block with none above
+    // it is a top-level block of its site.
+    let (start, children) = tree.children();
+    let mut active = vec![0u32; sites.len()];
+    let mut site_retained = vec![(0u64, 0u64); sites.len()];
+    let mut stack: Vec<(u32, u32)> = vec![(n as u32, 0)];
+    while let Some(top) = stack.last_mut() {
+        let (v, cursor) = *top;
+        let row = &children[start[v as usize] as usize..start[v as usize + 1] as usize];
+        match row.get(cursor as usize) {
+            Some(&c) => {
+                top.1 += 1;
+                let s = node_site[c as usize] as usize;
+                if active[s] == 0 {
+                    site_retained[s].0 = site_retained[s].0.saturating_add(retained[c as usize]);
+                    site_retained[s].1 += 1;
+                }
+                active[s] += 1;
+                stack.push((c, 0));
+            }
+            None => {
+                stack.pop();
+                if (v as usize) < n {
+                    active[node_site[v as usize] as usize] -= 1;
+                }
+            }
+        }
+    }
+    let mut rows: Vec<RetainedSite> = sites
+        .into_iter()
+        .zip(site_retained)
+        .map(|(site, (retained, objects))| RetainedSite {
+            retained,
+            percent: if total_bytes == 0 {
+                0.0
+            } else {
+                retained as f64 * 100.0 / total_bytes as f64
+            },
+            objects,
+            site,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.retained
+            .cmp(&a.retained)
+            .then_with(|| a.site.cmp(&b.site))
+    });
+    rows.truncate(limit);
+    Ok(RetainedReport {
+        total_bytes,
+        total_count: n as u64,
+        objects,
+        sites: rows,
+    })
+}
+
+impl RetainedReport {
+    /// The report as text.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "live: {} bytes ({}) in {} allocations",
+            self.total_bytes,
+            human_bytes(self.total_bytes),
+            self.total_count
+        );
+        let _ = writeln!(o, "\nobjects retaining the most:");
+        let _ = writeln!(
+            o,
+            "{:<18} {:>10} {:>18}  {:<15}  site",
+            "address", "size", "retained", "class"
+        );
+        for obj in &self.objects {
+            let _ = writeln!(o, "{}", object_line(obj));
+        }
+        let _ = writeln!(o, "\nsites retaining the most:");
+        let _ = writeln!(
+            o,
+            "{:>14} {:>10} {:>6} {:>9}  site",
+            "retained", "", "%", "objects"
+        );
+        for row in &self.sites {
+            let _ = writeln!(
+                o,
+                "{:>14} {:>10} {:>5.1}% {:>9}  {}",
+                row.retained,
+                human_bytes(row.retained),
+                row.percent,
+                row.objects,
+                site_text(&row.site)
+            );
+        }
+        o
+    }
+}
+
+// ---------------------------------------------------------------- retainers
+
+/// `heapdump retainers`: why blocks are alive.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetainersReport {
+    /// One entry per block asked about.
+    pub objects: Vec<Retainers>,
+}
+
+/// Dominators and root paths of one block.
+#[derive(Clone, Debug, Serialize)]
+pub struct Retainers {
+    /// The block.
+    pub object: ObjectInfo,
+    /// Its dominators, immediate first, up to the super-root.
+    pub dominators: Vec<ObjectInfo>,
+    /// Shortest paths from roots, shortest first (none for a lost block).
+    pub paths: Vec<PathInfo>,
+}
+
+/// A path from a root to the block.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathInfo {
+    /// Where the first pointer is.
+    pub root: RootInfo,
+    /// The blocks, from the one the root points into to the block asked about.
+    pub steps: Vec<PathStep>,
+}
+
+/// A root, for a path.
+#[derive(Clone, Debug, Serialize)]
+pub struct RootInfo {
+    /// Index in `Roots`.
+    pub index: u32,
+    /// REGISTERS, THREAD_STACK, STATIC_TLS, DYNAMIC_TLS, DATA_SEGMENT, OTHER.
+    pub kind: String,
+    /// `thread TID "name"`, a module path, or null.
+    pub owner: Option<String>,
+    /// The root's name (a section or module), if any.
+    pub name: Option<String>,
+    /// Address of the pointer word (`0x…`), or the register name for REGISTERS.
+    pub location: String,
+    /// Offset of the pointer word within the root.
+    pub source_offset: u64,
+}
+
+/// One block of a path.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathStep {
+    /// The block.
+    pub object: ObjectInfo,
+    /// Offset, in the previous block (or root), of the pointer to this one;
+    /// null if the dump's edges cannot say.
+    pub field_offset: Option<u64>,
+    /// Where in this block the pointer points (0: its start).
+    pub target_offset: Option<u64>,
+}
+
+/// What `retainers` asks about.
+#[derive(Clone, Debug)]
+pub enum RetainersQuery {
+    /// The block holding this address.
+    Address(u64),
+    /// The `limit` blocks of largest retained size whose site's function
+    /// contains this text.
+    Site(String),
+}
+
+const REGISTER_NAMES: [&str; 23] = [
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax",
+    "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
+];
+
+fn root_info(view: &DumpView<'_>, index: u32, source_offset: u64) -> RootInfo {
+    let Some(root) = view.roots().get(index as usize) else {
+        return RootInfo {
+            index,
+            kind: "<missing root>".into(),
+            owner: None,
+            name: None,
+            location: String::new(),
+            source_offset,
+        };
+    };
+    let owner = match root.owner_kind {
+        owner_kind::THREAD => view.threads().get(root.owner as usize).map(|t| {
+            let name = string(view, t.name);
+            if name.is_empty() {
+                format!("thread {}", t.tid)
+            } else {
+                format!("thread {} \"{name}\"", t.tid)
+            }
+        }),
+        owner_kind::MODULE => view
+            .modules()
+            .get(root.owner as usize)
+            .map(|m| string(view, m.path)),
+        _ => None,
+    };
+    let name = Some(string(view, root.name)).filter(|s| !s.is_empty());
+    let location = if root.kind == root_kind::REGISTERS {
+        REGISTER_NAMES
+            .get((source_offset / 8) as usize)
+            .map_or_else(
+                || format!("register {}", source_offset / 8),
+                |r| (*r).to_owned(),
+            )
+    } else {
+        hex_address(root.address.wrapping_add(source_offset))
+    };
+    RootInfo {
+        index,
+        kind: root_kind_name(root.kind),
+        owner,
+        name,
+        location,
+        source_offset,
+    }
+}
+
+/// Dominator chains and up to `max_paths` shortest root paths for the
+/// blocks `query` selects. Needs the dominator tree.
+pub fn retainers(
+    view: &DumpView<'_>,
+    analysis: &HeapAnalysis,
+    symbolizer: &mut Symbolizer,
+    query: &RetainersQuery,
+    limit: usize,
+    max_paths: usize,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<RetainersReport> {
+    let Some(tree) = analysis.dominators.as_ref() else {
+        bail!("retainers needs the dominator tree");
+    };
+    let mut stacks = Stacks::new(symbolizer);
+    let nodes: Vec<u32> = match query {
+        RetainersQuery::Address(address) => match find_allocation(view, *address) {
+            Some((node, _)) => vec![node],
+            None => bail!("no live allocation holds address {address:#x}"),
+        },
+        RetainersQuery::Site(text) => {
+            let mut matching: HashMap<u32, bool> = HashMap::new();
+            let mut nodes = Vec::new();
+            for (node, a) in view.allocations().iter().enumerate() {
+                let hit = match matching.get(&a.stack) {
+                    Some(&hit) => hit,
+                    None => {
+                        let hit = stacks
+                            .site(view, a.stack, warnings)
+                            .function
+                            .contains(text.as_str());
+                        matching.insert(a.stack, hit);
+                        hit
+                    }
+                };
+                if hit {
+                    nodes.push(node as u32);
+                }
+            }
+            if nodes.is_empty() {
+                bail!("no live allocation has a site whose function contains `{text}`");
+            }
+            nodes.sort_by(|&a, &b| tree.retained(b).cmp(&tree.retained(a)).then(a.cmp(&b)));
+            nodes.truncate(limit.max(1));
+            nodes
+        }
+    };
+    let mut objects = Vec::new();
+    for node in nodes {
+        let object = object_info(view, analysis, &mut stacks, node, warnings);
+        let dominators = tree
+            .chain(node)
+            .into_iter()
+            .map(|d| object_info(view, analysis, &mut stacks, d, warnings))
+            .collect();
+        let paths = shortest_root_paths(&analysis.graph, node, max_paths)
+            .into_iter()
+            .map(|p| {
+                let mut steps = Vec::with_capacity(p.nodes.len());
+                let mut previous: Option<u32> = None;
+                for &v in &p.nodes {
+                    let (field_offset, target_offset) = match previous {
+                        None => (
+                            Some(p.root_edge.source_offset),
+                            Some(p.root_edge.target_offset),
+                        ),
+                        Some(s) => match edge_offsets(view, s, v) {
+                            Some((f, t)) => (Some(f), Some(t)),
+                            None => (None, None),
+                        },
+                    };
+                    steps.push(PathStep {
+                        object: object_info(view, analysis, &mut stacks, v, warnings),
+                        field_offset,
+                        target_offset,
+                    });
+                    previous = Some(v);
+                }
+                PathInfo {
+                    root: root_info(view, p.root_edge.root, p.root_edge.source_offset),
+                    steps,
+                }
+            })
+            .collect();
+        objects.push(Retainers {
+            object,
+            dominators,
+            paths,
+        });
+    }
+    Ok(RetainersReport { objects })
+}
+
+impl RetainersReport {
+    /// The report as text.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        for (i, r) in self.objects.iter().enumerate() {
+            if i > 0 {
+                o.push('\n');
+            }
+            let _ = writeln!(o, "{}", object_line(&r.object));
+            if r.dominators.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  dominated by: the roots (no single block keeps it alive)"
+                );
+            } else {
+                let _ = writeln!(o, "  dominated by (immediate first):");
+                for d in &r.dominators {
+                    let _ = writeln!(o, "    {}", object_line(d));
+                }
+            }
+            if r.paths.is_empty() {
+                let _ = writeln!(
+                    o,
+                    "  no path from a root: the block is {}",
+                    r.object.class.words()
+                );
+            }
+            for (k, p) in r.paths.iter().enumerate() {
+                let root = &p.root;
+                let mut from = root.kind.clone();
+                if let Some(owner) = &root.owner {
+                    let _ = write!(from, " of {owner}");
+                }
+                if let Some(name) = &root.name {
+                    let _ = write!(from, " ({name})");
+                }
+                let _ = writeln!(
+                    o,
+                    "  path {} ({} blocks) from {from} at {}:",
+                    k + 1,
+                    p.steps.len(),
+                    root.location
+                );
+                for step in &p.steps {
+                    let field = step
+                        .field_offset
+                        .map_or_else(|| "?".to_owned(), |f| format!("{f:#x}"));
+                    let target = step.target_offset.map_or_else(String::new, |t| {
+                        if t == 0 {
+                            String::new()
+                        } else {
+                            format!(" (interior +{t:#x})")
+                        }
+                    });
+                    let _ = writeln!(
+                        o,
+                        "    [{field}] -> {}{target} {} {}",
+                        step.object.address,
+                        human_bytes(step.object.size),
+                        site_text(&step.object.site)
+                    );
+                }
+            }
+        }
+        o
+    }
+}
+
+// ---------------------------------------------------------------- diff
+
+/// One side of a diff.
+#[derive(Clone, Debug, Serialize)]
+pub struct DumpSide {
+    /// The file.
+    pub file: String,
+    /// Process id.
+    pub pid: u32,
+    /// Dump number within the process.
+    pub dump_number: u32,
+    /// Live bytes.
+    pub live_bytes: u64,
+    /// Live blocks.
+    pub live_count: u64,
+}
+
+/// `heapdump diff`: growth by site between two dumps of one process.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffReport {
+    /// The older dump.
+    pub old: DumpSide,
+    /// The newer dump.
+    pub new: DumpSide,
+    /// Blocks of NEW not in OLD (matched by address and sequence): allocated since OLD and still alive.
+    pub new_objects: u64,
+    /// Their bytes.
+    pub new_object_bytes: u64,
+    /// Sites by growth in bytes, biggest first; only sites that changed.
+    pub rows: Vec<DiffRow>,
+    /// Changed sites left out by the limit.
+    pub omitted_rows: usize,
+}
+
+/// One site of a diff.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffRow {
+    /// The site.
+    pub site: Site,
+    /// Live bytes in OLD.
+    pub old_bytes: u64,
+    /// Live blocks in OLD.
+    pub old_count: u64,
+    /// Live bytes in NEW.
+    pub new_bytes: u64,
+    /// Live blocks in NEW.
+    pub new_count: u64,
+    /// `new_bytes - old_bytes`.
+    pub delta_bytes: i64,
+    /// `new_count - old_count`.
+    pub delta_count: i64,
+    /// Blocks of this site in NEW that were not in OLD.
+    pub new_objects: u64,
+    /// Their bytes.
+    pub new_object_bytes: u64,
+}
+
+fn side(view: &DumpView<'_>, file: &str) -> DumpSide {
+    let p = view.process();
+    DumpSide {
+        file: file.to_owned(),
+        pid: p.pid,
+        dump_number: p.dump_number,
+        live_bytes: view
+            .allocations()
+            .iter()
+            .fold(0u64, |a, r| a.saturating_add(r.size)),
+        live_count: view.allocations().len() as u64,
+    }
+}
+
+/// Compares two dumps of the same process, site by site. Each dump is
+/// symbolized with its own symbolizer (same binary, but its own modules).
+#[allow(clippy::too_many_arguments)]
+pub fn diff(
+    old: &DumpView<'_>,
+    old_file: &str,
+    old_symbolizer: &mut Symbolizer,
+    new: &DumpView<'_>,
+    new_file: &str,
+    new_symbolizer: &mut Symbolizer,
+    limit: usize,
+    warnings: &mut Vec<String>,
+) -> DiffReport {
+    let (po, pn) = (old.process(), new.process());
+    if po.pid != pn.pid || string(old, po.exe) != string(new, pn.exe) {
+        warnings.push(format!(
+            "the dumps come from different processes (pid {} {}, pid {} {}); objects are matched by address and sequence, which only means something within one process",
+            po.pid,
+            string(old, po.exe),
+            pn.pid,
+            string(new, pn.exe)
+        ));
+    } else if po.dump_number >= pn.dump_number {
+        warnings.push(format!(
+            "OLD is dump {} and NEW is dump {} of the process: are they swapped?",
+            po.dump_number, pn.dump_number
+        ));
+    }
+    #[derive(Default)]
+    struct Row {
+        old_bytes: u64,
+        old_count: u64,
+        new_bytes: u64,
+        new_count: u64,
+        new_objects: u64,
+        new_object_bytes: u64,
+    }
+    let mut rows: HashMap<Site, Row> = HashMap::new();
+    let mut old_stacks = Stacks::new(old_symbolizer);
+    let mut by_stack: HashMap<u32, (u64, u64)> = HashMap::new();
+    for a in old.allocations().iter() {
+        let e = by_stack.entry(a.stack).or_default();
+        e.0 = e.0.saturating_add(a.size);
+        e.1 += 1;
+    }
+    for (stack, (bytes, count)) in by_stack.drain() {
+        let row = rows
+            .entry(old_stacks.site(old, stack, warnings))
+            .or_default();
+        row.old_bytes = row.old_bytes.saturating_add(bytes);
+        row.old_count += count;
+    }
+    // Both sides are sorted by address: a merge finds the blocks of NEW
+    // that OLD had too (same address and same sequence number).
+    let mut new_by_stack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
+    let mut old_iter = old.allocations().iter().peekable();
+    let (mut new_objects, mut new_object_bytes) = (0u64, 0u64);
+    for a in new.allocations().iter() {
+        while old_iter.peek().is_some_and(|o| o.address < a.address) {
+            old_iter.next();
+        }
+        let seen = old_iter
+            .peek()
+            .is_some_and(|o| o.address == a.address && o.sequence == a.sequence);
+        let e = new_by_stack.entry(a.stack).or_default();
+        e.0 = e.0.saturating_add(a.size);
+        e.1 += 1;
+        if !seen {
+            e.2 += 1;
+            e.3 = e.3.saturating_add(a.size);
+            new_objects += 1;
+            new_object_bytes = new_object_bytes.saturating_add(a.size);
+        }
+    }
+    let mut new_stacks = Stacks::new(new_symbolizer);
+    for (stack, (bytes, count, objects, object_bytes)) in new_by_stack {
+        let row = rows
+            .entry(new_stacks.site(new, stack, warnings))
+            .or_default();
+        row.new_bytes = row.new_bytes.saturating_add(bytes);
+        row.new_count += count;
+        row.new_objects += objects;
+        row.new_object_bytes = row.new_object_bytes.saturating_add(object_bytes);
+    }
+    let mut out: Vec<DiffRow> = rows
+        .into_iter()
+        .filter(|(_, r)| {
+            r.old_bytes != r.new_bytes || r.old_count != r.new_count || r.new_objects != 0
+        })
+        .map(|(site, r)| DiffRow {
+            site,
+            old_bytes: r.old_bytes,
+            old_count: r.old_count,
+            new_bytes: r.new_bytes,
+            new_count: r.new_count,
+            delta_bytes: (r.new_bytes as i128 - r.old_bytes as i128) as i64,
+            delta_count: r.new_count as i64 - r.old_count as i64,
+            new_objects: r.new_objects,
+            new_object_bytes: r.new_object_bytes,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.delta_bytes
+            .cmp(&a.delta_bytes)
+            .then(b.new_object_bytes.cmp(&a.new_object_bytes))
+            .then_with(|| a.site.cmp(&b.site))
+    });
+    let omitted = out.len().saturating_sub(limit);
+    out.truncate(limit);
+    DiffReport {
+        old: side(old, old_file),
+        new: side(new, new_file),
+        new_objects,
+        new_object_bytes,
+        rows: out,
+        omitted_rows: omitted,
+    }
+}
+
+impl DiffReport {
+    /// The report as text.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let delta = self.new.live_bytes as i128 - self.old.live_bytes as i128;
+        let _ = writeln!(
+            o,
+            "old: {} (dump {}): {} bytes in {} allocations",
+            self.old.file, self.old.dump_number, self.old.live_bytes, self.old.live_count
+        );
+        let _ = writeln!(
+            o,
+            "new: {} (dump {}): {} bytes in {} allocations ({delta:+} bytes)",
+            self.new.file, self.new.dump_number, self.new.live_bytes, self.new.live_count
+        );
+        let _ = writeln!(
+            o,
+            "allocated since old and still alive: {} bytes ({}) in {} allocations",
+            self.new_object_bytes,
+            human_bytes(self.new_object_bytes),
+            self.new_objects
+        );
+        let _ = writeln!(
+            o,
+            "{:>14} {:>9} {:>14} {:>9}  site",
+            "Δbytes", "Δcount", "new bytes", "new"
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                o,
+                "{:>+14} {:>+9} {:>14} {:>9}  {}",
+                r.delta_bytes,
+                r.delta_count,
+                r.new_object_bytes,
+                r.new_objects,
+                site_text(&r.site)
+            );
+        }
+        if self.omitted_rows > 0 {
+            let _ = writeln!(o, "({} more changed sites)", self.omitted_rows);
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commas_group_thousands() {
+        assert_eq!(commas(0), "0");
+        assert_eq!(commas(999), "999");
+        assert_eq!(commas(4752), "4,752");
+        assert_eq!(commas(1_234_567), "1,234,567");
+    }
+}

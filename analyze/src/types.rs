@@ -1,0 +1,633 @@
+//! Type recovery: what type an allocation holds, read from the generic
+//! arguments of the constructor frames on its allocation stack.
+//!
+//! Rust monomorphizes `Box::<T>::new`, `RawVec::<T>::with_capacity_in`,
+//! `Rc::<T>::new`, `hashbrown::RawTable::<T>::reserve`… for every `T`, and
+//! debug info names each instance with its generic arguments, so the
+//! innermost such frame on an allocation stack says what was allocated.
+//! Two naming styles occur on the same stack and both are handled:
+//!
+//! - full paths (`<alloc::vec::Vec<u8>>::with_capacity`,
+//!   `<alloc::boxed::Box<app::Node>>::new`), as full debug info and the
+//!   precompiled standard library give them;
+//! - short names with the generic arguments only (`new<app::Node>` in
+//!   `…/library/alloc/src/boxed.rs`), as `debug = "line-tables-only"` names
+//!   inlined functions; the source file says whose function it is.
+//!
+//! An allocation no constructor frame explains is named after its
+//! allocation site, `alloc@function:line`, so every allocation has a name.
+//!
+//! ```
+//! use heapdump_analyze::symbolize::Frame;
+//! use heapdump_analyze::types::{TypeName, recover_type};
+//!
+//! let frame = |function: &str, file: &str| Frame {
+//!     pc: 0x1000,
+//!     function: Some(function.to_owned()),
+//!     file: Some(file.to_owned()),
+//!     line: Some(1),
+//!     inlined: true,
+//!     module: None,
+//!     module_offset: None,
+//! };
+//! let stack = [
+//!     frame("__rust_alloc", "/src/main.rs"),
+//!     frame("new<app::Node>", "/rustc/abc/library/alloc/src/boxed.rs"),
+//!     frame("app::build", "/src/main.rs"),
+//! ];
+//! assert_eq!(recover_type(&stack), Some(TypeName::boxed("app::Node")));
+//! assert_eq!(recover_type(&stack).unwrap().to_string(), "app::Node");
+//! ```
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::site::{Site, site_index, strip_generics, trim_allocator_frames};
+use crate::symbolize::Frame;
+
+/// What kind of constructor made an allocation, which says how its type
+/// name relates to the generic argument of that constructor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeKind {
+    /// `Box<T>`: the allocation is one `T`.
+    Box,
+    /// The buffer of a `Vec<T>` (or `RawVec<T>`): `[T]`.
+    VecBuffer,
+    /// The buffer of a `String`: `[u8]`.
+    StringBuffer,
+    /// The buffer of a `VecDeque<T>`: `[T]` used as a ring.
+    VecDequeBuffer,
+    /// The allocation of an `Rc<T>`: `RcInner<T>` (counts, then `T`).
+    RcInner,
+    /// The allocation of an `Arc<T>`: `ArcInner<T>`.
+    ArcInner,
+    /// A hashbrown table (`HashMap<K, V>`, `HashSet<T>`): buckets of `T`
+    /// (`(K, V)` for a map) followed by control bytes.
+    HashTable,
+    /// A node of a `BTreeMap<K, V>` or `BTreeSet<K>`.
+    BTreeNode,
+}
+
+/// A recovered type: the constructor kind and the type argument it names,
+/// with standard-library paths shortened (`Vec<u8>`, not
+/// `alloc::vec::Vec<u8, alloc::alloc::Global>`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TypeName {
+    /// The constructor kind.
+    pub kind: TypeKind,
+    /// The generic argument: `T` of `Box<T>`, the element of a vector, the
+    /// bucket type of a hash table, the key and value of a B-tree node.
+    /// Empty for a `String` buffer.
+    pub argument: String,
+}
+
+impl TypeName {
+    /// A `Box<argument>`.
+    pub fn boxed(argument: &str) -> TypeName {
+        TypeName::new(TypeKind::Box, argument)
+    }
+
+    /// A type of `kind` whose argument is `argument` (shortened here).
+    pub fn new(kind: TypeKind, argument: &str) -> TypeName {
+        TypeName {
+            kind,
+            argument: shorten_type(argument),
+        }
+    }
+}
+
+impl fmt::Display for TypeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.argument;
+        match self.kind {
+            TypeKind::Box => write!(f, "{a}"),
+            TypeKind::VecBuffer => write!(f, "Vec<{a}> buffer"),
+            TypeKind::StringBuffer => write!(f, "String buffer"),
+            TypeKind::VecDequeBuffer => write!(f, "VecDeque<{a}> buffer"),
+            TypeKind::RcInner => write!(f, "RcInner<{a}>"),
+            TypeKind::ArcInner => write!(f, "ArcInner<{a}>"),
+            TypeKind::HashTable => write!(f, "hash table of {a}"),
+            TypeKind::BTreeNode => write!(f, "BTree node of {a}"),
+        }
+    }
+}
+
+/// The name every allocation gets: its recovered type, or else its
+/// allocation site.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct AllocationName {
+    /// The recovered type, if a constructor frame named it.
+    pub recovered: Option<TypeName>,
+    /// The allocation site (always known, possibly `<unknown>`).
+    pub site: Site,
+}
+
+impl AllocationName {
+    /// Names the allocation with symbolized stack `frames` (innermost first).
+    pub fn of_stack(frames: &[Frame]) -> AllocationName {
+        AllocationName {
+            recovered: recover_type(frames),
+            site: Site::of_stack(frames),
+        }
+    }
+
+    /// The type name, or `alloc@function:line` when no type was recovered.
+    pub fn type_label(&self) -> String {
+        match &self.recovered {
+            Some(name) => name.to_string(),
+            None => format!("alloc@{}", site_label(&self.site)),
+        }
+    }
+}
+
+/// `function:line` (generic arguments stripped), `function` without a line.
+pub fn site_label(site: &Site) -> String {
+    let function = strip_generics(&site.function);
+    match site.line {
+        Some(line) => format!("{function}:{line}"),
+        None => function,
+    }
+}
+
+/// Whose code a frame is, for the constructors type recovery knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Box,
+    Vec,
+    String,
+    VecDeque,
+    Rc,
+    Arc,
+    HashTable,
+    BTree,
+}
+
+/// Full-path markers: a frame whose name contains one of these (as the self
+/// type of a method) is that constructor's.
+const PATH_MARKERS: &[(&str, Owner)] = &[
+    ("alloc::boxed::Box<", Owner::Box),
+    ("alloc::raw_vec::RawVec<", Owner::Vec),
+    ("alloc::vec::Vec<", Owner::Vec),
+    ("alloc::string::String>", Owner::String),
+    ("alloc::string::String as", Owner::String),
+    ("alloc::string::String::", Owner::String),
+    ("alloc::fmt::format", Owner::String),
+    ("alloc::collections::vec_deque::VecDeque<", Owner::VecDeque),
+    ("alloc::rc::Rc<", Owner::Rc),
+    ("alloc::sync::Arc<", Owner::Arc),
+    ("hashbrown::raw::RawTable<", Owner::HashTable),
+    ("hashbrown::raw::RawTableInner", Owner::HashTable),
+    ("alloc::collections::btree::node::LeafNode<", Owner::BTree),
+    ("alloc::collections::btree::node::InternalNode<", Owner::BTree),
+];
+
+/// Source-file markers for short names (line-tables-only debug info).
+const FILE_MARKERS: &[(&str, Owner)] = &[
+    ("/library/alloc/src/boxed.rs", Owner::Box),
+    ("/library/alloc/src/boxed/", Owner::Box),
+    ("/library/alloc/src/raw_vec/", Owner::Vec),
+    ("/library/alloc/src/raw_vec.rs", Owner::Vec),
+    ("/library/alloc/src/vec/", Owner::Vec),
+    ("/library/alloc/src/slice.rs", Owner::Vec),
+    ("/library/alloc/src/string.rs", Owner::String),
+    ("/library/alloc/src/fmt.rs", Owner::String),
+    ("/library/alloc/src/str.rs", Owner::String),
+    ("/library/alloc/src/collections/vec_deque/", Owner::VecDeque),
+    ("/library/alloc/src/rc.rs", Owner::Rc),
+    ("/library/alloc/src/sync.rs", Owner::Arc),
+    ("/hashbrown-", Owner::HashTable),
+    ("/library/std/src/collections/hash/", Owner::HashTable),
+    ("/library/alloc/src/collections/btree/", Owner::BTree),
+];
+
+fn owner_of(frame: &Frame) -> Option<(Owner, &str)> {
+    let function = frame.function.as_deref()?;
+    // Only as the function's own path or self type: the same paths inside
+    // generic arguments (`{closure#0}<usize, alloc::vec::Vec<u8>>`) are
+    // some other function's business.
+    let own = function.strip_prefix('<').unwrap_or(function);
+    if let Some(&(_, owner)) = PATH_MARKERS.iter().find(|(m, _)| own.starts_with(m)) {
+        return Some((owner, own));
+    }
+    let file = frame.file.as_deref()?;
+    let &(_, owner) = FILE_MARKERS.iter().find(|(m, _)| file.contains(m))?;
+    Some((owner, function))
+}
+
+/// The type argument a constructor frame names, if it is concrete.
+fn frame_argument(owner: Owner, name: &str) -> Option<String> {
+    // `<u8 as <[_]>::to_vec_in::ConvertVec>::to_vec`: the self type is the
+    // element (slice `to_vec`, behind `String::from(&str)` and `to_owned`).
+    if let Some(rest) = name.strip_prefix('<')
+        && name.contains("ConvertVec>")
+        && let Some((self_type, _)) = rest.split_once(" as ")
+    {
+        return concrete(self_type.trim()).then(|| self_type.trim().to_owned());
+    }
+    let args = generic_args(name)?;
+    let concrete_args: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !is_allocator(a) && !is_hasher(a))
+        .collect();
+    match owner {
+        Owner::String => None,
+        // Node constructors take the key and the value: name both.
+        Owner::BTree => {
+            let kv: Vec<&str> = concrete_args.iter().copied().take(2).collect();
+            if kv.is_empty() || !kv.iter().all(|a| concrete(a)) {
+                return None;
+            }
+            Some(if kv.len() == 1 {
+                kv[0].to_owned()
+            } else {
+                format!("({})", kv.join(", "))
+            })
+        }
+        // `reserve<u64, app::Session, RandomState, Global>` in map.rs is
+        // (K, V); `reserve<(u64, app::Session), Global, …>` in raw/mod.rs
+        // already is the bucket type.
+        Owner::HashTable => {
+            let first = *concrete_args.first()?;
+            if !concrete(first) {
+                return None;
+            }
+            let map_method = !name.contains("RawTable")
+                && concrete_args.len() >= 2
+                && concrete(concrete_args[1])
+                && !first.starts_with('(')
+                && !concrete_args[1].contains("closure_env")
+                && !concrete_args[1].contains("core::iter::");
+            Some(if map_method {
+                format!("({first}, {})", concrete_args[1])
+            } else {
+                first.to_owned()
+            })
+        }
+        _ => {
+            let first = *concrete_args.first()?;
+            concrete(first).then(|| first.to_owned())
+        }
+    }
+}
+
+/// The recovered type of an allocation with symbolized stack `frames`
+/// (innermost first), or `None` if no constructor frame names it.
+///
+/// Only the frames between the allocator's and the allocation site are
+/// looked at: what the program's own code does above that says nothing
+/// about this allocation. The innermost frame with a concrete type argument
+/// decides; then an outer `String`/`VecDeque` frame says whose buffer a
+/// vector buffer is, and `Rc`/`Arc` frames say a boxed value is their
+/// inner block.
+pub fn recover_type(frames: &[Frame]) -> Option<TypeName> {
+    let trimmed = trim_allocator_frames(frames);
+    let start = frames.len() - trimmed.len();
+    let end = site_index(frames)
+        .filter(|&site| site > start)
+        .unwrap_or(frames.len());
+    let window = &frames[start..end];
+
+    let mut found: Option<(usize, Owner, String)> = None;
+    for (i, frame) in window.iter().enumerate() {
+        let Some((owner, name)) = owner_of(frame) else {
+            continue;
+        };
+        if owner == Owner::String {
+            found = Some((i, owner, String::new()));
+            break;
+        }
+        if let Some(argument) = frame_argument(owner, name) {
+            found = Some((i, owner, argument));
+            break;
+        }
+    }
+    let (at, owner, argument) = found?;
+    let outer = || window[at + 1..].iter().filter_map(owner_of).map(|(o, _)| o);
+    let kind = match owner {
+        Owner::String => TypeKind::StringBuffer,
+        Owner::Vec => match outer().find(|o| matches!(o, Owner::String | Owner::VecDeque)) {
+            Some(Owner::String) if argument == "u8" => TypeKind::StringBuffer,
+            Some(Owner::VecDeque) => TypeKind::VecDequeBuffer,
+            _ => TypeKind::VecBuffer,
+        },
+        Owner::VecDeque => TypeKind::VecDequeBuffer,
+        Owner::Box => {
+            // `Rc::new` boxes an `RcInner<T>`; its name already says so.
+            if argument.contains("::RcInner<") || argument.contains("::ArcInner<") {
+                return Some(TypeName::boxed(&argument));
+            }
+            TypeKind::Box
+        }
+        Owner::Rc => TypeKind::RcInner,
+        Owner::Arc => TypeKind::ArcInner,
+        Owner::HashTable => TypeKind::HashTable,
+        Owner::BTree => TypeKind::BTreeNode,
+    };
+    Some(TypeName::new(kind, &argument))
+}
+
+/// The top-level generic arguments of the first `<…>` list in `name` that
+/// follows an identifier: `new<app::Node>` gives `["app::Node"]`,
+/// `alloc::vec::Vec<u8, alloc::alloc::Global>::push` gives
+/// `["u8", "alloc::alloc::Global"]`. Nested brackets, tuples, arrays and
+/// `->` are respected.
+fn generic_args(name: &str) -> Option<Vec<&str>> {
+    let bytes = name.as_bytes();
+    let open = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'<'
+            && i > 0
+            && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':')
+    })?;
+    let mut depth = 0usize;
+    let mut args = Vec::new();
+    let mut from = open + 1;
+    for i in open..bytes.len() {
+        match bytes[i] {
+            b'<' | b'(' | b'[' => depth += 1,
+            b'>' if i > 0 && bytes[i - 1] == b'-' => {}
+            b'>' | b')' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    args.push(name[from..i].trim());
+                    return Some(args);
+                }
+            }
+            b',' if depth == 1 => {
+                args.push(name[from..i].trim());
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn is_allocator(arg: &str) -> bool {
+    matches!(
+        arg,
+        "alloc::alloc::Global" | "std::alloc::System" | "Global" | "System" | "A"
+    ) || arg.ends_with("::Global")
+        || arg.ends_with("Allocator")
+}
+
+fn is_hasher(arg: &str) -> bool {
+    arg.ends_with("RandomState") || arg.contains("BuildHasher") || arg.contains("make_hasher")
+}
+
+/// Whether a type argument is a real type rather than an unresolved
+/// parameter (`T`, `K`) or a closure environment.
+fn concrete(arg: &str) -> bool {
+    if arg.is_empty() || arg.contains("closure_env") || arg.contains("{impl#") {
+        return false;
+    }
+    let plain = arg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plain {
+        return true;
+    }
+    const PRIMITIVES: &[&str] = &[
+        "str", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64",
+    ];
+    // A bare identifier that is not a primitive is a generic parameter:
+    // debug info always gives a concrete type its path.
+    PRIMITIVES.contains(&arg)
+}
+
+/// Shortens standard-library paths and drops default allocator and hasher
+/// arguments: `alloc::vec::Vec<alloc::string::String, alloc::alloc::Global>`
+/// becomes `Vec<String>`.
+pub fn shorten_type(ty: &str) -> String {
+    const DROP: &[&str] = &[
+        ", alloc::alloc::Global",
+        ", std::hash::random::RandomState",
+    ];
+    const PATHS: &[(&str, &str)] = &[
+        ("alloc::vec::Vec<", "Vec<"),
+        ("alloc::string::String", "String"),
+        ("alloc::boxed::Box<", "Box<"),
+        ("alloc::rc::RcInner<", "RcInner<"),
+        ("alloc::rc::Rc<", "Rc<"),
+        ("alloc::rc::Weak<", "rc::Weak<"),
+        ("alloc::sync::ArcInner<", "ArcInner<"),
+        ("alloc::sync::Arc<", "Arc<"),
+        ("alloc::sync::Weak<", "sync::Weak<"),
+        ("alloc::collections::vec_deque::VecDeque<", "VecDeque<"),
+        ("alloc::collections::btree::map::BTreeMap<", "BTreeMap<"),
+        ("alloc::collections::btree::node::", ""),
+        ("std::collections::hash::map::HashMap<", "HashMap<"),
+        ("std::collections::hash::set::HashSet<", "HashSet<"),
+        ("core::cell::RefCell<", "RefCell<"),
+        ("core::cell::Cell<", "Cell<"),
+        ("core::option::Option<", "Option<"),
+    ];
+    let mut out = ty.to_owned();
+    for drop in DROP {
+        out = out.replace(drop, "");
+    }
+    for (long, short) in PATHS {
+        out = out.replace(long, short);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STD: &str = "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library";
+    const HASHBROWN: &str = "/rust/deps/hashbrown-0.16.1/src";
+
+    fn frame(function: &str, file: &str, line: u32) -> Frame {
+        Frame {
+            pc: 0x1000 + u64::from(line),
+            function: Some(function.to_owned()),
+            file: Some(file.to_owned()),
+            line: Some(line),
+            inlined: true,
+            module: Some("/bin/app".into()),
+            module_offset: Some(u64::from(line)),
+        }
+    }
+
+    fn alloc_frames() -> Vec<Frame> {
+        vec![
+            frame("heapdump_capture::record", "/work/capture/src/lib.rs", 176),
+            frame("alloc<std::alloc::System>", "/work/capture/src/lib.rs", 203),
+            frame("__rust_alloc", "/work/app/src/main.rs", 15),
+            frame("alloc", &format!("{STD}/alloc/src/alloc.rs"), 95),
+            frame("allocate", &format!("{STD}/alloc/src/alloc.rs"), 429),
+        ]
+    }
+
+    fn stack(middle: &[(&str, String)]) -> Vec<Frame> {
+        let mut frames = alloc_frames();
+        frames.extend(middle.iter().map(|(f, file)| frame(f, file, 7)));
+        frames.push(frame("app::build", "/work/app/src/main.rs", 30));
+        frames.push(frame("app::main", "/work/app/src/main.rs", 40));
+        frames
+    }
+
+    fn std(path: &str) -> String {
+        format!("{STD}/{path}")
+    }
+
+    fn label(frames: &[Frame]) -> String {
+        AllocationName::of_stack(frames).type_label()
+    }
+
+    #[test]
+    fn box_new_with_short_names_names_the_boxed_type() {
+        let frames = stack(&[
+            ("box_new_uninit", std("alloc/src/boxed.rs")),
+            ("new<[u8; 4096]>", std("alloc/src/boxed.rs")),
+        ]);
+        assert_eq!(label(&frames), "[u8; 4096]");
+        let frames = stack(&[("new<app::Node>", std("alloc/src/boxed.rs"))]);
+        assert_eq!(label(&frames), "app::Node");
+    }
+
+    #[test]
+    fn box_with_full_paths_names_the_boxed_type_and_skips_parameters() {
+        let frames = stack(&[
+            (
+                "alloc::boxed::Box<T>::new",
+                std("alloc/src/boxed.rs"),
+            ),
+            (
+                "<alloc::boxed::Box<app::Node>>::new",
+                std("alloc/src/boxed.rs"),
+            ),
+        ]);
+        assert_eq!(label(&frames), "app::Node");
+        let frames = stack(&[(
+            "<alloc::boxed::Box<str>>::try_clone_from_ref_in",
+            std("alloc/src/boxed.rs"),
+        )]);
+        assert_eq!(label(&frames), "str");
+    }
+
+    #[test]
+    fn vec_buffers_name_the_element_and_skip_allocator_arguments() {
+        // vec![0u64; n] in a line-tables-only build.
+        let frames = stack(&[
+            ("try_allocate_in<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
+            ("with_capacity_in<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
+            ("with_capacity_in<u64, alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
+            ("from_elem<u64, alloc::alloc::Global>", std("alloc/src/vec/spec_from_elem.rs")),
+        ]);
+        assert_eq!(label(&frames), "Vec<u64> buffer");
+        // Growth through an unresolved RawVec<T,A>::grow_one, then push.
+        let frames = stack(&[
+            ("grow_one<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
+            ("alloc::raw_vec::RawVec<T,A>::grow_one", std("alloc/src/raw_vec/mod.rs")),
+            (
+                "push_mut<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global>",
+                std("alloc/src/vec/mod.rs"),
+            ),
+        ]);
+        assert_eq!(label(&frames), "Vec<Vec<u8>> buffer");
+    }
+
+    #[test]
+    fn string_buffers_are_recognised_by_string_and_format_frames() {
+        let frames = stack(&[
+            ("<alloc::raw_vec::RawVecInner>::try_allocate_in", std("alloc/src/raw_vec/mod.rs")),
+            ("<alloc::raw_vec::RawVec<u8>>::with_capacity_in", std("alloc/src/raw_vec/mod.rs")),
+            ("<alloc::vec::Vec<u8>>::with_capacity", std("alloc/src/vec/mod.rs")),
+            ("<alloc::string::String>::with_capacity", std("alloc/src/string.rs")),
+            ("alloc::fmt::format::format_inner", std("alloc/src/fmt.rs")),
+        ]);
+        assert_eq!(label(&frames), "String buffer");
+        // `String::from(&str)` goes through the slice's `to_vec`.
+        let frames = stack(&[
+            (
+                "<u8 as <[_]>::to_vec_in::ConvertVec>::to_vec::<alloc::alloc::Global>",
+                std("alloc/src/slice.rs"),
+            ),
+            ("to_owned", std("alloc/src/str.rs")),
+        ]);
+        assert_eq!(label(&frames), "String buffer");
+    }
+
+    #[test]
+    fn vecdeque_rc_arc_hash_tables_and_btree_nodes() {
+        let frames = stack(&[
+            ("with_capacity_in<alloc::string::String, alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
+            ("grow<alloc::string::String, alloc::alloc::Global>", std("alloc/src/collections/vec_deque/mod.rs")),
+        ]);
+        assert_eq!(label(&frames), "VecDeque<String> buffer");
+
+        let frames = stack(&[
+            ("box_new_uninit", std("alloc/src/boxed.rs")),
+            ("new<alloc::rc::RcInner<core::cell::RefCell<app::Node>>>", std("alloc/src/boxed.rs")),
+            ("new<core::cell::RefCell<app::Node>>", std("alloc/src/rc.rs")),
+        ]);
+        assert_eq!(label(&frames), "RcInner<RefCell<app::Node>>");
+        let frames = stack(&[("allocate_for_layout<app::Config>", std("alloc/src/sync.rs"))]);
+        assert_eq!(label(&frames), "ArcInner<app::Config>");
+
+        let frames = stack(&[
+            ("do_alloc<alloc::alloc::Global>", format!("{HASHBROWN}/raw/alloc.rs")),
+            ("new_uninitialized<alloc::alloc::Global>", format!("{HASHBROWN}/raw/mod.rs")),
+            ("hashbrown::raw::RawTable<T,A>::reserve_rehash", format!("{HASHBROWN}/raw/mod.rs")),
+            (
+                "reserve<(u64, app::Session), alloc::alloc::Global, hashbrown::map::make_hasher::{closure_env#0}<u64, app::Session, std::hash::random::RandomState>>",
+                format!("{HASHBROWN}/raw/mod.rs"),
+            ),
+            (
+                "reserve<u64, app::Session, std::hash::random::RandomState, alloc::alloc::Global>",
+                format!("{HASHBROWN}/map.rs"),
+            ),
+        ]);
+        assert_eq!(label(&frames), "hash table of (u64, app::Session)");
+        let frames = stack(&[(
+            "reserve<u64, app::Session, std::hash::random::RandomState, alloc::alloc::Global>",
+            format!("{HASHBROWN}/map.rs"),
+        )]);
+        assert_eq!(label(&frames), "hash table of (u64, app::Session)");
+
+        let frames = stack(&[
+            (
+                "<alloc::boxed::Box<alloc::collections::btree::node::LeafNode<usize, app::Info>>>::try_new_uninit_in",
+                std("alloc/src/boxed.rs"),
+            ),
+        ]);
+        assert_eq!(label(&frames), "LeafNode<usize, app::Info>");
+        let frames = stack(&[("new<u32, alloc::string::String, alloc::alloc::Global>", std("alloc/src/collections/btree/node.rs"))]);
+        assert_eq!(label(&frames), "BTree node of (u32, String)");
+    }
+
+    #[test]
+    fn untyped_allocations_are_named_after_their_site() {
+        let frames = stack(&[]);
+        assert_eq!(recover_type(&frames), None);
+        assert_eq!(label(&frames), "alloc@app::build:30");
+        assert_eq!(label(&[]), "alloc@<unknown>");
+        // The program's own generic function is not a constructor, and
+        // constructor frames outside the window (above the site) are ignored.
+        let mut frames = alloc_frames();
+        frames.push(frame("make<app::Node>", "/work/app/src/main.rs", 12));
+        frames.push(frame("new<app::Other>", &std("alloc/src/boxed.rs"), 3));
+        assert_eq!(label(&frames), "alloc@make:12");
+    }
+
+    #[test]
+    fn generic_arguments_respect_nesting() {
+        assert_eq!(
+            generic_args("with_capacity_in<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global>"),
+            Some(vec!["alloc::vec::Vec<u8, alloc::alloc::Global>", "alloc::alloc::Global"])
+        );
+        assert_eq!(
+            generic_args("call<fn(&str) -> u8, (u8, [u16; 4])>"),
+            Some(vec!["fn(&str) -> u8", "(u8, [u16; 4])"])
+        );
+        assert_eq!(generic_args("box_new_uninit"), None);
+        assert_eq!(generic_args("<alloc::vec::Vec<u8>>::push"), Some(vec!["u8"]));
+        assert_eq!(generic_args("broken<a, <b"), None);
+        assert!(concrete("u8") && concrete("app::Node") && concrete("[u8; 4]"));
+        assert!(!concrete("T") && !concrete("K") && !concrete("demo::main::{closure_env#0}"));
+    }
+}

@@ -1,0 +1,321 @@
+//! `heapdump leaks`, `top --retained`, `retainers` and `diff` on dumps
+//! built on purpose with exact expected classes, sizes and paths.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use heapdump_formats::records::{
+    AllocationRecord, EdgeRecord, ProcessRecord, RootRecord, ThreadRecord, edge_flags, owner_kind,
+    process_flags, root_kind, thread_flags,
+};
+use heapdump_formats::testing::DumpBuilder;
+
+fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("graph-{name}.hdump"));
+    std::fs::write(&path, bytes).expect("write test dump");
+    path
+}
+
+fn heapdump(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_heapdump"))
+        .args(args)
+        .output()
+        .expect("run heapdump")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+}
+
+/// A heap without modules (nothing to symbolize): one thread whose stack
+/// is the only root.
+///
+/// - blocks 0..100: a lost list of 48-byte nodes, head (block 0) unreferenced;
+/// - blocks 100, 101: a lost 2-cycle of 64-byte blocks;
+/// - block 102: 32 bytes, on the stack; points at 103 (start) and 104 (16 bytes in);
+/// - block 103: 1000 bytes; block 104: 40 bytes (Rc::into_raw shape).
+struct Heap {
+    builder: DumpBuilder,
+}
+
+const BASE: u64 = 0x10_0000;
+
+fn address(i: u32) -> u64 {
+    BASE + u64::from(i) * 0x1000
+}
+
+impl Heap {
+    fn new(pid: u32, dump_number: u32) -> Heap {
+        let mut b = DumpBuilder::default();
+        let name = b.string(b"main");
+        b.process = ProcessRecord {
+            pid,
+            pointer_size: 8,
+            page_size: 4096,
+            flags: process_flags::HAS_SCAN | process_flags::WORLD_STOPPED,
+            dump_number,
+            machine: 62,
+            next_sequence: 1000,
+            ..Default::default()
+        };
+        b.threads.push(ThreadRecord {
+            tid: pid,
+            flags: thread_flags::ALIVE | thread_flags::MAIN | thread_flags::DUMPING,
+            name,
+            stack_low: 0x7000_0000,
+            stack_high: 0x7010_0000,
+            stack_pointer: 0x700f_0000,
+            live_count: 0,
+        });
+        b.stack(&[]);
+        let list_stack = b.stack(&[0x1111]);
+        let cycle_stack = b.stack(&[0x2222]);
+        let root_stack = b.stack(&[0x3333]);
+        b.roots.push(RootRecord {
+            kind: root_kind::THREAD_STACK,
+            owner_kind: owner_kind::THREAD,
+            owner: 0,
+            address: 0x700f_0000,
+            size: 0x1_0000,
+            ..Default::default()
+        });
+        let mut heap = Heap { builder: b };
+        for i in 0..100 {
+            heap.alloc(i, 48, list_stack);
+        }
+        heap.alloc(100, 64, cycle_stack);
+        heap.alloc(101, 64, cycle_stack);
+        heap.alloc(102, 32, root_stack);
+        heap.alloc(103, 1000, root_stack);
+        heap.alloc(104, 40, root_stack);
+        for i in 0..99 {
+            heap.edge(i, i + 1, 0, 0);
+        }
+        heap.edge(100, 101, 8, 0);
+        heap.edge(101, 100, 8, 0);
+        heap.edge(102, 103, 0, 0);
+        heap.edge(102, 104, 8, 16);
+        heap.builder.edges.push(EdgeRecord {
+            source: 0,
+            target: 102,
+            source_offset: 0x28,
+            target_offset: 0,
+            flags: edge_flags::FROM_ROOT,
+            reserved: 0,
+        });
+        heap
+    }
+
+    fn alloc(&mut self, i: u32, size: u64, stack: u32) {
+        self.builder.allocations.push(AllocationRecord {
+            address: address(i),
+            size,
+            sequence: u64::from(i) + 1,
+            stack,
+            thread: 0,
+            align: 8,
+            flags: 0,
+        });
+    }
+
+    fn edge(&mut self, source: u32, target: u32, source_offset: u64, target_offset: u64) {
+        self.builder.edges.push(EdgeRecord {
+            source,
+            target,
+            source_offset,
+            target_offset,
+            flags: 0,
+            reserved: 0,
+        });
+    }
+
+    fn bytes(mut self) -> Vec<u8> {
+        self.builder.sort_edges();
+        self.builder.fix_totals();
+        self.builder.to_bytes()
+    }
+}
+
+fn class_total(v: &serde_json::Value, class: &str) -> (u64, u64) {
+    let row = v["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["class"] == class)
+        .unwrap();
+    (
+        row["blocks"].as_u64().unwrap(),
+        row["bytes"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn leaks_summary_and_records_follow_memcheck() {
+    let path = write_dump("leaks", &Heap::new(7, 1).bytes());
+    let p = path.to_str().unwrap();
+    let v = json(&heapdump(&[
+        "leaks",
+        p,
+        "--heuristics",
+        "none",
+        "--show",
+        "all",
+        "--json",
+    ]));
+    assert_eq!(class_total(&v, "definitely_lost"), (2, 48 + 64));
+    assert_eq!(class_total(&v, "indirectly_lost"), (100, 99 * 48 + 64));
+    assert_eq!(class_total(&v, "possibly_lost"), (1, 40));
+    assert_eq!(class_total(&v, "still_reachable"), (2, 1032));
+    let first = &v["records"][0];
+    assert_eq!(first["class"], "definitely_lost");
+    assert_eq!(first["blocks"], 1);
+    assert_eq!(first["direct_bytes"], 48);
+    assert_eq!(first["indirect_bytes"], 99 * 48);
+    assert_eq!(first["examples"][0], format!("{:#x}", address(0)));
+    // The cycle: the lower block is the definitely-lost one.
+    let cycle = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["class"] == "definitely_lost" && r["direct_bytes"] == 64)
+        .unwrap();
+    assert_eq!(cycle["examples"][0], format!("{:#x}", address(100)));
+    assert_eq!(cycle["indirect_bytes"], 64);
+
+    // With the default heuristics the Rc::into_raw pointer counts.
+    let v = json(&heapdump(&["leaks", p, "--json"]));
+    assert_eq!(class_total(&v, "possibly_lost"), (0, 0));
+    assert_eq!(class_total(&v, "still_reachable"), (3, 1072));
+    assert_eq!(v["reachable_via_heuristic"][0]["heuristic"], "rc-into-raw");
+    assert_eq!(
+        v["heuristics"],
+        serde_json::json!(["hashbrown", "rc-into-raw", "tagged"])
+    );
+}
+
+#[test]
+fn leaks_text_reads_like_valgrind_and_fail_on_leak_sets_the_exit_status() {
+    let path = write_dump("leaks-text", &Heap::new(7, 1).bytes());
+    let p = path.to_str().unwrap();
+    let out = heapdump(&["leaks", p]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("4,800 (48 direct, 4,752 indirect) bytes in 1 blocks are definitely lost in loss record 1 of 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("definitely lost: 112 bytes in 2 blocks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("indirectly lost: 4,816 bytes in 100 blocks"),
+        "{text}"
+    );
+    let out = heapdump(&["leaks", p, "--fail-on-leak"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn leaks_refuses_a_dump_without_a_scan() {
+    let mut heap = Heap::new(7, 1);
+    heap.builder.process.flags = 0;
+    heap.builder.roots.clear();
+    heap.builder.edges.clear();
+    let path = write_dump("noscan", &heap.bytes());
+    let out = heapdump(&["leaks", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("graph-noscan.hdump") && err.contains("HAS_SCAN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn top_retained_ranks_the_lost_list_head_first() {
+    let path = write_dump("retained", &Heap::new(7, 1).bytes());
+    let v = json(&heapdump(&[
+        "top",
+        path.to_str().unwrap(),
+        "--retained",
+        "-n",
+        "3",
+        "--json",
+    ]));
+    assert_eq!(v["objects"][0]["address"], format!("{:#x}", address(0)));
+    assert_eq!(v["objects"][0]["retained"], 4800);
+    assert_eq!(v["objects"][1]["address"], format!("{:#x}", address(1)));
+    assert_eq!(v["objects"][1]["retained"], 4752);
+    // Sites: the list counts once (its head), not 100 nested times.
+    assert_eq!(v["sites"][0]["retained"], 4800);
+    assert_eq!(v["sites"][0]["objects"], 1);
+    assert_eq!(v["sites"][1]["retained"], 1072);
+}
+
+#[test]
+fn retainers_show_the_dominator_chain_and_the_root_path() {
+    let path = write_dump("retainers", &Heap::new(7, 1).bytes());
+    let addr = format!("{:#x}", address(104) + 4);
+    let v = json(&heapdump(&[
+        "retainers",
+        path.to_str().unwrap(),
+        &addr,
+        "--json",
+    ]));
+    let r = &v["objects"][0];
+    assert_eq!(r["object"]["index"], 104);
+    assert_eq!(r["dominators"][0]["index"], 102);
+    let p = &r["paths"][0];
+    assert_eq!(p["root"]["kind"], "THREAD_STACK");
+    assert_eq!(p["root"]["owner"], "thread 7 \"main\"");
+    assert_eq!(p["root"]["location"], "0x700f0028");
+    assert_eq!(p["steps"][0]["object"]["index"], 102);
+    assert_eq!(p["steps"][1]["object"]["index"], 104);
+    assert_eq!(p["steps"][1]["field_offset"], 8);
+    assert_eq!(p["steps"][1]["target_offset"], 16);
+    // A lost block has no path.
+    let addr = format!("{:#x}", address(5));
+    let v = json(&heapdump(&[
+        "retainers",
+        path.to_str().unwrap(),
+        &addr,
+        "--json",
+    ]));
+    assert_eq!(v["objects"][0]["paths"], serde_json::json!([]));
+    assert_eq!(v["objects"][0]["dominators"][0]["index"], 4);
+    // No block there.
+    let out = heapdump(&["retainers", path.to_str().unwrap(), "0x10"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn diff_counts_growth_and_blocks_new_since_old() {
+    let old = Heap::new(7, 1);
+    let mut new = Heap::new(7, 2);
+    // Block 103 was freed and reallocated at the same address (new sequence),
+    // and a block was added.
+    new.builder.allocations[103].sequence = 500;
+    let stack = new.builder.allocations[103].stack;
+    new.alloc(105, 200, stack);
+    new.builder.allocations[105].sequence = 501;
+    let old_path = write_dump("diff-old", &old.bytes());
+    let new_path = write_dump("diff-new", &new.bytes());
+    let v = json(&heapdump(&[
+        "diff",
+        old_path.to_str().unwrap(),
+        new_path.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["new_objects"], 2);
+    assert_eq!(v["new_object_bytes"], 1200);
+    assert_eq!(v["rows"][0]["delta_bytes"], 200);
+    assert_eq!(v["rows"][0]["delta_count"], 1);
+    assert_eq!(v["rows"][0]["new_objects"], 2);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+}
