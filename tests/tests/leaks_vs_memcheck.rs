@@ -1,0 +1,198 @@
+//! Agreement with valgrind memcheck: the `leaks` example runs under
+//! `valgrind --leak-check=full`, writes its heap dump and exits; memcheck
+//! checks leaks at that exit, so both tools judge the same heap. For every
+//! block the example made on purpose (each shape has its own block size),
+//! heapdump's class without heuristics must equal memcheck's verdict, and
+//! the heuristics must change exactly the shapes they are documented to.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use heapdump_analyze::graph::HeapGraph;
+use heapdump_analyze::leaks::{Heuristics, LeakAnalysis, LeakClass};
+use heapdump_formats::read::Dump;
+use heapdump_tests::{binary, scratch_dir};
+
+/// Block sizes of the shapes `examples/src/bin/leaks.rs` makes, and what
+/// memcheck says of each.
+const SHAPES: [(u64, &str); 8] = [
+    (2000, "held by a static"),
+    (2008, "only pointer dropped"),
+    (1000, "list whose head pointer was dropped"),
+    (48, "Rc cycle without a handle"),
+    (2016, "held through a pointer 8 bytes in"),
+    (2024, "Arc::into_raw kept in a static"),
+    (2032, "low-bit tagged pointer in a static"),
+    (2040, "values of a HashMap held by a static"),
+];
+
+type Verdicts = BTreeMap<u64, BTreeMap<&'static str, u64>>;
+
+fn child<'a, 'input>(
+    node: roxmltree::Node<'a, 'input>,
+    name: &str,
+) -> Option<roxmltree::Node<'a, 'input>> {
+    node.children().find(|c| c.has_tag_name(name))
+}
+
+fn memcheck_kind(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Leak_DefinitelyLost" => "definitely lost",
+        "Leak_IndirectlyLost" => "indirectly lost",
+        "Leak_PossiblyLost" => "possibly lost",
+        "Leak_StillReachable" => "still reachable",
+        _ => return None,
+    })
+}
+
+fn class_name(class: LeakClass) -> &'static str {
+    match class {
+        LeakClass::DefinitelyLost => "definitely lost",
+        LeakClass::IndirectlyLost => "indirectly lost",
+        LeakClass::PossiblyLost => "possibly lost",
+        LeakClass::StillReachable => "still reachable",
+    }
+}
+
+/// Blocks per (size, verdict) from memcheck's XML. A definitely-lost
+/// record's byte count includes the indirect bytes its blocks hold; the
+/// direct bytes are in its text ("1,000 (1,000 direct, 99,000 indirect)").
+fn memcheck_verdicts(xml: &Path) -> Verdicts {
+    let text = std::fs::read_to_string(xml).expect("valgrind wrote no XML");
+    let document = roxmltree::Document::parse(&text).expect("valgrind's XML does not parse");
+    let mut verdicts = Verdicts::new();
+    for error in document.descendants().filter(|n| n.has_tag_name("error")) {
+        let Some(kind) = child(error, "kind")
+            .and_then(|k| k.text())
+            .and_then(memcheck_kind)
+        else {
+            continue;
+        };
+        let Some(what) = child(error, "xwhat") else {
+            continue;
+        };
+        let number = |name: &str| -> u64 {
+            child(what, name)
+                .and_then(|n| n.text())
+                .and_then(|t| t.parse().ok())
+                .expect("a loss record without byte or block counts")
+        };
+        let (bytes, blocks) = (number("leakedbytes"), number("leakedblocks"));
+        let description = child(what, "text").and_then(|t| t.text()).unwrap_or("");
+        let direct = description
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(" direct"))
+            .map(|(direct, _)| direct.replace(',', "").parse().expect("direct bytes"))
+            .unwrap_or(bytes);
+        *verdicts
+            .entry(direct / blocks)
+            .or_default()
+            .entry(kind)
+            .or_default() += blocks;
+    }
+    verdicts
+}
+
+fn heapdump_verdicts(dump: &Path, heuristics: Heuristics) -> Verdicts {
+    let dump = Dump::open(dump).expect("the dump does not parse");
+    let view = dump.view();
+    let graph = HeapGraph::build(&view, &heuristics).expect("cannot build the heap graph");
+    let analysis = LeakAnalysis::compute(&graph);
+    let mut verdicts = Verdicts::new();
+    for (node, allocation) in view.allocations().iter().enumerate() {
+        *verdicts
+            .entry(allocation.size)
+            .or_default()
+            .entry(class_name(analysis.class(node as u32)))
+            .or_default() += 1;
+    }
+    verdicts
+}
+
+fn shapes_only(verdicts: &Verdicts) -> Verdicts {
+    SHAPES
+        .iter()
+        .map(|&(size, _)| (size, verdicts.get(&size).cloned().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn every_deliberate_block_gets_memchecks_verdict() {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    assert!(
+        valgrind.is_ok_and(|o| o.status.success()),
+        "valgrind is needed for this test (Debian package `valgrind`; .ci/run installs it)"
+    );
+    let dir = scratch_dir("leaks_vs_memcheck");
+    let dump = dir.join("leaks.hdump");
+    let xml = dir.join("memcheck.xml");
+    let status = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--xml=yes",
+            "--error-exitcode=0",
+        ])
+        .arg(format!("--xml-file={}", xml.display()))
+        .arg(binary("leaks"))
+        .arg(&dump)
+        .status()
+        .expect("cannot run valgrind");
+    assert!(status.success(), "the leaks example failed under valgrind");
+
+    let memcheck = shapes_only(&memcheck_verdicts(&xml));
+    let strict = shapes_only(&heapdump_verdicts(&dump, Heuristics::none()));
+    // What the example's documentation promises, in memcheck's words.
+    let expected: Verdicts = [
+        (2000, vec![("still reachable", 1)]),
+        (2008, vec![("definitely lost", 1)]),
+        (1000, vec![("definitely lost", 1), ("indirectly lost", 99)]),
+        (48, vec![("definitely lost", 1), ("indirectly lost", 1)]),
+        (2016, vec![("possibly lost", 1)]),
+        (2024, vec![("possibly lost", 1)]),
+        (2032, vec![("possibly lost", 1)]),
+        (2040, vec![("possibly lost", 10)]),
+    ]
+    .into_iter()
+    .map(|(size, classes)| (size, classes.into_iter().collect()))
+    .collect();
+    assert_eq!(memcheck, expected, "memcheck's verdicts changed");
+    assert_eq!(
+        strict, memcheck,
+        "heapdump without heuristics disagrees with memcheck"
+    );
+
+    // The Rc cycle: memcheck calls the lower-addressed block definitely
+    // lost; so must heapdump.
+    let parsed = Dump::open(&dump).unwrap();
+    let view = parsed.view();
+    let graph = HeapGraph::build(&view, &Heuristics::none()).unwrap();
+    let analysis = LeakAnalysis::compute(&graph);
+    let cycle: Vec<(u64, LeakClass)> = view
+        .allocations()
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.size == 48)
+        .map(|(i, a)| (a.address, analysis.class(i as u32)))
+        .collect();
+    assert_eq!(cycle.len(), 2);
+    assert!(cycle[0].0 < cycle[1].0);
+    assert_eq!(cycle[0].1, LeakClass::DefinitelyLost);
+    assert_eq!(cycle[1].1, LeakClass::IndirectlyLost);
+
+    // With every heuristic on, the Rust interior pointers (8 bytes into a
+    // block, Arc::into_raw, a tagged pointer, hashbrown's control bytes)
+    // count as start pointers: those shapes are reachable, the rest keep
+    // memcheck's verdict.
+    let lenient = shapes_only(&heapdump_verdicts(&dump, Heuristics::all()));
+    let mut expected_lenient = memcheck.clone();
+    for size in [2016, 2024, 2032, 2040] {
+        let count: u64 = expected_lenient[&size].values().sum();
+        expected_lenient.insert(size, [("still reachable", count)].into_iter().collect());
+    }
+    assert_eq!(
+        lenient, expected_lenient,
+        "heuristics changed the wrong shapes"
+    );
+}
