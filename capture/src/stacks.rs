@@ -212,28 +212,6 @@ fn hash_frames(frames: &[u64]) -> u64 {
     h ^ (h >> 32)
 }
 
-/// Maps a reservation once, racing threads agreeing on one mapping.
-fn reserve<T>(cell: &AtomicPtr<T>, bytes: usize) -> Option<*mut T> {
-    let current = cell.load(Ordering::Acquire);
-    if !current.is_null() {
-        return Some(current);
-    }
-    let fresh = sys::map_zeroed(bytes)?.cast::<T>();
-    match cell.compare_exchange(
-        core::ptr::null_mut(),
-        fresh,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => Some(fresh),
-        Err(winner) => {
-            // SAFETY: `fresh` is the mapping we just made and nobody saw it.
-            unsafe { sys::unmap(fresh.cast(), bytes) };
-            Some(winner)
-        }
-    }
-}
-
 impl StackInterner {
     pub const fn new() -> StackInterner {
         StackInterner {
@@ -267,11 +245,12 @@ impl StackInterner {
         } else {
             0
         };
-        let Some(stacks) = reserve(&self.stacks, MAX_STACKS as usize * size_of::<StoredStack>())
+        let Some(stacks) =
+            sys::map_once(&self.stacks, MAX_STACKS as usize * size_of::<StoredStack>())
         else {
             return self.drop_one();
         };
-        let Some(frame_store) = reserve(&self.frames, MAX_FRAMES as usize * size_of::<u64>())
+        let Some(frame_store) = sys::map_once(&self.frames, MAX_FRAMES as usize * size_of::<u64>())
         else {
             return self.drop_one();
         };

@@ -54,6 +54,30 @@ pub unsafe fn unmap(ptr: *mut u8, bytes: usize) {
     }
 }
 
+/// The mapping published in `cell`, made on first use: `bytes` of zeroed
+/// memory that is never unmapped. Threads racing to make it agree on one;
+/// the losers return theirs.
+pub fn map_once<T>(cell: &core::sync::atomic::AtomicPtr<T>, bytes: usize) -> Option<*mut T> {
+    let current = cell.load(Ordering::Acquire);
+    if !current.is_null() {
+        return Some(current);
+    }
+    let fresh = map_zeroed(bytes)?.cast::<T>();
+    match cell.compare_exchange(
+        core::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Some(fresh),
+        Err(winner) => {
+            // SAFETY: `fresh` is the mapping we just made; nobody saw it.
+            unsafe { unmap(fresh.cast(), bytes) };
+            Some(winner)
+        }
+    }
+}
+
 /// Memory for plain-old-data values: all-zero bytes are a valid value.
 ///
 /// # Safety

@@ -88,25 +88,7 @@ pub fn forget_current() {
 }
 
 fn registry() -> Option<*mut ThreadSlot> {
-    let current = REGISTRY.load(Ordering::Acquire);
-    if !current.is_null() {
-        return Some(current);
-    }
-    let bytes = MAX_THREADS * size_of::<ThreadSlot>();
-    let fresh = sys::map_zeroed(bytes)?.cast::<ThreadSlot>();
-    match REGISTRY.compare_exchange(
-        core::ptr::null_mut(),
-        fresh,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    ) {
-        Ok(_) => Some(fresh),
-        Err(winner) => {
-            // SAFETY: `fresh` is our unpublished mapping of `bytes`.
-            unsafe { sys::unmap(fresh.cast(), bytes) };
-            Some(winner)
-        }
-    }
+    sys::map_once(&REGISTRY, MAX_THREADS * size_of::<ThreadSlot>())
 }
 
 /// A registered thread as a dump reads it.

@@ -86,23 +86,7 @@ static INSIDE: AtomicU32 = AtomicU32::new(0);
 static PREVIOUS: AtomicPtr<Previous> = AtomicPtr::new(core::ptr::null_mut());
 
 fn slots() -> Option<&'static [StopSlot]> {
-    let mut base = SLOTS.load(Ordering::Acquire);
-    if base.is_null() {
-        let fresh = sys::map_zeroed(MAX_THREADS * size_of::<StopSlot>())?.cast::<StopSlot>();
-        base = match SLOTS.compare_exchange(
-            core::ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(winner) => {
-                // SAFETY: `fresh` was never published.
-                unsafe { sys::unmap(fresh.cast(), MAX_THREADS * size_of::<StopSlot>()) };
-                winner
-            }
-        };
-    }
+    let base = sys::map_once(&SLOTS, MAX_THREADS * size_of::<StopSlot>())?;
     // SAFETY: the mapping holds MAX_THREADS zero-initialized slots of
     // atomics and is never unmapped.
     Some(unsafe { core::slice::from_raw_parts(base, MAX_THREADS) })

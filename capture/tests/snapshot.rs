@@ -11,14 +11,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs::File;
 use std::hint::black_box;
 use std::mem::offset_of;
-use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
+
+mod common;
 
 use heapdump_capture::{DumpStats, Tracker};
 use heapdump_formats::read::{Dump, DumpView};
@@ -26,7 +26,6 @@ use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, RootRecord, edge_flags, module_flags, owner_kind, process_flags,
     root_kind, thread_flags,
 };
-use heapdump_formats::verify::verify;
 
 #[global_allocator]
 static ALLOCATOR: Tracker = Tracker::system();
@@ -82,61 +81,25 @@ fn main() {
             programs_own_sigpwr_handler_keeps_working_across_dumps,
         ),
     ];
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        // A test's frame lies where the previous test's frame was: clear it,
-        // so no stale pointer from an earlier test (to a block that has been
-        // freed, and whose address a later test's block may reuse) is
-        // scanned as a root.
-        scrub_stack();
-        test();
-        println!("test {name} ... ok");
-    }
+    // A test's frame lies where the previous test's frame was: clear it,
+    // so no stale pointer from an earlier test (to a block that has been
+    // freed, and whose address a later test's block may reuse) is scanned
+    // as a root.
+    common::run_tests(&tests, scrub_stack);
 }
 
 // ---------------------------------------------------------------------------
 // Dumping and reading back
 
-/// Writes a dump to an unlinked scratch file and reads it back.
 fn dump_with_stats() -> (Vec<u8>, DumpStats) {
-    let file = tempfile();
-    let stats = heapdump_capture::write_heap_dump(file.as_fd()).expect("dump failed");
-    let bytes = std::fs::read(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&file)
-    ))
-    .expect("cannot read the dump back");
-    assert_eq!(bytes.len() as u64, stats.bytes_written);
-    (bytes, stats)
-}
-
-fn tempfile() -> File {
-    let path = std::env::temp_dir().join(format!(
-        "heapdump-capture-snapshot-{}-{:?}.hdump",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let file = File::options()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("cannot create a scratch file");
-    std::fs::remove_file(&path).expect("cannot unlink the scratch file");
-    file
+    common::dump_with_stats()
 }
 
 /// Parses, verifies, and checks that the `DumpStats` the writer returned
 /// agree with the records it wrote.
 fn parse(bytes: Vec<u8>, stats: &DumpStats) -> Dump {
-    let dump = Dump::from_vec(bytes).expect("the dump does not parse");
+    let dump = common::parse_and_verify(bytes);
     let view = dump.view();
-    let problems = verify(&view);
-    assert!(problems.is_empty(), "verify found problems: {problems:#?}");
     let process = view.process();
     assert_ne!(
         process.flags & process_flags::HAS_SCAN,

@@ -3,14 +3,14 @@
 //! allocating while dumps are written.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier, Mutex};
+
+mod common;
 
 use heapdump_capture::Tracker;
 use heapdump_formats::read::Dump;
 use heapdump_formats::records::{AllocationRecord, allocation_flags, thread_flags};
-use heapdump_formats::verify::verify;
 
 #[global_allocator]
 static ALLOCATOR: Tracker = Tracker::system();
@@ -45,49 +45,15 @@ fn main() {
             eight_threads_churning_while_100_dumps_are_written,
         ),
     ];
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        test();
-        println!("test {name} ... ok");
-    }
+    common::run_tests(&tests, || {});
 }
 
 fn dump_bytes() -> Vec<u8> {
-    let file = tempfile();
-    heapdump_capture::write_heap_dump(file.as_fd()).expect("dump failed");
-    std::fs::read(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&file)
-    ))
-    .expect("cannot read the dump back")
-}
-
-fn tempfile() -> File {
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!(
-        "heapdump-capture-test-{}-{:?}.hdump",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let file = File::options()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("cannot create a scratch file");
-    std::fs::remove_file(&path).expect("cannot unlink the scratch file");
-    file
+    common::dump_with_stats().0
 }
 
 fn parse(bytes: Vec<u8>) -> Dump {
-    let dump = Dump::from_vec(bytes).expect("the dump does not parse");
-    let problems = verify(&dump.view());
-    assert!(problems.is_empty(), "verify found problems: {problems:#?}");
-    dump
+    common::parse_and_verify(bytes)
 }
 
 fn record_at(dump: &Dump, address: usize) -> Option<AllocationRecord> {
@@ -183,17 +149,13 @@ fn zeroed_and_overaligned_blocks_keep_their_flags_and_alignment() {
 fn dump_process_totals_match_stats_when_nothing_else_runs() {
     let keep: Vec<String> = (0..1000).map(|i| format!("string number {i}")).collect();
     let before = heapdump_capture::stats();
-    let file = tempfile();
+    let file = common::tempfile();
     let written = heapdump_capture::write_heap_dump(file.as_fd()).unwrap();
     let after = heapdump_capture::stats();
     assert_eq!(before.live_bytes, after.live_bytes);
     assert_eq!(written.live_bytes, before.live_bytes);
     assert_eq!(written.allocations, before.live_count);
-    let bytes = std::fs::read(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&file)
-    ))
-    .unwrap();
+    let bytes = common::read_back(&file);
     assert_eq!(bytes.len() as u64, written.bytes_written);
     let dump = parse(bytes);
     let process = dump.view().process();

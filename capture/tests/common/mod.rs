@@ -1,0 +1,65 @@
+//! What the capture integration tests share: a sequential test runner (the
+//! tests compare exact counts in one process-wide tracker, so libtest's
+//! threads must not allocate in the middle of a measurement) and dumping
+//! into an unlinked scratch file that is read back and verified.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd};
+
+use heapdump_capture::DumpStats;
+use heapdump_formats::read::Dump;
+use heapdump_formats::verify::verify;
+
+/// Runs `tests` in order on the calling thread, `before_each` first; a
+/// non-flag command-line argument filters them by name, as libtest does.
+pub fn run_tests(tests: &[(&str, fn())], before_each: fn()) {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    for &(name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        before_each();
+        test();
+        println!("test {name} ... ok");
+    }
+}
+
+/// A read-write scratch file that is already unlinked.
+pub fn tempfile() -> File {
+    let path = std::env::temp_dir().join(format!(
+        "heapdump-capture-test-{}-{:?}.hdump",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let file = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("cannot create a scratch file");
+    std::fs::remove_file(&path).expect("cannot unlink the scratch file");
+    file
+}
+
+/// Reads back everything written to `file`.
+pub fn read_back(file: &File) -> Vec<u8> {
+    std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("cannot read the dump back")
+}
+
+/// Writes a dump with `write_heap_dump` and reads it back.
+pub fn dump_with_stats() -> (Vec<u8>, DumpStats) {
+    let file = tempfile();
+    let stats = heapdump_capture::write_heap_dump(file.as_fd()).expect("dump failed");
+    let bytes = read_back(&file);
+    assert_eq!(bytes.len() as u64, stats.bytes_written);
+    (bytes, stats)
+}
+
+/// Parses a dump and checks that `verify` finds no problem.
+pub fn parse_and_verify(bytes: Vec<u8>) -> Dump {
+    let dump = Dump::from_vec(bytes).expect("the dump does not parse");
+    let problems = verify(&dump.view());
+    assert!(problems.is_empty(), "verify found problems: {problems:#?}");
+    dump
+}
