@@ -499,26 +499,23 @@ fn reached_via_heuristic(graph: &HeapGraph, state: &[u8]) -> Vec<(u32, Heuristic
     if graph.heuristics() == Heuristics::none() {
         return Vec::new();
     }
+    // First the candidates (rare: only heuristic pointers), then one pass
+    // over start pointers that only looks at candidate targets.
     let mut candidates: Vec<(u32, Heuristic)> = Vec::new();
-    let mut has_start: Vec<u32> = Vec::new();
     for e in graph.root_edges() {
-        if e.target_offset == 0 {
-            has_start.push(e.target);
-        } else if let Some(h) = e.heuristic {
+        if e.target_offset != 0
+            && let Some(h) = e.heuristic
+        {
             candidates.push((e.target, h));
         }
     }
     for v in 0..graph.node_count() as u32 {
-        let s = state[v as usize];
-        if s != REACHABLE && s != POSSIBLE {
+        if state[v as usize] != REACHABLE {
             continue;
         }
         let row_start = graph.out_row_start(v);
         for (i, e) in graph.out_row(v).iter().enumerate() {
-            if e.is_start() {
-                has_start.push(e.node());
-            } else if e.is_by_heuristic()
-                && s == REACHABLE
+            if e.is_by_heuristic()
                 && let Some(h) = graph.heuristic_of_slot(row_start + i as u32)
             {
                 candidates.push((e.node(), h));
@@ -528,11 +525,30 @@ fn reached_via_heuristic(graph: &HeapGraph, state: &[u8]) -> Vec<(u32, Heuristic
     if candidates.is_empty() {
         return Vec::new();
     }
-    has_start.sort_unstable();
-    has_start.dedup();
     candidates.sort_unstable();
     candidates.dedup_by_key(|&mut (n, _)| n);
-    candidates.retain(|&(n, _)| has_start.binary_search(&n).is_err());
+    let mut is_candidate = vec![false; graph.node_count()];
+    for &(n, _) in &candidates {
+        is_candidate[n as usize] = true;
+    }
+    let mut has_start = vec![false; graph.node_count()];
+    for e in graph.root_edges() {
+        if e.target_offset == 0 {
+            has_start[e.target as usize] = true;
+        }
+    }
+    for v in 0..graph.node_count() as u32 {
+        let s = state[v as usize];
+        if s != REACHABLE && s != POSSIBLE {
+            continue;
+        }
+        for e in graph.out_row(v) {
+            if e.is_start() && is_candidate[e.node() as usize] {
+                has_start[e.node() as usize] = true;
+            }
+        }
+    }
+    candidates.retain(|&(n, _)| !has_start[n as usize]);
     candidates
 }
 
