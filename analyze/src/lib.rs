@@ -25,6 +25,7 @@ use std::path::Path;
 use heapdump_formats::read::Dump;
 
 pub mod dominators;
+pub mod export;
 pub mod graph;
 pub mod heap_report;
 pub mod leaks;
@@ -32,6 +33,7 @@ pub mod paths;
 pub mod report;
 pub mod site;
 pub mod symbolize;
+pub mod types;
 
 /// Opens and validates a dump. The error names the file and, for a corrupt
 /// dump, the section and byte offset.

@@ -13,6 +13,8 @@ use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 use serde::Serialize;
 
+mod cli_export;
+
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
     0  success (for verify: the dump has no problems)
@@ -232,6 +234,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The heap graph as Graphviz DOT: objects (or types, or sites), roots and pointers.
+    Todot(cli_export::TodotArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -435,6 +439,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(json, &report, || report.to_text())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Todot(args) => cli_export::todot(args),
         Command::Diff {
             old,
             new,

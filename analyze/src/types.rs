@@ -180,7 +180,10 @@ const PATH_MARKERS: &[(&str, Owner)] = &[
     ("hashbrown::raw::RawTable<", Owner::HashTable),
     ("hashbrown::raw::RawTableInner", Owner::HashTable),
     ("alloc::collections::btree::node::LeafNode<", Owner::BTree),
-    ("alloc::collections::btree::node::InternalNode<", Owner::BTree),
+    (
+        "alloc::collections::btree::node::InternalNode<",
+        Owner::BTree,
+    ),
 ];
 
 /// Source-file markers for short names (line-tables-only debug info).
@@ -232,6 +235,12 @@ fn frame_argument(owner: Owner, name: &str) -> Option<String> {
         .copied()
         .filter(|a| !is_allocator(a) && !is_hasher(a))
         .collect();
+    // A boxed closure is a real type; elsewhere a closure environment in
+    // the arguments is a callback, not what is allocated.
+    let concrete = |a: &str| match owner {
+        Owner::Box | Owner::Rc | Owner::Arc => concrete(a) || is_closure_path(a),
+        _ => concrete(a),
+    };
     match owner {
         Owner::String => None,
         // Node constructors take the key and the value: name both.
@@ -290,21 +299,33 @@ pub fn recover_type(frames: &[Frame]) -> Option<TypeName> {
         .unwrap_or(frames.len());
     let window = &frames[start..end];
 
-    let mut found: Option<(usize, Owner, String)> = None;
+    // The innermost candidate from an inlined frame wins over one from an
+    // out-of-line function: identical-code folding merges instances whose
+    // types have the same layout, so an out-of-line `RawVec<Vec<u8>>::grow_one`
+    // may be serving a `VecDeque<String>`; inlined frames are never merged.
+    let mut first: Option<(usize, Owner, String)> = None;
+    let mut first_inlined: Option<(usize, Owner, String)> = None;
     for (i, frame) in window.iter().enumerate() {
         let Some((owner, name)) = owner_of(frame) else {
             continue;
         };
-        if owner == Owner::String {
-            found = Some((i, owner, String::new()));
-            break;
+        let argument = if owner == Owner::String {
+            Some(String::new())
+        } else {
+            frame_argument(owner, name)
+        };
+        let Some(argument) = argument else {
+            continue;
+        };
+        if first.is_none() {
+            first = Some((i, owner, argument.clone()));
         }
-        if let Some(argument) = frame_argument(owner, name) {
-            found = Some((i, owner, argument));
+        if frame.inlined {
+            first_inlined = Some((i, owner, argument));
             break;
         }
     }
-    let (at, owner, argument) = found?;
+    let (at, owner, argument) = first_inlined.or(first)?;
     let outer = || window[at + 1..].iter().filter_map(owner_of).map(|(o, _)| o);
     let kind = match owner {
         Owner::String => TypeKind::StringBuffer,
@@ -339,7 +360,9 @@ fn generic_args(name: &str) -> Option<Vec<&str>> {
     let open = (0..bytes.len()).find(|&i| {
         bytes[i] == b'<'
             && i > 0
-            && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':')
+            && (bytes[i - 1].is_ascii_alphanumeric()
+                || bytes[i - 1] == b'_'
+                || bytes[i - 1] == b':')
     })?;
     let mut depth = 0usize;
     let mut args = Vec::new();
@@ -363,6 +386,11 @@ fn generic_args(name: &str) -> Option<Vec<&str>> {
         }
     }
     None
+}
+
+/// `path::{closure_env#N}` with generic arguments, a closure's type.
+fn is_closure_path(arg: &str) -> bool {
+    arg.contains("::{closure_env#") && !arg.starts_with('{')
 }
 
 fn is_allocator(arg: &str) -> bool {
@@ -400,10 +428,7 @@ fn concrete(arg: &str) -> bool {
 /// arguments: `alloc::vec::Vec<alloc::string::String, alloc::alloc::Global>`
 /// becomes `Vec<String>`.
 pub fn shorten_type(ty: &str) -> String {
-    const DROP: &[&str] = &[
-        ", alloc::alloc::Global",
-        ", std::hash::random::RandomState",
-    ];
+    const DROP: &[&str] = &[", alloc::alloc::Global", ", std::hash::random::RandomState"];
     const PATHS: &[(&str, &str)] = &[
         ("alloc::vec::Vec<", "Vec<"),
         ("alloc::string::String", "String"),
@@ -492,10 +517,7 @@ mod tests {
     #[test]
     fn box_with_full_paths_names_the_boxed_type_and_skips_parameters() {
         let frames = stack(&[
-            (
-                "alloc::boxed::Box<T>::new",
-                std("alloc/src/boxed.rs"),
-            ),
+            ("alloc::boxed::Box<T>::new", std("alloc/src/boxed.rs")),
             (
                 "<alloc::boxed::Box<app::Node>>::new",
                 std("alloc/src/boxed.rs"),
@@ -513,16 +535,34 @@ mod tests {
     fn vec_buffers_name_the_element_and_skip_allocator_arguments() {
         // vec![0u64; n] in a line-tables-only build.
         let frames = stack(&[
-            ("try_allocate_in<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
-            ("with_capacity_in<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
-            ("with_capacity_in<u64, alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
-            ("from_elem<u64, alloc::alloc::Global>", std("alloc/src/vec/spec_from_elem.rs")),
+            (
+                "try_allocate_in<alloc::alloc::Global>",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "with_capacity_in<alloc::alloc::Global>",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "with_capacity_in<u64, alloc::alloc::Global>",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "from_elem<u64, alloc::alloc::Global>",
+                std("alloc/src/vec/spec_from_elem.rs"),
+            ),
         ]);
         assert_eq!(label(&frames), "Vec<u64> buffer");
         // Growth through an unresolved RawVec<T,A>::grow_one, then push.
         let frames = stack(&[
-            ("grow_one<alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
-            ("alloc::raw_vec::RawVec<T,A>::grow_one", std("alloc/src/raw_vec/mod.rs")),
+            (
+                "grow_one<alloc::alloc::Global>",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "alloc::raw_vec::RawVec<T,A>::grow_one",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
             (
                 "push_mut<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global>",
                 std("alloc/src/vec/mod.rs"),
@@ -534,10 +574,22 @@ mod tests {
     #[test]
     fn string_buffers_are_recognised_by_string_and_format_frames() {
         let frames = stack(&[
-            ("<alloc::raw_vec::RawVecInner>::try_allocate_in", std("alloc/src/raw_vec/mod.rs")),
-            ("<alloc::raw_vec::RawVec<u8>>::with_capacity_in", std("alloc/src/raw_vec/mod.rs")),
-            ("<alloc::vec::Vec<u8>>::with_capacity", std("alloc/src/vec/mod.rs")),
-            ("<alloc::string::String>::with_capacity", std("alloc/src/string.rs")),
+            (
+                "<alloc::raw_vec::RawVecInner>::try_allocate_in",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "<alloc::raw_vec::RawVec<u8>>::with_capacity_in",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "<alloc::vec::Vec<u8>>::with_capacity",
+                std("alloc/src/vec/mod.rs"),
+            ),
+            (
+                "<alloc::string::String>::with_capacity",
+                std("alloc/src/string.rs"),
+            ),
             ("alloc::fmt::format::format_inner", std("alloc/src/fmt.rs")),
         ]);
         assert_eq!(label(&frames), "String buffer");
@@ -555,24 +607,45 @@ mod tests {
     #[test]
     fn vecdeque_rc_arc_hash_tables_and_btree_nodes() {
         let frames = stack(&[
-            ("with_capacity_in<alloc::string::String, alloc::alloc::Global>", std("alloc/src/raw_vec/mod.rs")),
-            ("grow<alloc::string::String, alloc::alloc::Global>", std("alloc/src/collections/vec_deque/mod.rs")),
+            (
+                "with_capacity_in<alloc::string::String, alloc::alloc::Global>",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "grow<alloc::string::String, alloc::alloc::Global>",
+                std("alloc/src/collections/vec_deque/mod.rs"),
+            ),
         ]);
         assert_eq!(label(&frames), "VecDeque<String> buffer");
 
         let frames = stack(&[
             ("box_new_uninit", std("alloc/src/boxed.rs")),
-            ("new<alloc::rc::RcInner<core::cell::RefCell<app::Node>>>", std("alloc/src/boxed.rs")),
-            ("new<core::cell::RefCell<app::Node>>", std("alloc/src/rc.rs")),
+            (
+                "new<alloc::rc::RcInner<core::cell::RefCell<app::Node>>>",
+                std("alloc/src/boxed.rs"),
+            ),
+            (
+                "new<core::cell::RefCell<app::Node>>",
+                std("alloc/src/rc.rs"),
+            ),
         ]);
         assert_eq!(label(&frames), "RcInner<RefCell<app::Node>>");
         let frames = stack(&[("allocate_for_layout<app::Config>", std("alloc/src/sync.rs"))]);
         assert_eq!(label(&frames), "ArcInner<app::Config>");
 
         let frames = stack(&[
-            ("do_alloc<alloc::alloc::Global>", format!("{HASHBROWN}/raw/alloc.rs")),
-            ("new_uninitialized<alloc::alloc::Global>", format!("{HASHBROWN}/raw/mod.rs")),
-            ("hashbrown::raw::RawTable<T,A>::reserve_rehash", format!("{HASHBROWN}/raw/mod.rs")),
+            (
+                "do_alloc<alloc::alloc::Global>",
+                format!("{HASHBROWN}/raw/alloc.rs"),
+            ),
+            (
+                "new_uninitialized<alloc::alloc::Global>",
+                format!("{HASHBROWN}/raw/mod.rs"),
+            ),
+            (
+                "hashbrown::raw::RawTable<T,A>::reserve_rehash",
+                format!("{HASHBROWN}/raw/mod.rs"),
+            ),
             (
                 "reserve<(u64, app::Session), alloc::alloc::Global, hashbrown::map::make_hasher::{closure_env#0}<u64, app::Session, std::hash::random::RandomState>>",
                 format!("{HASHBROWN}/raw/mod.rs"),
@@ -589,15 +662,65 @@ mod tests {
         )]);
         assert_eq!(label(&frames), "hash table of (u64, app::Session)");
 
-        let frames = stack(&[
+        let frames = stack(&[(
+            "<alloc::boxed::Box<alloc::collections::btree::node::LeafNode<usize, app::Info>>>::try_new_uninit_in",
+            std("alloc/src/boxed.rs"),
+        )]);
+        assert_eq!(label(&frames), "LeafNode<usize, app::Info>");
+        let frames = stack(&[(
+            "new<u32, alloc::string::String, alloc::alloc::Global>",
+            std("alloc/src/collections/btree/node.rs"),
+        )]);
+        assert_eq!(label(&frames), "BTree node of (u32, String)");
+    }
+
+    #[test]
+    fn inlined_frames_win_over_folded_out_of_line_instances() {
+        // What the demo records for `VecDeque<String>::push_back`: the
+        // out-of-line grow_one is the folded `RawVec<Vec<u8>>` instance.
+        let mut frames = stack(&[
             (
-                "<alloc::boxed::Box<alloc::collections::btree::node::LeafNode<usize, app::Info>>>::try_new_uninit_in",
-                std("alloc/src/boxed.rs"),
+                "<alloc::raw_vec::RawVecInner>::finish_grow",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "<alloc::raw_vec::RawVec<alloc::vec::Vec<u8>>>::grow_one",
+                std("alloc/src/raw_vec/mod.rs"),
+            ),
+            (
+                "alloc::collections::vec_deque::VecDeque<T,A>::grow",
+                std("alloc/src/collections/vec_deque/mod.rs"),
+            ),
+            (
+                "push_back<alloc::string::String, alloc::alloc::Global>",
+                std("alloc/src/collections/vec_deque/mod.rs"),
             ),
         ]);
-        assert_eq!(label(&frames), "LeafNode<usize, app::Info>");
-        let frames = stack(&[("new<u32, alloc::string::String, alloc::alloc::Global>", std("alloc/src/collections/btree/node.rs"))]);
-        assert_eq!(label(&frames), "BTree node of (u32, String)");
+        for frame in &mut frames[5..8] {
+            frame.inlined = false;
+        }
+        assert_eq!(label(&frames), "VecDeque<String> buffer");
+        // With no inlined candidate, the out-of-line one is still used (a
+        // type with the same layout as the real one, at worst).
+        frames.remove(8);
+        assert_eq!(label(&frames), "VecDeque<Vec<u8>> buffer");
+    }
+
+    #[test]
+    fn boxed_closures_are_typed_but_closure_arguments_elsewhere_are_not() {
+        let frames = stack(&[(
+            "new<std::thread::lifecycle::spawn_unchecked::{closure_env#1}<app::main::{closure_env#0}, usize>>",
+            std("alloc/src/boxed.rs"),
+        )]);
+        assert_eq!(
+            label(&frames),
+            "std::thread::lifecycle::spawn_unchecked::{closure_env#1}<app::main::{closure_env#0}, usize>"
+        );
+        let frames = stack(&[(
+            "extend<app::main::{closure_env#0}>",
+            std("alloc/src/vec/mod.rs"),
+        )]);
+        assert_eq!(label(&frames), "alloc@app::build:30");
     }
 
     #[test]
@@ -617,15 +740,23 @@ mod tests {
     #[test]
     fn generic_arguments_respect_nesting() {
         assert_eq!(
-            generic_args("with_capacity_in<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global>"),
-            Some(vec!["alloc::vec::Vec<u8, alloc::alloc::Global>", "alloc::alloc::Global"])
+            generic_args(
+                "with_capacity_in<alloc::vec::Vec<u8, alloc::alloc::Global>, alloc::alloc::Global>"
+            ),
+            Some(vec![
+                "alloc::vec::Vec<u8, alloc::alloc::Global>",
+                "alloc::alloc::Global"
+            ])
         );
         assert_eq!(
             generic_args("call<fn(&str) -> u8, (u8, [u16; 4])>"),
             Some(vec!["fn(&str) -> u8", "(u8, [u16; 4])"])
         );
         assert_eq!(generic_args("box_new_uninit"), None);
-        assert_eq!(generic_args("<alloc::vec::Vec<u8>>::push"), Some(vec!["u8"]));
+        assert_eq!(
+            generic_args("<alloc::vec::Vec<u8>>::push"),
+            Some(vec!["u8"])
+        );
         assert_eq!(generic_args("broken<a, <b"), None);
         assert!(concrete("u8") && concrete("app::Node") && concrete("[u8; 4]"));
         assert!(!concrete("T") && !concrete("K") && !concrete("demo::main::{closure_env#0}"));

@@ -1,5 +1,5 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
-//! ([`dot`]) and SQLite ([`sqlite`]). Both work from one [`HeapModel`]:
+//! ([`dot`]) and SQLite (`sqlite`). Both work from one [`HeapModel`]:
 //! the dump, every allocation's name (recovered type or site), its leak
 //! class, and its out-edges, computed once.
 //!
@@ -28,7 +28,7 @@ use crate::symbolize::Frame;
 use crate::types::{AllocationName, site_label};
 
 pub mod dot;
-pub mod sqlite;
+// pub mod sqlite;
 
 /// One distinct type label (a recovered type, or `alloc@site` for
 /// allocations no constructor frame names).
@@ -336,8 +336,8 @@ pub fn root_kind_name(kind: u16) -> &'static str {
 /// x86_64 register names in `mcontext_t` `gregs` order, for labelling a
 /// pointer found in a REGISTERS root (its source offset is index × 8).
 const X86_64_GREGS: [&str; 23] = [
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx",
-    "rax", "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
+    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax",
+    "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
 ];
 
 /// How to label the pointer at `offset` in `root`: a register name for

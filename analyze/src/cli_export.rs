@@ -1,0 +1,129 @@
+//! The export commands of `heapdump` (`todot`, `tosqlite`): argument
+//! structs and the glue from them to `heapdump_analyze::export`. Kept out
+//! of `main.rs` so that file stays a list of commands.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use heapdump_analyze::export::HeapModel;
+use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
+use heapdump_formats::read::DumpView;
+
+use crate::{display, progress_bar, symbolizer_for};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = concat!(
+    "EXAMPLES:\n",
+    "    heapdump todot /tmp/app.hdump | dot -Tsvg > heap.svg\n",
+    "    heapdump todot /tmp/app.hdump ./target/release/app -o heap.dot\n",
+    "    heapdump todot /tmp/app.hdump --group-by type | dot -Tsvg > types.svg\n",
+    "    heapdump todot /tmp/app.hdump --from 'app::Node' --depth 3\n",
+    "    heapdump todot /tmp/app.hdump --from 0x55d0c0a01f20 --max-nodes 50\n",
+    "    heapdump todot /tmp/app.hdump --min-size 4096 --max-nodes 500\n\n",
+    "Without --group-by, each drawn object is one box: its type (recovered from the\n",
+    "allocation stack's constructor frames, or alloc@SITE), size and address; the\n",
+    "tooltip names the allocation site. Objects are drawn breadth-first from the\n",
+    "roots, nearest first, up to --max-nodes; a quarter of that is kept for objects\n",
+    "no root reaches, which are red (definitely lost) or orange (indirectly lost).\n",
+    "Yellow: reached only through interior pointers (possibly lost). Edges are\n",
+    "labelled +OFFSET, the byte offset of the pointer in its source; dashed edges\n",
+    "point inside their target (+OFFSET → +TARGET_OFFSET); dotted edges stand for\n",
+    "a path through objects smaller than --min-size. Roots are drawn by kind:\n",
+    "house = thread stack, cds = registers (edges named by register), hexagon =\n",
+    "TLS, folder = data segment, diamond = other. Field names need DWARF type\n",
+    "information, which heapdump does not read yet (see analyze/EXPORTS.md).\n\n",
+    "--from takes an address inside an allocation (0x…), or a type or site label\n",
+    "as the graph shows it (exact, else every label containing the text).\n",
+    "With --group-by, one node per type or site with its object count and bytes,\n",
+    "and one edge per pair of groups with the number of pointers; roots are one\n",
+    "node per kind. When --max-nodes cuts the graph, stderr says how much.\n",
+    "Node ids: a<N> = allocation N, r<N> = root N, t<N>/s<N> = type/site group,\n",
+    "k<KIND> = roots of one kind."
+))]
+pub struct TodotArgs {
+    /// The .hdump file.
+    dump: PathBuf,
+    /// The program's executable, if not at the path the dump records.
+    binary: Option<PathBuf>,
+    /// Write the DOT here instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    output: Option<PathBuf>,
+    /// Start from an address, type or site instead of the roots.
+    #[arg(long, value_name = "ADDR|TYPE|SITE")]
+    from: Option<String>,
+    /// Follow at most N pointers from where the walk starts.
+    #[arg(long, value_name = "N")]
+    depth: Option<u32>,
+    /// Draw at most N objects (or groups).
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    max_nodes: usize,
+    /// Leave out objects (or groups) smaller than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    min_size: u64,
+    /// One node per type or per allocation site.
+    #[arg(long, value_enum)]
+    group_by: Option<GroupBy>,
+}
+
+/// Opens a dump and builds the export model, symbolizing with the binary.
+fn open_model<'a>(
+    view: DumpView<'a>,
+    dump: &Path,
+    binary: Option<PathBuf>,
+) -> anyhow::Result<HeapModel<'a>> {
+    let mut symbolizer = symbolizer_for(&view, dump, binary)?;
+    let spinner = progress_bar("symbolizing and building the heap graph");
+    // The closure reads stacks through its own copy of the view (a few
+    // slices), while the model keeps the other.
+    let stacks = view.clone();
+    let model = HeapModel::build(view, |stack| symbolizer.symbolize_stack(&stacks, stack))
+        .with_context(|| format!("cannot analyze {}", display(dump)))?;
+    spinner.finish_and_clear();
+    for warning in &model.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(model)
+}
+
+/// `heapdump todot`.
+pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
+    let file = heapdump_analyze::open_dump(&args.dump)?;
+    let model = open_model(file.view(), &args.dump, args.binary)?;
+    let options = DotOptions {
+        from: args.from,
+        depth: args.depth,
+        max_nodes: args.max_nodes,
+        min_size: args.min_size,
+        group_by: args.group_by,
+    };
+    let summary = match &args.output {
+        Some(path) => {
+            let mut out = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", display(path)))?;
+            let summary = dot::write_dot(&model, &options, &mut out)?;
+            out.flush()
+                .with_context(|| format!("cannot write {}", display(path)))?;
+            summary
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            let summary = dot::write_dot(&model, &options, &mut out)?;
+            out.flush()?;
+            summary
+        }
+    };
+    if summary.cut > 0 {
+        let what = if options.group_by.is_some() {
+            "groups"
+        } else {
+            "objects"
+        };
+        eprintln!(
+            "note: drew {} {what}; {} more were left out by --max-nodes {} (narrow with --from, --depth, --min-size or --group-by)",
+            summary.nodes, summary.cut, options.max_nodes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

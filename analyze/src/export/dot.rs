@@ -1,0 +1,620 @@
+//! `heapdump todot`: the heap graph as Graphviz DOT.
+//!
+//! A real heap has thousands to millions of objects, which no layout makes
+//! readable, so the export draws a bounded part of it: a breadth-first walk
+//! from the roots (or from `--from` objects), at most `max_nodes` objects,
+//! nearest first; or one node per type or site (`group_by`), with edges
+//! aggregated. Objects no root reaches are drawn in red (definitely lost)
+//! or orange (indirectly lost); roots are drawn by kind.
+//!
+//! Node ids are stable so tests and scripts can find them: `a<N>` is
+//! allocation N of the dump, `r<N>` root N, `t<N>`/`s<N>` the N-th type or
+//! site group, `k<KIND>` the roots of one kind in a grouped graph.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use heapdump_formats::records::root_kind;
+
+use super::{HeapModel, root_kind_name, root_offset_label};
+use crate::leaks::LeakClass;
+use crate::report::human_bytes;
+
+/// What one node of a grouped graph stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// One node per type label (recovered type, or `alloc@site`).
+    Type,
+    /// One node per allocation site.
+    Site,
+}
+
+/// Which part of the heap to draw, and how.
+#[derive(Clone, Debug)]
+pub struct DotOptions {
+    /// Start from these objects instead of the roots: an address (`0x…`,
+    /// any address inside an allocation), or a type or site label (exact,
+    /// else every label containing it).
+    pub from: Option<String>,
+    /// Follow at most this many edges from the starting objects.
+    pub depth: Option<u32>,
+    /// Draw at most this many object (or group) nodes.
+    pub max_nodes: usize,
+    /// Leave out objects smaller than this (the walk goes through them, and
+    /// a dotted edge stands for the path); in a grouped graph, groups
+    /// smaller than this in total.
+    pub min_size: u64,
+    /// Draw one node per type or site instead of one per object.
+    pub group_by: Option<GroupBy>,
+}
+
+impl Default for DotOptions {
+    fn default() -> DotOptions {
+        DotOptions {
+            from: None,
+            depth: None,
+            max_nodes: 200,
+            min_size: 0,
+            group_by: None,
+        }
+    }
+}
+
+/// What was drawn, for the note on stderr.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DotSummary {
+    /// Object or group nodes drawn (roots not counted).
+    pub nodes: usize,
+    /// Edges drawn, root edges included.
+    pub edges: usize,
+    /// Objects or groups that qualified but were left out by `max_nodes`.
+    pub cut: usize,
+}
+
+/// Writes the DOT graph of `model` to `out`.
+pub fn write_dot(
+    model: &HeapModel<'_>,
+    options: &DotOptions,
+    out: &mut dyn Write,
+) -> Result<DotSummary> {
+    let mut text = String::new();
+    let summary = match options.group_by {
+        None => objects_graph(model, options, &mut text)?,
+        Some(by) => grouped_graph(model, options, by, &mut text)?,
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(summary)
+}
+
+/// Quotes a DOT string: backslashes and quotes escaped, `\n` kept as DOT's
+/// line break (callers write it on purpose), other control characters
+/// dropped.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A label of several lines.
+fn lines(parts: &[&str]) -> String {
+    let quoted: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            let q = quote(p);
+            q[1..q.len() - 1].to_owned()
+        })
+        .collect();
+    format!("\"{}\"", quoted.join("\\n"))
+}
+
+fn header(model: &HeapModel<'_>, text: &mut String) {
+    let (typed, total) = model.typed_bytes();
+    let percent = if total == 0 {
+        100.0
+    } else {
+        typed as f64 * 100.0 / total as f64
+    };
+    let _ = writeln!(text, "digraph heap {{");
+    let _ = writeln!(
+        text,
+        "  // heapdump todot: {} live allocations, {} bytes; types recovered for {percent:.2}% of bytes ({typed} B)",
+        model.node_count(),
+        total
+    );
+    let _ = writeln!(text, "  graph [rankdir=LR, fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        text,
+        "  node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", fontname=\"Helvetica\", fontsize=10];"
+    );
+    let _ = writeln!(text, "  edge [fontname=\"Helvetica\", fontsize=9];");
+}
+
+/// Shape and colour of a root node, by kind, so stacks, registers, TLS and
+/// globals are told apart at a glance.
+fn root_style(kind: u16) -> &'static str {
+    match kind {
+        root_kind::REGISTERS => "shape=cds, style=filled, fillcolor=\"#d9d2e9\"",
+        root_kind::THREAD_STACK => "shape=house, style=filled, fillcolor=\"#cfe2f3\"",
+        root_kind::STATIC_TLS | root_kind::DYNAMIC_TLS => {
+            "shape=hexagon, style=filled, fillcolor=\"#fff2cc\""
+        }
+        root_kind::DATA_SEGMENT => "shape=folder, style=filled, fillcolor=\"#d9ead3\"",
+        _ => "shape=diamond, style=filled, fillcolor=\"#eeeeee\"",
+    }
+}
+
+/// Fill colour and a note for an object's leak class.
+fn class_style(class: LeakClass) -> (&'static str, Option<&'static str>) {
+    match class {
+        LeakClass::DefinitelyLost => ("#f4cccc", Some("unreachable: definitely lost")),
+        LeakClass::IndirectlyLost => ("#fce5cd", Some("unreachable: indirectly lost")),
+        LeakClass::PossiblyLost => ("#fff2cc", Some("possibly lost (interior pointers only)")),
+        LeakClass::StillReachable => ("#ffffff", None),
+    }
+}
+
+/// Resolves `--from` to allocations: an address inside one, else a type
+/// label, else a site label (exact matches first, then substrings).
+fn resolve_from(model: &HeapModel<'_>, from: &str) -> Result<Vec<u32>> {
+    let allocations = model.view().allocations();
+    if let Some(hex) = from.strip_prefix("0x").or_else(|| from.strip_prefix("0X")) {
+        let Ok(address) = u64::from_str_radix(hex, 16) else {
+            bail!("--from {from}: not a hexadecimal address");
+        };
+        // Allocations are sorted by address; the last one starting at or
+        // below the address is the only one that can hold it.
+        let (mut lo, mut hi) = (0usize, allocations.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match allocations.get(mid) {
+                Some(a) if a.address <= address => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        if let Some(a) = lo.checked_sub(1).and_then(|i| allocations.get(i))
+            && address.wrapping_sub(a.address) < a.size
+        {
+            return Ok(vec![(lo - 1) as u32]);
+        }
+        bail!("--from {from}: no live allocation holds this address");
+    }
+    let matching = |exact: bool| -> Vec<u32> {
+        (0..model.node_count() as u32)
+            .filter(|&n| {
+                let (t, s) = (model.type_label(n), model.site_label(n));
+                if exact {
+                    t == from || s == from
+                } else {
+                    t.contains(from) || s.contains(from)
+                }
+            })
+            .collect()
+    };
+    let mut found = matching(true);
+    if found.is_empty() {
+        found = matching(false);
+    }
+    if found.is_empty() {
+        bail!(
+            "--from {from}: no allocation has this address, type or site; `heapdump top` lists sites"
+        );
+    }
+    // Largest first, so a cut keeps the big ones.
+    found.sort_by_key(|&n| std::cmp::Reverse(allocations.get(n as usize).map_or(0, |a| a.size)));
+    Ok(found)
+}
+
+/// One step of the walk: an object, its distance from the start, and the
+/// nearest drawn object on the path to it (for the dotted edge that stands
+/// for hidden objects).
+struct Visit {
+    node: u32,
+    depth: u32,
+    drawn_ancestor: Option<u32>,
+    hidden_between: bool,
+}
+
+struct Walk<'m, 'a> {
+    model: &'m HeapModel<'a>,
+    options: &'m DotOptions,
+    visited: Vec<bool>,
+    drawn: Vec<u32>,
+    is_drawn: Vec<bool>,
+    /// Dotted edges standing for paths through objects under `min_size`.
+    bridges: Vec<(u32, u32)>,
+    cut: usize,
+}
+
+impl Walk<'_, '_> {
+    fn size(&self, node: u32) -> u64 {
+        self.model
+            .view()
+            .allocations()
+            .get(node as usize)
+            .map_or(0, |a| a.size)
+    }
+
+    /// Breadth-first from `seeds`, drawing at most `budget` more objects.
+    fn run(&mut self, seeds: &[u32], budget: usize) {
+        let limit = self.drawn.len() + budget;
+        let mut queue: VecDeque<Visit> = VecDeque::new();
+        for &seed in seeds {
+            if let Some(v) = self.visited.get_mut(seed as usize)
+                && !*v
+            {
+                *v = true;
+                queue.push_back(Visit {
+                    node: seed,
+                    depth: 0,
+                    drawn_ancestor: None,
+                    hidden_between: false,
+                });
+            }
+        }
+        while let Some(visit) = queue.pop_front() {
+            let shown = self.size(visit.node) >= self.options.min_size;
+            if shown {
+                if self.drawn.len() >= limit {
+                    self.cut += 1;
+                    continue;
+                }
+                self.drawn.push(visit.node);
+                self.is_drawn[visit.node as usize] = true;
+                if visit.hidden_between
+                    && let Some(ancestor) = visit.drawn_ancestor
+                {
+                    self.bridges.push((ancestor, visit.node));
+                }
+            }
+            if self.options.depth.is_some_and(|d| visit.depth >= d) {
+                continue;
+            }
+            let (ancestor, hidden) = if shown {
+                (Some(visit.node), false)
+            } else {
+                (visit.drawn_ancestor, true)
+            };
+            for edge in self.model.out_edges(visit.node) {
+                let target = edge.target as usize;
+                if self.visited[target] {
+                    continue;
+                }
+                self.visited[target] = true;
+                queue.push_back(Visit {
+                    node: edge.target,
+                    depth: visit.depth + 1,
+                    drawn_ancestor: ancestor,
+                    hidden_between: hidden,
+                });
+            }
+        }
+    }
+}
+
+fn objects_graph(
+    model: &HeapModel<'_>,
+    options: &DotOptions,
+    text: &mut String,
+) -> Result<DotSummary> {
+    let n = model.node_count();
+    let mut walk = Walk {
+        model,
+        options,
+        visited: vec![false; n],
+        drawn: Vec::new(),
+        is_drawn: vec![false; n],
+        bridges: Vec::new(),
+        cut: 0,
+    };
+    match &options.from {
+        Some(from) => {
+            let seeds = resolve_from(model, from)?;
+            walk.run(&seeds, options.max_nodes);
+        }
+        None => {
+            // Unreachable objects are what a reader of a heap graph most
+            // wants to see, and the walk from the roots never gets to them:
+            // a quarter of the budget is kept for them, largest first.
+            let mut lost: Vec<u32> = (0..n as u32)
+                .filter(|&a| model.leak_class(a) == LeakClass::DefinitelyLost)
+                .collect();
+            lost.sort_by_key(|&a| std::cmp::Reverse(walk.size(a)));
+            let reserve = lost.len().min(options.max_nodes / 4);
+            let mut root_targets = Vec::new();
+            for edge in model.root_edges() {
+                root_targets.push(edge.target);
+            }
+            walk.run(&root_targets, options.max_nodes - reserve);
+            let left = options.max_nodes - walk.drawn.len();
+            walk.run(&lost, left);
+        }
+    }
+
+    header(model, text);
+    let allocations = model.view().allocations();
+    for &node in &walk.drawn {
+        let Some(a) = allocations.get(node as usize) else {
+            continue;
+        };
+        let (fill, note) = class_style(model.leak_class(node));
+        let size = format!("{} ({} B) at {:#x}", human_bytes(a.size), a.size, a.address);
+        let mut parts = vec![model.type_label(node), size.as_str()];
+        if let Some(note) = note {
+            parts.push(note);
+        }
+        let site = format!("site: {}", model.site_label(node));
+        let _ = writeln!(
+            text,
+            "  a{node} [label={}, fillcolor=\"{fill}\"{}, tooltip={}];",
+            lines(&parts),
+            if note.is_some() {
+                ", color=\"#cc0000\""
+            } else {
+                ""
+            },
+            quote(&site)
+        );
+    }
+    let mut edges = 0usize;
+    // Roots that point at drawn objects, with one edge per (root, target)
+    // labelled with the first pointer's offset (a stack often holds the
+    // same pointer several times).
+    let machine = model.view().process().machine;
+    let roots = model.view().roots();
+    let mut root_links: BTreeMap<(u32, u32), (String, usize)> = BTreeMap::new();
+    for edge in model.root_edges() {
+        if !walk.is_drawn[edge.target as usize] {
+            continue;
+        }
+        let Some(root) = roots.get(edge.source as usize) else {
+            continue;
+        };
+        root_links
+            .entry((edge.source, edge.target))
+            .and_modify(|(_, count)| *count += 1)
+            .or_insert_with(|| (root_offset_label(machine, &root, edge.source_offset), 1));
+    }
+    let mut drawn_roots: Vec<u32> = root_links.keys().map(|&(r, _)| r).collect();
+    drawn_roots.dedup();
+    for r in drawn_roots {
+        if let Some(root) = roots.get(r as usize) {
+            let _ = writeln!(
+                text,
+                "  r{r} [label={}, {}];",
+                quote(&model.root_label(&root)),
+                root_style(root.kind)
+            );
+        }
+    }
+    for ((r, target), (label, count)) in &root_links {
+        let label = if *count > 1 {
+            format!("{label} (+{} more)", count - 1)
+        } else {
+            label.clone()
+        };
+        let _ = writeln!(text, "  r{r} -> a{target} [label={}];", quote(&label));
+        edges += 1;
+    }
+    for &node in &walk.drawn {
+        for edge in model.out_edges(node) {
+            if !walk.is_drawn[edge.target as usize] {
+                continue;
+            }
+            let mut label = format!("+{}", edge.source_offset);
+            let style = if edge.target_offset != 0 {
+                label.push_str(&format!(" → +{}", edge.target_offset));
+                ", style=dashed"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                text,
+                "  a{node} -> a{} [label={}{style}];",
+                edge.target,
+                quote(&label)
+            );
+            edges += 1;
+        }
+    }
+    for (from, to) in &walk.bridges {
+        let _ = writeln!(
+            text,
+            "  a{from} -> a{to} [label=\"…\", style=dotted, tooltip=\"through objects smaller than --min-size\"];"
+        );
+        edges += 1;
+    }
+    let _ = writeln!(text, "}}");
+    Ok(DotSummary {
+        nodes: walk.drawn.len(),
+        edges,
+        cut: walk.cut,
+    })
+}
+
+#[derive(Default)]
+struct Group {
+    count: u64,
+    bytes: u64,
+    lost_count: u64,
+    lost_bytes: u64,
+}
+
+fn grouped_graph(
+    model: &HeapModel<'_>,
+    options: &DotOptions,
+    by: GroupBy,
+    text: &mut String,
+) -> Result<DotSummary> {
+    let n = model.node_count();
+    let allocations = model.view().allocations();
+    // Which objects count: all, or those the walk from --from reaches.
+    let included: Vec<bool> = match &options.from {
+        None => vec![true; n],
+        Some(from) => {
+            let seeds = resolve_from(model, from)?;
+            let mut walk = Walk {
+                model,
+                options: &DotOptions {
+                    min_size: 0,
+                    ..options.clone()
+                },
+                visited: vec![false; n],
+                drawn: Vec::new(),
+                is_drawn: vec![false; n],
+                bridges: Vec::new(),
+                cut: 0,
+            };
+            walk.run(&seeds, usize::MAX / 2);
+            walk.is_drawn
+        }
+    };
+    let group_of = |node: u32| -> u32 {
+        match by {
+            GroupBy::Type => model.alloc_type[node as usize],
+            GroupBy::Site => model.alloc_site[node as usize],
+        }
+    };
+    let group_count = match by {
+        GroupBy::Type => model.types.len(),
+        GroupBy::Site => model.sites.len(),
+    };
+    let mut groups: Vec<Group> = (0..group_count).map(|_| Group::default()).collect();
+    for (node, a) in allocations.iter().enumerate() {
+        if !included[node] {
+            continue;
+        }
+        let g = &mut groups[group_of(node as u32) as usize];
+        g.count += 1;
+        g.bytes = g.bytes.saturating_add(a.size);
+        if !model.is_reachable(node as u32) {
+            g.lost_count += 1;
+            g.lost_bytes = g.lost_bytes.saturating_add(a.size);
+        }
+    }
+    let mut order: Vec<u32> = (0..group_count as u32)
+        .filter(|&g| groups[g as usize].count > 0 && groups[g as usize].bytes >= options.min_size)
+        .collect();
+    order.sort_by_key(|&g| (std::cmp::Reverse(groups[g as usize].bytes), g));
+    let cut = order.len().saturating_sub(options.max_nodes);
+    order.truncate(options.max_nodes);
+    let mut shown = vec![false; group_count];
+    for &g in &order {
+        shown[g as usize] = true;
+    }
+    let prefix = match by {
+        GroupBy::Type => "t",
+        GroupBy::Site => "s",
+    };
+
+    header(model, text);
+    for &g in &order {
+        let group = &groups[g as usize];
+        let name = match by {
+            GroupBy::Type => model.types[g as usize].label.as_str(),
+            GroupBy::Site => model.sites[g as usize].label.as_str(),
+        };
+        let totals = format!(
+            "{} object{}, {} ({} B)",
+            group.count,
+            if group.count == 1 { "" } else { "s" },
+            human_bytes(group.bytes),
+            group.bytes
+        );
+        let lost = format!("{} unreachable ({} B)", group.lost_count, group.lost_bytes);
+        let mut parts = vec![name, totals.as_str()];
+        if group.lost_count > 0 {
+            parts.push(lost.as_str());
+        }
+        let fill = if group.lost_count == group.count {
+            "#f4cccc"
+        } else if group.lost_count > 0 {
+            "#fce5cd"
+        } else {
+            "#ffffff"
+        };
+        let _ = writeln!(
+            text,
+            "  {prefix}{g} [label={}, fillcolor=\"{fill}\"];",
+            lines(&parts)
+        );
+    }
+    let mut edges = 0usize;
+    // Roots grouped by kind.
+    let roots = model.view().roots();
+    let mut root_links: BTreeMap<(u16, u32), u64> = BTreeMap::new();
+    for edge in model.root_edges() {
+        let target = edge.target;
+        if !included[target as usize] || !shown[group_of(target) as usize] {
+            continue;
+        }
+        if let Some(root) = roots.get(edge.source as usize) {
+            *root_links.entry((root.kind, group_of(target))).or_default() += 1;
+        }
+    }
+    let mut kinds: Vec<u16> = root_links.keys().map(|&(k, _)| k).collect();
+    kinds.dedup();
+    for kind in kinds {
+        let _ = writeln!(
+            text,
+            "  k{kind} [label={}, {}];",
+            quote(root_kind_name(kind)),
+            root_style(kind)
+        );
+    }
+    for ((kind, g), count) in &root_links {
+        let _ = writeln!(
+            text,
+            "  k{kind} -> {prefix}{g} [label={}];",
+            quote(&pointers(*count))
+        );
+        edges += 1;
+    }
+    let mut links: HashMap<(u32, u32), u64> = HashMap::new();
+    for node in 0..n as u32 {
+        if !included[node as usize] || !shown[group_of(node) as usize] {
+            continue;
+        }
+        for edge in model.out_edges(node) {
+            if included[edge.target as usize] && shown[group_of(edge.target) as usize] {
+                *links
+                    .entry((group_of(node), group_of(edge.target)))
+                    .or_default() += 1;
+            }
+        }
+    }
+    let mut links: Vec<_> = links.into_iter().collect();
+    links.sort_unstable();
+    for ((from, to), count) in links {
+        let _ = writeln!(
+            text,
+            "  {prefix}{from} -> {prefix}{to} [label={}];",
+            quote(&pointers(count))
+        );
+        edges += 1;
+    }
+    let _ = writeln!(text, "}}");
+    Ok(DotSummary {
+        nodes: order.len(),
+        edges,
+        cut,
+    })
+}
+
+fn pointers(count: u64) -> String {
+    if count == 1 {
+        "1 pointer".to_owned()
+    } else {
+        format!("{count} pointers")
+    }
+}
