@@ -336,8 +336,16 @@ fn objects_graph(
                 root_targets.push(edge.target);
             }
             walk.run(&root_targets, options.max_nodes - reserve);
-            let left = options.max_nodes - walk.drawn.len();
+            let left = options.max_nodes.saturating_sub(walk.drawn.len());
             walk.run(&lost, left);
+            // Every object at least --min-size is a candidate here, whether
+            // or not the walk got to it.
+            let allocations = model.view().allocations();
+            let candidates = allocations
+                .iter()
+                .filter(|a| a.size >= options.min_size)
+                .count();
+            walk.cut = candidates.saturating_sub(walk.drawn.len());
         }
     }
 

@@ -1,0 +1,463 @@
+//! `heapdump todot` on a dump built on purpose: the exact nodes and edges
+//! of each view (objects, --min-size, --from, --depth, --group-by,
+//! --max-nodes), checked on what Graphviz itself parses (`dot -Tplain`).
+//! Needs Graphviz's `dot` (Debian package `graphviz`).
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use heapdump_analyze::export::HeapModel;
+use heapdump_analyze::export::dot::{DotOptions, DotSummary, GroupBy, write_dot};
+use heapdump_analyze::symbolize::Frame;
+use heapdump_formats::read::Dump;
+use heapdump_formats::records::{
+    AllocationRecord, EdgeRecord, RootRecord, StrRef, ThreadRecord, edge_flags, owner_kind,
+    process_flags, root_kind, thread_flags,
+};
+use heapdump_formats::testing::DumpBuilder;
+
+const STD: &str = "/rustc/0000/library";
+
+fn frame(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
+    Frame {
+        pc: 0x1000,
+        function: Some(function.to_owned()),
+        file: Some(file.to_owned()),
+        line: Some(line),
+        inlined,
+        module: None,
+        module_offset: None,
+    }
+}
+
+/// The symbolized stacks of the test dump, by stack id: 1 boxes an
+/// `app::Node`, 2 makes a `Vec<u64>`, 3 is the program's own allocation
+/// (no constructor frame), 4 makes a `String`.
+fn frames_of(stack: u32) -> anyhow::Result<Vec<Frame>> {
+    let alloc = frame("__rust_alloc", "/app/src/main.rs", 1, true);
+    let app = |name: &str, line| frame(name, "/app/src/main.rs", line, false);
+    Ok(match stack {
+        1 => vec![
+            alloc,
+            frame(
+                "new<app::Node>",
+                &format!("{STD}/alloc/src/boxed.rs"),
+                2,
+                true,
+            ),
+            app("app::build", 10),
+        ],
+        2 => vec![
+            alloc,
+            frame(
+                "with_capacity_in<u64, alloc::alloc::Global>",
+                &format!("{STD}/alloc/src/raw_vec/mod.rs"),
+                3,
+                true,
+            ),
+            app("app::fill", 20),
+        ],
+        3 => vec![alloc, app("app::make", 7)],
+        4 => vec![
+            alloc,
+            frame(
+                "<alloc::string::String>::with_capacity",
+                &format!("{STD}/alloc/src/string.rs"),
+                4,
+                true,
+            ),
+            app("app::name", 30),
+        ],
+        _ => anyhow::bail!("no stack {stack}"),
+    })
+}
+
+/// Allocations 0-6; roots 0 (thread stack), 1 (data segment, points at
+/// nothing), 2 (registers). Reachable: 0, 1, 2, 5, 6 (6 only through the
+/// 8-byte 5); lost: 3 (definitely), 4 (indirectly, from 3).
+fn test_dump() -> Dump {
+    let mut b = DumpBuilder::default();
+    let name = b.string(b"main");
+    b.process.pointer_size = 8;
+    b.process.page_size = 4096;
+    b.process.machine = 62;
+    b.process.flags = process_flags::HAS_SCAN | process_flags::WORLD_STOPPED;
+    b.threads.push(ThreadRecord {
+        tid: 42,
+        flags: thread_flags::ALIVE | thread_flags::MAIN | thread_flags::DUMPING,
+        name,
+        ..Default::default()
+    });
+    b.stack(&[]);
+    for pc in 1..=4u64 {
+        b.stack(&[0x1000 * pc]);
+    }
+    for (i, (size, stack)) in [
+        (32, 1),
+        (32, 1),
+        (64, 2),
+        (16, 3),
+        (16, 3),
+        (8, 4),
+        (128, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        b.allocations.push(AllocationRecord {
+            address: 0x1000 * (i as u64 + 1),
+            size,
+            sequence: i as u64,
+            stack,
+            thread: 0,
+            align: 8,
+            flags: 0,
+        });
+    }
+    let root = |kind, owner_kind, address, size| RootRecord {
+        kind,
+        owner_kind,
+        owner: 0,
+        address,
+        size,
+        name: StrRef::EMPTY,
+        reserved: 0,
+    };
+    b.roots.push(root(
+        root_kind::THREAD_STACK,
+        owner_kind::THREAD,
+        0x7000_0000,
+        0x1000,
+    ));
+    b.roots.push(root(
+        root_kind::DATA_SEGMENT,
+        owner_kind::NONE,
+        0x6000_0000,
+        0x100,
+    ));
+    b.roots
+        .push(root(root_kind::REGISTERS, owner_kind::THREAD, 0, 184));
+    let edge = |source, target, source_offset, target_offset, flags| EdgeRecord {
+        source,
+        target,
+        source_offset,
+        target_offset,
+        flags,
+        reserved: 0,
+    };
+    b.edges.extend([
+        edge(0, 1, 8, 0, 0),
+        edge(0, 2, 16, 8, 0),
+        edge(1, 2, 16, 0, 0),
+        edge(1, 5, 24, 0, 0),
+        edge(3, 4, 0, 0, 0),
+        edge(5, 6, 0, 0, 0),
+        edge(0, 0, 0x10, 0, edge_flags::FROM_ROOT),
+        edge(0, 0, 0x18, 0, edge_flags::FROM_ROOT),
+        edge(2, 1, 13 * 8, 0, edge_flags::FROM_ROOT),
+    ]);
+    b.sort_edges();
+    b.fix_totals();
+    Dump::from_vec(b.to_bytes()).expect("the test dump parses")
+}
+
+/// What Graphviz read: node names and (tail, head) pairs.
+#[derive(Debug)]
+struct Plain {
+    nodes: BTreeSet<String>,
+    edges: Vec<(String, String)>,
+}
+
+fn graphviz_plain(dot_text: &str) -> Plain {
+    let mut child = Command::new("dot")
+        .arg("-Tplain")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run Graphviz `dot`; install the graphviz package");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(dot_text.as_bytes())
+        .expect("write to dot");
+    let output = child.wait_with_output().expect("dot runs");
+    assert!(
+        output.status.success(),
+        "dot rejected the graph: {}\n{dot_text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("utf-8");
+    let mut plain = Plain {
+        nodes: BTreeSet::new(),
+        edges: Vec::new(),
+    };
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.first() {
+            Some(&"node") => {
+                plain.nodes.insert(fields[1].to_owned());
+            }
+            Some(&"edge") => plain
+                .edges
+                .push((fields[1].to_owned(), fields[2].to_owned())),
+            _ => {}
+        }
+    }
+    plain.edges.sort();
+    plain
+}
+
+fn render(options: &DotOptions) -> (String, DotSummary, Plain) {
+    let dump = test_dump();
+    let model = HeapModel::build(dump.view(), frames_of).expect("model");
+    let mut out = Vec::new();
+    let summary = write_dot(&model, options, &mut out).expect("write_dot");
+    let text = String::from_utf8(out).expect("utf-8 DOT");
+    let plain = graphviz_plain(&text);
+    (text, summary, plain)
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = items
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The DOT line that defines or links `id` (`a3 [`, `r2 -> a1 [`).
+fn line_of<'t>(text: &'t str, start: &str) -> &'t str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting with {start:?} in\n{text}"))
+}
+
+#[test]
+fn objects_graph_draws_every_object_used_root_and_pointer() {
+    let (text, summary, plain) = render(&DotOptions::default());
+    assert_eq!(
+        plain.nodes,
+        set(&["a0", "a1", "a2", "a3", "a4", "a5", "a6", "r0", "r2"])
+    );
+    assert_eq!(
+        plain.edges,
+        pairs(&[
+            ("r0", "a0"),
+            ("r2", "a1"),
+            ("a0", "a1"),
+            ("a0", "a2"),
+            ("a1", "a2"),
+            ("a1", "a5"),
+            ("a3", "a4"),
+            ("a5", "a6"),
+        ])
+    );
+    assert_eq!(
+        summary,
+        DotSummary {
+            nodes: 7,
+            edges: 8,
+            cut: 0
+        }
+    );
+    // Types, leak classes, root kinds and edge labels.
+    assert!(line_of(&text, "a0 [").contains("app::Node\\n32 B (32 B) at 0x1000"));
+    assert!(line_of(&text, "a2 [").contains("Vec<u64> buffer"));
+    assert!(line_of(&text, "a5 [").contains("String buffer"));
+    assert!(line_of(&text, "a3 [").contains("alloc@app::make:7"));
+    assert!(line_of(&text, "a3 [").contains("unreachable: definitely lost"));
+    assert!(line_of(&text, "a4 [").contains("unreachable: indirectly lost"));
+    assert!(!line_of(&text, "a1 [").contains("unreachable"));
+    assert!(line_of(&text, "r0 [").contains("shape=house"));
+    assert!(line_of(&text, "r0 [").contains("THREAD_STACK thread 42 (main)"));
+    assert!(line_of(&text, "r2 [").contains("shape=cds"));
+    assert!(line_of(&text, "r0 -> a0").contains("label=\"+0x10 (+1 more)\""));
+    assert!(line_of(&text, "r2 -> a1").contains("label=\"rax\""));
+    assert!(line_of(&text, "a0 -> a1").contains("label=\"+8\""));
+    assert!(line_of(&text, "a0 -> a2").contains("label=\"+16 → +8\", style=dashed"));
+    assert!(text.contains("types recovered for 89.19% of bytes"));
+}
+
+#[test]
+fn min_size_hides_small_objects_and_bridges_paths_through_them() {
+    let (text, summary, plain) = render(&DotOptions {
+        min_size: 20,
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a0", "a1", "a2", "a6", "r0", "r2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[
+            ("r0", "a0"),
+            ("r2", "a1"),
+            ("a0", "a1"),
+            ("a0", "a2"),
+            ("a1", "a2"),
+            ("a1", "a6"),
+        ])
+    );
+    assert!(line_of(&text, "a1 -> a6").contains("style=dotted"));
+    assert_eq!(summary.cut, 0);
+}
+
+#[test]
+fn max_nodes_keeps_the_nearest_objects_and_counts_the_rest() {
+    let (_, summary, plain) = render(&DotOptions {
+        max_nodes: 2,
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a0", "a1", "r0", "r2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[("r0", "a0"), ("r2", "a1"), ("a0", "a1")])
+    );
+    assert_eq!(summary.nodes, 2);
+    assert_eq!(summary.cut, 5);
+    // A quarter of the budget is kept for unreachable objects.
+    let (_, _, plain) = render(&DotOptions {
+        max_nodes: 4,
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a0", "a1", "a2", "a3", "r0", "r2"]));
+}
+
+#[test]
+fn from_an_address_type_or_site_walks_out_of_those_objects() {
+    // Any address inside allocation 1.
+    let (_, _, plain) = render(&DotOptions {
+        from: Some("0x2008".into()),
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a1", "a2", "a5", "a6", "r2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[("r2", "a1"), ("a1", "a2"), ("a1", "a5"), ("a5", "a6")])
+    );
+    let (_, _, plain) = render(&DotOptions {
+        from: Some("app::Node".into()),
+        depth: Some(0),
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a0", "a1", "r0", "r2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[("r0", "a0"), ("r2", "a1"), ("a0", "a1")])
+    );
+    // A site label, by substring.
+    let (_, _, plain) = render(&DotOptions {
+        from: Some("app::make".into()),
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["a3", "a4"]));
+
+    let dump = test_dump();
+    let model = HeapModel::build(dump.view(), frames_of).expect("model");
+    for bad in ["0x9999999", "0xzz", "no::such::Type"] {
+        let options = DotOptions {
+            from: Some(bad.into()),
+            ..DotOptions::default()
+        };
+        let error = write_dot(&model, &options, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains(bad), "{error}");
+    }
+}
+
+#[test]
+fn group_by_type_aggregates_objects_pointers_and_roots() {
+    let (text, summary, plain) = render(&DotOptions {
+        group_by: Some(GroupBy::Type),
+        ..DotOptions::default()
+    });
+    // Types are numbered in the order allocations first use them.
+    assert!(line_of(&text, "t0 [").contains("app::Node\\n2 objects, 64 B (64 B)"));
+    assert!(line_of(&text, "t1 [").contains("Vec<u64> buffer\\n2 objects, 192 B (192 B)"));
+    assert!(
+        line_of(&text, "t2 [")
+            .contains("alloc@app::make:7\\n2 objects, 32 B (32 B)\\n2 unreachable (32 B)")
+    );
+    assert!(line_of(&text, "t3 [").contains("String buffer\\n1 object, 8 B (8 B)"));
+    assert_eq!(plain.nodes, set(&["t0", "t1", "t2", "t3", "k1", "k2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[
+            ("k1", "t0"),
+            ("k2", "t0"),
+            ("t0", "t0"),
+            ("t0", "t1"),
+            ("t0", "t3"),
+            ("t2", "t2"),
+            ("t3", "t1"),
+        ])
+    );
+    assert!(line_of(&text, "t0 -> t1").contains("2 pointers"));
+    assert!(line_of(&text, "k2 -> t0").contains("2 pointers"));
+    assert_eq!(summary.cut, 0);
+
+    let (_, summary, plain) = render(&DotOptions {
+        group_by: Some(GroupBy::Type),
+        max_nodes: 2,
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["t0", "t1", "k1", "k2"]));
+    assert_eq!(
+        plain.edges,
+        pairs(&[("k1", "t0"), ("k2", "t0"), ("t0", "t0"), ("t0", "t1")])
+    );
+    assert_eq!(summary.cut, 2);
+}
+
+#[test]
+fn group_by_site_with_from_counts_only_what_the_walk_reaches() {
+    let (text, _, plain) = render(&DotOptions {
+        group_by: Some(GroupBy::Site),
+        from: Some("0x2000".into()),
+        ..DotOptions::default()
+    });
+    // From allocation 1: itself (app::build), 2 and 6 (app::fill), 5 (app::name).
+    assert_eq!(plain.nodes, set(&["s0", "s1", "s3", "k1"]));
+    assert!(line_of(&text, "s0 [").contains("app::build:10\\n1 object"));
+    assert!(line_of(&text, "s1 [").contains("app::fill:20\\n2 objects"));
+    assert_eq!(
+        plain.edges,
+        pairs(&[("k1", "s0"), ("s0", "s1"), ("s0", "s3"), ("s3", "s1")])
+    );
+}
+
+#[test]
+fn cli_writes_dot_to_a_file_and_refuses_bad_from() {
+    // No modules, so no executable is needed to symbolize.
+    let dump = test_dump();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("export-dot.hdump");
+    std::fs::write(&path, dump.bytes()).expect("write dump");
+    let out = dir.join("export-dot.dot");
+    let _ = std::fs::remove_file(&out);
+    let status = Command::new(env!("CARGO_BIN_EXE_heapdump"))
+        .arg("todot")
+        .arg(&path)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run heapdump");
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).expect("DOT written");
+    assert_eq!(graphviz_plain(&text).nodes.len(), 9);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_heapdump"))
+        .args(["todot", "--from", "nothing-like-this"])
+        .arg(&path)
+        .output()
+        .expect("run heapdump");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("nothing-like-this"));
+    assert!(output.stdout.is_empty());
+}
