@@ -179,7 +179,17 @@ impl Caller {
             caller.registers[10] = rbp;
             caller.registers[11] = rbx;
             caller.registers[15] = rsp;
-            caller.stack_pointer = rsp;
+            // The program's frames start where the entry point's own frame
+            // ends: above its saved frame pointer and return address
+            // (`rbp + 16`). The entry point's frame is the tracker's, and
+            // its unused slots hold whatever earlier calls left there, stale
+            // pointers included. Without a frame pointer (the crate built
+            // without `force-frame-pointers`), fall back to `rsp`.
+            caller.stack_pointer = if rbp > rsp && rbp - rsp < 1 << 16 && rbp % 8 == 0 {
+                rbp + 16
+            } else {
+                rsp
+            };
         }
         caller
     }
