@@ -236,6 +236,8 @@ enum Command {
     },
     /// The heap graph as Graphviz DOT: objects (or types, or sites), roots and pointers.
     Todot(cli_export::TodotArgs),
+    /// The heap as a SQLite database: objects, edges, roots, types, sites, stacks, frames.
+    Tosqlite(cli_export::TosqliteArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -440,6 +442,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Todot(args) => cli_export::todot(args),
+        Command::Tosqlite(args) => cli_export::tosqlite(args),
         Command::Diff {
             old,
             new,

@@ -1,5 +1,5 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
-//! ([`dot`]) and SQLite (`sqlite`). Both work from one [`HeapModel`]:
+//! ([`dot`]) and SQLite ([`sqlite`]). Both work from one [`HeapModel`]:
 //! the dump, every allocation's name (recovered type or site), its leak
 //! class, and its out-edges, computed once.
 //!
@@ -28,7 +28,7 @@ use crate::symbolize::Frame;
 use crate::types::{AllocationName, site_label};
 
 pub mod dot;
-// pub mod sqlite;
+pub mod sqlite;
 
 /// One distinct type label (a recovered type, or `alloc@site` for
 /// allocations no constructor frame names).
