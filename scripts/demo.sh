@@ -17,3 +17,9 @@ target/release/heapdump verify "$out/demo.hdump"
 echo
 echo "\$ heapdump top $out/demo.hdump -n 8"
 target/release/heapdump top "$out/demo.hdump" -n 8
+echo
+echo "\$ heapdump top $out/demo.hdump --retained -n 5"
+target/release/heapdump top "$out/demo.hdump" --retained -n 5
+echo
+echo "\$ heapdump leaks $out/demo.hdump -n 3"
+target/release/heapdump leaks "$out/demo.hdump" -n 3

@@ -143,56 +143,63 @@ fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError
     })
 }
 
-/// The dumping thread's own context, taken at the public entry point: its
-/// callers' frames are the program's, everything below is the tracker's.
+/// The dumping thread's own context at the call into the tracker: the
+/// program's callee-saved registers (where it may keep heap pointers across
+/// the call) and its stack pointer. Its frames start there; everything
+/// below is the tracker's and is never scanned.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub struct Caller {
     pub stack_pointer: u64,
     pub registers: [u64; SAVED_REGISTERS],
 }
 
 impl Caller {
-    /// Captures the callee-saved registers (where a caller may keep heap
-    /// pointers across the call) and the stack pointer.
+    /// Captures the context of the function this is inlined into. The
+    /// public entry points are `#[inline(always)]` wrappers that call this
+    /// first, so that function is the program's own.
     #[inline(always)]
-    pub fn here() -> Caller {
+    pub fn capture() -> Caller {
         let mut caller = Caller::default();
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: `capture_registers` only writes the fields of `caller`
+        // through the pointer it is given, which is valid and exclusive.
+        unsafe {
+            capture_registers(&mut caller);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         {
-            let (rsp, rbx, rbp, r12, r13, r14, r15): (u64, u64, u64, u64, u64, u64, u64);
-            // SAFETY: copies registers into outputs; touches no memory.
-            unsafe {
-                core::arch::asm!(
-                    "mov {0}, rsp", "mov {1}, rbx", "mov {2}, rbp", "mov {3}, r12",
-                    "mov {4}, r13", "mov {5}, r14", "mov {6}, r15",
-                    out(reg) rsp, out(reg) rbx, out(reg) rbp, out(reg) r12,
-                    out(reg) r13, out(reg) r14, out(reg) r15,
-                    options(nomem, nostack, preserves_flags)
-                );
-            }
-            // The `REG_*` numbering of x86_64's `mcontext_t`, as for the
-            // stopped threads.
-            caller.registers[4] = r12;
-            caller.registers[5] = r13;
-            caller.registers[6] = r14;
-            caller.registers[7] = r15;
-            caller.registers[10] = rbp;
-            caller.registers[11] = rbx;
-            caller.registers[15] = rsp;
-            // The program's frames start where the entry point's own frame
-            // ends: above its saved frame pointer and return address
-            // (`rbp + 16`). The entry point's frame is the tracker's, and
-            // its unused slots hold whatever earlier calls left there, stale
-            // pointers included. Without a frame pointer (the crate built
-            // without `force-frame-pointers`), fall back to `rsp`.
-            caller.stack_pointer = if rbp > rsp && rbp - rsp < 1 << 16 && rbp % 8 == 0 {
-                rbp + 16
-            } else {
-                rsp
-            };
+            // No register capture here: the stack is scanned from a local
+            // of the caller's frame.
+            let marker = 0u8;
+            caller.stack_pointer = core::hint::black_box(&marker) as *const u8 as u64;
         }
         caller
     }
+}
+
+/// Stores the caller's callee-saved registers and stack pointer into
+/// `*out`, exactly as they were at the call instruction: the function is
+/// naked, so no prologue of ours can have moved or spilled them first. The
+/// offsets follow `Caller`'s layout: `stack_pointer` at 0, then register
+/// `REG_*` number n of x86_64's `mcontext_t` at 8 + 8n.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+unsafe extern "C" fn capture_registers(out: *mut Caller) {
+    core::arch::naked_asm!(
+        // The caller's stack pointer before the call pushed our return
+        // address.
+        "lea rax, [rsp + 8]",
+        "mov [rdi], rax",
+        "mov [rdi + 8 + 8 * 15], rax", // REG_RSP
+        "mov [rdi + 8 + 8 * 4], r12",  // REG_R12
+        "mov [rdi + 8 + 8 * 5], r13",  // REG_R13
+        "mov [rdi + 8 + 8 * 6], r14",  // REG_R14
+        "mov [rdi + 8 + 8 * 7], r15",  // REG_R15
+        "mov [rdi + 8 + 8 * 10], rbp", // REG_RBP
+        "mov [rdi + 8 + 8 * 11], rbx", // REG_RBX
+        "ret",
+    );
 }
 
 // SAFETY: plain integer records; zero is valid.

@@ -426,25 +426,38 @@ impl std::error::Error for DumpError {}
 /// socket; no seeking needed) and returns what it wrote.
 ///
 /// Any thread may call it, any number of times; concurrent calls are
-/// serialized. Allocating threads wait only while the live table is copied
-/// (see [`DumpStats::pause_ns`]), not while the file is written.
-#[inline(never)]
+/// serialized. The other threads are stopped while roots and the heap are
+/// scanned (see [`DumpStats::pause_ns`]), not while the file is written.
+#[inline(always)]
 pub fn write_heap_dump(fd: BorrowedFd<'_>) -> Result<DumpStats, DumpError> {
-    let caller = dump::Caller::here();
+    // Inlined into the caller, so this captures the program's registers
+    // and stack pointer, not the tracker's.
+    let caller = dump::Caller::capture();
+    write_heap_dump_from(fd.as_raw_fd(), &caller)
+}
+
+#[inline(never)]
+fn write_heap_dump_from(fd: i32, caller: &dump::Caller) -> Result<DumpStats, DumpError> {
     let _busy = Busy::enter_always();
-    dump::write(fd.as_raw_fd(), &caller)
+    dump::write(fd, caller)
 }
 
 /// Writes a heap dump to a new file at `path`, created with mode 0600. It
 /// refuses to replace an existing file or to follow a symbolic link, since a
 /// dump holds the program's memory layout.
-#[inline(never)]
+#[inline(always)]
 pub fn dump_to_path(path: impl AsRef<std::path::Path>) -> Result<DumpStats, DumpError> {
     use std::os::unix::ffi::OsStrExt;
-    let caller = dump::Caller::here();
+    // As in `write_heap_dump`: the program's context, captured inline.
+    let caller = dump::Caller::capture();
+    dump_to_path_from(path.as_ref().as_os_str().as_bytes(), &caller)
+}
+
+#[inline(never)]
+fn dump_to_path_from(path: &[u8], caller: &dump::Caller) -> Result<DumpStats, DumpError> {
     let _busy = Busy::enter_always();
-    let fd = dump::create(path.as_ref().as_os_str().as_bytes())?;
-    let result = dump::write(fd, &caller);
+    let fd = dump::create(path)?;
+    let result = dump::write(fd, caller);
     // SAFETY: `fd` was opened above and is closed once.
     let closed = unsafe { libc::close(fd) };
     match result {
