@@ -69,108 +69,94 @@ impl DominatorTree {
             .filter(|&t| (t as usize) < n)
             .collect();
 
-        // 1. Iterative DFS from the super-root (preorder number 0).
+        // 1. Iterative DFS from the super-root (preorder number 0). A
+        //    visited node pushes all its out-edges at once (the targets
+        //    already numbered are filtered right there, in a loop whose
+        //    loads do not wait on each other); popping an edge whose
+        //    target is still unnumbered makes it a tree edge. This is the
+        //    recursive DFS over each row in reverse order. Every non-tree
+        //    edge is recorded as a (target, source) pair of preorder
+        //    numbers as it is seen, so the predecessors need no further
+        //    pass over the graph; tree edges need no record (`parent`).
         let mut pre = vec![NONE; n];
         let mut order: Vec<u32> = Vec::with_capacity(n + 1);
         let mut parent: Vec<u32> = Vec::with_capacity(n + 1);
         order.push(NONE);
         parent.push(0);
+        let mut pairs: Vec<u64> = Vec::new();
+        let pair = |target: u32, source: u32| (u64::from(target) << 32) | u64::from(source);
+        // (node, preorder number of the node that pushed it)
         let mut stack: Vec<(u32, u32)> = Vec::new();
         for &s in &start_nodes {
-            if pre[s as usize] != NONE {
+            let ps = pre[s as usize];
+            if ps != NONE {
+                pairs.push(pair(ps, 0));
                 continue;
             }
-            pre[s as usize] = order.len() as u32;
-            order.push(s);
-            parent.push(0);
             stack.push((s, 0));
-            while let Some(top) = stack.last_mut() {
-                let (v, cursor) = *top;
-                let row = graph.out_row(v);
-                match row.get(cursor as usize) {
-                    Some(e) => {
-                        top.1 += 1;
-                        let t = e.node();
-                        if pre[t as usize] == NONE {
-                            pre[t as usize] = order.len() as u32;
-                            parent.push(pre[v as usize]);
-                            order.push(t);
-                            stack.push((t, 0));
-                        }
-                    }
-                    None => {
-                        stack.pop();
+            while let Some((v, from)) = stack.pop() {
+                let pv = pre[v as usize];
+                if pv != NONE {
+                    pairs.push(pair(pv, from));
+                    continue;
+                }
+                let pv = order.len() as u32;
+                pre[v as usize] = pv;
+                order.push(v);
+                parent.push(from);
+                for &e in graph.out_row(v) {
+                    let t = e.node();
+                    let pt = pre[t as usize];
+                    if pt == NONE {
+                        stack.push((t, pv));
+                    } else {
+                        pairs.push(pair(pt, pv));
                     }
                 }
             }
         }
         drop(stack);
+        drop(start_nodes);
         let m = order.len();
 
-        // 2. Predecessors in preorder numbers (a counting sort), so the
-        //    main loop reads them sequentially.
+        // 2. Predecessors grouped by target: a radix sort of the pairs on
+        //    their target (sequential passes, no random writes).
+        radix_sort_high(&mut pairs, m);
         let mut pred_start = vec![0u32; m + 1];
-        for v in 0..n as u32 {
-            if pre[v as usize] == NONE {
-                continue;
-            }
-            for e in graph.out_row(v) {
-                let pt = pre[e.node() as usize];
-                if pt != NONE {
-                    pred_start[pt as usize + 1] += 1;
-                }
-            }
-        }
-        for &s in &start_nodes {
-            pred_start[pre[s as usize] as usize + 1] += 1;
+        for &p in &pairs {
+            pred_start[(p >> 32) as usize + 1] += 1;
         }
         for i in 0..m {
             pred_start[i + 1] += pred_start[i];
         }
-        let mut cursor: Vec<u32> = pred_start[..m].to_vec();
-        let mut preds = vec![0u32; pred_start[m] as usize];
-        for v in 0..n as u32 {
-            let pv = pre[v as usize];
-            if pv == NONE {
-                continue;
-            }
-            for e in graph.out_row(v) {
-                let pt = pre[e.node() as usize];
-                if pt != NONE {
-                    preds[cursor[pt as usize] as usize] = pv;
-                    cursor[pt as usize] += 1;
-                }
-            }
-        }
-        for &s in &start_nodes {
-            let ps = pre[s as usize] as usize;
-            preds[cursor[ps] as usize] = 0;
-            cursor[ps] += 1;
-        }
-        drop(cursor);
+        let preds: Vec<u32> = pairs.iter().map(|&p| p as u32).collect();
+        drop(pairs);
 
-        // 3. Semidominators, in reverse preorder. `ancestor[v]` is v's
-        //    parent in the link forest once v is processed (v > w);
-        //    `label[v]` the node of smallest semidominator on the
-        //    compressed path above it.
-        let mut semi: Vec<u32> = (0..m as u32).collect();
-        let mut label: Vec<u32> = (0..m as u32).collect();
-        let mut ancestor: Vec<u32> = vec![NONE; m];
+        // 3. Semidominators, in reverse preorder. `forest[v]` is, once v
+        //    is processed (v > w), its parent in the link forest and the
+        //    smallest semidominator on the compressed path above it (a
+        //    value: semi-NCA needs no label node). The tree edge from the
+        //    parent is the first candidate.
+        let mut semi: Vec<u32> = parent.clone();
+        let mut forest: Vec<(u32, u32)> = vec![(NONE, NONE); m];
         let mut path: Vec<u32> = Vec::new();
         for w in (1..m).rev() {
             let mut best = semi[w];
             let row = &preds[pred_start[w] as usize..pred_start[w + 1] as usize];
             for &v in row {
-                let u = eval(v, w as u32, &mut ancestor, &mut label, &semi, &mut path);
-                best = best.min(semi[u as usize]);
+                let candidate = if v <= w as u32 {
+                    v
+                } else {
+                    eval(v, w as u32, &mut forest, &mut path)
+                };
+                best = best.min(candidate);
             }
             semi[w] = best;
-            ancestor[w] = parent[w];
+            forest[w] = (parent[w], best);
         }
         drop(preds);
         drop(pred_start);
-        drop(label);
-        drop(ancestor);
+        drop(forest);
 
         // 4. Immediate dominators: the nearest common ancestor of the parent
         //    and the semidominator, walking up already-final idoms.
@@ -185,10 +171,10 @@ impl DominatorTree {
         drop(semi);
 
         // 5. Retained sizes: children come after their dominator in preorder.
-        let mut retained: Vec<u64> = order.iter().map(|&v| graph.size(v)).collect();
-        if let Some(r) = retained.first_mut() {
-            *r = 0;
-        }
+        let sizes = graph.sizes();
+        let mut retained: Vec<u64> = Vec::with_capacity(m);
+        retained.push(0);
+        retained.extend(order[1..].iter().map(|&v| sizes[v as usize]));
         for w in (1..m).rev() {
             let d = idom[w] as usize;
             retained[d] = retained[d].saturating_add(retained[w]);
@@ -286,38 +272,67 @@ impl DominatorTree {
     }
 }
 
-/// The node of minimal semidominator on the link-forest path from `v` up to
-/// (not including) the forest root, compressing the path on the way.
-/// Nodes numbered above `w` are linked; `v <= w` is a forest root itself.
+/// The smallest semidominator on the link-forest path from `v` up to (not
+/// including) the forest root, compressing the path on the way. Nodes
+/// numbered above `w` are linked; `v > w`.
 #[inline]
-fn eval(
-    v: u32,
-    w: u32,
-    ancestor: &mut [u32],
-    label: &mut [u32],
-    semi: &[u32],
-    path: &mut Vec<u32>,
-) -> u32 {
-    if v <= w {
-        return v;
-    }
+fn eval(v: u32, w: u32, forest: &mut [(u32, u32)], path: &mut Vec<u32>) -> u32 {
     // Collect the nodes whose ancestor is linked: those get compressed.
     path.clear();
     let mut x = v;
-    while ancestor[x as usize] > w && ancestor[x as usize] != NONE {
+    loop {
+        let a = forest[x as usize].0;
+        if a <= w {
+            break;
+        }
         path.push(x);
-        x = ancestor[x as usize];
+        x = a;
     }
-    // Top-down: each node takes its ancestor's label if smaller, then
+    // Top-down: each node takes its ancestor's value if smaller, then
     // points past it to the top linked node's ancestor.
     for &u in path.iter().rev() {
-        let a = ancestor[u as usize] as usize;
-        if semi[label[a] as usize] < semi[label[u as usize] as usize] {
-            label[u as usize] = label[a];
-        }
-        ancestor[u as usize] = ancestor[a];
+        let (a, best) = forest[u as usize];
+        let (above, above_best) = forest[a as usize];
+        forest[u as usize] = (above, best.min(above_best));
     }
-    label[v as usize]
+    forest[v as usize].1
+}
+
+/// Sorts `keys` by their high 32 bits, which are below `bound` (an LSD
+/// radix sort: as many passes of at most 12 bits as `bound` needs). The
+/// order among equal high halves is not kept.
+fn radix_sort_high(keys: &mut Vec<u64>, bound: usize) {
+    let bits = usize::BITS - bound.saturating_sub(1).leading_zeros();
+    if keys.len() < 2 || bits == 0 {
+        return;
+    }
+    let passes = bits.div_ceil(12);
+    let digit = bits.div_ceil(passes);
+    let mut from = std::mem::take(keys);
+    let mut to = vec![0u64; from.len()];
+    let buckets = 1usize << digit;
+    let mut count = vec![0usize; buckets];
+    for pass in 0..passes {
+        let shift = 32 + pass * digit;
+        let mask = (buckets - 1) as u64;
+        count.fill(0);
+        for &k in &from {
+            count[((k >> shift) & mask) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = sum;
+            sum += here;
+        }
+        for &k in &from {
+            let b = ((k >> shift) & mask) as usize;
+            to[count[b]] = k;
+            count[b] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    *keys = from;
 }
 
 #[cfg(test)]

@@ -243,9 +243,11 @@ impl HeapGraph {
         Self::assemble(sizes, &aligns, roots, 16, heuristics, records)
     }
 
-    /// Two passes over the edge records: count each source's out-degree,
-    /// then place the targets (a counting sort, so the result is right
-    /// even for a dump whose edges are not in the order the format asks).
+    /// One pass over the edge records when they come sorted by source (as
+    /// the format asks): each row is appended as it comes. A dump whose
+    /// edges are out of order gets a second try with a counting sort (count
+    /// each source's out-degree, then place the targets), so the result is
+    /// the same either way.
     fn assemble<I: Iterator<Item = EdgeRecord>>(
         sizes: Vec<u64>,
         aligns: &[u32],
@@ -255,18 +257,33 @@ impl HeapGraph {
         records: impl Fn() -> I,
     ) -> HeapGraph {
         let n = sizes.len();
+        // A start pointer (offset 0) is always within its target: only an
+        // interior one needs the target's size.
         let valid = |e: &EdgeRecord| {
             (e.target as usize) < n
-                && e.target_offset < sizes[e.target as usize].max(1)
+                && (e.target_offset == 0 || e.target_offset < sizes[e.target as usize])
                 && if e.flags & edge_flags::FROM_ROOT != 0 {
                     (e.source as usize) < roots
                 } else {
                     (e.source as usize) < n
                 }
         };
+        let heuristic_of = |e: &EdgeRecord| {
+            if e.target_offset == 0 {
+                None
+            } else {
+                let t = e.target as usize;
+                heuristics.first_match(sizes[t], aligns[t], e.target_offset, group_width)
+            }
+        };
         let mut start = vec![0u32; n + 1];
         let mut skipped_edges = 0u64;
         let mut root_edges = Vec::new();
+        let mut edges: Vec<PackedEdge> = Vec::with_capacity(records().size_hint().0);
+        let mut heuristic_slots = Vec::new();
+        let mut sorted = true;
+        // Sorted pass: `start[s + 1]` counts row `s` while it is appended.
+        let mut last_source = 0u32;
         for e in records() {
             if !valid(&e) {
                 skipped_edges += 1;
@@ -274,42 +291,54 @@ impl HeapGraph {
             }
             if e.flags & edge_flags::FROM_ROOT != 0 {
                 let mut edge = RootEdge::new(e.source, e.target, e.source_offset, e.target_offset);
-                if e.target_offset != 0 {
-                    let t = e.target as usize;
-                    edge.heuristic =
-                        heuristics.first_match(sizes[t], aligns[t], e.target_offset, group_width);
-                }
+                edge.heuristic = heuristic_of(&e);
                 root_edges.push(edge);
-            } else {
-                start[e.source as usize + 1] += 1;
+                continue;
             }
+            start[e.source as usize + 1] += 1;
+            if !sorted {
+                continue;
+            }
+            if e.source < last_source {
+                sorted = false;
+                edges = Vec::new();
+                heuristic_slots = Vec::new();
+                continue;
+            }
+            last_source = e.source;
+            let heuristic = heuristic_of(&e);
+            if let Some(h) = heuristic {
+                heuristic_slots.push((edges.len() as u32, h));
+            }
+            edges.push(PackedEdge::new(
+                e.target,
+                e.target_offset != 0,
+                heuristic.is_some(),
+            ));
         }
         for i in 0..n {
             start[i + 1] += start[i];
         }
-        let total = start[n] as usize;
-        let mut cursor: Vec<u32> = start[..n].to_vec();
-        let mut edges = vec![PackedEdge(0); total];
-        let mut heuristic_slots = Vec::new();
-        for e in records() {
-            if e.flags & edge_flags::FROM_ROOT != 0 || !valid(&e) {
-                continue;
+        if !sorted {
+            let total = start[n] as usize;
+            let mut cursor: Vec<u32> = start[..n].to_vec();
+            edges = vec![PackedEdge(0); total];
+            for e in records() {
+                if e.flags & edge_flags::FROM_ROOT != 0 || !valid(&e) {
+                    continue;
+                }
+                let heuristic = heuristic_of(&e);
+                let slot = cursor[e.source as usize];
+                cursor[e.source as usize] += 1;
+                edges[slot as usize] =
+                    PackedEdge::new(e.target, e.target_offset != 0, heuristic.is_some());
+                if let Some(h) = heuristic {
+                    heuristic_slots.push((slot, h));
+                }
             }
-            let t = e.target as usize;
-            let heuristic = if e.target_offset == 0 {
-                None
-            } else {
-                heuristics.first_match(sizes[t], aligns[t], e.target_offset, group_width)
-            };
-            let slot = cursor[e.source as usize];
-            cursor[e.source as usize] += 1;
-            edges[slot as usize] =
-                PackedEdge::new(e.target, e.target_offset != 0, heuristic.is_some());
-            if let Some(h) = heuristic {
-                heuristic_slots.push((slot, h));
-            }
+            heuristic_slots.sort_unstable_by_key(|&(slot, _)| slot);
         }
-        heuristic_slots.sort_unstable_by_key(|&(slot, _)| slot);
+        edges.shrink_to_fit();
         let mut root_edges_by_target: Vec<u32> = (0..root_edges.len() as u32).collect();
         root_edges_by_target.sort_by_key(|&i| (root_edges[i as usize].target, i));
         HeapGraph {

@@ -317,40 +317,54 @@ impl LeakAnalysis {
         let mut stack: Vec<u32> = Vec::new();
 
         // 1. Still reachable: roots and still-reachable blocks, through
-        //    start-like pointers.
+        //    start-like pointers. The same walk sees every pointer out of
+        //    a still-reachable block, so it keeps the interior ones' targets
+        //    (the seeds of step 2) and the heuristic ones (for
+        //    `reached_via_heuristic`) instead of walking the graph again.
         for e in graph.root_edges() {
             if e.is_start_like() && state[e.target as usize] != REACHABLE {
                 state[e.target as usize] = REACHABLE;
                 stack.push(e.target);
             }
         }
+        let with_heuristics = graph.heuristics() != Heuristics::none();
+        let mut interior_targets: Vec<u32> = Vec::new();
+        let mut heuristic_targets: Vec<(u32, Heuristic)> = Vec::new();
         while let Some(v) = stack.pop() {
-            for e in graph.out_edges(v) {
-                let t = e.node() as usize;
-                if !e.is_interior() && state[t] != REACHABLE {
-                    state[t] = REACHABLE;
-                    stack.push(e.node());
+            let row = graph.out_row(v);
+            for (i, &e) in row.iter().enumerate() {
+                let t = e.node();
+                if e.is_interior() {
+                    interior_targets.push(t);
+                    continue;
+                }
+                if with_heuristics
+                    && e.is_by_heuristic()
+                    && let Some(h) = graph.heuristic_of_slot(graph.out_row_start(v) + i as u32)
+                {
+                    heuristic_targets.push((t, h));
+                }
+                if state[t as usize] != REACHABLE {
+                    state[t as usize] = REACHABLE;
+                    stack.push(t);
                 }
             }
         }
 
         // 2. Possibly lost: everything else reached from a root or a
-        //    still-reachable block, through any pointer.
+        //    still-reachable block, through any pointer. Every pointer
+        //    from a still-reachable block into an unreached one is
+        //    interior (step 1 followed the others).
         for e in graph.root_edges() {
             if state[e.target as usize] == UNREACHED {
                 state[e.target as usize] = POSSIBLE;
                 stack.push(e.target);
             }
         }
-        for v in 0..n as u32 {
-            if state[v as usize] != REACHABLE {
-                continue;
-            }
-            for e in graph.out_edges(v) {
-                if state[e.node() as usize] == UNREACHED {
-                    state[e.node() as usize] = POSSIBLE;
-                    stack.push(e.node());
-                }
+        for t in interior_targets {
+            if state[t as usize] == UNREACHED {
+                state[t as usize] = POSSIBLE;
+                stack.push(t);
             }
         }
         while let Some(v) = stack.pop() {
@@ -405,7 +419,7 @@ impl LeakAnalysis {
             .collect();
         drop(indirect_dense);
 
-        let via_heuristic = reached_via_heuristic(graph, &state);
+        let via_heuristic = reached_via_heuristic(graph, &state, heuristic_targets);
         LeakAnalysis {
             state,
             indirect,
@@ -495,12 +509,17 @@ impl LeakAnalysis {
 /// root or a reached block) is found to it. The same, without depending
 /// on the scan order: reached by a heuristic pointer from a root or a
 /// still-reachable block, and by no start pointer from a reached source.
-fn reached_via_heuristic(graph: &HeapGraph, state: &[u8]) -> Vec<(u32, Heuristic)> {
+fn reached_via_heuristic(
+    graph: &HeapGraph,
+    state: &[u8],
+    heuristic_targets: Vec<(u32, Heuristic)>,
+) -> Vec<(u32, Heuristic)> {
     if graph.heuristics() == Heuristics::none() {
         return Vec::new();
     }
-    // First the candidates (rare: only heuristic pointers), then one pass
-    // over start pointers that only looks at candidate targets.
+    // First the candidates (rare: only heuristic pointers, those from
+    // still-reachable blocks gathered by step 1), then one pass over start
+    // pointers that only looks at candidate targets.
     let mut candidates: Vec<(u32, Heuristic)> = Vec::new();
     for e in graph.root_edges() {
         if e.target_offset != 0
@@ -509,19 +528,7 @@ fn reached_via_heuristic(graph: &HeapGraph, state: &[u8]) -> Vec<(u32, Heuristic
             candidates.push((e.target, h));
         }
     }
-    for v in 0..graph.node_count() as u32 {
-        if state[v as usize] != REACHABLE {
-            continue;
-        }
-        let row_start = graph.out_row_start(v);
-        for (i, e) in graph.out_row(v).iter().enumerate() {
-            if e.is_by_heuristic()
-                && let Some(h) = graph.heuristic_of_slot(row_start + i as u32)
-            {
-                candidates.push((e.node(), h));
-            }
-        }
-    }
+    candidates.extend(heuristic_targets);
     if candidates.is_empty() {
         return Vec::new();
     }
