@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use heapdump_analyze::export::HeapModel;
 use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
 use heapdump_analyze::export::sqlite;
+use heapdump_analyze::fields::FieldIndex;
 use heapdump_formats::read::DumpView;
+use heapdump_formats::records::module_flags;
 
 use crate::{display, progress_bar, symbolizer_for};
 
@@ -33,8 +35,9 @@ use crate::{display, progress_bar, symbolizer_for};
     "point inside their target (+OFFSET → +TARGET_OFFSET); dotted edges stand for\n",
     "a path through objects smaller than --min-size. Roots are drawn by kind:\n",
     "house = thread stack, cds = registers (edges named by register), hexagon =\n",
-    "TLS, folder = data segment, diamond = other. Field names need DWARF type\n",
-    "information, which heapdump does not read yet (see analyze/EXPORTS.md).\n\n",
+    "TLS, folder = data segment, diamond = other. When the binary has DWARF type\n",
+    "information (debug = 2), edges out of typed objects are labelled with the field\n",
+    "the pointer is in (next, [3].next, value.next) instead of +OFFSET.\n\n",
     "--from takes an address inside an allocation (0x…), or a type or site label\n",
     "as the graph shows it (exact, else every label containing the text).\n",
     "With --group-by, one node per type or site with its object count and bytes,\n",
@@ -91,7 +94,23 @@ fn open_model<'a>(
 /// `heapdump todot`.
 pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let model = open_model(file.view(), &args.dump, args.binary)?;
+    let executable = args
+        .binary
+        .clone()
+        .or_else(|| main_executable(&file.view()));
+    let mut model = open_model(file.view(), &args.dump, args.binary)?;
+    // Field names are a bonus: a binary without DWARF types (anything
+    // below debug = 2) keeps byte offsets, and says so.
+    if let Some(executable) = executable {
+        match FieldIndex::load(&executable) {
+            Ok(fields) if !fields.is_empty() => model.set_fields(fields),
+            Ok(_) => eprintln!(
+                "note: {} has no DWARF type information (build with debug = 2 for field names); edges are labelled with byte offsets",
+                display(&executable)
+            ),
+            Err(error) => eprintln!("warning: no field names: {error:#}"),
+        }
+    }
     let options = DotOptions {
         from: args.from,
         depth: args.depth,
@@ -154,6 +173,16 @@ pub struct TosqliteArgs {
     /// The database file to write (replaced if it exists).
     #[arg(short = 'o', long = "output", value_name = "FILE.db", required = true)]
     output: PathBuf,
+}
+
+/// The path of the dump's main executable module, as recorded.
+fn main_executable(view: &DumpView<'_>) -> Option<PathBuf> {
+    let module = view
+        .modules()
+        .iter()
+        .find(|m| m.flags & module_flags::MAIN_EXECUTABLE != 0)?;
+    let path = view.string_lossy(module.path).ok()?;
+    (!path.is_empty()).then(|| PathBuf::from(path.into_owned()))
 }
 
 /// `heapdump tosqlite`.

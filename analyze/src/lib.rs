@@ -26,6 +26,7 @@ use heapdump_formats::read::Dump;
 
 pub mod dominators;
 pub mod export;
+pub mod fields;
 pub mod graph;
 pub mod heap_report;
 pub mod leaks;

@@ -419,7 +419,10 @@ fn objects_graph(
             if !walk.is_drawn[edge.target as usize] {
                 continue;
             }
-            let mut label = format!("+{}", edge.source_offset);
+            // The field name when DWARF gives the source's layout.
+            let mut label = model
+                .field_label(node, edge.source_offset)
+                .unwrap_or_else(|| format!("+{}", edge.source_offset));
             let style = if edge.target_offset != 0 {
                 label.push_str(&format!(" → +{}", edge.target_offset));
                 ", style=dashed"

@@ -21,11 +21,12 @@ use std::collections::HashMap;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, root_kind};
 
+use crate::fields::FieldIndex;
 use crate::graph::HeapGraph;
 use crate::leaks::{Heuristics, LeakAnalysis, LeakClass};
 use crate::site::Site;
 use crate::symbolize::Frame;
-use crate::types::{AllocationName, site_label};
+use crate::types::{AllocationName, TypeName, site_label};
 
 pub mod dot;
 pub mod sqlite;
@@ -38,6 +39,8 @@ pub struct TypeEntry {
     pub label: String,
     /// Whether the label is a recovered type (not a site fallback).
     pub recovered: bool,
+    /// The recovered type, for finding its layout.
+    pub name: Option<TypeName>,
 }
 
 /// One distinct allocation site.
@@ -76,6 +79,8 @@ pub struct HeapModel<'a> {
     pub skipped_edges: u64,
     /// Problems that did not stop the export, one sentence each.
     pub warnings: Vec<String>,
+    /// Struct layouts from the program's DWARF, for field names.
+    fields: Option<FieldIndex>,
 }
 
 impl<'a> HeapModel<'a> {
@@ -105,6 +110,7 @@ impl<'a> HeapModel<'a> {
             root_edges: Vec::new(),
             skipped_edges: 0,
             warnings: Vec::new(),
+            fields: None,
         };
         let mut type_ids: HashMap<String, u32> = HashMap::new();
         let mut site_ids: HashMap<String, u32> = HashMap::new();
@@ -131,6 +137,7 @@ impl<'a> HeapModel<'a> {
                         model.types.push(TypeEntry {
                             label,
                             recovered: name.recovered.is_some(),
+                            name: name.recovered.clone(),
                         });
                         next
                     });
@@ -206,6 +213,23 @@ impl<'a> HeapModel<'a> {
                 self.skipped_edges
             ));
         }
+    }
+
+    /// Uses `fields` (the program's struct layouts) to name the fields
+    /// pointers are in.
+    pub fn set_fields(&mut self, fields: FieldIndex) {
+        self.fields = Some(fields);
+    }
+
+    /// The field of allocation `node` at byte `offset` (`next`,
+    /// `[3].next`), when its type was recovered and the program's DWARF
+    /// has its layout.
+    pub fn field_label(&self, node: u32, offset: u64) -> Option<String> {
+        let fields = self.fields.as_ref()?;
+        let ty = self
+            .types
+            .get(*self.alloc_type.get(node as usize)? as usize)?;
+        fields.field_of(ty.name.as_ref()?, offset)
     }
 
     /// The dump.
