@@ -11,6 +11,7 @@ use heapdump_analyze::export::HeapModel;
 use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
 use heapdump_analyze::export::sqlite;
 use heapdump_analyze::fields::FieldIndex;
+use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
@@ -71,19 +72,54 @@ pub struct TodotArgs {
     group_by: Option<GroupBy>,
 }
 
-/// Opens a dump and builds the export model, symbolizing with the binary.
+/// The program's struct layouts and generic instances, from the DWARF of
+/// its executable: a bonus, since a binary without DWARF types (anything
+/// below debug = 2) keeps byte offsets, and says so.
+fn load_fields(executable: Option<&Path>, quiet: bool) -> Option<FieldIndex> {
+    let executable = executable?;
+    match FieldIndex::load(executable) {
+        Ok(fields) if !fields.is_empty() => Some(fields),
+        Ok(_) => {
+            if !quiet {
+                eprintln!(
+                    "note: {} has no DWARF type information (build with debug = 2 for field names); edges are labelled with byte offsets",
+                    display(executable)
+                );
+            }
+            None
+        }
+        Err(error) => {
+            eprintln!("warning: no field names: {error:#}");
+            None
+        }
+    }
+}
+
+/// Builds the export model, symbolizing with the binary; every stack's
+/// frames are also handed to `keep` (the SQLite export stores them).
 fn open_model<'a>(
     view: DumpView<'a>,
     dump: &Path,
     binary: Option<PathBuf>,
+    fields: Option<&FieldIndex>,
+    mut keep: impl FnMut(u32, &[Frame]),
 ) -> anyhow::Result<HeapModel<'a>> {
+    let executable = binary.clone().or_else(|| main_executable(&view));
+    let module = executable.as_deref().map(display).unwrap_or_default();
     let mut symbolizer = symbolizer_for(&view, dump, binary)?;
     let spinner = progress_bar("symbolizing and building the heap graph");
     // The closure reads stacks through its own copy of the view (a few
     // slices), while the model keeps the other.
     let stacks = view.clone();
-    let model = HeapModel::build(view, |stack| symbolizer.symbolize_stack(&stacks, stack))
-        .with_context(|| format!("cannot analyze {}", display(dump)))?;
+    let model = HeapModel::build(view, |stack| {
+        let mut frames = symbolizer.symbolize_stack(&stacks, stack)?;
+        if let Some(fields) = fields {
+            fields.resolve_stack(&mut frames, &module);
+        }
+        keep(stack, &frames);
+        Ok(frames)
+    })
+    .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
     for warning in &model.warnings {
         eprintln!("warning: {warning}");
@@ -98,18 +134,16 @@ pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
         .binary
         .clone()
         .or_else(|| main_executable(&file.view()));
-    let mut model = open_model(file.view(), &args.dump, args.binary)?;
-    // Field names are a bonus: a binary without DWARF types (anything
-    // below debug = 2) keeps byte offsets, and says so.
-    if let Some(executable) = executable {
-        match FieldIndex::load(&executable) {
-            Ok(fields) if !fields.is_empty() => model.set_fields(fields),
-            Ok(_) => eprintln!(
-                "note: {} has no DWARF type information (build with debug = 2 for field names); edges are labelled with byte offsets",
-                display(&executable)
-            ),
-            Err(error) => eprintln!("warning: no field names: {error:#}"),
-        }
+    let fields = load_fields(executable.as_deref(), false);
+    let mut model = open_model(
+        file.view(),
+        &args.dump,
+        args.binary,
+        fields.as_ref(),
+        |_, _| {},
+    )?;
+    if let Some(fields) = fields {
+        model.set_fields(fields);
     }
     let options = DotOptions {
         from: args.from,
@@ -191,21 +225,22 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("tosqlite writes a database file, not a stream; pass -o FILE.db");
     }
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let view = file.view();
-    let mut symbolizer = symbolizer_for(&view, &args.dump, args.binary)?;
-    let spinner = progress_bar("symbolizing and building the heap graph");
-    let stacks = view.clone();
+    let executable = args
+        .binary
+        .clone()
+        .or_else(|| main_executable(&file.view()));
+    // Only for the generic parameters of full-debug function names here.
+    let fields = load_fields(executable.as_deref(), true);
     let mut frames = std::collections::HashMap::new();
-    let model = HeapModel::build(view, |stack| {
-        let symbolized = symbolizer.symbolize_stack(&stacks, stack)?;
-        frames.insert(stack, symbolized.clone());
-        Ok(symbolized)
-    })
-    .with_context(|| format!("cannot analyze {}", display(&args.dump)))?;
-    spinner.finish_and_clear();
-    for warning in &model.warnings {
-        eprintln!("warning: {warning}");
-    }
+    let model = open_model(
+        file.view(),
+        &args.dump,
+        args.binary,
+        fields.as_ref(),
+        |stack, symbolized| {
+            frames.insert(stack, symbolized.to_vec());
+        },
+    )?;
     let spinner = progress_bar("writing the database");
     let summary = sqlite::write_sqlite(&model, &frames, &args.output, &display(&args.dump))?;
     spinner.finish_and_clear();

@@ -46,6 +46,25 @@ pub struct FieldIndex {
     names: HashMap<usize, String>,
     /// Array types: element type entry and element count.
     arrays: HashMap<usize, (Option<usize>, Option<u64>)>,
+    /// Template type parameters (name, type entry) of each subprogram
+    /// entry that has them.
+    templates: HashMap<usize, Vec<(String, Option<usize>)>>,
+    /// Name and abstract origin (or specification) of subprograms.
+    subprograms: HashMap<usize, (Option<String>, Option<usize>)>,
+    /// Code ranges of functions and inlined calls: (begin, end, depth,
+    /// the entry itself, its abstract origin). Sorted by `begin` after
+    /// loading, and kept only for those with template parameters.
+    code: Vec<CodeRange>,
+}
+
+/// Where one function instance or inlined call lies in the code.
+#[derive(Clone, Debug)]
+struct CodeRange {
+    begin: u64,
+    end: u64,
+    depth: isize,
+    entry: usize,
+    origin: Option<usize>,
 }
 
 /// Kinds of entries on the walk's stack of enclosing entries.
@@ -53,6 +72,7 @@ enum Scope {
     Namespace(String),
     Struct(String),
     Array(usize),
+    Function(usize),
     Other,
 }
 
@@ -91,6 +111,13 @@ impl FieldIndex {
             let unit = dwarf.unit(header)?;
             index.read_unit(&dwarf, &unit)?;
         }
+        for members in index.structs.values_mut() {
+            members.sort_by_key(|m| m.offset);
+        }
+        let mut code = std::mem::take(&mut index.code);
+        code.retain(|c| index.params_of(c).is_some());
+        code.sort_by_key(|c| (c.begin, c.depth));
+        index.code = code;
         Ok(index)
     }
 
@@ -202,6 +229,40 @@ impl FieldIndex {
                     }
                 }
                 Scope::Other
+            } else if tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine {
+                let origin = [gimli::DW_AT_abstract_origin, gimli::DW_AT_specification]
+                    .into_iter()
+                    .find_map(|at| match entry.attr_value(at) {
+                        Some(AttributeValue::UnitRef(offset)) => global(offset),
+                        Some(AttributeValue::DebugInfoRef(DebugInfoOffset(o))) => Some(o),
+                        _ => None,
+                    });
+                if let Some(here) = here {
+                    self.subprograms.insert(here, (name, origin));
+                    let mut ranges = dwarf.die_ranges(unit, entry)?;
+                    while let Some(range) = ranges.next()? {
+                        if range.begin < range.end {
+                            self.code.push(CodeRange {
+                                begin: range.begin,
+                                end: range.end,
+                                depth,
+                                entry: here,
+                                origin,
+                            });
+                        }
+                    }
+                    Scope::Function(here)
+                } else {
+                    Scope::Other
+                }
+            } else if tag == gimli::DW_TAG_template_type_parameter {
+                if let (Some((_, Scope::Function(function))), Some(name)) = (scopes.last(), name) {
+                    self.templates
+                        .entry(*function)
+                        .or_default()
+                        .push((name, type_ref));
+                }
+                Scope::Other
             } else if tag == gimli::DW_TAG_member {
                 // Only members directly inside a struct: those inside an
                 // enum's variant part belong to one variant.
@@ -228,10 +289,102 @@ impl FieldIndex {
                 scopes.push((depth, scope));
             }
         }
-        for members in self.structs.values_mut() {
-            members.sort_by_key(|m| m.offset);
-        }
         Ok(())
+    }
+
+    /// The template parameters of a code range's function: its own, or its
+    /// abstract origin's (or that one's specification's).
+    fn params_of(&self, code: &CodeRange) -> Option<&Vec<(String, Option<usize>)>> {
+        let mut entry = Some(code.entry);
+        let mut next = code.origin;
+        for _ in 0..3 {
+            if let Some(params) = entry.and_then(|e| self.templates.get(&e)) {
+                return Some(params);
+            }
+            entry = next;
+            next = entry
+                .and_then(|e| self.subprograms.get(&e))
+                .and_then(|s| s.1);
+        }
+        None
+    }
+
+    /// Fills in the generic parameters that full debug information leaves
+    /// in function names (`alloc::boxed::Box<T>::new`) from the template
+    /// parameters of the function instance or inlined call at that code
+    /// address, so type recovery sees `alloc::boxed::Box<app::Node>::new`.
+    /// `frames` are the frames of one return address, innermost first, and
+    /// `probe` the address looked up (module offset of the return address
+    /// minus one). Line-tables-only names already carry their arguments.
+    pub fn resolve_generics(&self, frames: &mut [crate::symbolize::Frame], probe: u64) {
+        if self.code.is_empty() {
+            return;
+        }
+        // Every instance with parameters whose code holds the address,
+        // innermost (deepest) first.
+        let end = self.code.partition_point(|c| c.begin <= probe);
+        let mut holding: Vec<&CodeRange> =
+            self.code[..end].iter().filter(|c| probe < c.end).collect();
+        holding.sort_by_key(|c| std::cmp::Reverse(c.depth));
+        let mut used = vec![false; holding.len()];
+        for frame in frames.iter_mut() {
+            let Some(function) = frame.function.as_deref() else {
+                continue;
+            };
+            let last = function.rsplit("::").next().unwrap_or(function);
+            let last = last.split('<').next().unwrap_or(last);
+            let found = holding.iter().enumerate().find(|(i, c)| {
+                !used[*i]
+                    && self
+                        .name_of(c)
+                        .is_some_and(|n| n.split('<').next() == Some(last))
+            });
+            let Some((i, code)) = found else {
+                continue;
+            };
+            used[i] = true;
+            let Some(params) = self.params_of(code) else {
+                continue;
+            };
+            let substitutions: Vec<(&str, String)> = params
+                .iter()
+                .filter_map(|(name, ty)| Some((name.as_str(), self.type_name(*ty)?)))
+                .collect();
+            if !substitutions.is_empty() {
+                frame.function = Some(substitute(function, &substitutions));
+            }
+        }
+    }
+
+    /// [`resolve_generics`](Self::resolve_generics) for every return
+    /// address of a symbolized stack that lies in `module` (the binary this
+    /// index was read from, as the frames name it).
+    pub fn resolve_stack(&self, frames: &mut [crate::symbolize::Frame], module: &str) {
+        let mut start = 0;
+        while start < frames.len() {
+            let pc = frames[start].pc;
+            let end = start + frames[start..].iter().take_while(|f| f.pc == pc).count();
+            let run = &mut frames[start..end];
+            if run[0].module.as_deref() == Some(module)
+                && let Some(offset) = run[0].module_offset
+            {
+                // Return addresses: the call is at the byte before.
+                self.resolve_generics(run, offset.wrapping_sub(1));
+            }
+            start = end;
+        }
+    }
+
+    fn name_of(&self, code: &CodeRange) -> Option<&str> {
+        let mut entry = Some(code.entry);
+        for _ in 0..3 {
+            let (name, next) = self.subprograms.get(&entry?)?;
+            if let Some(name) = name {
+                return Some(name);
+            }
+            entry = *next;
+        }
+        None
     }
 
     /// Whether the binary had no struct layouts (no `debug = 2`).
@@ -321,6 +474,17 @@ impl FieldIndex {
         Some(label)
     }
 
+    /// The Rust name of type entry `entry`: its (shortened) path, or
+    /// `[T; N]` for an array.
+    fn type_name(&self, entry: Option<usize>) -> Option<String> {
+        let entry = entry?;
+        if let Some(name) = self.names.get(&entry) {
+            return Some(name.clone());
+        }
+        let &(element, count) = self.arrays.get(&entry)?;
+        Some(format!("[{}; {}]", self.type_name(element)?, count?))
+    }
+
     fn type_size(&self, entry: usize) -> Option<u64> {
         if let Some(name) = self.names.get(&entry) {
             return self.size_of(name);
@@ -352,6 +516,40 @@ impl FieldIndex {
             TypeKind::StringBuffer | TypeKind::HashTable | TypeKind::BTreeNode => None,
         }
     }
+}
+
+/// Replaces the generic parameters named in `substitutions` (`T`, `A`)
+/// inside the angle brackets of `function` by their types.
+fn substitute(function: &str, substitutions: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(function.len() + 32);
+    let mut depth = 0usize;
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String, depth: usize| {
+        let previous = out.chars().last();
+        let replacement = (depth > 0 && previous != Some(':'))
+            .then(|| substitutions.iter().find(|(n, _)| *n == token.as_str()))
+            .flatten();
+        match replacement {
+            Some((_, ty)) => out.push_str(ty),
+            None => out.push_str(token),
+        }
+        token.clear();
+    };
+    for c in function.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            token.push(c);
+            continue;
+        }
+        flush(&mut token, &mut out, depth);
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        out.push(c);
+    }
+    flush(&mut token, &mut out, depth);
+    out
 }
 
 /// Types whose insides are the standard library's business.

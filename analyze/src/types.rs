@@ -259,21 +259,24 @@ fn frame_argument(owner: Owner, name: &str) -> Option<String> {
         // (K, V); `reserve<(u64, app::Session), Global, …>` in raw/mod.rs
         // already is the bucket type.
         Owner::HashTable => {
+            // Hashing helpers take the key type alone.
+            let base = strip_generics(name);
+            let base = base.rsplit("::").next().unwrap_or(&base);
+            if base.starts_with("make_hash") || base.starts_with("equivalent") {
+                return None;
+            }
             let first = *concrete_args.first()?;
             if !concrete(first) {
                 return None;
             }
-            let map_method = !name.contains("RawTable")
-                && concrete_args.len() >= 2
-                && concrete(concrete_args[1])
-                && !first.starts_with('(')
-                && !concrete_args[1].contains("closure_env")
-                && !concrete_args[1].contains("core::iter::");
-            Some(if map_method {
-                format!("({first}, {})", concrete_args[1])
-            } else {
-                first.to_owned()
-            })
+            if name.contains("RawTable") || first.starts_with('(') || concrete_args.len() < 2 {
+                return Some(first.to_owned());
+            }
+            // A map method: (K, V), but only with V known (`HashMap<u64,V>`
+            // from full debug info is not a table of `u64`).
+            let second = concrete_args[1];
+            (concrete(second) && !second.contains("core::iter::"))
+                .then(|| format!("({first}, {second})"))
         }
         _ => {
             let first = *concrete_args.first()?;
@@ -721,6 +724,22 @@ mod tests {
             std("alloc/src/vec/mod.rs"),
         )]);
         assert_eq!(label(&frames), "alloc@app::build:30");
+    }
+
+    #[test]
+    fn hashing_helpers_do_not_name_a_hash_table() {
+        let mut frames = stack(&[
+            (
+                "hashbrown::raw::RawTable<(u64, Box<[u8; 2040]>),alloc::alloc::Global>::reserve_rehash",
+                format!("{HASHBROWN}/raw/mod.rs"),
+            ),
+            (
+                "make_hash<u64, std::hash::random::RandomState>",
+                format!("{HASHBROWN}/map.rs"),
+            ),
+        ]);
+        frames[5].inlined = false;
+        assert_eq!(label(&frames), "hash table of (u64, Box<[u8; 2040]>)");
     }
 
     #[test]

@@ -87,3 +87,75 @@ fn recovered_types_find_their_layouts() {
         None
     );
 }
+
+/// A generic method kept out of line, so its instance for `u64` has its
+/// own code and template parameter in the DWARF; full debug info names it
+/// after its impl, `Holder<T>::make_boxed`.
+#[derive(Debug)]
+pub struct Holder<T>(T);
+
+impl<T: Default> Holder<T> {
+    #[inline(never)]
+    fn make_boxed() -> Box<T> {
+        Box::new(T::default())
+    }
+}
+
+/// A non-generic function with a plain symbol, to find the load bias.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn export_fields_anchor() -> u32 {
+    7
+}
+
+#[test]
+fn full_debug_names_get_their_generic_parameters_back() {
+    use object::{Object as _, ObjectSymbol as _};
+
+    let instance = Holder::<u64>::make_boxed as fn() -> Box<u64>;
+    std::hint::black_box(instance());
+    let exe = std::env::current_exe().expect("test executable");
+    let data = std::fs::read(&exe).expect("read the test executable");
+    let file = object::File::parse(&*data).expect("parse");
+    let anchor = file
+        .symbols()
+        .find(|s| s.name() == Ok("export_fields_anchor"))
+        .expect("anchor symbol")
+        .address();
+    let anchor_fn = export_fields_anchor as extern "C" fn() -> u32;
+    let bias = (anchor_fn as usize as u64).wrapping_sub(anchor);
+    let probe = (instance as usize as u64).wrapping_sub(bias) + 1;
+
+    // What the symbolizer reports for that address: the generic name.
+    let loader = addr2line::Loader::new(&exe).expect("addr2line");
+    let mut frames = Vec::new();
+    let mut iter = loader.find_frames(probe).expect("frames");
+    while let Ok(Some(frame)) = iter.next() {
+        frames.push(heapdump_analyze::symbolize::Frame {
+            pc: probe + 1,
+            function: frame
+                .function
+                .and_then(|f| f.demangle().ok().map(|n| n.into_owned())),
+            file: None,
+            line: None,
+            inlined: true,
+            module: Some("exe".into()),
+            module_offset: Some(probe + 1),
+        });
+    }
+    let outer = frames
+        .last()
+        .and_then(|f| f.function.clone())
+        .expect("a name");
+    assert!(outer.ends_with("Holder<T>::make_boxed"), "{outer}");
+
+    index().resolve_stack(&mut frames, "exe");
+    let resolved = frames
+        .last()
+        .and_then(|f| f.function.clone())
+        .unwrap_or_default();
+    assert!(
+        resolved.ends_with("Holder<u64>::make_boxed"),
+        "{outer} resolved to {resolved}"
+    );
+}

@@ -10,7 +10,8 @@
 //! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
 //! let view = dump.view();
 //! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
-//! let model = HeapModel::build(view, |stack| symbolizer.symbolize_stack(&view, stack))?;
+//! let stacks = view.clone();
+//! let model = HeapModel::build(view, |stack| symbolizer.symbolize_stack(&stacks, stack))?;
 //! let mut out = Vec::new();
 //! dot::write_dot(&model, &dot::DotOptions::default(), &mut out)?;
 //! # Ok::<(), anyhow::Error>(())
