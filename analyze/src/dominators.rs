@@ -29,6 +29,7 @@
 //! ```
 
 use crate::graph::HeapGraph;
+use crate::leaks::LeakAnalysis;
 
 const NONE: u32 = u32::MAX;
 /// `idom` value of a node whose immediate dominator is the super-root.
@@ -60,34 +61,85 @@ impl DominatorTree {
     /// `graph`'s root edges, then `extra_roots` (pass the definitely-lost
     /// blocks, [`crate::leaks::LeakAnalysis::definitely_lost`]).
     pub fn compute(graph: &HeapGraph, extra_roots: &[u32]) -> DominatorTree {
-        let n = graph.node_count();
-        let start_nodes: Vec<u32> = graph
-            .root_edges()
-            .iter()
-            .map(|e| e.target)
-            .chain(extra_roots.iter().copied())
-            .filter(|&t| (t as usize) < n)
-            .collect();
+        let mut dfs = Dfs::new(graph.node_count());
+        dfs.run(graph, graph.root_edges().iter().map(|e| e.target));
+        dfs.run(graph, extra_roots.iter().copied());
+        dfs.finish(graph)
+    }
 
-        // 1. Iterative DFS from the super-root (preorder number 0). A
-        //    visited node pushes all its out-edges at once (the targets
-        //    already numbered are filtered right there, in a loop whose
-        //    loads do not wait on each other); popping an edge whose
-        //    target is still unnumbered makes it a tree edge. This is the
-        //    recursive DFS over each row in reverse order. Every non-tree
-        //    edge is recorded as a (target, source) pair of preorder
-        //    numbers as it is seen, so the predecessors need no further
-        //    pass over the graph; tree edges need no record (`parent`).
-        let mut pre = vec![NONE; n];
-        let mut order: Vec<u32> = Vec::with_capacity(n + 1);
-        let mut parent: Vec<u32> = Vec::with_capacity(n + 1);
+    /// The leak classes and the dominator tree with the definitely-lost
+    /// blocks as extra roots (as [`LeakAnalysis::compute`] then
+    /// [`compute`](Self::compute) with
+    /// [`definitely_lost`](LeakAnalysis::definitely_lost)), on two
+    /// threads: the depth-first search from the roots does not need the
+    /// classes, so it runs while they are computed; only the search from
+    /// the lost blocks waits for them. Dominators do not depend on the
+    /// search order, so the result is the same.
+    pub fn compute_with_leaks(graph: &HeapGraph) -> (LeakAnalysis, DominatorTree) {
+        std::thread::scope(|scope| {
+            let leaks = scope.spawn(|| LeakAnalysis::compute(graph));
+            let mut dfs = Dfs::new(graph.node_count());
+            dfs.run(graph, graph.root_edges().iter().map(|e| e.target));
+            let leaks = match leaks.join() {
+                Ok(leaks) => leaks,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            dfs.run(graph, leaks.definitely_lost());
+            (leaks, dfs.finish(graph))
+        })
+    }
+}
+
+/// The depth-first search from the super-root (preorder number 0), run
+/// once per batch of the super-root's children. A visited node pushes all
+/// its out-edges at once (the targets already numbered are filtered right
+/// there, in a loop whose loads do not wait on each other); popping an
+/// edge whose target is still unnumbered makes it a tree edge. Rows are
+/// pushed backwards, so this is the recursive DFS taking each row in order. Every non-tree edge is
+/// recorded as a (target, source) pair of preorder numbers as it is seen,
+/// so the predecessors need no further pass over the graph; tree edges
+/// need no record (`parent`).
+struct Dfs {
+    pre: Vec<u32>,
+    order: Vec<u32>,
+    parent: Vec<u32>,
+    pairs: Vec<u64>,
+    /// (node, preorder number of the node that pushed it)
+    stack: Vec<(u32, u32)>,
+}
+
+#[inline]
+fn pair(target: u32, source: u32) -> u64 {
+    (u64::from(target) << 32) | u64::from(source)
+}
+
+impl Dfs {
+    fn new(n: usize) -> Dfs {
+        let mut order = Vec::with_capacity(n + 1);
+        let mut parent = Vec::with_capacity(n + 1);
         order.push(NONE);
         parent.push(0);
-        let mut pairs: Vec<u64> = Vec::new();
-        let pair = |target: u32, source: u32| (u64::from(target) << 32) | u64::from(source);
-        // (node, preorder number of the node that pushed it)
-        let mut stack: Vec<(u32, u32)> = Vec::new();
-        for &s in &start_nodes {
+        Dfs {
+            pre: vec![NONE; n],
+            order,
+            parent,
+            pairs: Vec::new(),
+            stack: Vec::new(),
+        }
+    }
+
+    /// Adds `starts` (out-of-range ones ignored) as children of the
+    /// super-root and searches from each.
+    fn run(&mut self, graph: &HeapGraph, starts: impl Iterator<Item = u32>) {
+        let n = self.pre.len();
+        let Dfs {
+            pre,
+            order,
+            parent,
+            pairs,
+            stack,
+        } = self;
+        for s in starts.filter(|&t| (t as usize) < n) {
             let ps = pre[s as usize];
             if ps != NONE {
                 pairs.push(pair(ps, 0));
@@ -104,7 +156,7 @@ impl DominatorTree {
                 pre[v as usize] = pv;
                 order.push(v);
                 parent.push(from);
-                for &e in graph.out_row(v) {
+                for &e in graph.out_row(v).iter().rev() {
                     let t = e.node();
                     let pt = pre[t as usize];
                     if pt == NONE {
@@ -115,8 +167,20 @@ impl DominatorTree {
                 }
             }
         }
+    }
+
+    /// Steps 2 to 5 of the module docs' algorithm, on the finished search.
+    fn finish(self, graph: &HeapGraph) -> DominatorTree {
+        let Dfs {
+            pre,
+            order,
+            parent,
+            mut pairs,
+            stack,
+        } = self;
         drop(stack);
-        drop(start_nodes);
+        drop(pre);
+        let n = graph.node_count();
         let m = order.len();
 
         // 2. Predecessors grouped by target: a radix sort of the pairs on
@@ -140,7 +204,17 @@ impl DominatorTree {
         let mut semi: Vec<u32> = parent.clone();
         let mut forest: Vec<(u32, u32)> = vec![(NONE, NONE); m];
         let mut path: Vec<u32> = Vec::new();
+        // Loads the link-forest entries of the predecessors a few nodes
+        // ahead, so that their cache misses overlap instead of each `eval`
+        // waiting for its own (safe Rust has no prefetch instruction).
+        const AHEAD: usize = 12;
+        let mut touched = 0u32;
         for w in (1..m).rev() {
+            if let Some(a) = w.checked_sub(AHEAD) {
+                for &v in &preds[pred_start[a] as usize..pred_start[a + 1] as usize] {
+                    touched ^= forest[v as usize].0;
+                }
+            }
             let mut best = semi[w];
             let row = &preds[pred_start[w] as usize..pred_start[w + 1] as usize];
             for &v in row {
@@ -154,6 +228,7 @@ impl DominatorTree {
             semi[w] = best;
             forest[w] = (parent[w], best);
         }
+        std::hint::black_box(touched);
         drop(preds);
         drop(pred_start);
         drop(forest);
@@ -199,7 +274,9 @@ impl DominatorTree {
             reached: m - 1,
         }
     }
+}
 
+impl DominatorTree {
     /// The immediate dominator of `node`.
     pub fn idom(&self, node: u32) -> Dominator {
         match self.idom.get(node as usize).copied() {
@@ -454,6 +531,55 @@ mod tests {
                 Some(idom)
             })
             .collect()
+    }
+
+    #[test]
+    fn radix_sort_orders_by_the_high_half() {
+        let mut rng = SplitMix64(7);
+        for bound in [1usize, 2, 5, 4096, 4097, 1 << 20, (1 << 25) + 3] {
+            let mut keys: Vec<u64> = (0..1000)
+                .map(|_| (rng.below(bound as u64) << 32) | rng.below(1 << 32))
+                .collect();
+            let mut want = keys.clone();
+            want.sort_unstable_by_key(|k| k >> 32);
+            radix_sort_high(&mut keys, bound);
+            let high = |v: &[u64]| v.iter().map(|k| k >> 32).collect::<Vec<_>>();
+            assert_eq!(high(&keys), high(&want), "bound {bound}");
+            keys.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(keys, want, "bound {bound}");
+        }
+    }
+
+    #[test]
+    fn compute_with_leaks_matches_the_two_steps() {
+        let mut rng = SplitMix64(0xc0ffee);
+        for _ in 0..100 {
+            let n = 1 + rng.below(40) as usize;
+            let edges: Vec<GraphEdge> = (0..rng.below(3 * n as u64 + 1))
+                .map(|_| GraphEdge {
+                    source: rng.below(n as u64) as u32,
+                    target: rng.below(n as u64) as u32,
+                    target_offset: if rng.below(4) == 0 { 8 } else { 0 },
+                })
+                .collect();
+            let roots: Vec<u32> = (0..rng.below(3))
+                .map(|_| rng.below(n as u64) as u32)
+                .collect();
+            let sizes: Vec<u64> = (0..n).map(|_| 16 + rng.below(64)).collect();
+            let g = graph(sizes, &edges, &roots);
+            let leaks = LeakAnalysis::compute(&g);
+            let lost: Vec<u32> = leaks.definitely_lost().collect();
+            let tree = DominatorTree::compute(&g, &lost);
+            let (leaks2, tree2) = DominatorTree::compute_with_leaks(&g);
+            for v in 0..n as u32 {
+                assert_eq!(leaks.class(v), leaks2.class(v));
+                assert_eq!(leaks.indirect_bytes(v), leaks2.indirect_bytes(v));
+                assert_eq!(tree.idom(v), tree2.idom(v));
+                assert_eq!(tree.retained(v), tree2.retained(v));
+                assert_ne!(tree.idom(v), Dominator::Unreachable);
+            }
+        }
     }
 
     #[test]

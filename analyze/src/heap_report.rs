@@ -59,11 +59,12 @@ impl HeapAnalysis {
             );
         }
         let graph = HeapGraph::build(view, heuristics)?;
-        let leaks = LeakAnalysis::compute(&graph);
-        let dominators = dominators.then(|| {
-            let lost: Vec<u32> = leaks.definitely_lost().collect();
-            DominatorTree::compute(&graph, &lost)
-        });
+        let (leaks, dominators) = if dominators {
+            let (leaks, tree) = DominatorTree::compute_with_leaks(&graph);
+            (leaks, Some(tree))
+        } else {
+            (LeakAnalysis::compute(&graph), None)
+        };
         Ok(HeapAnalysis {
             graph,
             leaks,
