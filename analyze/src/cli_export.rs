@@ -229,10 +229,9 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
         .binary
         .clone()
         .or_else(|| main_executable(&file.view()));
-    // Only for the generic parameters of full-debug function names here.
     let fields = load_fields(executable.as_deref(), true);
     let mut frames = std::collections::HashMap::new();
-    let model = open_model(
+    let mut model = open_model(
         file.view(),
         &args.dump,
         args.binary,
@@ -241,6 +240,9 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
             frames.insert(stack, symbolized.to_vec());
         },
     )?;
+    if let Some(fields) = fields {
+        model.set_fields(fields);
+    }
     let spinner = progress_bar("writing the database");
     let summary = sqlite::write_sqlite(&model, &frames, &args.output, &display(&args.dump))?;
     spinner.finish_and_clear();

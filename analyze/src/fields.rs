@@ -555,7 +555,26 @@ fn substitute(function: &str, substitutions: &[(&str, String)]) -> String {
 /// Types whose insides are the standard library's business.
 fn is_library_type(name: &str) -> bool {
     [
-        "alloc::", "core::", "std::", "Vec<", "Box<", "String", "Option<", "Rc<", "Arc<",
+        "alloc::",
+        "core::",
+        "std::",
+        "hashbrown::",
+        "Vec<",
+        "Box<",
+        "String",
+        "Option<",
+        "Rc<",
+        "Arc<",
+        "RefCell<",
+        "Cell<",
+        "HashMap<",
+        "HashSet<",
+        "VecDeque<",
+        "BTreeMap<",
+        "RcInner<",
+        "ArcInner<",
+        "rc::Weak<",
+        "sync::Weak<",
     ]
     .iter()
     .any(|p| name.starts_with(p))

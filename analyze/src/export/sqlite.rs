@@ -106,7 +106,8 @@ CREATE TABLE edges (                -- a pointer from one object into another
     source        INTEGER NOT NULL REFERENCES objects(id),
     target        INTEGER NOT NULL REFERENCES objects(id),
     source_offset INTEGER NOT NULL, -- where the pointer is in the source
-    target_offset INTEGER NOT NULL  -- where it points in the target; 0 = the start
+    target_offset INTEGER NOT NULL, -- where it points in the target; 0 = the start
+    field         TEXT              -- the source's field ('next', '[3].next'); needs debug = 2
 );
 CREATE TABLE root_edges (           -- a pointer from a root into an object
     root_id       INTEGER NOT NULL REFERENCES roots(id),
@@ -404,7 +405,7 @@ fn load_rows(
     }
     {
         let mut insert = tx.prepare(
-            "INSERT INTO edges (source, target, source_offset, target_offset) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO edges (source, target, source_offset, target_offset, field) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut count = 0u64;
         for e in model.allocation_edges() {
@@ -412,7 +413,8 @@ fn load_rows(
                 e.source,
                 e.target,
                 int(e.source_offset),
-                int(e.target_offset)
+                int(e.target_offset),
+                model.field_label(e.source, e.source_offset),
             ])?;
             count += 1;
         }
