@@ -106,6 +106,8 @@ struct Dfs {
     pairs: Vec<u64>,
     /// (node, preorder number of the node that pushed it)
     stack: Vec<(u32, u32)>,
+    /// Sink of the loads that only warm the cache.
+    touched: u32,
 }
 
 #[inline]
@@ -125,6 +127,7 @@ impl Dfs {
             parent,
             pairs: Vec::new(),
             stack: Vec::new(),
+            touched: 0,
         }
     }
 
@@ -138,6 +141,7 @@ impl Dfs {
             parent,
             pairs,
             stack,
+            touched,
         } = self;
         for s in starts.filter(|&t| (t as usize) < n) {
             let ps = pre[s as usize];
@@ -161,6 +165,8 @@ impl Dfs {
                     let pt = pre[t as usize];
                     if pt == NONE {
                         stack.push((t, pv));
+                        // Start loading the row the search may visit next.
+                        *touched ^= graph.out_row(t).first().map_or(0, |e| e.node());
                     } else {
                         pairs.push(pair(pt, pv));
                     }
@@ -177,7 +183,9 @@ impl Dfs {
             parent,
             mut pairs,
             stack,
+            touched,
         } = self;
+        std::hint::black_box(touched);
         drop(stack);
         drop(pre);
         let n = graph.node_count();
