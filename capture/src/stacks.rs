@@ -35,6 +35,10 @@ pub struct Walk {
     pcs: [MaybeUninit<u64>; MAX_DEPTH],
     len: usize,
     pub truncated: bool,
+    /// The frames' hash, computed as they are pushed: the walk waits on
+    /// each frame pointer load, and the hash's multiplications fit in that
+    /// wait for free.
+    hasher: FrameHasher,
 }
 
 impl Walk {
@@ -43,7 +47,13 @@ impl Walk {
             pcs: [MaybeUninit::uninit(); MAX_DEPTH],
             len: 0,
             truncated: false,
+            hasher: FrameHasher::new(),
         }
+    }
+
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        self.hasher.finish()
     }
 
     #[inline]
@@ -58,12 +68,14 @@ impl Walk {
         if let Some(slot) = self.pcs.get_mut(self.len) {
             slot.write(pc);
             self.len += 1;
+            self.hasher.push(pc);
         }
     }
 
     #[cfg(test)]
     pub fn set(&mut self, frames: &[u64]) {
         self.len = 0;
+        self.hasher = FrameHasher::new();
         for &pc in frames {
             self.push(pc);
         }
@@ -109,6 +121,7 @@ pub fn walk_current(stack: (usize, usize), walk: &mut Walk) {
     let mut fp = frame_pointer();
     walk.len = 0;
     walk.truncated = false;
+    walk.hasher = FrameHasher::new();
     // Our own frame sits at the lowest address of the chain; anything
     // below it is not part of this call stack.
     let floor = fp.max(low);
@@ -184,32 +197,56 @@ pub struct StacksSnapshot {
     pub frames: &'static [u64],
 }
 
-/// A hash of the frames. Each frame gets its own multiplier and the
-/// products are summed, so the multiplications do not wait on each other
-/// (a chained hash costs several times more on a 25-frame stack).
-#[inline]
-fn hash_frames(frames: &[u64]) -> u64 {
+/// A hash of a stack's frames, fed one frame at a time. Frames go round
+/// robin to four lanes, each with its own multiplier, so the
+/// multiplications do not wait on each other (a chained hash costs several
+/// times more on a 25-frame stack).
+#[derive(Clone, Copy)]
+struct FrameHasher {
+    lanes: [u64; 4],
+    count: u64,
+}
+
+impl FrameHasher {
     const K: [u64; 4] = [
         0x9E37_79B9_7F4A_7C15,
         0xC2B2_AE3D_27D4_EB4F,
         0x1656_67B1_9E37_79F9,
         0xD6E8_FEB8_6659_FD93,
     ];
-    let seed = frames.len() as u64;
-    let (mut a, mut b, mut c, mut d) = (seed, seed ^ K[1], seed ^ K[2], seed ^ K[3]);
-    let mut chunks = frames.chunks_exact(4);
-    for four in &mut chunks {
-        a = a.rotate_left(23).wrapping_add(four[0].wrapping_mul(K[0]));
-        b = b.rotate_left(23).wrapping_add(four[1].wrapping_mul(K[1]));
-        c = c.rotate_left(23).wrapping_add(four[2].wrapping_mul(K[2]));
-        d = d.rotate_left(23).wrapping_add(four[3].wrapping_mul(K[3]));
+
+    const fn new() -> FrameHasher {
+        FrameHasher {
+            lanes: [0, Self::K[1], Self::K[2], Self::K[3]],
+            count: 0,
+        }
     }
-    for (&pc, k) in chunks.remainder().iter().zip(K) {
-        a = a.rotate_left(23).wrapping_add(pc.wrapping_mul(k));
+
+    #[inline(always)]
+    fn push(&mut self, pc: u64) {
+        let lane = (self.count & 3) as usize;
+        self.lanes[lane] = self.lanes[lane]
+            .rotate_left(23)
+            .wrapping_add(pc.wrapping_mul(Self::K[lane]));
+        self.count += 1;
     }
-    let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48);
-    let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h ^ (h >> 32)
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        let [a, b, c, d] = self.lanes;
+        let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ self.count;
+        let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h ^ (h >> 32)
+    }
+}
+
+/// The hash [`Walk::hash`] gives for these frames.
+fn hash_frames(frames: &[u64]) -> u64 {
+    let mut hasher = FrameHasher::new();
+    for &pc in frames {
+        hasher.push(pc);
+    }
+    hasher.finish()
 }
 
 impl StackInterner {
@@ -238,7 +275,7 @@ impl StackInterner {
         if frames.is_empty() {
             return 0;
         }
-        let hash = hash_frames(frames);
+        let hash = walk.hash();
         let tag = (hash >> 32) << 32;
         let flags = if walk.truncated {
             heapdump_formats::records::stack_flags::TRUNCATED
@@ -528,6 +565,17 @@ mod tests {
         assert_eq!(walk.len, 0);
         walk_current((16, 4096), &mut walk);
         assert_eq!(walk.len, 0);
+    }
+
+    #[test]
+    fn walk_hash_equals_the_hash_of_its_frames() {
+        let stack = this_thread_stack();
+        let mut walk = Walk::empty();
+        nested(7, stack, &mut walk);
+        assert_eq!(walk.hash(), hash_frames(walk.frames()));
+        let mut other = Walk::empty();
+        other.set(&walk.frames()[1..]);
+        assert_ne!(other.hash(), walk.hash());
     }
 
     #[test]
