@@ -681,6 +681,9 @@ pub struct RootInfo {
     pub name: Option<String>,
     /// Address of the pointer word (`0x…`), or the register name for REGISTERS.
     pub location: String,
+    /// For a DATA_SEGMENT root, the static holding the pointer word
+    /// (`app::CACHE+0x8`), when the module's symbol table has it.
+    pub symbol: Option<String>,
     /// Offset of the pointer word within the root.
     pub source_offset: u64,
 }
@@ -712,7 +715,12 @@ const REGISTER_NAMES: [&str; 23] = [
     "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
 ];
 
-fn root_info(view: &DumpView<'_>, index: u32, source_offset: u64) -> RootInfo {
+fn root_info(
+    view: &DumpView<'_>,
+    symbolizer: &Symbolizer,
+    index: u32,
+    source_offset: u64,
+) -> RootInfo {
     let Some(root) = view.roots().get(index as usize) else {
         return RootInfo {
             index,
@@ -720,9 +728,13 @@ fn root_info(view: &DumpView<'_>, index: u32, source_offset: u64) -> RootInfo {
             owner: None,
             name: None,
             location: String::new(),
+            symbol: None,
             source_offset,
         };
     };
+    let symbol = (root.kind == root_kind::DATA_SEGMENT)
+        .then(|| symbolizer.symbol_at(root.address.wrapping_add(source_offset)))
+        .flatten();
     let owner = match root.owner_kind {
         owner_kind::THREAD => view.threads().get(root.owner as usize).map(|t| {
             let name = string(view, t.name);
@@ -755,6 +767,7 @@ fn root_info(view: &DumpView<'_>, index: u32, source_offset: u64) -> RootInfo {
         owner,
         name,
         location,
+        symbol,
         source_offset,
     }
 }
@@ -838,7 +851,12 @@ pub fn retainers(
                     previous = Some(v);
                 }
                 PathInfo {
-                    root: root_info(view, p.root_edge.root, p.root_edge.source_offset),
+                    root: root_info(
+                        view,
+                        stacks.symbolizer,
+                        p.root_edge.root,
+                        p.root_edge.source_offset,
+                    ),
                     steps,
                 }
             })
@@ -887,6 +905,9 @@ impl RetainersReport {
                 }
                 if let Some(name) = &root.name {
                     let _ = write!(from, " ({name})");
+                }
+                if let Some(symbol) = &root.symbol {
+                    let _ = write!(from, ", static {symbol}");
                 }
                 let _ = writeln!(
                     o,

@@ -242,6 +242,23 @@ impl Symbolizer {
         &self.warnings
     }
 
+    /// The symbol (demangled) whose extent holds `address` in a loaded
+    /// module, with the offset into it: `app::CACHE+0x8`. For naming the
+    /// static a data-segment root's pointer lives in.
+    pub fn symbol_at(&self, address: u64) -> Option<String> {
+        let module = self
+            .modules
+            .iter()
+            .find(|m| (m.start..m.end).contains(&address))?;
+        let probe = address.wrapping_sub(module.load_bias);
+        let symbol = module.loader.as_ref()?.find_symbol_info(probe)?;
+        let name = demangle(symbol.name());
+        Some(match probe - symbol.address() {
+            0 => name,
+            offset => format!("{name}+{offset:#x}"),
+        })
+    }
+
     /// The frames at return address `pc`, innermost (most inlined) first.
     /// Never empty: an address nothing knows is one frame with no function.
     pub fn symbolize_pc(&mut self, pc: u64) -> &[Frame] {

@@ -1,0 +1,60 @@
+//! `heapdump retainers` on a real dump: a block held by a static is traced
+//! to a DATA_SEGMENT root of the executable, named after the static, with
+//! the pointer's offset into the block.
+
+use std::ffi::OsStr;
+use std::process::Command;
+
+use heapdump_tests::{binary, heapdump, run_ok, scratch_dir};
+
+fn retainers(dump: &std::path::Path, site: &str) -> serde_json::Value {
+    let json = heapdump(&[
+        OsStr::new("retainers"),
+        dump.as_os_str(),
+        OsStr::new("--site"),
+        OsStr::new(site),
+        OsStr::new("-n"),
+        OsStr::new("1"),
+        OsStr::new("--json"),
+    ]);
+    serde_json::from_str(&json).expect("retainers --json is not JSON")
+}
+
+#[test]
+fn blocks_held_by_statics_are_traced_to_the_named_static() {
+    let dir = scratch_dir("retainers_name_statics");
+    let dump = dir.join("leaks.hdump");
+    run_ok(Command::new(binary("leaks")).arg(&dump));
+
+    for (site, size, symbol, target_offset) in [
+        ("hold_in_static", 2000, "leaks::REACHABLE", 0),
+        ("hold_interior_pointer", 2016, "leaks::INTERIOR", 8),
+        ("hold_tagged_pointer", 2032, "leaks::TAGGED", 1),
+    ] {
+        let report = retainers(&dump, site);
+        let object = &report["objects"][0];
+        assert_eq!(object["object"]["size"].as_u64(), Some(size), "{report}");
+        let path = &object["paths"][0];
+        let root = &path["root"];
+        assert_eq!(root["kind"].as_str(), Some("DATA_SEGMENT"), "{report}");
+        assert!(
+            root["owner"]
+                .as_str()
+                .is_some_and(|owner| owner.ends_with("/leaks")),
+            "{report}"
+        );
+        // The static's symbol (LLVM may add a `.0` suffix to a split global).
+        let named = root["symbol"].as_str().unwrap_or_default();
+        assert!(
+            named == symbol || named.starts_with(&format!("{symbol}.")),
+            "{site}: root symbol {named:?}, expected {symbol}"
+        );
+        let steps = path["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 1, "{report}");
+        assert_eq!(
+            steps[0]["target_offset"].as_u64(),
+            Some(target_offset),
+            "{report}"
+        );
+    }
+}
