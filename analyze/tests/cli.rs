@@ -1,36 +1,19 @@
 //! The `heapdump` command on dumps built on purpose: exit codes, exact
 //! output, errors that name the file, and quiet broken pipes.
 
+mod cli_common;
+
+use cli_common::{heapdump, json, stderr, stdout};
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::SectionKind;
 use heapdump_formats::testing::DumpBuilder;
 
 fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}.hdump"));
-    std::fs::write(&path, bytes).expect("write test dump");
-    path
-}
-
-fn heapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heapdump"))
-        .args(args)
-        .output()
-        .expect("run heapdump")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).expect("utf-8 stderr")
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).expect("stdout is JSON")
+    cli_common::write_dump("cli", name, bytes)
 }
 
 /// `small()` without modules, so `top` needs no executable: every frame is

@@ -1,8 +1,12 @@
 //! `heapdump leaks`, `top --retained`, `retainers` and `diff` on dumps
 //! built on purpose with exact expected classes, sizes and paths.
 
+mod cli_common;
+
+use cli_common::heapdump;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, ProcessRecord, RootRecord, ThreadRecord, edge_flags, owner_kind,
@@ -11,16 +15,7 @@ use heapdump_formats::records::{
 use heapdump_formats::testing::DumpBuilder;
 
 fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("graph-{name}.hdump"));
-    std::fs::write(&path, bytes).expect("write test dump");
-    path
-}
-
-fn heapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heapdump"))
-        .args(args)
-        .output()
-        .expect("run heapdump")
+    cli_common::write_dump("graph", name, bytes)
 }
 
 fn json(output: &Output) -> serde_json::Value {

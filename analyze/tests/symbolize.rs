@@ -4,8 +4,12 @@
 //! known functions of this file, so `heapdump top` must name them, their
 //! file and their line.
 
+mod cli_common;
+
+use cli_common::heapdump;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use heapdump_formats::records::{AllocationRecord, ModuleRecord, module_flags};
 use heapdump_formats::testing::DumpBuilder;
@@ -153,16 +157,7 @@ fn dump(module_path: &[u8], build_id: &[u8]) -> Vec<u8> {
 }
 
 fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("symbolize-{name}.hdump"));
-    std::fs::write(&path, bytes).expect("write test dump");
-    path
-}
-
-fn heapdump(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heapdump"))
-        .args(args)
-        .output()
-        .expect("run heapdump")
+    cli_common::write_dump("symbolize", name, bytes)
 }
 
 fn this_file() -> String {
