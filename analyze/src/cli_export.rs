@@ -1,17 +1,18 @@
-//! The export commands of `heapdump` (`todot`, `tosqlite`): argument
+//! The export commands of `heapdump` (`todot`, `tosqlite`, `tohprof`): argument
 //! structs and the glue from them to `heapdump_analyze::export`. Kept out
 //! of `main.rs` so that file stays a list of commands.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use heapdump_analyze::export::HeapModel;
 use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
+use heapdump_analyze::export::hprof::{self, HprofOptions};
 use heapdump_analyze::export::sqlite;
 use heapdump_analyze::fields::FieldIndex;
-use heapdump_analyze::symbolize::Frame;
+use heapdump_analyze::symbolize::{Frame, Symbolizer};
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
@@ -102,11 +103,23 @@ fn open_model<'a>(
     dump: &Path,
     binary: Option<PathBuf>,
     fields: Option<&FieldIndex>,
+    keep: impl FnMut(u32, &[Frame]),
+) -> anyhow::Result<HeapModel<'a>> {
+    let mut symbolizer = symbolizer_for(&view, dump, binary.clone())?;
+    open_model_with(view, dump, binary, &mut symbolizer, fields, keep)
+}
+
+/// [`open_model`] with a symbolizer the caller keeps using afterwards.
+fn open_model_with<'a>(
+    view: DumpView<'a>,
+    dump: &Path,
+    binary: Option<PathBuf>,
+    symbolizer: &mut Symbolizer,
+    fields: Option<&FieldIndex>,
     mut keep: impl FnMut(u32, &[Frame]),
 ) -> anyhow::Result<HeapModel<'a>> {
-    let executable = binary.clone().or_else(|| main_executable(&view));
+    let executable = binary.or_else(|| main_executable(&view));
     let module = executable.as_deref().map(display).unwrap_or_default();
-    let mut symbolizer = symbolizer_for(&view, dump, binary)?;
     let spinner = progress_bar("symbolizing and building the heap graph");
     // The closure reads stacks through its own copy of the view (a few
     // slices), while the model keeps the other.
@@ -260,5 +273,108 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
         rows as f64 / summary.load_seconds.max(1e-9),
         summary.index_seconds
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = concat!(
+    "EXAMPLES:\n",
+    "    heapdump tohprof /tmp/app.hdump -o heap.hprof && visualvm --openfile heap.hprof\n",
+    "    heapdump tohprof /tmp/app.hdump ./target/release/app -o heap.hprof\n",
+    "    heapdump tohprof /tmp/app.hdump | gzip > heap.hprof.gz\n\n",
+    "Writes Java HPROF 1.0.2 (8-byte ids, heap dump segments) that VisualVM and\n",
+    "other HPROF readers open. Every allocation is one instance whose class is its\n",
+    "recovered type (one class per type and size, so VisualVM's sizes are the real\n",
+    "allocation sizes and its total is the live bytes); its fields are the pointers\n",
+    "the scan found, named by DWARF (debug = 2) or by byte offset (+0x18). Thread\n",
+    "stacks, registers and TLS are roots of one java.lang.Thread per thread; pointers\n",
+    "in data segments are static fields of a `statics of MODULE` class, named by\n",
+    "symbol. Each instance's stack trace is its allocation stack. analyze/EXPORTS.md\n",
+    "documents the mapping and its limits.\n\n",
+    "Without -o the file goes to stdout, which must not be a terminal."
+))]
+pub struct TohprofArgs {
+    /// The .hdump file.
+    dump: PathBuf,
+    /// The program's executable, if not at the path the dump records.
+    binary: Option<PathBuf>,
+    /// Write the HPROF file here instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE.hprof")]
+    output: Option<PathBuf>,
+}
+
+/// `heapdump tohprof`.
+pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "tohprof writes a binary HPROF file; pass -o FILE.hprof or redirect stdout to a file or pipe"
+        );
+    }
+    let file = heapdump_analyze::open_dump(&args.dump)?;
+    let view = file.view();
+    let executable = args.binary.clone().or_else(|| main_executable(&view));
+    let fields = load_fields(executable.as_deref(), true);
+    let mut symbolizer = symbolizer_for(&view, &args.dump, args.binary.clone())?;
+    let mut frames = std::collections::HashMap::new();
+    let mut model = open_model_with(
+        file.view(),
+        &args.dump,
+        args.binary,
+        &mut symbolizer,
+        fields.as_ref(),
+        |stack, symbolized| {
+            frames.insert(stack, symbolized.to_vec());
+        },
+    )?;
+    if let Some(fields) = fields {
+        model.set_fields(fields);
+    }
+    let static_name = |address: u64| symbolizer.symbol_at(address);
+    let options = HprofOptions::default();
+    let spinner = progress_bar("writing the HPROF file");
+    let start = std::time::Instant::now();
+    let summary = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", display(path)))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let summary = hprof::write_hprof(&model, &frames, &static_name, &options, &mut out)
+                .with_context(|| format!("cannot write {}", display(path)))?;
+            out.flush()
+                .with_context(|| format!("cannot write {}", display(path)))?;
+            summary
+        }
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let summary = hprof::write_hprof(&model, &frames, &static_name, &options, &mut out)?;
+            out.flush()?;
+            summary
+        }
+    };
+    spinner.finish_and_clear();
+    let target = args.output.as_deref().map_or("stdout".into(), display);
+    eprintln!(
+        "wrote {target}: {} instances ({} bytes), {} classes ({} for heap types), {} GC roots, {} threads, {} stack traces in {:.2} s",
+        summary.instances,
+        summary.bytes,
+        summary.classes,
+        summary.heap_classes,
+        summary.roots,
+        summary.threads,
+        summary.stack_traces,
+        start.elapsed().as_secs_f64()
+    );
+    if summary.continuations > 0 {
+        eprintln!(
+            "note: {} continuation objects (size 0) carry the pointers of objects with more than 32,766 of them",
+            summary.continuations
+        );
+    }
+    if summary.clamped > 0 {
+        eprintln!(
+            "warning: {} allocations above 2 GiB are shown as 2 GiB - 1 bytes (HPROF instance sizes are 32-bit)",
+            summary.clamped
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -238,6 +238,8 @@ enum Command {
     Todot(cli_export::TodotArgs),
     /// The heap as a SQLite database: objects, edges, roots, types, sites, stacks, frames.
     Tosqlite(cli_export::TosqliteArgs),
+    /// The heap as a Java HPROF file that VisualVM opens: classes per type, instances, roots, allocation stacks.
+    Tohprof(cli_export::TohprofArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -443,6 +445,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Todot(args) => cli_export::todot(args),
         Command::Tosqlite(args) => cli_export::tosqlite(args),
+        Command::Tohprof(args) => cli_export::tohprof(args),
         Command::Diff {
             old,
             new,

@@ -1,7 +1,7 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
-//! ([`dot`]) and SQLite ([`sqlite`]). Both work from one [`HeapModel`]:
-//! the dump, every allocation's name (recovered type or site), its leak
-//! class, and its out-edges, computed once.
+//! ([`dot`]), SQLite ([`sqlite`]) and Java HPROF ([`hprof`]). All work
+//! from one [`HeapModel`]: the dump, every allocation's name (recovered
+//! type or site), its leak class, and its out-edges, computed once.
 //!
 //! ```no_run
 //! use heapdump_analyze::export::{HeapModel, dot};
@@ -30,6 +30,7 @@ use crate::symbolize::Frame;
 use crate::types::{AllocationName, TypeName, site_label};
 
 pub mod dot;
+pub mod hprof;
 pub mod sqlite;
 
 /// One distinct type label (a recovered type, or `alloc@site` for
