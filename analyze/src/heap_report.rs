@@ -127,7 +127,8 @@ impl<'s> Stacks<'s> {
         &self.cache[&stack]
     }
 
-    /// The site frame and up to `count - 1` of its callers.
+    /// The site frame and up to `count - 1` of its callers, stopping at
+    /// the runtime's entry frame.
     fn frames(
         &mut self,
         view: &DumpView<'_>,
@@ -136,7 +137,13 @@ impl<'s> Stacks<'s> {
         warnings: &mut Vec<String>,
     ) -> Vec<Frame> {
         let (_, frames, index) = self.get(view, stack, warnings);
-        frames.iter().skip(*index).take(count).cloned().collect()
+        frames
+            .iter()
+            .skip(*index)
+            .take_while(|f| !crate::site::is_runtime_entry(f))
+            .take(count)
+            .cloned()
+            .collect()
     }
 
     fn site(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> Site {

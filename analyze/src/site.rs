@@ -119,6 +119,17 @@ pub fn is_library_file(file: &str) -> bool {
 }
 
 /// Whether a frame is library code, by its function or its file.
+/// Whether `frame` is where Rust's runtime hands over to the program (the
+/// short-backtrace marker std puts below `main` and below every spawned
+/// thread's closure): it and everything outside it are the same for every
+/// allocation, so reports stop there.
+pub fn is_runtime_entry(frame: &Frame) -> bool {
+    frame
+        .function
+        .as_deref()
+        .is_some_and(|f| f.contains("__rust_begin_short_backtrace"))
+}
+
 pub fn is_library_frame(frame: &Frame) -> bool {
     frame.function.as_deref().is_some_and(is_library_function)
         || frame.file.as_deref().is_some_and(is_library_file)
@@ -334,6 +345,18 @@ mod tests {
             module: Some("/bin/app".into()),
             module_offset: Some(u64::from(line)),
         }
+    }
+
+    #[test]
+    fn the_runtime_entry_frame_is_recognized() {
+        let entry = frame(
+            Some("std::sys::backtrace::__rust_begin_short_backtrace::<fn(), ()>"),
+            166,
+            false,
+        );
+        assert!(is_runtime_entry(&entry));
+        assert!(!is_runtime_entry(&frame(Some("app::main"), 3, false)));
+        assert!(!is_runtime_entry(&frame(None, 0, false)));
     }
 
     #[test]
