@@ -157,6 +157,8 @@ struct HeapClass {
     example: u32,
     /// Sorted distinct source offsets of pointers.
     slots: Vec<u64>,
+    /// `slots` is deduplicated when it reaches this length.
+    dedup_at: usize,
     /// Class ids: the owner's, then each continuation's.
     ids: Vec<u64>,
 }
@@ -304,14 +306,22 @@ fn write<W: Write>(
                 size: a.size,
                 example: i as u32,
                 slots: Vec::new(),
+                dedup_at: 1024,
                 ids: Vec::new(),
             });
             next
         });
         alloc_class.push(c);
-        let slots = &mut heap[c as usize].slots;
+        let class = &mut heap[c as usize];
         for e in model.out_edges(i as u32) {
-            slots.push(e.source_offset);
+            class.slots.push(e.source_offset);
+        }
+        // Many objects of one class repeat the same offsets: deduplicate
+        // whenever the list doubles, so it stays near the distinct count.
+        if class.slots.len() >= class.dedup_at {
+            class.slots.sort_unstable();
+            class.slots.dedup();
+            class.dedup_at = (2 * class.slots.len()).max(1024);
         }
     }
     let mut sizes_per_type: HashMap<u32, u32> = HashMap::new();
