@@ -503,3 +503,65 @@ fn segments_split_big_heaps_and_timestamps_change() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     assert!(HprofOptions::default().timestamp_ms > a);
 }
+
+mod cli_common;
+
+#[test]
+fn the_command_writes_a_file_or_a_pipe_but_never_a_terminal() {
+    // `small()` without modules, so no executable is needed.
+    let mut b = DumpBuilder::small();
+    b.modules.clear();
+    b.segments.clear();
+    b.roots.retain(|r| r.owner_kind != owner_kind::MODULE);
+    b.edges
+        .retain(|e| e.flags & heapdump_formats::records::edge_flags::FROM_ROOT == 0);
+    let bytes = b.to_bytes();
+    let dump = cli_common::write_dump("export_hprof", "small", &bytes);
+    let allocations = Dump::from_vec(bytes)
+        .expect("parses")
+        .view()
+        .allocations()
+        .len();
+    let dump = dump.to_str().expect("utf-8 path");
+    let file = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("export_hprof.hprof");
+    let output = cli_common::heapdump(&["tohprof", dump, "-o", file.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", cli_common::stderr(&output));
+    assert!(cli_common::stderr(&output).contains(&format!("{allocations} instances")));
+    let from_file = parse(&std::fs::read(&file).expect("the file is written"));
+
+    // Stdout is a pipe here: the same heap.
+    let output = cli_common::heapdump(&["tohprof", dump]);
+    assert!(output.status.success(), "{}", cli_common::stderr(&output));
+    let from_pipe = parse(&output.stdout);
+    assert_eq!(
+        from_pipe
+            .instances
+            .keys()
+            .filter(|&&id| id < 0xC000_0000_0000_0000)
+            .count(),
+        allocations
+    );
+    assert_eq!(
+        from_pipe
+            .instances
+            .keys()
+            .filter(|&&id| id < 0xC000_0000_0000_0000)
+            .collect::<Vec<_>>(),
+        from_file
+            .instances
+            .keys()
+            .filter(|&&id| id < 0xC000_0000_0000_0000)
+            .collect::<Vec<_>>()
+    );
+
+    // A terminal (`script` runs the command on a pseudo-terminal): refused.
+    let command = format!("{} tohprof {dump}", env!("CARGO_BIN_EXE_heapdump"));
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("cannot run `script` (Debian package bsdutils) to get a terminal");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("pass -o FILE.hprof"), "{text}");
+    assert!(!text.contains("JAVA PROFILE"), "{text}");
+}
