@@ -156,25 +156,35 @@ fn visualvm(dir: &Path, hprof: &Path, ids: &[u64]) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The addresses of the allocations of `size` bytes, by `tosqlite`.
-fn addresses_of_size(dir: &Path, dump: &Path, size: u64) -> Vec<u64> {
-    let db = dir.join("objects.db");
-    run_ok(
-        Command::new(binary("heapdump"))
-            .arg("tosqlite")
-            .arg(dump)
-            .arg("-o")
-            .arg(&db),
-    );
-    let output = run_ok(
-        Command::new("sqlite3")
-            .arg(&db)
-            .arg(format!("SELECT address FROM objects WHERE size = {size}")),
-    );
+/// The rows of `sql` (columns joined by `|`) on the `tosqlite` database
+/// of `dump` (written beside it on first use).
+fn query(dump: &Path, sql: &str) -> Vec<String> {
+    let db = dump.with_extension("db");
+    if !db.exists() {
+        run_ok(
+            Command::new(binary("heapdump"))
+                .arg("tosqlite")
+                .arg(dump)
+                .arg("-o")
+                .arg(&db),
+        );
+    }
+    let output = run_ok(Command::new("sqlite3").arg(&db).arg(sql));
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(|l| l.trim().parse().expect("an address"))
+        .map(str::to_owned)
         .collect()
+}
+
+/// The addresses of the allocations of `size` bytes.
+fn addresses_of_size(dump: &Path, size: u64) -> Vec<u64> {
+    query(
+        dump,
+        &format!("SELECT address FROM objects WHERE size = {size}"),
+    )
+    .iter()
+    .map(|l| l.trim().parse().expect("an address"))
+    .collect()
 }
 
 #[test]
@@ -184,8 +194,8 @@ fn visualvm_opens_the_export_with_the_live_totals_roots_and_pointers() {
     let (live_bytes, live_count) = live(&dump);
     // The block leaks::REACHABLE holds (2000 bytes) and the hash map's
     // table (288 bytes, pointing at its ten 2040-byte boxes).
-    let reachable = addresses_of_size(&dir, &dump, 2000);
-    let table = addresses_of_size(&dir, &dump, 288);
+    let reachable = addresses_of_size(&dump, 2000);
+    let table = addresses_of_size(&dump, 288);
     assert_eq!((reachable.len(), table.len()), (1, 1));
     let lines = visualvm(&dir, &hprof, &[reachable[0], table[0]]);
     let find =
@@ -242,4 +252,76 @@ fn visualvm_opens_the_export_with_the_live_totals_roots_and_pointers() {
         .filter(|l| l[1] == format!("{:x}", table[0]) && l[3] != "0")
         .collect();
     assert_eq!(fields.len(), 10, "{fields:?}");
+}
+
+#[test]
+fn visualvm_sees_one_thread_object_per_thread_and_every_root_kind_of_the_demo() {
+    let dir = scratch_dir("export_hprof_visualvm_demo");
+    let (dump, hprof) = dump_and_export(&dir, "demo");
+    let (live_bytes, live_count) = live(&dump);
+    let json = heapdump(&[OsStr::new("info"), dump.as_os_str(), OsStr::new("--json")]);
+    let info: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let threads = info["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .filter(|t| {
+            t["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "ALIVE"))
+        })
+        .count() as u64;
+    assert!(threads > 1, "the demo runs several threads");
+    let lines = visualvm(&dir, &hprof, &[]);
+    let total = lines.iter().find(|l| l[0] == "total").expect("total");
+    assert_eq!(total[1], (live_count + threads).to_string(), "{lines:?}");
+    assert_eq!(total[2], live_bytes.to_string(), "{lines:?}");
+    let roots: BTreeMap<&str, &str> = lines
+        .iter()
+        .filter(|l| l[0] == "root")
+        .map(|l| (l[1].as_str(), l[2].as_str()))
+        .collect();
+    assert_eq!(
+        roots.get("thread object"),
+        Some(&threads.to_string().as_str()),
+        "{roots:?}"
+    );
+    // One GC root per pointer from a thread's stack, registers or TLS;
+    // statics hang off sticky classes. Which kinds hold a pointer varies
+    // from run to run, so the dump says what to expect.
+    let by_kind: BTreeMap<String, u64> = query(
+        &dump,
+        "SELECT r.kind, count(*) FROM root_edges AS e JOIN roots AS r ON r.id = e.root_id GROUP BY r.kind",
+    )
+    .iter()
+    .filter_map(|l| l.split_once('|'))
+    .map(|(k, n)| (k.to_owned(), n.parse().expect("a count")))
+    .collect();
+    let count = |kind: &str| {
+        roots
+            .get(kind)
+            .map_or(0, |n| n.parse::<u64>().expect("count"))
+    };
+    let ours = |kind: &str| by_kind.get(kind).copied().unwrap_or(0);
+    assert_eq!(
+        count("Java frame"),
+        ours("THREAD_STACK"),
+        "{by_kind:?} {roots:?}"
+    );
+    assert!(count("Java frame") > 0, "{roots:?}");
+    assert_eq!(
+        count("native stack"),
+        ours("REGISTERS"),
+        "{by_kind:?} {roots:?}"
+    );
+    assert_eq!(
+        count("thread block"),
+        ours("STATIC_TLS") + ours("DYNAMIC_TLS"),
+        "{by_kind:?} {roots:?}"
+    );
+    assert_eq!(
+        ours("DATA_SEGMENT") > 0,
+        count("sticky class") > 0,
+        "{by_kind:?} {roots:?}"
+    );
 }
