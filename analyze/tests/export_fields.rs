@@ -159,3 +159,100 @@ fn full_debug_names_get_their_generic_parameters_back() {
         "{outer} resolved to {resolved}"
     );
 }
+
+/// `tohprof` names a class's pointer fields after the DWARF members.
+#[test]
+fn hprof_fields_are_named_after_the_struct_members() {
+    use heapdump_analyze::export::HeapModel;
+    use heapdump_analyze::export::hprof::{HprofOptions, write_hprof};
+    use heapdump_analyze::symbolize::Frame;
+    use heapdump_formats::read::Dump;
+    use heapdump_formats::records::{AllocationRecord, EdgeRecord};
+    use heapdump_formats::testing::DumpBuilder;
+    use jvm_hprof::heap_dump::SubRecord;
+    use jvm_hprof::{RecordTag, parse_hprof};
+
+    let size = size_of::<FieldNode>() as u64;
+    let next = offset_of!(FieldNode, next) as u64;
+    let mut b = DumpBuilder::default();
+    b.process.pointer_size = 8;
+    b.stack(&[]);
+    b.stack(&[0x1000]);
+    for i in 0..2u64 {
+        b.allocations.push(AllocationRecord {
+            address: 0x1000 * (i + 1),
+            size,
+            sequence: i,
+            stack: 1,
+            thread: u32::MAX,
+            align: 8,
+            flags: 0,
+        });
+    }
+    b.edges.push(EdgeRecord {
+        source: 0,
+        target: 1,
+        source_offset: next,
+        target_offset: 0,
+        flags: 0,
+        reserved: 0,
+    });
+    b.fix_totals();
+    let dump = Dump::from_vec(b.to_bytes()).expect("parses");
+    let frame = |function: &str, file: &str| Frame {
+        pc: 0x1000,
+        function: Some(function.to_owned()),
+        file: Some(file.to_owned()),
+        line: Some(1),
+        inlined: true,
+        module: None,
+        module_offset: None,
+    };
+    let mut model = HeapModel::build(dump.view(), |_| {
+        Ok(vec![
+            frame("__rust_alloc", "/app/src/main.rs"),
+            frame(
+                "new<export_fields::FieldNode>",
+                "/rustc/0000/library/alloc/src/boxed.rs",
+            ),
+        ])
+    })
+    .expect("model");
+    model.set_fields(index());
+    let mut out = Vec::new();
+    write_hprof(
+        &model,
+        &std::collections::HashMap::new(),
+        &|_| None,
+        &HprofOptions::default(),
+        &mut out,
+    )
+    .expect("export");
+
+    let hprof = parse_hprof(&out).expect("header");
+    let mut strings = std::collections::HashMap::new();
+    let mut field_names = Vec::new();
+    for record in hprof.records_iter() {
+        let record = record.expect("record");
+        match record.tag() {
+            RecordTag::Utf8 => {
+                let u = record.as_utf_8().unwrap().expect("utf8");
+                strings.insert(u.name_id().id(), u.text_as_str().expect("utf-8").to_owned());
+            }
+            RecordTag::HeapDumpSegment => {
+                let segment = record.as_heap_dump_segment().unwrap().expect("segment");
+                for sub in segment.sub_records() {
+                    if let SubRecord::Class(c) = sub.expect("sub-record") {
+                        for f in c.instance_field_descriptors() {
+                            field_names.push(f.expect("field").name_id().id());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let names: Vec<&str> = field_names.iter().map(|id| strings[id].as_str()).collect();
+    assert!(names.contains(&"next"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("+0x")), "{names:?}");
+}
