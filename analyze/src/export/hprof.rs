@@ -452,7 +452,7 @@ fn write<W: Write>(
     for &stack in &stack_ids {
         let list = frames.get(&stack).map(Vec::as_slice).unwrap_or_default();
         let mut body = Vec::with_capacity(12 + 8 * list.len());
-        put_u32(&mut body, stack + 1);
+        put_u32(&mut body, stack.wrapping_add(1));
         put_u32(&mut body, 0);
         put_u32(&mut body, list.len() as u32);
         for frame in list {
@@ -535,8 +535,9 @@ fn write<W: Write>(
         if !has_thread[i] {
             continue;
         }
-        let serial = i as u32 + 1;
-        let trace = max_stack + 2 + i as u32;
+        // Serials wrap rather than panic on a dump with absurd counts.
+        let serial = (i as u32).wrapping_add(1);
+        let trace = max_stack.wrapping_add(2).wrapping_add(i as u32);
         let mut body = Vec::new();
         put_u32(&mut body, trace);
         put_u32(&mut body, serial);
@@ -567,7 +568,7 @@ fn write<W: Write>(
         put_u64(&mut body, name);
         put_u64(&mut body, empty);
         put_u64(&mut body, file);
-        put_u32(&mut body, c as u32 + 1);
+        put_u32(&mut body, (c as u32).wrapping_add(1));
         put_u32(&mut body, line as u32);
         record(&mut frame_records, tag::STACK_FRAME, &body)?;
     }
@@ -585,7 +586,7 @@ fn write<W: Write>(
     }
     for (i, class) in classes.iter().enumerate() {
         body.clear();
-        put_u32(&mut body, i as u32 + 1);
+        put_u32(&mut body, (i as u32).wrapping_add(1));
         put_u64(&mut body, class.id);
         put_u32(&mut body, 1);
         put_u64(&mut body, class.name);
@@ -657,7 +658,7 @@ fn write<W: Write>(
                 .get(root.owner as usize)
                 .copied()
                 .unwrap_or(false))
-        .then_some(root.owner + 1);
+        .then_some(root.owner.wrapping_add(1));
         let b = &mut seg.buf;
         match (root.kind, serial) {
             (root_kind::THREAD_STACK, Some(serial)) => {
@@ -718,7 +719,7 @@ fn write<W: Write>(
                 _ => 0,
             });
         }
-        let trace = a.stack + 1;
+        let trace = a.stack.wrapping_add(1);
         let chunks = class.ids.len();
         let mut id = a.address;
         for (k, &class_id) in class.ids.iter().enumerate() {
@@ -751,9 +752,9 @@ fn write<W: Write>(
         summary.instances += 1;
         if a.size > i32::MAX as u64 {
             summary.clamped += 1;
-            summary.bytes += i32::MAX as u64;
+            summary.bytes = summary.bytes.saturating_add(i32::MAX as u64);
         } else {
-            summary.bytes += a.size;
+            summary.bytes = summary.bytes.saturating_add(a.size);
         }
     }
     seg.flush()?;
