@@ -128,6 +128,10 @@ fn objects_graph_draws_every_object_used_root_and_pointer() {
     assert!(line_of(&text, "a3 [").contains("unreachable: definitely lost"));
     assert!(line_of(&text, "a4 [").contains("unreachable: indirectly lost"));
     assert!(!line_of(&text, "a1 [").contains("unreachable"));
+    // Retained sizes (dominator subtrees) where an object keeps more than
+    // itself alive: #1 holds the only pointers to #5, which holds #6.
+    assert!(line_of(&text, "a1 [").contains("retains 168 B"));
+    assert!(!line_of(&text, "a6 [").contains("retains"));
     assert!(line_of(&text, "r0 [").contains("shape=house"));
     assert!(line_of(&text, "r0 [").contains("THREAD_STACK thread 42 (main)"));
     assert!(line_of(&text, "r2 [").contains("shape=cds"));

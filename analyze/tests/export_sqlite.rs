@@ -101,6 +101,20 @@ fn expected() -> BTreeMap<&'static str, (&'static str, &'static str)> {
         ),
         ("lost_by_site", ("", "app::make:7|2|32\n")),
         (
+            "top_retainers",
+            (
+                "",
+                "1|32|168|app::Node\n5|8|136|String buffer\n6|128|128|Vec<u64> buffer\n",
+            ),
+        ),
+        (
+            "dominator_chain",
+            (
+                ".param set :id 6",
+                "1|5|136|String buffer\n2|1|168|app::Node\n",
+            ),
+        ),
+        (
             "object_at",
             (".param set :addr 0x2008", "1|0x2000|32|app::Node\n"),
         ),

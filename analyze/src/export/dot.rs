@@ -357,7 +357,12 @@ fn objects_graph(
         };
         let (fill, note) = class_style(model.leak_class(node));
         let size = format!("{} ({} B) at {:#x}", human_bytes(a.size), a.size, a.address);
+        let retained = model.retained(node);
+        let retains = format!("retains {}", human_bytes(retained));
         let mut parts = vec![model.type_label(node), size.as_str()];
+        if retained > a.size {
+            parts.push(retains.as_str());
+        }
         if let Some(note) = note {
             parts.push(note);
         }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, root_kind};
 
+use crate::dominators::{Dominator, DominatorTree};
 use crate::fields::FieldIndex;
 use crate::graph::HeapGraph;
 use crate::leaks::{Heuristics, LeakAnalysis, LeakClass};
@@ -70,6 +71,8 @@ pub struct HeapModel<'a> {
     /// Per stack id that some allocation uses: (type index, site index).
     pub stack_names: HashMap<u32, (u32, u32)>,
     leaks: LeakAnalysis,
+    /// The dominator tree, for retained sizes and immediate dominators.
+    dominators: DominatorTree,
     /// `out_edges[out_start[n] .. out_start[n + 1]]` are the indexes (in
     /// the dump's `Edges`) of allocation `n`'s valid out-edges.
     out_start: Vec<u32>,
@@ -96,7 +99,7 @@ impl<'a> HeapModel<'a> {
         let allocations = view.allocations();
         let n = allocations.len();
         let graph = HeapGraph::build(&view, &Heuristics::default())?;
-        let leaks = LeakAnalysis::compute(&graph);
+        let (leaks, dominators) = DominatorTree::compute_with_leaks(&graph);
         drop(graph);
 
         let mut model = HeapModel {
@@ -107,6 +110,7 @@ impl<'a> HeapModel<'a> {
             alloc_site: Vec::with_capacity(n),
             stack_names: HashMap::new(),
             leaks,
+            dominators,
             out_start: Vec::new(),
             out_edges: Vec::new(),
             root_edges: Vec::new(),
@@ -264,6 +268,22 @@ impl<'a> HeapModel<'a> {
     /// default Rust heuristics of `heapdump leaks`).
     pub fn leak_class(&self, node: u32) -> LeakClass {
         self.leaks.class(node)
+    }
+
+    /// Bytes freed if `node` were freed: its own size plus everything only
+    /// it keeps alive (its subtree in the dominator tree).
+    pub fn retained(&self, node: u32) -> u64 {
+        self.dominators.retained(node)
+    }
+
+    /// The block every path from the roots to `node` goes through last;
+    /// `None` when the roots themselves are its dominator or it is
+    /// unreachable.
+    pub fn dominator(&self, node: u32) -> Option<u32> {
+        match self.dominators.idom(node) {
+            Dominator::Node(d) => Some(d),
+            Dominator::SuperRoot | Dominator::Unreachable => None,
+        }
     }
 
     /// Whether a root reaches `node` (still reachable or possibly lost).

@@ -91,7 +91,9 @@ CREATE TABLE objects (
     stack_id   INTEGER NOT NULL REFERENCES stacks(id),
     thread_id  INTEGER REFERENCES threads(id), -- NULL if unknown
     sequence   INTEGER NOT NULL,    -- allocation order, smaller is older
-    leak_class TEXT NOT NULL        -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
+    leak_class TEXT NOT NULL,       -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
+    retained   INTEGER NOT NULL,    -- bytes freed if this object were freed (its dominator subtree)
+    dominator  INTEGER REFERENCES objects(id) -- immediate dominator; NULL: the roots, or unreachable
 );
 CREATE TABLE roots (
     id        INTEGER PRIMARY KEY,  -- root index in the dump
@@ -359,7 +361,7 @@ fn load_rows(
     load_stacks(model, frames, tx, summary)?;
     {
         let mut insert = tx.prepare(
-            "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class, retained, dominator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let allocations = view.allocations();
         for (i, a) in allocations.iter().enumerate() {
@@ -375,6 +377,8 @@ fn load_rows(
                     .then_some(a.thread),
                 int(a.sequence),
                 leak_class_name(model.leak_class(node)),
+                int(model.retained(node)),
+                model.dominator(node),
             ])?;
         }
         summary.tables.push(("objects", allocations.len() as u64));
