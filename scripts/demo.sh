@@ -23,3 +23,25 @@ target/release/heapdump top "$out/demo.hdump" --retained -n 5
 echo
 echo "\$ heapdump leaks $out/demo.hdump -n 3"
 target/release/heapdump leaks "$out/demo.hdump" -n 3
+echo
+echo "\$ heapdump todot $out/demo.hdump > $out/heap.dot"
+target/release/heapdump todot "$out/demo.hdump" > "$out/heap.dot"
+if command -v dot >/dev/null; then
+  dot -Tsvg "$out/heap.dot" -o "$out/heap.svg"
+  echo "rendered $out/heap.svg"
+fi
+echo
+echo "\$ heapdump tohprof $out/demo.hdump -o $out/heap.hprof    # open it in VisualVM"
+rm -f "$out/heap.hprof"
+target/release/heapdump tohprof "$out/demo.hdump" -o "$out/heap.hprof"
+echo
+echo "\$ heapdump tosqlite $out/demo.hdump -o $out/heap.db"
+rm -f "$out/heap.db"
+target/release/heapdump tosqlite "$out/demo.hdump" -o "$out/heap.db"
+if command -v sqlite3 >/dev/null; then
+  echo "\$ sqlite3 $out/heap.db 'SELECT ... top types ...'"
+  sqlite3 -header -column "$out/heap.db" \
+    "SELECT t.name AS type, count(*) AS objects, sum(o.size) AS bytes
+     FROM objects AS o JOIN types AS t ON t.id = o.type_id
+     GROUP BY t.name ORDER BY bytes DESC LIMIT 5;"
+fi

@@ -93,7 +93,7 @@ CREATE TABLE objects (
     sequence   INTEGER NOT NULL,    -- allocation order, smaller is older
     leak_class TEXT NOT NULL,       -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
     retained   INTEGER NOT NULL,    -- bytes freed if this object were freed (its dominator subtree)
-    dominator  INTEGER REFERENCES objects(id) -- immediate dominator; NULL: the roots, or unreachable
+    dominator  INTEGER REFERENCES objects(id) DEFERRABLE INITIALLY DEFERRED -- immediate dominator; NULL: the roots, or unreachable
 );
 CREATE TABLE roots (
     id        INTEGER PRIMARY KEY,  -- root index in the dump
