@@ -119,3 +119,47 @@ fn every_example_dump_loads_into_sqlite_with_consistent_keys() {
         );
     }
 }
+
+/// The examples are built with full DWARF (see the root Cargo.toml), as a
+/// user who wants field names builds: every node of the `leaks` example's
+/// 100-node `Box<ListNode>` list is typed `leaks::ListNode`, and each of the
+/// 99 links is labelled `next`.
+#[test]
+fn list_nodes_are_typed_and_their_links_are_labelled_next() {
+    let dir = scratch_dir("export_examples_next");
+    let dump = dir.join("leaks.hdump");
+    run_ok(Command::new(binary("leaks")).arg(&dump));
+    let output = run_ok(
+        Command::new(binary("heapdump"))
+            .arg("todot")
+            .arg(&dump)
+            .args(["--max-nodes", "10000"]),
+    );
+    let text = String::from_utf8(output.stdout).expect("utf-8 DOT");
+    let nodes: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('a') && l.contains("[label=\"leaks::ListNode\\n"))
+        .map(|l| l.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(nodes.len(), 100, "{text}");
+    let links: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let mut ends = l.split(" -> ");
+            match (ends.next(), ends.next()) {
+                (Some(from), Some(to)) => {
+                    let to = to.split_whitespace().next().unwrap_or_default();
+                    nodes.contains(&from) && nodes.contains(&to)
+                }
+                _ => false,
+            }
+        })
+        .collect();
+    assert_eq!(links.len(), 99, "{links:#?}");
+    assert!(
+        links.iter().all(|l| l.contains("[label=\"next\"]")),
+        "{links:#?}"
+    );
+}
