@@ -192,17 +192,33 @@ impl Dfs {
         let m = order.len();
 
         // 2. Predecessors grouped by target: a radix sort of the pairs on
-        //    their target (sequential passes, no random writes).
-        radix_sort_high(&mut pairs, m);
-        let mut pred_start = vec![0u32; m + 1];
-        for &p in &pairs {
-            pred_start[(p >> 32) as usize + 1] += 1;
-        }
-        for i in 0..m {
-            pred_start[i + 1] += pred_start[i];
-        }
-        let preds: Vec<u32> = pairs.iter().map(|&p| p as u32).collect();
-        drop(pairs);
+        //    their target (sequential passes, no random writes). The sizes
+        //    in preorder (a random gather) are loaded meanwhile on a second
+        //    thread.
+        let sizes = graph.sizes();
+        let (mut retained, preds, pred_start) = std::thread::scope(|scope| {
+            let gather = scope.spawn(|| {
+                let mut retained: Vec<u64> = Vec::with_capacity(m);
+                retained.push(0);
+                retained.extend(order[1..].iter().map(|&v| sizes[v as usize]));
+                retained
+            });
+            radix_sort_high(&mut pairs, m);
+            let mut pred_start = vec![0u32; m + 1];
+            for &p in &pairs {
+                pred_start[(p >> 32) as usize + 1] += 1;
+            }
+            for i in 0..m {
+                pred_start[i + 1] += pred_start[i];
+            }
+            let preds: Vec<u32> = pairs.iter().map(|&p| p as u32).collect();
+            drop(pairs);
+            let retained = match gather.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (retained, preds, pred_start)
+        });
 
         // 3. Semidominators, in reverse preorder. `forest[v]` is, once v
         //    is processed (v > w), its parent in the link forest and the
@@ -254,28 +270,34 @@ impl Dfs {
         drop(semi);
 
         // 5. Retained sizes: children come after their dominator in preorder.
-        let sizes = graph.sizes();
-        let mut retained: Vec<u64> = Vec::with_capacity(m);
-        retained.push(0);
-        retained.extend(order[1..].iter().map(|&v| sizes[v as usize]));
-        for w in (1..m).rev() {
-            let d = idom[w] as usize;
-            retained[d] = retained[d].saturating_add(retained[w]);
-        }
-
-        // Back to node ids.
-        let mut node_idom = vec![NONE; n];
-        let mut node_retained = vec![0u64; n];
-        for w in 1..m {
-            let v = order[w] as usize;
-            let d = idom[w];
-            node_idom[v] = if d == 0 {
-                SUPER_ROOT
-            } else {
-                order[d as usize]
+        //    The idoms go back to node ids on a second thread meanwhile.
+        let (node_idom, node_retained) = std::thread::scope(|scope| {
+            let idoms = scope.spawn(|| {
+                let mut node_idom = vec![NONE; n];
+                for w in 1..m {
+                    let d = idom[w];
+                    node_idom[order[w] as usize] = if d == 0 {
+                        SUPER_ROOT
+                    } else {
+                        order[d as usize]
+                    };
+                }
+                node_idom
+            });
+            for w in (1..m).rev() {
+                let d = idom[w] as usize;
+                retained[d] = retained[d].saturating_add(retained[w]);
+            }
+            let mut node_retained = vec![0u64; n];
+            for w in 1..m {
+                node_retained[order[w] as usize] = retained[w];
+            }
+            let node_idom = match idoms.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
             };
-            node_retained[v] = retained[w];
-        }
+            (node_idom, node_retained)
+        });
         DominatorTree {
             idom: node_idom,
             retained: node_retained,
@@ -396,14 +418,17 @@ fn radix_sort_high(keys: &mut Vec<u64>, bound: usize) {
     let mut from = std::mem::take(keys);
     let mut to = vec![0u64; from.len()];
     let buckets = 1usize << digit;
-    let mut count = vec![0usize; buckets];
-    for pass in 0..passes {
-        let shift = 32 + pass * digit;
-        let mask = (buckets - 1) as u64;
-        count.fill(0);
-        for &k in &from {
-            count[((k >> shift) & mask) as usize] += 1;
+    let mask = (buckets - 1) as u64;
+    // All the passes' digit counts in one read of the keys.
+    let mut counts = vec![0usize; buckets * passes as usize];
+    for &k in &from {
+        for pass in 0..passes {
+            let b = ((k >> (32 + pass * digit)) & mask) as usize;
+            counts[pass as usize * buckets + b] += 1;
         }
+    }
+    for (pass, count) in counts.chunks_exact_mut(buckets).enumerate() {
+        let shift = 32 + pass as u32 * digit;
         let mut sum = 0;
         for c in count.iter_mut() {
             let here = *c;
