@@ -176,6 +176,8 @@ fn hprof_fields_are_named_after_the_struct_members() {
     let next = offset_of!(FieldNode, next) as u64;
     let mut b = DumpBuilder::default();
     b.process.pointer_size = 8;
+    // A scanned dump (it has edges): exports refuse dumps without a scan.
+    b.process.flags |= heapdump_formats::records::process_flags::HAS_SCAN;
     b.stack(&[]);
     b.stack(&[0x1000]);
     for i in 0..2u64 {

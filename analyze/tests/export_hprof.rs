@@ -376,6 +376,8 @@ fn statics_and_big_dump() -> Dump {
     let module = b.string(b"/usr/bin/app");
     b.process.pointer_size = 8;
     b.process.machine = 62;
+    // A scanned dump (it has roots and edges): exports refuse dumps without.
+    b.process.flags |= heapdump_formats::records::process_flags::HAS_SCAN;
     b.threads.push(ThreadRecord {
         tid: 7,
         flags: thread_flags::ALIVE,

@@ -17,6 +17,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+use anyhow::Context as _;
 use std::collections::HashMap;
 
 use heapdump_formats::read::DumpView;
@@ -24,7 +25,7 @@ use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, root_kind};
 
 use crate::dominators::{Dominator, DominatorTree};
 use crate::fields::FieldIndex;
-use crate::graph::HeapGraph;
+use crate::heap_report::HeapAnalysis;
 use crate::leaks::{Heuristics, LeakAnalysis, LeakClass};
 use crate::site::Site;
 use crate::symbolize::Frame;
@@ -98,9 +99,13 @@ impl<'a> HeapModel<'a> {
     ) -> anyhow::Result<HeapModel<'a>> {
         let allocations = view.allocations();
         let n = allocations.len();
-        let graph = HeapGraph::build(&view, &Heuristics::default())?;
-        let (leaks, dominators) = DominatorTree::compute_with_leaks(&graph);
-        drop(graph);
+        // The same analysis `leaks` and `top --retained` run (and the same
+        // refusal of a dump without a scan, where every block would look
+        // lost); the graph itself is not kept.
+        let HeapAnalysis {
+            leaks, dominators, ..
+        } = HeapAnalysis::new(&view, &Heuristics::default(), true)?;
+        let dominators = dominators.context("the dominator tree was not computed")?;
 
         let mut model = HeapModel {
             view,
