@@ -396,6 +396,21 @@ impl HeapGraph {
         self.out.row(node)
     }
 
+    /// Starts loading where `node`'s out-edge row begins (a hint, for
+    /// searches that know which node they will visit soon).
+    #[inline]
+    pub fn prefetch_row_start(&self, node: u32) {
+        crate::prefetch::prefetch(&self.out.start, node as usize);
+    }
+
+    /// Starts loading `node`'s out-edge row. Reads where the row begins, so
+    /// call [`prefetch_row_start`](Self::prefetch_row_start) well before.
+    #[inline]
+    pub fn prefetch_row(&self, node: u32) {
+        let start = self.out.start.get(node as usize).copied().unwrap_or(0);
+        crate::prefetch::prefetch(&self.out.edges, start as usize);
+    }
+
     /// The first out-edge slot of `node` (slots number all out-edges in row order).
     #[inline]
     pub fn out_row_start(&self, node: u32) -> u32 {

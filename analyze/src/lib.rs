@@ -31,6 +31,7 @@ pub mod graph;
 pub mod heap_report;
 pub mod leaks;
 pub mod paths;
+mod prefetch;
 pub mod report;
 pub mod site;
 pub mod symbolize;
