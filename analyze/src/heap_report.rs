@@ -23,13 +23,14 @@ use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{owner_kind, process_flags, root_kind};
 use serde::Serialize;
 
-use crate::dominators::DominatorTree;
+use crate::dominators::{DominatorTree, GroupRetained};
 use crate::graph::{HeapGraph, edge_offsets, find_allocation};
 use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
 use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
 use crate::site::{Site, site_index};
 use crate::symbolize::{Frame, Symbolizer};
+use crate::types::AllocationName;
 
 /// The graph, the leak classes and (when asked for) the dominator tree of
 /// one dump: built once, shared by every report.
@@ -84,31 +85,57 @@ impl HeapAnalysis {
     }
 }
 
-/// Symbolizes each stack once and finds its site.
-struct Stacks<'s> {
-    symbolizer: &'s mut Symbolizer,
-    cache: HashMap<u32, (Site, Vec<Frame>, usize)>,
+/// Where the reports get the symbolized frames of a stack: the
+/// [`Symbolizer`], or any `FnMut(stack_id) -> anyhow::Result<Vec<Frame>>`
+/// (frames innermost first), as [`crate::export::HeapModel::build`] takes.
+pub trait StackFrames {
+    /// The frames of stack `stack` of `view`, innermost first.
+    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>>;
+}
+
+impl StackFrames for Symbolizer {
+    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        self.symbolize_stack(view, stack)
+    }
+}
+
+impl<F: FnMut(u32) -> anyhow::Result<Vec<Frame>>> StackFrames for F {
+    fn stack_frames(&mut self, _: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        self(stack)
+    }
+}
+
+/// What the reports know about one stack.
+struct StackInfo {
+    /// Recovered type (or site fallback) and site, as the exports name them.
+    name: AllocationName,
+    /// The type label the exports show ([`AllocationName::type_label`]).
+    type_label: String,
+    frames: Vec<Frame>,
+    /// Index of the site frame in `frames`.
+    site_frame: usize,
+}
+
+/// Symbolizes each stack once and names it: site and type.
+struct Stacks<'s, S: StackFrames + ?Sized> {
+    source: &'s mut S,
+    cache: HashMap<u32, StackInfo>,
     bad: u64,
 }
 
-impl<'s> Stacks<'s> {
-    fn new(symbolizer: &'s mut Symbolizer) -> Stacks<'s> {
+impl<'s, S: StackFrames + ?Sized> Stacks<'s, S> {
+    fn new(source: &'s mut S) -> Stacks<'s, S> {
         Stacks {
-            symbolizer,
+            source,
             cache: HashMap::new(),
             bad: 0,
         }
     }
 
-    /// Site, frames and the index of the site frame of `stack`.
-    fn get(
-        &mut self,
-        view: &DumpView<'_>,
-        stack: u32,
-        warnings: &mut Vec<String>,
-    ) -> &(Site, Vec<Frame>, usize) {
+    /// Names, frames and the index of the site frame of `stack`.
+    fn get(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> &StackInfo {
         if !self.cache.contains_key(&stack) {
-            let frames = match self.symbolizer.symbolize_stack(view, stack) {
+            let frames = match self.source.stack_frames(view, stack) {
                 Ok(frames) => frames,
                 Err(e) => {
                     self.bad += 1;
@@ -120,9 +147,14 @@ impl<'s> Stacks<'s> {
                     Vec::new()
                 }
             };
-            let site = Site::of_stack(&frames);
-            let index = site_index(&frames).unwrap_or(0);
-            self.cache.insert(stack, (site, frames, index));
+            let name = AllocationName::of_stack(&frames);
+            let info = StackInfo {
+                type_label: name.type_label(),
+                name,
+                site_frame: site_index(&frames).unwrap_or(0),
+                frames,
+            };
+            self.cache.insert(stack, info);
         }
         &self.cache[&stack]
     }
@@ -136,10 +168,10 @@ impl<'s> Stacks<'s> {
         count: usize,
         warnings: &mut Vec<String>,
     ) -> Vec<Frame> {
-        let (_, frames, index) = self.get(view, stack, warnings);
-        frames
+        let info = self.get(view, stack, warnings);
+        info.frames
             .iter()
-            .skip(*index)
+            .skip(info.site_frame)
             .take_while(|f| !crate::site::is_runtime_entry(f))
             .take(count)
             .cloned()
@@ -147,7 +179,22 @@ impl<'s> Stacks<'s> {
     }
 
     fn site(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> Site {
-        self.get(view, stack, warnings).0.clone()
+        self.get(view, stack, warnings).name.site.clone()
+    }
+
+    /// The site or the type of `stack`, as `diff` groups it.
+    fn diff_key(
+        &mut self,
+        view: &DumpView<'_>,
+        stack: u32,
+        by: DiffBy,
+        warnings: &mut Vec<String>,
+    ) -> DiffKey {
+        let info = self.get(view, stack, warnings);
+        match by {
+            DiffBy::Site => DiffKey::Site(info.name.site.clone()),
+            DiffBy::Type => DiffKey::Type(info.type_label.clone()),
+        }
     }
 }
 
@@ -434,10 +481,10 @@ pub struct ObjectInfo {
     pub site: Site,
 }
 
-fn object_info(
+fn object_info<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     analysis: &HeapAnalysis,
-    stacks: &mut Stacks<'_>,
+    stacks: &mut Stacks<'_, S>,
     node: u32,
     warnings: &mut Vec<String>,
 ) -> ObjectInfo {
@@ -478,6 +525,9 @@ pub struct RetainedReport {
     /// other block of the same site dominates (so nothing is counted twice
     /// within a site).
     pub sites: Vec<RetainedSite>,
+    /// Types by retained bytes, counted as for sites: the sum over the
+    /// type's blocks that no other block of the same type dominates.
+    pub types: Vec<RetainedType>,
 }
 
 /// One site of `top --retained`.
@@ -493,11 +543,62 @@ pub struct RetainedSite {
     pub site: Site,
 }
 
-/// Biggest retainers, `limit` objects and `limit` sites.
-pub fn top_retained(
+/// One type of `top --retained`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetainedType {
+    /// Retained bytes.
+    pub retained: u64,
+    /// Share of all live bytes, percent.
+    pub percent: f64,
+    /// The type's blocks counted (those not dominated by another of its blocks).
+    pub objects: u64,
+    /// The type label the exports use: the recovered type (`app::Node`,
+    /// `Vec<u8> buffer`), or `alloc@function:line` when none was recovered.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Whether `type` is a recovered type (not the site fallback).
+    pub recovered: bool,
+}
+
+fn percent_of(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / total as f64
+    }
+}
+
+/// Dense ids for the distinct keys of a grouping, in first-seen order.
+struct Interner<K> {
+    ids: HashMap<K, u32>,
+    keys: Vec<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Interner<K> {
+    fn new() -> Interner<K> {
+        Interner {
+            ids: HashMap::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn id(&mut self, key: &K) -> u32 {
+        if let Some(&id) = self.ids.get(key) {
+            return id;
+        }
+        let id = self.keys.len() as u32;
+        self.ids.insert(key.clone(), id);
+        self.keys.push(key.clone());
+        id
+    }
+}
+
+/// Biggest retainers, `limit` objects, `limit` sites and `limit` types.
+/// `frames` symbolizes stacks: a [`Symbolizer`], or a closure.
+pub fn top_retained<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     analysis: &HeapAnalysis,
-    symbolizer: &mut Symbolizer,
+    frames: &mut S,
     limit: usize,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<RetainedReport> {
@@ -523,85 +624,82 @@ pub fn top_retained(
             .cmp(&retained[a as usize])
             .then(a.cmp(&b))
     });
-    let mut stacks = Stacks::new(symbolizer);
+    let mut stacks = Stacks::new(frames);
     let objects = order
         .iter()
         .map(|&v| object_info(view, analysis, &mut stacks, v, warnings))
         .collect();
 
-    // Site of every node: symbolize each distinct stack once.
-    let node_stacks: Vec<u32> = view.allocations().iter().map(|a| a.stack).collect();
-    let mut site_ids: HashMap<Site, u32> = HashMap::new();
-    let mut stack_site: HashMap<u32, u32> = HashMap::new();
-    let mut sites: Vec<Site> = Vec::new();
-    for &s in &node_stacks {
-        if stack_site.contains_key(&s) {
-            continue;
-        }
-        let site = stacks.site(view, s, warnings);
-        let id = *site_ids.entry(site.clone()).or_insert_with(|| {
-            sites.push(site);
-            (sites.len() - 1) as u32
-        });
-        stack_site.insert(s, id);
-    }
-    let node_site: Vec<u32> = node_stacks.iter().map(|s| stack_site[s]).collect();
-    drop(node_stacks);
-
-    // Walk the dominator tree depth-first keeping, per site, how many
-    // blocks of that site are on the current path; a block with none above
-    // it is a top-level block of its site.
-    let (start, children) = tree.children();
-    let mut active = vec![0u32; sites.len()];
-    let mut site_retained = vec![(0u64, 0u64); sites.len()];
-    let mut stack: Vec<(u32, u32)> = vec![(n as u32, 0)];
-    while let Some(top) = stack.last_mut() {
-        let (v, cursor) = *top;
-        let row = &children[start[v as usize] as usize..start[v as usize + 1] as usize];
-        match row.get(cursor as usize) {
-            Some(&c) => {
-                top.1 += 1;
-                let s = node_site[c as usize] as usize;
-                if active[s] == 0 {
-                    site_retained[s].0 = site_retained[s].0.saturating_add(retained[c as usize]);
-                    site_retained[s].1 += 1;
-                }
-                active[s] += 1;
-                stack.push((c, 0));
-            }
+    // Site and type of every node: name each distinct stack once.
+    let mut sites: Interner<Site> = Interner::new();
+    let mut types: Interner<(String, bool)> = Interner::new();
+    let mut stack_ids: HashMap<u32, (u32, u32)> = HashMap::new();
+    let mut node_site = Vec::with_capacity(n);
+    let mut node_type = Vec::with_capacity(n);
+    for a in view.allocations().iter() {
+        let (site, ty) = match stack_ids.get(&a.stack) {
+            Some(&ids) => ids,
             None => {
-                stack.pop();
-                if (v as usize) < n {
-                    active[node_site[v as usize] as usize] -= 1;
-                }
+                let info = stacks.get(view, a.stack, warnings);
+                let ty = (info.type_label.clone(), info.name.recovered.is_some());
+                let ids = (sites.id(&info.name.site), types.id(&ty));
+                stack_ids.insert(a.stack, ids);
+                ids
             }
-        }
+        };
+        node_site.push(site);
+        node_type.push(ty);
     }
-    let mut rows: Vec<RetainedSite> = sites
+    let [site_totals, type_totals] = tree.retained_by_group([&node_site, &node_type]);
+    let total = |totals: &[GroupRetained], id: usize| totals.get(id).copied().unwrap_or_default();
+
+    let mut site_rows: Vec<RetainedSite> = sites
+        .keys
         .into_iter()
-        .zip(site_retained)
-        .map(|(site, (retained, objects))| RetainedSite {
-            retained,
-            percent: if total_bytes == 0 {
-                0.0
-            } else {
-                retained as f64 * 100.0 / total_bytes as f64
-            },
-            objects,
-            site,
+        .enumerate()
+        .map(|(id, site)| {
+            let t = total(&site_totals, id);
+            RetainedSite {
+                retained: t.retained,
+                percent: percent_of(t.retained, total_bytes),
+                objects: t.objects,
+                site,
+            }
         })
         .collect();
-    rows.sort_by(|a, b| {
+    site_rows.sort_by(|a, b| {
         b.retained
             .cmp(&a.retained)
             .then_with(|| a.site.cmp(&b.site))
     });
-    rows.truncate(limit);
+    site_rows.truncate(limit);
+    let mut type_rows: Vec<RetainedType> = types
+        .keys
+        .into_iter()
+        .enumerate()
+        .map(|(id, (type_name, recovered))| {
+            let t = total(&type_totals, id);
+            RetainedType {
+                retained: t.retained,
+                percent: percent_of(t.retained, total_bytes),
+                objects: t.objects,
+                type_name,
+                recovered,
+            }
+        })
+        .collect();
+    type_rows.sort_by(|a, b| {
+        b.retained
+            .cmp(&a.retained)
+            .then_with(|| a.type_name.cmp(&b.type_name))
+    });
+    type_rows.truncate(limit);
     Ok(RetainedReport {
         total_bytes,
         total_count: n as u64,
         objects,
-        sites: rows,
+        sites: site_rows,
+        types: type_rows,
     })
 }
 
@@ -640,6 +738,23 @@ impl RetainedReport {
                 row.percent,
                 row.objects,
                 site_text(&row.site)
+            );
+        }
+        let _ = writeln!(o, "\ntypes retaining the most:");
+        let _ = writeln!(
+            o,
+            "{:>14} {:>10} {:>6} {:>9}  type",
+            "retained", "", "%", "objects"
+        );
+        for row in &self.types {
+            let _ = writeln!(
+                o,
+                "{:>14} {:>10} {:>5.1}% {:>9}  {}",
+                row.retained,
+                human_bytes(row.retained),
+                row.percent,
+                row.objects,
+                row.type_name
             );
         }
         o
@@ -860,7 +975,7 @@ pub fn retainers(
                 PathInfo {
                     root: root_info(
                         view,
-                        stacks.symbolizer,
+                        stacks.source,
                         p.root_edge.root,
                         p.root_edge.source_offset,
                     ),
@@ -965,28 +1080,54 @@ pub struct DumpSide {
     pub live_count: u64,
 }
 
-/// `heapdump diff`: growth by site between two dumps of one process.
+/// What `diff` groups blocks by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffBy {
+    /// The allocation site (function, file, line).
+    #[default]
+    Site,
+    /// The recovered type, as the exports label it (the site's
+    /// `alloc@function:line` when no type was recovered).
+    Type,
+}
+
+/// The group of a diff row. In JSON it is the row's `"site": SITE` or
+/// `"type": str` member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffKey {
+    /// An allocation site.
+    Site(Site),
+    /// A type label.
+    Type(String),
+}
+
+/// `heapdump diff`: growth by site (or type) between two dumps of one process.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffReport {
     /// The older dump.
     pub old: DumpSide,
     /// The newer dump.
     pub new: DumpSide,
+    /// What the rows are grouped by.
+    pub by: DiffBy,
     /// Blocks of NEW not in OLD (matched by address and sequence): allocated since OLD and still alive.
     pub new_objects: u64,
     /// Their bytes.
     pub new_object_bytes: u64,
-    /// Sites by growth in bytes, biggest first; only sites that changed.
+    /// Sites (or types) by growth in bytes, biggest first; only those that changed.
     pub rows: Vec<DiffRow>,
-    /// Changed sites left out by the limit.
+    /// Changed rows left out by the limit.
     pub omitted_rows: usize,
 }
 
-/// One site of a diff.
+/// One site (or type) of a diff.
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffRow {
-    /// The site.
-    pub site: Site,
+    /// The site or type.
+    #[serde(flatten)]
+    pub key: DiffKey,
     /// Live bytes in OLD.
     pub old_bytes: u64,
     /// Live blocks in OLD.
@@ -1019,16 +1160,18 @@ fn side(view: &DumpView<'_>, file: &str) -> DumpSide {
     }
 }
 
-/// Compares two dumps of the same process, site by site. Each dump is
-/// symbolized with its own symbolizer (same binary, but its own modules).
+/// Compares two dumps of the same process, site by site or type by type.
+/// Each dump is symbolized with its own symbolizer (same binary, but its
+/// own modules), or closure.
 #[allow(clippy::too_many_arguments)]
-pub fn diff(
+pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
     old: &DumpView<'_>,
     old_file: &str,
-    old_symbolizer: &mut Symbolizer,
+    old_symbolizer: &mut O,
     new: &DumpView<'_>,
     new_file: &str,
-    new_symbolizer: &mut Symbolizer,
+    new_symbolizer: &mut N,
+    by: DiffBy,
     limit: usize,
     warnings: &mut Vec<String>,
 ) -> DiffReport {
@@ -1056,7 +1199,7 @@ pub fn diff(
         new_objects: u64,
         new_object_bytes: u64,
     }
-    let mut rows: HashMap<Site, Row> = HashMap::new();
+    let mut rows: HashMap<DiffKey, Row> = HashMap::new();
     let mut old_stacks = Stacks::new(old_symbolizer);
     let mut by_stack: HashMap<u32, (u64, u64)> = HashMap::new();
     for a in old.allocations().iter() {
@@ -1066,7 +1209,7 @@ pub fn diff(
     }
     for (stack, (bytes, count)) in by_stack.drain() {
         let row = rows
-            .entry(old_stacks.site(old, stack, warnings))
+            .entry(old_stacks.diff_key(old, stack, by, warnings))
             .or_default();
         row.old_bytes = row.old_bytes.saturating_add(bytes);
         row.old_count += count;
@@ -1096,7 +1239,7 @@ pub fn diff(
     let mut new_stacks = Stacks::new(new_symbolizer);
     for (stack, (bytes, count, objects, object_bytes)) in new_by_stack {
         let row = rows
-            .entry(new_stacks.site(new, stack, warnings))
+            .entry(new_stacks.diff_key(new, stack, by, warnings))
             .or_default();
         row.new_bytes = row.new_bytes.saturating_add(bytes);
         row.new_count += count;
@@ -1108,8 +1251,8 @@ pub fn diff(
         .filter(|(_, r)| {
             r.old_bytes != r.new_bytes || r.old_count != r.new_count || r.new_objects != 0
         })
-        .map(|(site, r)| DiffRow {
-            site,
+        .map(|(key, r)| DiffRow {
+            key,
             old_bytes: r.old_bytes,
             old_count: r.old_count,
             new_bytes: r.new_bytes,
@@ -1124,13 +1267,14 @@ pub fn diff(
         b.delta_bytes
             .cmp(&a.delta_bytes)
             .then(b.new_object_bytes.cmp(&a.new_object_bytes))
-            .then_with(|| a.site.cmp(&b.site))
+            .then_with(|| a.key.cmp(&b.key))
     });
     let omitted = out.len().saturating_sub(limit);
     out.truncate(limit);
     DiffReport {
         old: side(old, old_file),
         new: side(new, new_file),
+        by,
         new_objects,
         new_object_bytes,
         rows: out,
@@ -1160,24 +1304,28 @@ impl DiffReport {
             human_bytes(self.new_object_bytes),
             self.new_objects
         );
+        let (column, plural) = match self.by {
+            DiffBy::Site => ("site", "sites"),
+            DiffBy::Type => ("type", "types"),
+        };
         let _ = writeln!(
             o,
-            "{:>14} {:>9} {:>14} {:>9}  site",
+            "{:>14} {:>9} {:>14} {:>9}  {column}",
             "Δbytes", "Δcount", "new bytes", "new"
         );
         for r in &self.rows {
+            let key = match &r.key {
+                DiffKey::Site(site) => site_text(site),
+                DiffKey::Type(label) => label.clone(),
+            };
             let _ = writeln!(
                 o,
-                "{:>+14} {:>+9} {:>14} {:>9}  {}",
-                r.delta_bytes,
-                r.delta_count,
-                r.new_object_bytes,
-                r.new_objects,
-                site_text(&r.site)
+                "{:>+14} {:>+9} {:>14} {:>9}  {key}",
+                r.delta_bytes, r.delta_count, r.new_object_bytes, r.new_objects,
             );
         }
         if self.omitted_rows > 0 {
-            let _ = writeln!(o, "({} more changed sites)", self.omitted_rows);
+            let _ = writeln!(o, "({} more changed {plural})", self.omitted_rows);
         }
         o
     }

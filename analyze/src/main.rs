@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use heapdump_analyze::heap_report::{self, HeapAnalysis, LeaksOptions, RetainersQuery};
+use heapdump_analyze::heap_report::{self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery};
 use heapdump_analyze::leaks::{Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
@@ -74,7 +74,8 @@ enum Command {
         "EXAMPLES:\n",
         "    heapdump top /tmp/app.hdump                 # uses the executable path recorded in the dump\n",
         "    heapdump top /tmp/app.hdump ./target/release/app\n",
-        "    heapdump top /tmp/app.hdump --by function -n 10 --json\n\n",
+        "    heapdump top /tmp/app.hdump --by function -n 10 --json\n",
+        "    heapdump top /tmp/app.hdump --retained -n 5   # objects, sites and types retaining the most\n\n",
         "The site of an allocation is the innermost frame of its stack that is the\n",
         "program's own code: allocator and tracker frames are trimmed, then std, core,\n",
         "alloc and hashbrown frames are skipped (inlined frames count as frames).\n",
@@ -92,7 +93,21 @@ enum Command {
         "  \"omitted_rows\": usize, \"omitted_bytes\": u64, \"omitted_count\": u64}\n",
         "function is null when grouping by file; file, line are null when grouping by\n",
         "function; line and inlined_into are set only when grouping by site. Files are\n",
-        "as DWARF records them. total_* are the sums over every live allocation."
+        "as DWARF records them. total_* are the sums over every live allocation.\n\n",
+        "With --retained (--by does not apply): the objects, sites and types with the\n",
+        "largest retained sizes. A site's or type's retained bytes are those of its set of\n",
+        "blocks: the retained sizes of its blocks that no block of the same site or type\n",
+        "dominates, so nested blocks of one type (a list's nodes) count once. The type is\n",
+        "the label the exports use: the recovered type (app::Node, Vec<u8> buffer), or\n",
+        "alloc@function:line when no constructor frame names it.\n",
+        "JSON (stable): {\"total_bytes\", \"total_count\",\n",
+        "  \"objects\": [{\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\"}],\n",
+        "  \"sites\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"site\": SITE}],\n",
+        "  \"types\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"type\": str,\n",
+        "             \"recovered\": bool}]}\n",
+        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\"}; objects in a sites or types\n",
+        "row counts the blocks counted (those no other block of the row dominates);\n",
+        "recovered is false for an alloc@ label."
     ))]
     Top {
         /// The .hdump file.
@@ -105,8 +120,8 @@ enum Command {
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         n: usize,
-        /// Rank by retained size (dominator tree): the objects and sites that
-        /// keep the most memory alive. Needs a dump with roots and edges.
+        /// Rank by retained size (dominator tree): the objects, sites and
+        /// types that keep the most memory alive. Needs a dump with roots and edges.
         #[arg(long)]
         retained: bool,
         /// Heuristics for the leak class shown with --retained (see `leaks --help`).
@@ -207,18 +222,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Growth by site between two dumps of the same process.
+    /// Growth by site (or type) between two dumps of the same process.
     #[command(after_help = concat!(
         "EXAMPLES:\n",
         "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump\n",
-        "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump ./target/release/app -n 10 --json\n\n",
-        "Rows are sites whose live bytes or counts changed, by growth in bytes. A block\n",
-        "of NEW is new when OLD has no block with the same address and sequence number:\n",
-        "it was allocated after OLD was written and is still alive.\n\n",
-        "JSON (stable): {\"old\": SIDE, \"new\": SIDE, \"new_objects\", \"new_object_bytes\",\n",
-        "  \"rows\": [{\"site\", \"old_bytes\", \"old_count\", \"new_bytes\", \"new_count\",\n",
+        "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump ./target/release/app -n 10 --json\n",
+        "    heapdump diff /tmp/app.1.hdump /tmp/app.2.hdump --by type\n\n",
+        "Rows are sites (or types) whose live bytes or counts changed, by growth in bytes.\n",
+        "A block of NEW is new when OLD has no block with the same address and sequence\n",
+        "number: it was allocated after OLD was written and is still alive. With --by type,\n",
+        "the type is the label the exports use: the recovered type (app::Node, Vec<u8>\n",
+        "buffer), or alloc@function:line when no constructor frame names it.\n\n",
+        "JSON (stable): {\"old\": SIDE, \"new\": SIDE, \"by\": \"site\"|\"type\", \"new_objects\",\n",
+        "  \"new_object_bytes\", \"rows\": [{\"site\": SITE (by site) | \"type\": str (by type),\n",
+        "            \"old_bytes\", \"old_count\", \"new_bytes\", \"new_count\",\n",
         "            \"delta_bytes\": i64, \"delta_count\": i64, \"new_objects\", \"new_object_bytes\"}],\n",
-        "  \"omitted_rows\"}; SIDE = {\"file\", \"pid\", \"dump_number\", \"live_bytes\", \"live_count\"}."
+        "  \"omitted_rows\"}; SIDE = {\"file\", \"pid\", \"dump_number\", \"live_bytes\", \"live_count\"};\n",
+        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\"}."
     ))]
     Diff {
         /// The older dump.
@@ -227,6 +247,9 @@ enum Command {
         new: PathBuf,
         /// The program's executable, if not at the path the dumps record.
         binary: Option<PathBuf>,
+        /// Group by allocation site or by recovered type.
+        #[arg(long, value_enum, default_value = "site")]
+        by: DiffBy,
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         n: usize,
@@ -450,6 +473,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             old,
             new,
             binary,
+            by,
             n,
             json,
         } => {
@@ -466,6 +490,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &new_view,
                 &display(&new),
                 &mut new_symbolizer,
+                by,
                 n,
                 &mut warnings,
             );

@@ -254,6 +254,52 @@ fn top_retained_ranks_the_lost_list_head_first() {
 }
 
 #[test]
+fn top_retained_types_count_the_lost_list_once_and_fall_back_to_the_site() {
+    // No modules, so no type is recovered: each stack's type is its site
+    // (`alloc@0x1111`), and the types table counts as the sites one does.
+    let path = write_dump("retained-types", &Heap::new(7, 1).bytes());
+    let p = path.to_str().unwrap();
+    let v = json(&heapdump(&["top", p, "--retained", "--json"]));
+    let row = |retained: u64, objects: u64, ty: &str| {
+        serde_json::json!({
+            "retained": retained,
+            "percent": retained as f64 * 100.0 / 6000.0,
+            "objects": objects,
+            "type": ty,
+            "recovered": false,
+        })
+    };
+    assert_eq!(
+        v["types"],
+        serde_json::json!([
+            // The list: its head's 4800 bytes, not 48 + 96 + ... + 4800.
+            row(4800, 1, "alloc@0x1111"),
+            row(32 + 1000 + 40, 1, "alloc@0x3333"),
+            row(128, 1, "alloc@0x2222"),
+        ])
+    );
+    // The keys that were there before stay.
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["objects", "sites", "total_bytes", "total_count", "types"]
+    );
+
+    let out = heapdump(&["top", p, "--retained", "-n", "2"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let types = text
+        .split("\ntypes retaining the most:\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no types table:\n{text}"));
+    assert_eq!(
+        types,
+        "      retained                 %   objects  type\n\
+         \x20         4800    4.7 KiB  80.0%         1  alloc@0x1111\n\
+         \x20         1072    1.0 KiB  17.9%         1  alloc@0x3333\n"
+    );
+}
+
+#[test]
 fn retainers_show_the_dominator_chain_and_the_root_path() {
     let path = write_dump("retainers", &Heap::new(7, 1).bytes());
     let addr = format!("{:#x}", address(104) + 4);
@@ -313,4 +359,50 @@ fn diff_counts_growth_and_blocks_new_since_old() {
     assert_eq!(v["rows"][0]["delta_count"], 1);
     assert_eq!(v["rows"][0]["new_objects"], 2);
     assert_eq!(v["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(v["by"], "site");
+    assert_eq!(v["rows"][0]["site"]["function"], "0x3333");
+
+    // By type: the same row under the type label (here the site fallback).
+    let args = |by: &str| {
+        [
+            "diff".to_owned(),
+            old_path.to_str().unwrap().to_owned(),
+            new_path.to_str().unwrap().to_owned(),
+            "--by".to_owned(),
+            by.to_owned(),
+        ]
+    };
+    let type_args = args("type");
+    let type_args: Vec<&str> = type_args.iter().map(String::as_str).collect();
+    let v = json(&heapdump(&[type_args.as_slice(), &["--json"]].concat()));
+    assert_eq!(v["by"], "type");
+    assert_eq!(
+        v["rows"],
+        serde_json::json!([{
+            "type": "alloc@0x3333",
+            "old_bytes": 1072,
+            "old_count": 3,
+            "new_bytes": 1272,
+            "new_count": 4,
+            "delta_bytes": 200,
+            "delta_count": 1,
+            "new_objects": 2,
+            "new_object_bytes": 1200,
+        }])
+    );
+    let text = String::from_utf8(heapdump(&type_args).stdout).unwrap();
+    assert!(
+        text.ends_with(
+            "        Δbytes    Δcount      new bytes       new  type\n\
+             \x20         +200        +1           1200         2  alloc@0x3333\n"
+        ),
+        "{text}"
+    );
+    let out = heapdump(
+        &args("function")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
