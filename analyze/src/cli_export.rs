@@ -12,6 +12,7 @@ use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
 use heapdump_analyze::export::hprof::{self, HprofOptions};
 use heapdump_analyze::export::sqlite;
 use heapdump_analyze::fields::FieldIndex;
+use heapdump_analyze::heap_report::{StackFrames as _, TypedFrames};
 use heapdump_analyze::symbolize::{Frame, Symbolizer};
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
@@ -119,16 +120,17 @@ fn open_model_with<'a>(
     mut keep: impl FnMut(u32, &[Frame]),
 ) -> anyhow::Result<HeapModel<'a>> {
     let executable = binary.or_else(|| main_executable(&view));
-    let module = executable.as_deref().map(display).unwrap_or_default();
+    let mut typed = TypedFrames {
+        symbolizer,
+        fields,
+        module: executable.as_deref().map(display).unwrap_or_default(),
+    };
     let spinner = progress_bar("symbolizing and building the heap graph");
     // The closure reads stacks through its own copy of the view (a few
     // slices), while the model keeps the other.
     let stacks = view.clone();
     let model = HeapModel::build(view, |stack| {
-        let mut frames = symbolizer.symbolize_stack(&stacks, stack)?;
-        if let Some(fields) = fields {
-            fields.resolve_stack(&mut frames, &module);
-        }
+        let frames = typed.stack_frames(&stacks, stack)?;
         keep(stack, &frames);
         Ok(frames)
     })
@@ -223,6 +225,24 @@ pub struct TosqliteArgs {
 }
 
 /// The path of the dump's main executable module, as recorded.
+/// What `top --retained` and `diff --by type` need to name types as the
+/// exports do: the executable's generic instances (BINARY, or the path the
+/// dump records) and the executable as frames name their module, for
+/// [`TypedFrames`].
+pub(crate) fn type_fields(
+    view: &DumpView<'_>,
+    binary: Option<&Path>,
+) -> (Option<FieldIndex>, String) {
+    let executable = binary
+        .map(Path::to_path_buf)
+        .or_else(|| main_executable(view));
+    let fields = load_fields(executable.as_deref(), true);
+    (
+        fields,
+        executable.as_deref().map(display).unwrap_or_default(),
+    )
+}
+
 fn main_executable(view: &DumpView<'_>) -> Option<PathBuf> {
     let module = view
         .modules()

@@ -24,6 +24,7 @@ use heapdump_formats::records::{owner_kind, process_flags, root_kind};
 use serde::Serialize;
 
 use crate::dominators::{DominatorTree, GroupRetained};
+use crate::fields::FieldIndex;
 use crate::graph::{HeapGraph, edge_offsets, find_allocation};
 use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
 use crate::paths::shortest_root_paths;
@@ -102,6 +103,30 @@ impl StackFrames for Symbolizer {
 impl<F: FnMut(u32) -> anyhow::Result<Vec<Frame>>> StackFrames for F {
     fn stack_frames(&mut self, _: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
         self(stack)
+    }
+}
+
+/// Frames as the exports name types from them: symbolized, then, for the
+/// main executable's frames, with the generic parameters its DWARF gives
+/// back ([`FieldIndex::resolve_stack`]; full debug info names a generic
+/// function without them).
+#[derive(Debug)]
+pub struct TypedFrames<'s> {
+    /// Symbolizes the return addresses.
+    pub symbolizer: &'s mut Symbolizer,
+    /// The executable's generic instances, if its DWARF could be read.
+    pub fields: Option<&'s FieldIndex>,
+    /// The executable as frames name their module.
+    pub module: String,
+}
+
+impl StackFrames for TypedFrames<'_> {
+    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        let mut frames = self.symbolizer.symbolize_stack(view, stack)?;
+        if let Some(fields) = self.fields {
+            fields.resolve_stack(&mut frames, &self.module);
+        }
+        Ok(frames)
     }
 }
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use heapdump_analyze::heap_report::{self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery};
+use heapdump_analyze::heap_report::{
+    self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery, TypedFrames,
+};
 use heapdump_analyze::leaks::{Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
@@ -380,10 +382,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, true)?;
+            let (fields, module) = cli_export::type_fields(&view, binary.as_deref());
             let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut frames = TypedFrames {
+                symbolizer: &mut symbolizer,
+                fields: fields.as_ref(),
+                module,
+            };
             let mut warnings = Vec::new();
             let report =
-                heap_report::top_retained(&view, &analysis, &mut symbolizer, n, &mut warnings)?;
+                heap_report::top_retained(&view, &analysis, &mut frames, n, &mut warnings)?;
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
@@ -480,16 +488,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let old_file = heapdump_analyze::open_dump(&old)?;
             let new_file = heapdump_analyze::open_dump(&new)?;
             let (old_view, new_view) = (old_file.view(), new_file.view());
+            // Types need the executables' generic instances (as the exports
+            // name them); sites do not.
+            let (old_fields, old_module, new_fields, new_module) = if by == DiffBy::Type {
+                let (old_fields, old_module) =
+                    cli_export::type_fields(&old_view, binary.as_deref());
+                let (new_fields, new_module) =
+                    cli_export::type_fields(&new_view, binary.as_deref());
+                (old_fields, old_module, new_fields, new_module)
+            } else {
+                (None, String::new(), None, String::new())
+            };
             let mut old_symbolizer = symbolizer_for(&old_view, &old, binary.clone())?;
             let mut new_symbolizer = symbolizer_for(&new_view, &new, binary)?;
             let mut warnings = Vec::new();
             let report = heap_report::diff(
                 &old_view,
                 &display(&old),
-                &mut old_symbolizer,
+                &mut TypedFrames {
+                    symbolizer: &mut old_symbolizer,
+                    fields: old_fields.as_ref(),
+                    module: old_module,
+                },
                 &new_view,
                 &display(&new),
-                &mut new_symbolizer,
+                &mut TypedFrames {
+                    symbolizer: &mut new_symbolizer,
+                    fields: new_fields.as_ref(),
+                    module: new_module,
+                },
                 by,
                 n,
                 &mut warnings,
