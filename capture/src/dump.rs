@@ -15,7 +15,7 @@ use heapdump_formats::records::{
 };
 use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 
-use crate::live::Slot;
+use crate::live::{FOOTER_BYTES, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::sys::{self, Scratch, Zeroable};
@@ -342,10 +342,11 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
         }
         total_allocations += shard.total_allocations;
         total_frees += shard.total_frees;
-        live_tracking_bytes += shard.mapped_bytes() as u64;
+        live_tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
     }
     let slots = &mut slots[..filled];
     slots.sort_unstable_by_key(|slot| slot.address());
+    let slots = drop_stale_records(slots);
     let stacks = STACKS.snapshot();
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
@@ -801,4 +802,28 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
     } else {
         Ok(fd)
     }
+}
+
+/// Keeps, of records whose blocks overlap, only the newest. Overlaps mean a
+/// block was freed without the tracker seeing it (C code calling `free` on
+/// a Rust allocation, or a free made while the thread was inside the
+/// tracker) and its memory handed out again: the older record is stale.
+/// `slots` is sorted by address; returns the kept prefix.
+fn drop_stale_records(slots: &mut [Slot]) -> &mut [Slot] {
+    let mut kept = 0;
+    for i in 0..slots.len() {
+        let slot = slots[i];
+        if kept > 0 {
+            let last = slots[kept - 1];
+            if slot.address() < last.address() + last.size().max(1) {
+                if slot.sequence() > last.sequence() {
+                    slots[kept - 1] = slot;
+                }
+                continue;
+            }
+        }
+        slots[kept] = slot;
+        kept += 1;
+    }
+    &mut slots[..kept]
 }

@@ -66,6 +66,11 @@ mod sys;
 mod threads;
 mod world;
 
+/// Bytes the tracker adds after each block (the index of its record; see
+/// the crate README). The inner allocator, and tools that watch it such as
+/// valgrind, see every block this much bigger than the program asked for.
+pub const FOOTER_BYTES: usize = live::FOOTER_BYTES;
+
 use live::{Entry, LiveTable};
 use stacks::{StackInterner, Walk};
 use sys::SpinLock;
@@ -167,10 +172,10 @@ fn next_sequence() -> u64 {
     next
 }
 
-/// Records a block the inner allocator just returned. The caller holds `Busy`.
+/// Records a block the inner allocator just returned; returns its footer.
+/// The caller holds `Busy`.
 #[inline]
-fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new: bool) {
-    LIVE.prefetch(address as u64);
+fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new: bool) -> u32 {
     let thread = threads::current();
     let mut walk = Walk::empty();
     stacks::walk_current(thread.stack, &mut walk);
@@ -186,73 +191,151 @@ fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new:
             flags,
         },
         counts_as_new,
-    );
+        thread.index as usize,
+    )
+}
+
+/// The layout the inner allocator sees: the program's plus the footer
+/// (see [`live`]). `None` if that size does not fit a `Layout`.
+#[inline]
+fn with_footer(layout: Layout) -> Option<Layout> {
+    let size = layout.size().checked_add(live::FOOTER_BYTES)?;
+    Layout::from_size_align(size, layout.align()).ok()
+}
+
+/// The footered layout of a block the program got from us with `layout`.
+///
+/// # Safety
+/// `layout` must be the layout of a block this tracker allocated (so
+/// [`with_footer`] accepted it then).
+#[inline]
+unsafe fn footered(layout: Layout) -> Layout {
+    // SAFETY: per the contract, this size and alignment made a valid
+    // layout when the block was allocated.
+    unsafe { Layout::from_size_align_unchecked(layout.size() + live::FOOTER_BYTES, layout.align()) }
+}
+
+/// # Safety
+/// `block` must have `size + FOOTER_BYTES` bytes.
+#[inline]
+unsafe fn write_footer(block: *mut u8, size: usize, footer: u32) {
+    // SAFETY: per the contract the footer's 4 bytes are inside the block;
+    // unaligned, since `size` is whatever the program asked for.
+    unsafe { block.add(size).cast::<u32>().write_unaligned(footer) }
+}
+
+/// # Safety
+/// As for [`write_footer`], and the footer must have been written.
+#[inline]
+unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
+    // SAFETY: as in `write_footer`.
+    unsafe { block.add(size).cast::<u32>().read_unaligned() }
 }
 
 // SAFETY: every method forwards to the inner allocator with the caller's
-// arguments unchanged, so the inner allocator's guarantees carry over; the
-// bookkeeping around the calls touches only the tracker's own memory.
+// layout grown by the footer's 4 bytes, consistently for every call on a
+// block (so the inner allocator's contract holds), and returns the block
+// itself: the program gets at least the bytes and alignment it asked for.
+// The footer lies past the program's bytes, where it may not read or
+// write; the rest of the bookkeeping touches only the tracker's memory.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        let block = unsafe { self.inner.alloc(layout) };
-        if !block.is_null()
-            && let Some(_busy) = Busy::enter()
-        {
-            record(block, layout.size(), layout.align(), 0, true);
+        let Some(outer) = with_footer(layout) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: the caller's contract for `alloc`, for a layout at least
+        // as big.
+        let block = unsafe { self.inner.alloc(outer) };
+        if !block.is_null() {
+            let footer = match Busy::enter() {
+                Some(_busy) => record(block, layout.size(), layout.align(), 0, true),
+                None => live::NO_RECORD,
+            };
+            // SAFETY: the block has `outer.size()` bytes.
+            unsafe { write_footer(block, layout.size(), footer) };
         }
         block
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc_zeroed` is passed on.
-        let block = unsafe { self.inner.alloc_zeroed(layout) };
-        if !block.is_null()
-            && let Some(_busy) = Busy::enter()
-        {
-            record(block, layout.size(), layout.align(), ZEROED, true);
+        let Some(outer) = with_footer(layout) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: as in `alloc`.
+        let block = unsafe { self.inner.alloc_zeroed(outer) };
+        if !block.is_null() {
+            let footer = match Busy::enter() {
+                Some(_busy) => record(block, layout.size(), layout.align(), ZEROED, true),
+                None => live::NO_RECORD,
+            };
+            // SAFETY: the block has `outer.size()` bytes.
+            unsafe { write_footer(block, layout.size(), footer) };
         }
         block
     }
 
     #[inline]
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a block we allocated with `layout`,
+        // whose footer we wrote.
+        let footer = unsafe { read_footer(block, layout.size()) };
         // Forget the block before freeing it: once freed, another thread may
         // be handed the same address and record it.
         if let Some(_busy) = Busy::enter() {
-            LIVE.remove(block as u64, true);
+            LIVE.remove(footer, block as u64, true);
         }
-        // SAFETY: the caller's contract for `dealloc` is passed on.
-        unsafe { self.inner.dealloc(block, layout) }
+        // SAFETY: the caller's contract for `dealloc`, with the layout the
+        // block was allocated with.
+        unsafe { self.inner.dealloc(block, footered(layout)) }
     }
 
     #[inline]
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // `realloc`'s contract needs the new size to make a valid layout.
+        let Some(new_outer) = Layout::from_size_align(new_size, layout.align())
+            .ok()
+            .and_then(with_footer)
+        else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: a block we allocated with `layout`, footer written.
+        let old_footer = unsafe { read_footer(block, layout.size()) };
         let busy = Busy::enter();
-        // As in `dealloc`: the old address must leave the table before the
-        // inner allocator may hand it to someone else.
+        // As in `dealloc`: the old record must go before the inner
+        // allocator may hand the address to someone else.
         let old = match busy {
-            Some(_) => LIVE.remove(block as u64, false),
+            Some(_) => LIVE.remove(old_footer, block as u64, false),
             None => None,
         };
-        // SAFETY: the caller's contract for `realloc` is passed on.
-        let moved = unsafe { self.inner.realloc(block, layout, new_size) };
-        if busy.is_some() {
-            if moved.is_null() {
-                // The old block is still the caller's.
-                if let Some(old) = old {
-                    LIVE.insert(&old, false);
-                }
-            } else {
+        // SAFETY: the caller's contract for `realloc`, with the block's
+        // allocation layout and a new size that includes the footer.
+        let moved = unsafe {
+            self.inner
+                .realloc(block, footered(layout), new_outer.size())
+        };
+        if moved.is_null() {
+            // The old block is still the caller's, unchanged.
+            if let Some(old) = old {
+                let footer = LIVE.insert(&old, false, live::shard_of_footer(old_footer));
+                // SAFETY: the old block still has its old size plus footer.
+                unsafe { write_footer(block, layout.size(), footer) };
+            }
+            return moved;
+        }
+        let footer = match busy {
+            Some(_) => {
                 let is_new_block = moved != block;
                 if is_new_block {
-                    LIVE.count_free(block as u64);
+                    LIVE.count_free(live::shard_of_footer(old_footer));
                 }
-                record(moved, new_size, layout.align(), REALLOCATED, is_new_block);
+                record(moved, new_size, layout.align(), REALLOCATED, is_new_block)
             }
-        }
+            None => live::NO_RECORD,
+        };
+        // SAFETY: the block now has `new_outer.size()` bytes.
+        unsafe { write_footer(moved, new_size, footer) };
         moved
     }
 }
@@ -281,7 +364,8 @@ pub struct Stats {
     pub stacks: u64,
     /// Threads that have allocated.
     pub threads: u64,
-    /// Bytes of memory the tracker's own tables use.
+    /// Bytes of memory the tracker uses: its tables, and the 4-byte footer
+    /// of every live block.
     pub tracking_bytes: u64,
 }
 
@@ -301,7 +385,10 @@ pub fn stats() -> Stats {
         dropped_stacks: STACKS.dropped(),
         stacks: STACKS.snapshot().stacks.len().saturating_sub(1) as u64,
         threads: threads::registered_count(),
-        tracking_bytes: totals.mapped_bytes + STACKS.tracking_bytes() + threads::tracking_bytes(),
+        tracking_bytes: totals.used_bytes
+            + totals.live_count * live::FOOTER_BYTES as u64
+            + STACKS.tracking_bytes()
+            + threads::tracking_bytes(),
     }
 }
 

@@ -1,14 +1,23 @@
-//! The live table: every allocation the program holds, keyed by address.
+//! The live table: every allocation the program holds.
 //!
-//! 64 shards, picked by a hash of the address, so two threads rarely want the
-//! same lock. Each shard is a bucketized cuckoo hash table (two candidate
-//! buckets of four 24-byte slots per address) in its own anonymous mapping:
-//! a lookup reads at most two buckets however full the table is, so it can
-//! fill up to 95% before it grows by 1.3×. (Linear probing at that load
-//! needs hundreds of probes per insertion.) Shards start at staggered sizes
-//! so they do not all grow at once, which keeps the table's overhead near its
-//! average, about 29 bytes per live allocation, instead of swinging with
-//! each growth step.
+//! Each allocation's record (24 bytes, [`Slot`]) lives in a slab, and the
+//! block itself carries the record's index in a 4-byte footer just past
+//! the bytes the program asked for. Freeing a block reads its footer (next
+//! to memory the program just used) and clears the record by index: no
+//! lookup in a table far bigger than the caches, which is what a hash table
+//! keyed by address costs on every free. Records are reused last-freed
+//! first, so a program that frees and allocates in turn keeps writing the
+//! same few cache lines.
+//!
+//! A footer rather than a header: the block still starts where the
+//! allocator put it, so tools that look at the process (valgrind's
+//! memcheck, conservative collectors, our own scan) see the program's
+//! pointers as pointers to the start of the block.
+//!
+//! 64 slab shards; a thread records into the shard of its registry index
+//! (so its lock's cache line stays with it), frees go to the shard the
+//! footer names. Slabs grow by doubling with `mremap`, which moves page
+//! tables, not records.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +26,26 @@ use crate::sys::{self, SpinLock};
 
 pub const SHARDS: usize = 64;
 const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+/// Footer = shard << INDEX_BITS | index within the shard.
+const INDEX_BITS: u32 = 32 - SHARD_BITS;
+const MAX_RECORDS_PER_SHARD: usize = (1 << INDEX_BITS) - 1;
+/// The footer of a block that has no record (made while the thread was
+/// inside the tracker, or dropped because the slabs could not grow).
+pub const NO_RECORD: u32 = u32::MAX;
+/// Bytes of footer after each block.
+pub const FOOTER_BYTES: usize = size_of::<u32>();
+/// The shard a footer names (shard 0 for [`NO_RECORD`]).
+#[inline]
+pub fn shard_of_footer(footer: u32) -> usize {
+    if footer == NO_RECORD {
+        0
+    } else {
+        (footer >> INDEX_BITS) as usize
+    }
+}
+
+/// End of a shard's free list.
+const NO_FREE: u64 = u64::MAX;
 
 /// Fields narrower than the record's, to fit 24 bytes per slot.
 const SIZE_BITS: u32 = 48;
@@ -45,15 +74,15 @@ pub struct Entry {
     pub flags: u8,
 }
 
-/// An [`Entry`] packed into three words. Address 0 marks an empty slot
-/// (the allocator never returns null for a live block).
+/// An [`Entry`] packed into three words. Address 0 marks a free slot,
+/// whose second word links the shard's free list.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub struct Slot {
     /// address (48) << 16 | thread (16). The address is shifted so the
     /// word never looks like a pointer: leak checkers and conservative
     /// collectors that scan the process (valgrind's memcheck, our own scan)
-    /// must not see the tracker's table as holding every block.
+    /// must not see the tracker's records as holding every block.
     a: u64,
     /// size (48) | log2(align) (8) | flags (8)
     b: u64,
@@ -61,7 +90,7 @@ pub struct Slot {
     c: u64,
 }
 
-// SAFETY: three integers; all-zero is the empty slot and has no drop glue.
+// SAFETY: three integers; all-zero is a free slot and has no drop glue.
 unsafe impl sys::Zeroable for Slot {}
 
 impl Slot {
@@ -96,7 +125,7 @@ impl Slot {
     }
 
     #[inline]
-    fn is_empty(&self) -> bool {
+    fn is_free(&self) -> bool {
         self.a == 0
     }
 
@@ -105,12 +134,17 @@ impl Slot {
         self.b & LOW48
     }
 
+    #[inline]
+    pub fn sequence(&self) -> u64 {
+        self.c & ((1 << SEQUENCE_BITS) - 1)
+    }
+
     pub fn unpack(&self) -> Entry {
         let thread = self.a & UNKNOWN_THREAD_BITS;
         Entry {
             address: self.address(),
             size: self.size(),
-            sequence: self.c & ((1 << SEQUENCE_BITS) - 1),
+            sequence: self.sequence(),
             stack: (self.c >> SEQUENCE_BITS) as u32,
             thread: if thread == UNKNOWN_THREAD_BITS {
                 u32::MAX
@@ -121,85 +155,47 @@ impl Slot {
             flags: (self.b >> 56) as u8,
         }
     }
-}
 
-/// Spreads block addresses (multiples of 16, mostly) over all 64 bits.
-#[inline]
-fn hash(address: u64) -> u64 {
-    (address >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// A second, independent hash for the alternative bucket.
-#[inline]
-fn hash2(address: u64) -> u64 {
-    let x = (address >> 4) ^ 0x5851_F42D_4C95_7F2D;
-    let x = (x ^ (x >> 31)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    x ^ (x >> 32)
-}
-
-#[inline]
-fn shard_of(address: u64) -> usize {
-    (hash(address) >> (64 - SHARD_BITS)) as usize
-}
-
-/// The two buckets an address may live in, among `bucket_count`.
-/// Multiply-shift maps a hash onto any bucket count, not only powers of
-/// two, which is what lets tables grow by 1.3×.
-#[inline]
-fn choices(address: u64, bucket_count: usize) -> (usize, usize) {
-    let n = bucket_count as u128;
-    let first = ((u128::from(hash(address) << SHARD_BITS) * n) >> 64) as usize;
-    let second = ((u128::from(hash2(address)) * n) >> 64) as usize;
-    (first, second)
-}
-
-#[inline]
-fn prefetch_line(address: u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint that never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            address as *const i8,
-        );
+    /// A free slot linking to `next`.
+    fn free(next: u64) -> Slot {
+        Slot {
+            a: 0,
+            b: next,
+            c: 0,
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
 }
 
-/// Slots per bucket: four 24-byte slots, one and a half cache lines.
-const WAYS: usize = 4;
-type Bucket = [Slot; WAYS];
+/// Records a shard starts with: one page.
+const FIRST_CAPACITY: usize = sys::PAGE / size_of::<Slot>();
 
-/// Fill limit before growing, in percent. Bucketized cuckoo hashing with
-/// two choices and four ways keeps lookups at two buckets well past this.
-const MAX_LOAD_PERCENT: usize = 95;
-/// Evictions tried before an insertion gives up and the table grows.
-const MAX_KICKS: usize = 500;
-
-/// One shard's table and counters. Only touched under the shard's lock.
+/// One shard's slab and counters. Only touched under the shard's lock.
 pub struct ShardTable {
-    buckets: *mut Bucket,
-    bucket_count: usize,
-    mapped_bytes: usize,
-    /// State of the generator that picks eviction victims.
-    random: u64,
+    slots: *mut Slot,
+    /// Slots the mapping holds.
+    capacity: usize,
+    /// Slots ever used: `slots[..used]` are records or free-list links;
+    /// the pages past them were never touched.
+    used: usize,
+    /// First free slot below `used`, or `NO_FREE`.
+    free_head: u64,
     pub count: u64,
     pub bytes: u64,
     pub total_allocations: u64,
     pub total_frees: u64,
 }
 
-// SAFETY: the mapping behind `buckets` belongs to the table, which only the
+// SAFETY: the mapping behind `slots` belongs to the table, which only the
 // lock holder touches.
 unsafe impl Send for ShardTable {}
 
 impl ShardTable {
     const fn new() -> ShardTable {
         ShardTable {
-            buckets: core::ptr::null_mut(),
-            bucket_count: 0,
-            mapped_bytes: 0,
-            random: 0x2545_F491_4F6C_DD1D,
+            slots: core::ptr::null_mut(),
+            capacity: 0,
+            used: 0,
+            free_head: NO_FREE,
             count: 0,
             bytes: 0,
             total_allocations: 0,
@@ -207,210 +203,96 @@ impl ShardTable {
         }
     }
 
-    fn buckets(&self) -> &[Bucket] {
-        if self.buckets.is_null() {
+    fn slots(&self) -> &[Slot] {
+        if self.slots.is_null() {
             return &[];
         }
-        // SAFETY: `buckets` points at `bucket_count` initialized buckets in
-        // our mapping (zeroed on creation, written only through this table).
-        unsafe { core::slice::from_raw_parts(self.buckets, self.bucket_count) }
+        // SAFETY: `slots` points at `capacity` zero-initialized or written
+        // slots in our mapping, and `used <= capacity`.
+        unsafe { core::slice::from_raw_parts(self.slots, self.used) }
     }
 
-    fn buckets_mut(&mut self) -> &mut [Bucket] {
-        if self.buckets.is_null() {
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        if self.slots.is_null() {
             return &mut [];
         }
-        // SAFETY: as in `buckets`, and `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.buckets, self.bucket_count) }
+        // SAFETY: as in `slots`, and `&mut self` makes this the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.slots, self.used) }
     }
 
-    fn capacity(&self) -> usize {
-        self.bucket_count * WAYS
-    }
-
-    #[inline]
-    fn choices(&self, address: u64) -> (usize, usize) {
-        choices(address, self.bucket_count)
-    }
-
-    fn find(&self, address: u64) -> Option<(usize, usize)> {
-        if self.bucket_count == 0 {
-            return None;
+    /// Doubles the mapping (or makes the first one). `false` when the
+    /// kernel refuses or the shard is at its index limit.
+    fn grow(&mut self) -> bool {
+        let wanted = if self.capacity == 0 {
+            FIRST_CAPACITY
+        } else {
+            (self.capacity * 2).min(MAX_RECORDS_PER_SHARD)
+        };
+        if wanted <= self.capacity {
+            return false;
         }
-        let (first, second) = self.choices(address);
-        for bucket in [first, second] {
-            let slots = self.buckets().get(bucket)?;
-            if let Some(way) = slots.iter().position(|s| s.address() == address) {
-                return Some((bucket, way));
-            }
-        }
-        None
-    }
-
-    /// Puts a slot whose address is not in the table into one of its
-    /// buckets, evicting residents to their other bucket as needed. Returns
-    /// the slot left homeless when it gives up (maybe another one).
-    fn place(&mut self, mut slot: Slot) -> Option<Slot> {
-        if self.bucket_count == 0 {
-            return Some(slot);
-        }
-        let (first, second) = self.choices(slot.address());
-        for bucket in [first, second] {
-            if let Some(free) = self.buckets_mut()[bucket].iter_mut().find(|s| s.is_empty()) {
-                *free = slot;
-                return None;
-            }
-        }
-        let mut bucket = first;
-        for _ in 0..MAX_KICKS {
-            self.random ^= self.random << 13;
-            self.random ^= self.random >> 7;
-            self.random ^= self.random << 17;
-            let way = (self.random % WAYS as u64) as usize;
-            core::mem::swap(&mut self.buckets_mut()[bucket][way], &mut slot);
-            let (a, b) = self.choices(slot.address());
-            bucket = if a == bucket { b } else { a };
-            if let Some(free) = self.buckets_mut()[bucket].iter_mut().find(|s| s.is_empty()) {
-                *free = slot;
-                return None;
-            }
-        }
-        Some(slot)
-    }
-
-    /// Moves everything into a table with room for about `wanted` slots.
-    fn grow_to(&mut self, wanted: usize) -> bool {
-        let bytes = sys::round_to_pages(wanted.div_ceil(WAYS) * size_of::<Bucket>());
-        let Some(mapping) = sys::map_zeroed(bytes) else {
+        let bytes = sys::round_to_pages(wanted * size_of::<Slot>());
+        let mapping = if self.slots.is_null() {
+            sys::map_zeroed(bytes)
+        } else {
+            let old_bytes = sys::round_to_pages(self.capacity * size_of::<Slot>());
+            // SAFETY: `slots` is our mapping of `old_bytes`; the lock holder
+            // is its only user and reads it again only through the result.
+            unsafe { sys::remap(self.slots.cast(), old_bytes, bytes) }
+        };
+        let Some(mapping) = mapping else {
             return false;
         };
-        let old_buckets = self.buckets;
-        let old_count = self.bucket_count;
-        let old_bytes = self.mapped_bytes;
-        self.buckets = mapping.cast();
-        self.bucket_count = bytes / size_of::<Bucket>();
-        self.mapped_bytes = bytes;
-        if old_buckets.is_null() {
-            return true;
-        }
-        // SAFETY: the old mapping holds `old_count` buckets and stays mapped
-        // until the unmap below.
-        let old = unsafe { core::slice::from_raw_parts(old_buckets, old_count) };
-        let mut stuck = None;
-        for slot in old.iter().flatten().filter(|s| !s.is_empty()) {
-            if let Some(homeless) = self.place(*slot) {
-                stuck = Some(homeless);
-                break;
-            }
-        }
-        if stuck.is_some() {
-            // Practically impossible below 75% load; start over bigger,
-            // from the intact old table.
-            // SAFETY: the new mapping was made above with `bytes` and
-            // nothing refers to it once we switch back.
-            unsafe { sys::unmap(self.buckets.cast(), self.mapped_bytes) };
-            self.buckets = old_buckets;
-            self.bucket_count = old_count;
-            self.mapped_bytes = old_bytes;
-            return self.grow_to(wanted + wanted / 2);
-        }
-        // SAFETY: the old mapping was made by `map_zeroed` with this size
-        // and nothing refers to it after the copy.
-        unsafe { sys::unmap(old_buckets.cast(), old_bytes) };
+        self.slots = mapping.cast();
+        self.capacity = (bytes / size_of::<Slot>()).min(MAX_RECORDS_PER_SHARD);
         true
     }
 
-    fn next_capacity(&self, first_capacity: usize) -> usize {
-        if self.bucket_count == 0 {
-            first_capacity
+    /// Stores a record; its index, or `None` when the shard is full.
+    #[inline]
+    fn insert(&mut self, slot: Slot) -> Option<u32> {
+        let index = if self.free_head != NO_FREE {
+            let index = self.free_head as usize;
+            self.free_head = self.slots()[index].b;
+            index
         } else {
-            self.capacity() + self.capacity() * 3 / 10
-        }
-    }
-
-    /// Inserts, or replaces the record at the same address.
-    fn insert(&mut self, slot: Slot, first_capacity: usize) -> Inserted {
-        if self.bucket_count != 0 {
-            // One pass over both buckets: the address, or else a free slot.
-            let address = slot.address();
-            let (first, second) = self.choices(address);
-            let mut free = None;
-            for bucket in [first, second] {
-                for (way, resident) in self.buckets()[bucket].iter().enumerate() {
-                    if resident.address() == address {
-                        // The inner allocator handed out a block we thought
-                        // live: it was freed behind our back (never by Rust
-                        // code), so the new block replaces it.
-                        let old = core::mem::replace(&mut self.buckets_mut()[bucket][way], slot);
-                        self.bytes = self.bytes - old.size() + slot.size();
-                        return Inserted::Replaced;
-                    }
-                    if free.is_none() && resident.is_empty() {
-                        free = Some((bucket, way));
-                    }
-                }
+            if self.used == self.capacity && !self.grow() {
+                return None;
             }
-            if let Some((bucket, way)) = free
-                && (self.count as usize + 1) * 100 <= self.capacity() * MAX_LOAD_PERCENT
-            {
-                self.buckets_mut()[bucket][way] = slot;
-                self.count += 1;
-                self.bytes += slot.size();
-                return Inserted::New;
-            }
-        }
-        if (self.count as usize + 1) * 100 > self.capacity() * MAX_LOAD_PERCENT {
-            let wanted = self.next_capacity(first_capacity);
-            if !self.grow_to(wanted) && self.count as usize >= self.capacity() {
-                return Inserted::Full;
-            }
-        }
-        let mut pending = slot;
-        while let Some(homeless) = self.place(pending) {
-            if self.grow_to(self.next_capacity(first_capacity)) {
-                pending = homeless;
-                continue;
-            }
-            // Out of memory with one record left over after the evictions:
-            // either the new one (nothing changed) or an older one, which is
-            // now lost while the new one is stored.
-            if homeless.address() == slot.address() {
-                return Inserted::Full;
-            }
-            self.bytes = self.bytes + slot.size() - homeless.size();
-            return Inserted::Evicted;
-        }
+            self.used += 1;
+            self.used - 1
+        };
+        self.slots_mut()[index] = slot;
         self.count += 1;
         self.bytes += slot.size();
-        Inserted::New
+        Some(index as u32)
     }
 
-    fn remove(&mut self, address: u64) -> Option<Slot> {
-        let (bucket, way) = self.find(address)?;
-        let removed = core::mem::take(&mut self.buckets_mut()[bucket][way]);
+    /// Removes the record at `index` if it is `address`'s.
+    #[inline]
+    fn remove(&mut self, index: usize, address: u64) -> Option<Slot> {
+        let free_head = self.free_head;
+        let slot = self.slots_mut().get_mut(index)?;
+        if slot.is_free() || slot.address() != address {
+            return None;
+        }
+        let removed = core::mem::replace(slot, Slot::free(free_head));
+        self.free_head = index as u64;
         self.count -= 1;
         self.bytes -= removed.size();
         Some(removed)
     }
 
-    /// The live slots, in table order.
+    /// The live slots, in slab order.
     pub fn live(&self) -> impl Iterator<Item = &Slot> {
-        self.buckets().iter().flatten().filter(|s| !s.is_empty())
+        self.slots().iter().filter(|s| !s.is_free())
     }
 
-    pub fn mapped_bytes(&self) -> usize {
-        self.mapped_bytes
+    /// Memory the slab has touched (the untouched rest of the mapping
+    /// costs no memory).
+    pub fn used_bytes(&self) -> usize {
+        sys::round_to_pages(self.used * size_of::<Slot>())
     }
-}
-
-enum Inserted {
-    New,
-    /// The address was already recorded; its old record was replaced.
-    Replaced,
-    /// Stored, but the table could not grow and lost an older record.
-    Evicted,
-    /// Not stored: the table could not grow.
-    Full,
 }
 
 /// A cache line per shard, so two threads working on neighbouring shards do
@@ -422,9 +304,6 @@ pub struct Shard {
     /// peak sampling can add them up without taking 64 locks.
     count: AtomicU64,
     bytes: AtomicU64,
-    /// Where the table's buckets are, for prefetching without the lock.
-    buckets_hint: AtomicU64,
-    bucket_count_hint: AtomicU64,
 }
 
 /// Inserts between two samples of the peak, per thread, and bytes
@@ -456,7 +335,7 @@ pub struct LiveTotals {
     pub dropped: u64,
     pub total_allocations: u64,
     pub total_frees: u64,
-    pub mapped_bytes: u64,
+    pub used_bytes: u64,
 }
 
 impl LiveTable {
@@ -467,8 +346,6 @@ impl LiveTable {
                     table: SpinLock::new(ShardTable::new()),
                     count: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
-                    buckets_hint: AtomicU64::new(0),
-                    bucket_count_hint: AtomicU64::new(0),
                 }
             }; SHARDS],
             peak_bytes: AtomicU64::new(0),
@@ -477,40 +354,33 @@ impl LiveTable {
         }
     }
 
-    /// Shard `index`'s first size: one to about 1.3 pages of slots, spread
-    /// evenly so shards cross their growth points at different times.
-    fn first_capacity(index: usize) -> usize {
-        let base = sys::PAGE / size_of::<Bucket>() * WAYS;
-        base + base * 3 * index / (10 * SHARDS)
-    }
-
-    /// Records a live block; `counts_as_new` says whether it is a new
-    /// allocation for the totals (a reallocation in place is not). Returns
-    /// `false` when it had to be dropped.
+    /// Records a live block, preferably in shard `home` (the allocating
+    /// thread's); `counts_as_new` says whether it is a new allocation for
+    /// the totals (a reallocation in place is not). Returns the footer for
+    /// the block: where its record is, or [`NO_RECORD`] when it had to be
+    /// dropped.
     #[inline]
-    pub fn insert(&self, entry: &Entry, counts_as_new: bool) -> bool {
+    pub fn insert(&self, entry: &Entry, counts_as_new: bool, home: usize) -> u32 {
         let Some(slot) = Slot::pack(entry) else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return NO_RECORD;
         };
-        let index = shard_of(entry.address);
-        let shard = &self.shards[index];
-        let stored = {
+        // The home shard, or when it cannot grow, the next ones.
+        let mut footer = NO_RECORD;
+        for step in 0..SHARDS {
+            let index = (home + step) % SHARDS;
+            let shard = &self.shards[index];
             let mut table = shard.table.lock();
-            table.total_allocations += u64::from(counts_as_new);
-            let stored = table.insert(slot, Self::first_capacity(index));
-            shard.publish(&table);
-            stored
-        };
-        match stored {
-            Inserted::New | Inserted::Replaced => {}
-            Inserted::Evicted => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            table.total_allocations += u64::from(counts_as_new && step == 0);
+            if let Some(at) = table.insert(slot) {
+                shard.publish(&table);
+                footer = (index as u32) << INDEX_BITS | at;
+                break;
             }
-            Inserted::Full => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
-            }
+        }
+        if footer == NO_RECORD {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return NO_RECORD;
         }
         let (inserts, bytes) = SINCE_SAMPLE.get();
         let (inserts, bytes) = (inserts + 1, bytes.saturating_add(entry.size));
@@ -520,7 +390,7 @@ impl LiveTable {
         } else {
             SINCE_SAMPLE.set((inserts, bytes));
         }
-        true
+        footer
     }
 
     /// Raises the peaks to the current totals (read without locks).
@@ -536,48 +406,32 @@ impl LiveTable {
         (count, bytes)
     }
 
-    /// Starts loading both candidate buckets of `address`, so their cache
-    /// misses overlap with each other and with whatever the caller does
-    /// next (the stack walk, taking the shard's lock) instead of being paid
-    /// one after the other.
+    /// Forgets the block at `address` whose footer is `footer`; returns
+    /// what was recorded for it, `None` if it has no record (made while
+    /// tracking was off for this thread, dropped, or a footer the program
+    /// overwrote: the record must name the same address). `counts_as_free`
+    /// says whether this is a deallocation for the totals (a reallocation
+    /// is counted once its outcome is known).
     #[inline]
-    pub fn prefetch(&self, address: u64) {
-        let shard = &self.shards[shard_of(address)];
-        // A racy peek at the bucket pointer: prefetching a stale or wrong
-        // address is harmless, it is only a hint.
-        let buckets = shard.buckets_hint.load(Ordering::Relaxed);
-        let count = shard.bucket_count_hint.load(Ordering::Relaxed);
-        if buckets == 0 {
-            return;
+    pub fn remove(&self, footer: u32, address: u64, counts_as_free: bool) -> Option<Entry> {
+        if footer == NO_RECORD {
+            if counts_as_free {
+                self.count_free(0);
+            }
+            return None;
         }
-        let (first, second) = choices(address, count as usize);
-        for bucket in [first, second] {
-            let at = buckets + (bucket * size_of::<Bucket>()) as u64;
-            prefetch_line(at);
-            // A bucket may straddle two cache lines.
-            prefetch_line(at + size_of::<Bucket>() as u64 - 1);
-        }
-    }
-
-    /// Forgets a block; returns what was recorded for it, `None` if it was
-    /// not tracked (made while tracking was off for this thread, or dropped).
-    /// `counts_as_free` says whether this is a deallocation for the totals
-    /// (a reallocation is counted once its outcome is known).
-    #[inline]
-    pub fn remove(&self, address: u64, counts_as_free: bool) -> Option<Entry> {
-        self.prefetch(address);
-        let shard = &self.shards[shard_of(address)];
+        let shard = &self.shards[(footer >> INDEX_BITS) as usize];
         let mut table = shard.table.lock();
         table.total_frees += u64::from(counts_as_free);
-        let removed = table.remove(address)?;
+        let removed = table.remove((footer & ((1 << INDEX_BITS) - 1)) as usize, address)?;
         shard.publish(&table);
         Some(removed.unpack())
     }
 
     /// Counts a deallocation whose record was already removed (a
-    /// reallocation that moved).
-    pub fn count_free(&self, address: u64) {
-        self.shards[shard_of(address)].table.lock().total_frees += 1;
+    /// reallocation that moved), in shard `home`.
+    pub fn count_free(&self, home: usize) {
+        self.shards[home % SHARDS].table.lock().total_frees += 1;
     }
 
     /// Totals, adding up the shards under their locks one at a time.
@@ -592,7 +446,7 @@ impl LiveTable {
             totals.live_count += table.count;
             totals.total_allocations += table.total_allocations;
             totals.total_frees += table.total_frees;
-            totals.mapped_bytes += table.mapped_bytes as u64;
+            totals.used_bytes += table.used_bytes() as u64;
         }
         self.peak_bytes
             .fetch_max(totals.live_bytes, Ordering::Relaxed);
@@ -621,10 +475,6 @@ impl Shard {
     fn publish(&self, table: &ShardTable) {
         self.count.store(table.count, Ordering::Relaxed);
         self.bytes.store(table.bytes, Ordering::Relaxed);
-        self.buckets_hint
-            .store(table.buckets as u64, Ordering::Relaxed);
-        self.bucket_count_hint
-            .store(table.bucket_count as u64, Ordering::Relaxed);
     }
 }
 
@@ -674,6 +524,7 @@ mod tests {
     #[test]
     fn table_matches_a_model_under_random_inserts_and_removes() {
         let table = LiveTable::new();
+        // address -> (entry, footer)
         let mut model = std::collections::HashMap::new();
         let mut state = 0x1234_5678_u64;
         for step in 0..200_000u64 {
@@ -681,16 +532,21 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let address = 0x10_0000 + (state % 50_000) * 16;
-            if state & (1 << 40) == 0 {
-                let e = entry(address, step % 300 + 1);
-                if model.insert(address, e).is_none() {
-                    assert!(table.insert(&e, true));
-                } else {
-                    // Replacing a live address keeps one record.
-                    assert!(table.insert(&e, true));
+            let home = (state >> 20) as usize % 3;
+            match model.remove(&address) {
+                None => {
+                    let e = entry(address, step % 300 + 1);
+                    let footer = table.insert(&e, true, home);
+                    assert_ne!(footer, NO_RECORD);
+                    assert_eq!(shard_of_footer(footer), home);
+                    model.insert(address, (e, footer));
                 }
-            } else {
-                assert_eq!(table.remove(address, true), model.remove(&address));
+                Some((e, footer)) => {
+                    // A footer naming another block's record is refused.
+                    assert_eq!(table.remove(footer, address + 16, true), None);
+                    assert_eq!(table.remove(footer, address, true), Some(e));
+                    assert_eq!(table.remove(footer, address, true), None);
+                }
             }
         }
         let mut count = 0;
@@ -699,29 +555,33 @@ mod tests {
             let shard = shard.table.lock();
             for slot in shard.live() {
                 let e = slot.unpack();
-                assert_eq!(model.get(&e.address), Some(&e));
+                assert_eq!(model.get(&e.address).map(|m| m.0), Some(e));
                 count += 1;
                 bytes += e.size;
             }
             assert_eq!(shard.count as usize, shard.live().count());
         }
         assert_eq!(count, model.len());
-        assert_eq!(bytes, model.values().map(|e| e.size).sum::<u64>());
+        assert_eq!(bytes, model.values().map(|m| m.0.size).sum::<u64>());
         let totals = table.totals();
         assert_eq!(totals.live_count as usize, model.len());
         assert_eq!(totals.live_bytes, bytes);
-        // The overhead stays near 24 B / 0.8 for a table of this size.
-        let per_live = totals.mapped_bytes as f64 / model.len() as f64;
-        assert!(per_live < 40.0, "{per_live} bytes per live entry");
+        // Freed records are reused: the slabs hold about the peak number of
+        // live records (≤ 50 000 addresses), 24 bytes each, plus page rounding.
+        let per_address = totals.used_bytes as f64 / 50_000.0;
+        assert!(per_address < 25.0, "{per_address} bytes per address");
     }
 
     #[test]
-    fn removing_an_unknown_address_changes_nothing() {
+    fn removing_without_a_record_changes_nothing() {
         let table = LiveTable::new();
-        assert!(table.insert(&entry(0x1000, 10), true));
-        assert_eq!(table.remove(0x2000, true), None);
+        let footer = table.insert(&entry(0x1000, 10), true, 5);
+        assert_eq!(table.remove(NO_RECORD, 0x1000, true), None);
+        assert_eq!(table.remove(footer ^ 1, 0x1000, true), None);
+        assert_eq!(table.remove(u32::MAX - 1, 0x1000, true), None);
         assert_eq!(table.totals().live_count, 1);
-        assert_eq!(table.remove(0x1000, true).map(|e| e.size), Some(10));
+        assert_eq!(table.remove(footer, 0x1000, true).map(|e| e.size), Some(10));
         assert_eq!(table.totals().live_bytes, 0);
+        assert_eq!(table.totals().total_frees, 4);
     }
 }

@@ -54,6 +54,25 @@ pub unsafe fn unmap(ptr: *mut u8, bytes: usize) {
     }
 }
 
+/// Grows a mapping made by [`map_zeroed`] (or by this function) from
+/// `old_bytes` to `new_bytes`, moving it if it cannot grow in place: the
+/// kernel moves the page tables, not the contents. The new part is zeroed.
+/// `None` when the kernel refuses; the old mapping is then unchanged.
+///
+/// # Safety
+/// `ptr` and `old_bytes` must describe exactly one earlier mapping result,
+/// and nothing may use the old address once this returns `Some`.
+pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<*mut u8> {
+    // SAFETY: the caller guarantees the range is one mapping of ours;
+    // MREMAP_MAYMOVE leaves it intact on failure.
+    let moved = unsafe { libc::mremap(ptr.cast(), old_bytes, new_bytes, libc::MREMAP_MAYMOVE) };
+    if moved == libc::MAP_FAILED {
+        None
+    } else {
+        Some(moved.cast())
+    }
+}
+
 /// The mapping published in `cell`, made on first use: `bytes` of zeroed
 /// memory that is never unmapped. Threads racing to make it agree on one;
 /// the losers return theirs.

@@ -55,7 +55,7 @@ fn class_name(class: LeakClass) -> &'static str {
     }
 }
 
-/// Blocks per (size, verdict) from memcheck's XML. A definitely-lost
+/// Blocks per (size the program asked for, verdict) from memcheck's XML. A definitely-lost
 /// record's byte count includes the indirect bytes its blocks hold; the
 /// direct bytes are in its text ("1,000 (1,000 direct, 99,000 indirect)").
 fn memcheck_verdicts(xml: &Path) -> Verdicts {
@@ -85,11 +85,10 @@ fn memcheck_verdicts(xml: &Path) -> Verdicts {
             .and_then(|(_, rest)| rest.split_once(" direct"))
             .map(|(direct, _)| direct.replace(',', "").parse().expect("direct bytes"))
             .unwrap_or(bytes);
-        *verdicts
-            .entry(direct / blocks)
-            .or_default()
-            .entry(kind)
-            .or_default() += blocks;
+        // Under the tracker, the allocator memcheck watches sees each block
+        // with the tracker's footer after it.
+        let size = direct / blocks - heapdump_capture::FOOTER_BYTES as u64;
+        *verdicts.entry(size).or_default().entry(kind).or_default() += blocks;
     }
     verdicts
 }
