@@ -827,3 +827,48 @@ fn drop_stale_records(slots: &mut [Slot]) -> &mut [Slot] {
     }
     &mut slots[..kept]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Entry;
+
+    fn slot(address: u64, size: u64, sequence: u64) -> Slot {
+        Slot::pack(&Entry {
+            address,
+            size,
+            sequence,
+            ..Entry::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn overlapping_records_keep_only_the_newest() {
+        let mut slots = [
+            slot(0x1000, 16, 1),
+            // Same address, reused: the newer record wins.
+            slot(0x2000, 64, 2),
+            slot(0x2000, 32, 9),
+            // A stale big block overlapping two newer small ones.
+            slot(0x3000, 256, 3),
+            slot(0x3010, 16, 7),
+            slot(0x3040, 16, 8),
+            slot(0x4000, 8, 4),
+        ];
+        let kept: Vec<(u64, u64)> = drop_stale_records(&mut slots)
+            .iter()
+            .map(|s| (s.address(), s.size()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (0x1000, 16),
+                (0x2000, 32),
+                (0x3010, 16),
+                (0x3040, 16),
+                (0x4000, 8)
+            ]
+        );
+    }
+}
