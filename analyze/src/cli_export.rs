@@ -17,7 +17,7 @@ use heapdump_analyze::symbolize::{Frame, Symbolizer};
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
-use crate::{display, progress_bar, symbolizer_for};
+use crate::{display, spinner, symbolizer_for};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = concat!(
@@ -125,7 +125,7 @@ fn open_model_with<'a>(
         fields,
         module: executable.as_deref().map(display).unwrap_or_default(),
     };
-    let spinner = progress_bar("symbolizing and building the heap graph");
+    let spinner = spinner("symbolizing and building the heap graph");
     // The closure reads stacks through its own copy of the view (a few
     // slices), while the model keeps the other.
     let stacks = view.clone();
@@ -276,7 +276,7 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
     if let Some(fields) = fields {
         model.set_fields(fields);
     }
-    let spinner = progress_bar("writing the database");
+    let spinner = spinner("writing the database");
     let summary = sqlite::write_sqlite(&model, &frames, &args.output, &display(&args.dump))?;
     spinner.finish_and_clear();
     let rows = summary.rows();
@@ -351,7 +351,7 @@ pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
     }
     let static_name = |address: u64| symbolizer.symbol_at(address);
     let options = HprofOptions::default();
-    let spinner = progress_bar("writing the HPROF file");
+    let spinner = spinner("writing the HPROF file");
     let start = std::time::Instant::now();
     let summary = match &args.output {
         Some(path) => {

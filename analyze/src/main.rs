@@ -320,7 +320,11 @@ fn analyze(
     heuristics: &Heuristics,
     dominators: bool,
 ) -> anyhow::Result<HeapAnalysis> {
-    let spinner = progress_bar("building the heap graph");
+    let spinner = spinner(if dominators {
+        "building the heap graph, leak classes and dominator tree"
+    } else {
+        "building the heap graph and leak classes"
+    });
     let analysis = HeapAnalysis::new(view, heuristics, dominators)
         .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
@@ -589,6 +593,23 @@ fn progress_bar(message: &'static str) -> indicatif::ProgressBar {
     if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {pos}/{len}") {
         bar.set_style(style);
     }
+    bar
+}
+
+/// A spinner with the elapsed time, for a step whose length is not known,
+/// on a terminal; a hidden one when stderr is a pipe or file. (Building the
+/// heap graph and its dominators takes seconds on a dump of millions of
+/// blocks.)
+fn spinner(message: &'static str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(message);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
 
