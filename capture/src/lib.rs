@@ -36,9 +36,12 @@
 //!
 //! # What it costs
 //!
-//! About 29 bytes of tracking memory per live allocation, plus each distinct
-//! stack once; see `BENCHMARKS.md` for time. All tracking memory is
-//! anonymous `mmap` memory, never the heap it tracks.
+//! About 28 bytes of tracking memory per live allocation, plus each distinct
+//! stack once; see `BENCHMARKS.md` for time. The records are anonymous
+//! `mmap` memory, never the heap it tracks; only a 4-byte footer past the
+//! end of each block ([`FOOTER_BYTES`]: the index of its record, so a free
+//! needs no lookup) lives in the heap, where the program never sees it. The
+//! inner allocator is asked for that much more per block.
 //!
 //! # Rules it keeps inside your process
 //!
