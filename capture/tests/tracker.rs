@@ -19,7 +19,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// they run one after another on the main thread (`harness = false`):
 /// libtest's own threads would allocate in the middle of a measurement.
 fn main() {
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
         (
             "boxes_are_tracked_exactly_and_freed_ones_disappear",
             boxes_are_tracked_exactly_and_freed_ones_disappear,
@@ -43,6 +43,10 @@ fn main() {
         (
             "eight_threads_churning_while_100_dumps_are_written",
             eight_threads_churning_while_100_dumps_are_written,
+        ),
+        (
+            "block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once",
+            block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once,
         ),
     ];
     common::run_tests(&tests, || {});
@@ -287,4 +291,32 @@ fn eight_threads_churning_while_100_dumps_are_written() {
         worker.join().expect("a worker panicked");
     }
     assert_eq!(checked_exactly, DUMPS / 2);
+}
+
+/// C code that `free`s a Rust allocation (possible when the global
+/// allocator is `malloc`) leaves the tracker's record behind. When the
+/// memory is handed out again, the dump keeps only the newer block.
+fn block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once() {
+    let first = Box::into_raw(Box::new([1u8; 200]));
+    // SAFETY: the tracker wraps `System`, which is `malloc`, so the block
+    // is a `malloc` block; nothing uses it afterwards.
+    unsafe { libc::free(first.cast()) };
+    // glibc hands the same chunk to the next request of its size class
+    // (200 and 210 bytes, plus the footer and glibc's 8, round to 224).
+    let second = Box::new([2u8; 210]);
+    let second_address = &*second as *const [u8; 210] as usize;
+    assert_eq!(
+        second_address, first as usize,
+        "malloc did not reuse the chunk"
+    );
+    let dump = parse(dump_bytes());
+    let at: Vec<_> = dump
+        .view()
+        .allocations()
+        .iter()
+        .filter(|a| a.address == second_address as u64)
+        .collect();
+    assert_eq!(at.len(), 1);
+    assert_eq!(at[0].size, 210);
+    drop(second);
 }
