@@ -21,6 +21,9 @@ echo
 echo "\$ heapdump top $out/demo.hdump --retained -n 5"
 target/release/heapdump top "$out/demo.hdump" --retained -n 5
 echo
+echo "\$ heapdump retainers $out/demo.hdump --type 'Vec<u8> buffer' -n 1 --paths 1"
+target/release/heapdump retainers "$out/demo.hdump" --type 'Vec<u8> buffer' -n 1 --paths 1
+echo
 echo "\$ heapdump leaks $out/demo.hdump -n 3"
 target/release/heapdump leaks "$out/demo.hdump" -n 3
 echo

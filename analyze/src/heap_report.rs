@@ -31,7 +31,7 @@ use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
 use crate::site::{Site, site_index};
 use crate::symbolize::{Frame, Symbolizer};
-use crate::types::AllocationName;
+use crate::types::{AllocationName, TypeName};
 
 /// The graph, the leak classes and (when asked for) the dominator tree of
 /// one dump: built once, shared by every report.
@@ -92,11 +92,30 @@ impl HeapAnalysis {
 pub trait StackFrames {
     /// The frames of stack `stack` of `view`, innermost first.
     fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>>;
+
+    /// The field at byte `offset` of a block of recovered type `ty`
+    /// (`next`, `[2].next`, `value.next`), as the DOT export labels edges
+    /// ([`FieldIndex::field_of`]); `None` without the program's DWARF
+    /// layouts, which only [`TypedFrames`] has.
+    fn field_of(&self, _ty: &TypeName, _offset: u64) -> Option<String> {
+        None
+    }
+
+    /// The symbol (`app::CACHE+0x8`) at `address`, for naming a static that
+    /// holds a root pointer ([`Symbolizer::symbol_at`]); `None` for a source
+    /// without a symbolizer.
+    fn symbol_at(&self, _address: u64) -> Option<String> {
+        None
+    }
 }
 
 impl StackFrames for Symbolizer {
     fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
         self.symbolize_stack(view, stack)
+    }
+
+    fn symbol_at(&self, address: u64) -> Option<String> {
+        Symbolizer::symbol_at(self, address)
     }
 }
 
@@ -127,6 +146,14 @@ impl StackFrames for TypedFrames<'_> {
             fields.resolve_stack(&mut frames, &self.module);
         }
         Ok(frames)
+    }
+
+    fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
+        self.fields?.field_of(ty, offset)
+    }
+
+    fn symbol_at(&self, address: u64) -> Option<String> {
+        self.symbolizer.symbol_at(address)
     }
 }
 
@@ -205,6 +232,29 @@ impl<'s, S: StackFrames + ?Sized> Stacks<'s, S> {
 
     fn site(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> Site {
         self.get(view, stack, warnings).name.site.clone()
+    }
+
+    /// The type label of `stack`, as `top --retained` and the exports show it.
+    fn type_label(
+        &mut self,
+        view: &DumpView<'_>,
+        stack: u32,
+        warnings: &mut Vec<String>,
+    ) -> String {
+        self.get(view, stack, warnings).type_label.clone()
+    }
+
+    /// The field at `offset` of a block allocated at `stack`, when its type
+    /// was recovered and the source has the layout.
+    fn field_of(
+        &mut self,
+        view: &DumpView<'_>,
+        stack: u32,
+        offset: u64,
+        warnings: &mut Vec<String>,
+    ) -> Option<String> {
+        let ty = self.get(view, stack, warnings).name.recovered.clone()?;
+        self.source.field_of(&ty, offset)
     }
 
     /// The site or the type of `stack`, as `diff` groups it.
@@ -504,6 +554,10 @@ pub struct ObjectInfo {
     pub class: LeakClass,
     /// Allocation site.
     pub site: Site,
+    /// The type label `top --retained` and the exports use: the recovered
+    /// type (`app::Node`, `Vec<u8> buffer`), or `alloc@function:line`.
+    #[serde(rename = "type")]
+    pub type_name: String,
 }
 
 fn object_info<S: StackFrames + ?Sized>(
@@ -520,6 +574,7 @@ fn object_info<S: StackFrames + ?Sized>(
         retained: analysis.dominators.as_ref().map_or(0, |d| d.retained(node)),
         class: analysis.leaks.class(node),
         site: stacks.site(view, stack_of(view, node), warnings),
+        type_name: stacks.type_label(view, stack_of(view, node), warnings),
     }
 }
 
@@ -530,6 +585,20 @@ fn object_line(o: &ObjectInfo) -> String {
         human_bytes(o.size),
         human_bytes(o.retained),
         o.class.words(),
+        site_text(&o.site)
+    )
+}
+
+/// [`object_line`] with the type label before the site, as `retainers`
+/// shows a block.
+fn typed_object_line(o: &ObjectInfo) -> String {
+    format!(
+        "{} {:>10} retains {:>10}  {:<15}  {}  {}",
+        o.address,
+        human_bytes(o.size),
+        human_bytes(o.retained),
+        o.class.words(),
+        o.type_name,
         site_text(&o.site)
     )
 }
@@ -843,6 +912,11 @@ pub struct PathStep {
     /// Offset, in the previous block (or root), of the pointer to this one;
     /// null if the dump's edges cannot say.
     pub field_offset: Option<u64>,
+    /// The previous block's field at `field_offset` (`next`, `value.next`,
+    /// `[2].next`), as the DOT export labels edges: null for the first step
+    /// (the root's pointer), or when the previous block's type was not
+    /// recovered or the program's DWARF has no layout for it.
+    pub field: Option<String>,
     /// Where in this block the pointer points (0: its start).
     pub target_offset: Option<u64>,
 }
@@ -855,6 +929,10 @@ pub enum RetainersQuery {
     /// The `limit` blocks of largest retained size whose site's function
     /// contains this text.
     Site(String),
+    /// The `limit` blocks of largest retained size whose type label (as
+    /// `top --retained` shows it) is this text; if no label is, those whose
+    /// label contains it.
+    Type(String),
 }
 
 const REGISTER_NAMES: [&str; 23] = [
@@ -862,9 +940,9 @@ const REGISTER_NAMES: [&str; 23] = [
     "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
 ];
 
-fn root_info(
+fn root_info<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
-    symbolizer: &Symbolizer,
+    symbolizer: &S,
     index: u32,
     source_offset: u64,
 ) -> RootInfo {
@@ -920,11 +998,14 @@ fn root_info(
 }
 
 /// Dominator chains and up to `max_paths` shortest root paths for the
-/// blocks `query` selects. Needs the dominator tree.
-pub fn retainers(
+/// blocks `query` selects. Needs the dominator tree. `frames` symbolizes
+/// stacks; with [`TypedFrames`] objects get their generic types and path
+/// steps their field names, as in the exports.
+#[allow(clippy::too_many_arguments)]
+pub fn retainers<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     analysis: &HeapAnalysis,
-    symbolizer: &mut Symbolizer,
+    frames: &mut S,
     query: &RetainersQuery,
     limit: usize,
     max_paths: usize,
@@ -933,7 +1014,11 @@ pub fn retainers(
     let Some(tree) = analysis.dominators.as_ref() else {
         bail!("retainers needs the dominator tree");
     };
-    let mut stacks = Stacks::new(symbolizer);
+    let mut stacks = Stacks::new(frames);
+    let largest_first = |nodes: &mut Vec<u32>| {
+        nodes.sort_by(|&a, &b| tree.retained(b).cmp(&tree.retained(a)).then(a.cmp(&b)));
+        nodes.truncate(limit.max(1));
+    };
     let nodes: Vec<u32> = match query {
         RetainersQuery::Address(address) => match find_allocation(view, *address) {
             Some((node, _)) => vec![node],
@@ -961,8 +1046,37 @@ pub fn retainers(
             if nodes.is_empty() {
                 bail!("no live allocation has a site whose function contains `{text}`");
             }
-            nodes.sort_by(|&a, &b| tree.retained(b).cmp(&tree.retained(a)).then(a.cmp(&b)));
-            nodes.truncate(limit.max(1));
+            largest_first(&mut nodes);
+            nodes
+        }
+        RetainersQuery::Type(text) => {
+            // Each distinct stack's label once; exact matches win over
+            // substrings (`app::Node` is not also `app::NodeList`).
+            let mut labels: HashMap<u32, String> = HashMap::new();
+            for a in view.allocations().iter() {
+                if let std::collections::hash_map::Entry::Vacant(entry) = labels.entry(a.stack) {
+                    entry.insert(stacks.type_label(view, a.stack, warnings));
+                }
+            }
+            let exact = labels.values().any(|l| l == text);
+            let hit = |stack: u32| {
+                labels.get(&stack).is_some_and(|l| {
+                    if exact {
+                        l == text
+                    } else {
+                        l.contains(text.as_str())
+                    }
+                })
+            };
+            let mut nodes: Vec<u32> = (0..view.allocations().len() as u32)
+                .filter(|&node| hit(stack_of(view, node)))
+                .collect();
+            if nodes.is_empty() {
+                bail!(
+                    "no live allocation has a type that is or contains `{text}`; `heapdump top --retained` lists types"
+                );
+            }
+            largest_first(&mut nodes);
             nodes
         }
     };
@@ -980,19 +1094,25 @@ pub fn retainers(
                 let mut steps = Vec::with_capacity(p.nodes.len());
                 let mut previous: Option<u32> = None;
                 for &v in &p.nodes {
-                    let (field_offset, target_offset) = match previous {
+                    let (field_offset, target_offset, field) = match previous {
                         None => (
                             Some(p.root_edge.source_offset),
                             Some(p.root_edge.target_offset),
+                            None,
                         ),
                         Some(s) => match edge_offsets(view, s, v) {
-                            Some((f, t)) => (Some(f), Some(t)),
-                            None => (None, None),
+                            Some((f, t)) => (
+                                Some(f),
+                                Some(t),
+                                stacks.field_of(view, stack_of(view, s), f, warnings),
+                            ),
+                            None => (None, None, None),
                         },
                     };
                     steps.push(PathStep {
                         object: object_info(view, analysis, &mut stacks, v, warnings),
                         field_offset,
+                        field,
                         target_offset,
                     });
                     previous = Some(v);
@@ -1000,7 +1120,7 @@ pub fn retainers(
                 PathInfo {
                     root: root_info(
                         view,
-                        stacks.source,
+                        &*stacks.source,
                         p.root_edge.root,
                         p.root_edge.source_offset,
                     ),
@@ -1025,7 +1145,7 @@ impl RetainersReport {
             if i > 0 {
                 o.push('\n');
             }
-            let _ = writeln!(o, "{}", object_line(&r.object));
+            let _ = writeln!(o, "{}", typed_object_line(&r.object));
             if r.dominators.is_empty() {
                 let _ = writeln!(
                     o,
@@ -1034,7 +1154,7 @@ impl RetainersReport {
             } else {
                 let _ = writeln!(o, "  dominated by (immediate first):");
                 for d in &r.dominators {
-                    let _ = writeln!(o, "    {}", object_line(d));
+                    let _ = writeln!(o, "    {}", typed_object_line(d));
                 }
             }
             if r.paths.is_empty() {
@@ -1064,9 +1184,13 @@ impl RetainersReport {
                     root.location
                 );
                 for step in &p.steps {
-                    let field = step
+                    let mut field = step
                         .field_offset
                         .map_or_else(|| "?".to_owned(), |f| format!("{f:#x}"));
+                    if let Some(name) = &step.field {
+                        field.push_str(if name.starts_with('[') { " " } else { " ." });
+                        field.push_str(name);
+                    }
                     let target = step.target_offset.map_or_else(String::new, |t| {
                         if t == 0 {
                             String::new()
@@ -1076,9 +1200,10 @@ impl RetainersReport {
                     });
                     let _ = writeln!(
                         o,
-                        "    [{field}] -> {}{target} {} {}",
+                        "    [{field}] -> {}{target} {} {}  {}",
                         step.object.address,
                         human_bytes(step.object.size),
+                        step.object.type_name,
                         site_text(&step.object.site)
                     );
                 }

@@ -103,7 +103,8 @@ enum Command {
         "the label the exports use: the recovered type (app::Node, Vec<u8> buffer), or\n",
         "alloc@function:line when no constructor frame names it.\n",
         "JSON (stable): {\"total_bytes\", \"total_count\",\n",
-        "  \"objects\": [{\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\"}],\n",
+        "  \"objects\": [{\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\",\n",
+        "               \"type\": str}],\n",
         "  \"sites\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"site\": SITE}],\n",
         "  \"types\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"type\": str,\n",
         "             \"recovered\": bool}]}\n",
@@ -191,27 +192,44 @@ enum Command {
         "EXAMPLES:\n",
         "    heapdump retainers /tmp/app.hdump 0x5555a0001040\n",
         "    heapdump retainers /tmp/app.hdump ./target/release/app --site app::cache::insert -n 3\n",
+        "    heapdump retainers /tmp/app.hdump --type app::Node -n 5\n",
         "    heapdump retainers /tmp/app.hdump 0x5555a0001040 --json | jq '.objects[0].paths[0]'\n\n",
-        "ADDR may point anywhere inside a block. --site picks the blocks whose site's\n",
-        "function contains the text, largest retained size first. A dominator of a block\n",
-        "is a block every path from the roots to it goes through: freeing it frees the\n",
-        "block. Paths show, for each step, the offset of the pointer in the previous block\n",
-        "(or the root's address or register) and where it points in the next.\n\n",
+        "Give one of ADDR, --site and --type. ADDR may point anywhere inside a block.\n",
+        "--site picks the blocks whose site's function contains the text; --type those\n",
+        "whose type is the text, or, if no block's type is exactly that, contains it. The\n",
+        "type is the label `top --retained` and the exports show: the recovered type\n",
+        "(app::Node, Vec<u8> buffer), or alloc@function:line when no constructor frame\n",
+        "names it. Both take the -n blocks of largest retained size.\n\n",
+        "A dominator of a block is a block every path from the roots to it goes through:\n",
+        "freeing it frees the block. Paths show, for each step, the offset of the pointer\n",
+        "in the previous block (or the root's address or register), the field it is in\n",
+        "when the program's DWARF has the previous block's layout ([0x3e0 .next]; build\n",
+        "with debug = 2), and where it points in the next block.\n\n",
         "JSON (stable): {\"objects\": [{\"object\": OBJ, \"dominators\": [OBJ],\n",
-        "  \"paths\": [{\"root\": {\"index\", \"kind\", \"owner\", \"name\", \"location\", \"source_offset\"},\n",
-        "             \"steps\": [{\"object\": OBJ, \"field_offset\": u64|null, \"target_offset\": u64|null}]}]}]}\n",
-        "OBJ = {\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\"}."
+        "  \"paths\": [{\"root\": {\"index\", \"kind\", \"owner\", \"name\", \"location\", \"symbol\",\n",
+        "                        \"source_offset\"},\n",
+        "             \"steps\": [{\"object\": OBJ, \"field_offset\": u64|null, \"field\": str|null,\n",
+        "                        \"target_offset\": u64|null}]}]}]}\n",
+        "OBJ = {\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\", \"type\": str}.\n",
+        "A path's first step is the block the root points into: its field is null (the\n",
+        "root's kind, owner and symbol say where the pointer is); later steps' field is\n",
+        "the previous block's field at field_offset (next, value.next, [2].next), null\n",
+        "when its type was not recovered or has no layout in the binary's DWARF."
     ))]
     Retainers {
         /// The .hdump file.
         dump: PathBuf,
-        /// The program's executable (optional), then the address: `BINARY ADDR` or `ADDR`.
+        /// The program's executable (optional), then the address: `BINARY ADDR` or `ADDR`
+        /// (with --site or --type: `BINARY` or nothing).
         #[arg(num_args = 0..=2)]
         args: Vec<String>,
         /// Blocks whose site's function contains this text, instead of ADDR.
-        #[arg(long)]
+        #[arg(long, group = "query")]
         site: Option<String>,
-        /// Blocks to show for --site.
+        /// Blocks whose type is this text (else contains it), instead of ADDR.
+        #[arg(long = "type", value_name = "TYPE", group = "query")]
+        type_name: Option<String>,
+        /// Blocks to show for --site and --type.
         #[arg(short = 'n', long = "limit", default_value_t = 3)]
         n: usize,
         /// Shortest root paths per block.
@@ -437,35 +455,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dump,
             args,
             site,
+            type_name,
             n,
             paths,
             heuristics,
             json,
         } => {
-            let (binary, query) = match (args.as_slice(), site) {
-                ([], Some(site)) => (None, RetainersQuery::Site(site)),
-                ([binary], Some(site)) => (Some(PathBuf::from(binary)), RetainersQuery::Site(site)),
+            // --site and --type exclude each other through their clap group;
+            // ADDR shares the positionals with BINARY, so it is checked here.
+            let selector = match (site, type_name) {
+                (Some(site), _) => Some(RetainersQuery::Site(site)),
+                (None, Some(type_name)) => Some(RetainersQuery::Type(type_name)),
+                (None, None) => None,
+            };
+            let (binary, query) = match (args.as_slice(), selector) {
+                ([], Some(query)) => (None, query),
+                // One positional with --site/--type is BINARY; one that reads
+                // as an address and names no file was meant as ADDR.
+                ([binary], Some(_))
+                    if parse_address(binary).is_ok() && !Path::new(binary).exists() =>
+                {
+                    return Ok(retainers_usage_error());
+                }
+                ([binary], Some(query)) => (Some(PathBuf::from(binary)), query),
                 ([address], None) => (None, RetainersQuery::Address(parse_address(address)?)),
                 ([binary, address], None) => (
                     Some(PathBuf::from(binary)),
                     RetainersQuery::Address(parse_address(address)?),
                 ),
-                _ => {
-                    eprintln!(
-                        "error: give an address (ADDR) or --site TEXT, not both; see `heapdump retainers --help`"
-                    );
-                    return Ok(ExitCode::from(2));
-                }
+                _ => return Ok(retainers_usage_error()),
             };
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, true)?;
+            let (fields, module) = cli_export::type_fields(&view, binary.as_deref());
             let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut frames = TypedFrames {
+                symbolizer: &mut symbolizer,
+                fields: fields.as_ref(),
+                module,
+            };
             let mut warnings = Vec::new();
             let report = heap_report::retainers(
                 &view,
                 &analysis,
-                &mut symbolizer,
+                &mut frames,
                 &query,
                 n,
                 paths,
@@ -577,6 +611,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `retainers` given no block to look at, or ADDR with --site or --type:
+/// a usage error (exit status 2).
+fn retainers_usage_error() -> ExitCode {
+    eprintln!(
+        "error: give exactly one of an address (ADDR), --site TEXT or --type TYPE; see `heapdump retainers --help`"
+    );
+    ExitCode::from(2)
 }
 
 fn display(path: &Path) -> String {

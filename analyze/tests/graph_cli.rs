@@ -336,6 +336,68 @@ fn retainers_show_the_dominator_chain_and_the_root_path() {
 }
 
 #[test]
+fn retainers_type_selects_by_label_and_excludes_addr_and_site() {
+    let path = write_dump("retainers-type", &Heap::new(7, 1).bytes());
+    let p = path.to_str().unwrap();
+    // Blocks 102-104 share the stack 0x3333: without a binary their type is
+    // the site fallback, alloc@0x3333. Largest retained first.
+    let v = json(&heapdump(&[
+        "retainers",
+        p,
+        "--type",
+        "alloc@0x3333",
+        "-n",
+        "2",
+        "--json",
+    ]));
+    let picked: Vec<(u64, &str)> = v["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["object"]["index"].as_u64().unwrap(),
+                o["object"]["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(picked, [(102, "alloc@0x3333"), (103, "alloc@0x3333")]);
+    // The root's pointer has no field; the block's field at 8 is unknown
+    // (no DWARF), so null, and the offset stays.
+    let addr = format!("{:#x}", address(104));
+    let v = json(&heapdump(&["retainers", p, &addr, "--json"]));
+    let steps = &v["objects"][0]["paths"][0]["steps"];
+    assert_eq!(steps[0]["field"], serde_json::Value::Null);
+    assert_eq!(steps[1]["field"], serde_json::Value::Null);
+    assert_eq!(steps[1]["field_offset"], 8);
+    assert_eq!(steps[1]["object"]["type"], "alloc@0x3333");
+    // No such type.
+    let out = heapdump(&["retainers", p, "--type", "app::Nothing"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // ADDR, --site and --type exclude each other: usage errors (exit 2).
+    let addr = format!("{:#x}", address(103));
+    for args in [
+        vec!["retainers", p, addr.as_str(), "--type", "alloc@0x3333"],
+        vec![
+            "retainers",
+            p,
+            "./app",
+            addr.as_str(),
+            "--type",
+            "alloc@0x3333",
+        ],
+        vec!["retainers", p, addr.as_str(), "--site", "0x3333"],
+        vec!["retainers", p, "--site", "0x3333", "--type", "alloc@0x3333"],
+        vec!["retainers", p],
+    ] {
+        let out = heapdump(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
 fn diff_counts_growth_and_blocks_new_since_old() {
     let old = Heap::new(7, 1);
     let mut new = Heap::new(7, 2);

@@ -354,3 +354,140 @@ fn diff_by_type_merges_sites_of_one_type_and_by_site_keeps_them_apart() {
     assert_eq!(json["rows"][0]["site"]["line"], 40);
     assert!(json["rows"][0].get("type").is_none());
 }
+
+/// The test frames, with `app::Node`'s layout as DWARF would give it: a
+/// pointer `left` at 8 and `right` at 16.
+struct NodeLayout;
+
+impl heap_report::StackFrames for NodeLayout {
+    fn stack_frames(
+        &mut self,
+        _: &heapdump_formats::read::DumpView<'_>,
+        stack: u32,
+    ) -> anyhow::Result<Vec<Frame>> {
+        frames_of(stack)
+    }
+
+    fn field_of(&self, ty: &heapdump_analyze::types::TypeName, offset: u64) -> Option<String> {
+        match (ty.argument.as_str(), offset) {
+            ("app::Node", 8) => Some("left".into()),
+            ("app::Node", 16) => Some("right".into()),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields() {
+    use heapdump_analyze::heap_report::RetainersQuery;
+
+    let dump = tree_heap(1).dump();
+    let view = dump.view();
+    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+    let mut warnings = Vec::new();
+    let mut select = |query: RetainersQuery, limit: usize| {
+        heap_report::retainers(
+            &view,
+            &analysis,
+            &mut NodeLayout,
+            &query,
+            limit,
+            1,
+            &mut warnings,
+        )
+        .unwrap()
+    };
+    let picked = |report: &heap_report::RetainersReport| -> Vec<(u32, String, u64)> {
+        report
+            .objects
+            .iter()
+            .map(|r| {
+                (
+                    r.object.index,
+                    r.object.type_name.clone(),
+                    r.object.retained,
+                )
+            })
+            .collect()
+    };
+
+    // Exact: the seven nodes, largest retained first, ties by index.
+    let nodes = select(RetainersQuery::Type("app::Node".into()), 10);
+    let node = |i: u32, retained: u64| (i, "app::Node".to_owned(), retained);
+    assert_eq!(
+        picked(&nodes),
+        [
+            node(0, 304),
+            node(1, 160),
+            node(2, 112),
+            node(3, 96),
+            node(4, 32),
+            node(5, 32),
+            node(6, 32),
+        ]
+    );
+    assert_eq!(nodes.objects[1].dominators[0].index, 0);
+    // A label that is not exact matches as a substring: every buffer.
+    let buffers = select(RetainersQuery::Type("buffer".into()), 10);
+    let types: Vec<(u32, String, u64)> = picked(&buffers);
+    assert_eq!(
+        types,
+        [
+            (8, "Vec<u64> buffer".to_owned(), 384),
+            (9, "Vec<u64> buffer".to_owned(), 256),
+            (7, "Vec<u64> buffer".to_owned(), 64),
+            (10, "String buffer".to_owned(), 16),
+        ]
+    );
+    // -n limits the blocks.
+    assert_eq!(
+        select(RetainersQuery::Type("buffer".into()), 1)
+            .objects
+            .len(),
+        1
+    );
+
+    // Block 4 is node 1's right child, node 1 the root node's left one.
+    let r = &select(RetainersQuery::Address(0x1000 * 5), 1).objects[0];
+    let steps: Vec<(u32, Option<u64>, Option<&str>)> = r.paths[0]
+        .steps
+        .iter()
+        .map(|s| (s.object.index, s.field_offset, s.field.as_deref()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (0, Some(0x10), None),
+            (1, Some(8), Some("left")),
+            (4, Some(16), Some("right"))
+        ]
+    );
+    let json = serde_json::to_value(&r.paths[0].steps[2]).unwrap();
+    assert_eq!(json["field"], "right");
+    assert_eq!(json["object"]["type"], "app::Node");
+    let text = heap_report::RetainersReport {
+        objects: vec![r.clone()],
+    }
+    .to_text();
+    assert!(
+        text.contains("    [0x8 .left] -> 0x2000 32 B app::Node  app::build"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    [0x10 .right] -> 0x5000 32 B app::Node  app::build"),
+        "{text}"
+    );
+
+    // Nothing of that type.
+    let none = heap_report::retainers(
+        &view,
+        &analysis,
+        &mut NodeLayout,
+        &RetainersQuery::Type("app::Missing".into()),
+        10,
+        1,
+        &mut Vec::new(),
+    );
+    assert!(none.is_err());
+    assert_eq!(warnings, Vec::<String>::new());
+}
