@@ -817,41 +817,48 @@ impl RetainedReport {
         for obj in &self.objects {
             let _ = writeln!(o, "{}", object_line(obj));
         }
-        let _ = writeln!(o, "\nsites retaining the most:");
-        let _ = writeln!(
-            o,
-            "{:>14} {:>10} {:>6} {:>9}  site",
-            "retained", "", "%", "objects"
-        );
-        for row in &self.sites {
-            let _ = writeln!(
-                o,
-                "{:>14} {:>10} {:>5.1}% {:>9}  {}",
+        let sites = self.sites.iter().map(|row| {
+            let label = site_text(&row.site);
+            (row.retained, row.percent, row.objects, label)
+        });
+        retained_table(&mut o, "sites", "site", sites);
+        let types = self.types.iter().map(|row| {
+            (
                 row.retained,
-                human_bytes(row.retained),
                 row.percent,
                 row.objects,
-                site_text(&row.site)
-            );
-        }
-        let _ = writeln!(o, "\ntypes retaining the most:");
-        let _ = writeln!(
-            o,
-            "{:>14} {:>10} {:>6} {:>9}  type",
-            "retained", "", "%", "objects"
-        );
-        for row in &self.types {
-            let _ = writeln!(
-                o,
-                "{:>14} {:>10} {:>5.1}% {:>9}  {}",
-                row.retained,
-                human_bytes(row.retained),
-                row.percent,
-                row.objects,
-                row.type_name
-            );
-        }
+                row.type_name.clone(),
+            )
+        });
+        retained_table(&mut o, "types", "type", types);
         o
+    }
+}
+
+/// One "... retaining the most" table of `top --retained`: rows of
+/// (retained bytes, percent of live bytes, objects counted, label).
+fn retained_table(
+    o: &mut String,
+    groups: &str,
+    label: &str,
+    rows: impl Iterator<Item = (u64, f64, u64, String)>,
+) {
+    let _ = writeln!(o, "\n{groups} retaining the most:");
+    let _ = writeln!(
+        o,
+        "{:>14} {:>10} {:>6} {:>9}  {label}",
+        "retained", "", "%", "objects"
+    );
+    for (retained, percent, objects, name) in rows {
+        let _ = writeln!(
+            o,
+            "{:>14} {:>10} {:>5.1}% {:>9}  {}",
+            retained,
+            human_bytes(retained),
+            percent,
+            objects,
+            name
+        );
     }
 }
 
