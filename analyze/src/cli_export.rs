@@ -224,23 +224,46 @@ pub struct TosqliteArgs {
     output: PathBuf,
 }
 
-/// The path of the dump's main executable module, as recorded.
-/// What `top --retained` and `diff --by type` need to name types as the
-/// exports do: the executable's generic instances (BINARY, or the path the
-/// dump records) and the executable as frames name their module, for
-/// [`TypedFrames`].
-pub(crate) fn type_fields(
-    view: &DumpView<'_>,
-    binary: Option<&Path>,
-) -> (Option<FieldIndex>, String) {
-    let executable = binary
-        .map(Path::to_path_buf)
-        .or_else(|| main_executable(view));
-    let fields = load_fields(executable.as_deref(), true);
-    (
-        fields,
-        executable.as_deref().map(display).unwrap_or_default(),
-    )
+/// What names a dump's stacks and, when asked, its types the way the
+/// exports do (`top --retained`, `retainers`, `diff --by type`): the
+/// symbolizer, and the executable's generic instances from its DWARF
+/// (BINARY, or the path the dump records).
+pub(crate) struct Namer {
+    symbolizer: Symbolizer,
+    fields: Option<FieldIndex>,
+    module: String,
+}
+
+impl Namer {
+    /// `types`: whether to load the executable's DWARF (only type names
+    /// need it, and it takes a while on a big binary).
+    pub(crate) fn new(
+        view: &DumpView<'_>,
+        dump: &Path,
+        binary: Option<PathBuf>,
+        types: bool,
+    ) -> anyhow::Result<Namer> {
+        let executable = binary.clone().or_else(|| main_executable(view));
+        let fields = if types {
+            load_fields(executable.as_deref(), true)
+        } else {
+            None
+        };
+        Ok(Namer {
+            symbolizer: symbolizer_for(view, dump, binary)?,
+            fields,
+            module: executable.as_deref().map(display).unwrap_or_default(),
+        })
+    }
+
+    /// The frames source the reports take.
+    pub(crate) fn frames(&mut self) -> TypedFrames<'_> {
+        TypedFrames {
+            symbolizer: &mut self.symbolizer,
+            fields: self.fields.as_ref(),
+            module: self.module.clone(),
+        }
+    }
 }
 
 fn main_executable(view: &DumpView<'_>) -> Option<PathBuf> {

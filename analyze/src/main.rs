@@ -7,9 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use heapdump_analyze::heap_report::{
-    self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery, TypedFrames,
-};
+use cli_export::Namer;
+use heapdump_analyze::heap_report::{self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery};
 use heapdump_analyze::leaks::{Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
@@ -404,13 +403,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, true)?;
-            let (fields, module) = cli_export::type_fields(&view, binary.as_deref());
-            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
-            let mut frames = TypedFrames {
-                symbolizer: &mut symbolizer,
-                fields: fields.as_ref(),
-                module,
-            };
+            let mut namer = Namer::new(&view, &dump, binary, true)?;
+            let mut frames = namer.frames();
             let mut warnings = Vec::new();
             let report =
                 heap_report::top_retained(&view, &analysis, &mut frames, n, &mut warnings)?;
@@ -488,13 +482,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, true)?;
-            let (fields, module) = cli_export::type_fields(&view, binary.as_deref());
-            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
-            let mut frames = TypedFrames {
-                symbolizer: &mut symbolizer,
-                fields: fields.as_ref(),
-                module,
-            };
+            let mut namer = Namer::new(&view, &dump, binary, true)?;
+            let mut frames = namer.frames();
             let mut warnings = Vec::new();
             let report = heap_report::retainers(
                 &view,
@@ -528,33 +517,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (old_view, new_view) = (old_file.view(), new_file.view());
             // Types need the executables' generic instances (as the exports
             // name them); sites do not.
-            let (old_fields, old_module, new_fields, new_module) = if by == DiffBy::Type {
-                let (old_fields, old_module) =
-                    cli_export::type_fields(&old_view, binary.as_deref());
-                let (new_fields, new_module) =
-                    cli_export::type_fields(&new_view, binary.as_deref());
-                (old_fields, old_module, new_fields, new_module)
-            } else {
-                (None, String::new(), None, String::new())
-            };
-            let mut old_symbolizer = symbolizer_for(&old_view, &old, binary.clone())?;
-            let mut new_symbolizer = symbolizer_for(&new_view, &new, binary)?;
+            let mut old_namer = Namer::new(&old_view, &old, binary.clone(), by == DiffBy::Type)?;
+            let mut new_namer = Namer::new(&new_view, &new, binary, by == DiffBy::Type)?;
             let mut warnings = Vec::new();
             let report = heap_report::diff(
                 &old_view,
                 &display(&old),
-                &mut TypedFrames {
-                    symbolizer: &mut old_symbolizer,
-                    fields: old_fields.as_ref(),
-                    module: old_module,
-                },
+                &mut old_namer.frames(),
                 &new_view,
                 &display(&new),
-                &mut TypedFrames {
-                    symbolizer: &mut new_symbolizer,
-                    fields: new_fields.as_ref(),
-                    module: new_module,
-                },
+                &mut new_namer.frames(),
                 by,
                 n,
                 &mut warnings,
