@@ -17,7 +17,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use crate::crc32::crc32;
 use crate::records::*;
 
 /// Names a section in errors: known kinds by name, others by number.
@@ -212,7 +211,7 @@ impl<'a> DumpView<'a> {
             });
         }
         let table = &bytes[table_offset as usize..trailer_at as usize];
-        if crc32(table) != table_crc {
+        if crc32fast::hash(table) != table_crc {
             return Err(table_err(
                 "checksum mismatch: the section table is corrupt".into(),
             ));
@@ -533,7 +532,7 @@ fn check_entry(
         }
     }
     let body = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
-    if crc32(body) != entry.crc32 {
+    if crc32fast::hash(body) != entry.crc32 {
         return Err(bad(
             "checksum mismatch: the section's bytes are corrupt".into()
         ));
