@@ -235,6 +235,24 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
     unsafe { block.add(size).cast::<u32>().read_unaligned() }
 }
 
+/// Records a block the inner allocator just made for `layout` (plus the
+/// footer) and writes its footer; returns it, null passed through.
+///
+/// # Safety
+/// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
+#[inline]
+unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8) -> *mut u8 {
+    if !block.is_null() {
+        let footer = match Busy::enter() {
+            Some(_busy) => record(block, layout.size(), layout.align(), flags, true),
+            None => live::NO_RECORD,
+        };
+        // SAFETY: per the contract, the footer's bytes are the block's.
+        unsafe { write_footer(block, layout.size(), footer) };
+    }
+    block
+}
+
 // SAFETY: every method forwards to the inner allocator with the caller's
 // layout grown by the footer's 4 bytes, consistently for every call on a
 // block (so the inner allocator's contract holds), and returns the block
@@ -250,15 +268,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: the caller's contract for `alloc`, for a layout at least
         // as big.
         let block = unsafe { self.inner.alloc(outer) };
-        if !block.is_null() {
-            let footer = match Busy::enter() {
-                Some(_busy) => record(block, layout.size(), layout.align(), 0, true),
-                None => live::NO_RECORD,
-            };
-            // SAFETY: the block has `outer.size()` bytes.
-            unsafe { write_footer(block, layout.size(), footer) };
-        }
-        block
+        // SAFETY: a block of `outer` (or null) just returned.
+        unsafe { record_new(block, layout, 0) }
     }
 
     #[inline]
@@ -268,15 +279,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         };
         // SAFETY: as in `alloc`.
         let block = unsafe { self.inner.alloc_zeroed(outer) };
-        if !block.is_null() {
-            let footer = match Busy::enter() {
-                Some(_busy) => record(block, layout.size(), layout.align(), ZEROED, true),
-                None => live::NO_RECORD,
-            };
-            // SAFETY: the block has `outer.size()` bytes.
-            unsafe { write_footer(block, layout.size(), footer) };
-        }
-        block
+        // SAFETY: a block of `outer` (or null) just returned.
+        unsafe { record_new(block, layout, ZEROED) }
     }
 
     #[inline]
