@@ -240,7 +240,7 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 ///
 /// # Safety
 /// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
-#[inline]
+#[inline(always)]
 unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8) -> *mut u8 {
     if !block.is_null() {
         let footer = match Busy::enter() {
