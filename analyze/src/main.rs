@@ -70,12 +70,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Live bytes and allocations grouped by allocation site, largest first.
+    /// Live bytes and allocations grouped by allocation site (or type), largest first.
     #[command(after_help = concat!(
         "EXAMPLES:\n",
         "    heapdump top /tmp/app.hdump                 # uses the executable path recorded in the dump\n",
         "    heapdump top /tmp/app.hdump ./target/release/app\n",
         "    heapdump top /tmp/app.hdump --by function -n 10 --json\n",
+        "    heapdump top /tmp/app.hdump --by type        # live bytes by recovered type\n",
         "    heapdump top /tmp/app.hdump --retained -n 5   # objects, sites and types retaining the most\n\n",
         "The site of an allocation is the innermost frame of its stack that is the\n",
         "program's own code: allocator and tracker frames are trimmed, then std, core,\n",
@@ -83,24 +84,32 @@ enum Command {
         "BINARY must have the build-id the dump records; shared libraries that are\n",
         "missing are shown as module+0xoffset. A closure that debug info names only\n",
         "{closure#N} is shown with the function that defines it (app::load::{closure#0}).\n",
-        "The text shows \"inlined into\" names without generic arguments; JSON has them in full.\n\n",
-        "JSON (stable): {\"total_bytes\": u64, \"total_count\": u64, \"by\": \"site\"|\"function\"|\"file\",\n",
+        "The text shows \"inlined into\" names without generic arguments; JSON has them in full.\n",
+        "With --by type, the type is the label `top --retained` and the exports use: the\n",
+        "recovered type (app::Node, Vec<u8> buffer, [u8; 4096]), or alloc@function:line\n",
+        "when no constructor frame names it; the executable's DWARF is read for generic\n",
+        "parameters only then.\n\n",
+        "JSON (stable): {\"total_bytes\": u64, \"total_count\": u64,\n",
+        "  \"by\": \"site\"|\"function\"|\"file\"|\"type\",\n",
         "  \"rows\": [{\"bytes\": u64, \"count\": u64, \"percent\": f64,\n",
         "            \"function\": str|null, \"file\": str|null, \"line\": u32|null,\n",
-        "            \"inlined_into\": str|null,\n",
+        "            \"inlined_into\": str|null, \"type\": str (by type only),\n",
         "            \"stack_example\": [{\"pc\": \"0x..\", \"function\": str|null, \"file\": str|null,\n",
         "                               \"line\": u32|null, \"inlined\": bool, \"module\": str|null,\n",
         "                               \"module_offset\": \"0x..\"|null}]}],\n",
         "  \"omitted_rows\": usize, \"omitted_bytes\": u64, \"omitted_count\": u64}\n",
         "function is null when grouping by file; file, line are null when grouping by\n",
-        "function; line and inlined_into are set only when grouping by site. Files are\n",
-        "as DWARF records them. total_* are the sums over every live allocation.\n\n",
-        "With --retained (--by does not apply): the objects, sites and types with the\n",
-        "largest retained sizes. A site's or type's retained bytes are those of its set of\n",
-        "blocks: the retained sizes of its blocks that no block of the same site or type\n",
-        "dominates, so nested blocks of one type (a list's nodes) count once. The type is\n",
-        "the label the exports use: the recovered type (app::Node, Vec<u8> buffer), or\n",
-        "alloc@function:line when no constructor frame names it.\n",
+        "function; line and inlined_into are set only when grouping by site. By type, a\n",
+        "row's key is its \"type\" member (as in `diff --by type`), function, file, line\n",
+        "and inlined_into are null, and rows of other groupings have no \"type\" member.\n",
+        "Files are as DWARF records them. total_* are the sums over every live allocation.\n\n",
+        "With --retained: the objects, sites and types with the largest retained sizes\n",
+        "(--by is a usage error with it, exit status 2). A site's or type's retained\n",
+        "bytes are those of its set of blocks: the retained sizes of its blocks that no\n",
+        "block of the same site or type dominates, so nested blocks of one type (a list's\n",
+        "nodes) count once. The type is the label the exports use: the recovered type\n",
+        "(app::Node, Vec<u8> buffer), or alloc@function:line when no constructor frame\n",
+        "names it.\n",
         "JSON (stable): {\"total_bytes\", \"total_count\",\n",
         "  \"objects\": [{\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\",\n",
         "               \"type\": str}],\n",
@@ -116,8 +125,9 @@ enum Command {
         dump: PathBuf,
         /// The program's executable, if not at the path the dump records.
         binary: Option<PathBuf>,
-        /// Group by site (function+file+line), function, or file.
-        #[arg(long, value_enum, default_value = "site")]
+        /// Group by site (function+file+line), function, file, or recovered type.
+        /// Not with --retained, which has its own sites and types tables.
+        #[arg(long, value_enum, default_value = "site", conflicts_with = "retained")]
         by: GroupBy,
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
@@ -547,17 +557,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let options = SymbolizeOptions { binary };
-            let mut symbolizer = Symbolizer::new(&view, &options)
-                .with_context(|| format!("cannot symbolize {}", display(&dump)))?;
-            for warning in symbolizer.warnings() {
-                eprintln!("warning: {warning}");
-            }
+            // Types are named as `top --retained` and the exports name
+            // them, with the executable's generic instances; only --by type
+            // reads its DWARF.
+            let mut namer = Namer::new(&view, &dump, binary, by == GroupBy::Type)?;
             let progress = progress_bar("symbolizing stacks");
             let mut warnings = Vec::new();
             let top = report::top(
                 &view,
-                &mut symbolizer,
+                &mut namer.frames(),
                 &TopOptions { by, limit: n },
                 &progress,
                 &mut warnings,

@@ -11,8 +11,10 @@ use heapdump_formats::records::{
 use heapdump_formats::verify::verify;
 use serde::Serialize;
 
+use crate::heap_report::StackFrames;
 use crate::site::Site;
-use crate::symbolize::{Frame, Symbolizer, hex};
+use crate::symbolize::{Frame, hex};
+use crate::types::AllocationName;
 
 /// A string of the dump, or a note saying why it cannot be read (a dump
 /// that `verify` would reject must still be describable).
@@ -666,6 +668,9 @@ pub enum GroupBy {
     Function,
     /// Source file of the allocation site.
     File,
+    /// The recovered type, labelled as `top --retained`'s types and the
+    /// exports label it (`alloc@function:line` when no type was recovered).
+    Type,
 }
 
 /// Options of `top`.
@@ -713,6 +718,10 @@ pub struct TopRow {
     pub line: Option<u32>,
     /// The function the site was inlined into (only when grouping by site).
     pub inlined_into: Option<String>,
+    /// The type label (only when grouping by type; the member is absent
+    /// from the JSON otherwise).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_label: Option<String>,
     /// The full stack, innermost first, of the stack with the most bytes
     /// in this group.
     pub stack_example: Vec<Frame>,
@@ -724,37 +733,54 @@ struct GroupKey {
     file: Option<String>,
     line: Option<u32>,
     inlined_into: Option<String>,
+    type_label: Option<String>,
 }
 
-fn group_key(site: Site, by: GroupBy) -> GroupKey {
+/// The group of a stack with symbolized `frames` (innermost first).
+fn group_key(frames: &[Frame], by: GroupBy) -> GroupKey {
+    let none = GroupKey {
+        function: None,
+        file: None,
+        line: None,
+        inlined_into: None,
+        type_label: None,
+    };
+    if by == GroupBy::Type {
+        // The label `top --retained` and the exports give the stack.
+        return GroupKey {
+            type_label: Some(AllocationName::of_stack(frames).type_label()),
+            ..none
+        };
+    }
+    let site = Site::of_stack(frames);
     match by {
         GroupBy::Site => GroupKey {
             function: Some(site.function),
             file: site.file,
             line: site.line,
             inlined_into: site.inlined_into,
+            ..none
         },
         GroupBy::Function => GroupKey {
             function: Some(site.function),
-            file: None,
-            line: None,
-            inlined_into: None,
+            ..none
         },
-        GroupBy::File => GroupKey {
-            function: None,
+        GroupBy::File | GroupBy::Type => GroupKey {
             file: Some(site.file.unwrap_or_else(|| "<unknown file>".to_owned())),
-            line: None,
-            inlined_into: None,
+            ..none
         },
     }
 }
 
-/// Groups the live allocations by site. Each distinct stack is symbolized
-/// once; `progress` advances by one per distinct stack. Stacks that cannot
-/// be read count as `<unknown>` and are reported in `warnings`.
-pub fn top(
+/// Groups the live allocations by site (or function, file, type). Each
+/// distinct stack is symbolized once; `progress` advances by one per
+/// distinct stack. Stacks that cannot be read count as `<unknown>` and are
+/// reported in `warnings`. `symbolizer` is a [`crate::symbolize::Symbolizer`],
+/// or, for type labels with the generic parameters the exports show, a
+/// [`crate::heap_report::TypedFrames`].
+pub fn top<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut S,
     options: &TopOptions,
     progress: &indicatif::ProgressBar,
     warnings: &mut Vec<String>,
@@ -780,7 +806,7 @@ pub fn top(
     let mut groups: HashMap<GroupKey, TopRow> = HashMap::new();
     let mut bad_stacks = 0u64;
     for (stack_id, bytes, count) in stacks {
-        let frames = match symbolizer.symbolize_stack(view, stack_id) {
+        let frames = match symbolizer.stack_frames(view, stack_id) {
             Ok(frames) => frames,
             Err(e) => {
                 bad_stacks += 1;
@@ -792,7 +818,7 @@ pub fn top(
                 Vec::new()
             }
         };
-        let key = group_key(Site::of_stack(&frames), options.by);
+        let key = group_key(&frames, options.by);
         let row = groups.entry(key.clone()).or_insert_with(|| TopRow {
             bytes: 0,
             count: 0,
@@ -801,6 +827,7 @@ pub fn top(
             file: key.file,
             line: key.line,
             inlined_into: key.inlined_into,
+            type_label: key.type_label,
             stack_example: frames,
         });
         row.bytes = row.bytes.saturating_add(bytes);
@@ -815,7 +842,14 @@ pub fn top(
         b.bytes
             .cmp(&a.bytes)
             .then(b.count.cmp(&a.count))
-            .then_with(|| (&a.function, &a.file, a.line).cmp(&(&b.function, &b.file, b.line)))
+            .then_with(|| {
+                (&a.type_label, &a.function, &a.file, a.line).cmp(&(
+                    &b.type_label,
+                    &b.function,
+                    &b.file,
+                    b.line,
+                ))
+            })
     });
     for row in &mut rows {
         row.percent = if total_bytes == 0 {
@@ -844,6 +878,7 @@ impl TopReport {
             GroupBy::Site => "site",
             GroupBy::Function => "function",
             GroupBy::File => "file",
+            GroupBy::Type => "type",
         };
         let _ = writeln!(
             o,
@@ -861,6 +896,7 @@ impl TopReport {
             let label = match self.by {
                 GroupBy::File => row.file.clone().unwrap_or_default(),
                 GroupBy::Function => row.function.clone().unwrap_or_default(),
+                GroupBy::Type => row.type_label.clone().unwrap_or_default(),
                 GroupBy::Site => {
                     let mut label = row.function.clone().unwrap_or_default();
                     if let Some(file) = &row.file {
@@ -952,6 +988,7 @@ mod tests {
                 file: Some("/work/main/examples/src/bin/demo.rs".into()),
                 line: Some(24),
                 inlined_into: Some(into.into()),
+                type_label: None,
                 stack_example: Vec::new(),
             }],
             omitted_rows: 0,
@@ -968,5 +1005,8 @@ mod tests {
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][0]["inlined_into"], into);
+        // Only rows grouped by type have a "type" member.
+        assert_eq!(json["by"], "site");
+        assert!(json["rows"][0].get("type").is_none(), "{json}");
     }
 }

@@ -190,6 +190,9 @@ fn usage_errors_exit_two() {
     assert_eq!(out.status.code(), Some(2));
     let out = heapdump(&["top", "x.hdump", "--by", "color"]);
     assert_eq!(out.status.code(), Some(2));
+    // --retained has its own sites and types tables: --by does not go with it.
+    let out = heapdump(&["top", "x.hdump", "--retained", "--by", "function"]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `top --retained`'s types and `diff --by type` through the library, on
+//! `top --retained`'s types, `top --by type` and `diff --by type` through the library, on
 //! heaps built on purpose whose stacks are given typed frames (the
 //! exports' test frames), so exact retained bytes per type can be checked.
 
@@ -7,6 +7,7 @@ mod export_common;
 use export_common::{STD, frame};
 use heapdump_analyze::heap_report::{self, DiffBy, DiffKey, HeapAnalysis, RetainedType};
 use heapdump_analyze::leaks::Heuristics;
+use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::Dump;
 use heapdump_formats::records::{
@@ -490,4 +491,88 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
     );
     assert!(none.is_err());
     assert_eq!(warnings, Vec::<String>::new());
+}
+
+#[test]
+fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
+    let dump = tree_heap(1).dump();
+    let view = dump.view();
+    let mut warnings = Vec::new();
+    let mut frames = frames_of;
+    let top = report::top(
+        &view,
+        &mut frames,
+        &TopOptions {
+            by: GroupBy::Type,
+            limit: 3,
+        },
+        &indicatif::ProgressBar::hidden(),
+        &mut warnings,
+    );
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!((top.total_bytes, top.total_count), (712, 12));
+    assert_eq!(top.by, GroupBy::Type);
+    let rows: Vec<(&str, u64, u64)> = top
+        .rows
+        .iter()
+        .map(|r| (r.type_label.as_deref().unwrap(), r.bytes, r.count))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            // Blocks 7, 8 and 9.
+            ("Vec<u64> buffer", 64 + 128 + 256, 3),
+            // Nodes 0-4 from app::build and 5-6 from app::grow: one row.
+            ("app::Node", 7 * 32, 7),
+            ("alloc@app::make:7", 24, 1),
+        ]
+    );
+    // The String buffer's row is the one the limit left out.
+    assert_eq!(
+        (top.omitted_rows, top.omitted_bytes, top.omitted_count),
+        (1, 16, 1)
+    );
+    for row in &top.rows {
+        assert_eq!(
+            (&row.function, &row.file, row.line, &row.inlined_into),
+            (&None, &None, None, &None),
+            "{row:?}"
+        );
+    }
+
+    // The labels are those of `top --retained`'s types table.
+    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+    let retained =
+        heap_report::top_retained(&view, &analysis, &mut frames, 10, &mut warnings).unwrap();
+    let mut retained_labels: Vec<&str> = retained
+        .types
+        .iter()
+        .map(|t| t.type_name.as_str())
+        .collect();
+    retained_labels.sort_unstable();
+    assert_eq!(
+        retained_labels,
+        [
+            "String buffer",
+            "Vec<u64> buffer",
+            "alloc@app::make:7",
+            "app::Node"
+        ]
+    );
+
+    // JSON: the row's key is its "type" member; text: the label column.
+    let json = serde_json::to_value(&top).unwrap();
+    assert_eq!(json["by"], "type");
+    assert_eq!(json["rows"][0]["type"], "Vec<u64> buffer");
+    assert_eq!(json["rows"][0]["bytes"], 448);
+    assert_eq!(json["rows"][0]["function"], serde_json::Value::Null);
+    let text = top.to_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "live: 712 bytes (712 B) in 12 allocations, by type"
+    );
+    assert!(lines[2].ends_with("  Vec<u64> buffer"), "{text}");
+    assert!(lines[3].ends_with("  app::Node"), "{text}");
+    assert!(lines[5].ends_with("(1 more groups)"), "{text}");
 }

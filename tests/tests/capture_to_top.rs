@@ -86,6 +86,65 @@ fn top_reports_make_blocks_and_make_vectors_with_exact_bytes_file_and_line() {
 }
 
 #[test]
+fn top_by_type_names_the_boxed_blocks_as_top_retained_does() {
+    let (dump, result) = blocks_dump("top_by_type");
+    let json = heapdump(&[
+        OsStr::new("top"),
+        dump.as_os_str(),
+        OsStr::new("--by"),
+        OsStr::new("type"),
+        OsStr::new("--json"),
+    ]);
+    let top: serde_json::Value = serde_json::from_str(&json).expect("top --json is not JSON");
+    assert_eq!(top["by"], "type");
+    assert_eq!(
+        top["total_bytes"].as_u64(),
+        Some(number(&result, "live_bytes"))
+    );
+    let rows = top["rows"].as_array().expect("rows");
+    // make_blocks: 1000 × Box<[u8; 4096]>, the biggest group; make_vectors:
+    // 10 Vec<u64> of 1000 elements.
+    assert_eq!(rows[0]["type"], "[u8; 4096]", "{json}");
+    assert_eq!(rows[0]["bytes"].as_u64(), Some(4_096_000), "{json}");
+    assert_eq!(rows[0]["count"].as_u64(), Some(1000), "{json}");
+    assert_eq!(rows[0]["function"], serde_json::Value::Null, "{json}");
+    assert_eq!(rows[1]["type"], "Vec<u64> buffer", "{json}");
+    assert_eq!(rows[1]["bytes"].as_u64(), Some(80_000), "{json}");
+    assert_eq!(rows[1]["count"].as_u64(), Some(10), "{json}");
+
+    // The same label as `top --retained`'s types table.
+    let retained = heapdump(&[
+        OsStr::new("top"),
+        dump.as_os_str(),
+        OsStr::new("--retained"),
+        OsStr::new("--json"),
+    ]);
+    let retained: serde_json::Value = serde_json::from_str(&retained).unwrap();
+    let types = retained["types"].as_array().expect("types");
+    let blocks = types
+        .iter()
+        .find(|t| t["type"] == "[u8; 4096]")
+        .unwrap_or_else(|| panic!("no [u8; 4096] row in {retained}"));
+    assert_eq!(blocks["retained"].as_u64(), Some(4_096_000), "{blocks}");
+    assert_eq!(blocks["objects"].as_u64(), Some(1000), "{blocks}");
+
+    // Rows by site have no "type" member.
+    let by_site = heapdump(&[OsStr::new("top"), dump.as_os_str(), OsStr::new("--json")]);
+    let by_site: serde_json::Value = serde_json::from_str(&by_site).unwrap();
+    assert!(by_site["rows"][0].get("type").is_none(), "{by_site}");
+
+    // --by has no meaning with --retained: a usage error.
+    let output = Command::new(binary("heapdump"))
+        .args([OsStr::new("top"), dump.as_os_str()])
+        .args(["--retained", "--by", "type"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--retained"), "{stderr}");
+}
+
+#[test]
 fn verify_passes_and_info_agrees_with_the_program() {
     let (dump, result) = blocks_dump("verify_info");
     let verify = heapdump(&[OsStr::new("verify"), dump.as_os_str()]);
