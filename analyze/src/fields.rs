@@ -204,6 +204,14 @@ impl FieldIndex {
                     _ => Scope::Other,
                 }
             } else if tag == gimli::DW_TAG_base_type || tag == gimli::DW_TAG_pointer_type {
+                // LLVM gives pointer types no `DW_AT_byte_size`: a thin
+                // pointer (`Box<T>`, `&T`, `*const T`, `fn()`; fat ones are
+                // structs) is one address wide. Without a name here a
+                // `Vec<Box<T>>`'s template parameter `T` would be unnamed.
+                let byte_size = byte_size.or_else(|| {
+                    (tag == gimli::DW_TAG_pointer_type)
+                        .then(|| u64::from(unit.header.address_size()))
+                });
                 if let (Some(name), Some(size)) = (name, byte_size) {
                     let name = shorten_type(&name);
                     if let Some(here) = here {

@@ -108,12 +108,12 @@ pub extern "C" fn export_fields_anchor() -> u32 {
     7
 }
 
-#[test]
-fn full_debug_names_get_their_generic_parameters_back() {
+/// The frames the symbolizer reports for the start of out-of-line function
+/// `code` (the generic names, `Holder<T>::make_boxed`), as a stack of one
+/// return address in module `exe`.
+fn frames_at(code: usize) -> Vec<heapdump_analyze::symbolize::Frame> {
     use object::{Object as _, ObjectSymbol as _};
 
-    let instance = Holder::<u64>::make_boxed as fn() -> Box<u64>;
-    std::hint::black_box(instance());
     let exe = std::env::current_exe().expect("test executable");
     let data = std::fs::read(&exe).expect("read the test executable");
     let file = object::File::parse(&*data).expect("parse");
@@ -124,9 +124,8 @@ fn full_debug_names_get_their_generic_parameters_back() {
         .address();
     let anchor_fn = export_fields_anchor as extern "C" fn() -> u32;
     let bias = (anchor_fn as usize as u64).wrapping_sub(anchor);
-    let probe = (instance as usize as u64).wrapping_sub(bias) + 1;
+    let probe = (code as u64).wrapping_sub(bias) + 1;
 
-    // What the symbolizer reports for that address: the generic name.
     let loader = addr2line::Loader::new(&exe).expect("addr2line");
     let mut frames = Vec::new();
     let mut iter = loader.find_frames(probe).expect("frames");
@@ -143,20 +142,60 @@ fn full_debug_names_get_their_generic_parameters_back() {
             module_offset: Some(probe + 1),
         });
     }
+    frames
+}
+
+/// The outermost function name of `frames`, before and after
+/// `resolve_stack`.
+fn outer_name_resolved(
+    index: &FieldIndex,
+    mut frames: Vec<heapdump_analyze::symbolize::Frame>,
+) -> (String, String) {
     let outer = frames
         .last()
         .and_then(|f| f.function.clone())
         .expect("a name");
-    assert!(outer.ends_with("Holder<T>::make_boxed"), "{outer}");
-
-    index().resolve_stack(&mut frames, "exe");
+    index.resolve_stack(&mut frames, "exe");
     let resolved = frames
         .last()
         .and_then(|f| f.function.clone())
         .unwrap_or_default();
+    (outer, resolved)
+}
+
+#[test]
+fn full_debug_names_get_their_generic_parameters_back() {
+    let instance = Holder::<u64>::make_boxed as fn() -> Box<u64>;
+    std::hint::black_box(instance());
+    let (outer, resolved) = outer_name_resolved(&index(), frames_at(instance as usize));
+    assert!(outer.ends_with("Holder<T>::make_boxed"), "{outer}");
     assert!(
         resolved.ends_with("Holder<u64>::make_boxed"),
         "{outer} resolved to {resolved}"
+    );
+}
+
+/// A `T` that is itself a thin pointer (`Box<U>`, `&U`): LLVM writes its
+/// `DW_TAG_pointer_type` without a byte size, and the parameter must still
+/// be named, as for the element of a `Vec<Box<[u8; 4096]>>`.
+#[test]
+fn a_pointer_type_parameter_is_named_and_one_address_wide() {
+    let instance = Holder::<Box<u64>>::make_boxed as fn() -> Box<Box<u64>>;
+    std::hint::black_box(instance());
+    let index = index();
+    let (outer, resolved) = outer_name_resolved(&index, frames_at(instance as usize));
+    assert!(outer.ends_with("Holder<T>::make_boxed"), "{outer}");
+    assert!(
+        resolved.ends_with("Holder<Box<u64>>::make_boxed"),
+        "{outer} resolved to {resolved}"
+    );
+    assert_eq!(index.size_of("Box<u64>"), Some(size_of::<usize>() as u64));
+    // So a `Vec<Box<u64>>` buffer's pointers are elements, not offsets.
+    assert_eq!(
+        index
+            .field_of(&TypeName::new(TypeKind::VecBuffer, "Box<u64>"), 24)
+            .as_deref(),
+        Some("[3]")
     );
 }
 

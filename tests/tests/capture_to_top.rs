@@ -111,6 +111,13 @@ fn top_by_type_names_the_boxed_blocks_as_top_retained_does() {
     assert_eq!(rows[1]["type"], "Vec<u64> buffer", "{json}");
     assert_eq!(rows[1]["bytes"].as_u64(), Some(80_000), "{json}");
     assert_eq!(rows[1]["count"].as_u64(), Some(10), "{json}");
+    // main's `Vec::with_capacity(1000)` of the boxes: every constructor
+    // frame is inlined into main and named `Vec<T>::with_capacity`; the `T`
+    // (a `Box`, a DWARF pointer type) comes from the inlined instances'
+    // template parameters.
+    assert_eq!(rows[2]["type"], "Vec<Box<[u8; 4096]>> buffer", "{json}");
+    assert_eq!(rows[2]["bytes"].as_u64(), Some(8_000), "{json}");
+    assert_eq!(rows[2]["count"].as_u64(), Some(1), "{json}");
 
     // The same label as `top --retained`'s types table.
     let retained = heapdump(&[
@@ -127,6 +134,16 @@ fn top_by_type_names_the_boxed_blocks_as_top_retained_does() {
         .unwrap_or_else(|| panic!("no [u8; 4096] row in {retained}"));
     assert_eq!(blocks["retained"].as_u64(), Some(4_096_000), "{blocks}");
     assert_eq!(blocks["objects"].as_u64(), Some(1000), "{blocks}");
+    // The object retaining the most is that buffer: itself and the boxes.
+    let first = &retained["objects"][0];
+    assert_eq!(first["type"], "Vec<Box<[u8; 4096]>> buffer", "{first}");
+    assert_eq!(first["size"].as_u64(), Some(8_000), "{first}");
+    assert_eq!(
+        first["retained"].as_u64(),
+        Some(8_000 + 4_096_000),
+        "{first}"
+    );
+    assert_eq!(first["site"]["line"].as_u64(), Some(36), "{first}");
 
     // Rows by site have no "type" member.
     let by_site = heapdump(&[OsStr::new("top"), dump.as_os_str(), OsStr::new("--json")]);
