@@ -578,22 +578,11 @@ fn object_info<S: StackFrames + ?Sized>(
     }
 }
 
+/// A block on one line: address, size, retained size, leak class, type
+/// label and site.
 fn object_line(o: &ObjectInfo) -> String {
     format!(
-        "{} {:>10} retains {:>10}  {:<15}  {}",
-        o.address,
-        human_bytes(o.size),
-        human_bytes(o.retained),
-        o.class.words(),
-        site_text(&o.site)
-    )
-}
-
-/// [`object_line`] with the type label before the site, as `retainers`
-/// shows a block.
-fn typed_object_line(o: &ObjectInfo) -> String {
-    format!(
-        "{} {:>10} retains {:>10}  {:<15}  {}  {}",
+        "{:<14} {:>10} retains {:>10}  {:<15}  {}  {}",
         o.address,
         human_bytes(o.size),
         human_bytes(o.retained),
@@ -811,7 +800,7 @@ impl RetainedReport {
         let _ = writeln!(o, "\nobjects retaining the most:");
         let _ = writeln!(
             o,
-            "{:<18} {:>10} {:>18}  {:<15}  site",
+            "{:<14} {:>10} {:>18}  {:<15}  type  site",
             "address", "size", "retained", "class"
         );
         for obj in &self.objects {
@@ -1152,7 +1141,7 @@ impl RetainersReport {
             if i > 0 {
                 o.push('\n');
             }
-            let _ = writeln!(o, "{}", typed_object_line(&r.object));
+            let _ = writeln!(o, "{}", object_line(&r.object));
             if r.dominators.is_empty() {
                 let _ = writeln!(
                     o,
@@ -1161,7 +1150,7 @@ impl RetainersReport {
             } else {
                 let _ = writeln!(o, "  dominated by (immediate first):");
                 for d in &r.dominators {
-                    let _ = writeln!(o, "    {}", typed_object_line(d));
+                    let _ = writeln!(o, "    {}", object_line(d));
                 }
             }
             if r.paths.is_empty() {
