@@ -119,7 +119,7 @@ fn open_model_with<'a>(
     fields: Option<&FieldIndex>,
     mut keep: impl FnMut(u32, &[Frame]),
 ) -> anyhow::Result<HeapModel<'a>> {
-    let executable = binary.or_else(|| main_executable(&view));
+    let executable = executable(&view, binary.as_deref());
     let mut typed = TypedFrames {
         symbolizer,
         fields,
@@ -145,10 +145,7 @@ fn open_model_with<'a>(
 /// `heapdump todot`.
 pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let executable = args
-        .binary
-        .clone()
-        .or_else(|| main_executable(&file.view()));
+    let executable = executable(&file.view(), args.binary.as_deref());
     let fields = load_fields(executable.as_deref(), false);
     let mut model = open_model(
         file.view(),
@@ -243,7 +240,7 @@ impl Namer {
         binary: Option<PathBuf>,
         types: bool,
     ) -> anyhow::Result<Namer> {
-        let executable = binary.clone().or_else(|| main_executable(view));
+        let executable = executable(view, binary.as_deref());
         let fields = if types {
             load_fields(executable.as_deref(), true)
         } else {
@@ -266,7 +263,12 @@ impl Namer {
     }
 }
 
-fn main_executable(view: &DumpView<'_>) -> Option<PathBuf> {
+/// The program's executable: BINARY if given, else the main module's path
+/// as the dump records it.
+fn executable(view: &DumpView<'_>, binary: Option<&Path>) -> Option<PathBuf> {
+    if let Some(binary) = binary {
+        return Some(binary.to_path_buf());
+    }
     let module = view
         .modules()
         .iter()
@@ -281,10 +283,7 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("tosqlite writes a database file, not a stream; pass -o FILE.db");
     }
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let executable = args
-        .binary
-        .clone()
-        .or_else(|| main_executable(&file.view()));
+    let executable = executable(&file.view(), args.binary.as_deref());
     let fields = load_fields(executable.as_deref(), true);
     let mut frames = std::collections::HashMap::new();
     let mut model = open_model(
@@ -355,7 +354,7 @@ pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
     }
     let file = heapdump_analyze::open_dump(&args.dump)?;
     let view = file.view();
-    let executable = args.binary.clone().or_else(|| main_executable(&view));
+    let executable = executable(&view, args.binary.as_deref());
     let fields = load_fields(executable.as_deref(), true);
     let mut symbolizer = symbolizer_for(&view, &args.dump, args.binary.clone())?;
     let mut frames = std::collections::HashMap::new();
