@@ -75,7 +75,7 @@ mod world;
 pub const FOOTER_BYTES: usize = live::FOOTER_BYTES;
 
 use live::{Entry, LiveTable};
-use stacks::{StackInterner, Walk};
+use stacks::StackInterner;
 use sys::SpinLock;
 
 pub(crate) static LIVE: LiveTable = LiveTable::new();
@@ -180,9 +180,8 @@ fn next_sequence() -> u64 {
 #[inline]
 fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new: bool) -> u32 {
     let thread = threads::current();
-    let mut walk = Walk::empty();
-    stacks::walk_current(thread.stack, &mut walk);
-    let stack = STACKS.intern(&walk);
+    // SAFETY: `record` runs under the thread's reentrancy guard.
+    let stack = unsafe { stacks::current_stack_id(&STACKS, thread.stack) };
     LIVE.insert(
         &Entry {
             address: address as u64,

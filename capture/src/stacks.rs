@@ -23,64 +23,13 @@ use crate::sys::{self, SpinLock};
 /// are flagged truncated.
 pub const MAX_DEPTH: usize = 64;
 
+// `Walker::highest_changed` keeps a bit per frame in a u64.
+const _: () = assert!(MAX_DEPTH <= u64::BITS as usize);
+
 /// Address-space reservations for the interned stacks (untouched pages cost
 /// nothing; the mapping uses `MAP_NORESERVE`).
 const MAX_STACKS: u64 = MAX_STACK_ID as u64 + 1;
 const MAX_FRAMES: u64 = 1 << 27;
-
-/// A walked stack: return addresses, innermost first. Only the first `len`
-/// entries are written (zeroing the rest on every allocation costs more
-/// than the walk).
-pub struct Walk {
-    pcs: [MaybeUninit<u64>; MAX_DEPTH],
-    len: usize,
-    pub truncated: bool,
-    /// The frames' hash, computed as they are pushed: the walk waits on
-    /// each frame pointer load, and the hash's multiplications fit in that
-    /// wait for free.
-    hasher: FrameHasher,
-}
-
-impl Walk {
-    pub const fn empty() -> Walk {
-        Walk {
-            pcs: [MaybeUninit::uninit(); MAX_DEPTH],
-            len: 0,
-            truncated: false,
-            hasher: FrameHasher::new(),
-        }
-    }
-
-    #[inline]
-    pub fn hash(&self) -> u64 {
-        self.hasher.finish()
-    }
-
-    #[inline]
-    pub fn frames(&self) -> &[u64] {
-        let len = self.len.min(MAX_DEPTH);
-        // SAFETY: the first `len` entries were written by `push`.
-        unsafe { core::slice::from_raw_parts(self.pcs.as_ptr().cast::<u64>(), len) }
-    }
-
-    #[inline]
-    fn push(&mut self, pc: u64) {
-        if let Some(slot) = self.pcs.get_mut(self.len) {
-            slot.write(pc);
-            self.len += 1;
-            self.hasher.push(pc);
-        }
-    }
-
-    #[cfg(test)]
-    pub fn set(&mut self, frames: &[u64]) {
-        self.len = 0;
-        self.hasher = FrameHasher::new();
-        for &pc in frames {
-            self.push(pc);
-        }
-    }
-}
 
 /// Entries in each thread's cache of recently interned stacks.
 const RECENT_STACKS: usize = 256;
@@ -113,45 +62,305 @@ fn frame_pointer() -> usize {
     fp
 }
 
-/// Walks the calling thread's frame-pointer chain into `walk`. `stack` is
-/// the thread's stack `[low, high)`; an empty range records nothing.
-#[inline(never)]
-pub fn walk_current(stack: (usize, usize), walk: &mut Walk) {
-    let (low, high) = stack;
-    let mut fp = frame_pointer();
-    walk.len = 0;
-    walk.truncated = false;
-    walk.hasher = FrameHasher::new();
-    // Our own frame sits at the lowest address of the chain; anything
-    // below it is not part of this call stack.
-    let floor = fp.max(low);
-    let mut previous = floor.saturating_sub(1);
-    while walk.len < MAX_DEPTH {
-        let fits = fp > previous
-            && fp >= floor
-            && fp % align_of::<usize>() == 0
-            && fp
-                .checked_add(2 * size_of::<usize>())
-                .is_some_and(|end| end <= high);
-        if !fits {
-            return;
-        }
-        // Volatile: these words belong to frames the compiler does not see.
-        // SAFETY: `fp .. fp + 16` is aligned and inside this thread's mapped
-        // stack (checked above against its pthread bounds): it cannot fault.
-        let (next, return_address) = unsafe {
-            let words = fp as *const usize;
-            (words.read_volatile(), words.add(1).read_volatile())
-        };
-        if return_address == 0 {
-            return;
-        }
-        walk.push(return_address as u64);
-        previous = fp;
-        fp = next;
+/// One step of the stack hash. Frames are fed outermost first, so the hash
+/// of a stack's outer part can be kept and extended by its inner frames.
+#[inline(always)]
+fn chain(above: u64, pc: u64) -> u64 {
+    (above.rotate_left(26) ^ pc).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The hash of a stack from the chain value of its innermost frame.
+#[inline(always)]
+fn finish(chained: u64, len: usize) -> u64 {
+    let h = chained ^ len as u64;
+    let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^ (h >> 32)
+}
+
+/// Whether two stacks of the same length are equal: one branch at the end
+/// instead of a `memcmp` call, which on a stack of ~25 frames costs more
+/// than the comparison.
+#[inline(always)]
+fn same_frames(a: &[u64], b: &[u64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
+/// The chain value above the outermost frame.
+const CHAIN_SEED: u64 = 0x6A09_E667_F3BC_C908;
+
+/// The hash [`Walker::hash`] gives for these frames (innermost first).
+fn hash_frames(frames: &[u64]) -> u64 {
+    let chained = frames
+        .iter()
+        .rev()
+        .fold(CHAIN_SEED, |above, &pc| chain(above, pc));
+    finish(chained, frames.len())
+}
+
+/// A frame record the walk read: its address and the two words found
+/// there (the caller's frame pointer and the return address).
+#[derive(Clone, Copy)]
+struct Frame {
+    fp: usize,
+    next: usize,
+    return_address: usize,
+}
+
+/// The calling thread's stack walker. It keeps its last walk, and the next
+/// walk stops following the frame-pointer chain at the first frame that
+/// walk also went through, once it has checked that every frame above is
+/// unchanged: consecutive allocations usually share all but a few inner
+/// frames, and checking a remembered frame is two independent loads where
+/// following the chain is a dependent one per frame.
+///
+/// The last walk is stored innermost frame at `MAX_DEPTH - len`, outermost
+/// at `MAX_DEPTH - 1`, so a new walk only rewrites its new inner frames.
+pub struct Walker {
+    len: usize,
+    /// The last walk was cut at [`MAX_DEPTH`]: its outermost frame is not
+    /// the stack's, so nothing of it can be reused.
+    truncated: bool,
+    /// The stack bounds of the last walk; reuse needs the same bounds.
+    stack: (usize, usize),
+    /// Where the last walk ended by reading a zero return address (0 when
+    /// it ended at a frame pointer outside the stack instead): reuse needs
+    /// that word to still be zero.
+    zero_return_at: usize,
+    frames: [Frame; MAX_DEPTH],
+    pcs: [u64; MAX_DEPTH],
+    /// `chained[p]`: the hash chain over `pcs[MAX_DEPTH - 1]` down to `pcs[p]`.
+    chained: [u64; MAX_DEPTH],
+    /// Outer frames the last walk took over from the one before.
+    reused: usize,
+}
+
+/// What a walk needs from a frame pointer before reading `[fp, fp + 16)`.
+#[inline(always)]
+fn readable_frame(fp: usize, previous: usize, floor: usize, high: usize) -> bool {
+    fp > previous
+        && fp >= floor
+        && fp % align_of::<usize>() == 0
+        && fp
+            .checked_add(2 * size_of::<usize>())
+            .is_some_and(|end| end <= high)
+}
+
+/// Reads the two words of the frame record at `fp`.
+///
+/// # Safety
+/// `fp .. fp + 16` must be aligned and inside the calling thread's mapped
+/// stack.
+#[inline(always)]
+unsafe fn read_frame(fp: usize) -> (usize, usize) {
+    // Volatile: these words belong to frames the compiler does not see.
+    // SAFETY: per the contract, the words are readable and aligned.
+    unsafe {
+        let words = fp as *const usize;
+        (words.read_volatile(), words.add(1).read_volatile())
     }
-    // Full: truncated if the chain would have gone on.
-    walk.truncated = fp > previous && fp < high;
+}
+
+impl Walker {
+    pub const fn new() -> Walker {
+        Walker {
+            len: 0,
+            truncated: false,
+            stack: (0, 0),
+            zero_return_at: 0,
+            frames: [Frame {
+                fp: 0,
+                next: 0,
+                return_address: 0,
+            }; MAX_DEPTH],
+            pcs: [0; MAX_DEPTH],
+            chained: [0; MAX_DEPTH],
+            reused: 0,
+        }
+    }
+
+    /// The last walk's return addresses, innermost first.
+    #[inline]
+    pub fn frames(&self) -> &[u64] {
+        &self.pcs[MAX_DEPTH - self.len..]
+    }
+
+    /// The last walk's hash, equal to `hash_frames(self.frames())`.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        let chained = match self.len {
+            0 => CHAIN_SEED,
+            len => self.chained[MAX_DEPTH - len],
+        };
+        finish(chained, self.len)
+    }
+
+    /// Whether the last walk stopped at [`MAX_DEPTH`] with frames left.
+    #[inline]
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// Checks the remembered frames at `from ..` against the stack as it
+    /// is now: `None` when all still hold what the last walk read there
+    /// (and its end is unchanged), else the highest changed position
+    /// (`MAX_DEPTH` for the end).
+    #[inline(never)]
+    fn highest_changed(&self, from: usize) -> Option<usize> {
+        if self.zero_return_at != 0 {
+            // SAFETY: the last walk read this record after checking it lay
+            // inside this thread's stack, whose bounds are unchanged.
+            let (_, return_address) = unsafe { read_frame(self.zero_return_at) };
+            if return_address != 0 {
+                return Some(MAX_DEPTH);
+            }
+        }
+        // One pass without a branch per frame, a bit per frame (outermost
+        // in the highest bit), and a search only when something changed.
+        let mut changed = 0u64;
+        for position in (from..MAX_DEPTH).rev() {
+            let frame = self.frames[position];
+            // SAFETY: as above, for each remembered record. These loads do
+            // not depend on each other, unlike the chain's.
+            let (next, return_address) = unsafe { read_frame(frame.fp) };
+            let differs = (next ^ frame.next) | (return_address ^ frame.return_address);
+            changed = changed << 1 | u64::from(differs != 0);
+        }
+        match changed {
+            0 => None,
+            _ => Some(from + (u64::BITS - 1 - changed.leading_zeros()) as usize),
+        }
+    }
+
+    /// Walks the calling thread's frame-pointer chain. `stack` is the
+    /// thread's stack `[low, high)`; an empty range records nothing. Every
+    /// frame pointer is checked to lie inside it, above the previous one and
+    /// aligned before it is read, so a frame compiled without frame pointers
+    /// (whose `rbp` holds anything) ends the walk instead of faulting.
+    #[inline(never)]
+    pub fn walk(&mut self, stack: (usize, usize)) {
+        let (low, high) = stack;
+        let mut fp = frame_pointer();
+        // Our own frame sits at the lowest address of the chain; anything
+        // below it is not part of this call stack.
+        let floor = fp.max(low);
+        let mut previous = floor.saturating_sub(1);
+        let reusable = self.stack == stack && !self.truncated;
+        // `cursor`: the lowest remembered frame at or above `fp`;
+        // `rejoin_from`: the lowest remembered frame the walk may rejoin at,
+        // known once the first matching frame has had the frames above it
+        // checked (those above the highest changed one are unchanged).
+        let mut cursor = if reusable {
+            MAX_DEPTH - self.len
+        } else {
+            MAX_DEPTH
+        };
+        let mut rejoin_from = None;
+        let mut fresh = [const { MaybeUninit::<Frame>::uninit() }; MAX_DEPTH];
+        let mut count = 0;
+        let mut zero_return_at = 0;
+        let mut rejoined = false;
+        while count < MAX_DEPTH {
+            if !readable_frame(fp, previous, floor, high) {
+                break;
+            }
+            // SAFETY: `fp .. fp + 16` is aligned and inside this thread's
+            // mapped stack (checked just above against its pthread bounds).
+            let (next, return_address) = unsafe { read_frame(fp) };
+            while cursor < MAX_DEPTH && self.frames[cursor].fp < fp {
+                cursor += 1;
+            }
+            if cursor < MAX_DEPTH {
+                let known = self.frames[cursor];
+                let same =
+                    known.fp == fp && known.next == next && known.return_address == return_address;
+                if same {
+                    let from = *rejoin_from.get_or_insert_with(|| {
+                        self.highest_changed(cursor + 1)
+                            .map_or(cursor, |changed| changed + 1)
+                    });
+                    if cursor >= from {
+                        if count <= cursor {
+                            rejoined = true;
+                            break;
+                        }
+                        // Deeper than MAX_DEPTH: walk it all, truncated.
+                        cursor = MAX_DEPTH;
+                    }
+                }
+            }
+            if return_address == 0 {
+                zero_return_at = fp;
+                break;
+            }
+            fresh[count].write(Frame {
+                fp,
+                next,
+                return_address,
+            });
+            count += 1;
+            previous = fp;
+            fp = next;
+        }
+        let (top, above) = if rejoined {
+            (cursor, self.chained[cursor])
+        } else {
+            self.zero_return_at = zero_return_at;
+            self.stack = stack;
+            self.truncated = count == MAX_DEPTH && readable_frame(fp, previous, floor, high);
+            (MAX_DEPTH, CHAIN_SEED)
+        };
+        let base = top - count;
+        let mut chained = above;
+        for index in (0..count).rev() {
+            // SAFETY: `fresh[..count]` were written in the loop above.
+            let frame = unsafe { fresh[index].assume_init() };
+            let position = base + index;
+            chained = chain(chained, frame.return_address as u64);
+            self.frames[position] = frame;
+            self.pcs[position] = frame.return_address as u64;
+            self.chained[position] = chained;
+        }
+        self.len = MAX_DEPTH - base;
+        self.reused = MAX_DEPTH - top;
+    }
+
+    /// Makes `frames` (innermost first) the last walk, reusable by none.
+    #[cfg(test)]
+    pub fn set(&mut self, frames: &[u64]) {
+        *self = Walker::new();
+        self.len = frames.len();
+        let base = MAX_DEPTH - frames.len();
+        let mut chained = CHAIN_SEED;
+        for (index, &pc) in frames.iter().enumerate().rev() {
+            chained = chain(chained, pc);
+            self.pcs[base + index] = pc;
+            self.chained[base + index] = chained;
+        }
+    }
+}
+
+thread_local! {
+    /// The calling thread's walker, with its last walk. No destructor: it
+    /// stays usable in thread-local destructors.
+    static WALKER: core::cell::UnsafeCell<Walker> =
+        const { core::cell::UnsafeCell::new(Walker::new()) };
+}
+
+/// The interned id of the calling thread's stack (see [`StackInterner::intern`]).
+///
+/// # Safety
+/// Not reentrant: the caller must hold the thread's reentrancy guard, so no
+/// other call on this thread (an allocation from a signal handler) uses the
+/// walker meanwhile.
+#[inline]
+pub unsafe fn current_stack_id(interner: &StackInterner, stack: (usize, usize)) -> u32 {
+    WALKER.with(|walker| {
+        // SAFETY: per the contract, this is the only reference to this
+        // thread's walker while it lives.
+        let walker = unsafe { &mut *walker.get() };
+        walker.walk(stack);
+        interner.intern(walker)
+    })
 }
 
 /// An interned stack as the dump stores it.
@@ -197,58 +406,6 @@ pub struct StacksSnapshot {
     pub frames: &'static [u64],
 }
 
-/// A hash of a stack's frames, fed one frame at a time. Frames go round
-/// robin to four lanes, each with its own multiplier, so the
-/// multiplications do not wait on each other (a chained hash costs several
-/// times more on a 25-frame stack).
-#[derive(Clone, Copy)]
-struct FrameHasher {
-    lanes: [u64; 4],
-    count: u64,
-}
-
-impl FrameHasher {
-    const K: [u64; 4] = [
-        0x9E37_79B9_7F4A_7C15,
-        0xC2B2_AE3D_27D4_EB4F,
-        0x1656_67B1_9E37_79F9,
-        0xD6E8_FEB8_6659_FD93,
-    ];
-
-    const fn new() -> FrameHasher {
-        FrameHasher {
-            lanes: [0, Self::K[1], Self::K[2], Self::K[3]],
-            count: 0,
-        }
-    }
-
-    #[inline(always)]
-    fn push(&mut self, pc: u64) {
-        let lane = (self.count & 3) as usize;
-        self.lanes[lane] = self.lanes[lane]
-            .rotate_left(23)
-            .wrapping_add(pc.wrapping_mul(Self::K[lane]));
-        self.count += 1;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        let [a, b, c, d] = self.lanes;
-        let h = a ^ b.rotate_left(16) ^ c.rotate_left(32) ^ d.rotate_left(48) ^ self.count;
-        let h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^ (h >> 32)
-    }
-}
-
-/// The hash [`Walk::hash`] gives for these frames.
-fn hash_frames(frames: &[u64]) -> u64 {
-    let mut hasher = FrameHasher::new();
-    for &pc in frames {
-        hasher.push(pc);
-    }
-    hasher.finish()
-}
-
 impl StackInterner {
     pub const fn new() -> StackInterner {
         StackInterner {
@@ -270,14 +427,14 @@ impl StackInterner {
 
     /// The id of `walk`'s stack, storing it if new; 0 for an empty walk or
     /// when the interner is full (counted in [`dropped`](Self::dropped)).
-    pub fn intern(&self, walk: &Walk) -> u32 {
+    pub fn intern(&self, walk: &Walker) -> u32 {
         let frames = walk.frames();
         if frames.is_empty() {
             return 0;
         }
         let hash = walk.hash();
         let tag = (hash >> 32) << 32;
-        let flags = if walk.truncated {
+        let flags = if walk.truncated() {
             heapdump_formats::records::stack_flags::TRUNCATED
         } else {
             0
@@ -334,7 +491,7 @@ impl StackInterner {
                 stored.frame_count as usize,
             )
         };
-        stored_frames == frames
+        same_frames(stored_frames, frames)
     }
 
     /// The shared lookup: finds or stores the stack under its shard's lock.
@@ -527,61 +684,154 @@ impl StackInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::hint::black_box;
 
     #[inline(never)]
-    fn nested(depth: usize, stack: (usize, usize), walk: &mut Walk) {
+    fn nested(depth: usize, stack: (usize, usize), walker: &mut Walker) {
         if depth == 0 {
-            walk_current(stack, walk);
+            walker.walk(stack);
         } else {
-            nested(depth - 1, stack, walk);
+            nested(depth - 1, stack, walker);
         }
-        core::hint::black_box(depth);
+        black_box(depth);
     }
 
     fn this_thread_stack() -> (usize, usize) {
         crate::threads::current_stack_bounds()
     }
 
+    fn fresh_walk(depth: usize) -> Vec<u64> {
+        let mut walker = Walker::new();
+        nested(depth, this_thread_stack(), &mut walker);
+        assert_eq!(walker.reused, 0);
+        walker.frames().to_vec()
+    }
+
     #[test]
     fn walk_sees_nested_calls_and_stops_at_the_stack_top() {
         let stack = this_thread_stack();
         assert!(stack.0 < stack.1);
-        let mut shallow = Walk::empty();
-        nested(0, stack, &mut shallow);
-        let mut deep = Walk::empty();
-        nested(10, stack, &mut deep);
-        assert!(shallow.len >= 2, "{}", shallow.len);
-        assert_eq!(deep.len, (shallow.len + 10).min(MAX_DEPTH));
-        let mut deeper = Walk::empty();
+        let shallow = fresh_walk(0);
+        let deep = fresh_walk(10);
+        assert!(shallow.len() >= 2, "{}", shallow.len());
+        assert_eq!(deep.len(), (shallow.len() + 10).min(MAX_DEPTH));
+        let mut deeper = Walker::new();
         nested(100, stack, &mut deeper);
-        assert_eq!(deeper.len, MAX_DEPTH);
-        assert!(deeper.truncated);
+        assert_eq!(deeper.frames().len(), MAX_DEPTH);
+        assert!(deeper.truncated());
     }
 
     #[test]
     fn walk_with_bogus_bounds_records_nothing() {
-        let mut walk = Walk::empty();
-        walk_current((0, 0), &mut walk);
-        assert_eq!(walk.len, 0);
-        walk_current((16, 4096), &mut walk);
-        assert_eq!(walk.len, 0);
+        let mut walker = Walker::new();
+        walker.walk((0, 0));
+        assert_eq!(walker.frames().len(), 0);
+        walker.walk((16, 4096));
+        assert_eq!(walker.frames().len(), 0);
+        assert_eq!(walker.hash(), hash_frames(&[]));
     }
 
     #[test]
     fn walk_hash_equals_the_hash_of_its_frames() {
+        let mut walker = Walker::new();
+        nested(7, this_thread_stack(), &mut walker);
+        assert_eq!(walker.hash(), hash_frames(walker.frames()));
+        let mut other = Walker::new();
+        other.set(&walker.frames()[1..]);
+        assert_ne!(other.hash(), walker.hash());
+        assert_eq!(other.hash(), hash_frames(&walker.frames()[1..]));
+    }
+
+    /// A walker that remembers its last walk, and one made new for each walk.
+    type Walkers = (Walker, Walker);
+
+    /// Two routes to `down` whose frames have the same size, so the frames
+    /// below them sit at the same addresses whichever route was taken and
+    /// only the return address into the route tells them apart.
+    #[inline(never)]
+    fn route_a(depth: usize, walkers: &mut Walkers) {
+        down(depth, walkers);
+        black_box(0);
+    }
+
+    #[inline(never)]
+    fn route_b(depth: usize, walkers: &mut Walkers) {
+        down(depth, walkers);
+        black_box(1);
+    }
+
+    #[inline(never)]
+    fn down(depth: usize, walkers: &mut Walkers) {
+        match depth {
+            0 => walk_both(walkers),
+            _ if depth % 3 == 0 => route_a(depth - 1, walkers),
+            _ => down(depth - 1, walkers),
+        }
+        black_box(depth);
+    }
+
+    /// The remembering walker and a new one, from the same frame.
+    #[inline(never)]
+    fn walk_both(walkers: &mut Walkers) {
         let stack = this_thread_stack();
-        let mut walk = Walk::empty();
-        nested(7, stack, &mut walk);
-        assert_eq!(walk.hash(), hash_frames(walk.frames()));
-        let mut other = Walk::empty();
-        other.set(&walk.frames()[1..]);
-        assert_ne!(other.hash(), walk.hash());
+        walkers.0.walk(stack);
+        walkers.1 = Walker::new();
+        walkers.1.walk(stack);
+    }
+
+    #[test]
+    fn a_walk_that_reuses_the_last_one_equals_a_walk_from_scratch() {
+        let mut walkers = Box::new((Walker::new(), Walker::new()));
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut reused_frames = 0;
+        for round in 0..3000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let depth = (rng % 40) as usize;
+            if rng >> 63 == 0 {
+                route_a(depth, &mut walkers);
+            } else {
+                route_b(depth, &mut walkers);
+            }
+            let (remembering, fresh) = &*walkers;
+            // The innermost frame is the return into `walk_both`, from its
+            // two different calls.
+            assert_eq!(
+                remembering.frames()[1..],
+                fresh.frames()[1..],
+                "round {round}, depth {depth}"
+            );
+            assert_eq!(remembering.frames().len(), fresh.frames().len());
+            assert!(!remembering.truncated());
+            assert_eq!(remembering.hash(), hash_frames(remembering.frames()));
+            reused_frames += remembering.reused;
+        }
+        // Most walks rejoin the previous one somewhere above `walk_both`.
+        assert!(reused_frames > 3000 * 5, "{reused_frames}");
+    }
+
+    #[test]
+    fn a_changed_outer_frame_is_noticed() {
+        let mut walkers = Box::new((Walker::new(), Walker::new()));
+        // One call site for all three, so only the route differs.
+        let routes: [fn(usize, &mut Walkers); 3] = [route_a, route_b, route_b];
+        let mut walks = Vec::new();
+        for route in routes {
+            route(5, &mut walkers);
+            assert_eq!(walkers.0.frames()[1..], walkers.1.frames()[1..]);
+            walks.push((walkers.0.frames().to_vec(), walkers.0.reused));
+        }
+        assert_ne!(walks[0].0, walks[1].0);
+        assert_eq!(walks[1].0, walks[2].0);
+        // Nothing changed between the last two: the whole walk is reused.
+        assert_eq!(walks[2].1, walks[2].0.len());
     }
 
     #[test]
     fn interner_returns_one_id_per_distinct_stack() {
         let interner = StackInterner::new();
-        let mut walk = Walk::empty();
+        let mut walk = Walker::new();
         let mut ids = std::collections::HashMap::new();
         for i in 0..20_000u64 {
             let frames: Vec<u64> = (0..i % 7 + 1)
