@@ -175,26 +175,29 @@ fn next_sequence() -> u64 {
     next
 }
 
-/// Records a block the inner allocator just returned; returns its footer.
-/// The caller holds `Busy`.
+/// The record of a block the inner allocator just returned, made here:
+/// this thread, this stack, the next sequence number. The caller holds
+/// `Busy`.
 #[inline]
-fn record(address: *mut u8, size: usize, align: usize, flags: u8, counts_as_new: bool) -> u32 {
+fn new_entry(
+    address: *mut u8,
+    size: usize,
+    align: usize,
+    flags: u8,
+) -> (Entry, threads::CurrentThread) {
     let thread = threads::current();
-    // SAFETY: `record` runs under the thread's reentrancy guard.
+    // SAFETY: the caller holds the thread's reentrancy guard.
     let stack = unsafe { stacks::current_stack_id(&STACKS, thread.stack) };
-    LIVE.insert(
-        &Entry {
-            address: address as u64,
-            size: size as u64,
-            sequence: next_sequence(),
-            stack,
-            thread: thread.index,
-            align: align as u64,
-            flags,
-        },
-        counts_as_new,
-        thread.index as usize,
-    )
+    let entry = Entry {
+        address: address as u64,
+        size: size as u64,
+        sequence: next_sequence(),
+        stack,
+        thread: thread.index,
+        align: align as u64,
+        flags,
+    };
+    (entry, thread)
 }
 
 /// The layout the inner allocator sees: the program's plus the footer
@@ -243,7 +246,10 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8) -> *mut u8 {
     if !block.is_null() {
         let footer = match Busy::enter() {
-            Some(_busy) => record(block, layout.size(), layout.align(), flags, true),
+            Some(_busy) => {
+                let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags);
+                LIVE.insert(&entry, true, thread.index as usize)
+            }
             None => live::NO_RECORD,
         };
         // SAFETY: per the contract, the footer's bytes are the block's.
@@ -288,9 +294,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // whose footer we wrote.
         let footer = unsafe { read_footer(block, layout.size()) };
         // Forget the block before freeing it: once freed, another thread may
-        // be handed the same address and record it.
+        // be handed the same address, and a dump should not list both.
         if let Some(_busy) = Busy::enter() {
-            LIVE.remove(footer, block as u64, true);
+            LIVE.remove(footer, block as u64, layout.size() as u64);
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was allocated with.
@@ -306,41 +312,33 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         else {
             return core::ptr::null_mut();
         };
-        // SAFETY: a block we allocated with `layout`, footer written.
+        // SAFETY: as in `dealloc`.
         let old_footer = unsafe { read_footer(block, layout.size()) };
         let busy = Busy::enter();
-        // As in `dealloc`: the old record must go before the inner
-        // allocator may hand the address to someone else.
-        let old = match busy {
-            Some(_) => LIVE.remove(old_footer, block as u64, false),
-            None => None,
-        };
-        // SAFETY: the caller's contract for `realloc`, with the block's
-        // allocation layout and a new size that includes the footer.
+        // SAFETY: the caller's contract for `realloc`; both layouts include
+        // the footer.
         let moved = unsafe {
             self.inner
                 .realloc(block, footered(layout), new_outer.size())
         };
         if moved.is_null() {
-            // The old block is still the caller's, unchanged.
-            if let Some(old) = old {
-                let footer = LIVE.insert(&old, false, live::shard_of_footer(old_footer));
-                // SAFETY: the old block still has its old size plus footer.
-                unsafe { write_footer(block, layout.size(), footer) };
-            }
+            // The old block, its footer and its record are as they were.
             return moved;
         }
         let footer = match busy {
             Some(_) => {
-                let is_new_block = moved != block;
-                if is_new_block {
-                    LIVE.count_free(live::shard_of_footer(old_footer));
-                }
-                record(moved, new_size, layout.align(), REALLOCATED, is_new_block)
+                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED);
+                LIVE.reallocated(
+                    old_footer,
+                    block as u64,
+                    layout.size() as u64,
+                    &entry,
+                    thread.index as usize,
+                )
             }
             None => live::NO_RECORD,
         };
-        // SAFETY: the block now has `new_outer.size()` bytes.
+        // SAFETY: `moved` has `new_size + FOOTER_BYTES` bytes.
         unsafe { write_footer(moved, new_size, footer) };
         moved
     }

@@ -132,7 +132,17 @@ pub struct Walker {
     chained: [u64; MAX_DEPTH],
     /// Outer frames the last walk took over from the one before.
     reused: usize,
+    /// The lowest position where the next walk first tries to rejoin: the
+    /// frames below where the last walk rejoined were new then and likely
+    /// change again, and a failed check costs a pass over the frames
+    /// above. Every `RETRY_LOW`th walk tries from the innermost frame, so
+    /// the hint can also move down.
+    rejoin_hint: usize,
+    walks: u32,
 }
+
+/// How often a walk ignores the rejoin hint (a power of two).
+const RETRY_LOW: u32 = 64;
 
 /// What a walk needs from a frame pointer before reading `[fp, fp + 16)`.
 #[inline(always)]
@@ -175,6 +185,8 @@ impl Walker {
             pcs: [0; MAX_DEPTH],
             chained: [0; MAX_DEPTH],
             reused: 0,
+            rejoin_hint: 0,
+            walks: 0,
         }
     }
 
@@ -200,27 +212,36 @@ impl Walker {
         self.truncated
     }
 
-    /// Checks the remembered frames at `from ..` against the stack as it
-    /// is now: `None` when all still hold what the last walk read there
-    /// (and its end is unchanged), else the highest changed position
-    /// (`MAX_DEPTH` for the end).
+    /// Whether the remembered frames at `from ..` (and the end of the last
+    /// walk) still hold what the last walk read there.
+    #[inline]
+    fn unchanged_from(&self, from: usize) -> bool {
+        if !self.end_unchanged() {
+            return false;
+        }
+        let mut differ = 0;
+        for frame in &self.frames[from.min(MAX_DEPTH)..] {
+            // SAFETY: each remembered record was checked to lie inside this
+            // thread's stack when it was read, and the bounds are unchanged.
+            // These loads do not depend on each other, unlike the chain's.
+            let (next, return_address) = unsafe { read_frame(frame.fp) };
+            differ |= (next ^ frame.next) | (return_address ^ frame.return_address);
+        }
+        differ == 0
+    }
+
+    /// The highest position in `from ..` whose frame changed (`MAX_DEPTH`
+    /// for the end), or `None` when none did.
     #[inline(never)]
     fn highest_changed(&self, from: usize) -> Option<usize> {
-        if self.zero_return_at != 0 {
-            // SAFETY: the last walk read this record after checking it lay
-            // inside this thread's stack, whose bounds are unchanged.
-            let (_, return_address) = unsafe { read_frame(self.zero_return_at) };
-            if return_address != 0 {
-                return Some(MAX_DEPTH);
-            }
+        if !self.end_unchanged() {
+            return Some(MAX_DEPTH);
         }
-        // One pass without a branch per frame, a bit per frame (outermost
-        // in the highest bit), and a search only when something changed.
+        // A bit per frame, the outermost in the highest bit.
         let mut changed = 0u64;
         for position in (from..MAX_DEPTH).rev() {
             let frame = self.frames[position];
-            // SAFETY: as above, for each remembered record. These loads do
-            // not depend on each other, unlike the chain's.
+            // SAFETY: as in `unchanged_from`.
             let (next, return_address) = unsafe { read_frame(frame.fp) };
             let differs = (next ^ frame.next) | (return_address ^ frame.return_address);
             changed = changed << 1 | u64::from(differs != 0);
@@ -229,6 +250,19 @@ impl Walker {
             0 => None,
             _ => Some(from + (u64::BITS - 1 - changed.leading_zeros()) as usize),
         }
+    }
+
+    /// Whether the word that ended the last walk with a zero return
+    /// address still is zero.
+    #[inline]
+    fn end_unchanged(&self) -> bool {
+        if self.zero_return_at == 0 {
+            return true;
+        }
+        // SAFETY: the last walk read this record after checking it lay
+        // inside this thread's stack, whose bounds are unchanged.
+        let (_, return_address) = unsafe { read_frame(self.zero_return_at) };
+        return_address == 0
     }
 
     /// Walks the calling thread's frame-pointer chain. `stack` is the
@@ -254,6 +288,10 @@ impl Walker {
         } else {
             MAX_DEPTH
         };
+        self.walks = self.walks.wrapping_add(1);
+        if self.walks % RETRY_LOW == 0 {
+            self.rejoin_hint = 0;
+        }
         let mut rejoin_from = None;
         let mut fresh = [const { MaybeUninit::<Frame>::uninit() }; MAX_DEPTH];
         let mut count = 0;
@@ -273,10 +311,14 @@ impl Walker {
                 let known = self.frames[cursor];
                 let same =
                     known.fp == fp && known.next == next && known.return_address == return_address;
-                if same {
+                if same && cursor >= self.rejoin_hint {
                     let from = *rejoin_from.get_or_insert_with(|| {
-                        self.highest_changed(cursor + 1)
-                            .map_or(cursor, |changed| changed + 1)
+                        if self.unchanged_from(cursor + 1) {
+                            cursor
+                        } else {
+                            self.highest_changed(cursor + 1)
+                                .map_or(cursor, |changed| changed + 1)
+                        }
                     });
                     if cursor >= from {
                         if count <= cursor {
@@ -322,6 +364,7 @@ impl Walker {
         }
         self.len = MAX_DEPTH - base;
         self.reused = MAX_DEPTH - top;
+        self.rejoin_hint = if rejoined { top } else { base };
     }
 
     /// Makes `frames` (innermost first) the last walk, reusable by none.
@@ -824,8 +867,9 @@ mod tests {
         }
         assert_ne!(walks[0].0, walks[1].0);
         assert_eq!(walks[1].0, walks[2].0);
-        // Nothing changed between the last two: the whole walk is reused.
-        assert_eq!(walks[2].1, walks[2].0.len());
+        // Nothing changed between the last two: the walk rejoins the one
+        // before (where, depends on the hint the second walk left).
+        assert!(walks[2].1 > 0);
     }
 
     #[test]
