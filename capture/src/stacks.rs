@@ -344,6 +344,10 @@ impl Walker {
             fp = next;
         }
         let (top, above) = if rejoined {
+            // The chain goes on as the last walk's did: if that ended on a
+            // readable record with a zero return address, a walk of
+            // exactly MAX_DEPTH frames stops with that record unread.
+            self.truncated = count == cursor && self.zero_return_at != 0;
             (cursor, self.chained[cursor])
         } else {
             self.zero_return_at = zero_return_at;
@@ -870,6 +874,71 @@ mod tests {
         // Nothing changed between the last two: the walk rejoins the one
         // before (where, depends on the hint the second walk left).
         assert!(walks[2].1 > 0);
+    }
+
+    /// Runs `down_to_walk` on a stack whose outermost frame record is
+    /// `{0, 0}`: the walk ends there on a zero return address.
+    #[cfg(target_arch = "x86_64")]
+    fn walk_above_a_zero_record(depth: usize, walkers: &mut Walkers) {
+        struct Call<'a> {
+            depth: usize,
+            walkers: &'a mut Walkers,
+        }
+        extern "C" fn entry(call: *mut Call<'_>) {
+            // SAFETY: `walk_above_a_zero_record` passes its own `Call`.
+            let call = unsafe { &mut *call };
+            down_to_walk(call.depth, call.walkers);
+            black_box(());
+        }
+        #[inline(never)]
+        fn down_to_walk(depth: usize, walkers: &mut Walkers) {
+            match depth {
+                0 => walk_both(walkers),
+                _ => down_to_walk(depth - 1, walkers),
+            }
+            black_box(depth);
+        }
+        let record = [0usize; 2];
+        let record = black_box(record.as_ptr());
+        let mut call = Call { depth, walkers };
+        // SAFETY: calls `entry` by the C ABI with a 16-byte aligned stack
+        // and `rbp` pointing at a zeroed frame record on this stack, then
+        // restores `rsp` and `rbp`; `r12` is declared clobbered.
+        unsafe {
+            core::arch::asm!(
+                "push rbp",
+                "mov r12, rsp",
+                "and rsp, -16",
+                "mov rbp, {record}",
+                "call {entry}",
+                "mov rsp, r12",
+                "pop rbp",
+                record = in(reg) record,
+                entry = sym entry,
+                in("rdi") &mut call as *mut Call<'_>,
+                out("r12") _,
+                clobber_abi("C"),
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_reused_walk_of_exactly_max_depth_is_truncated_like_a_new_one() {
+        let mut walkers = Box::new((Walker::new(), Walker::new()));
+        walk_above_a_zero_record(10, &mut walkers);
+        assert_ne!(walkers.0.zero_return_at, 0);
+        assert!(!walkers.0.truncated());
+        let shallow = walkers.0.frames().len();
+        // Deep enough for the walk to stop at MAX_DEPTH frames, with the
+        // zero record just past them.
+        walk_above_a_zero_record(10 + MAX_DEPTH - shallow, &mut walkers);
+        let (remembering, fresh) = &*walkers;
+        assert!(remembering.reused > 0);
+        assert_eq!(remembering.frames().len(), MAX_DEPTH);
+        assert_eq!(remembering.frames()[1..], fresh.frames()[1..]);
+        assert!(fresh.truncated());
+        assert!(remembering.truncated());
     }
 
     #[test]
