@@ -315,6 +315,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: as in `dealloc`.
         let old_footer = unsafe { read_footer(block, layout.size()) };
         let busy = Busy::enter();
+        // As in `dealloc`, the record goes (for now) before the inner
+        // allocator may free the block: a dump running meanwhile must not
+        // scan memory that is being moved or unmapped.
+        let detached = match busy {
+            Some(_) => LIVE.detach(old_footer, block as u64, layout.size() as u64),
+            None => None,
+        };
         // SAFETY: the caller's contract for `realloc`; both layouts include
         // the footer.
         let moved = unsafe {
@@ -323,18 +330,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         };
         if moved.is_null() {
             // The old block, its footer and its record are as they were.
+            if let Some(detached) = detached {
+                LIVE.restore(detached);
+            }
             return moved;
         }
         let footer = match busy {
             Some(_) => {
                 let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED);
-                LIVE.reallocated(
-                    old_footer,
-                    block as u64,
-                    layout.size() as u64,
-                    &entry,
-                    thread.index as usize,
-                )
+                LIVE.reattach(detached, &entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,
         };

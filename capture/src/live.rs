@@ -340,20 +340,46 @@ impl ShardTable {
         true
     }
 
-    /// Overwrites the live record at `index` (tagged for `address`) with
-    /// `slot`, whose block replaces a block of `old_size` bytes.
+    /// Takes the live record at `index` out of the table for the length
+    /// of a reallocation of the block at `address` of `size` bytes: no
+    /// longer live (a dump neither lists nor scans it), but its index stays
+    /// reserved for [`attach`](Self::attach). A reallocation is rarer than
+    /// a free and its record usually recent, so this one checks the
+    /// record's address too, not just the tag.
     #[inline]
-    fn replace(&mut self, index: usize, address: u64, old_size: u64, slot: Slot) -> bool {
-        let Some(tag) = self.tags.as_mut_slice()[..self.used].get_mut(index) else {
+    fn detach(&mut self, index: usize, address: u64, size: u64) -> bool {
+        let Some(&tag) = self.tags.as_slice()[..self.used].get(index) else {
             return false;
         };
-        if *tag == 0 || *tag != address_tag(address) {
+        if tag == 0
+            || tag != address_tag(address)
+            || self.slots.as_slice()[index].address() != address
+        {
             return false;
         }
-        *tag = address_tag(slot.address());
-        self.slots.as_mut_slice()[index] = slot;
-        self.bytes = self.bytes.saturating_sub(old_size) + slot.size();
+        self.tags.as_mut_slice()[index] = 0;
+        self.count -= 1;
+        self.bytes = self.bytes.saturating_sub(size);
         true
+    }
+
+    /// Makes the detached record at `index` live again as `slot` (the old
+    /// block's own record when the reallocation failed).
+    #[inline]
+    fn attach(&mut self, index: usize, slot: Slot) {
+        self.slots.as_mut_slice()[index] = slot;
+        self.tags.as_mut_slice()[index] = address_tag(slot.address());
+        self.count += 1;
+        self.bytes += slot.size();
+    }
+
+    /// Frees the detached record at `index`.
+    #[inline]
+    fn release(&mut self, index: usize) {
+        let free_count = self.free_count;
+        self.free.as_mut_slice()[free_count] = index as u32;
+        self.free_count += 1;
+        self.free_peak = self.free_peak.max(self.free_count);
     }
 
     /// The live slots, in slab order.
@@ -396,6 +422,14 @@ const PEAK_SAMPLE_BYTES: u64 = 1 << 20;
 thread_local! {
     /// Inserts and bytes since this thread last sampled the peak.
     static SINCE_SAMPLE: Cell<(u32, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// A record taken out of the table during a reallocation
+/// ([`LiveTable::detach`]); it must be given back with
+/// [`LiveTable::restore`] or [`LiveTable::reattach`].
+#[must_use]
+pub struct Detached {
+    footer: u32,
 }
 
 /// The table: shards plus counters that need no lock.
@@ -508,47 +542,70 @@ impl LiveTable {
         }
     }
 
-    /// Records that the block at `old_address` of `old_size` bytes, whose
-    /// footer is `footer`, was reallocated as `entry` (moved or not). The
-    /// record is overwritten in place when it exists, else `entry` is
-    /// inserted as new in shard `home`. Returns the new block's footer.
+    /// Takes the record of the block at `address` of `size` bytes, whose
+    /// footer is `footer`, out of the table while the block is reallocated
+    /// (see [`ShardTable::detach`]): from here until [`reattach`]
+    /// (Self::reattach) or [`restore`](Self::restore), no dump lists or
+    /// scans the block, so the inner allocator may free or move it while a
+    /// dump runs. `None` when the block has no record.
     #[inline]
-    pub fn reallocated(
+    pub fn detach(&self, footer: u32, address: u64, size: u64) -> Option<Detached> {
+        if footer == NO_RECORD {
+            return None;
+        }
+        let shard = &self.shards[shard_of_footer(footer)];
+        let mut table = shard.table.lock();
+        if !table.detach(index_of_footer(footer), address, size) {
+            return None;
+        }
+        shard.publish(&table);
+        Some(Detached { footer })
+    }
+
+    /// The reallocation failed: the old block's record is live again,
+    /// unchanged.
+    pub fn restore(&self, detached: Detached) {
+        let shard = &self.shards[shard_of_footer(detached.footer)];
+        let mut table = shard.table.lock();
+        let index = index_of_footer(detached.footer);
+        let slot = table.slots.as_slice()[index];
+        table.attach(index, slot);
+        shard.publish(&table);
+    }
+
+    /// The reallocation made `entry` (moved or not) out of the block whose
+    /// record was detached (or had none, `None`): records it, reusing the
+    /// detached record's index, and returns the new block's footer. `moved`
+    /// counts it as a free and a new allocation.
+    #[inline]
+    pub fn reattach(
         &self,
-        footer: u32,
-        old_address: u64,
-        old_size: u64,
+        detached: Option<Detached>,
         entry: &Entry,
+        moved: bool,
         home: usize,
     ) -> u32 {
-        let moved = entry.address != old_address;
-        if footer != NO_RECORD {
-            if let Some(slot) = Slot::pack(entry) {
-                let shard = &self.shards[shard_of_footer(footer)];
-                let mut table = shard.table.lock();
-                if table.replace(index_of_footer(footer), old_address, old_size, slot) {
-                    table.total_allocations += u64::from(moved);
-                    table.total_frees += u64::from(moved);
-                    shard.publish(&table);
-                    drop(table);
-                    self.note_growth(entry.size.saturating_sub(old_size));
-                    return footer;
-                }
+        let Some(Detached { footer }) = detached else {
+            if moved {
+                self.count_free(home);
             }
-        }
-        // No record to reuse: forget the old one if there is one, and count
-        // the new block as a new allocation if it moved.
-        if footer != NO_RECORD {
-            let shard = &self.shards[shard_of_footer(footer)];
-            let mut table = shard.table.lock();
-            if table.remove(index_of_footer(footer), old_address, old_size) {
-                shard.publish(&table);
-            }
-        }
-        if moved {
-            self.count_free(home);
-        }
-        self.insert(entry, moved, home)
+            return self.insert(entry, moved, home);
+        };
+        let shard = &self.shards[shard_of_footer(footer)];
+        let mut table = shard.table.lock();
+        table.total_allocations += u64::from(moved);
+        table.total_frees += u64::from(moved);
+        let Some(slot) = Slot::pack(entry) else {
+            table.release(index_of_footer(footer));
+            drop(table);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return NO_RECORD;
+        };
+        table.attach(index_of_footer(footer), slot);
+        shard.publish(&table);
+        drop(table);
+        self.note_growth(entry.size);
+        footer
     }
 
     /// Counts a deallocation whose record was already removed (a
@@ -686,8 +743,12 @@ mod tests {
                         model.insert(address, (e, footer));
                         continue;
                     }
+                    let detached = table.detach(footer, address, e.size);
+                    assert!(detached.is_some());
+                    // A second detach (a footer read twice) finds nothing.
+                    assert!(table.detach(footer, address, e.size).is_none());
                     let grown = entry(to, e.size + 16);
-                    let again = table.reallocated(footer, address, e.size, &grown, home);
+                    let again = table.reattach(detached, &grown, to != address, home);
                     assert_eq!(again, footer, "the record is reused in place");
                     model.insert(to, (grown, again));
                 }
@@ -738,11 +799,35 @@ mod tests {
     #[test]
     fn a_reallocation_without_a_usable_record_is_recorded_as_new() {
         let table = LiveTable::new();
+        assert!(table.detach(NO_RECORD, 0x1000, 32).is_none());
         let moved = entry(0x2000, 64);
-        let footer = table.reallocated(NO_RECORD, 0x1000, 32, &moved, 7);
+        let footer = table.reattach(None, &moved, true, 7);
         assert_eq!(shard_of_footer(footer), 7);
         assert_eq!(live_entries(&table), [moved]);
         let totals = table.totals();
         assert_eq!((totals.total_allocations, totals.total_frees), (1, 1));
+        // A footer naming this record, but for another address.
+        assert!(table.detach(footer, 0x2010, 64).is_none());
+        assert_eq!(live_entries(&table), [moved]);
+    }
+
+    #[test]
+    fn a_detached_record_is_not_live_until_restored_or_reattached() {
+        let table = LiveTable::new();
+        let old = entry(0x1000, 32);
+        let footer = table.insert(&old, true, 2);
+        let detached = table.detach(footer, 0x1000, 32).unwrap();
+        // What a dump sees while the inner allocator works: nothing.
+        assert!(live_entries(&table).is_empty());
+        assert_eq!(table.totals().live_count, 0);
+        // The index stays reserved: a new block gets another one.
+        let other = table.insert(&entry(0x3000, 8), true, 2);
+        assert_ne!(other, footer);
+        table.restore(detached);
+        let mut live = live_entries(&table);
+        live.sort_by_key(|e| e.address);
+        assert_eq!(live, [old, entry(0x3000, 8)]);
+        assert_eq!(table.totals().live_bytes, 40);
+        assert_eq!(table.totals().total_frees, 0);
     }
 }
