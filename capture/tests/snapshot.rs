@@ -6,7 +6,8 @@
 //! last pointer was overwritten) and checks the exact edges (source, target,
 //! offsets) and root kinds and owners the dump records for it. Then the
 //! robustness side: sixteen threads relinking lists while 200 dumps are
-//! written, a thread that blocks every signal, and a program that handles
+//! written, a thread that blocks every signal, threads that cannot be
+//! stopped moving mapped blocks while dumps run, and a program that handles
 //! the stop signal (`SIGPWR`) itself.
 
 use std::cell::RefCell;
@@ -35,7 +36,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// (`harness = false`): libtest's own threads would be stopped, scanned and
 /// counted too.
 fn main() {
-    let tests: [(&str, fn()); 11] = [
+    let tests: [(&str, fn()); 12] = [
         (
             "linked_list_held_by_a_static_has_99_next_edges_and_a_data_segment_root",
             linked_list_held_by_a_static_has_99_next_edges_and_a_data_segment_root,
@@ -79,6 +80,10 @@ fn main() {
         (
             "programs_own_sigpwr_handler_keeps_working_across_dumps",
             programs_own_sigpwr_handler_keeps_working_across_dumps,
+        ),
+        (
+            "threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump",
+            threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump,
         ),
     ];
     // A test's frame lies where the previous test's frame was: clear it,
@@ -1096,22 +1101,82 @@ fn sixteen_threads_relinking_lists_while_200_dumps_are_written() {
 // ---------------------------------------------------------------------------
 // 10. A thread that blocks every signal
 
+/// Blocks every signal on the calling thread, so a dump cannot stop it.
+fn block_all_signals() {
+    // SAFETY: a zeroed sigset_t is a valid argument to sigfillset, and the
+    // mask is this thread's own.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// Threads a dump cannot stop keep reallocating blocks big enough for
+/// glibc to `mmap` them, so a reallocation moves the block with `mremap`
+/// and unmaps the old range. The dump must never scan a block whose range
+/// a running thread may unmap (it would fault): a thread takes a block's
+/// record out under its shard's lock before the inner allocator may move
+/// it, and the dump holds every such lock.
+fn threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump() {
+    // A fixed threshold: glibc would otherwise raise it after the first
+    // freed mapping and serve these sizes from its heap.
+    // SAFETY: mallopt only changes glibc's tuning.
+    assert_eq!(
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) },
+        1
+    );
+    heapdump_capture::set_stop_timeout(Duration::from_millis(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                block_all_signals();
+                let mut state = seed * 7919 + 1;
+                let mut buffers: Vec<Vec<u8>> =
+                    (0..4).map(|_| Vec::with_capacity(256 << 10)).collect();
+                let mut reallocations = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let buffer = &mut buffers[(state % 4) as usize];
+                    let target = (256 << 10) + (state >> 8) as usize % (4 << 20);
+                    if target > buffer.capacity() {
+                        buffer.reserve_exact(target);
+                    } else {
+                        buffer.shrink_to(target);
+                    }
+                    buffer.push(1);
+                    buffer.clear();
+                    reallocations += 1;
+                }
+                reallocations
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        let (_, stats) = snapshot();
+        assert!(stats.threads_not_stopped >= 2, "{stats:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        assert!(worker.join().unwrap() > 0);
+    }
+    heapdump_capture::set_stop_timeout(heapdump_capture::DEFAULT_STOP_TIMEOUT);
+}
+
 fn thread_with_all_signals_blocked_is_not_stopped_and_the_dump_finishes() {
     let stop = Arc::new(AtomicBool::new(false));
     let (sender, receiver) = mpsc::channel();
     let blocker = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            // SAFETY: a zeroed sigset_t is a valid argument to sigfillset,
-            // and the mask is this thread's own.
-            unsafe {
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                assert_eq!(
-                    libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
-                    0
-                );
-            }
+            block_all_signals();
             sender.send(gettid()).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
