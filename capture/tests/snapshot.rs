@@ -1125,10 +1125,8 @@ fn threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump() {
     // A fixed threshold: glibc would otherwise raise it after the first
     // freed mapping and serve these sizes from its heap.
     // SAFETY: mallopt only changes glibc's tuning.
-    assert_eq!(
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) },
-        1
-    );
+    let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+    assert_eq!(set, 1);
     heapdump_capture::set_stop_timeout(Duration::from_millis(2));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..2u64)
