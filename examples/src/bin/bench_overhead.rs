@@ -71,6 +71,32 @@ fn run() -> Result<(), String> {
         "| wall time of the workload (median of {runs}) | {sys_wall:.0} ms | {trk_wall:.0} ms | {:.2}× |",
         trk_wall / sys_wall
     );
+    // The machine's speed drifts over seconds: the fastest run and the
+    // ratio within each round (the two runs back to back) are steadier
+    // than medians taken apart.
+    let fastest = |samples: &[Sample]| {
+        samples
+            .iter()
+            .filter_map(|s| s.get("wall_ms").copied())
+            .fold(f64::INFINITY, f64::min)
+    };
+    let (sys_fastest, trk_fastest) = (fastest(&system), fastest(&tracked));
+    println!(
+        "| wall time of the workload (fastest of {runs}) | {sys_fastest:.0} ms | {trk_fastest:.0} ms | {:.2}× |",
+        trk_fastest / sys_fastest
+    );
+    let mut round_ratios: Vec<f64> = system
+        .iter()
+        .zip(&tracked)
+        .filter_map(|(s, t)| Some(t.get("wall_ms")? / s.get("wall_ms")?))
+        .collect();
+    round_ratios.sort_by(f64::total_cmp);
+    if let (Some(low), Some(high)) = (round_ratios.first(), round_ratios.last()) {
+        println!(
+            "| ratio within a round (median; lowest – highest) | | | {:.2}× ({low:.2}–{high:.2}) |",
+            round_ratios[round_ratios.len() / 2]
+        );
+    }
     println!(
         "| peak RSS | {:.1} MiB | {:.1} MiB | {:.2}× |",
         sys_rss / 1024.0,
