@@ -7,6 +7,12 @@
 //! before it is read, so a frame compiled without frame pointers (whose `rbp`
 //! holds anything) ends the walk instead of faulting.
 //!
+//! Each thread keeps its last walk ([`Walker`]) and rejoins it: the result
+//! is always the stack a walk from scratch would give, since every frame
+//! taken over is read again and compared, but the reads no longer wait on
+//! each other. A frame popped and pushed again can hold the same two words
+//! under different callers, so no exact method can skip reading a frame.
+//!
 //! Interned stacks live in two append-only arrays in reserved anonymous
 //! memory (stack records and frames) that are never moved, so a dump can read
 //! the prefix that existed when it locked the interner without holding the
