@@ -318,22 +318,10 @@ impl ShardTable {
     /// learn it is what the tags avoid).
     #[inline]
     fn remove(&mut self, index: usize, address: u64, size: u64) -> bool {
-        let Some(tag) = self.tags.as_mut_slice()[..self.used].get_mut(index) else {
-            return false;
-        };
-        if *tag == 0 || *tag != address_tag(address) {
+        if !self.detach_tagged(index, address, size) {
             return false;
         }
-        *tag = 0;
-        let free_count = self.free_count;
-        self.free.as_mut_slice()[free_count] = index as u32;
-        self.free_count += 1;
-        self.free_peak = self.free_peak.max(self.free_count);
-        self.count -= 1;
-        // A footer the program overwrote with another live record's index
-        // (and the same tag) would make this not the record's size: never
-        // let that wrap.
-        self.bytes = self.bytes.saturating_sub(size);
+        self.release(index);
         // The next insertion writes this record: start fetching its line
         // now rather than stall on it then.
         sys::prefetch(&self.slots.as_slice()[index]);
@@ -348,17 +336,27 @@ impl ShardTable {
     /// record's address too, not just the tag.
     #[inline]
     fn detach(&mut self, index: usize, address: u64, size: u64) -> bool {
-        let Some(&tag) = self.tags.as_slice()[..self.used].get(index) else {
+        let recorded = self.slots.as_slice()[..self.used]
+            .get(index)
+            .map(Slot::address);
+        recorded == Some(address) && self.detach_tagged(index, address, size)
+    }
+
+    /// Clears the tag of the record at `index` if it is live and tagged for
+    /// `address`, and takes its `size` bytes off the counts.
+    #[inline]
+    fn detach_tagged(&mut self, index: usize, address: u64, size: u64) -> bool {
+        let Some(tag) = self.tags.as_mut_slice()[..self.used].get_mut(index) else {
             return false;
         };
-        if tag == 0
-            || tag != address_tag(address)
-            || self.slots.as_slice()[index].address() != address
-        {
+        if *tag == 0 || *tag != address_tag(address) {
             return false;
         }
-        self.tags.as_mut_slice()[index] = 0;
+        *tag = 0;
         self.count -= 1;
+        // A footer the program overwrote with another live record's index
+        // (and the same tag) would make this not the record's size: never
+        // let that wrap.
         self.bytes = self.bytes.saturating_sub(size);
         true
     }
@@ -373,7 +371,7 @@ impl ShardTable {
         self.bytes += slot.size();
     }
 
-    /// Frees the detached record at `index`.
+    /// Puts the detached record at `index` on the free stack.
     #[inline]
     fn release(&mut self, index: usize) {
         let free_count = self.free_count;
