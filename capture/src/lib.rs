@@ -293,8 +293,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: the caller passes a block we allocated with `layout`,
         // whose footer we wrote.
         let footer = unsafe { read_footer(block, layout.size()) };
-        // Forget the block before freeing it: once freed, another thread may
-        // be handed the same address, and a dump should not list both.
+        // Forget the block before freeing it, under its shard's lock: a dump
+        // holds every such lock, so it never lists (and scans) memory that a
+        // thread it could not stop is freeing or unmapping.
         if let Some(_busy) = Busy::enter() {
             LIVE.remove(footer, block as u64, layout.size() as u64);
         }
