@@ -1129,11 +1129,13 @@ fn threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump() {
     assert_eq!(set, 1);
     heapdump_capture::set_stop_timeout(Duration::from_millis(2));
     let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(3));
     let workers: Vec<_> = (0..2u64)
         .map(|seed| {
-            let stop = stop.clone();
+            let (stop, started) = (stop.clone(), started.clone());
             std::thread::spawn(move || {
                 block_all_signals();
+                started.wait();
                 let mut state = seed * 7919 + 1;
                 let mut buffers: Vec<Vec<u8>> =
                     (0..4).map(|_| Vec::with_capacity(256 << 10)).collect();
@@ -1157,6 +1159,8 @@ fn threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump() {
             })
         })
         .collect();
+    // Both workers block every signal before the first dump.
+    started.wait();
     for _ in 0..30 {
         let (_, stats) = snapshot();
         assert!(stats.threads_not_stopped >= 2, "{stats:?}");
