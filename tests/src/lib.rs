@@ -77,6 +77,16 @@ pub fn heapdump(args: &[&std::ffi::OsStr]) -> String {
     String::from_utf8(output.stdout).expect("heapdump printed invalid UTF-8")
 }
 
+/// Runs `heapdump ARGS... --json` and parses what it prints; fails the test
+/// if it fails or prints something that is not JSON.
+pub fn heapdump_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let json_flag = std::ffi::OsStr::new("--json");
+    let args: Vec<&std::ffi::OsStr> = args.iter().copied().chain([json_flag]).collect();
+    let json = heapdump(&args);
+    serde_json::from_str(&json)
+        .unwrap_or_else(|error| panic!("heapdump {args:?} printed no JSON ({error}):\n{json}"))
+}
+
 /// The `key=value` pairs of the first line of `text` that starts with `prefix`.
 pub fn key_values(text: &str, prefix: &str) -> std::collections::BTreeMap<String, String> {
     text.lines()

@@ -9,7 +9,7 @@ use std::mem::offset_of;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use heapdump_capture::Tracker;
-use heapdump_tests::{heapdump, scratch_dir};
+use heapdump_tests::{heapdump, heapdump_json, scratch_dir};
 
 #[global_allocator]
 static ALLOCATOR: Tracker = Tracker::system();
@@ -60,16 +60,14 @@ fn a_list_held_by_a_static_is_found_by_type_and_traced_through_next_fields() {
     black_box(HEAD.load(Ordering::SeqCst));
 
     let ty = "retainers_field_paths::ListNode";
-    let json = heapdump(&[
+    let report = heapdump_json(&[
         OsStr::new("retainers"),
         dump.as_os_str(),
         OsStr::new("--type"),
         OsStr::new(ty),
         OsStr::new("-n"),
         OsStr::new("10"),
-        OsStr::new("--json"),
     ]);
-    let report: serde_json::Value = serde_json::from_str(&json).expect("retainers --json");
     let objects = report["objects"].as_array().expect("objects");
     // Exactly the list's nodes, head (retaining all) first.
     let picked: Vec<(&str, u64, u64)> = objects

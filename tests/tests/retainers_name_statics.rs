@@ -5,19 +5,17 @@
 use std::ffi::OsStr;
 use std::process::Command;
 
-use heapdump_tests::{binary, heapdump, run_ok, scratch_dir};
+use heapdump_tests::{binary, heapdump_json, run_ok, scratch_dir};
 
 fn retainers(dump: &std::path::Path, site: &str) -> serde_json::Value {
-    let json = heapdump(&[
+    heapdump_json(&[
         OsStr::new("retainers"),
         dump.as_os_str(),
         OsStr::new("--site"),
         OsStr::new(site),
         OsStr::new("-n"),
         OsStr::new("1"),
-        OsStr::new("--json"),
-    ]);
-    serde_json::from_str(&json).expect("retainers --json is not JSON")
+    ])
 }
 
 #[test]
@@ -64,8 +62,8 @@ fn type_selects_exactly_the_lost_lists_nodes_largest_retained_first() {
     let dir = scratch_dir("retainers_type_leaks");
     let dump = dir.join("leaks.hdump");
     run_ok(Command::new(binary("leaks")).arg(&dump));
-    let select = |ty: &str| -> serde_json::Value {
-        let json = heapdump(&[
+    let select = |ty: &str| {
+        heapdump_json(&[
             OsStr::new("retainers"),
             dump.as_os_str(),
             OsStr::new("--type"),
@@ -74,9 +72,7 @@ fn type_selects_exactly_the_lost_lists_nodes_largest_retained_first() {
             OsStr::new("1000"),
             OsStr::new("--paths"),
             OsStr::new("1"),
-            OsStr::new("--json"),
-        ]);
-        serde_json::from_str(&json).expect("retainers --json is not JSON")
+        ])
     };
     let report = select("leaks::ListNode");
     let objects = report["objects"].as_array().expect("objects");

@@ -5,23 +5,20 @@
 use std::ffi::OsStr;
 use std::process::Command;
 
-use heapdump_tests::{binary, heapdump, run_ok, scratch_dir};
+use heapdump_tests::{binary, heapdump_json, run_ok, scratch_dir};
 
 #[test]
 fn a_lost_list_of_boxed_nodes_is_one_type_row_retaining_each_node_once() {
     let dir = scratch_dir("top_retained_types");
     let dump = dir.join("leaks.hdump");
     run_ok(Command::new(binary("leaks")).arg(&dump));
-    let json = heapdump(&[
+    let report = heapdump_json(&[
         OsStr::new("top"),
         dump.as_os_str(),
         OsStr::new("--retained"),
         OsStr::new("-n"),
         OsStr::new("1000"),
-        OsStr::new("--json"),
     ]);
-    let report: serde_json::Value =
-        serde_json::from_str(&json).expect("top --retained --json is not JSON");
     let types = report["types"].as_array().expect("a types array");
     let list = types
         .iter()
