@@ -15,12 +15,16 @@ use heapdump_formats::records::{
 };
 use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 
+use core::fmt::Write as _;
+
+use crate::child::{self, Child, Forked};
 use crate::live::{FOOTER_BYTES, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
-use crate::sys::{self, Scratch, Zeroable};
+use crate::settings::Mode;
+use crate::sys::{self, Scratch, SpinGuard, Zeroable};
 use crate::world::{self, SAVED_REGISTERS, StoppedThread};
-use crate::{DUMP_LOCK, DumpError, DumpStats, LIVE, SEQUENCE, STACKS, threads};
+use crate::{DumpError, DumpStats, LIVE, SEQUENCE, STACKS, threads};
 
 // SAFETY: plain integer records (and `StrRef`s of integers); zero is valid.
 unsafe impl Zeroable for ThreadRecord {}
@@ -270,10 +274,35 @@ fn dynamic_tls_block(thread_pointer: u64, id: u64, maps: &Mappings<'_>) -> Optio
     (block != 0 && block != u64::MAX).then_some(block)
 }
 
-/// Writes a dump to `fd`. Serialized with other dumps by `DUMP_LOCK`.
-pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
+/// Writes a dump to `fd`, taking the snapshot as `mode` says. The caller
+/// holds `DUMP_LOCK` (`_serialized`), so dumps never overlap.
+///
+/// In `Mode::Fork` the process forks once the threads are stopped; the
+/// child runs the rest of this function (the snapshot, the scan, the
+/// write) and ends in [`Child::finish`]: every return path of
+/// [`snapshot_and_write`] comes back here, so the child can never return
+/// into the program.
+pub fn write(
+    fd: i32,
+    caller: &Caller,
+    mode: Mode,
+    _serialized: &SpinGuard<'_, ()>,
+) -> Result<DumpStats, DumpError> {
+    let mut child = None;
+    let result = snapshot_and_write(fd, caller, mode, &mut child);
+    if let Some(child) = child {
+        child.finish(&result);
+    }
+    result
+}
+
+fn snapshot_and_write(
+    fd: i32,
+    caller: &Caller,
+    mode: Mode,
+    in_child: &mut Option<Child>,
+) -> Result<DumpStats, DumpError> {
     let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
-    let _one_at_a_time = DUMP_LOCK.lock();
     let dump_number = DUMPS_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
     let timestamp_ns = sys::clock_ns(libc::CLOCK_REALTIME);
     // SAFETY: getpid has no preconditions.
@@ -323,6 +352,35 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
     let interning = STACKS.lock_all();
     let paused = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let mut world = world::stop(others, stopped)?;
+
+    // Fork mode: the child, a copy of the process frozen at this instant,
+    // goes on below; the parent lets the program go and waits for it.
+    let mut fork_failed = None;
+    if mode == Mode::Fork {
+        match child::fork() {
+            Forked::Parent(child) => {
+                world.resume();
+                drop(interning);
+                drop(shards);
+                let pause_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused);
+                child.tell_pause(pause_ns);
+                let stats = child.wait()?;
+                return Ok(DumpStats {
+                    pause_ns,
+                    stop_ns: world.stop_ns,
+                    total_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
+                    ..stats
+                });
+            }
+            Forked::Child(child) => {
+                // The stopped threads are the parent's: nothing to resume
+                // here, and the locks held are this copy's own.
+                world.abandon();
+                *in_child = Some(child);
+            }
+            Forked::Failed(errno) => fork_failed = Some(errno),
+        }
+    }
 
     // The live set, sorted by address.
     let count: u64 = shards.iter().map(|s| s.count).sum();
@@ -646,13 +704,22 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
     world.resume();
     drop(interning);
     drop(shards);
-    let pause_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused);
+    if let Some(errno) = fork_failed {
+        // Only now: the message must not be written while threads that
+        // may hold the C library's locks are stopped.
+        report_fork_failure(errno);
+    }
+    let pause_ns = match in_child {
+        // The parent resumed the program right after the fork.
+        Some(child) => child.parent_pause_ns(),
+        None => sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused),
+    };
     let writing = sys::clock_ns(libc::CLOCK_MONOTONIC);
 
     let mut name = [0u8; THREAD_NAME_BYTES];
     for record in records.iter_mut() {
         if record.flags & thread_flags::ALIVE != 0 {
-            let n = threads::thread_name(record.tid, &mut name);
+            let n = threads::thread_name(pid, record.tid, &mut name);
             record.name = unlocked.strings.add_or_empty(&name[..n]);
         }
     }
@@ -712,6 +779,12 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
     writer.byte_section(SectionKind::Strings, unlocked.strings.as_bytes())?;
 
     let mut flags = process_flags::HAS_SCAN | process_flags::WORLD_STOPPED;
+    if in_child.is_some() {
+        flags |= process_flags::FORKED;
+    }
+    if fork_failed.is_some() {
+        flags |= process_flags::FORK_FAILED;
+    }
     if threads_not_stopped != 0 {
         flags |= process_flags::INCOMPLETE_STOP;
     }
@@ -762,7 +835,26 @@ pub fn write(fd: i32, caller: &Caller) -> Result<DumpStats, DumpError> {
         edges: edges.len(),
         threads_stopped,
         threads_not_stopped,
+        mode: if in_child.is_some() {
+            Mode::Fork
+        } else {
+            Mode::Stop
+        },
     })
+}
+
+/// Says once per process that `mode=fork` fell back to stopping the
+/// world, and why.
+fn report_fork_failure(errno: i32) {
+    static REPORTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if REPORTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = sys::StderrLine::new();
+    let _ = write!(line, "heapdump: fork failed (");
+    line.push_errno(errno);
+    let _ = write!(line, "); dumps stop the world instead (mode=stop)");
+    line.emit();
 }
 
 /// Bytes below the stack pointer that a leaf function may use without

@@ -45,5 +45,6 @@ extern "C" fn release() {
 extern "C" fn release_in_child() {
     // The child's thread has a new kernel id: register it afresh.
     threads::forget_current();
+    crate::triggers::forget_in_child();
     release();
 }

@@ -59,15 +59,21 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::alloc::System;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+mod child;
 mod dump;
 mod fork;
 mod live;
 mod modules;
 mod scan;
+mod settings;
+mod signals;
 mod stacks;
 mod sys;
 mod threads;
+mod triggers;
 mod world;
+
+pub use settings::{DEFAULT_MAX_DUMPS, Mode, Settings};
 
 /// Bytes the tracker adds after each block (the index of its record; see
 /// the crate README). The inner allocator, and tools that watch it such as
@@ -95,22 +101,43 @@ pub(crate) static DUMP_LOCK: SpinLock<()> = SpinLock::new(());
 ///
 /// All `Tracker`s share one live table; a process has one global allocator,
 /// so this is the table of the process.
+///
+/// Dumps the process writes by itself (on a signal, on growth, at exit,
+/// ...) are set by the `HEAPDUMP` environment variable or in code with
+/// [`Tracker::with_settings`].
 #[derive(Debug, Default)]
 pub struct Tracker<A = System> {
     inner: A,
+    settings: Settings,
 }
 
 impl Tracker<System> {
     /// A tracker around the system allocator (`malloc`).
     pub const fn system() -> Tracker<System> {
-        Tracker { inner: System }
+        Tracker::new(System)
     }
 }
 
 impl<A> Tracker<A> {
     /// A tracker around any allocator, such as jemalloc or mimalloc.
     pub const fn new(inner: A) -> Tracker<A> {
-        Tracker { inner }
+        Tracker {
+            inner,
+            settings: Settings::new(),
+        }
+    }
+
+    /// The same tracker with `settings` for dumps the process writes by
+    /// itself; keys given in `HEAPDUMP` override them.
+    pub const fn with_settings(self, settings: Settings) -> Tracker<A> {
+        // A `const fn` cannot drop a generic value, so `self` is moved out
+        // of by hand: its `settings` are `Copy`, its `inner` moves on.
+        let this = core::mem::ManuallyDrop::new(self);
+        let this: *const Tracker<A> = (&raw const this).cast();
+        // SAFETY: `ManuallyDrop<T>` has `T`'s layout; `this` is never used
+        // or dropped again, so `inner` is moved exactly once.
+        let inner = unsafe { core::ptr::read(&raw const (*this).inner) };
+        Tracker { inner, settings }
     }
 }
 
@@ -243,10 +270,13 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 /// # Safety
 /// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
 #[inline(always)]
-unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8) -> *mut u8 {
-    if !block.is_null() {
+unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8, settings: &Settings) -> *mut u8 {
+    if block.is_null() {
+        triggers::allocation_failed();
+    } else {
         let footer = match Busy::enter() {
             Some(_busy) => {
+                triggers::start_once(settings);
                 let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags);
                 LIVE.insert(&entry, true, thread.index as usize)
             }
@@ -274,7 +304,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // as big.
         let block = unsafe { self.inner.alloc(outer) };
         // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, 0) }
+        unsafe { record_new(block, layout, 0, &self.settings) }
     }
 
     #[inline]
@@ -285,7 +315,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // SAFETY: as in `alloc`.
         let block = unsafe { self.inner.alloc_zeroed(outer) };
         // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, ZEROED) }
+        unsafe { record_new(block, layout, ZEROED, &self.settings) }
     }
 
     #[inline]
@@ -334,10 +364,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
             if let Some(detached) = detached {
                 LIVE.restore(detached);
             }
+            drop(busy);
+            triggers::allocation_failed();
             return moved;
         }
         let footer = match busy {
             Some(_) => {
+                triggers::start_once(&self.settings);
                 let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED);
                 LIVE.reattach(detached, &entry, moved != block, thread.index as usize)
             }
@@ -419,7 +452,8 @@ pub struct DumpStats {
     pub bytes_written: u64,
     /// Nanoseconds the other threads were stopped (or, for threads that
     /// did not stop, kept from allocating): from the stop request until
-    /// they were resumed, after the scan.
+    /// they were resumed, after the fork ([`Mode::Fork`]) or after the scan
+    /// ([`Mode::Stop`]).
     pub pause_ns: u64,
     /// Nanoseconds the whole dump took.
     pub total_ns: u64,
@@ -437,8 +471,12 @@ pub struct DumpStats {
     /// Threads stopped and acknowledged.
     pub threads_stopped: u64,
     /// Threads that did not acknowledge in time (all signals blocked, say);
-    /// their stacks were scanned while they ran.
+    /// their stacks were scanned while they ran (in [`Mode::Fork`]: as they
+    /// were at the fork).
     pub threads_not_stopped: u64,
+    /// How the snapshot was taken: [`Mode::Stop`] when that was asked for
+    /// or when `fork` failed.
+    pub mode: Mode,
 }
 
 /// The signal `write_heap_dump` uses to stop the other threads: `SIGPWR`
@@ -487,6 +525,12 @@ pub enum DumpError {
     OutOfMemory,
     /// [`set_stop_signal`] was given a signal that cannot be used.
     InvalidSignal,
+    /// The forked process that takes the snapshot in [`Mode::Fork`] ended
+    /// without reporting (killed, say); `status` as `waitpid` gave it.
+    SnapshotProcess {
+        /// The wait status.
+        status: i32,
+    },
     /// A bug in heapdump-capture; please report it.
     Internal,
 }
@@ -494,6 +538,12 @@ pub enum DumpError {
 impl core::fmt::Display for DumpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
+            DumpError::Open { errno } if errno == libc::EEXIST => f.write_str(
+                "the dump file already exists (a dump never replaces a file: choose a new name)",
+            ),
+            DumpError::Open { errno } if errno == libc::ELOOP => {
+                f.write_str("the dump path is a symbolic link (a dump never follows one)")
+            }
             DumpError::Open { errno } => write!(
                 f,
                 "cannot create the dump file: {}",
@@ -511,6 +561,10 @@ impl core::fmt::Display for DumpError {
             DumpError::InvalidSignal => {
                 f.write_str("the stop signal must be catchable (not SIGKILL or SIGSTOP)")
             }
+            DumpError::SnapshotProcess { status } => write!(
+                f,
+                "the snapshot process (mode=fork) ended without finishing the dump (wait status {status:#x})"
+            ),
             DumpError::Internal => f.write_str("internal error in heapdump-capture"),
         }
     }
@@ -522,38 +576,76 @@ impl std::error::Error for DumpError {}
 /// socket; no seeking needed) and returns what it wrote.
 ///
 /// Any thread may call it, any number of times; concurrent calls are
-/// serialized. The other threads are stopped while roots and the heap are
-/// scanned (see [`DumpStats::pause_ns`]), not while the file is written.
+/// serialized. The snapshot is taken in the configured [`Mode`]
+/// (`HEAPDUMP`'s `mode=`, else [`Settings::mode`], else [`Mode::Fork`]):
+/// the other threads are stopped only to save their registers and fork
+/// (see [`DumpStats::pause_ns`]), or, in [`Mode::Stop`], for the whole
+/// scan; never while the file is written.
 #[inline(always)]
 pub fn write_heap_dump(fd: BorrowedFd<'_>) -> Result<DumpStats, DumpError> {
     // Inlined into the caller, so this captures the program's registers
     // and stack pointer, not the tracker's.
     let caller = dump::Caller::capture();
-    write_heap_dump_from(fd.as_raw_fd(), &caller)
+    write_heap_dump_from(fd.as_raw_fd(), &caller, None)
+}
+
+/// [`write_heap_dump`] with the snapshot taken in `mode`.
+#[inline(always)]
+pub fn write_heap_dump_with(fd: BorrowedFd<'_>, mode: Mode) -> Result<DumpStats, DumpError> {
+    let caller = dump::Caller::capture();
+    write_heap_dump_from(fd.as_raw_fd(), &caller, Some(mode))
 }
 
 #[inline(never)]
-fn write_heap_dump_from(fd: i32, caller: &dump::Caller) -> Result<DumpStats, DumpError> {
+fn write_heap_dump_from(
+    fd: i32,
+    caller: &dump::Caller,
+    mode: Option<Mode>,
+) -> Result<DumpStats, DumpError> {
     let _busy = Busy::enter_always();
-    dump::write(fd, caller)
+    let serialized = DUMP_LOCK.lock();
+    let stats = dump::write(
+        fd,
+        caller,
+        mode.unwrap_or_else(triggers::configured_mode),
+        &serialized,
+    )?;
+    triggers::dump_written(stats.live_bytes);
+    Ok(stats)
 }
 
 /// Writes a heap dump to a new file at `path`, created with mode 0600. It
 /// refuses to replace an existing file or to follow a symbolic link, since a
-/// dump holds the program's memory layout.
+/// dump holds the program's memory layout. The mode is chosen as for
+/// [`write_heap_dump`].
 #[inline(always)]
 pub fn dump_to_path(path: impl AsRef<std::path::Path>) -> Result<DumpStats, DumpError> {
     use std::os::unix::ffi::OsStrExt;
     // As in `write_heap_dump`: the program's context, captured inline.
     let caller = dump::Caller::capture();
-    dump_to_path_from(path.as_ref().as_os_str().as_bytes(), &caller)
+    dump_to_path_from(path.as_ref().as_os_str().as_bytes(), &caller, None)
+}
+
+/// [`dump_to_path`] with the snapshot taken in `mode`.
+#[inline(always)]
+pub fn dump_to_path_with(
+    path: impl AsRef<std::path::Path>,
+    mode: Mode,
+) -> Result<DumpStats, DumpError> {
+    use std::os::unix::ffi::OsStrExt;
+    let caller = dump::Caller::capture();
+    dump_to_path_from(path.as_ref().as_os_str().as_bytes(), &caller, Some(mode))
 }
 
 #[inline(never)]
-fn dump_to_path_from(path: &[u8], caller: &dump::Caller) -> Result<DumpStats, DumpError> {
+fn dump_to_path_from(
+    path: &[u8],
+    caller: &dump::Caller,
+    mode: Option<Mode>,
+) -> Result<DumpStats, DumpError> {
     let _busy = Busy::enter_always();
     let fd = dump::create(path)?;
-    let result = dump::write(fd, caller);
+    let result = write_heap_dump_from(fd, caller, mode);
     // SAFETY: `fd` was opened above and is closed once.
     let closed = unsafe { libc::close(fd) };
     match result {

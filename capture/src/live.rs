@@ -507,7 +507,8 @@ impl LiveTable {
         let (inserts, since) = (inserts + 1, since.saturating_add(bytes));
         if inserts >= PEAK_SAMPLE_INSERTS || since >= PEAK_SAMPLE_BYTES {
             SINCE_SAMPLE.set((0, 0));
-            self.sample_peak();
+            let (_, live_bytes) = self.sample_peak();
+            crate::triggers::note_live_bytes(live_bytes);
         } else {
             SINCE_SAMPLE.set((inserts, since));
         }

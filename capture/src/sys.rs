@@ -5,7 +5,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The page size, assumed where it cannot matter for correctness (rounding
 /// table sizes); the dump records the real one.
@@ -256,6 +256,42 @@ impl<T> Drop for SpinGuard<'_, T> {
     }
 }
 
+/// Sleeps while `word` holds `expected` (or until `timeout_ns` passes,
+/// or a signal or spurious wake-up); callers loop on their condition.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) {
+    let timeout = timeout_ns.map(|ns| libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    });
+    let timeout_ptr = timeout
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid aligned u32; FUTEX_WAIT only reads it and
+    // sleeps; a spurious return is handled by the callers' loops.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            timeout_ptr,
+        );
+    }
+}
+
+/// Wakes up to `count` threads sleeping on `word`.
+pub fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: waking waiters on a valid futex word has no other effect.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        );
+    }
+}
+
 /// The calling thread's kernel id.
 pub fn gettid() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.
@@ -314,6 +350,7 @@ pub fn read_file(path: &[u8], out: &mut [u8]) -> usize {
 }
 
 /// A small fixed-capacity byte string for building paths without the heap.
+#[derive(Clone, Copy)]
 pub struct PathBuf<const N: usize> {
     bytes: [u8; N],
     len: usize,
@@ -325,6 +362,15 @@ impl<const N: usize> PathBuf<N> {
             bytes: [0; N],
             len: 0,
         }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The bytes so far, without a NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 
     /// Appends bytes; `false` (and nothing appended) when they do not fit
@@ -360,6 +406,88 @@ impl<const N: usize> PathBuf<N> {
     pub fn as_c_bytes(&mut self) -> &[u8] {
         self.bytes[self.len] = 0;
         &self.bytes[..=self.len]
+    }
+}
+
+/// One line for stderr, built in a fixed buffer (no heap) and written
+/// with a single `write(2)`, so lines from several threads never
+/// interleave. Longer text is cut.
+pub struct StderrLine {
+    bytes: [u8; 512],
+    len: usize,
+}
+
+impl StderrLine {
+    pub const fn new() -> StderrLine {
+        StderrLine {
+            bytes: [0; 512],
+            len: 0,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole `str`s are appended (cut at a char boundary).
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+
+    /// Appends bytes that may not be UTF-8 (a path), invalid ones as `?`.
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        for chunk in bytes.utf8_chunks() {
+            let _ = core::fmt::Write::write_str(self, chunk.valid());
+            if !chunk.invalid().is_empty() {
+                let _ = core::fmt::Write::write_str(self, "?");
+            }
+        }
+    }
+
+    /// Appends the system's text for `errno` (`strerror_r`, no heap).
+    pub fn push_errno(&mut self, errno: i32) {
+        let mut text = [0u8; 128];
+        // SAFETY: the XSI `strerror_r` writes a NUL-terminated message of
+        // at most `text.len()` bytes into `text`.
+        let ok = unsafe { libc::strerror_r(errno, text.as_mut_ptr().cast(), text.len()) } == 0;
+        let len = text.iter().position(|&b| b == 0).unwrap_or(0);
+        match core::str::from_utf8(&text[..len]) {
+            Ok(message) if ok && !message.is_empty() => {
+                let _ = core::fmt::Write::write_str(self, message);
+            }
+            _ => {
+                let _ = core::fmt::Write::write_fmt(self, format_args!("errno {errno}"));
+            }
+        }
+    }
+
+    /// Writes the line and a newline to stderr; errors are ignored (there
+    /// is nowhere else to report them).
+    pub fn emit(&mut self) {
+        let end = self.len.min(self.bytes.len() - 1);
+        self.bytes[end] = b'\n';
+        // SAFETY: the buffer is valid for `end + 1` bytes.
+        unsafe {
+            libc::write(2, self.bytes.as_ptr().cast(), end + 1);
+        }
+    }
+}
+
+impl core::fmt::Write for StderrLine {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        // Room for the newline `emit` adds.
+        let room = self.bytes.len() - 1 - self.len;
+        let mut take = text.len().min(room);
+        while !text.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
     }
 }
 

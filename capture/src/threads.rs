@@ -215,11 +215,16 @@ fn parse_decimal(bytes: &[u8]) -> Option<u32> {
     Some(value)
 }
 
-/// Reads thread `tid`'s name into `out`; returns its length.
-pub fn thread_name(tid: u32, out: &mut [u8]) -> usize {
+/// Reads the name of thread `tid` of process `pid` into `out`; returns its
+/// length. By process id, not `/proc/self`: a fork child names the
+/// parent's threads.
+pub fn thread_name(pid: u32, tid: u32, out: &mut [u8]) -> usize {
     let mut path = sys::PathBuf::<64>::new();
-    let _ =
-        path.push(b"/proc/self/task/") && path.push_decimal(u64::from(tid)) && path.push(b"/comm");
+    let _ = path.push(b"/proc/")
+        && path.push_decimal(u64::from(pid))
+        && path.push(b"/task/")
+        && path.push_decimal(u64::from(tid))
+        && path.push(b"/comm");
     let n = sys::read_file(path.as_c_bytes(), out);
     // `comm` ends with a newline.
     if n > 0 && out[n - 1] == b'\n' {
@@ -256,7 +261,7 @@ mod tests {
         assert!(tids[..n].contains(&me));
         assert!(tids[..n].contains(&other));
         let mut name = [0u8; 32];
-        let len = thread_name(other, &mut name);
+        let len = thread_name(std::process::id(), other, &mut name);
         assert_eq!(&name[..len], b"lister-probe");
         done_tx.send(()).unwrap();
         handle.join().unwrap();

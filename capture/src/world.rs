@@ -27,7 +27,7 @@
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::threads::MAX_THREADS;
-use crate::{DumpError, sys};
+use crate::{DumpError, signals, sys};
 
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(crate::DEFAULT_STOP_SIGNAL);
 static STOP_TIMEOUT_NS: AtomicU64 = AtomicU64::new(100_000_000);
@@ -42,6 +42,11 @@ pub fn set_stop_signal(signal: i32) -> Result<(), DumpError> {
     }
     STOP_SIGNAL.store(signal, Ordering::Relaxed);
     Ok(())
+}
+
+/// The signal dumps stop threads with now.
+pub fn stop_signal() -> i32 {
+    STOP_SIGNAL.load(Ordering::Relaxed)
 }
 
 pub fn set_stop_timeout(timeout: std::time::Duration) {
@@ -82,9 +87,6 @@ static ACKS: AtomicU32 = AtomicU32::new(0);
 /// Handlers currently inside the protocol.
 static INSIDE: AtomicU32 = AtomicU32::new(0);
 
-/// The program's handler for the stop signal before ours was installed.
-static PREVIOUS: AtomicPtr<Previous> = AtomicPtr::new(core::ptr::null_mut());
-
 fn slots() -> Option<&'static [StopSlot]> {
     let base = sys::map_once(&SLOTS, MAX_THREADS * size_of::<StopSlot>())?;
     // SAFETY: the mapping holds MAX_THREADS zero-initialized slots of
@@ -92,57 +94,17 @@ fn slots() -> Option<&'static [StopSlot]> {
     Some(unsafe { core::slice::from_raw_parts(base, MAX_THREADS) })
 }
 
-/// The program's own handler for a signal we took over.
-#[repr(C)]
-struct Previous {
-    signal: i32,
-    action: libc::sigaction,
-}
-
 /// Makes sure our handler is the one installed for `signal`, keeping the
 /// handler the program had to forward foreign signals to. Checked on every
-/// dump: a program that installs its own handler after a dump replaced
-/// ours, and gets it back as the one signals are forwarded to. The handler
-/// stays installed between dumps, because a thread that had the signal
-/// blocked receives the request later and must not die of it.
+/// dump (see [`signals::take_over`]). The handler stays installed between
+/// dumps, because a thread that had the signal blocked receives the
+/// request later and must not die of it.
 fn install(signal: i32) -> Result<(), DumpError> {
-    let ours = on_stop_signal as *const () as usize;
-    // SAFETY: an all-zero sigaction is a valid value to fill in.
-    let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
-    // SAFETY: querying only; `current` is a valid out-pointer.
-    if unsafe { libc::sigaction(signal, core::ptr::null(), &mut current) } != 0 {
-        return Err(DumpError::InvalidSignal);
+    if signals::take_over(signal, on_stop_signal, true) {
+        Ok(())
+    } else {
+        Err(DumpError::InvalidSignal)
     }
-    if current.sa_sigaction == ours {
-        return Ok(());
-    }
-    // A fresh page per takeover (rare: once, plus once each time the
-    // program replaces our handler), so a handler running on another
-    // thread never reads a half-written record.
-    let memory = sys::map_zeroed(size_of::<Previous>()).ok_or(DumpError::OutOfMemory)?;
-    let previous = memory.cast::<Previous>();
-    // SAFETY: `previous` points at our fresh, private, zeroed mapping.
-    unsafe {
-        previous.write(Previous {
-            signal,
-            action: current,
-        })
-    };
-    PREVIOUS.store(previous, Ordering::Release);
-
-    // SAFETY: an all-zero sigaction is a valid value to fill in.
-    let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
-    action.sa_sigaction = ours;
-    action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
-    // SAFETY: `sa_mask` is a valid sigset to fill.
-    unsafe {
-        libc::sigfillset(&mut action.sa_mask);
-    }
-    // SAFETY: `action` is initialized.
-    if unsafe { libc::sigaction(signal, &action, core::ptr::null_mut()) } != 0 {
-        return Err(DumpError::InvalidSignal);
-    }
-    Ok(())
 }
 
 /// Reads the thread pointer (`fs` base on x86_64), where glibc keeps the
@@ -183,7 +145,7 @@ extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *
     let ours = code == libc::SI_QUEUE && pid == unsafe { libc::getpid() };
     if !ours {
         INSIDE.fetch_sub(1, Ordering::SeqCst);
-        forward(signal, info, context);
+        signals::forward(signal, info, context);
     } else if epoch != 0 && value == epoch {
         stop_here(epoch, context);
         INSIDE.fetch_sub(1, Ordering::SeqCst);
@@ -194,40 +156,6 @@ extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *
     }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
-}
-
-/// Passes a signal that is not the tracker's to the program's handler.
-fn forward(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    let previous = PREVIOUS.load(Ordering::Acquire);
-    if previous.is_null() {
-        return;
-    }
-    // SAFETY: `previous` was written before it was published and is never
-    // changed or unmapped.
-    let previous = unsafe { &*previous };
-    if previous.signal != signal {
-        // The program changed the stop signal since: this one's previous
-        // handler was not kept; ignore rather than guess.
-        return;
-    }
-    let previous = &previous.action;
-    let handler = previous.sa_sigaction;
-    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
-        // The program had no handler: the tracker owns this signal (the
-        // docs say so) and ignores foreign ones rather than die of them.
-        return;
-    }
-    if previous.sa_flags & libc::SA_SIGINFO != 0 {
-        // SAFETY: the program registered this function as an SA_SIGINFO
-        // handler, so it has this signature.
-        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { core::mem::transmute(handler) };
-        f(signal, info, context);
-    } else {
-        // SAFETY: a plain handler registered by the program.
-        let f: extern "C" fn(i32) = unsafe { core::mem::transmute(handler) };
-        f(signal);
-    }
 }
 
 fn stop_here(epoch: u32, context: *mut libc::c_void) {
@@ -263,42 +191,9 @@ fn stop_here(epoch: u32, context: *mut libc::c_void) {
         .store(thread_pointer(), Ordering::Relaxed);
     slot.state.store(STOPPED, Ordering::Release);
     ACKS.fetch_add(1, Ordering::SeqCst);
-    futex_wake(&ACKS, 1);
+    sys::futex_wake(&ACKS, 1);
     while RESUME.load(Ordering::Acquire) != epoch {
-        futex_wait(&RESUME, RESUME.load(Ordering::Acquire), None);
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout_ns: Option<u64>) {
-    let timeout = timeout_ns.map(|ns| libc::timespec {
-        tv_sec: (ns / 1_000_000_000) as libc::time_t,
-        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-    });
-    let timeout_ptr = timeout
-        .as_ref()
-        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid aligned u32; FUTEX_WAIT only reads it and
-    // sleeps; a spurious return is handled by the callers' loops.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            timeout_ptr,
-        );
-    }
-}
-
-fn futex_wake(word: &AtomicU32, count: i32) {
-    // SAFETY: waking waiters on a valid futex word has no other effect.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            count,
-        );
+        sys::futex_wait(&RESUME, RESUME.load(Ordering::Acquire), None);
     }
 }
 
@@ -371,7 +266,7 @@ pub fn stop(tids: &[u32], out: &mut [StoppedThread]) -> Result<World, DumpError>
         if now >= deadline {
             break;
         }
-        futex_wait(&ACKS, acks, Some(deadline - now));
+        sys::futex_wait(&ACKS, acks, Some(deadline - now));
     }
     for (i, slot) in slots[..count].iter().enumerate() {
         if slot.state.load(Ordering::Acquire) == STOPPED {
@@ -434,6 +329,12 @@ fn send(pid: i32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
 }
 
 impl World {
+    /// Forgets the stop without touching the stopped threads: in the
+    /// fork child, where they do not exist (the parent resumes them).
+    pub fn abandon(&mut self) {
+        self.released = true;
+    }
+
     /// Lets every stopped thread go and waits (up to a second) until none
     /// is still inside the handler.
     pub fn resume(&mut self) {
@@ -443,7 +344,7 @@ impl World {
         self.released = true;
         ACTIVE_EPOCH.store(0, Ordering::SeqCst);
         RESUME.store(self.epoch, Ordering::Release);
-        futex_wake(&RESUME, i32::MAX);
+        sys::futex_wake(&RESUME, i32::MAX);
         let deadline = sys::clock_ns(libc::CLOCK_MONOTONIC) + 1_000_000_000;
         while INSIDE.load(Ordering::SeqCst) != 0 && sys::clock_ns(libc::CLOCK_MONOTONIC) < deadline
         {

@@ -260,6 +260,13 @@ pub mod process_flags {
     pub const INCOMPLETE_STOP: u32 = 1 << 3;
     /// Some allocations or stacks were not recorded (tables could not grow).
     pub const DROPPED_RECORDS: u32 = 1 << 4;
+    /// The snapshot was read, scanned and written by a copy-on-write child
+    /// process forked while the threads were stopped (`mode=fork`); the
+    /// program ran on meanwhile. `pause_ns` covers only the stop and fork.
+    pub const FORKED: u32 = 1 << 5;
+    /// `mode=fork` was asked for but `fork` failed (seccomp, `ENOMEM`,
+    /// `RLIMIT_NPROC`): the world stayed stopped for the whole scan.
+    pub const FORK_FAILED: u32 = 1 << 6;
 }
 
 record! {

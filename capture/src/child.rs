@@ -1,0 +1,212 @@
+//! The copy-on-write snapshot of `mode=fork`: once the other threads are
+//! stopped and their registers saved, the dumping thread forks. The child
+//! is a frozen copy of the whole process at that instant: it reads the
+//! roots, scans, writes the dump and `_exit`s, while the parent resumes
+//! the program at once and waits for it.
+//!
+//! The fork is a raw `clone` system call:
+//! - no `pthread_atfork` handlers run (the program's own would take locks
+//!   that stopped threads may hold; the tracker's would take its own locks,
+//!   which the dumping thread already holds);
+//! - its exit signal is 0, not `SIGCHLD`, so a program that reaps every
+//!   child (`waitpid(-1, ...)`, a `SIGCHLD` handler) never sees it: only a
+//!   wait with `__WALL`, as here, does;
+//! - the child runs with every signal blocked and never allocates: the
+//!   C library's state in the copy may be in the middle of an update by a
+//!   thread that does not exist there.
+//!
+//! The child reports back through a small shared mapping: the parent
+//! writes how long the program was paused (the child records it in the
+//! dump), the child writes what it wrote and then exits.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::{DumpError, DumpStats, sys};
+
+/// What parent and child share.
+#[repr(C)]
+struct Shared {
+    /// Nanoseconds the parent's threads were paused; 0 until known.
+    pause_ns: AtomicU64,
+    /// 0 while running, then [`DONE`] or [`FAILED`].
+    state: AtomicU32,
+    error: DumpError,
+    stats: DumpStats,
+}
+
+const DONE: u32 = 1;
+const FAILED: u32 = 2;
+
+/// One side of the fork.
+pub enum Forked {
+    /// In the parent: the child's process id.
+    Parent(Parent),
+    /// In the child, which must end with [`Child::finish`].
+    Child(Child),
+    /// No child: `fork` failed with this `errno`.
+    Failed(i32),
+}
+
+/// The parent's handle on the child.
+pub struct Parent {
+    pid: i32,
+    shared: *mut Shared,
+}
+
+/// The child's side.
+pub struct Child {
+    shared: *mut Shared,
+}
+
+/// Forks the calling process. The caller holds every tracker lock and has
+/// the other threads stopped; both sides return here.
+pub fn fork() -> Forked {
+    let Some(memory) = map_shared(size_of::<Shared>()) else {
+        return Forked::Failed(libc::ENOMEM);
+    };
+    let shared = memory.cast::<Shared>();
+    // SAFETY: a fresh, page-aligned shared mapping big enough for a
+    // `Shared`, initialized here before either side reads it.
+    unsafe {
+        shared.write(Shared {
+            pause_ns: AtomicU64::new(0),
+            state: AtomicU32::new(0),
+            error: DumpError::Internal,
+            stats: DumpStats::default(),
+        });
+    }
+    // Every signal blocked across the fork: the child keeps this mask, so
+    // no handler of the program ever runs in it.
+    // SAFETY: zeroed sigsets are valid out-parameters, filled before use.
+    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) =
+        unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+    // SAFETY: valid sigset pointers; changing this thread's mask only.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
+    // the address space and continues from here on a copy of this stack.
+    // No shared state is touched by the kernel besides what fork copies.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if pid == 0 {
+        return Forked::Child(Child { shared });
+    }
+    let errno = sys::errno();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, core::ptr::null_mut());
+    }
+    if pid < 0 {
+        // SAFETY: our mapping, unused by anyone else (there is no child).
+        unsafe { libc::munmap(memory.cast(), size_of::<Shared>()) };
+        return Forked::Failed(errno);
+    }
+    Forked::Parent(Parent {
+        pid: pid as i32,
+        shared,
+    })
+}
+
+fn map_shared(bytes: usize) -> Option<*mut u8> {
+    // SAFETY: a new anonymous shared mapping; the result is checked.
+    let memory = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (memory != libc::MAP_FAILED).then_some(memory.cast())
+}
+
+impl Parent {
+    /// Tells the child how long the program was paused.
+    pub fn tell_pause(&self, pause_ns: u64) {
+        // SAFETY: the shared mapping lives until `wait` unmaps it.
+        unsafe { &*self.shared }
+            .pause_ns
+            .store(pause_ns.max(1), Ordering::Release);
+    }
+
+    /// Waits for the child and returns what it wrote.
+    pub fn wait(self) -> Result<DumpStats, DumpError> {
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child; `status` is a valid
+            // out-pointer. `__WALL`: the child's exit signal is not SIGCHLD.
+            let got = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
+            if got == self.pid {
+                break;
+            }
+            if got < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            // ECHILD: someone reaped it with __WALL; the shared state still
+            // says how it ended.
+            break;
+        }
+        // SAFETY: the child has exited; the mapping is ours to read and
+        // then to unmap.
+        let result = unsafe {
+            let shared = &*self.shared;
+            match shared.state.load(Ordering::Acquire) {
+                DONE => Ok(shared.stats),
+                FAILED => Err(shared.error),
+                _ => Err(DumpError::SnapshotProcess { status }),
+            }
+        };
+        // SAFETY: the mapping made in `fork`; nobody uses it any more.
+        unsafe { libc::munmap(self.shared.cast(), size_of::<Shared>()) };
+        result
+    }
+}
+
+impl Child {
+    /// How long the parent paused the program: waits (up to a second) for
+    /// the parent to say, which it does right after resuming the threads.
+    pub fn parent_pause_ns(&self) -> u64 {
+        let deadline = sys::clock_ns(libc::CLOCK_MONOTONIC) + 1_000_000_000;
+        loop {
+            // SAFETY: the shared mapping outlives the child.
+            let ns = unsafe { &*self.shared }.pause_ns.load(Ordering::Acquire);
+            if ns != 0 || sys::clock_ns(libc::CLOCK_MONOTONIC) > deadline {
+                return ns;
+            }
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+    }
+
+    /// Reports the result to the parent and ends the child.
+    pub fn finish(self, result: &Result<DumpStats, DumpError>) -> ! {
+        // SAFETY: the shared mapping outlives the child; the parent reads
+        // it only after the child has exited.
+        unsafe {
+            let shared = &mut *self.shared;
+            match *result {
+                Ok(stats) => {
+                    shared.stats = stats;
+                    shared.state.store(DONE, Ordering::Release);
+                }
+                Err(error) => {
+                    shared.error = error;
+                    shared.state.store(FAILED, Ordering::Release);
+                }
+            }
+            libc::_exit(0)
+        }
+    }
+}
