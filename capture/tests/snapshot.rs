@@ -11,9 +11,10 @@
 //! the stop signal (`SIGPWR`) itself.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;
 use std::mem::offset_of;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 mod common;
 
-use heapdump_capture::{DumpStats, Tracker};
+use heapdump_capture::{DumpStats, Mode, Tracker};
 use heapdump_formats::read::{Dump, DumpView};
 use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, RootRecord, edge_flags, module_flags, owner_kind, process_flags,
@@ -36,7 +37,11 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// (`harness = false`): libtest's own threads would be stopped, scanned and
 /// counted too.
 fn main() {
-    let tests: [(&str, fn()); 12] = [
+    let tests: [(&str, fn()); 13] = [
+        (
+            "fork_and_stop_dumps_of_the_same_heap_record_the_same_blocks_and_edges",
+            fork_and_stop_dumps_of_the_same_heap_record_the_same_blocks_and_edges,
+        ),
         (
             "linked_list_held_by_a_static_has_99_next_edges_and_a_data_segment_root",
             linked_list_held_by_a_static_has_99_next_edges_and_a_data_segment_root,
@@ -90,11 +95,77 @@ fn main() {
     // so no stale pointer from an earlier test (to a block that has been
     // freed, and whose address a later test's block may reuse) is scanned
     // as a root.
-    common::run_tests(&tests, scrub_stack);
+    // Every test in both modes: a fork child's snapshot must record the
+    // same heap, edges and roots as a stopped world.
+    for mode in [Mode::Stop, Mode::Fork] {
+        println!("mode={}", mode.name());
+        common::set_mode(mode);
+        common::run_tests(&tests, scrub_stack);
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Dumping and reading back
+
+/// One dump in each mode of a heap that does not change in between (no
+/// allocation happens between them: the files are made first, read after):
+/// the same blocks, the same edges between blocks, the same edges from
+/// data segments. Only the dumping thread's own stack and registers may
+/// differ (they are two different calls).
+fn fork_and_stop_dumps_of_the_same_heap_record_the_same_blocks_and_edges() {
+    let ring: Vec<Box<[usize; 4]>> = (0..64).map(|i| Box::new([i, 0, 0, 0])).collect();
+    let mut ring = ring;
+    for i in 0..ring.len() {
+        let next = &*ring[(i + 1) % 64] as *const [usize; 4] as usize;
+        ring[i][1] = next;
+        ring[i][3] = next + 16;
+    }
+    let (stop_file, fork_file) = (common::tempfile(), common::tempfile());
+    let stop = heapdump_capture::write_heap_dump_with(stop_file.as_fd(), Mode::Stop).unwrap();
+    let fork = heapdump_capture::write_heap_dump_with(fork_file.as_fd(), Mode::Fork).unwrap();
+    black_box(&ring);
+    assert_eq!((stop.mode, fork.mode), (Mode::Stop, Mode::Fork));
+    let stop = parse(common::read_back(&stop_file), &stop);
+    let fork = parse(common::read_back(&fork_file), &fork);
+    let (stop, fork) = (stop.view(), fork.view());
+    let blocks = |view: &DumpView<'_>| -> Vec<(u64, u64, u32, u64)> {
+        view.allocations()
+            .iter()
+            .map(|a| (a.address, a.size, a.stack, a.sequence))
+            .collect()
+    };
+    assert_eq!(blocks(&stop), blocks(&fork));
+    let heap_and_data_edges = |view: &DumpView<'_>| -> BTreeSet<(u64, u64, u64, u64, bool)> {
+        let allocations: Vec<AllocationRecord> = view.allocations().iter().collect();
+        view.edges()
+            .iter()
+            .filter_map(|e| {
+                let source = if from_root(&e) {
+                    let root = root(view, e.source);
+                    (root.kind == root_kind::DATA_SEGMENT).then_some(root.address)?
+                } else {
+                    allocations[e.source as usize].address
+                };
+                let target = allocations[e.target as usize].address;
+                Some((
+                    source,
+                    e.source_offset,
+                    target,
+                    e.target_offset,
+                    from_root(&e),
+                ))
+            })
+            .collect()
+    };
+    let (stop_edges, fork_edges) = (heap_and_data_edges(&stop), heap_and_data_edges(&fork));
+    assert_eq!(stop_edges, fork_edges);
+    // The ring's 128 edges are among them.
+    let ring_edges = stop_edges
+        .iter()
+        .filter(|e| !e.4 && ring.iter().any(|b| &**b as *const _ as u64 == e.0))
+        .count();
+    assert_eq!(ring_edges, 128);
+}
 
 fn dump_with_stats() -> (Vec<u8>, DumpStats) {
     common::dump_with_stats()
@@ -111,6 +182,17 @@ fn parse(bytes: Vec<u8>, stats: &DumpStats) -> Dump {
         0,
         "HAS_SCAN is not set (process flags {:#x})",
         process.flags
+    );
+    assert_eq!(
+        process.flags & process_flags::FORKED != 0,
+        stats.mode == Mode::Fork,
+        "FORKED (process flags {:#x}) disagrees with the mode",
+        process.flags
+    );
+    assert_eq!(
+        process.pid,
+        std::process::id(),
+        "a fork child wrote its own pid"
     );
     assert_eq!(stats.roots, view.roots().len() as u64, "DumpStats.roots");
     assert_eq!(stats.edges, view.edges().len() as u64, "DumpStats.edges");
@@ -1251,6 +1333,8 @@ extern "C" fn count_sigpwr(_signal: libc::c_int) {
 
 fn programs_own_sigpwr_handler_keeps_working_across_dumps() {
     assert_eq!(heapdump_capture::DEFAULT_STOP_SIGNAL, libc::SIGPWR);
+    // The suite runs once per mode.
+    OWN_SIGPWR.store(0, Ordering::SeqCst);
     // Installed after earlier dumps, as a program that sets its handlers
     // up late would.
     // SAFETY: a zeroed sigaction with a valid handler and an empty mask is

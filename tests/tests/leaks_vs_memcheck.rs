@@ -145,6 +145,9 @@ fn every_deliberate_block_gets_memchecks_verdict() {
             "--show-leak-kinds=all",
             "--xml=yes",
             "--error-exitcode=0",
+            // The dump's snapshot process (mode=fork) is a valgrind
+            // process too: its own report would land in the same XML.
+            "--child-silent-after-fork=yes",
         ])
         .arg(format!(
             "--suppressions={}/../capture/valgrind.supp",

@@ -6,7 +6,9 @@
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
 
-use heapdump_capture::DumpStats;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use heapdump_capture::{DumpStats, Mode};
 use heapdump_formats::read::Dump;
 use heapdump_formats::verify::verify;
 
@@ -47,10 +49,27 @@ pub fn read_back(file: &File) -> Vec<u8> {
     std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).expect("cannot read the dump back")
 }
 
-/// Writes a dump with `write_heap_dump` and reads it back.
+static STOP_MODE: AtomicBool = AtomicBool::new(false);
+
+/// The mode [`dump_with_stats`] dumps in.
+pub fn set_mode(mode: Mode) {
+    STOP_MODE.store(mode == Mode::Stop, Ordering::Relaxed);
+}
+
+pub fn mode() -> Mode {
+    if STOP_MODE.load(Ordering::Relaxed) {
+        Mode::Stop
+    } else {
+        Mode::Fork
+    }
+}
+
+/// Writes a dump with `write_heap_dump_with` in the mode of [`set_mode`]
+/// and reads it back.
 pub fn dump_with_stats() -> (Vec<u8>, DumpStats) {
     let file = tempfile();
-    let stats = heapdump_capture::write_heap_dump(file.as_fd()).expect("dump failed");
+    let stats = heapdump_capture::write_heap_dump_with(file.as_fd(), mode()).expect("dump failed");
+    assert_eq!(stats.mode, mode(), "the dump fell back to another mode");
     let bytes = read_back(&file);
     assert_eq!(bytes.len() as u64, stats.bytes_written);
     (bytes, stats)
