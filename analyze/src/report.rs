@@ -44,6 +44,8 @@ const PROCESS_FLAGS: &[(u32, &str)] = &[
     (process_flags::WORLD_STOPPED, "WORLD_STOPPED"),
     (process_flags::INCOMPLETE_STOP, "INCOMPLETE_STOP"),
     (process_flags::DROPPED_RECORDS, "DROPPED_RECORDS"),
+    (process_flags::FORKED, "FORKED"),
+    (process_flags::FORK_FAILED, "FORK_FAILED"),
 ];
 
 const THREAD_FLAGS: &[(u32, &str)] = &[
@@ -161,6 +163,10 @@ pub struct ProcessInfo {
     pub page_size: u32,
     /// Process flag names (unknown bits as hex).
     pub flags: Vec<String>,
+    /// How the snapshot was taken: `fork` (a copy-on-write child scanned
+    /// and wrote while the program ran on) or `stop` (the threads stayed
+    /// stopped for the scan).
+    pub mode: &'static str,
     /// Time other threads were paused, ns.
     pub pause_ns: u64,
     /// Time writing the dump took, ns.
@@ -416,6 +422,12 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
             p.dropped_stacks
         ));
     }
+    if p.flags & process_flags::FORK_FAILED != 0 {
+        warnings.push(
+            "mode=fork was asked for but fork failed: the threads stayed stopped for the whole scan"
+                .into(),
+        );
+    }
     if p.flags & process_flags::INCOMPLETE_STOP != 0 {
         warnings.push(
             "some threads could not be stopped; their stacks were scanned while they ran".into(),
@@ -442,6 +454,11 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
             pointer_size: p.pointer_size,
             page_size: p.page_size,
             flags: flag_names(p.flags, PROCESS_FLAGS),
+            mode: if p.flags & process_flags::FORKED != 0 {
+                "fork"
+            } else {
+                "stop"
+            },
             pause_ns: p.pause_ns,
             write_ns: p.write_ns,
         },
@@ -471,9 +488,10 @@ impl InfoReport {
         let _ = writeln!(o, "command line    {}", p.cmdline.join(" "));
         let _ = writeln!(
             o,
-            "snapshot        {} (dump #{}), paused {:.3} ms, written in {:.3} ms",
+            "snapshot        {} (dump #{}), mode={}, paused {:.3} ms, written in {:.3} ms",
             p.timestamp,
             p.dump_number,
+            p.mode,
             p.pause_ns as f64 / 1e6,
             p.write_ns as f64 / 1e6
         );

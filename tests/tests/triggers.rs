@@ -261,3 +261,42 @@ fn a_dump_that_cannot_be_written_is_reported_and_the_program_goes_on() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"not a directory");
 }
+
+#[test]
+fn a_service_streams_its_heap_dump_over_http() {
+    use std::io::{Read, Write};
+    let mut server = Command::new(binary("debug_server"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start debug_server");
+    let mut stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .write_all(b"GET /debug/heapdump HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers")
+        + 4;
+    let head = String::from_utf8_lossy(&response[..split]);
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let dump = Dump::from_vec(response[split..].to_vec()).expect("the body is not a dump");
+    let view = dump.view();
+    assert!(verify(&view).is_empty());
+    // The service's 1000 sessions of 512 bytes are in it.
+    let sessions = view.allocations().iter().filter(|a| a.size == 512).count();
+    assert_eq!(sessions, 1000);
+}
