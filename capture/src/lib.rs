@@ -65,6 +65,7 @@ mod live;
 mod modules;
 mod scan;
 mod stacks;
+mod symbols;
 mod sys;
 mod threads;
 mod world;
