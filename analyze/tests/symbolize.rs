@@ -398,8 +398,11 @@ fn library_symbolizer_caches_and_subtracts_one_from_return_addresses() {
     assert_eq!(symbolizer.symbolize_pc(marker + 1), &frames[..]);
 }
 
-/// The rows of `top --json` as (bytes, count, function, file, line).
-fn site_rows(out: &Output) -> Vec<(u64, u64, String, Option<String>, Option<u64>)> {
+/// bytes, count, function, file, line (owned).
+type OwnedSiteRow = (u64, u64, String, Option<String>, Option<u64>);
+
+/// The rows of `top --json`.
+fn site_rows(out: &Output) -> Vec<OwnedSiteRow> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     v["rows"]
         .as_array()
