@@ -76,9 +76,14 @@ pub struct TodotArgs {
 
 /// The program's struct layouts and generic instances, from the DWARF of
 /// its executable: a bonus, since a binary without DWARF types (anything
-/// below debug = 2) keeps byte offsets, and says so.
-fn load_fields(executable: Option<&Path>, quiet: bool) -> Option<FieldIndex> {
+/// below debug = 2) keeps byte offsets, and says so. Nothing from a binary
+/// that is missing or not the one that wrote the dump (its build-id differs):
+/// the symbolizer says so once, and names functions from the dump.
+fn load_fields(view: &DumpView<'_>, executable: Option<&Path>, quiet: bool) -> Option<FieldIndex> {
     let executable = executable?;
+    if !is_dumped_binary(view, executable) {
+        return None;
+    }
     match FieldIndex::load(executable) {
         Ok(fields) if !fields.is_empty() => Some(fields),
         Ok(_) => {
@@ -146,7 +151,7 @@ fn open_model_with<'a>(
 pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
     let executable = executable(&file.view(), args.binary.as_deref());
-    let fields = load_fields(executable.as_deref(), false);
+    let fields = load_fields(&file.view(), executable.as_deref(), false);
     let mut model = open_model(
         file.view(),
         &args.dump,
@@ -242,7 +247,7 @@ impl Namer {
     ) -> anyhow::Result<Namer> {
         let executable = executable(view, binary.as_deref());
         let fields = if types {
-            load_fields(executable.as_deref(), true)
+            load_fields(view, executable.as_deref(), true)
         } else {
             None
         };
@@ -261,6 +266,26 @@ impl Namer {
             module: self.module.clone(),
         }
     }
+}
+
+/// Whether `executable` exists and has the build-id the dump records for
+/// its main module (or the dump records none).
+fn is_dumped_binary(view: &DumpView<'_>, executable: &Path) -> bool {
+    let recorded = view
+        .modules()
+        .iter()
+        .find(|m| m.flags & module_flags::MAIN_EXECUTABLE != 0)
+        .and_then(|m| view.string(m.build_id).ok())
+        .unwrap_or_default();
+    if !executable.exists() {
+        return false;
+    }
+    recorded.is_empty()
+        || heapdump_analyze::symbolize::elf_build_id(executable)
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(recorded)
 }
 
 /// The program's executable: BINARY if given, else the main module's path
@@ -284,7 +309,7 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
     }
     let file = heapdump_analyze::open_dump(&args.dump)?;
     let executable = executable(&file.view(), args.binary.as_deref());
-    let fields = load_fields(executable.as_deref(), true);
+    let fields = load_fields(&file.view(), executable.as_deref(), true);
     let mut frames = std::collections::HashMap::new();
     let mut model = open_model(
         file.view(),
@@ -355,7 +380,7 @@ pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
     let view = file.view();
     let executable = executable(&view, args.binary.as_deref());
-    let fields = load_fields(executable.as_deref(), true);
+    let fields = load_fields(&view, executable.as_deref(), true);
     let mut symbolizer = symbolizer_for(&view, &args.dump, args.binary.clone())?;
     let mut frames = std::collections::HashMap::new();
     let mut model = open_model_with(

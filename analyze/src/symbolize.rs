@@ -1,9 +1,13 @@
 //! Turning the return addresses of a dump's stacks into functions, files and
 //! lines, with inlined frames, from the ELF files of the dumped process.
 //!
-//! The main executable is required and must be the exact binary that wrote
-//! the dump (its GNU build-id is checked); shared libraries are best effort:
-//! a library that is missing or does not match is shown as `module+0xoffset`.
+//! The main executable should be the exact binary that wrote the dump (its
+//! GNU build-id is checked); shared libraries are best effort. A module
+//! whose file is missing or does not match is named from the function names
+//! the dump carries (its `FrameNames` section, format 1.1): functions only,
+//! without file, line or inlined frames, and one warning says so. A dump
+//! without names needs the main executable, and shows a missing library's
+//! frames as `module+0xoffset`.
 //!
 //! ```no_run
 //! use heapdump_analyze::symbolize::{Symbolizer, SymbolizeOptions};
@@ -154,6 +158,8 @@ struct ModuleDebugInfo {
     end: u64,
     load_bias: u64,
     loader: Option<addr2line::Loader>,
+    /// No usable file: frames are named from the dump's `FrameNames`.
+    names_from_dump: bool,
 }
 
 impl fmt::Debug for ModuleDebugInfo {
@@ -164,6 +170,7 @@ impl fmt::Debug for ModuleDebugInfo {
             .field("end", &format_args!("{:#x}", self.end))
             .field("load_bias", &format_args!("{:#x}", self.load_bias))
             .field("has_debug_info", &self.loader.is_some())
+            .field("names_from_dump", &self.names_from_dump)
             .finish()
     }
 }
@@ -175,19 +182,37 @@ pub struct Symbolizer {
     modules: Vec<ModuleDebugInfo>,
     cache: HashMap<u64, Vec<Frame>>,
     warnings: Vec<String>,
+    /// The dump's own name (demangled) for each named return address.
+    dump_names: HashMap<u64, String>,
+    /// The main executable could not be used; its frames are named from
+    /// the dump.
+    main_from_dump: bool,
 }
 
 impl Symbolizer {
     /// Loads debug information for the dump's modules.
     ///
-    /// Fails if the main executable (the dump's, or `options.binary`) is
-    /// missing or has a different build-id than the dump records. Problems
-    /// with shared libraries are only [warnings](Symbolizer::warnings).
+    /// When the main executable (the dump's, or `options.binary`) is
+    /// missing or has a different build-id than the dump records, its
+    /// frames are named from the names the dump carries, with one
+    /// [warning](Symbolizer::warnings); a dump without names makes that an
+    /// error. Problems with shared libraries are only warnings.
     pub fn new(view: &DumpView<'_>, options: &SymbolizeOptions) -> Result<Symbolizer> {
         let mut symbolizer = Symbolizer {
             modules: Vec::new(),
             cache: HashMap::new(),
             warnings: Vec::new(),
+            dump_names: HashMap::new(),
+            main_from_dump: false,
+        };
+        let has_names = match view.frame_names() {
+            Ok(names) => names.is_some(),
+            Err(error) => {
+                symbolizer
+                    .warnings
+                    .push(format!("the dump's frame names are not used: {error}"));
+                false
+            }
         };
         let mut have_main = false;
         for (index, module) in view.modules().iter().enumerate() {
@@ -196,21 +221,35 @@ impl Symbolizer {
                 .map(|p| p.into_owned())
                 .with_context(|| format!("module {index} has a bad path"))?;
             let is_main = module.flags & module_flags::MAIN_EXECUTABLE != 0 && !have_main;
+            let mut names_from_dump = false;
             let loader = if module.flags & module_flags::VDSO != 0 {
                 None
             } else if is_main {
                 have_main = true;
-                Some(load_main(
-                    view,
-                    &module,
-                    &recorded,
-                    options.binary.as_deref(),
-                )?)
+                match load_main(view, &module, &recorded, options.binary.as_deref()) {
+                    Ok(loader) => Some(loader),
+                    Err(problem) if has_names && problem.falls_back() => {
+                        names_from_dump = true;
+                        symbolizer.main_from_dump = true;
+                        symbolizer.warnings.push(format!(
+                            "{}: functions are named from the symbol names the dump carries; file:line, inlined frames and types need that binary",
+                            problem.reason()
+                        ));
+                        None
+                    }
+                    Err(problem) => return Err(problem.into_error()),
+                }
             } else {
                 match load_library(view, &module, &recorded) {
                     Ok(loader) => Some(loader),
                     Err(error) => {
-                        symbolizer.warnings.push(format!("{error:#}"));
+                        names_from_dump = has_names;
+                        let fallback = if has_names {
+                            "its functions are named from the dump"
+                        } else {
+                            "its frames are shown as offsets"
+                        };
+                        symbolizer.warnings.push(format!("{error:#}; {fallback}"));
                         None
                     }
                 }
@@ -225,7 +264,11 @@ impl Symbolizer {
                 end: module.end,
                 load_bias: module.load_bias,
                 loader,
+                names_from_dump,
             });
+        }
+        if symbolizer.modules.iter().any(|m| m.names_from_dump) {
+            symbolizer.dump_names = dump_names(view, &symbolizer.modules)?;
         }
         if !have_main && let Some(binary) = &options.binary {
             symbolizer.warnings.push(format!(
@@ -240,6 +283,13 @@ impl Symbolizer {
     /// could not be read, for instance), one sentence each.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Whether the main executable's frames are named from the dump's own
+    /// names because the binary is missing or does not match: its DWARF
+    /// (types, fields) cannot be used either.
+    pub fn main_from_dump(&self) -> bool {
+        self.main_from_dump
     }
 
     /// The symbol (demangled) whose extent holds `address` in a loaded
@@ -262,8 +312,10 @@ impl Symbolizer {
     /// The frames at return address `pc`, innermost (most inlined) first.
     /// Never empty: an address nothing knows is one frame with no function.
     pub fn symbolize_pc(&mut self, pc: u64) -> &[Frame] {
-        let modules = &self.modules;
-        self.cache.entry(pc).or_insert_with(|| lookup(modules, pc))
+        let (modules, names) = (&self.modules, &self.dump_names);
+        self.cache
+            .entry(pc)
+            .or_insert_with(|| lookup(modules, names, pc))
     }
 
     /// The symbolized frames of stack `stack_id`, innermost first. Stack 0
@@ -281,44 +333,92 @@ impl Symbolizer {
     }
 }
 
+/// Why the main executable cannot be used.
+enum MainProblem {
+    /// BINARY was given and does not exist.
+    BinaryMissing(PathBuf),
+    /// The recorded executable does not exist (no BINARY).
+    RecordedMissing(String),
+    /// The file's build-id is not the dump's: (path, actual, expected).
+    WrongBuild(PathBuf, String, String),
+    /// Anything else (unreadable, not ELF, a bad dump string).
+    Other(anyhow::Error),
+}
+
+impl MainProblem {
+    /// Whether the dump's own names may stand in for the binary.
+    fn falls_back(&self) -> bool {
+        !matches!(self, MainProblem::Other(_))
+    }
+
+    /// The problem, naming the binary looked for.
+    fn reason(&self) -> String {
+        match self {
+            MainProblem::BinaryMissing(path) => format!("BINARY {} does not exist", path.display()),
+            MainProblem::RecordedMissing(path) => {
+                format!("the dumped program's executable {path} was not found")
+            }
+            MainProblem::WrongBuild(path, actual, expected) => format!(
+                "{} is not the binary that wrote the dump (build-id {actual} vs {expected} recorded in the dump)",
+                path.display()
+            ),
+            MainProblem::Other(error) => format!("{error:#}"),
+        }
+    }
+
+    /// The error when there is nothing to fall back on.
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            MainProblem::BinaryMissing(path) => anyhow!("BINARY {} does not exist", path.display()),
+            MainProblem::RecordedMissing(path) => anyhow!(
+                "the dumped program's executable {path} was not found; pass BINARY, the exact executable that wrote the dump"
+            ),
+            MainProblem::WrongBuild(path, actual, expected) => anyhow!(
+                "{} was built from different sources than the dumped process: build-id {actual} vs {expected} recorded in the dump; pass the exact binary that wrote the dump",
+                path.display()
+            ),
+            MainProblem::Other(error) => error,
+        }
+    }
+}
+
 fn load_main(
     view: &DumpView<'_>,
     module: &ModuleRecord,
     recorded: &str,
     binary: Option<&Path>,
-) -> Result<addr2line::Loader> {
+) -> Result<addr2line::Loader, MainProblem> {
     let path = match binary {
         Some(binary) => {
             if !binary.exists() {
-                bail!("BINARY {} does not exist", binary.display());
+                return Err(MainProblem::BinaryMissing(binary.to_owned()));
             }
             binary.to_owned()
         }
         None => {
             let path = PathBuf::from(recorded);
             if !path.exists() {
-                bail!(
-                    "the dumped program's executable {recorded} was not found; pass BINARY, the exact executable that wrote the dump"
-                );
+                return Err(MainProblem::RecordedMissing(recorded.to_owned()));
             }
             path
         }
     };
-    let expected = view.string(module.build_id)?;
+    let expected = view
+        .string(module.build_id)
+        .map_err(|e| MainProblem::Other(e.into()))?;
     if !expected.is_empty() {
-        let actual = elf_build_id(&path)?;
+        let actual = elf_build_id(&path).map_err(MainProblem::Other)?;
         if actual.as_deref() != Some(expected) {
             let actual = actual.map_or_else(|| "none".to_owned(), |id| hex(&id));
-            bail!(
-                "{} was built from different sources than the dumped process: build-id {} vs {} recorded in the dump; pass the exact binary that wrote the dump",
-                path.display(),
-                actual,
-                hex(expected)
-            );
+            return Err(MainProblem::WrongBuild(path, actual, hex(expected)));
         }
     }
-    addr2line::Loader::new(&path)
-        .map_err(|e| anyhow!("cannot read debug information from {}: {e}", path.display()))
+    addr2line::Loader::new(&path).map_err(|e| {
+        MainProblem::Other(anyhow!(
+            "cannot read debug information from {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn load_library(
@@ -328,7 +428,7 @@ fn load_library(
 ) -> Result<addr2line::Loader> {
     let path = Path::new(recorded);
     if !path.exists() {
-        bail!("shared library {recorded} not found; its frames are shown as offsets");
+        bail!("shared library {recorded} not found");
     }
     let expected = view.string(module.build_id)?;
     if !expected.is_empty() {
@@ -337,7 +437,7 @@ fn load_library(
             // Symbols from a different build would be wrong, which is worse
             // than none.
             bail!(
-                "shared library {recorded} on this machine is not the one the process loaded (build-id {} vs {}); its frames are shown as offsets",
+                "shared library {recorded} on this machine is not the one the process loaded (build-id {} vs {})",
                 actual.map_or_else(|| "none".to_owned(), |id| hex(&id)),
                 hex(expected)
             );
@@ -347,7 +447,41 @@ fn load_library(
         .map_err(|e| anyhow!("cannot read symbols from shared library {recorded}: {e}"))
 }
 
-fn lookup(modules: &[ModuleDebugInfo], pc: u64) -> Vec<Frame> {
+/// The dump's names (demangled) of the frames in modules named from the
+/// dump, by return address.
+fn dump_names(view: &DumpView<'_>, modules: &[ModuleDebugInfo]) -> Result<HashMap<u64, String>> {
+    let mut out = HashMap::new();
+    let Some(names) = view.frame_names()? else {
+        return Ok(out);
+    };
+    // Frames in one function share one string: demangle each once.
+    let mut demangled: HashMap<(u32, u32), String> = HashMap::new();
+    for (frame, name) in view.frames().iter().zip(names.iter()) {
+        let name = name.name;
+        if name.len == 0 || out.contains_key(&frame.pc) {
+            continue;
+        }
+        let in_named_module = modules
+            .iter()
+            .any(|m| m.names_from_dump && m.start <= frame.pc && frame.pc < m.end);
+        if !in_named_module {
+            continue;
+        }
+        let text = match demangled.get(&(name.offset, name.len)) {
+            Some(text) => text.clone(),
+            None => {
+                let raw = view.string_lossy(name)?;
+                let text = demangle(&raw);
+                demangled.insert((name.offset, name.len), text.clone());
+                text
+            }
+        };
+        out.insert(frame.pc, text);
+    }
+    Ok(out)
+}
+
+fn lookup(modules: &[ModuleDebugInfo], dump_names: &HashMap<u64, String>, pc: u64) -> Vec<Frame> {
     let Some(module) = modules.iter().find(|m| m.start <= pc && pc < m.end) else {
         return vec![Frame::unknown(pc)];
     };
@@ -358,7 +492,11 @@ fn lookup(modules: &[ModuleDebugInfo], pc: u64) -> Vec<Frame> {
         ..Frame::unknown(pc)
     };
     let Some(loader) = &module.loader else {
-        return vec![base];
+        let function = module
+            .names_from_dump
+            .then(|| dump_names.get(&pc).cloned())
+            .flatten();
+        return vec![Frame { function, ..base }];
     };
     // A return address points after the call; pc - 1 is inside it, so the
     // lookup finds the caller's line and inlining, not the next statement's.

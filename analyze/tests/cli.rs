@@ -35,7 +35,7 @@ fn info_json_describes_process_threads_modules_and_totals() {
     let out = heapdump(&["info", path.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
-    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["format_version"], "1.1");
     assert_eq!(v["process"]["pid"], 1234);
     assert_eq!(v["process"]["exe"], "/usr/bin/app");
     assert_eq!(
@@ -75,7 +75,10 @@ fn info_json_describes_process_threads_modules_and_totals() {
     assert_eq!(v["scan"]["edges_from_roots"], 2);
     assert_eq!(v["scan"]["interior_edges"], 1);
     assert_eq!(v["contents"]["bytes"], 0x20);
-    assert_eq!(v["sections"].as_array().unwrap().len(), 12);
+    // Every kind 1-12 plus FrameNames (small() names its frames).
+    let sections = v["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 13);
+    assert!(sections.iter().any(|s| s["kind"] == "FrameNames"));
     assert_eq!(v["warnings"], serde_json::json!([]));
 }
 

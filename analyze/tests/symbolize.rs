@@ -11,7 +11,7 @@ use cli_common::heapdump;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use heapdump_formats::records::{AllocationRecord, ModuleRecord, module_flags};
+use heapdump_formats::records::{AllocationRecord, FrameNameRecord, ModuleRecord, module_flags};
 use heapdump_formats::testing::DumpBuilder;
 use object::{Object as _, ObjectSegment as _};
 
@@ -99,6 +99,11 @@ const LIBRARY_BASE: u64 = 0x10_0000_0000;
 /// from the missing library called by the outer function, 8 bytes with an
 /// unknown stack.
 fn dump(module_path: &[u8], build_id: &[u8]) -> Vec<u8> {
+    builder(module_path, build_id).to_bytes()
+}
+
+/// [`dump`] as a builder.
+fn builder(module_path: &[u8], build_id: &[u8]) -> DumpBuilder {
     let marker = allocation_site_marker as fn() -> Vec<u8> as usize;
     let outer = outer_caller_marker as fn() -> usize as usize;
     let clone = <Vec<u8> as Clone>::clone as fn(&Vec<u8>) -> Vec<u8> as usize;
@@ -153,7 +158,23 @@ fn dump(module_path: &[u8], build_id: &[u8]) -> Vec<u8> {
         allocation(0x5000, 8, 0, 5),
     ];
     b.fix_totals();
-    b.to_bytes()
+    b
+}
+
+/// [`dump`] with the frame names a capture would store (raw symbols, made
+/// up here so they can only have come from the dump): Vec's clone, the
+/// marker, the outer function, and a C function in the missing library.
+fn named_builder(module_path: &[u8], build_id: &[u8]) -> DumpBuilder {
+    let mut b = builder(module_path, build_id);
+    let clone = b.string(b"_ZN4core5clone5Clone5clone17h0123456789abcdefE");
+    let marker = b.string(b"_ZN9symbolize22allocation_site_marker17h0123456789abcdefE");
+    let outer = b.string(b"_ZN9symbolize19outer_caller_marker17h0123456789abcdefE");
+    let library = b.string(b"fake_library_function");
+    // Frames: [clone, marker, outer], [outer], [library, outer].
+    b.frame_names = [clone, marker, outer, outer, library, outer]
+        .map(|name| FrameNameRecord { name })
+        .to_vec();
+    b
 }
 
 fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
@@ -305,7 +326,7 @@ fn text_output_shows_site_file_and_line() {
 }
 
 #[test]
-fn wrong_build_id_is_an_error_naming_both_ids() {
+fn without_frame_names_a_wrong_build_id_is_an_error_naming_both_ids() {
     let (path, id) = own_path_and_id();
     let dump = write_dump(
         "wrong-id",
@@ -327,7 +348,7 @@ fn wrong_build_id_is_an_error_naming_both_ids() {
 }
 
 #[test]
-fn missing_executable_is_an_error_naming_the_path() {
+fn without_frame_names_a_missing_executable_is_an_error_naming_the_path() {
     let (_, id) = own_path_and_id();
     let dump = write_dump("missing-exe", &dump(b"/nonexistent/dir/app", &id));
     let out = heapdump(&["top", dump.to_str().unwrap()]);
@@ -375,4 +396,157 @@ fn library_symbolizer_caches_and_subtracts_one_from_return_addresses() {
         Some("symbolize::allocation_site_marker")
     );
     assert_eq!(symbolizer.symbolize_pc(marker + 1), &frames[..]);
+}
+
+/// bytes, count, function, file, line (owned).
+type OwnedSiteRow = (u64, u64, String, Option<String>, Option<u64>);
+
+/// The rows of `top --json`.
+fn site_rows(out: &Output) -> Vec<OwnedSiteRow> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["bytes"].as_u64().unwrap(),
+                r["count"].as_u64().unwrap(),
+                r["function"].as_str().unwrap().to_owned(),
+                r["file"].as_str().map(str::to_owned),
+                r["line"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+/// The sites when every function is named from the dump: no files or
+/// lines, and the library's function is a site of its own.
+fn assert_sites_from_dump_names(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = |t: &str| t.to_owned();
+    assert_eq!(
+        site_rows(out),
+        [
+            (300, 2, s("symbolize::allocation_site_marker"), None, None),
+            (50, 1, s("fake_library_function"), None, None),
+            (40, 1, s("symbolize::outer_caller_marker"), None, None),
+            (8, 1, s("<unknown>"), None, None),
+        ]
+    );
+}
+
+#[test]
+fn missing_executable_names_functions_from_the_dump_and_says_once_what_needs_the_binary() {
+    let (_, id) = own_path_and_id();
+    let dump = write_dump(
+        "names-missing-exe",
+        &named_builder(b"/nonexistent/dir/app", &id).to_bytes(),
+    );
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    assert_sites_from_dump_names(&out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "warning: the dumped program's executable /nonexistent/dir/app was not found: functions are named from the symbol names the dump carries; file:line, inlined frames and types need that binary\n\
+         warning: shared library /nonexistent/lib/libfake.so not found; its functions are named from the dump\n"
+    );
+
+    // BINARY that does not exist: the same, naming BINARY.
+    let out = heapdump(&[
+        "top",
+        dump.to_str().unwrap(),
+        "/nonexistent/other/app",
+        "--json",
+    ]);
+    assert_sites_from_dump_names(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("warning: BINARY /nonexistent/other/app does not exist: functions are named from the symbol names the dump carries"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("need that binary").count(), 1, "{stderr}");
+}
+
+#[test]
+fn wrong_build_id_falls_back_to_the_dumps_names_naming_both_ids() {
+    let (path, id) = own_path_and_id();
+    let dump = write_dump(
+        "names-wrong-id",
+        &named_builder(path.as_os_str().as_encoded_bytes(), &[0x11; 20]).to_bytes(),
+    );
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    assert_sites_from_dump_names(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.lines().next().unwrap(),
+        format!(
+            "warning: {} is not the binary that wrote the dump (build-id {} vs {} recorded in the dump): functions are named from the symbol names the dump carries; file:line, inlined frames and types need that binary",
+            path.display(),
+            hex(&id),
+            "11".repeat(20)
+        )
+    );
+}
+
+#[test]
+fn a_matching_binary_wins_over_the_dumps_names() {
+    let (path, id) = own_path_and_id();
+    let dump = write_dump(
+        "names-with-binary",
+        &named_builder(path.as_os_str().as_encoded_bytes(), &id).to_bytes(),
+    );
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let rows = site_rows(&out);
+    // File and line from DWARF: the binary was used for the main module;
+    // the missing library's function is named from the dump.
+    assert_eq!(
+        rows[0],
+        (
+            300,
+            2,
+            "symbolize::allocation_site_marker".to_owned(),
+            Some(this_file()),
+            Some(u64::from(MARKER_LINE))
+        )
+    );
+    assert_eq!(rows[1].2, "fake_library_function");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "warning: shared library /nonexistent/lib/libfake.so not found; its functions are named from the dump\n"
+    );
+}
+
+#[test]
+fn frame_names_of_the_wrong_count_are_not_used() {
+    let (path, id) = own_path_and_id();
+    let mut b = named_builder(path.as_os_str().as_encoded_bytes(), &id);
+    b.frame_names.pop();
+    let dump = write_dump("names-wrong-count", &b.to_bytes());
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    // As without names: the library's frames are offsets.
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "warning: the dump's frame names are not used: section FrameNames at byte "
+        ) && stderr.contains("holds 5 names for the 6 records of Frames"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("libfake.so not found; its frames are shown as offsets"));
+    assert!(
+        !site_rows(&out)
+            .iter()
+            .any(|r| r.2 == "fake_library_function")
+    );
+    // Without the binary there is nothing to fall back on.
+    let mut b = named_builder(b"/nonexistent/dir/app", &id);
+    b.frame_names.pop();
+    let dump = write_dump("names-wrong-count-no-exe", &b.to_bytes());
+    let out = heapdump(&["top", dump.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
 }

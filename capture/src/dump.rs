@@ -33,7 +33,10 @@ unsafe impl Zeroable for heapdump_formats::records::ModuleRecord {}
 // SAFETY: as above.
 unsafe impl Zeroable for heapdump_formats::records::SegmentRecord {}
 
-const STRINGS_BYTES: usize = 4 << 20;
+/// Paths, thread names and the frames' function names (one string per
+/// distinct function, ~100 bytes mangled): room for ~300k functions. Only
+/// the pages written are ever backed by memory.
+const STRINGS_BYTES: usize = 32 << 20;
 const WRITE_BUFFER_BYTES: usize = 1 << 20;
 const CMDLINE_BYTES: usize = 128 << 10;
 const MAX_ALIVE_THREADS: usize = 1 << 16;
@@ -774,6 +777,18 @@ fn snapshot_and_write(
     }
     writer.end_section()?;
     writer.section(stacks.frames.iter().map(|&pc| FrameRecord { pc }))?;
+    // The frames' function names, from the modules' symbol tables, so the
+    // dump reads without the binary. Only here, after `world.resume()` and
+    // with the tracker's locks released: it opens and maps files, which may
+    // block, and a stopped thread may hold a lock that needs (the dynamic
+    // loader's). Never move it before the resume; it must precede the
+    // Strings section, which receives the names.
+    crate::symbols::write_frame_names(
+        &mut writer,
+        unlocked.modules,
+        stacks.frames,
+        &mut unlocked.strings,
+    )?;
     writer.section(roots.records[..root_count].iter().copied())?;
     writer.section(edges.iter())?;
     writer.byte_section(SectionKind::Strings, unlocked.strings.as_bytes())?;

@@ -68,6 +68,7 @@ mod scan;
 mod settings;
 mod signals;
 mod stacks;
+mod symbols;
 mod sys;
 mod threads;
 mod triggers;

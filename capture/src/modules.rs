@@ -163,7 +163,7 @@ unsafe extern "C" fn visit(
 }
 
 /// The descriptor of the first `NT_GNU_BUILD_ID` note in `notes`.
-fn find_build_id(notes: &[u8]) -> &[u8] {
+pub(crate) fn find_build_id(notes: &[u8]) -> &[u8] {
     let word = |at: usize| -> Option<usize> {
         let bytes = notes.get(at..at + 4)?;
         Some(u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)

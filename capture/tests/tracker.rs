@@ -19,7 +19,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// they run one after another on the main thread (`harness = false`):
 /// libtest's own threads would allocate in the middle of a measurement.
 fn main() {
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 8] = [
         (
             "boxes_are_tracked_exactly_and_freed_ones_disappear",
             boxes_are_tracked_exactly_and_freed_ones_disappear,
@@ -47,6 +47,10 @@ fn main() {
         (
             "block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once",
             block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once,
+        ),
+        (
+            "the_dump_names_the_function_that_allocated_a_block",
+            the_dump_names_the_function_that_allocated_a_block,
         ),
     ];
     common::run_tests(&tests, || {});
@@ -319,4 +323,50 @@ fn block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once() {
     assert_eq!(at.len(), 1);
     assert_eq!(at[0].size, 210);
     drop(second);
+}
+
+#[inline(never)]
+fn allocate_a_named_block() -> Box<[u8; 1234]> {
+    std::hint::black_box(Box::new([7u8; 1234]))
+}
+
+fn the_dump_names_the_function_that_allocated_a_block() {
+    let block = allocate_a_named_block();
+    let dump = parse(dump_bytes());
+    let view = dump.view();
+    let record = record_at(&dump, &*block as *const [u8; 1234] as usize).unwrap();
+    let names = view
+        .frame_names()
+        .unwrap()
+        .expect("the dump has no FrameNames section");
+    assert_eq!(names.len(), view.frames().len());
+    // The stack's frames, named from the test binary's own symbol table
+    // (raw symbols: the analyzer demangles).
+    let first = view.stack_frames(record.stack).unwrap();
+    let first_index = (0..view.frames().len())
+        .find(|&i| {
+            view.frames()
+                .slice(i, i + first.len())
+                .iter()
+                .eq(first.iter())
+        })
+        .unwrap();
+    let named: Vec<String> = (first_index..first_index + first.len())
+        .map(|i| {
+            let name = names.get(i).unwrap().name;
+            String::from_utf8_lossy(view.string(name).unwrap()).into_owned()
+        })
+        .collect();
+    assert!(
+        named.iter().any(|n| n.contains("allocate_a_named_block")),
+        "{named:#?}"
+    );
+    // And the caller, this test function.
+    assert!(
+        named
+            .iter()
+            .any(|n| n.contains("the_dump_names_the_function_that_allocated_a_block")),
+        "{named:#?}"
+    );
+    drop(block);
 }

@@ -398,6 +398,29 @@ impl<'a> DumpView<'a> {
         self.table()
     }
 
+    /// The function name of every frame: record `i` names `Frames` record
+    /// `i`. `Ok(None)` when the dump carries no names (written before
+    /// format 1.1, or by a capture that did not name its frames). A section
+    /// whose count differs from the number of frames is an error: its names
+    /// cannot be matched to frames, so none of them can be trusted.
+    pub fn frame_names(&self) -> Result<Option<Table<'a, FrameNameRecord>>, FormatError> {
+        let Some(info) = self.section(SectionKind::FrameNames) else {
+            return Ok(None);
+        };
+        let frames = self.frames().len() as u64;
+        if info.entry.count != frames {
+            return Err(FormatError::BadSection {
+                section: SectionId(SectionKind::FrameNames as u32),
+                offset: info.entry.offset,
+                problem: format!(
+                    "holds {} names for the {frames} records of Frames; they must be one per frame",
+                    info.entry.count
+                ),
+            });
+        }
+        Ok(Some(self.table()))
+    }
+
     /// The bytes a [`ContentRecord`] refers to, checked against
     /// `ContentBytes`.
     pub fn content_bytes(&self, content: &ContentRecord) -> Result<&'a [u8], FormatError> {
@@ -750,6 +773,40 @@ mod tests {
             view.content_bytes(&first).unwrap(),
             &(0..0x20u8).collect::<Vec<_>>()[..]
         );
+    }
+
+    #[test]
+    fn frame_names_are_one_per_frame_or_rejected() {
+        let mut b = DumpBuilder::small();
+        let bytes = b.to_bytes();
+        let view = DumpView::parse(&bytes).unwrap();
+        let names = view
+            .frame_names()
+            .unwrap()
+            .expect("small() names its frames");
+        assert_eq!(names.len(), view.frames().len());
+        let first = view.string(names.get(1).unwrap().name).unwrap();
+        assert_eq!(first, b"_ZN3app4main17h0123456789abcdefE");
+
+        // One name too many: the section is refused, the rest still reads.
+        b.frame_names.push(FrameNameRecord::default());
+        let bytes = b.to_bytes();
+        let view = DumpView::parse(&bytes).unwrap();
+        let err = view.frame_names().unwrap_err().to_string();
+        assert!(
+            err.starts_with("section FrameNames at byte ")
+                && err.ends_with(
+                    "holds 4 names for the 3 records of Frames; they must be one per frame"
+                ),
+            "{err}"
+        );
+        assert_eq!(view.frames().len(), 3);
+
+        // No section: no names, no error (dumps written before 1.1).
+        b.frame_names.clear();
+        let bytes = b.to_bytes();
+        let view = DumpView::parse(&bytes).unwrap();
+        assert!(view.frame_names().unwrap().is_none());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version: bumped when fields are appended or sections added; readers
 /// of an older minor version still read newer dumps.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Every section starts at a multiple of this many bytes.
 pub const SECTION_ALIGN: u64 = 8;
 /// At most this many sections in one dump.
@@ -120,11 +120,14 @@ pub enum SectionKind {
     ContentIndex = 11,
     /// Bytes: allocation contents, when the dump was asked to include them.
     ContentBytes = 12,
+    /// [`FrameNameRecord`]s: one per `Frames` record, in the same order, the
+    /// raw symbol name of the function holding each frame (since 1.1).
+    FrameNames = 13,
 }
 
 impl SectionKind {
     /// Every kind this version knows, in numeric order.
-    pub const ALL: [SectionKind; 12] = [
+    pub const ALL: [SectionKind; 13] = [
         SectionKind::Strings,
         SectionKind::Process,
         SectionKind::Threads,
@@ -137,6 +140,7 @@ impl SectionKind {
         SectionKind::Edges,
         SectionKind::ContentIndex,
         SectionKind::ContentBytes,
+        SectionKind::FrameNames,
     ];
 
     /// The kind with this numeric value, if this version knows it.
@@ -161,6 +165,7 @@ impl SectionKind {
             SectionKind::Roots => RootRecord::SIZE,
             SectionKind::Edges => EdgeRecord::SIZE,
             SectionKind::ContentIndex => ContentRecord::SIZE,
+            SectionKind::FrameNames => FrameNameRecord::SIZE,
         }) as u32
     }
 
@@ -179,6 +184,7 @@ impl SectionKind {
             SectionKind::Edges => "Edges",
             SectionKind::ContentIndex => "ContentIndex",
             SectionKind::ContentBytes => "ContentBytes",
+            SectionKind::FrameNames => "FrameNames",
         }
     }
 }
@@ -471,6 +477,16 @@ record! {
     }
 }
 
+record! {
+    /// The function a frame is in, so a dump names its frames without the
+    /// binary: record `i` belongs to `Frames` record `i`. The name is the
+    /// raw (mangled) ELF symbol; readers demangle it.
+    pub struct FrameNameRecord: FrameNames, size 8 {
+        /// The symbol's name in `Strings`; empty when unknown.
+        name: StrRef = 0,
+    }
+}
+
 /// Kinds of root ([`RootRecord::kind`]).
 pub mod root_kind {
     /// Saved general-purpose registers of a thread; `address` is 0 and the
@@ -682,6 +698,7 @@ mod tests {
         check_layout::<RootRecord>();
         check_layout::<EdgeRecord>();
         check_layout::<ContentRecord>();
+        check_layout::<FrameNameRecord>();
     }
 
     #[test]

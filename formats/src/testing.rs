@@ -66,6 +66,9 @@ pub struct DumpBuilder {
     pub contents: Vec<ContentRecord>,
     /// `ContentBytes`.
     pub content_bytes: Vec<u8>,
+    /// `FrameNames`, one per frame; the section is written only when this
+    /// is not empty.
+    pub frame_names: Vec<FrameNameRecord>,
 }
 
 impl DumpBuilder {
@@ -231,6 +234,12 @@ impl DumpBuilder {
         });
         b.content_bytes = (0..0x20u8).collect();
         b.process.flags |= process_flags::HAS_CONTENTS;
+        // Frames 0 and 2 in one function, frame 1 in another.
+        let alloc_name = b.string(b"_ZN3app5alloc17h0123456789abcdefE");
+        let main_name = b.string(b"_ZN3app4main17h0123456789abcdefE");
+        b.frame_names = [alloc_name, main_name, alloc_name]
+            .map(|name| FrameNameRecord { name })
+            .to_vec();
         b.fix_totals();
         b
     }
@@ -530,6 +539,10 @@ impl DumpBuilder {
             .expect("write ContentIndex");
         w.byte_section(SectionKind::ContentBytes, &self.content_bytes)
             .expect("write ContentBytes");
+        if !self.frame_names.is_empty() {
+            w.section(self.frame_names.iter().copied())
+                .expect("write FrameNames");
+        }
         w.byte_section(SectionKind::Strings, &self.strings)
             .expect("write Strings");
         w.finish().expect("finish");
@@ -600,6 +613,15 @@ pub fn exercise(view: &DumpView<'_>) -> u64 {
     }
     for frame in view.frames().iter().rev() {
         add(frame.pc);
+    }
+    match view.frame_names() {
+        Ok(Some(names)) => {
+            for name in names.iter() {
+                add(string(view, name.name));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => add(e.to_string().len() as u64),
     }
     for edge in view.edges().iter() {
         add(edge.source_offset);

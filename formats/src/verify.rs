@@ -267,6 +267,25 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
         }
     }
 
+    // Frame names.
+    if let Some(info) = view.section(SectionKind::FrameNames) {
+        let names = view.table::<FrameNameRecord>();
+        if info.entry.count != frames.len() as u64 {
+            p.section(
+                "frame_names.count",
+                SectionKind::FrameNames,
+                format!(
+                    "holds {} names for the {} records of Frames; they must be one per frame",
+                    info.entry.count,
+                    frames.len()
+                ),
+            );
+        }
+        for (i, name) in names.iter().enumerate() {
+            p.string(&names, i, "name", name.name, strings_len);
+        }
+    }
+
     // Allocations.
     let mut live_bytes: u128 = 0;
     let mut per_thread = vec![0u64; threads.len()];
@@ -776,6 +795,34 @@ mod tests {
                     at + 32
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn frame_names_of_the_wrong_count_or_outside_strings_are_reported() {
+        let mut b = DumpBuilder::small();
+        b.frame_names.pop();
+        b.frame_names[0].name = StrRef {
+            offset: b.strings.len() as u32,
+            len: 3,
+        };
+        let at = offset_of(&b, SectionKind::FrameNames);
+        let got: Vec<_> = problems(&b)
+            .iter()
+            .map(|p| (p.check, p.index, p.offset))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("frame_names.count", None, at),
+                ("strings.bounds", Some(0), at),
+            ]
+        );
+        assert!(
+            lines(&b)[0]
+                .ends_with("holds 2 names for the 3 records of Frames; they must be one per frame"),
+            "{:?}",
+            lines(&b)
         );
     }
 

@@ -222,13 +222,85 @@ fn cli_errors_name_the_file_and_exit_nonzero() {
         assert!(stderr.contains("cut.hdump"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
-    // A binary that is not the one that was dumped is refused.
+    // A binary that is not the one that was dumped is not used: its
+    // build-id differs, so functions are named from the dump itself.
     let wrong = binary("demo");
     let output = Command::new(binary("heapdump"))
         .args([OsStr::new("top"), dump.as_os_str(), wrong.as_os_str()])
+        .arg("--json")
         .output()
         .unwrap();
-    assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("build-id"), "{stderr}");
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is not the binary that wrote the dump (build-id",
+            wrong.display()
+        )),
+        "{stderr}"
+    );
+    let top: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(top["rows"][0]["function"], "blocks::make_blocks", "{top}");
+    assert_eq!(top["rows"][0]["file"], serde_json::Value::Null, "{top}");
+}
+
+#[test]
+fn top_names_the_functions_after_the_executable_is_deleted() {
+    // A copy of the program, so deleting it leaves the shared one alone.
+    let dir = scratch_dir("executable_deleted");
+    let program = dir.join("blocks-copy");
+    std::fs::copy(binary("blocks"), &program).unwrap();
+    let dump = dir.join("blocks.hdump");
+    let output = run_ok(Command::new(&program).arg(&dump));
+    let result = key_values(&String::from_utf8_lossy(&output.stdout), "RESULT ");
+    // The dump is moved elsewhere and the executable is gone.
+    let moved = dir.join("moved.hdump");
+    std::fs::copy(&dump, &moved).unwrap();
+    std::fs::remove_file(&dump).unwrap();
+    std::fs::remove_file(&program).unwrap();
+    assert!(!program.exists());
+
+    let output = Command::new(binary("heapdump"))
+        .args([OsStr::new("top"), moved.as_os_str(), OsStr::new("--json")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let top: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        top["total_bytes"].as_u64(),
+        Some(number(&result, "live_bytes"))
+    );
+    let rows = top["rows"].as_array().expect("rows");
+    let row = |function: &str| {
+        rows.iter()
+            .find(|row| row["function"].as_str() == Some(function))
+            .unwrap_or_else(|| panic!("no row for {function} in {top}"))
+    };
+    // The same sites, sizes and counts as with the binary; no file or line.
+    for (function, bytes, count) in [
+        ("blocks::make_blocks", 1000 * 4096, 1000),
+        ("blocks::make_vectors", 10 * 8000, 10),
+    ] {
+        let row = row(function);
+        assert_eq!(row["bytes"].as_u64(), Some(bytes), "{row}");
+        assert_eq!(row["count"].as_u64(), Some(count), "{row}");
+        assert_eq!(row["file"], serde_json::Value::Null, "{row}");
+        assert_eq!(row["line"], serde_json::Value::Null, "{row}");
+    }
+    assert_eq!(rows[0]["function"], "blocks::make_blocks");
+    // Said once, naming the executable looked for.
+    let warning = format!(
+        "warning: the dumped program's executable {} was not found: functions are named from the symbol names the dump carries; file:line, inlined frames and types need that binary",
+        program.display()
+    );
+    assert_eq!(stderr.matches(&warning).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("need that binary").count(), 1, "{stderr}");
+    // The names are in the file: verify passes and every frame has a record.
+    let parsed = Dump::open(&moved).unwrap();
+    let view = parsed.view();
+    let names = view.frame_names().unwrap().expect("no FrameNames section");
+    assert_eq!(names.len(), view.frames().len());
+    let verify = heapdump(&[OsStr::new("verify"), moved.as_os_str()]);
+    assert!(verify.contains("no problems"), "{verify}");
 }
