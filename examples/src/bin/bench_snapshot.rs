@@ -14,19 +14,24 @@
 //! 1024, a multiple of 8, at least 16), `--builders N` (default 4),
 //! `--threads N` extra idle threads parked in a futex wait (default 0; use
 //! 64 to measure the stop time with many threads), `--repeat N` dumps
-//! (default 1; one `RESULT` line each).
+//! (default 1; one `RESULT` line each), `--mode fork|stop` (default fork),
+//! `--writer 1` to keep one thread writing a word into a random block in a
+//! loop while the dumps run (in fork mode every page it touches is copied:
+//! `cow_kib` says how much the program's private memory grew meanwhile).
 //!
-//! Prints `RESULT` lines of `key=value` pairs: stop_ms, scan_ms,
+//! Prints `RESULT` lines of `key=value` pairs: mode, stop_ms, scan_ms,
 //! scan_gb_per_s (scanned bytes / scan time), edges, edges_per_s,
 //! pause_ms, total_ms, dump_bytes, roots, threads_stopped,
-//! threads_not_stopped, and what was built.
+//! threads_not_stopped, cow_kib, and what was built.
 
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Instant;
 
-use heapdump_capture::Tracker;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use heapdump_capture::{Mode, Tracker};
 
 #[global_allocator]
 static ALLOCATOR: Tracker = Tracker::system();
@@ -37,6 +42,8 @@ struct Options {
     builders: usize,
     threads: usize,
     repeat: usize,
+    mode: Mode,
+    writer: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -46,20 +53,28 @@ fn parse_options() -> Result<Options, String> {
         builders: 4,
         threads: 0,
         repeat: 1,
+        mode: Mode::Fork,
+        writer: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?
-            .parse::<usize>()
-            .map_err(|e| format!("{flag}: {e}"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--mode" {
+            options.mode = match value.as_str() {
+                "fork" => Mode::Fork,
+                "stop" => Mode::Stop,
+                _ => return Err("--mode takes fork or stop".into()),
+            };
+            continue;
+        }
+        let value = value.parse::<usize>().map_err(|e| format!("{flag}: {e}"))?;
         match flag.as_str() {
             "--blocks" => options.blocks = value,
             "--block-size" => options.block_size = value,
             "--builders" => options.builders = value,
             "--threads" => options.threads = value,
             "--repeat" => options.repeat = value,
+            "--writer" => options.writer = value != 0,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -146,10 +161,60 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // The writer: 256 MiB of its own, made resident first, then one word
+    // written into a random page in a loop while a dump runs. Each page it
+    // writes while the fork child lives is copied once: the distinct pages
+    // written are the copy-on-write cost.
+    const WRITER_PAGES: usize = 65536;
+    let dumping = Arc::new(AtomicBool::new(false));
+    let stop_writer = Arc::new(AtomicBool::new(false));
+    let pages_written = Arc::new(AtomicU64::new(0));
+    let writer = options.writer.then(|| {
+        let (dumping, stop_writer, pages_written) =
+            (dumping.clone(), stop_writer.clone(), pages_written.clone());
+        let (ready, is_ready) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let mut memory = vec![1u64; WRITER_PAGES * 512];
+            let mut touched = vec![false; WRITER_PAGES];
+            let mut state = 0x9E37_79B9_7F4A_7C15u64;
+            ready.send(()).expect("main thread gone");
+            while !stop_writer.load(Ordering::Relaxed) {
+                if !dumping.load(Ordering::Acquire) {
+                    if touched.iter().any(|&t| t) {
+                        let count = touched.iter().filter(|&&t| t).count() as u64;
+                        pages_written.fetch_add(count, Ordering::Relaxed);
+                        touched.fill(false);
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    continue;
+                }
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let page = state as usize % WRITER_PAGES;
+                memory[page * 512] = memory[page * 512].wrapping_add(1);
+                touched[page] = true;
+            }
+            std::hint::black_box(&memory);
+        });
+        is_ready.recv().expect("the writer died");
+        handle
+    });
     let stats = heapdump_capture::stats();
     let mut failed = false;
     for _ in 0..options.repeat {
-        let dump = match heapdump_capture::write_heap_dump(sink.as_fd()) {
+        pages_written.store(0, Ordering::Relaxed);
+        dumping.store(true, Ordering::Release);
+        let result = heapdump_capture::write_heap_dump_with(sink.as_fd(), options.mode);
+        dumping.store(false, Ordering::Release);
+        // Let the writer count what it touched.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let cow_kib = if result.as_ref().is_ok_and(|d| d.mode == Mode::Fork) {
+            pages_written.load(Ordering::Relaxed) * 4
+        } else {
+            0
+        };
+        let dump = match result {
             Ok(dump) => dump,
             Err(error) => {
                 eprintln!("bench_snapshot: the dump failed: {error}");
@@ -159,11 +224,12 @@ fn main() {
         };
         let scan_s = dump.scan_ns as f64 / 1e9;
         println!(
-            "RESULT blocks={blocks} block_size={} builders={} idle_threads={} build_s={:.1} \
+            "RESULT mode={} cow_kib={cow_kib} blocks={blocks} block_size={} builders={} idle_threads={} build_s={:.1} \
              allocations={} live_bytes={} stop_ms={:.2} scan_ms={:.1} scanned_bytes={} \
              scan_gb_per_s={:.2} edges={} expected_edges={} edges_per_s={:.0} pause_ms={:.1} \
              total_ms={:.1} dump_bytes={} roots={} threads_stopped={} threads_not_stopped={} \
              tracking_bytes={} peak_rss_kib={}",
+            dump.mode.name(),
             options.block_size,
             options.builders,
             options.threads,
@@ -194,6 +260,10 @@ fn main() {
             stats.tracking_bytes,
             heapdump_examples::peak_rss_kib(),
         );
+    }
+    stop_writer.store(true, Ordering::Relaxed);
+    if let Some(writer) = writer {
+        writer.join().expect("the writer panicked");
     }
     release.wait();
     for handle in handles {
