@@ -8,12 +8,19 @@
 //!
 //! fn main() {
 //!     let data: Vec<Box<[u8; 64]>> = (0..100).map(|_| Box::new([0; 64])).collect();
-//!     heapdump_capture::dump_to_path("app.hdump").expect("cannot write the dump");
+//!     if let Err(error) = heapdump_capture::dump_to_path("app.hdump") {
+//!         eprintln!("app.hdump: {error}");
+//!     }
 //!     # drop(data);
 //! }
 //! ```
 //!
 //! Then, offline: `heapdump top app.hdump ./app`.
+//!
+//! Or without calling anything: `HEAPDUMP=on=signal:USR2,on=exit ./app`
+//! (see [`Settings`] for the keys and the same settings in code). Dumps
+//! take their snapshot in a forked child by default ([`Mode::Fork`]), so
+//! the program pauses only for the fork.
 //!
 //! [`Tracker`] wraps any [`GlobalAlloc`] and records every live allocation:
 //! address, size, alignment, allocating thread, allocation stack and a
