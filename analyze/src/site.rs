@@ -29,6 +29,28 @@ const ALLOCATOR_PREFIXES: &[&str] = &[
     "<alloc::alloc::Global",
 ];
 
+/// The C allocation functions the tracker defines (and C++'s allocation
+/// operators, which call them): whole names, since `malloc_trim` or
+/// `freeze` are not allocators.
+const C_ALLOCATOR_FUNCTIONS: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "operator new(unsigned long)",
+    "operator new[](unsigned long)",
+    "operator new(unsigned long, std::align_val_t)",
+    "operator new[](unsigned long, std::align_val_t)",
+    "operator new(unsigned long, std::nothrow_t const&)",
+    "operator new[](unsigned long, std::nothrow_t const&)",
+];
+
 /// Crate paths of the standard library and its allocation-heavy internals.
 const LIBRARY_CRATES: &[&str] = &["std::", "core::", "alloc::", "hashbrown::"];
 
@@ -37,6 +59,7 @@ pub fn is_allocator_function(function: &str) -> bool {
     // Recent compilers name the allocator shims `__rustc::__rust_alloc`.
     let function = function.strip_prefix("__rustc::").unwrap_or(function);
     ALLOCATOR_PREFIXES.iter().any(|p| function.starts_with(p))
+        || C_ALLOCATOR_FUNCTIONS.contains(&function)
 }
 
 /// Whether `function` is standard-library code (std, core, alloc,
@@ -504,6 +527,9 @@ mod tests {
         ));
         assert!(!is_allocator_function("app::alloc::pool"));
         assert!(is_allocator_function("__rustc::__rust_alloc"));
+        assert!(is_allocator_function("malloc"));
+        assert!(is_allocator_function("operator new(unsigned long)"));
+        assert!(!is_allocator_function("malloc_trim"));
         assert!(is_allocator_function(
             "<alloc::alloc::Global as core::alloc::Allocator>::allocate"
         ));

@@ -67,6 +67,8 @@ use std::alloc::System;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 mod child;
+#[cfg(all(feature = "c-malloc", target_os = "linux", target_env = "gnu"))]
+mod cmalloc;
 mod dump;
 mod fork;
 mod live;
@@ -273,26 +275,36 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 }
 
 /// Records a block the inner allocator just made for `layout` (plus the
-/// footer) and writes its footer; returns it, null passed through.
+/// footer) and writes its footer; returns it, null passed through (and
+/// reported to the `on=oom` trigger once `busy` is let go). `busy` is the
+/// guard taken before the inner allocator was called, `None` when the
+/// thread was already inside the tracker (the block then gets no record).
 ///
 /// # Safety
 /// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
 #[inline(always)]
-unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8, settings: &Settings) -> *mut u8 {
+unsafe fn record_new(
+    block: *mut u8,
+    layout: Layout,
+    flags: u8,
+    settings: &Settings,
+    busy: Option<Busy>,
+) -> *mut u8 {
     if block.is_null() {
+        drop(busy);
         triggers::allocation_failed();
-    } else {
-        let footer = match Busy::enter() {
-            Some(_busy) => {
-                triggers::start_once(settings);
-                let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags);
-                LIVE.insert(&entry, true, thread.index as usize)
-            }
-            None => live::NO_RECORD,
-        };
-        // SAFETY: per the contract, the footer's bytes are the block's.
-        unsafe { write_footer(block, layout.size(), footer) };
+        return block;
     }
+    let footer = match busy {
+        Some(_) => {
+            triggers::start_once(settings);
+            let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags);
+            LIVE.insert(&entry, true, thread.index as usize)
+        }
+        None => live::NO_RECORD,
+    };
+    // SAFETY: per the contract, the footer's bytes are the block's.
+    unsafe { write_footer(block, layout.size(), footer) };
     block
 }
 
@@ -302,17 +314,22 @@ unsafe fn record_new(block: *mut u8, layout: Layout, flags: u8, settings: &Setti
 // itself: the program gets at least the bytes and alignment it asked for.
 // The footer lies past the program's bytes, where it may not read or
 // write; the rest of the bookkeeping touches only the tracker's memory.
+//
+// The thread is marked busy across the inner allocator's call: whatever
+// that allocator does through the C functions (`System` is `malloc`) is
+// passed through there, so a Rust block is recorded once.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(outer) = with_footer(layout) else {
             return core::ptr::null_mut();
         };
+        let busy = Busy::enter();
         // SAFETY: the caller's contract for `alloc`, for a layout at least
         // as big.
         let block = unsafe { self.inner.alloc(outer) };
         // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, 0, &self.settings) }
+        unsafe { record_new(block, layout, 0, &self.settings, busy) }
     }
 
     #[inline]
@@ -320,10 +337,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         let Some(outer) = with_footer(layout) else {
             return core::ptr::null_mut();
         };
+        let busy = Busy::enter();
         // SAFETY: as in `alloc`.
         let block = unsafe { self.inner.alloc_zeroed(outer) };
         // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, ZEROED, &self.settings) }
+        unsafe { record_new(block, layout, ZEROED, &self.settings, busy) }
     }
 
     #[inline]
@@ -334,12 +352,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // Forget the block before freeing it, under its shard's lock: a dump
         // holds every such lock, so it never lists (and scans) memory that a
         // thread it could not stop is freeing or unmapping.
-        if let Some(_busy) = Busy::enter() {
+        let busy = Busy::enter();
+        if busy.is_some() {
             LIVE.remove(footer, block as u64, layout.size() as u64);
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was allocated with.
-        unsafe { self.inner.dealloc(block, footered(layout)) }
+        unsafe { self.inner.dealloc(block, footered(layout)) };
+        drop(busy);
     }
 
     #[inline]
@@ -384,6 +404,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
             }
             None => live::NO_RECORD,
         };
+        drop(busy);
         // SAFETY: `moved` has `new_size + FOOTER_BYTES` bytes.
         unsafe { write_footer(moved, new_size, footer) };
         moved

@@ -342,6 +342,18 @@ impl ShardTable {
         recorded == Some(address) && self.detach_tagged(index, address, size)
     }
 
+    /// The size in the record at `index` if that record is live, tagged for
+    /// `address` and records `address`.
+    #[inline]
+    fn recorded_size(&self, index: usize, address: u64) -> Option<u64> {
+        let tag = *self.tags.as_slice()[..self.used].get(index)?;
+        if tag == 0 || tag != address_tag(address) {
+            return None;
+        }
+        let slot = self.slots.as_slice()[index];
+        (slot.address() == address).then(|| slot.size())
+    }
+
     /// Clears the tag of the record at `index` if it is live and tagged for
     /// `address`, and takes its `size` bytes off the counts.
     #[inline]
@@ -539,6 +551,43 @@ impl LiveTable {
         if footer != NO_RECORD && table.remove(index_of_footer(footer), address, size) {
             shard.publish(&table);
         }
+    }
+
+    /// [`remove`](Self::remove) for a block whose size the caller does not
+    /// know (a C `free`): the size is read from the record, which must be
+    /// live, tagged for `address` and record that very address.
+    #[inline]
+    pub fn remove_recorded(&self, footer: u32, address: u64) {
+        let shard = &self.shards[shard_of_footer(footer)];
+        let mut table = shard.table.lock();
+        table.total_frees += 1;
+        if footer == NO_RECORD {
+            return;
+        }
+        let index = index_of_footer(footer);
+        if let Some(size) = table.recorded_size(index, address)
+            && table.remove(index, address, size)
+        {
+            shard.publish(&table);
+        }
+    }
+
+    /// [`detach`](Self::detach) for a block whose size the caller does not
+    /// know (a C `realloc`).
+    #[inline]
+    pub fn detach_recorded(&self, footer: u32, address: u64) -> Option<Detached> {
+        if footer == NO_RECORD {
+            return None;
+        }
+        let shard = &self.shards[shard_of_footer(footer)];
+        let mut table = shard.table.lock();
+        let index = index_of_footer(footer);
+        let size = table.recorded_size(index, address)?;
+        if !table.detach(index, address, size) {
+            return None;
+        }
+        shard.publish(&table);
+        Some(Detached { footer })
     }
 
     /// Takes the record of the block at `address` of `size` bytes, whose

@@ -349,6 +349,73 @@ pub fn read_file(path: &[u8], out: &mut [u8]) -> usize {
     filled
 }
 
+/// The `[start, end)` of the mapping of `/proc/self/maps` that holds
+/// `address`, read through a small buffer on the stack (no heap).
+pub fn mapping_containing(address: u64) -> Option<(u64, u64)> {
+    // SAFETY: the path is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buffer = [0u8; 4096];
+    let mut filled = 0;
+    let mut found = None;
+    'read: loop {
+        let rest = &mut buffer[filled..];
+        // SAFETY: `rest` is writable for its length.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        filled += n as usize;
+        let mut consumed = 0;
+        while let Some(end) = buffer[consumed..filled].iter().position(|&b| b == b'\n') {
+            let line = &buffer[consumed..consumed + end];
+            consumed += end + 1;
+            if let Some((start, stop)) = parse_range(line)
+                && (start..stop).contains(&address)
+            {
+                found = Some((start, stop));
+                break 'read;
+            }
+        }
+        if consumed == 0 && filled == buffer.len() {
+            // A line longer than the buffer (a very long path): skip it.
+            filled = 0;
+            continue;
+        }
+        buffer.copy_within(consumed..filled, 0);
+        filled -= consumed;
+    }
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// `start-end` at the beginning of a maps line, in hex.
+fn parse_range(line: &[u8]) -> Option<(u64, u64)> {
+    let range = line.split(|&b| b == b' ').next()?;
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let hex = |digits: &[u8]| -> Option<u64> {
+        if digits.is_empty() || digits.len() > 16 {
+            return None;
+        }
+        digits.iter().try_fold(0u64, |value, &b| {
+            let digit = (b as char).to_digit(16)?;
+            Some(value << 4 | u64::from(digit))
+        })
+    };
+    Some((hex(&range[..dash])?, hex(&range[dash + 1..])?))
+}
+
 /// A small fixed-capacity byte string for building paths without the heap.
 #[derive(Clone, Copy)]
 pub struct PathBuf<const N: usize> {
@@ -535,6 +602,15 @@ mod tests {
         let mut tiny = PathBuf::<4>::new();
         assert!(tiny.push(b"abc"));
         assert!(!tiny.push(b"d"));
+    }
+
+    #[test]
+    fn the_mapping_of_a_stack_local_is_found() {
+        let local = 0u64;
+        let at = &local as *const u64 as u64;
+        let (start, end) = mapping_containing(at).expect("no mapping holds the stack");
+        assert!(start <= at && at < end);
+        assert_eq!(mapping_containing(0), None);
     }
 
     #[test]

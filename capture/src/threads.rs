@@ -126,29 +126,20 @@ pub fn tracking_bytes() -> u64 {
     sys::round_to_pages(count * size_of::<ThreadSlot>()) as u64
 }
 
-/// The calling thread's stack `[low, high)` from its pthread attributes;
-/// `(0, 0)` if unavailable.
+/// The calling thread's stack `[low, high)`: the mapping of
+/// `/proc/self/maps` that holds the stack pointer; `(0, 0)` if
+/// unavailable. For a thread glibc made, the mapping also holds the
+/// thread's descriptor and static TLS above the stack (scanned with it,
+/// harmlessly).
+///
+/// Not `pthread_getattr_np`: it calls `fopen` (main thread) or `realloc`
+/// (every thread) while holding the thread's lock, so from inside
+/// `malloc` (its own allocation is often the thread's first) it would wait
+/// on itself.
 pub fn current_stack_bounds() -> (usize, usize) {
-    // SAFETY: an all-zero pthread_attr_t is a valid out-parameter for
-    // pthread_getattr_np, which initializes it.
-    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `attr` is a valid out-pointer; pthread_self is the caller.
-    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &mut attr) } != 0 {
-        return (0, 0);
-    }
-    let mut base: *mut libc::c_void = core::ptr::null_mut();
-    let mut size: libc::size_t = 0;
-    // SAFETY: `attr` was initialized above; the out-pointers are valid.
-    let got = unsafe { libc::pthread_attr_getstack(&attr, &mut base, &mut size) };
-    // SAFETY: `attr` was initialized by pthread_getattr_np and is destroyed once.
-    unsafe {
-        libc::pthread_attr_destroy(&mut attr);
-    }
-    if got != 0 || base.is_null() {
-        return (0, 0);
-    }
-    let low = base as usize;
-    (low, low.saturating_add(size))
+    let marker = 0u8;
+    let here = core::hint::black_box(&marker) as *const u8 as u64;
+    sys::mapping_containing(here).map_or((0, 0), |(low, high)| (low as usize, high as usize))
 }
 
 /// Kernel ids of the threads alive now, from `/proc/self/task`; fills

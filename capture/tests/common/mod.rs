@@ -52,6 +52,7 @@ pub fn read_back(file: &File) -> Vec<u8> {
 static STOP_MODE: AtomicBool = AtomicBool::new(false);
 
 /// The mode [`dump_with_stats`] dumps in.
+#[allow(dead_code)] // Only the snapshot tests switch modes.
 pub fn set_mode(mode: Mode) {
     STOP_MODE.store(mode == Mode::Stop, Ordering::Relaxed);
 }

@@ -1,0 +1,381 @@
+//! The C allocation functions of the whole process (`malloc`, `free`,
+//! `calloc`, `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`,
+//! `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`), tracked like
+//! the Rust global allocator's blocks: what C libraries, C++'s
+//! `operator new` and Rust's own `System` allocate becomes nodes of the
+//! heap graph, and the pointers stored there are seen by the scan.
+//!
+//! Defined here with their C names, they take the place of the C
+//! library's in the whole process (the executable's definitions come first
+//! in the dynamic linker's search order, or the preload library's under
+//! `LD_PRELOAD`), and forward to glibc's `__libc_malloc` family, which are
+//! the real functions under other names: no `dlsym` needed to find them,
+//! no recursion.
+//!
+//! A C `free` does not say the block's size, so the footer (the index of
+//! the block's record, as for Rust blocks) goes at the end of the block's
+//! usable size rather than after the bytes asked for, and
+//! `malloc_usable_size` tells the program 4 bytes less. The inner
+//! allocator is asked for 4 more bytes.
+//!
+//! Calls made while the thread is inside the tracker (the Rust `Tracker`
+//! calling `System`, which is `malloc`; a dump; the tracker's own thread)
+//! pass straight through, untracked and without a footer: a Rust block is
+//! recorded once, by the `Tracker`. A block without a footer (or from
+//! before the tracker was loaded) that reaches `free` is passed through
+//! too: its would-be footer names no live record tagged for its address.
+//! Only glibc is supported (`__libc_malloc` and friends are glibc's).
+
+use core::ffi::c_void;
+
+use crate::live::{FOOTER_BYTES, NO_RECORD};
+use crate::{Busy, LIVE, REALLOCATED, ZEROED, new_entry, triggers};
+
+unsafe extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_free(block: *mut c_void);
+    fn __libc_calloc(count: usize, size: usize) -> *mut c_void;
+    fn __libc_realloc(block: *mut c_void, size: usize) -> *mut c_void;
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+    fn __libc_valloc(size: usize) -> *mut c_void;
+    fn __libc_pvalloc(size: usize) -> *mut c_void;
+}
+
+/// glibc's own `malloc_usable_size`, found with `dlsym(RTLD_NEXT)` (glibc
+/// has no `__libc_` name for it) the first time it is needed.
+static REAL_USABLE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The usable size of a block glibc's allocator made: the bytes from
+/// `block` to the end of its chunk.
+///
+/// # Safety
+/// `block` must be a live block of glibc's allocator.
+#[inline]
+unsafe fn real_usable_size(block: *mut c_void) -> usize {
+    let mut real = REAL_USABLE_SIZE.load(core::sync::atomic::Ordering::Relaxed);
+    if real == 0 {
+        real = resolve_usable_size();
+        if real == 0 {
+            return 0;
+        }
+    }
+    // SAFETY: `real` is glibc's `malloc_usable_size` (checked in
+    // `resolve_usable_size`), whose contract the caller meets.
+    let real: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(real) };
+    // SAFETY: as above.
+    unsafe { real(block) }
+}
+
+#[cold]
+fn resolve_usable_size() -> usize {
+    // dlsym may allocate (its error string): that passes through.
+    let _busy = Busy::enter_always();
+    // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after
+    // ours, glibc's.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+    // Never ourselves: that would recurse.
+    if found == malloc_usable_size as *const () as usize {
+        return 0;
+    }
+    REAL_USABLE_SIZE.store(found, core::sync::atomic::Ordering::Relaxed);
+    found
+}
+
+/// Where the footer of a C block is: its last 4 usable bytes. `None` when
+/// the block is too small to hold one (a block without a footer).
+///
+/// # Safety
+/// `block` must be a live block of glibc's allocator.
+#[inline]
+unsafe fn footer_at(block: *mut c_void) -> Option<*mut u8> {
+    // SAFETY: per the contract.
+    let usable = unsafe { real_usable_size(block) };
+    // A size no allocator hands out means `block` is not glibc's: leave it.
+    if !(FOOTER_BYTES..1 << 47).contains(&usable) {
+        return None;
+    }
+    // SAFETY: `usable - FOOTER_BYTES` is inside the block's chunk.
+    Some(unsafe { block.cast::<u8>().add(usable - FOOTER_BYTES) })
+}
+
+/// Records a block the inner allocator just made for `size` bytes (plus
+/// the footer) and writes its footer; returns it. A null result is an
+/// allocation failure, reported to the `on=oom` trigger after `busy` is
+/// let go.
+///
+/// # Safety
+/// `block` is null or a live glibc block of at least `size + 4` bytes.
+#[inline]
+unsafe fn record(
+    block: *mut c_void,
+    size: usize,
+    align: usize,
+    flags: u8,
+    busy: Busy,
+) -> *mut c_void {
+    if block.is_null() {
+        drop(busy);
+        triggers::allocation_failed();
+        return block;
+    }
+    let (entry, thread) = new_entry(block.cast(), size, align, flags);
+    let footer = LIVE.insert(&entry, true, thread.index as usize);
+    // SAFETY: a live glibc block.
+    if let Some(at) = unsafe { footer_at(block) } {
+        // SAFETY: the footer's 4 bytes are the block's last usable ones,
+        // past the `size` bytes the program may use; unaligned.
+        unsafe { at.cast::<u32>().write_unaligned(footer) };
+    }
+    drop(busy);
+    block
+}
+
+/// Forgets the record of a C block about to be freed or moved.
+///
+/// # Safety
+/// `block` must be a live glibc block.
+#[inline]
+unsafe fn footer_of(block: *mut c_void) -> u32 {
+    // SAFETY: per the contract.
+    match unsafe { footer_at(block) } {
+        // SAFETY: inside the block's chunk, as `footer_at` computed.
+        Some(at) => unsafe { at.cast::<u32>().read_unaligned() },
+        None => NO_RECORD,
+    }
+}
+
+fn set_errno(errno: i32) {
+    // SAFETY: errno is thread-local; the location is valid for the thread.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// The minimum alignment glibc's `malloc` gives.
+const MALLOC_ALIGN: usize = 16;
+
+/// # Safety
+/// The C contract of `malloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding the caller's call.
+        return unsafe { __libc_malloc(size) };
+    };
+    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: glibc's malloc; the result is null or `outer` bytes.
+    unsafe { record(__libc_malloc(outer), size, MALLOC_ALIGN, 0, busy) }
+}
+
+/// # Safety
+/// The C contract of `free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn free(block: *mut c_void) {
+    if block.is_null() {
+        return;
+    }
+    if let Some(_busy) = Busy::enter() {
+        // SAFETY: the caller passes a live block of ours (glibc's).
+        let footer = unsafe { footer_of(block) };
+        // Forgotten before it is freed: a dump never scans freed memory.
+        LIVE.remove_recorded(footer, block as u64);
+    }
+    // SAFETY: forwarding the caller's call.
+    unsafe { __libc_free(block) }
+}
+
+/// # Safety
+/// The C contract of `calloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding the caller's call.
+        return unsafe { __libc_calloc(count, size) };
+    };
+    let Some(total) = count.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    let Some(outer) = total.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: glibc's calloc; the result is null or `outer` zeroed bytes.
+    unsafe { record(__libc_calloc(1, outer), total, MALLOC_ALIGN, ZEROED, busy) }
+}
+
+/// # Safety
+/// The C contract of `realloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void {
+    if block.is_null() {
+        // SAFETY: realloc(NULL, n) is malloc(n).
+        return unsafe { malloc(size) };
+    }
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding the caller's call.
+        return unsafe { __libc_realloc(block, size) };
+    };
+    if size == 0 {
+        // glibc frees the block and returns NULL.
+        drop(busy);
+        // SAFETY: the caller's block.
+        unsafe { free(block) };
+        return core::ptr::null_mut();
+    }
+    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: the caller passes a live block.
+    let old_footer = unsafe { footer_of(block) };
+    // Out of the table while glibc may move or free it (see the Tracker).
+    let detached = LIVE.detach_recorded(old_footer, block as u64);
+    // SAFETY: forwarding, with room for the footer.
+    let moved = unsafe { __libc_realloc(block, outer) };
+    if moved.is_null() {
+        if let Some(detached) = detached {
+            LIVE.restore(detached);
+        }
+        drop(busy);
+        triggers::allocation_failed();
+        return moved;
+    }
+    let (entry, thread) = new_entry(moved.cast(), size, MALLOC_ALIGN, REALLOCATED);
+    let footer = LIVE.reattach(detached, &entry, moved != block, thread.index as usize);
+    // SAFETY: a live glibc block of at least `outer` bytes.
+    if let Some(at) = unsafe { footer_at(moved) } {
+        // SAFETY: as in `record`.
+        unsafe { at.cast::<u32>().write_unaligned(footer) };
+    }
+    drop(busy);
+    moved
+}
+
+/// # Safety
+/// The C contract of `reallocarray`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn reallocarray(
+    block: *mut c_void,
+    count: usize,
+    size: usize,
+) -> *mut c_void {
+    let Some(total) = count.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: the same contract.
+    unsafe { realloc(block, total) }
+}
+
+/// An aligned block from glibc's `memalign`, tracked.
+///
+/// # Safety
+/// `align` is a power of two.
+unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding.
+        return unsafe { __libc_memalign(align, size) };
+    };
+    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: glibc's memalign with a power-of-two alignment.
+    unsafe {
+        record(
+            __libc_memalign(align, outer),
+            size,
+            align.max(MALLOC_ALIGN),
+            0,
+            busy,
+        )
+    }
+}
+
+/// # Safety
+/// The C contract of `posix_memalign`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    if !align.is_power_of_two() || align % size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    // SAFETY: a power of two.
+    let block = unsafe { aligned(align, size) };
+    if block.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a valid out-pointer.
+    unsafe { out.write(block) };
+    0
+}
+
+/// # Safety
+/// The C contract of `aligned_alloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a power of two.
+    unsafe { aligned(align, size) }
+}
+
+/// # Safety
+/// The C contract of `memalign`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    // glibc rounds an alignment that is not a power of two up to one.
+    let Some(align) = align.max(1).checked_next_power_of_two() else {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: a power of two.
+    unsafe { aligned(align, size) }
+}
+
+/// # Safety
+/// The C contract of `valloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding.
+        return unsafe { __libc_valloc(size) };
+    };
+    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: glibc's valloc.
+    unsafe { record(__libc_valloc(outer), size, crate::sys::PAGE, 0, busy) }
+}
+
+/// # Safety
+/// The C contract of `pvalloc`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let Some(busy) = Busy::enter() else {
+        // SAFETY: forwarding.
+        return unsafe { __libc_pvalloc(size) };
+    };
+    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    // SAFETY: glibc's pvalloc.
+    unsafe { record(__libc_pvalloc(outer), size, crate::sys::PAGE, 0, busy) }
+}
+
+/// # Safety
+/// The C contract of `malloc_usable_size`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
+    if block.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller passes a live block; the footer is not the
+    // program's to use.
+    unsafe { real_usable_size(block) }.saturating_sub(FOOTER_BYTES)
+}
