@@ -66,6 +66,10 @@ pub struct DumpBuilder {
     pub contents: Vec<ContentRecord>,
     /// `ContentBytes`.
     pub content_bytes: Vec<u8>,
+    /// The major version [`to_bytes`](Self::to_bytes) writes; `None` for
+    /// the current one. Version 1 holds any value (version 2 refuses the
+    /// ones its packed records cannot hold, such as an alignment of 24).
+    pub major: Option<u16>,
 }
 
 impl DumpBuilder {
@@ -510,7 +514,9 @@ impl DumpBuilder {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buffer = [0u8; 4096];
-        let mut w = DumpWriter::new(&mut out, &mut buffer).expect("buffer is large enough");
+        let major = self.major.unwrap_or(VERSION_MAJOR);
+        let mut w =
+            DumpWriter::with_version(&mut out, &mut buffer, major).expect("buffer is large enough");
         w.section([self.process]).expect("write Process");
         w.section(self.threads.iter().copied())
             .expect("write Threads");
