@@ -54,7 +54,10 @@ impl EscapeRecords<'_> {
     /// Record `index`, if it exists.
     pub fn get(&self, index: usize) -> Option<EdgeEscapeRecord> {
         let start = index.checked_mul(self.record_size)?;
-        EdgeEscapeRecord::decode(self.bytes.get(start..start.checked_add(self.record_size)?)?)
+        EdgeEscapeRecord::decode(
+            self.bytes
+                .get(start..start.checked_add(self.record_size)?)?,
+        )
     }
 
     /// The escape record of edge `edge`, by binary search (the records are
@@ -257,7 +260,9 @@ pub mod edge {
             (TAG_ROOT_START, record.source_offset as u32, Packed::Whole)
         } else {
             let Ok(edge) = u32::try_from(index) else {
-                return Err(DoesNotFit { field: "edge index" });
+                return Err(DoesNotFit {
+                    field: "edge index",
+                });
             };
             let escape = EdgeEscapeRecord {
                 edge,
@@ -364,13 +369,49 @@ mod tests {
             ..Default::default()
         };
         let cases: [(&str, AllocationRecord); 7] = [
-            ("address", AllocationRecord { address: 1 << 48, ..sound }),
-            ("size", AllocationRecord { size: 1 << 48, ..sound }),
-            ("sequence", AllocationRecord { sequence: 1 << 40, ..sound }),
-            ("stack", AllocationRecord { stack: 1 << 24, ..sound }),
-            ("thread", AllocationRecord { thread: 0xFFFF, ..sound }),
+            (
+                "address",
+                AllocationRecord {
+                    address: 1 << 48,
+                    ..sound
+                },
+            ),
+            (
+                "size",
+                AllocationRecord {
+                    size: 1 << 48,
+                    ..sound
+                },
+            ),
+            (
+                "sequence",
+                AllocationRecord {
+                    sequence: 1 << 40,
+                    ..sound
+                },
+            ),
+            (
+                "stack",
+                AllocationRecord {
+                    stack: 1 << 24,
+                    ..sound
+                },
+            ),
+            (
+                "thread",
+                AllocationRecord {
+                    thread: 0xFFFF,
+                    ..sound
+                },
+            ),
             ("align", AllocationRecord { align: 24, ..sound }),
-            ("flags", AllocationRecord { flags: 0x100, ..sound }),
+            (
+                "flags",
+                AllocationRecord {
+                    flags: 0x100,
+                    ..sound
+                },
+            ),
         ];
         for (field, record) in cases {
             let mut bytes = [0u8; allocation::SIZE];

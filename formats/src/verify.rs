@@ -189,14 +189,13 @@ fn check_edge_escapes<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     let record_size = view
         .section(SectionKind::Edges)
         .map_or(1, |info| (info.entry.record_size as usize).max(1));
-    let is_escape =
-        |edge: u32| -> bool {
-            let start = edge as usize * record_size;
-            raw_edges
-                .get(start..start + record_size)
-                .and_then(crate::packed::edge::tag)
-                == Some(crate::packed::edge::TAG_ESCAPE)
-        };
+    let is_escape = |edge: u32| -> bool {
+        let start = edge as usize * record_size;
+        raw_edges
+            .get(start..start + record_size)
+            .and_then(crate::packed::edge::tag)
+            == Some(crate::packed::edge::TAG_ESCAPE)
+    };
     let mut named: Vec<u32> = Vec::with_capacity(escapes.len());
     let mut previous: Option<u32> = None;
     for (i, escape) in escapes.iter().enumerate() {

@@ -19,8 +19,8 @@
 use crate::crc32::Crc32;
 use crate::packed::Packed;
 use crate::records::{
-    EdgeEscapeRecord, MAX_SECTIONS, OLDEST_MAJOR, Record, SECTION_ALIGN, SectionEntry,
-    SectionKind, StrRef, VERSION_MAJOR, encode_header, encode_trailer,
+    EdgeEscapeRecord, MAX_SECTIONS, OLDEST_MAJOR, Record, SECTION_ALIGN, SectionEntry, SectionKind,
+    StrRef, VERSION_MAJOR, encode_header, encode_trailer,
 };
 
 /// Where the bytes go: a file descriptor on the capture side, a `Vec` or a
@@ -294,7 +294,8 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
     /// Closes the open section and records it in the table. In version 2,
     /// closing `Edges` also writes `EdgeEscapes` (empty if no edge escaped).
     pub fn end_section(&mut self) -> WriteResult<(), S::Error> {
-        let edges_closed = matches!(&self.open, Some(open) if open.kind == SectionKind::Edges as u32);
+        let edges_closed =
+            matches!(&self.open, Some(open) if open.kind == SectionKind::Edges as u32);
         self.close_section()?;
         if edges_closed && self.major >= 2 {
             self.write_escapes()?;
