@@ -19,8 +19,8 @@
 use crate::crc32::Crc32;
 use crate::packed::Packed;
 use crate::records::{
-    EdgeEscapeRecord, MAX_SECTIONS, OLDEST_MAJOR, Record, SECTION_ALIGN, SectionEntry, SectionKind,
-    StrRef, VERSION_MAJOR, encode_header, encode_trailer,
+    EdgeEscapeRecord, EdgeRecord, MAX_SECTIONS, OLDEST_MAJOR, Record, SECTION_ALIGN, SectionEntry,
+    SectionKind, StrRef, VERSION_MAJOR, encode_header, encode_trailer,
 };
 
 /// Where the bytes go: a file descriptor on the capture side, a `Vec` or a
@@ -109,6 +109,9 @@ pub struct DumpWriter<'b, S: Sink> {
     /// escape records, newest first (they grow down from the end); written
     /// as `EdgeEscapes` when the section ends.
     escape_bytes: usize,
+    /// [`edge_section`](DumpWriter::edge_section) writes the escape
+    /// records in a second pass, so `write_record` does not keep them.
+    escapes_in_second_pass: bool,
 }
 
 impl<S: Sink> core::fmt::Debug for DumpWriter<'_, S> {
@@ -149,6 +152,7 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
             open: None,
             major,
             escape_bytes: 0,
+            escapes_in_second_pass: false,
         };
         writer.put(&encode_header(major))?;
         Ok(writer)
@@ -221,6 +225,7 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         if packed {
             match record.encode_packed(slot, index) {
                 Ok(Packed::Whole) => {}
+                Ok(Packed::Escape(_)) if self.escapes_in_second_pass => {}
                 Ok(Packed::Escape(escape)) => {
                     let end = self.buffer.len() - self.escape_bytes;
                     let start = end - EdgeEscapeRecord::SIZE;
@@ -282,6 +287,37 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
             self.write_record(&record)?;
         }
         self.end_section()
+    }
+
+    /// Writes `Edges` (and in version 2 `EdgeEscapes`) from an iterator
+    /// that it walks twice: once for the edges, once for the escape records.
+    /// Unlike [`section`](Self::section), which keeps escape records in the
+    /// buffer until `Edges` ends (at most about `buffer.len() / 24` of them),
+    /// this holds any number. Both walks must yield the same edges.
+    pub fn edge_section<I>(&mut self, edges: I) -> WriteResult<(), S::Error>
+    where
+        I: IntoIterator<Item = EdgeRecord>,
+        I::IntoIter: Clone,
+    {
+        let edges = edges.into_iter();
+        if self.major < 2 {
+            return self.section(edges);
+        }
+        self.begin_section(SectionKind::Edges)?;
+        self.escapes_in_second_pass = true;
+        let first_pass = edges.clone().try_for_each(|edge| self.write_record(&edge));
+        self.escapes_in_second_pass = false;
+        first_pass?;
+        self.close_section()?;
+        let kind = SectionKind::EdgeEscapes;
+        self.begin_raw_section(kind as u32, kind.record_size_in(self.major))?;
+        let mut scratch = [0u8; EdgeRecord::PACKED_SIZE];
+        for (index, edge) in edges.enumerate() {
+            if let Ok(Packed::Escape(escape)) = edge.encode_packed(&mut scratch, index as u64) {
+                self.write_record(&escape)?;
+            }
+        }
+        self.close_section()
     }
 
     /// Writes a whole byte section.

@@ -191,3 +191,41 @@ fn the_writer_refuses_what_version_2_cannot_hold_and_escapes_beyond_its_buffer()
     assert_eq!(escape_problems, 0);
     assert_eq!(view.edges().get(3).unwrap(), escaped(3));
 }
+
+#[test]
+fn edge_section_writes_any_number_of_escapes_through_a_small_buffer() {
+    let escaped = |source| EdgeRecord {
+        source,
+        target: 0,
+        source_offset: 8,
+        target_offset: 1 << 20,
+        flags: 0,
+        reserved: 0,
+    };
+    let edges: Vec<EdgeRecord> = (0..100)
+        .map(|i| {
+            if i % 3 == 0 {
+                EdgeRecord {
+                    target_offset: 0,
+                    ..escaped(i)
+                }
+            } else {
+                escaped(i)
+            }
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut buffer = [0u8; 256];
+    let mut w = DumpWriter::new(&mut out, &mut buffer).unwrap();
+    w.edge_section(edges.iter().copied()).unwrap();
+    w.section([ProcessRecord::default()]).unwrap();
+    w.finish().unwrap();
+    let view = DumpView::parse(&out).unwrap();
+    assert_eq!(view.edges().iter().collect::<Vec<_>>(), edges);
+    assert_eq!(view.edge_escapes().len(), 66);
+    let escape_problems = verify(&view)
+        .iter()
+        .filter(|p| p.check.starts_with("edge_escapes") || p.check == "edges.escape")
+        .count();
+    assert_eq!(escape_problems, 0);
+}
