@@ -610,6 +610,23 @@ pub fn exercise(view: &DumpView<'_>) -> u64 {
     for edge in view.edges().iter() {
         add(edge.source_offset);
     }
+    // Random access and reverse iteration unpack version 2's edges (and
+    // look up their escape records) by another path than `iter`.
+    let edges = view.edges();
+    for index in [
+        0,
+        edges.len() / 2,
+        edges.len().saturating_sub(1),
+        edges.len(),
+    ] {
+        add(edges.get(index).map_or(0, |e| e.target_offset));
+    }
+    for edge in edges.slice(edges.len() / 3, usize::MAX).iter().rev() {
+        add(edge.target_offset ^ u64::from(edge.flags));
+    }
+    for escape in view.edge_escapes().iter() {
+        add(u64::from(escape.edge));
+    }
     for content in view.contents().iter() {
         match view.content_bytes(&content) {
             Ok(bytes) => add(bytes.len() as u64),
