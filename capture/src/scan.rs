@@ -184,8 +184,8 @@ impl EdgeBuffer {
         self.len
     }
 
-    /// The edges, in the order they were pushed. `Clone`, so the writer's
-    /// `edge_section` can walk them twice (edges and their escape records).
+    /// The edges, in the order they were pushed. `Clone`: the writer's
+    /// `section` walks them twice (the edges, then their escape records).
     pub fn iter(&self) -> impl Iterator<Item = EdgeRecord> + Clone + '_ {
         (0..self.chunk_count).flat_map(move |chunk| {
             let start = chunk as u64 * EDGES_PER_CHUNK as u64;

@@ -277,43 +277,37 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         self.put(bytes)
     }
 
-    /// Writes a whole record section from an iterator.
-    pub fn section<R: Record>(
-        &mut self,
-        records: impl IntoIterator<Item = R>,
-    ) -> WriteResult<(), S::Error> {
-        self.begin_section(R::KIND)?;
-        for record in records {
-            self.write_record(&record)?;
-        }
-        self.end_section()
-    }
-
-    /// Writes `Edges` (and in version 2 `EdgeEscapes`) from an iterator
-    /// that it walks twice: once for the edges, once for the escape records.
-    /// Unlike [`section`](Self::section), which keeps escape records in the
-    /// buffer until `Edges` ends (at most about `buffer.len() / 24` of them),
-    /// this holds any number. Both walks must yield the same edges.
-    pub fn edge_section<I>(&mut self, edges: I) -> WriteResult<(), S::Error>
+    /// Writes a whole record section from an iterator. In version 2,
+    /// `Edges` walks the iterator twice (a clone of it first): once for the
+    /// edges and once for the escape records of those that need one, which
+    /// follow as `EdgeEscapes`. So any number of edges may escape, where
+    /// edges written one by one with [`write_record`](Self::write_record)
+    /// keep their escape records in the buffer (about `buffer.len() / 24`
+    /// of them). Both walks must yield the same records.
+    pub fn section<R, I>(&mut self, records: I) -> WriteResult<(), S::Error>
     where
-        I: IntoIterator<Item = EdgeRecord>,
+        R: Record,
+        I: IntoIterator<Item = R>,
         I::IntoIter: Clone,
     {
-        let edges = edges.into_iter();
-        if self.major < 2 {
-            return self.section(edges);
-        }
-        self.begin_section(SectionKind::Edges)?;
-        self.escapes_in_second_pass = true;
-        let first_pass = edges.clone().try_for_each(|edge| self.write_record(&edge));
+        let records = records.into_iter();
+        self.begin_section(R::KIND)?;
+        let escapes_in_second_pass = self.major >= 2 && R::KIND == SectionKind::Edges;
+        self.escapes_in_second_pass = escapes_in_second_pass;
+        let first_pass = records
+            .clone()
+            .try_for_each(|record| self.write_record(&record));
         self.escapes_in_second_pass = false;
         first_pass?;
+        if !escapes_in_second_pass {
+            return self.end_section();
+        }
         self.close_section()?;
         let kind = SectionKind::EdgeEscapes;
         self.begin_raw_section(kind as u32, kind.record_size_in(self.major))?;
         let mut scratch = [0u8; EdgeRecord::PACKED_SIZE];
-        for (index, edge) in edges.enumerate() {
-            if let Ok(Packed::Escape(escape)) = edge.encode_packed(&mut scratch, index as u64) {
+        for (index, record) in records.enumerate() {
+            if let Ok(Packed::Escape(escape)) = record.encode_packed(&mut scratch, index as u64) {
                 self.write_record(&escape)?;
             }
         }
