@@ -109,8 +109,8 @@ pub struct DumpWriter<'b, S: Sink> {
     /// escape records, newest first (they grow down from the end); written
     /// as `EdgeEscapes` when the section ends.
     escape_bytes: usize,
-    /// [`edge_section`](DumpWriter::edge_section) writes the escape
-    /// records in a second pass, so `write_record` does not keep them.
+    /// [`section`](DumpWriter::section) is writing `Edges` and writes the
+    /// escape records in a second pass, so `write_record` does not keep them.
     escapes_in_second_pass: bool,
 }
 
