@@ -35,7 +35,7 @@ fn info_json_describes_process_threads_modules_and_totals() {
     let out = heapdump(&["info", path.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = json(&out);
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "2.0");
     assert_eq!(v["process"]["pid"], 1234);
     assert_eq!(v["process"]["exe"], "/usr/bin/app");
     assert_eq!(
@@ -75,11 +75,32 @@ fn info_json_describes_process_threads_modules_and_totals() {
     assert_eq!(v["scan"]["edges_from_roots"], 2);
     assert_eq!(v["scan"]["interior_edges"], 1);
     assert_eq!(v["contents"]["bytes"], 0x20);
-    // Every kind 1-12 plus FrameNames (small() names its frames).
+    // Every kind 1-12, FrameNames (small() names its frames) and
+    // EdgeEscapes.
     let sections = v["sections"].as_array().unwrap();
-    assert_eq!(sections.len(), 13);
+    assert_eq!(sections.len(), 14);
     assert!(sections.iter().any(|s| s["kind"] == "FrameNames"));
+    assert!(sections.iter().any(|s| s["kind"] == "EdgeEscapes"));
     assert_eq!(v["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn info_json_of_a_version_1_dump_is_the_same_but_for_the_version() {
+    let mut v1 = DumpBuilder::small();
+    v1.major = Some(1);
+    let old = write_dump("info-v1", &v1.to_bytes());
+    let new = write_dump("info-v2", &DumpBuilder::small().to_bytes());
+    let mut old = json(&heapdump(&["info", old.to_str().unwrap(), "--json"]));
+    let mut new = json(&heapdump(&["info", new.to_str().unwrap(), "--json"]));
+    assert_eq!(old["format_version"], "1.0");
+    assert_eq!(new["format_version"], "2.0");
+    for v in [&mut old, &mut new] {
+        v["format_version"] = serde_json::Value::Null;
+        v["file"] = serde_json::Value::Null;
+        v["file_bytes"] = serde_json::Value::Null;
+        v["sections"] = serde_json::Value::Null;
+    }
+    assert_eq!(old, new);
 }
 
 #[test]
@@ -129,13 +150,12 @@ fn verify_planted_overlap_exits_one_and_names_record_and_offset() {
     let mut b = DumpBuilder::small();
     b.allocations[1].address = 0x1030;
     let bytes = b.to_bytes();
-    let at = DumpView::parse(&bytes)
+    let allocations = DumpView::parse(&bytes)
         .unwrap()
         .section(SectionKind::Allocations)
         .unwrap()
-        .entry
-        .offset
-        + 40;
+        .entry;
+    let at = allocations.offset + u64::from(allocations.record_size);
     let path = write_dump("overlap", &bytes);
     let out = heapdump(&["verify", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -574,6 +574,9 @@ fn the_command_writes_a_file_or_a_pipe_but_never_a_terminal() {
 #[test]
 fn broken_references_export_without_panicking() {
     let mut b = DumpBuilder::small();
+    // Version 1 holds any value; version 2's writer refuses a stack id of
+    // 2^24 or more rather than write it wrong.
+    b.major = Some(1);
     for a in &mut b.allocations {
         a.stack = u32::MAX;
         a.thread = u32::MAX - 1;

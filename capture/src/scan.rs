@@ -184,8 +184,9 @@ impl EdgeBuffer {
         self.len
     }
 
-    /// The edges, in the order they were pushed.
-    pub fn iter(&self) -> impl Iterator<Item = EdgeRecord> + '_ {
+    /// The edges, in the order they were pushed. `Clone`: the writer's
+    /// `section` walks them twice (the edges, then their escape records).
+    pub fn iter(&self) -> impl Iterator<Item = EdgeRecord> + Clone + '_ {
         (0..self.chunk_count).flat_map(move |chunk| {
             let start = chunk as u64 * EDGES_PER_CHUNK as u64;
             let count = (self.len.saturating_sub(start)).min(EDGES_PER_CHUNK as u64) as usize;

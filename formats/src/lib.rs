@@ -18,6 +18,8 @@
 //!
 //! - [`records`]: every record layout, described once (the spec in prose is
 //!   `FORMAT.md`).
+//! - [`packed`]: version 2's packed allocation and edge forms, which the
+//!   writer and reader translate to and from the records transparently.
 //! - [`write`]: the allocation-free streaming writer used inside the traced
 //!   process. Always available; no dependencies.
 //! - [`read`] (feature `read`, on by default): the validating reader over a
@@ -29,6 +31,7 @@
 //!   end-to-end tests and the fuzz target.
 
 pub mod crc32;
+pub mod packed;
 pub mod records;
 pub mod write;
 

@@ -17,6 +17,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
+use crate::packed::EscapeRecords;
 use crate::records::*;
 
 /// Names a section in errors: known kinds by name, others by number.
@@ -51,7 +52,7 @@ pub enum FormatError {
     BadMagic,
     /// A major version this reader does not know.
     #[error(
-        "format version {major}.{minor} is not supported (this reader knows {VERSION_MAJOR}.x); use a newer heapdump"
+        "format version {major}.{minor} is not supported (this reader knows {OLDEST_MAJOR}.x to {VERSION_MAJOR}.x); use a newer heapdump"
     )]
     UnsupportedVersion {
         /// Major version in the header.
@@ -169,7 +170,7 @@ impl<'a> DumpView<'a> {
         }
         let major = u16::get(&bytes[8..10]);
         let minor = u16::get(&bytes[10..12]);
-        if major != VERSION_MAJOR {
+        if !(OLDEST_MAJOR..=VERSION_MAJOR).contains(&major) {
             return Err(FormatError::UnsupportedVersion { major, minor });
         }
         let mark = u32::get(&bytes[12..16]);
@@ -222,7 +223,7 @@ impl<'a> DumpView<'a> {
             let mut fixed = [0u8; SectionEntry::SIZE];
             fixed.copy_from_slice(raw);
             let entry = SectionEntry::decode(&fixed);
-            let info = check_entry(bytes, table_offset, entry)?;
+            let info = check_entry(bytes, table_offset, entry, major)?;
             if let Some(kind) = info.kind
                 && sections.iter().any(|s: &SectionInfo| s.kind == Some(kind))
             {
@@ -292,21 +293,58 @@ impl<'a> DumpView<'a> {
         self.sections.iter().find(|s| s.kind == Some(kind))
     }
 
-    /// The records of a section; empty if the section is absent.
+    /// The records of a section; empty if the section is absent. In a
+    /// version-2 dump, allocations and edges are unpacked on access.
     pub fn table<R: Record>(&self) -> Table<'a, R> {
         match self.section(R::KIND) {
             Some(info) => {
                 let e = info.entry;
+                let packed = self.version.0 >= 2;
+                let escapes = if packed && R::KIND == SectionKind::Edges {
+                    self.escape_records()
+                } else {
+                    EscapeRecords::default()
+                };
                 Table {
-                    bytes: &self.bytes[e.offset as usize..(e.offset + e.length) as usize],
+                    bytes: self.section_bytes(&e),
                     record_size: e.record_size as usize,
                     count: e.count as usize,
                     file_offset: e.offset,
+                    packed,
+                    first_index: 0,
+                    escapes,
                     _record: PhantomData,
                 }
             }
             None => Table::empty(),
         }
+    }
+
+    /// The bytes of a section whose entry `parse` checked.
+    fn section_bytes(&self, entry: &SectionEntry) -> &'a [u8] {
+        usize::try_from(entry.offset)
+            .ok()
+            .zip(usize::try_from(entry.offset.saturating_add(entry.length)).ok())
+            .and_then(|(start, end)| self.bytes.get(start..end))
+            .unwrap_or_default()
+    }
+
+    /// The `EdgeEscapes` section, for unpacking escaped edges.
+    fn escape_records(&self) -> EscapeRecords<'a> {
+        match self.section(SectionKind::EdgeEscapes) {
+            Some(info) if info.entry.record_size as usize >= EdgeEscapeRecord::SIZE => {
+                EscapeRecords {
+                    bytes: self.section_bytes(&info.entry),
+                    record_size: info.entry.record_size as usize,
+                }
+            }
+            _ => EscapeRecords::default(),
+        }
+    }
+
+    /// The escape records of a version-2 dump's edges, sorted by edge.
+    pub fn edge_escapes(&self) -> Table<'a, EdgeEscapeRecord> {
+        self.table()
     }
 
     /// The bytes of a byte section; empty if absent.
@@ -400,7 +438,7 @@ impl<'a> DumpView<'a> {
 
     /// The function name of every frame: record `i` names `Frames` record
     /// `i`. `Ok(None)` when the dump carries no names (written before
-    /// format 1.1, or by a capture that did not name its frames). A section
+    /// version 1, or by a capture that did not name its frames). A section
     /// whose count differs from the number of frames is an error: its names
     /// cannot be matched to frames, so none of them can be trusted.
     pub fn frame_names(&self) -> Result<Option<Table<'a, FrameNameRecord>>, FormatError> {
@@ -490,6 +528,7 @@ fn check_entry(
     bytes: &[u8],
     table_offset: u64,
     entry: SectionEntry,
+    major: u16,
 ) -> Result<SectionInfo, FormatError> {
     let bad = |problem: String| FormatError::BadSection {
         section: SectionId(entry.kind),
@@ -524,7 +563,7 @@ fn check_entry(
         )));
     }
     if let Some(kind) = kind {
-        let known = kind.record_size();
+        let known = kind.record_size_in(major);
         if known == 0 && entry.record_size != 0 {
             return Err(bad(format!(
                 "is a byte section but claims {}-byte records",
@@ -533,7 +572,7 @@ fn check_entry(
         }
         if known != 0 && entry.record_size < known {
             return Err(bad(format!(
-                "records are {} bytes, smaller than the {known} bytes of version {VERSION_MAJOR}.{VERSION_MINOR}",
+                "records are {} bytes, smaller than the {known} bytes of version {major}.0",
                 entry.record_size
             )));
         }
@@ -546,6 +585,7 @@ fn check_entry(
                 | SectionKind::Roots
                 | SectionKind::Modules
                 | SectionKind::ContentIndex
+                | SectionKind::EdgeEscapes
         ) && entry.count > u32::MAX as u64
         {
             return Err(bad(format!(
@@ -563,13 +603,21 @@ fn check_entry(
     Ok(SectionInfo { entry, kind })
 }
 
-/// The records of one section, decoded on access.
+/// The records of one section, decoded on access (and unpacked, for the
+/// kinds version 2 packs).
 #[derive(Clone, Copy)]
 pub struct Table<'a, R> {
     bytes: &'a [u8],
     record_size: usize,
     count: usize,
     file_offset: u64,
+    /// Records are in version 2's form ([`Record::decode_packed`]).
+    packed: bool,
+    /// Index in the whole section of this table's first record (a slice's
+    /// start), which names an edge in its escape record.
+    first_index: usize,
+    /// The dump's `EdgeEscapes`, for a version-2 `Edges` table.
+    escapes: EscapeRecords<'a>,
     _record: PhantomData<R>,
 }
 
@@ -591,6 +639,9 @@ impl<'a, R: Record> Table<'a, R> {
             record_size: R::SIZE,
             count: 0,
             file_offset: 0,
+            packed: false,
+            first_index: 0,
+            escapes: EscapeRecords::default(),
             _record: PhantomData,
         }
     }
@@ -612,7 +663,12 @@ impl<'a, R: Record> Table<'a, R> {
             return None;
         }
         let start = index * self.record_size;
-        R::decode(self.bytes.get(start..start + self.record_size)?)
+        let bytes = self.bytes.get(start..start + self.record_size)?;
+        if self.packed {
+            R::decode_packed(bytes, (self.first_index + index) as u64, self.escapes)
+        } else {
+            R::decode(bytes)
+        }
     }
 
     /// Byte offset in the file of record `index` (for error messages).
@@ -632,6 +688,9 @@ impl<'a, R: Record> Table<'a, R> {
             record_size: self.record_size,
             count: end - start,
             file_offset: self.file_offset(start),
+            packed: self.packed,
+            first_index: self.first_index + start,
+            escapes: self.escapes,
             _record: PhantomData,
         }
     }
@@ -639,12 +698,22 @@ impl<'a, R: Record> Table<'a, R> {
     /// All records in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = R> + DoubleEndedIterator + 'a {
         let record_size = self.record_size;
+        let (packed, first_index, escapes) = (self.packed, self.first_index, self.escapes);
         self.bytes
             .chunks_exact(record_size.max(1))
             .take(self.count)
-            // Every chunk is record_size >= R::SIZE bytes (checked when the
-            // table was read), so decoding cannot fail.
-            .map(|chunk| R::decode(chunk).unwrap_or_default())
+            .enumerate()
+            // Every chunk is record_size bytes, at least the size of the
+            // dump's version (checked when the table was read), so decoding
+            // cannot fail.
+            .map(move |(index, chunk)| {
+                if packed {
+                    R::decode_packed(chunk, (first_index + index) as u64, escapes)
+                } else {
+                    R::decode(chunk)
+                }
+                .unwrap_or_default()
+            })
     }
 }
 
@@ -802,7 +871,7 @@ mod tests {
         );
         assert_eq!(view.frames().len(), 3);
 
-        // No section: no names, no error (dumps written before 1.1).
+        // No section: no names, no error (version-1 dumps).
         b.frame_names.clear();
         let bytes = b.to_bytes();
         let view = DumpView::parse(&bytes).unwrap();

@@ -18,10 +18,14 @@ pub const END_MAGIC: [u8; 8] = *b"HDUMPEND";
 /// looking at a big-endian or corrupt file.
 pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;
 /// Major version: a reader refuses a dump whose major version it does not know.
-pub const VERSION_MAJOR: u16 = 1;
+/// Version 2 packs allocations into 24 bytes and edges into 12 (FORMAT.md §13).
+pub const VERSION_MAJOR: u16 = 2;
+/// The oldest major version the reader still reads (and the writer can still
+/// write, for tests and tools that need version-1 dumps).
+pub const OLDEST_MAJOR: u16 = 1;
 /// Minor version: bumped when fields are appended or sections added; readers
 /// of an older minor version still read newer dumps.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
 /// Every section starts at a multiple of this many bytes.
 pub const SECTION_ALIGN: u64 = 8;
 /// At most this many sections in one dump.
@@ -121,13 +125,17 @@ pub enum SectionKind {
     /// Bytes: allocation contents, when the dump was asked to include them.
     ContentBytes = 12,
     /// [`FrameNameRecord`]s: one per `Frames` record, in the same order, the
-    /// raw symbol name of the function holding each frame (since 1.1).
+    /// raw symbol name of the function holding each frame (since 2.0).
     FrameNames = 13,
+    /// [`EdgeEscapeRecord`]s (version 2): the offsets and flags of the
+    /// edges whose packed form could not hold them. Written by the writer
+    /// itself after `Edges`.
+    EdgeEscapes = 14,
 }
 
 impl SectionKind {
     /// Every kind this version knows, in numeric order.
-    pub const ALL: [SectionKind; 13] = [
+    pub const ALL: [SectionKind; 14] = [
         SectionKind::Strings,
         SectionKind::Process,
         SectionKind::Threads,
@@ -141,6 +149,7 @@ impl SectionKind {
         SectionKind::ContentIndex,
         SectionKind::ContentBytes,
         SectionKind::FrameNames,
+        SectionKind::EdgeEscapes,
     ];
 
     /// The kind with this numeric value, if this version knows it.
@@ -153,6 +162,19 @@ impl SectionKind {
 
     /// The record size this version writes for the kind; 0 for byte sections.
     pub const fn record_size(self) -> u32 {
+        self.record_size_in(VERSION_MAJOR)
+    }
+
+    /// The record size of the kind in dumps of major version `major`; 0 for
+    /// byte sections. Only `Allocations` and `Edges` differ between 1 and 2.
+    pub const fn record_size_in(self, major: u16) -> u32 {
+        if major >= 2 {
+            match self {
+                SectionKind::Allocations => return AllocationRecord::PACKED_SIZE as u32,
+                SectionKind::Edges => return EdgeRecord::PACKED_SIZE as u32,
+                _ => {}
+            }
+        }
         (match self {
             SectionKind::Strings | SectionKind::ContentBytes => 0,
             SectionKind::Process => ProcessRecord::SIZE,
@@ -166,6 +188,7 @@ impl SectionKind {
             SectionKind::Edges => EdgeRecord::SIZE,
             SectionKind::ContentIndex => ContentRecord::SIZE,
             SectionKind::FrameNames => FrameNameRecord::SIZE,
+            SectionKind::EdgeEscapes => EdgeEscapeRecord::SIZE,
         }) as u32
     }
 
@@ -185,6 +208,7 @@ impl SectionKind {
             SectionKind::ContentIndex => "ContentIndex",
             SectionKind::ContentBytes => "ContentBytes",
             SectionKind::FrameNames => "FrameNames",
+            SectionKind::EdgeEscapes => "EdgeEscapes",
         }
     }
 }
@@ -207,13 +231,29 @@ pub trait Record: Copy + Default {
     fn encode(&self, out: &mut [u8]);
     /// Decodes the first `SIZE` bytes; `None` if `bytes` is shorter.
     fn decode(bytes: &[u8]) -> Option<Self>;
+    /// Bytes per record in a version-2 dump: `SIZE`, except for the kinds
+    /// version 2 packs (see [`crate::packed`]).
+    const PACKED_SIZE: usize = Self::SIZE;
+    /// Encodes in the version-2 form into `out` (`PACKED_SIZE` bytes).
+    /// `index` is the record's index in its section.
+    #[inline]
+    fn encode_packed(&self, out: &mut [u8], _index: u64) -> Result<Packed, DoesNotFit> {
+        self.encode(out);
+        Ok(Packed::Whole)
+    }
+    /// Decodes record `index` of a version-2 section from its first
+    /// `PACKED_SIZE` bytes; `escapes` is the dump's `EdgeEscapes` section.
+    #[inline]
+    fn decode_packed(bytes: &[u8], _index: u64, _escapes: EscapeRecords<'_>) -> Option<Self> {
+        Self::decode(bytes)
+    }
 }
 
 /// Declares a record: a struct, its field offsets and its codec.
 macro_rules! record {
     (
         $(#[$meta:meta])*
-        pub struct $name:ident : $kind:ident, size $size:literal {
+        pub struct $name:ident : $kind:ident, size $size:literal $(, packed by $packed:ident)? {
             $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $off:literal, )*
         }
     ) => {
@@ -250,9 +290,27 @@ macro_rules! record {
                     $( $field: <$ty as Field>::get(bytes.get($off..$off + <$ty as Field>::WIDTH)?), )*
                 })
             }
+
+            $(
+                const PACKED_SIZE: usize = $packed::SIZE;
+
+                #[inline]
+                fn encode_packed(&self, out: &mut [u8], index: u64) -> Result<Packed, DoesNotFit> {
+                    $packed::encode_record(self, out, index)
+                }
+
+                #[inline]
+                fn decode_packed(bytes: &[u8], index: u64, escapes: EscapeRecords<'_>) -> Option<Self> {
+                    $packed::decode_record(bytes, index, escapes)
+                }
+            )?
         }
     };
 }
+
+use crate::packed::{
+    DoesNotFit, EscapeRecords, Packed, allocation as packed_allocation, edge as packed_edge,
+};
 
 /// Bit flags of [`ProcessRecord::flags`].
 pub mod process_flags {
@@ -429,7 +487,9 @@ pub const UNKNOWN_THREAD: u32 = u32::MAX;
 
 record! {
     /// A live heap allocation. Sorted by `address`; blocks never overlap.
-    pub struct AllocationRecord: Allocations, size 40 {
+    /// Version 1 stores it whole (40 bytes); version 2 packs it into 24
+    /// ([`crate::packed::allocation`]).
+    pub struct AllocationRecord: Allocations, size 40, packed by packed_allocation {
         /// Address returned to the program.
         address: u64 = 0,
         /// Size the program asked for, in bytes.
@@ -544,7 +604,10 @@ record! {
     /// A word at `source + source_offset` whose value is
     /// `target.address + target_offset`. Sorted by (`flags & FROM_ROOT`,
     /// `source`, `source_offset`).
-    pub struct EdgeRecord: Edges, size 32 {
+    /// Version 1 stores it whole (32 bytes); version 2 packs it into 12
+    /// ([`crate::packed::edge`]), with an [`EdgeEscapeRecord`] for what does
+    /// not fit.
+    pub struct EdgeRecord: Edges, size 32, packed by packed_edge {
         /// Index in `Allocations`, or in `Roots` when `FROM_ROOT` is set.
         source: u32 = 0,
         /// Index in `Allocations` of the block pointed into.
@@ -557,6 +620,23 @@ record! {
         flags: u32 = 24,
         /// Reserved, written as zero.
         reserved: u32 = 28,
+    }
+}
+
+record! {
+    /// Version 2: the offsets and flags of an edge whose packed form is an
+    /// escape (a root edge into the middle of a block, an interior pointer
+    /// with large offsets, an offset of 1 GiB or more, unknown flag bits).
+    /// Sorted by `edge`, one per escaped edge.
+    pub struct EdgeEscapeRecord: EdgeEscapes, size 24 {
+        /// Index in `Edges` of the escaped edge.
+        edge: u32 = 0,
+        /// The edge's [`edge_flags`] bits.
+        flags: u32 = 4,
+        /// Byte offset of the pointer word within the source.
+        source_offset: u64 = 8,
+        /// Byte offset within the target the pointer points at.
+        target_offset: u64 = 16,
     }
 }
 
@@ -641,13 +721,13 @@ pub const HEADER_SIZE: usize = 16;
 /// The trailer at the very end: table offset, section count, table CRC, end magic.
 pub const TRAILER_SIZE: usize = 24;
 
-/// Encodes the 16-byte header.
-pub fn encode_header() -> [u8; HEADER_SIZE] {
+/// Encodes the 16-byte header of a dump of major version `major`.
+pub fn encode_header(major: u16) -> [u8; HEADER_SIZE] {
     let mut out = [0u8; HEADER_SIZE];
     let (magic, rest) = out.split_at_mut(8);
     magic.copy_from_slice(&MAGIC);
-    let (major, rest) = rest.split_at_mut(2);
-    VERSION_MAJOR.put(major);
+    let (major_field, rest) = rest.split_at_mut(2);
+    major.put(major_field);
     let (minor, endian) = rest.split_at_mut(2);
     VERSION_MINOR.put(minor);
     ENDIAN_MARK.put(endian);
@@ -699,6 +779,7 @@ mod tests {
         check_layout::<EdgeRecord>();
         check_layout::<ContentRecord>();
         check_layout::<FrameNameRecord>();
+        check_layout::<EdgeEscapeRecord>();
     }
 
     #[test]

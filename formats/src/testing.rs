@@ -69,6 +69,10 @@ pub struct DumpBuilder {
     /// `FrameNames`, one per frame; the section is written only when this
     /// is not empty.
     pub frame_names: Vec<FrameNameRecord>,
+    /// The major version [`to_bytes`](Self::to_bytes) writes; `None` for
+    /// the current one. Version 1 holds any value (version 2 refuses the
+    /// ones its packed records cannot hold, such as an alignment of 24).
+    pub major: Option<u16>,
 }
 
 impl DumpBuilder {
@@ -519,7 +523,9 @@ impl DumpBuilder {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let mut buffer = [0u8; 4096];
-        let mut w = DumpWriter::new(&mut out, &mut buffer).expect("buffer is large enough");
+        let major = self.major.unwrap_or(VERSION_MAJOR);
+        let mut w =
+            DumpWriter::with_version(&mut out, &mut buffer, major).expect("buffer is large enough");
         w.section([self.process]).expect("write Process");
         w.section(self.threads.iter().copied())
             .expect("write Threads");
@@ -625,6 +631,23 @@ pub fn exercise(view: &DumpView<'_>) -> u64 {
     }
     for edge in view.edges().iter() {
         add(edge.source_offset);
+    }
+    // Random access and reverse iteration unpack version 2's edges (and
+    // look up their escape records) by another path than `iter`.
+    let edges = view.edges();
+    for index in [
+        0,
+        edges.len() / 2,
+        edges.len().saturating_sub(1),
+        edges.len(),
+    ] {
+        add(edges.get(index).map_or(0, |e| e.target_offset));
+    }
+    for edge in edges.slice(edges.len() / 3, usize::MAX).iter().rev() {
+        add(edge.target_offset ^ u64::from(edge.flags));
+    }
+    for escape in view.edge_escapes().iter() {
+        add(u64::from(escape.edge));
     }
     for content in view.contents().iter() {
         match view.content_bytes(&content) {

@@ -17,9 +17,10 @@
 //! ```
 
 use crate::crc32::Crc32;
+use crate::packed::Packed;
 use crate::records::{
-    MAX_SECTIONS, Record, SECTION_ALIGN, SectionEntry, SectionKind, StrRef, encode_header,
-    encode_trailer,
+    EdgeEscapeRecord, EdgeRecord, MAX_SECTIONS, OLDEST_MAJOR, Record, SECTION_ALIGN, SectionEntry,
+    SectionKind, StrRef, VERSION_MAJOR, encode_header, encode_trailer,
 };
 
 /// Where the bytes go: a file descriptor on the capture side, a `Vec` or a
@@ -45,6 +46,21 @@ pub enum WriteError<E> {
     TooManySections,
     /// The caller's buffer is smaller than the largest record.
     BufferTooSmall,
+    /// A record's field does not fit the packed form of this format
+    /// version, which has no escape for it (FORMAT.md §7): the record is
+    /// refused rather than written wrong.
+    DoesNotFit {
+        /// The section.
+        kind: SectionKind,
+        /// The field, as FORMAT.md names it.
+        field: &'static str,
+    },
+    /// More escaped edges in one `Edges` section than the caller's buffer
+    /// can hold until the section ends (each takes
+    /// [`EdgeEscapeRecord::SIZE`] bytes of it); a larger buffer holds more.
+    TooManyEscapes,
+    /// A major version this writer cannot write.
+    UnsupportedVersion,
 }
 
 impl<E: core::fmt::Debug> core::fmt::Display for WriteError<E> {
@@ -55,6 +71,14 @@ impl<E: core::fmt::Debug> core::fmt::Display for WriteError<E> {
             WriteError::WrongKind => f.write_str("record kind does not match the open section"),
             WriteError::TooManySections => f.write_str("too many sections"),
             WriteError::BufferTooSmall => f.write_str("write buffer is too small"),
+            WriteError::DoesNotFit { kind, field } => write!(
+                f,
+                "a {kind} record's {field} does not fit the format's packed record; it was refused rather than written wrong"
+            ),
+            WriteError::TooManyEscapes => f.write_str(
+                "too many edges need an EdgeEscapes record for the write buffer; use a larger buffer",
+            ),
+            WriteError::UnsupportedVersion => f.write_str("this writer cannot write that format version"),
         }
     }
 }
@@ -79,6 +103,15 @@ pub struct DumpWriter<'b, S: Sink> {
     sections: [SectionEntry; MAX_SECTIONS],
     section_count: usize,
     open: Option<OpenSection>,
+    /// Major version being written.
+    major: u16,
+    /// Bytes at the end of `buffer` holding the open `Edges` section's
+    /// escape records, newest first (they grow down from the end); written
+    /// as `EdgeEscapes` when the section ends.
+    escape_bytes: usize,
+    /// [`section`](DumpWriter::section) is writing `Edges` and writes the
+    /// escape records in a second pass, so `write_record` does not keep them.
+    escapes_in_second_pass: bool,
 }
 
 impl<S: Sink> core::fmt::Debug for DumpWriter<'_, S> {
@@ -96,8 +129,18 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
     /// Starts a dump: writes the header. `buffer` batches small writes and
     /// must be at least [`MIN_BUFFER`] bytes; larger is faster.
     pub fn new(sink: S, buffer: &'b mut [u8]) -> WriteResult<Self, S::Error> {
+        Self::with_version(sink, buffer, VERSION_MAJOR)
+    }
+
+    /// Like [`new`](Self::new), but writes major version `major`: this
+    /// version or an older one this crate still reads (1), for tests and
+    /// tools that need dumps of an older version.
+    pub fn with_version(sink: S, buffer: &'b mut [u8], major: u16) -> WriteResult<Self, S::Error> {
         if buffer.len() < MIN_BUFFER {
             return Err(WriteError::BufferTooSmall);
+        }
+        if !(OLDEST_MAJOR..=VERSION_MAJOR).contains(&major) {
+            return Err(WriteError::UnsupportedVersion);
         }
         let mut writer = DumpWriter {
             sink,
@@ -107,8 +150,11 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
             sections: [SectionEntry::default(); MAX_SECTIONS],
             section_count: 0,
             open: None,
+            major,
+            escape_bytes: 0,
+            escapes_in_second_pass: false,
         };
-        writer.put(&encode_header())?;
+        writer.put(&encode_header(major))?;
         Ok(writer)
     }
 
@@ -117,9 +163,13 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         self.offset
     }
 
-    /// Opens a section of a kind this version knows.
+    /// Opens a section of a kind this version knows. `EdgeEscapes` is not
+    /// opened by callers: the writer writes it after `Edges`.
     pub fn begin_section(&mut self, kind: SectionKind) -> WriteResult<(), S::Error> {
-        self.begin_raw_section(kind as u32, kind.record_size())
+        if kind == SectionKind::EdgeEscapes {
+            return Err(WriteError::WrongKind);
+        }
+        self.begin_raw_section(kind as u32, kind.record_size_in(self.major))
     }
 
     /// Opens a section with any kind number and record size (0 for bytes).
@@ -142,29 +192,76 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         Ok(())
     }
 
-    /// Appends one record to the open section.
+    /// Appends one record to the open section, in the form of the version
+    /// being written (version 2 packs allocations and edges; an edge that
+    /// needs an escape record keeps it in the buffer until the section ends).
     #[inline]
     pub fn write_record<R: Record>(&mut self, record: &R) -> WriteResult<(), S::Error> {
-        match &self.open {
-            Some(open) if open.kind == R::KIND as u32 && open.record_size as usize == R::SIZE => {}
+        let packed = self.major >= 2;
+        let size = if packed { R::PACKED_SIZE } else { R::SIZE };
+        let index = match &self.open {
+            Some(open) if open.kind == R::KIND as u32 && open.record_size as usize == size => {
+                open.count
+            }
             Some(_) => return Err(WriteError::WrongKind),
             None => return Err(WriteError::SectionState),
-        }
-        if self.buffer.len() - self.filled < R::SIZE {
+        };
+        // Room for the record and, in case it escapes, its escape record.
+        let needed = size + if packed { EdgeEscapeRecord::SIZE } else { 0 };
+        if self.batch_capacity() - self.filled < needed {
             self.flush()?;
+            if self.batch_capacity() < needed {
+                return Err(if self.escape_bytes > 0 {
+                    WriteError::TooManyEscapes
+                } else {
+                    WriteError::BufferTooSmall
+                });
+            }
         }
-        let Some(slot) = self.buffer.get_mut(self.filled..self.filled + R::SIZE) else {
+        let Some(slot) = self.buffer.get_mut(self.filled..self.filled + size) else {
             return Err(WriteError::BufferTooSmall);
         };
         slot.fill(0);
-        record.encode(slot);
+        if packed {
+            match record.encode_packed(slot, index) {
+                Ok(Packed::Whole) => {}
+                Ok(Packed::Escape(_)) if self.escapes_in_second_pass => {}
+                Ok(Packed::Escape(escape)) => {
+                    let end = self.buffer.len() - self.escape_bytes;
+                    let start = end - EdgeEscapeRecord::SIZE;
+                    // The room check above keeps the escape records clear of
+                    // the batch area, this record included.
+                    if let Some(dst) = self.buffer.get_mut(start..end) {
+                        escape.encode(dst);
+                    }
+                    self.escape_bytes += EdgeEscapeRecord::SIZE;
+                }
+                Err(e) => {
+                    return Err(WriteError::DoesNotFit {
+                        kind: R::KIND,
+                        field: e.field,
+                    });
+                }
+            }
+        } else {
+            record.encode(slot);
+        }
+        let Some(slot) = self.buffer.get(self.filled..self.filled + size) else {
+            return Err(WriteError::BufferTooSmall);
+        };
         if let Some(open) = &mut self.open {
             open.crc = open.crc.update(slot);
             open.count += 1;
         }
-        self.filled += R::SIZE;
-        self.offset += R::SIZE as u64;
+        self.filled += size;
+        self.offset += size as u64;
         Ok(())
+    }
+
+    /// The part of the buffer that batches writes: all of it but the
+    /// escape records at its end.
+    fn batch_capacity(&self) -> usize {
+        self.buffer.len() - self.escape_bytes
     }
 
     /// Appends raw bytes to the open byte section (record size 0).
@@ -180,16 +277,41 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         self.put(bytes)
     }
 
-    /// Writes a whole record section from an iterator.
-    pub fn section<R: Record>(
-        &mut self,
-        records: impl IntoIterator<Item = R>,
-    ) -> WriteResult<(), S::Error> {
+    /// Writes a whole record section from an iterator. In version 2,
+    /// `Edges` walks the iterator twice (a clone of it first): once for the
+    /// edges and once for the escape records of those that need one, which
+    /// follow as `EdgeEscapes`. So any number of edges may escape, where
+    /// edges written one by one with [`write_record`](Self::write_record)
+    /// keep their escape records in the buffer (about `buffer.len() / 24`
+    /// of them). Both walks must yield the same records.
+    pub fn section<R, I>(&mut self, records: I) -> WriteResult<(), S::Error>
+    where
+        R: Record,
+        I: IntoIterator<Item = R>,
+        I::IntoIter: Clone,
+    {
+        let records = records.into_iter();
         self.begin_section(R::KIND)?;
-        for record in records {
-            self.write_record(&record)?;
+        let escapes_in_second_pass = self.major >= 2 && R::KIND == SectionKind::Edges;
+        self.escapes_in_second_pass = escapes_in_second_pass;
+        let first_pass = records
+            .clone()
+            .try_for_each(|record| self.write_record(&record));
+        self.escapes_in_second_pass = false;
+        first_pass?;
+        if !escapes_in_second_pass {
+            return self.end_section();
         }
-        self.end_section()
+        self.close_section()?;
+        let kind = SectionKind::EdgeEscapes;
+        self.begin_raw_section(kind as u32, kind.record_size_in(self.major))?;
+        let mut scratch = [0u8; EdgeRecord::PACKED_SIZE];
+        for (index, record) in records.enumerate() {
+            if let Ok(Packed::Escape(escape)) = record.encode_packed(&mut scratch, index as u64) {
+                self.write_record(&escape)?;
+            }
+        }
+        self.close_section()
     }
 
     /// Writes a whole byte section.
@@ -199,8 +321,49 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
         self.end_section()
     }
 
-    /// Closes the open section and records it in the table.
+    /// Closes the open section and records it in the table. In version 2,
+    /// closing `Edges` also writes `EdgeEscapes` (empty if no edge escaped).
     pub fn end_section(&mut self) -> WriteResult<(), S::Error> {
+        let edges_closed =
+            matches!(&self.open, Some(open) if open.kind == SectionKind::Edges as u32);
+        self.close_section()?;
+        if edges_closed && self.major >= 2 {
+            self.write_escapes()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the escape records kept at the end of the buffer as the
+    /// `EdgeEscapes` section, in edge order, and frees their room.
+    fn write_escapes(&mut self) -> WriteResult<(), S::Error> {
+        let kind = SectionKind::EdgeEscapes;
+        self.begin_raw_section(kind as u32, kind.record_size_in(self.major))?;
+        self.flush()?;
+        let start = self.buffer.len() - self.escape_bytes;
+        let escapes = self.buffer.get_mut(start..).unwrap_or_default();
+        // They were stored newest first; the section lists them by edge.
+        let count = escapes.len() / EdgeEscapeRecord::SIZE;
+        for i in 0..count / 2 {
+            let (front, back) = escapes.split_at_mut((count - 1 - i) * EdgeEscapeRecord::SIZE);
+            if let (Some(a), Some(b)) = (
+                front.get_mut(i * EdgeEscapeRecord::SIZE..(i + 1) * EdgeEscapeRecord::SIZE),
+                back.get_mut(..EdgeEscapeRecord::SIZE),
+            ) {
+                a.swap_with_slice(b);
+            }
+        }
+        let escapes = self.buffer.get(start..).unwrap_or_default();
+        if let Some(open) = &mut self.open {
+            open.crc = open.crc.update(escapes);
+            open.count = count as u64;
+        }
+        self.sink.write_all(escapes).map_err(WriteError::Sink)?;
+        self.offset += escapes.len() as u64;
+        self.escape_bytes = 0;
+        self.close_section()
+    }
+
+    fn close_section(&mut self) -> WriteResult<(), S::Error> {
         let open = self.open.take().ok_or(WriteError::SectionState)?;
         let entry = SectionEntry {
             kind: open.kind,
@@ -250,15 +413,16 @@ impl<'b, S: Sink> DumpWriter<'b, S> {
 
     fn put(&mut self, mut bytes: &[u8]) -> WriteResult<(), S::Error> {
         self.offset += bytes.len() as u64;
+        let capacity = self.batch_capacity();
         while !bytes.is_empty() {
-            if self.filled == self.buffer.len() {
+            if self.filled == capacity {
                 self.flush()?;
             }
             // Large writes bypass the buffer once it is empty.
-            if self.filled == 0 && bytes.len() >= self.buffer.len() {
+            if self.filled == 0 && bytes.len() >= capacity {
                 return self.sink.write_all(bytes).map_err(WriteError::Sink);
             }
-            let room = self.buffer.len() - self.filled;
+            let room = capacity - self.filled;
             let take = room.min(bytes.len());
             let (now, later) = bytes.split_at(take);
             if let Some(dst) = self.buffer.get_mut(self.filled..self.filled + take) {

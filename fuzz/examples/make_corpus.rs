@@ -13,11 +13,18 @@ fn main() {
         .unwrap_or_else(|| "corpus/read_dump".into());
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).expect("create the corpus directory");
+    // Version 1 seeds too: the reader still reads that layout.
+    let version_1 = |mut builder: DumpBuilder| {
+        builder.major = Some(1);
+        builder
+    };
     let seeds = [
         ("empty", DumpBuilder::default()),
         ("small", DumpBuilder::small()),
         ("realistic-8", DumpBuilder::realistic(8)),
         ("realistic-40", DumpBuilder::realistic(40)),
+        ("small-v1", version_1(DumpBuilder::small())),
+        ("realistic-40-v1", version_1(DumpBuilder::realistic(40))),
     ];
     let mut rng = SplitMix64(1);
     let mut written = 0;
