@@ -301,6 +301,10 @@ fn eight_threads_churning_while_100_dumps_are_written() {
 /// allocator is `malloc`) leaves the tracker's record behind. When the
 /// memory is handed out again, the dump keeps only the newer block.
 fn block_freed_behind_the_trackers_back_and_reused_is_in_the_dump_once() {
+    // The first tracked C `free` looks up glibc's `malloc_usable_size`,
+    // which may allocate: done here, so it cannot take the chunk below.
+    // SAFETY: a malloc'd block freed once.
+    unsafe { libc::free(libc::malloc(200)) };
     let first = Box::into_raw(Box::new([1u8; 200]));
     // SAFETY: the tracker wraps `System`, which is `malloc`, so the block
     // is a `malloc` block; nothing uses it afterwards.
