@@ -53,9 +53,19 @@ pub struct Parent {
     shared: *mut Shared,
 }
 
-/// The child's side.
+/// The child's side. Dropping it (a panic unwinding through the dump in
+/// the child) ends the child at once: it must never return or unwind into
+/// the copy of the program.
 pub struct Child {
     shared: *mut Shared,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: ends this (child) process without running anything of
+        // the program's; the parent sees no result and reports the status.
+        unsafe { libc::_exit(127) }
+    }
 }
 
 /// Forks the calling process. The caller holds every tracker lock and has
@@ -87,7 +97,12 @@ pub fn fork() -> Forked {
     }
     // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
     // the address space and continues from here on a copy of this stack.
-    // No shared state is touched by the kernel besides what fork copies.
+    // What the child may do is narrow, and the dump keeps to it: never
+    // return or unwind into the program (`Child` ends the process when
+    // dropped), no allocation and no lock another thread may hold, and no
+    // pthread call or `raise` (glibc's cached thread id is the parent's
+    // there). `pthread_sigmask` above cannot block glibc's two internal
+    // signals, which only target threads of the parent by id.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -192,18 +207,20 @@ impl Child {
 
     /// Reports the result to the parent and ends the child.
     pub fn finish(self, result: &Result<DumpStats, DumpError>) -> ! {
-        // SAFETY: the shared mapping outlives the child; the parent reads
-        // it only after the child has exited.
+        let shared = self.shared;
+        // SAFETY: the shared mapping outlives the child. The fields are
+        // written through raw pointers (the parent may store `pause_ns`
+        // meanwhile, so no `&mut Shared` is made); the parent reads them
+        // only after the child has exited.
         unsafe {
-            let shared = &mut *self.shared;
             match *result {
                 Ok(stats) => {
-                    shared.stats = stats;
-                    shared.state.store(DONE, Ordering::Release);
+                    (&raw mut (*shared).stats).write(stats);
+                    (*shared).state.store(DONE, Ordering::Release);
                 }
                 Err(error) => {
-                    shared.error = error;
-                    shared.state.store(FAILED, Ordering::Release);
+                    (&raw mut (*shared).error).write(error);
+                    (*shared).state.store(FAILED, Ordering::Release);
                 }
             }
             libc::_exit(0)

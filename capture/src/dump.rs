@@ -333,7 +333,14 @@ fn snapshot_and_write(
         .take::<u32>(unlocked.alive.len())
         .ok_or(DumpError::OutOfMemory)?;
     let mut other_count = 0;
-    for &tid in unlocked.alive.iter().filter(|&&tid| tid != me) {
+    // The tracker's trigger thread is not stopped: it holds no heap
+    // pointer and no lock the dump needs, and blocks every signal.
+    let trigger_thread = crate::triggers::trigger_thread_tid();
+    for &tid in unlocked
+        .alive
+        .iter()
+        .filter(|&&tid| tid != me && tid != trigger_thread)
+    {
         others[other_count] = tid;
         other_count += 1;
     }

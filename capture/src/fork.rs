@@ -1,8 +1,15 @@
 //! `fork` safety. A child process starts with one thread; if another thread
 //! held one of the tracker's locks at the moment of the fork, the child's
 //! first allocation would wait for it forever. The prepare handler takes
-//! every lock so the fork happens at a quiet moment, and both sides release
-//! them afterwards.
+//! the table locks so the fork happens at a quiet moment, and both sides
+//! release them afterwards.
+//!
+//! The dump lock is not taken: a dump in `mode=fork` holds it while its
+//! snapshot process writes, which may take seconds, and the program's own
+//! `fork` must not wait for that. A dump holds the table locks whenever it
+//! reads the tables, so a fork never copies them mid-read; in the child,
+//! where the dumping thread does not exist, the dump lock and the trigger
+//! settings' lock are simply released.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,7 +30,6 @@ pub fn install_handlers() {
 }
 
 extern "C" fn prepare() {
-    DUMP_LOCK.lock_forever();
     for shard in &LIVE.shards {
         shard.table.lock_forever();
     }
@@ -38,13 +44,16 @@ extern "C" fn release() {
         for shard in &LIVE.shards {
             shard.table.force_unlock();
         }
-        DUMP_LOCK.force_unlock();
     }
 }
 
 extern "C" fn release_in_child() {
     // The child's thread has a new kernel id: register it afresh.
     threads::forget_current();
+    // SAFETY: the child has this one thread; a dump lock held at the fork
+    // belongs to a thread that does not exist here, and no reference into
+    // the lock's (empty) value is held.
+    unsafe { DUMP_LOCK.force_unlock() };
     crate::triggers::forget_in_child();
     release();
 }

@@ -520,8 +520,8 @@ pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// [`DEFAULT_STOP_SIGNAL`]). Pick one the program does not use; if it does
 /// handle it, its handler still runs for signals that are not the tracker's
 /// (the tracker's are sent with `tgkill` by this process during a dump).
-/// Fails with `InvalidSignal` for `SIGKILL`, `SIGSTOP` and numbers outside
-/// `1..=SIGRTMAX`.
+/// Fails with `InvalidSignal` for `SIGKILL`, `SIGSTOP`, numbers outside
+/// `1..=SIGRTMAX` and a signal that triggers dumps (`on=signal:`).
 pub fn set_stop_signal(signal: i32) -> Result<(), DumpError> {
     world::set_stop_signal(signal)
 }
@@ -588,7 +588,7 @@ impl core::fmt::Display for DumpError {
             }
             DumpError::OutOfMemory => f.write_str("cannot map scratch memory for the dump"),
             DumpError::InvalidSignal => {
-                f.write_str("the stop signal must be catchable (not SIGKILL or SIGSTOP)")
+                f.write_str("the stop signal must be catchable (not SIGKILL or SIGSTOP) and not a dump trigger (on=signal)")
             }
             DumpError::SnapshotProcess { status } => write!(
                 f,

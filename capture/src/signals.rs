@@ -3,7 +3,7 @@
 //! the tracker's handler and pass on what is not theirs (or, for
 //! triggers, everything) to the handler the program had installed.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::sys;
 
@@ -21,33 +21,69 @@ const SIGNALS: usize = 65;
 static PREVIOUS: [AtomicPtr<libc::sigaction>; SIGNALS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; SIGNALS];
 
+/// The tracker's own handlers, so that one of them is never kept as "the
+/// program's handler" of a signal another one takes over (which would
+/// forward to itself, or to each other, forever).
+static TRACKER_HANDLERS: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+fn is_tracker_handler(handler: usize) -> bool {
+    TRACKER_HANDLERS
+        .iter()
+        .any(|h| h.load(Ordering::Acquire) == handler)
+}
+
+fn note_tracker_handler(handler: usize) {
+    for slot in &TRACKER_HANDLERS {
+        match slot.compare_exchange(0, handler, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(existing) if existing == handler => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// What [`take_over`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeOver {
+    /// Our handler was already the one installed.
+    AlreadyOurs,
+    /// Installed now; the program's handler (if any) is kept for [`forward`].
+    Installed,
+    /// The signal cannot be handled, or memory could not be mapped.
+    Failed,
+}
+
 /// Makes `handler` the one installed for `signal` (`SA_RESTART`, on the
-/// alternate stack if any, blocking `mask_all` or nothing else), keeping
-/// the action the program had so that [`forward`] can call it. Checked on
-/// each call: a program that installed its own handler since gets ours
-/// back, and its own becomes the one forwarded to. `false` when the
-/// signal cannot be handled or memory cannot be mapped.
-pub fn take_over(signal: i32, handler: Handler, mask_all: bool) -> bool {
+/// alternate stack if any, blocking every signal while it runs when
+/// `mask_all`), keeping the action the program had so that [`forward`]
+/// can call it. Checked on each call: a program that installed its own
+/// handler since gets ours back, and its own becomes the one forwarded to.
+pub fn take_over(signal: i32, handler: Handler, mask_all: bool) -> TakeOver {
     let Some(slot) = usize::try_from(signal).ok().and_then(|s| PREVIOUS.get(s)) else {
-        return false;
+        return TakeOver::Failed;
     };
     let ours = handler as *const () as usize;
+    note_tracker_handler(ours);
     // SAFETY: an all-zero sigaction is a valid value to fill in.
     let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: querying only; `current` is a valid out-pointer.
     if unsafe { libc::sigaction(signal, core::ptr::null(), &mut current) } != 0 {
-        return false;
+        return TakeOver::Failed;
     }
     if current.sa_sigaction == ours {
-        return true;
+        return TakeOver::AlreadyOurs;
     }
-    let Some(memory) = sys::map_zeroed(size_of::<libc::sigaction>()) else {
-        return false;
-    };
-    let previous = memory.cast::<libc::sigaction>();
-    // SAFETY: `previous` points at our fresh, private, zeroed mapping.
-    unsafe { previous.write(current) };
-    slot.store(previous, Ordering::Release);
+    // Another of the tracker's handlers is not the program's: the one
+    // kept before it stays the one forwarded to.
+    if !is_tracker_handler(current.sa_sigaction) {
+        let Some(memory) = sys::map_zeroed(size_of::<libc::sigaction>()) else {
+            return TakeOver::Failed;
+        };
+        let previous = memory.cast::<libc::sigaction>();
+        // SAFETY: `previous` points at our fresh, private, zeroed mapping.
+        unsafe { previous.write(current) };
+        slot.store(previous, Ordering::Release);
+    }
 
     // SAFETY: an all-zero sigaction is a valid value to fill in.
     let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
@@ -60,7 +96,69 @@ pub fn take_over(signal: i32, handler: Handler, mask_all: bool) -> bool {
         }
     }
     // SAFETY: `action` is initialized.
-    unsafe { libc::sigaction(signal, &action, core::ptr::null_mut()) == 0 }
+    if unsafe { libc::sigaction(signal, &action, core::ptr::null_mut()) } == 0 {
+        TakeOver::Installed
+    } else {
+        TakeOver::Failed
+    }
+}
+
+/// The program's disposition of `signal` before the tracker took it
+/// over: `SIG_DFL`, `SIG_IGN` or a handler.
+pub fn previous_disposition(signal: i32) -> usize {
+    let Some(slot) = usize::try_from(signal).ok().and_then(|s| PREVIOUS.get(s)) else {
+        return libc::SIG_DFL;
+    };
+    let previous = slot.load(Ordering::Acquire);
+    if previous.is_null() {
+        return libc::SIG_DFL;
+    }
+    // SAFETY: published after it was written, never changed or unmapped.
+    unsafe { (*previous).sa_sigaction }
+}
+
+/// Whether `signal`'s default action ends the process. `SIGUSR1` and
+/// `SIGUSR2` are left out on purpose: they are the signals people send to
+/// ask for a dump, not to end the program.
+pub fn ends_process_by_default(signal: i32) -> bool {
+    matches!(
+        signal,
+        libc::SIGHUP
+            | libc::SIGINT
+            | libc::SIGQUIT
+            | libc::SIGTERM
+            | libc::SIGALRM
+            | libc::SIGPIPE
+            | libc::SIGPROF
+            | libc::SIGVTALRM
+            | libc::SIGXCPU
+            | libc::SIGXFSZ
+            | libc::SIGIO
+            | libc::SIGPWR
+    )
+}
+
+/// Ends the process with `signal`'s default action: the disposition goes
+/// back to `SIG_DFL` and the signal is sent to the calling thread, with
+/// it unblocked there.
+pub fn die_of(signal: i32) {
+    // SAFETY: plain system calls on this process and thread; a zeroed
+    // sigaction with SIG_DFL and a zeroed sigset are valid arguments.
+    unsafe {
+        let mut action: libc::sigaction = core::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &action, core::ptr::null_mut());
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            sys::gettid() as libc::pid_t,
+            signal,
+        );
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+    }
 }
 
 /// Calls the handler the program had for `signal` before [`take_over`],

@@ -213,6 +213,14 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The lock if it is free now; `None` if another holds it.
+    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(SpinGuard { lock: self })
+    }
+
     /// Takes the lock and keeps it until [`force_unlock`](Self::force_unlock):
     /// for the fork handlers, which lock in one callback and unlock in
     /// another.
@@ -421,6 +429,8 @@ fn parse_range(line: &[u8]) -> Option<(u64, u64)> {
 pub struct PathBuf<const N: usize> {
     bytes: [u8; N],
     len: usize,
+    /// The byte `c_prefix` replaced with a NUL.
+    saved: u8,
 }
 
 impl<const N: usize> PathBuf<N> {
@@ -428,6 +438,7 @@ impl<const N: usize> PathBuf<N> {
         PathBuf {
             bytes: [0; N],
             len: 0,
+            saved: 0,
         }
     }
 
@@ -467,6 +478,22 @@ impl<const N: usize> PathBuf<N> {
             }
         }
         self.push(&digits[at..])
+    }
+
+    /// The first `len` bytes followed by a NUL, for system calls; call
+    /// [`restore_after_prefix`](Self::restore_after_prefix) with the same
+    /// `len` before using the rest again.
+    pub fn c_prefix(&mut self, len: usize) -> &[u8] {
+        let len = len.min(self.len);
+        self.saved = self.bytes[len];
+        self.bytes[len] = 0;
+        &self.bytes[..=len]
+    }
+
+    /// Undoes [`c_prefix`](Self::c_prefix).
+    pub fn restore_after_prefix(&mut self, len: usize) {
+        let len = len.min(self.len);
+        self.bytes[len] = self.saved;
     }
 
     /// The bytes followed by a NUL, for system calls.

@@ -64,6 +64,23 @@ static GROWTH_STEP: AtomicU64 = AtomicU64::new(0);
 
 /// Triggered dumps started in this process (the SEQ of the file names).
 static TAKEN: AtomicU32 = AtomicU32::new(0);
+/// The trigger signals (bit n: signal n), readable without a lock.
+static TRIGGER_SIGNALS: AtomicU64 = AtomicU64::new(0);
+/// A trigger signal whose default action ends the process, received when
+/// the program had no handler for it: after the dump, the process ends
+/// as the signal would have ended it.
+static TERMINATE_WITH: AtomicU32 = AtomicU32::new(0);
+/// The trigger thread's kernel id (0 until it runs): dumps do not stop it
+/// (it holds no heap pointer and no lock a dump needs).
+static TRIGGER_TID: AtomicU32 = AtomicU32::new(0);
+/// Whether `dir` could be used at start; triggered dumps are off if not.
+static DIR_USABLE: AtomicBool = AtomicBool::new(true);
+/// Path buffers of triggered dumps, off the stack (an out-of-memory dump
+/// may run on a small thread stack). Used under `DUMP_LOCK` only.
+static PATHS: SpinLock<[PathBuf<4096>; 2]> = SpinLock::new([PathBuf::new(), PathBuf::new()]);
+/// How long the exit handler waits for a dump in progress (a dump stuck
+/// writing to a stalled pipe must not keep the process from ending).
+const EXIT_WAIT_NS: u64 = 10_000_000_000;
 /// Set by the exit handler: no dump but the exit dump starts after it.
 static EXITING: AtomicBool = AtomicBool::new(false);
 static EXIT_HANDLER_REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -122,10 +139,27 @@ fn start(code: &Settings) {
         .or(code.dir.map(str::as_bytes))
         .unwrap_or(b"");
     triggers.signals = usable_signals(triggers.signals);
+    TRIGGER_SIGNALS.store(triggers.signals, Ordering::Release);
     MODE.store(u8::from(mode == Mode::Stop), Ordering::Relaxed);
+    let dir = match absolute(dir) {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            if triggers.any() {
+                let mut line = StderrLine::new();
+                let _ = write!(line, "heapdump: dir=");
+                line.push_bytes(&dir[..dir.len().min(64)]);
+                let _ = write!(line, ": {why}; triggered dumps are off");
+                line.emit();
+            }
+            DIR_USABLE.store(false, Ordering::Relaxed);
+            None
+        }
+    };
     {
         let mut config = CONFIG.lock();
-        config.dir = absolute(dir);
+        if let Some(dir) = dir {
+            config.dir = dir;
+        }
         config.triggers = triggers;
         config.max_dumps = max_dumps;
     }
@@ -145,7 +179,7 @@ fn start(code: &Settings) {
     }
     for signal in 1..64 {
         if triggers.signals & (1 << signal) != 0
-            && !signals::take_over(signal, on_trigger_signal, false)
+            && signals::take_over(signal, on_trigger_signal, false) == signals::TakeOver::Failed
         {
             let mut line = StderrLine::new();
             let _ = write!(
@@ -181,25 +215,38 @@ fn usable_signals(wanted: u64) -> u64 {
     usable
 }
 
-/// `dir` made absolute against the working directory now (itself when
-/// empty).
-fn absolute(dir: &[u8]) -> PathBuf<4096> {
+/// `dir` made absolute against the working directory now (the working
+/// directory itself when empty), or why it cannot be.
+fn absolute(dir: &[u8]) -> Result<PathBuf<4096>, &'static str> {
     let mut path = PathBuf::new();
     if dir.first() != Some(&b'/') {
         let mut cwd = [0u8; 4096];
         // SAFETY: `cwd` is writable for its length; getcwd NUL-terminates
         // what it writes and does not allocate when given a buffer.
         let got = unsafe { libc::getcwd(cwd.as_mut_ptr().cast(), cwd.len()) };
-        if !got.is_null() {
-            let len = cwd.iter().position(|&b| b == 0).unwrap_or(0);
-            let _ = path.push(&cwd[..len]);
+        if got.is_null() {
+            return Err("the working directory cannot be read, and the path is relative");
         }
-        if !dir.is_empty() {
-            let _ = path.push(b"/");
+        let len = cwd.iter().position(|&b| b == 0).unwrap_or(0);
+        let _ = path.push(&cwd[..len]);
+        if !dir.is_empty() && !path.push(b"/") {
+            return Err("the path is too long");
         }
     }
-    let _ = path.push(dir);
-    path
+    if !path.push(dir) || path.as_bytes().len() > 3800 {
+        return Err("the path is too long");
+    }
+    Ok(path)
+}
+
+/// Whether `signal` triggers dumps (then it cannot be the stop signal).
+pub fn is_trigger_signal(signal: i32) -> bool {
+    (1..64).contains(&signal) && TRIGGER_SIGNALS.load(Ordering::Acquire) & (1 << signal) != 0
+}
+
+/// The trigger thread's kernel id, 0 if none runs.
+pub fn trigger_thread_tid() -> u32 {
+    TRIGGER_TID.load(Ordering::Acquire)
 }
 
 /// The mode dumps use unless a call names one.
@@ -258,6 +305,13 @@ extern "C" fn on_trigger_signal(
 ) {
     // SAFETY: errno is thread-local; the location is valid for the thread.
     let saved_errno = unsafe { *libc::__errno_location() };
+    if signals::ends_process_by_default(signal)
+        && signals::previous_disposition(signal) == libc::SIG_DFL
+    {
+        // The program had no handler: after the dump, the signal ends it
+        // as it would have without the tracker.
+        TERMINATE_WITH.store(signal as u32, Ordering::Release);
+    }
     wake(PENDING_SIGNAL);
     signals::forward(signal, info, context);
     // SAFETY: as above.
@@ -290,32 +344,40 @@ fn spawn_trigger_thread() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Whatever this thread allocates is the tracker's, never tracked.
     core::mem::forget(Busy::enter_always());
+    TRIGGER_TID.store(sys::gettid(), Ordering::Release);
     // SAFETY: names the calling thread; the name is NUL-terminated.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"heapdump".as_ptr()) };
-    // Signals are for the program's threads, except the one that stops
-    // this thread too when another thread dumps.
+    // Signals are for the program's threads; dumps do not stop this one.
     // SAFETY: a zeroed sigset is valid to fill; only this thread's mask
     // changes.
     unsafe {
         let mut mask: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut mask);
-        libc::sigdelset(&mut mask, crate::world::stop_signal());
         libc::pthread_sigmask(libc::SIG_SETMASK, &mask, core::ptr::null_mut());
     }
-    let interval_ns = CONFIG.lock().triggers.interval_ns;
+    let (interval_ns, signals) = {
+        let config = CONFIG.lock();
+        (config.triggers.interval_ns, config.triggers.signals)
+    };
     let mut next_interval = if interval_ns == 0 {
         u64::MAX
     } else {
         sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_add(interval_ns)
     };
+    let mut reported_takeback = 0u64;
     loop {
         let seen = WAKE.load(Ordering::Acquire);
         if EXITING.load(Ordering::Acquire) {
             return core::ptr::null_mut();
         }
+        retake_signals(signals, &mut reported_takeback);
         let pending = PENDING.swap(0, Ordering::AcqRel);
         if pending & PENDING_SIGNAL != 0 {
             triggered(Trigger::Signal);
+            let signal = TERMINATE_WITH.swap(0, Ordering::AcqRel);
+            if signal != 0 {
+                signals::die_of(signal as i32);
+            }
         }
         if pending & PENDING_GROWTH != 0 {
             triggered(Trigger::Growth);
@@ -324,69 +386,88 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         if now >= next_interval {
             triggered(Trigger::Interval);
             // Due times that passed during a long dump are skipped, not
-            // made up for.
+            // made up for; none after the last dump allowed.
             let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
             while next_interval <= now {
                 next_interval = next_interval.saturating_add(interval_ns);
             }
+            if limit_reached() {
+                next_interval = u64::MAX;
+            }
         }
-        // Returns at once if a wake-up came after `seen` was read.
+        // Returns at once if a wake-up came after `seen` was read; at
+        // least once a second, to take back signals the program took.
         let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
-        let timeout = (next_interval != u64::MAX).then(|| next_interval.saturating_sub(now));
-        if timeout != Some(0) {
-            sys::futex_wait(&WAKE, seen, timeout);
+        let mut timeout = next_interval.saturating_sub(now);
+        if signals != 0 {
+            timeout = timeout.min(1_000_000_000);
+        }
+        if timeout != 0 {
+            sys::futex_wait(&WAKE, seen, (timeout != u64::MAX).then_some(timeout));
         }
     }
+}
+
+/// Installs the trigger handler again for every trigger signal whose
+/// handler the program replaced (with `signal` or a crate that handles
+/// signals, after the tracker started); the program's handler is kept and
+/// still called. Said once per signal.
+fn retake_signals(signals: u64, reported: &mut u64) {
+    for signal in 1..64 {
+        if signals & (1 << signal) == 0 {
+            continue;
+        }
+        if signals::take_over(signal, on_trigger_signal, false) == signals::TakeOver::Installed
+            && *reported & (1 << signal) == 0
+        {
+            *reported |= 1 << signal;
+            let mut line = StderrLine::new();
+            let _ = write!(
+                line,
+                "heapdump: the program installed its own handler for signal {signal}; \
+                 on=signal takes it back and still calls the program's handler"
+            );
+            line.emit();
+        }
+    }
+}
+
+fn limit_reached() -> bool {
+    TAKEN.load(Ordering::Relaxed) >= CONFIG.lock().max_dumps
 }
 
 /// Writes one triggered dump on the calling thread; `None` when none was
 /// written (the limit reached, the process exiting, or an error, reported).
 #[inline(never)]
 fn triggered(trigger: Trigger) -> Option<DumpStats> {
+    let serialized = DUMP_LOCK.lock();
+    triggered_holding(trigger, &serialized)
+}
+
+/// [`triggered`] for a caller that holds `DUMP_LOCK`.
+#[inline(never)]
+fn triggered_holding(trigger: Trigger, serialized: &sys::SpinGuard<'_, ()>) -> Option<DumpStats> {
     let _busy = Busy::enter_always();
     let caller = Caller::capture();
-    let serialized = DUMP_LOCK.lock();
-    if EXITING.load(Ordering::Acquire) && trigger != Trigger::Exit {
+    if EXITING.load(Ordering::Acquire) && trigger != Trigger::Exit
+        || !DIR_USABLE.load(Ordering::Relaxed)
+    {
         return None;
     }
-    let (dir, max_dumps) = {
-        let config = CONFIG.lock();
-        (config.dir, config.max_dumps)
-    };
-    let sequence = TAKEN.fetch_add(1, Ordering::AcqRel) + 1;
-    if sequence > max_dumps {
-        if sequence == max_dumps.saturating_add(1) {
-            let mut line = StderrLine::new();
-            let _ = write!(
-                line,
-                "heapdump: {}: max={max_dumps} dumps written; no more in this process",
-                trigger.name()
-            );
-            line.emit();
-        }
+    let max_dumps = CONFIG.lock().max_dumps;
+    // Counted without ever passing `max` (no wrap-around either).
+    let taken = TAKEN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+        (taken < max_dumps).then_some(taken + 1)
+    });
+    let Ok(taken) = taken else {
+        // Said when the last one was written.
         GROWTH_NEXT.store(u64::MAX, Ordering::Relaxed);
         return None;
-    }
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() } as u64;
-    let mut path = PathBuf::<4096>::new();
-    let fits = path.push(dir.as_bytes())
-        && path.push(b"/heapdump.")
-        && path.push_decimal(pid)
-        && path.push(b".")
-        && path.push_decimal(u64::from(sequence))
-        && path.push(b".")
-        && path.push(trigger.name().as_bytes())
-        && path.push(b".hdump");
-    let result = if !fits {
-        Err(Failure::Dir(libc::ENAMETOOLONG))
-    } else {
-        make_dir(dir.as_bytes())
-            .map_err(Failure::Dir)
-            .and_then(|()| write_file(path.as_bytes(), &caller, &serialized))
     };
-    drop(serialized);
-    match result {
+    let mut paths = PATHS.lock();
+    let [path, scratch] = &mut *paths;
+    let result = write_numbered(trigger, taken + 1, path, scratch, &caller, serialized);
+    let outcome = match result {
         Ok(stats) => {
             announce(trigger, path.as_bytes(), &stats);
             rearm_growth(stats.live_bytes);
@@ -397,7 +478,61 @@ fn triggered(trigger: Trigger) -> Option<DumpStats> {
             rearm_growth(LIVE.totals().live_bytes);
             None
         }
+    };
+    drop(paths);
+    if taken + 1 == max_dumps {
+        let mut line = StderrLine::new();
+        let _ = write!(
+            line,
+            "heapdump: max={max_dumps} dumps written; no more in this process"
+        );
+        line.emit();
     }
+    outcome
+}
+
+/// Writes `DIR/heapdump.PID.SEQ.TRIGGER.hdump` into `path` and the dump
+/// into that file. A name left by an earlier process with the same id (a
+/// container's PID 1, a reused id) is never replaced: the next sequence
+/// number is tried instead, a few times.
+fn write_numbered(
+    trigger: Trigger,
+    sequence: u32,
+    path: &mut PathBuf<4096>,
+    scratch: &mut PathBuf<4096>,
+    caller: &Caller,
+    serialized: &sys::SpinGuard<'_, ()>,
+) -> Result<DumpStats, Failure> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    for attempt in 0..100u32 {
+        path.clear();
+        {
+            let config = CONFIG.lock();
+            let _ = path.push(config.dir.as_bytes());
+        }
+        let dir_len = path.as_bytes().len();
+        let fits = path.push(b"/heapdump.")
+            && path.push_decimal(pid)
+            && path.push(b".")
+            && path.push_decimal(u64::from(sequence) + u64::from(attempt))
+            && path.push(b".")
+            && path.push(trigger.name().as_bytes())
+            && path.push(b".hdump");
+        if !fits {
+            return Err(Failure::Dir(libc::ENAMETOOLONG));
+        }
+        scratch.clear();
+        let _ = scratch.push(&path.as_bytes()[..dir_len]);
+        make_dir(scratch).map_err(Failure::Dir)?;
+        match write_file(path, scratch, caller, serialized) {
+            Err(Failure::Dump(DumpError::Open { errno })) if errno == libc::EEXIST => continue,
+            result => return result,
+        }
+    }
+    Err(Failure::Dump(DumpError::Open {
+        errno: libc::EEXIST,
+    }))
 }
 
 /// Why a triggered dump was not written.
@@ -408,11 +543,12 @@ enum Failure {
 }
 
 fn write_file(
-    path: &[u8],
+    path: &mut PathBuf<4096>,
+    scratch: &mut PathBuf<4096>,
     caller: &Caller,
     serialized: &sys::SpinGuard<'_, ()>,
 ) -> Result<DumpStats, Failure> {
-    let fd = dump::create(path).map_err(Failure::Dump)?;
+    let fd = dump::create(path.as_bytes()).map_err(Failure::Dump)?;
     let result = dump::write(fd, caller, configured_mode(), serialized);
     // SAFETY: `fd` was opened above and is closed once.
     let closed = unsafe { libc::close(fd) };
@@ -424,41 +560,40 @@ fn write_file(
     };
     if result.is_err() {
         // A partial dump is useless and may fill the disk further.
-        let mut c_path = PathBuf::<4096>::new();
-        if c_path.push(path) {
+        scratch.clear();
+        if scratch.push(path.as_bytes()) {
             // SAFETY: a NUL-terminated path we just created.
-            unsafe { libc::unlink(c_path.as_c_bytes().as_ptr().cast()) };
+            unsafe { libc::unlink(scratch.as_c_bytes().as_ptr().cast()) };
         }
     }
     result.map_err(Failure::Dump)
 }
 
-/// Creates `dir` and its missing parents, each 0700. `Err(errno)` if it
-/// cannot, or if something that is not a directory is in the way.
-fn make_dir(dir: &[u8]) -> Result<(), i32> {
-    let mut partial = PathBuf::<4096>::new();
-    for (at, &byte) in dir.iter().enumerate() {
-        let end_of_component = byte == b'/' && at > 0 || at + 1 == dir.len();
-        if !end_of_component {
+/// Creates the directory in `dir` and its missing parents, each 0700.
+/// `Err(errno)` if it cannot, or if something that is not a directory is
+/// in the way. `dir` is used as scratch and holds the directory again on
+/// return.
+fn make_dir(dir: &mut PathBuf<4096>) -> Result<(), i32> {
+    let full = dir.as_bytes().len();
+    // Each prefix ending before a '/' (the root and empty components
+    // skipped), then the whole path.
+    for at in 1..=full {
+        let end_of_component = at == full || dir.as_bytes()[at] == b'/';
+        if !end_of_component || dir.as_bytes()[at - 1] == b'/' {
             continue;
         }
-        let upto = if byte == b'/' { at } else { at + 1 };
-        partial.clear();
-        if !partial.push(&dir[..upto]) {
-            return Err(libc::ENAMETOOLONG);
-        }
-        let c_path = partial.as_c_bytes();
+        let c_path = dir.c_prefix(at);
         // SAFETY: a NUL-terminated path.
-        if unsafe { libc::mkdir(c_path.as_ptr().cast(), 0o700) } != 0 {
-            let errno = sys::errno();
-            if errno != libc::EEXIST {
-                return Err(errno);
-            }
+        let made = unsafe { libc::mkdir(c_path.as_ptr().cast(), 0o700) };
+        let errno = sys::errno();
+        dir.restore_after_prefix(at);
+        if made != 0 && errno != libc::EEXIST {
+            return Err(errno);
         }
     }
     // It may exist as something else: say so before open says ENOTDIR
     // about the file inside.
-    let c_path = partial.as_c_bytes();
+    let c_path = dir.as_c_bytes();
     // SAFETY: an all-zero stat is a valid out-parameter; the path is
     // NUL-terminated.
     let mut status: libc::stat = unsafe { core::mem::zeroed() };
@@ -542,11 +677,35 @@ impl core::fmt::Display for ErrorText {
 extern "C" fn at_exit() {
     let _busy = Busy::enter_always();
     EXITING.store(true, Ordering::Release);
+    // Wait for a dump in progress, but not forever: one stuck writing to
+    // a stalled pipe or socket must not keep the process from ending.
+    let deadline = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_add(EXIT_WAIT_NS);
+    let serialized = loop {
+        if let Some(guard) = DUMP_LOCK.try_lock() {
+            break guard;
+        }
+        if sys::clock_ns(libc::CLOCK_MONOTONIC) >= deadline {
+            let mut line = StderrLine::new();
+            let _ = write!(
+                line,
+                "heapdump: a dump is still being written after 10 s; the process exits without waiting"
+            );
+            line.emit();
+            return;
+        }
+        // SAFETY: plain sleep of 1 ms; a null remainder pointer is allowed.
+        unsafe {
+            libc::nanosleep(
+                &libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                },
+                core::ptr::null_mut(),
+            )
+        };
+    };
     if CONFIG.lock().triggers.exit {
-        triggered(Trigger::Exit);
-    } else {
-        // Wait for a dump in progress to finish; no new one starts.
-        drop(DUMP_LOCK.lock());
+        triggered_holding(Trigger::Exit, &serialized);
     }
 }
 
@@ -568,9 +727,10 @@ pub fn allocation_failed() {
 }
 
 /// Holds address space back for the out-of-memory dump: under an address
-/// space limit (`RLIMIT_AS`) or a full overcommit budget, the dump's own
-/// mappings must find room once the program's have taken everything. The
-/// reserve is `PROT_NONE` and never touched: it costs no memory.
+/// space limit (`RLIMIT_AS`), the dump's own mappings must find room once
+/// the program's have taken everything. The reserve is `PROT_NONE` and
+/// never touched: it costs no memory (and, being `MAP_NORESERVE`, frees
+/// nothing of an overcommit budget: it helps under `RLIMIT_AS` only).
 fn reserve() {
     if !RESERVE.load(Ordering::Acquire).is_null() {
         return;
@@ -613,7 +773,68 @@ fn release_reserve() {
 /// and the counts are the parent's. Start again at the child's first
 /// allocation (the exit handler and signal handlers are inherited).
 pub fn forget_in_child() {
+    // SAFETY: the child has one thread; a lock held at the fork belongs to
+    // a thread that does not exist here, and nothing references its value.
+    unsafe { CONFIG.force_unlock() };
+    TRIGGER_TID.store(0, Ordering::Relaxed);
     TAKEN.store(0, Ordering::Relaxed);
     PENDING.store(0, Ordering::Relaxed);
     STATE.store(UNSTARTED, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn path(text: &str) -> PathBuf<4096> {
+        let mut path = PathBuf::new();
+        assert!(path.push(text.as_bytes()));
+        path
+    }
+
+    #[test]
+    fn make_dir_creates_missing_parents_0700_and_accepts_the_root() {
+        assert_eq!(make_dir(&mut path("/")), Ok(()));
+        let base = std::env::temp_dir().join(format!("heapdump-make-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let nested = format!("{}/a//b/", base.display());
+        let mut dir = path(&nested);
+        assert_eq!(make_dir(&mut dir), Ok(()));
+        assert_eq!(
+            dir.as_bytes(),
+            nested.as_bytes(),
+            "the path is given back whole"
+        );
+        for sub in ["a", "a/b"] {
+            let mode = std::fs::metadata(base.join(sub))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{sub}");
+        }
+        let file = base.join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert_eq!(
+            make_dir(&mut path(file.to_str().unwrap())),
+            Err(libc::ENOTDIR)
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn relative_dirs_are_made_absolute_and_overlong_ones_refused() {
+        let cwd = std::env::current_dir().unwrap();
+        let made = absolute(b"dumps").unwrap();
+        assert_eq!(
+            made.as_bytes(),
+            format!("{}/dumps", cwd.display()).as_bytes()
+        );
+        assert_eq!(
+            absolute(b"").unwrap().as_bytes(),
+            cwd.to_str().unwrap().as_bytes()
+        );
+        assert_eq!(absolute(b"/x").unwrap().as_bytes(), b"/x");
+        assert!(absolute(&[b'a'; 4000]).is_err());
+    }
 }

@@ -37,6 +37,7 @@ pub fn set_stop_signal(signal: i32) -> Result<(), DumpError> {
         || signal > libc::SIGRTMAX()
         || signal == libc::SIGKILL
         || signal == libc::SIGSTOP
+        || crate::triggers::is_trigger_signal(signal)
     {
         return Err(DumpError::InvalidSignal);
     }
@@ -100,10 +101,9 @@ fn slots() -> Option<&'static [StopSlot]> {
 /// dumps, because a thread that had the signal blocked receives the
 /// request later and must not die of it.
 fn install(signal: i32) -> Result<(), DumpError> {
-    if signals::take_over(signal, on_stop_signal, true) {
-        Ok(())
-    } else {
-        Err(DumpError::InvalidSignal)
+    match signals::take_over(signal, on_stop_signal, true) {
+        signals::TakeOver::Failed => Err(DumpError::InvalidSignal),
+        _ => Ok(()),
     }
 }
 

@@ -300,3 +300,34 @@ fn a_service_streams_its_heap_dump_over_http() {
     let sessions = view.allocations().iter().filter(|a| a.size == 512).count();
     assert_eq!(sessions, 1000);
 }
+
+#[test]
+fn a_terminating_signal_dumps_then_ends_the_process_as_it_would_have() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch_dir("trigger_sigterm");
+    let mut child = triggered(&dir, "dir=DIR,on=signal:TERM")
+        .arg("hold")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("cannot start triggered");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "ready" {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no ready line");
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // stdin stays open: only the signal can end it.
+    let stdin = child.stdin.take();
+    let status = child.wait().expect("triggered did not end");
+    drop(stdin);
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    let dumps = dumps_in(&dir);
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    assert_eq!(name_parts(&dumps[0]).2, "signal");
+    check_known_heap(&dumps[0]);
+}
