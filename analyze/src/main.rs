@@ -15,6 +15,7 @@ use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 use serde::Serialize;
 
 mod cli_export;
+mod cli_run;
 
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -37,6 +38,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an unmodified program with the tracker preloaded and dump its heap
+    /// (at exit by default).
+    #[command(after_help = concat!(
+        "EXAMPLES:\n",
+        "    heapdump run -- ./server --port 8080                  # one dump when it exits\n",
+        "    heapdump run --on signal:USR2 --dir /tmp/d -- python3 app.py\n",
+        "    kill -USR2 <pid of heapdump run>                     # passed on: a dump now\n",
+        "    heapdump run --on growth:1GiB --on oom -- ./batch-job input.csv\n\n",
+        "The program runs with LD_PRELOAD (heapdump's allocator functions, built into\n",
+        "this binary) and HEAPDUMP (from the options; see capture/README.md). Its\n",
+        "stdio is its own; HUP, TERM, USR1, USR2, ALRM and WINCH sent to heapdump run\n",
+        "are passed on (INT and QUIT from a terminal reach it directly); its exit\n",
+        "status is heapdump run's. The dumps it wrote are listed on stderr at the end.\n",
+        "Statically linked and set-user-ID programs are refused: LD_PRELOAD cannot\n",
+        "reach them. Stacks of code built without frame pointers stop at its first\n",
+        "frame (sizes, edges and leak classes stay exact)."
+    ))]
+    Run(cli_run::RunArgs),
     /// Describe a dump: process, threads, modules, live totals, sections.
     #[command(after_help = concat!(
         "EXAMPLES:\n",
@@ -511,6 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(json, &report, || report.to_text())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => cli_run::run(args),
         Command::Todot(args) => cli_export::todot(args),
         Command::Tosqlite(args) => cli_export::tosqlite(args),
         Command::Tohprof(args) => cli_export::tohprof(args),

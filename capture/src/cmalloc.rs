@@ -31,6 +31,17 @@ use core::ffi::c_void;
 use crate::live::{FOOTER_BYTES, NO_RECORD};
 use crate::{Busy, LIVE, REALLOCATED, ZEROED, new_entry, triggers};
 
+/// The thread's guard for tracking a C call: `None` when the call must pass
+/// straight through (the thread is inside the tracker, or the process is
+/// passive).
+#[inline(always)]
+fn enter() -> Option<Busy> {
+    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    Busy::enter()
+}
+
 unsafe extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
     fn __libc_free(block: *mut c_void);
@@ -156,7 +167,7 @@ const MALLOC_ALIGN: usize = 16;
 /// The C contract of `malloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding the caller's call.
         return unsafe { __libc_malloc(size) };
     };
@@ -175,7 +186,7 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
     if block.is_null() {
         return;
     }
-    if let Some(_busy) = Busy::enter() {
+    if let Some(_busy) = enter() {
         // SAFETY: the caller passes a live block of ours (glibc's).
         let footer = unsafe { footer_of(block) };
         // Forgotten before it is freed: a dump never scans freed memory.
@@ -189,7 +200,7 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
 /// The C contract of `calloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding the caller's call.
         return unsafe { __libc_calloc(count, size) };
     };
@@ -213,7 +224,7 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         // SAFETY: realloc(NULL, n) is malloc(n).
         return unsafe { malloc(size) };
     }
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding the caller's call.
         return unsafe { __libc_realloc(block, size) };
     };
@@ -274,7 +285,7 @@ pub unsafe extern "C" fn reallocarray(
 /// # Safety
 /// `align` is a power of two.
 unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding.
         return unsafe { __libc_memalign(align, size) };
     };
@@ -340,7 +351,7 @@ pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// The C contract of `valloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding.
         return unsafe { __libc_valloc(size) };
     };
@@ -356,7 +367,7 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 /// The C contract of `pvalloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let Some(busy) = Busy::enter() else {
+    let Some(busy) = enter() else {
         // SAFETY: forwarding.
         return unsafe { __libc_pvalloc(size) };
     };

@@ -601,6 +601,29 @@ impl core::fmt::Display for DumpError {
 
 impl std::error::Error for DumpError {}
 
+/// Applies the `HEAPDUMP` variable (with no settings from code) in a
+/// program that has no [`Tracker`]: for the preload library that `heapdump
+/// run` puts into unmodified programs, whose constructor calls it. A
+/// program with a `Tracker` never needs it (its first allocation does the
+/// same with its settings); calling it twice does nothing.
+///
+/// With `this_process_only`, the process's own children made by `fork`
+/// (which inherit the library without running its constructor again) track
+/// nothing and write no dump; see [`stay_passive`].
+pub fn start_in_unmodified_program(this_process_only: bool) {
+    let _busy = Busy::enter_always();
+    triggers::set_this_process_only(this_process_only);
+    triggers::start_once(&Settings::new());
+}
+
+/// Makes this process track nothing and dump nothing from now on: the C
+/// allocation functions pass straight through. For the preload library in
+/// a process `heapdump run` was not asked to watch (a child of the
+/// program, which inherited `LD_PRELOAD`).
+pub fn stay_passive() {
+    triggers::stay_passive();
+}
+
 /// Writes a heap dump of the whole process to `fd` (a file, a pipe or a
 /// socket; no seeking needed) and returns what it wrote.
 ///

@@ -64,6 +64,23 @@ static GROWTH_STEP: AtomicU64 = AtomicU64::new(0);
 
 /// Triggered dumps started in this process (the SEQ of the file names).
 static TAKEN: AtomicU32 = AtomicU32::new(0);
+/// Set in a process that tracks nothing (see [`stay_passive`]).
+pub static PASSIVE: AtomicBool = AtomicBool::new(false);
+/// Whether children made by `fork` become passive (`heapdump run` watches
+/// the program's own process only).
+static THIS_PROCESS_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// See `heapdump_capture::stay_passive`.
+pub fn stay_passive() {
+    PASSIVE.store(true, Ordering::Release);
+    OOM_ARMED.store(false, Ordering::Release);
+    STATE.store(READY, Ordering::Release);
+}
+
+pub fn set_this_process_only(only: bool) {
+    THIS_PROCESS_ONLY.store(only, Ordering::Relaxed);
+}
+
 /// The trigger signals (bit n: signal n), readable without a lock.
 static TRIGGER_SIGNALS: AtomicU64 = AtomicU64::new(0);
 /// A trigger signal whose default action ends the process, received when
@@ -675,6 +692,9 @@ impl core::fmt::Display for ErrorText {
 }
 
 extern "C" fn at_exit() {
+    if PASSIVE.load(Ordering::Acquire) {
+        return;
+    }
     let _busy = Busy::enter_always();
     EXITING.store(true, Ordering::Release);
     // Wait for a dump in progress, but not forever: one stuck writing to
@@ -779,6 +799,10 @@ pub fn forget_in_child() {
     TRIGGER_TID.store(0, Ordering::Relaxed);
     TAKEN.store(0, Ordering::Relaxed);
     PENDING.store(0, Ordering::Relaxed);
+    if THIS_PROCESS_ONLY.load(Ordering::Relaxed) {
+        stay_passive();
+        return;
+    }
     STATE.store(UNSTARTED, Ordering::Release);
 }
 

@@ -1,0 +1,44 @@
+//! The library `heapdump run` preloads into an unmodified, dynamically
+//! linked program (`LD_PRELOAD`): heapdump-capture's C allocation
+//! functions (`malloc`, `free`, ... exported from here, so they come
+//! before the C library's in the whole process) and, from the moment the
+//! library is loaded, the dumps the `HEAPDUMP` variable asks for.
+//!
+//! ```text
+//! heapdump run --on signal:USR2 -- python3 app.py      # sets LD_PRELOAD and HEAPDUMP
+//! ```
+//!
+//! It has no API of its own. A Rust program that uses
+//! `heapdump_capture::Tracker` needs no preloading.
+
+/// Runs when the dynamic loader has loaded the library, before the
+/// program's `main`: applies `HEAPDUMP` (there is no `Tracker` whose first
+/// allocation would).
+///
+/// `heapdump run` watches the program's process only, through any `exec`
+/// (a wrapper script that execs the real program keeps its process): it
+/// sets `HEAPDUMP_RUN_PID` to its own id, and a process whose parent is
+/// not `heapdump run` (a child the program started, which inherited
+/// `LD_PRELOAD`) stays passive. Without that variable (the library
+/// preloaded by hand), every process that loads it is tracked.
+extern "C" fn start() {
+    // SAFETY: a NUL-terminated name; getenv neither allocates nor locks.
+    let run_pid = unsafe { libc::getenv(c"HEAPDUMP_RUN_PID".as_ptr()) };
+    let watched_by_run = if run_pid.is_null() {
+        None
+    } else {
+        // SAFETY: getenv returned a NUL-terminated string.
+        let text = unsafe { core::ffi::CStr::from_ptr(run_pid) };
+        text.to_str().ok().and_then(|t| t.parse::<i32>().ok())
+    };
+    match watched_by_run {
+        // SAFETY: getppid has no preconditions.
+        Some(run) if unsafe { libc::getppid() } != run => heapdump_capture::stay_passive(),
+        Some(_) => heapdump_capture::start_in_unmodified_program(true),
+        None => heapdump_capture::start_in_unmodified_program(false),
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static START: extern "C" fn() = start;

@@ -1,0 +1,235 @@
+//! `heapdump run` on unmodified programs: a C program compiled here
+//! without frame pointers (tests/programs/known_heap.c), and programs
+//! Debian ships (sqlite3, python3). The dump is sound, its blocks are the
+//! program's, its functions are named, the leak classes agree with
+//! memcheck's, the exit status and signals pass through, and what
+//! `LD_PRELOAD` cannot reach is refused.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use heapdump_formats::read::Dump;
+use heapdump_formats::verify::verify;
+use heapdump_tests::{binary, heapdump_json, scratch_dir, workspace_root};
+
+/// Compiles the known-heap C program into `dir` with `flags`.
+fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = workspace_root().join("tests/programs/known_heap.c");
+    let output = dir.join(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .arg("-o")
+        .arg(&output)
+        .arg(&source)
+        .status()
+        .expect("gcc is needed for this test (Debian package gcc)");
+    assert!(status.success(), "gcc failed");
+    output
+}
+
+fn heapdump_run(dir: &Path, args: &[&OsStr]) -> Output {
+    Command::new(binary("heapdump"))
+        .arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("cannot run heapdump run")
+}
+
+/// The one dump in `dir`, verified.
+fn the_dump(dir: &Path) -> (PathBuf, Dump) {
+    let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(OsStr::new("hdump")))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let dump = Dump::open(&dumps[0]).expect("the dump does not open");
+    let problems = verify(&dump.view());
+    assert!(problems.is_empty(), "{problems:#?}");
+    (dumps[0].clone(), dump)
+}
+
+#[test]
+fn a_c_program_without_frame_pointers_is_tracked_whole_and_its_exit_status_passes() {
+    let dir = scratch_dir("run_c_program");
+    let program = compile(&dir, "known_heap", &["-O1", "-fomit-frame-pointer"]);
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(
+        &dumps,
+        &[OsStr::new("--"), program.as_os_str(), OsStr::new("7")],
+    );
+    assert_eq!(output.status.code(), Some(7), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("heapdump: 1 dump(s) in"), "{stderr}");
+
+    let (path, dump) = the_dump(&dumps);
+    let view = dump.view();
+    let count = |size: u64| view.allocations().iter().filter(|a| a.size == size).count();
+    assert_eq!(count(1000), 99);
+    assert_eq!(count(5000), 1);
+    assert_eq!(count(64), 50);
+    assert_eq!(count(200), 10);
+
+    // Sites are the program's functions, named from its symbol table.
+    let top = heapdump_json(&[OsStr::new("top"), path.as_os_str(), program.as_os_str()]);
+    let site_of = |bytes: u64| -> String {
+        top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["bytes"] == bytes)
+            .map(|row| row["function"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(site_of(99_000), "make_kept");
+    assert_eq!(site_of(3_200), "make_list");
+    assert_eq!(site_of(2_000), "leak");
+
+    // Leak classes: the 10 blocks whose pointers were lost, as memcheck says.
+    let leaks = heapdump_json(&[OsStr::new("leaks"), path.as_os_str()]);
+    let class = |name: &str| -> (u64, u64) {
+        let row = leaks["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == name)
+            .unwrap();
+        (
+            row["blocks"].as_u64().unwrap(),
+            row["bytes"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(class("definitely_lost"), (10, 2000));
+    assert_eq!(class("indirectly_lost"), (0, 0));
+    assert_eq!(class("possibly_lost"), (0, 0));
+    assert_eq!(class("still_reachable"), (150, 107_200));
+    let memcheck = Command::new("valgrind")
+        .args(["--leak-check=full", "--show-leak-kinds=all"])
+        .arg(&program)
+        .output()
+        .expect("valgrind is needed for this test (Debian package valgrind)");
+    let report = String::from_utf8_lossy(&memcheck.stderr);
+    assert!(
+        report.contains("definitely lost: 2,000 bytes in 10 blocks"),
+        "{report}"
+    );
+    assert!(
+        report.contains("indirectly lost: 0 bytes in 0 blocks"),
+        "{report}"
+    );
+}
+
+#[test]
+fn statically_linked_and_setuid_programs_are_refused() {
+    let dir = scratch_dir("run_refusals");
+    let program = compile(&dir, "static_heap", &["-O1", "-static"]);
+    let output = heapdump_run(&dir, &[OsStr::new("--"), program.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is statically linked: LD_PRELOAD cannot reach"),
+        "{stderr}"
+    );
+
+    let setuid = compile(&dir, "setuid_heap", &["-O1"]);
+    std::fs::set_permissions(
+        &setuid,
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    let output = heapdump_run(&dir, &[OsStr::new("--"), setuid.as_os_str()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("set-user-ID"));
+
+    let output = heapdump_run(
+        &dir,
+        &[OsStr::new("--"), OsStr::new("no-such-program-here")],
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-program-here: not found"));
+}
+
+#[test]
+fn sqlite3_running_a_script_is_dumped_on_growth() {
+    let dir = scratch_dir("run_sqlite3");
+    // The script holds 5000 rows of ~100 bytes in memory: one dump once
+    // live bytes grew by 256 KiB.
+    let script = "create table t(a, b); \
+                  insert into t select value, printf('%0100d', value) from generate_series(1, 5000); \
+                  select count(*) from t;";
+    let output = heapdump_run(
+        &dir,
+        &[
+            OsStr::new("--on"),
+            OsStr::new("growth:256KiB"),
+            OsStr::new("--max"),
+            OsStr::new("1"),
+            OsStr::new("--"),
+            OsStr::new("sqlite3"),
+            OsStr::new(":memory:"),
+            OsStr::new(script),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
+    let (path, dump) = the_dump(&dir);
+    let view = dump.view();
+    assert!(view.process().live_bytes >= 256 << 10);
+    assert!(view.allocations().len() > 50);
+    // Every block the scan reached is sqlite's: its page cache holds the
+    // rest, and nothing it holds looks lost.
+    let leaks = heapdump_json(&[OsStr::new("leaks"), path.as_os_str()]);
+    let lost = leaks["summary"][0]["bytes"].as_u64().unwrap();
+    assert!(lost * 100 < view.process().live_bytes, "{leaks}");
+}
+
+#[test]
+fn python3_with_malloc_is_dumped_mid_run_with_its_objects() {
+    let dir = scratch_dir("run_python3");
+    let script = "import os, signal, time\n\
+                  data = [{'k': i, 'v': str(i) * 10} for i in range(20000)]\n\
+                  os.kill(os.getpid(), signal.SIGUSR2)\n\
+                  time.sleep(3)\n\
+                  print(len(data))\n";
+    let output = Command::new(binary("heapdump"))
+        .arg("run")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--on", "signal:USR2", "--", "python3", "-c", script])
+        .env("PYTHONMALLOC", "malloc")
+        .output()
+        .expect("cannot run heapdump run");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "20000");
+    let (_, dump) = the_dump(&dir);
+    let view = dump.view();
+    // 20000 dicts and 20000 strings at least, each its own malloc.
+    assert!(
+        view.allocations().len() > 40_000,
+        "{}",
+        view.allocations().len()
+    );
+    assert!(view.edges().len() > 40_000);
+}
+
+#[test]
+fn threads_named_by_std_are_not_lost() {
+    // The demo's worker threads are alive at its dump; their names are
+    // held by memory std allocates with `System` (malloc), which the
+    // tracker now sees.
+    let dir = scratch_dir("run_thread_names");
+    let dump = dir.join("demo.hdump");
+    let status = Command::new(binary("demo"))
+        .arg(&dump)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let leaks = heapdump_json(&[OsStr::new("leaks"), dump.as_os_str()]);
+    assert_eq!(leaks["summary"][0]["class"], "definitely_lost");
+    assert_eq!(leaks["summary"][0]["blocks"], 0, "{leaks}");
+}
