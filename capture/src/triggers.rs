@@ -121,6 +121,12 @@ fn start(code: &Settings) {
         .dir
         .or(code.dir.map(str::as_bytes))
         .unwrap_or(b"");
+    crate::sampling::configure(
+        from_environment
+            .stack_sample_interval
+            .unwrap_or(code.stack_sample_interval),
+        from_environment.sample_seed.unwrap_or(code.sample_seed),
+    );
     triggers.signals = usable_signals(triggers.signals);
     MODE.store(u8::from(mode == Mode::Stop), Ordering::Relaxed);
     {
