@@ -52,6 +52,8 @@ pub struct WorkloadResult {
     /// Wall time from starting the workers until all finished their steps
     /// (excludes `during` and teardown).
     pub elapsed: std::time::Duration,
+    /// CPU time of the process (all threads) from start until then.
+    pub cpu: std::time::Duration,
     /// Sum over threads of a checksum of the work done.
     pub checksum: u64,
     /// Map entries alive at the end, over all threads.
@@ -112,6 +114,7 @@ pub fn run(config: WorkloadConfig, during: impl FnOnce()) -> WorkloadResult {
             .collect();
         barrier.wait();
         let elapsed = start.elapsed();
+        let cpu = crate::cpu_time();
         during();
         release.wait();
         workers
@@ -120,10 +123,12 @@ pub fn run(config: WorkloadConfig, during: impl FnOnce()) -> WorkloadResult {
             .fold(
                 WorkloadResult {
                     elapsed,
+                    cpu,
                     ..Default::default()
                 },
                 |sum, one| WorkloadResult {
                     elapsed,
+                    cpu,
                     checksum: sum.checksum.wrapping_add(one.checksum),
                     live_entries: sum.live_entries + one.live_entries,
                 },
@@ -158,6 +163,7 @@ impl Worker {
     fn finish(self) -> WorkloadResult {
         WorkloadResult {
             elapsed: std::time::Duration::ZERO,
+            cpu: std::time::Duration::ZERO,
             checksum: self.checksum,
             live_entries: self.map.len(),
         }

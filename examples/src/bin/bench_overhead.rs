@@ -114,6 +114,28 @@ fn run() -> Result<(), String> {
             })
             .collect(),
     );
+    // CPU time of the workload: on a shared machine it does not count the
+    // time a thread waits for a core, so it drifts less than wall time.
+    let sys_cpu = median(&system, "cpu_ms");
+    row(
+        &format!("CPU time of the workload, all threads (median of {runs})"),
+        format!("{sys_cpu:.0} ms"),
+        tracked
+            .iter()
+            .map(|t| {
+                let cpu = median(t, "cpu_ms");
+                format!("{cpu:.0} ms | **{:.2}×**", cpu / sys_cpu)
+            })
+            .collect(),
+    );
+    row(
+        "CPU time ratio within a round (median; lowest – highest)",
+        String::new(),
+        tracked
+            .iter()
+            .map(|t| format!(" | {}", ratios_within_rounds(&system, t, "cpu_ms")))
+            .collect(),
+    );
     let sys_fastest = fastest(&system);
     row(
         &format!("wall time of the workload (fastest of {runs})"),
@@ -128,20 +150,7 @@ fn run() -> Result<(), String> {
         String::new(),
         tracked
             .iter()
-            .map(|t| {
-                let mut ratios: Vec<f64> = system
-                    .iter()
-                    .zip(t)
-                    .filter_map(|(s, t)| Some(t.get("wall_ms")? / s.get("wall_ms")?))
-                    .collect();
-                ratios.sort_by(f64::total_cmp);
-                match (ratios.first(), ratios.last()) {
-                    (Some(low), Some(high)) => {
-                        format!(" | {:.2}× ({low:.2}–{high:.2})", ratios[ratios.len() / 2])
-                    }
-                    _ => " | ".into(),
-                }
-            })
+            .map(|t| format!(" | {}", ratios_within_rounds(&system, t, "wall_ms")))
             .collect(),
     );
     let sys_rss = median(&system, "peak_rss_kib");
@@ -187,6 +196,21 @@ fn run() -> Result<(), String> {
         format!("{:.1} MiB", v / 1048576.0)
     });
     Ok(())
+}
+
+/// The ratio of `key` between the runs of each round (back to back), as
+/// "median× (lowest–highest)".
+fn ratios_within_rounds(system: &[Sample], tracked: &[Sample], key: &str) -> String {
+    let mut ratios: Vec<f64> = system
+        .iter()
+        .zip(tracked)
+        .filter_map(|(s, t)| Some(t.get(key)? / s.get(key)?))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    match (ratios.first(), ratios.last()) {
+        (Some(low), Some(high)) => format!("{:.2}× ({low:.2}–{high:.2})", ratios[ratios.len() / 2]),
+        _ => String::new(),
+    }
 }
 
 /// Runs `binary` once; `heapdump`: the `HEAPDUMP` value for the tracked
