@@ -52,6 +52,9 @@ pub fn read_back(file: &File) -> Vec<u8> {
 static STOP_MODE: AtomicBool = AtomicBool::new(false);
 
 /// The mode [`dump_with_stats`] dumps in.
+// Only the snapshot tests switch modes; the tracker tests include this
+// module too.
+#[allow(dead_code)]
 pub fn set_mode(mode: Mode) {
     STOP_MODE.store(mode == Mode::Stop, Ordering::Relaxed);
 }

@@ -23,6 +23,8 @@ use heapdump_capture::Tracker;
 static ALLOCATOR: Tracker = Tracker::system();
 
 /// The known heap, alive until the process ends (so the exit dump sees it).
+/// Boxed: each block is one of the known allocations.
+#[allow(clippy::vec_box)]
 static KEPT: Mutex<Vec<Box<[u8; 1000]>>> = Mutex::new(Vec::new());
 
 struct Node {
