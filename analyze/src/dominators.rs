@@ -416,18 +416,67 @@ impl DominatorTree {
         &self,
         groupings: [&[u32]; N],
     ) -> [Vec<GroupRetained>; N] {
-        let n = self.idom.len();
-        for grouping in &groupings {
-            assert_eq!(grouping.len(), n, "a grouping needs one group per node");
-        }
         let mut totals = groupings.map(|grouping| {
             let groups = grouping.iter().max().map_or(0, |&m| m as usize + 1);
             vec![GroupRetained::default(); groups]
         });
+        self.visit_topmost(groupings, |g, k, c| {
+            let total = &mut totals[g][k];
+            total.retained = total.retained.saturating_add(self.retained[c as usize]);
+            total.objects += 1;
+        });
+        totals
+    }
+
+    /// [`Self::retained_by_group`] for a sample of blocks: each topmost
+    /// block counts `weights[v]` times (its retained size and itself), so
+    /// with `weights[v]` the inverse of the probability that `v` was
+    /// sampled (0 for blocks outside the sample, put in a group of their
+    /// own) the totals are estimates of the whole heap's. Nesting is seen
+    /// only among sampled blocks: a sampled block under an unsampled one of
+    /// the same group counts too, so groups whose blocks dominate each
+    /// other are overestimated.
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::retained_by_group`], and if `weights` has not one weight
+    /// per node.
+    pub fn estimated_retained_by_group<const N: usize>(
+        &self,
+        groupings: [&[u32]; N],
+        weights: &[f64],
+    ) -> [Vec<EstimatedGroupRetained>; N] {
+        assert_eq!(weights.len(), self.idom.len(), "one weight per node");
+        let mut totals = groupings.map(|grouping| {
+            let groups = grouping.iter().max().map_or(0, |&m| m as usize + 1);
+            vec![EstimatedGroupRetained::default(); groups]
+        });
+        self.visit_topmost(groupings, |g, k, c| {
+            let weight = weights[c as usize];
+            let total = &mut totals[g][k];
+            total.retained += self.retained[c as usize] as f64 * weight;
+            total.objects += weight;
+        });
+        totals
+    }
+
+    /// Calls `topmost(g, k, v)` for each block `v` of group `k` in grouping
+    /// `g` that no other block of group `k` dominates (one depth-first walk
+    /// of the tree).
+    fn visit_topmost<const N: usize>(
+        &self,
+        groupings: [&[u32]; N],
+        mut topmost: impl FnMut(usize, usize, u32),
+    ) {
+        let n = self.idom.len();
+        for grouping in &groupings {
+            assert_eq!(grouping.len(), n, "a grouping needs one group per node");
+        }
         // Per grouping and group: how many of its blocks are on the path
         // from the super-root to the node being visited. A block with none
         // above it is a topmost block of its group.
-        let mut active = totals.each_ref().map(|t| vec![0u32; t.len()]);
+        let mut active = groupings
+            .map(|grouping| vec![0u32; grouping.iter().max().map_or(0, |&m| m as usize + 1)]);
         let (start, children) = self.children();
         let mut stack: Vec<(u32, u32)> = vec![(n as u32, 0)];
         while let Some(top) = stack.last_mut() {
@@ -436,14 +485,10 @@ impl DominatorTree {
             match row.get(cursor as usize) {
                 Some(&c) => {
                     top.1 += 1;
-                    for ((grouping, totals), active) in
-                        groupings.iter().zip(&mut totals).zip(&mut active)
-                    {
+                    for (g, (grouping, active)) in groupings.iter().zip(&mut active).enumerate() {
                         let k = grouping[c as usize] as usize;
                         if active[k] == 0 {
-                            totals[k].retained =
-                                totals[k].retained.saturating_add(self.retained[c as usize]);
-                            totals[k].objects += 1;
+                            topmost(g, k, c);
                         }
                         active[k] += 1;
                     }
@@ -459,8 +504,18 @@ impl DominatorTree {
                 }
             }
         }
-        totals
     }
+}
+
+/// [`GroupRetained`] estimated from a sample of blocks
+/// ([`DominatorTree::estimated_retained_by_group`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EstimatedGroupRetained {
+    /// Estimated bytes freed if every block of the group were freed.
+    pub retained: f64,
+    /// Estimated number of the group's blocks that no other block of it
+    /// dominates.
+    pub objects: f64,
 }
 
 /// What one group of blocks keeps alive

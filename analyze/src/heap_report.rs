@@ -29,6 +29,7 @@ use crate::graph::{HeapGraph, edge_offsets, find_allocation};
 use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
 use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
+use crate::sampling::StackSampling;
 use crate::site::{Site, site_index};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::types::{AllocationName, TypeName};
@@ -611,6 +612,13 @@ pub struct RetainedReport {
     /// Types by retained bytes, counted as for sites: the sum over the
     /// type's blocks that no other block of the same type dominates.
     pub types: Vec<RetainedType>,
+    /// Whether `sites` and `types` are estimates from a stack sample
+    /// (production mode): only sampled blocks have a site and a type, and
+    /// each topmost one counts `1/(1 - exp(-size/S))` times. `objects`,
+    /// retained sizes and the totals are exact either way.
+    pub estimated: bool,
+    /// The mean interval S of the stack sample in bytes; 0: every stack.
+    pub stack_sample_interval_bytes: u64,
 }
 
 /// One site of `top --retained`.
@@ -713,13 +721,36 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         .map(|&v| object_info(view, analysis, &mut stacks, v, warnings))
         .collect();
 
-    // Site and type of every node: name each distinct stack once.
+    // Site and type of every node: name each distinct stack once. In a
+    // sampled dump, blocks outside the sample go to a group of their own
+    // (id 0 of each interner), which no row shows.
+    let sampling = StackSampling::of(view);
     let mut sites: Interner<Site> = Interner::new();
     let mut types: Interner<(String, bool)> = Interner::new();
     let mut stack_ids: HashMap<u32, (u32, u32)> = HashMap::new();
     let mut node_site = Vec::with_capacity(n);
     let mut node_type = Vec::with_capacity(n);
+    let mut weights = Vec::with_capacity(if sampling.is_sampled() { n } else { 0 });
+    if sampling.is_sampled() {
+        let unsampled = Site {
+            function: "<not sampled>".into(),
+            file: None,
+            line: None,
+            inlined_into: None,
+        };
+        sites.id(&unsampled);
+        types.id(&("<not sampled>".to_owned(), false));
+    }
     for a in view.allocations().iter() {
+        if sampling.is_sampled() {
+            let weight = sampling.weight(&a);
+            weights.push(weight);
+            if weight == 0.0 {
+                node_site.push(0);
+                node_type.push(0);
+                continue;
+            }
+        }
         let (site, ty) = match stack_ids.get(&a.stack) {
             Some(&ids) => ids,
             None => {
@@ -733,13 +764,29 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         node_site.push(site);
         node_type.push(ty);
     }
-    let [site_totals, type_totals] = tree.retained_by_group([&node_site, &node_type]);
+    let [site_totals, type_totals] = if sampling.is_sampled() {
+        tree.estimated_retained_by_group([&node_site, &node_type], &weights)
+            .map(|totals| {
+                totals
+                    .iter()
+                    .map(|t| GroupRetained {
+                        retained: t.retained.round() as u64,
+                        objects: t.objects.round() as u64,
+                    })
+                    .collect()
+            })
+    } else {
+        tree.retained_by_group([&node_site, &node_type])
+    };
     let total = |totals: &[GroupRetained], id: usize| totals.get(id).copied().unwrap_or_default();
+    // The group of unsampled blocks is no site and no type.
+    let first_row = usize::from(sampling.is_sampled());
 
     let mut site_rows: Vec<RetainedSite> = sites
         .keys
         .into_iter()
         .enumerate()
+        .skip(first_row)
         .map(|(id, site)| {
             let t = total(&site_totals, id);
             RetainedSite {
@@ -760,6 +807,7 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         .keys
         .into_iter()
         .enumerate()
+        .skip(first_row)
         .map(|(id, (type_name, recovered))| {
             let t = total(&type_totals, id);
             RetainedType {
@@ -783,6 +831,8 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         objects,
         sites: site_rows,
         types: type_rows,
+        estimated: sampling.is_sampled(),
+        stack_sample_interval_bytes: sampling.interval,
     })
 }
 
@@ -805,6 +855,16 @@ impl RetainedReport {
         );
         for obj in &self.objects {
             let _ = writeln!(o, "{}", object_line(obj));
+        }
+        if self.estimated {
+            let _ = writeln!(
+                o,
+                "\nESTIMATED below: {}; blocks outside the sample have no site or type",
+                StackSampling {
+                    interval: self.stack_sample_interval_bytes
+                }
+                .note()
+            );
         }
         let sites = self.sites.iter().map(|row| {
             let label = site_text(&row.site);
@@ -1266,6 +1326,11 @@ pub struct DiffReport {
     pub rows: Vec<DiffRow>,
     /// Changed rows left out by the limit.
     pub omitted_rows: usize,
+    /// Whether the rows are estimates: either dump has sampled stacks
+    /// (production mode), so each of its sampled blocks counts
+    /// `1/(1 - exp(-size/S))` times and its other blocks in no row. The
+    /// sides' totals and `new_objects`/`new_object_bytes` are exact.
+    pub estimated: bool,
 }
 
 /// One site (or type) of a diff.
@@ -1346,23 +1411,31 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
         new_object_bytes: u64,
     }
     let mut rows: HashMap<DiffKey, Row> = HashMap::new();
+    let (old_sampling, new_sampling) = (StackSampling::of(old), StackSampling::of(new));
+    // Weighted sums are f64 (a stack sample's weights are fractional),
+    // rounded once per stack.
+    let round = |x: f64| x.round() as u64;
     let mut old_stacks = Stacks::new(old_symbolizer);
-    let mut by_stack: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
     for a in old.allocations().iter() {
+        let weight = old_sampling.weight(&a);
+        if weight == 0.0 {
+            continue;
+        }
         let e = by_stack.entry(a.stack).or_default();
-        e.0 = e.0.saturating_add(a.size);
-        e.1 += 1;
+        e.0 += a.size as f64 * weight;
+        e.1 += weight;
     }
     for (stack, (bytes, count)) in by_stack.drain() {
         let row = rows
             .entry(old_stacks.diff_key(old, stack, by, warnings))
             .or_default();
-        row.old_bytes = row.old_bytes.saturating_add(bytes);
-        row.old_count += count;
+        row.old_bytes = row.old_bytes.saturating_add(round(bytes));
+        row.old_count += round(count);
     }
     // Both sides are sorted by address: a merge finds the blocks of NEW
     // that OLD had too (same address and same sequence number).
-    let mut new_by_stack: HashMap<u32, (u64, u64, u64, u64)> = HashMap::new();
+    let mut new_by_stack: HashMap<u32, (f64, f64, f64, f64)> = HashMap::new();
     let mut old_iter = old.allocations().iter().peekable();
     let (mut new_objects, mut new_object_bytes) = (0u64, 0u64);
     for a in new.allocations().iter() {
@@ -1372,14 +1445,20 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
         let seen = old_iter
             .peek()
             .is_some_and(|o| o.address == a.address && o.sequence == a.sequence);
-        let e = new_by_stack.entry(a.stack).or_default();
-        e.0 = e.0.saturating_add(a.size);
-        e.1 += 1;
         if !seen {
-            e.2 += 1;
-            e.3 = e.3.saturating_add(a.size);
             new_objects += 1;
             new_object_bytes = new_object_bytes.saturating_add(a.size);
+        }
+        let weight = new_sampling.weight(&a);
+        if weight == 0.0 {
+            continue;
+        }
+        let e = new_by_stack.entry(a.stack).or_default();
+        e.0 += a.size as f64 * weight;
+        e.1 += weight;
+        if !seen {
+            e.2 += weight;
+            e.3 += a.size as f64 * weight;
         }
     }
     let mut new_stacks = Stacks::new(new_symbolizer);
@@ -1387,10 +1466,10 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
         let row = rows
             .entry(new_stacks.diff_key(new, stack, by, warnings))
             .or_default();
-        row.new_bytes = row.new_bytes.saturating_add(bytes);
-        row.new_count += count;
-        row.new_objects += objects;
-        row.new_object_bytes = row.new_object_bytes.saturating_add(object_bytes);
+        row.new_bytes = row.new_bytes.saturating_add(round(bytes));
+        row.new_count += round(count);
+        row.new_objects += round(objects);
+        row.new_object_bytes = row.new_object_bytes.saturating_add(round(object_bytes));
     }
     let mut out: Vec<DiffRow> = rows
         .into_iter()
@@ -1425,6 +1504,7 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
         new_object_bytes,
         rows: out,
         omitted_rows: omitted,
+        estimated: old_sampling.is_sampled() || new_sampling.is_sampled(),
     }
 }
 
@@ -1450,6 +1530,12 @@ impl DiffReport {
             human_bytes(self.new_object_bytes),
             self.new_objects
         );
+        if self.estimated {
+            let _ = writeln!(
+                o,
+                "ESTIMATED: the rows come from sampled stacks (production mode): each sampled block counts 1/(1 - exp(-size/S)) times; the lines above are exact"
+            );
+        }
         let (column, plural) = match self.by {
             DiffBy::Site => ("site", "sites"),
             DiffBy::Type => ("type", "types"),

@@ -19,6 +19,7 @@
 //!   main executable checked against the dump's build-id.
 //! - [`site`]: which frame of a stack is the allocation site.
 //! - [`report`]: `info`, `verify` and `top` as serializable structs.
+//! - [`sampling`]: the weights of blocks in a production-mode dump.
 
 use std::path::Path;
 
@@ -33,6 +34,7 @@ pub mod leaks;
 pub mod paths;
 mod prefetch;
 pub mod report;
+pub mod sampling;
 pub mod site;
 pub mod symbolize;
 pub mod types;

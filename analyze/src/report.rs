@@ -12,6 +12,7 @@ use heapdump_formats::verify::verify;
 use serde::Serialize;
 
 use crate::heap_report::StackFrames;
+use crate::sampling::StackSampling;
 use crate::site::Site;
 use crate::symbolize::{Frame, hex};
 use crate::types::AllocationName;
@@ -167,6 +168,13 @@ pub struct ProcessInfo {
     /// and wrote while the program ran on) or `stop` (the threads stayed
     /// stopped for the scan).
     pub mode: &'static str,
+    /// `all` (every block's stack was walked) or `sample` (production
+    /// mode: a byte-weighted sample of blocks carries stacks).
+    pub stacks: &'static str,
+    /// Production mode: the mean interval S of the stack sample, in bytes
+    /// (a block of `s` bytes was sampled with probability
+    /// `1 - exp(-s/S)`, 1 when `s >= S`); 0 when every stack was walked.
+    pub stack_sample_interval_bytes: u64,
     /// Time other threads were paused, ns.
     pub pause_ns: u64,
     /// Time writing the dump took, ns.
@@ -245,8 +253,11 @@ pub struct StackInfo {
     pub frames: u64,
     /// Stacks cut short at the frame limit.
     pub truncated: u64,
-    /// Live allocations with an unknown stack (id 0).
+    /// Live allocations with an unknown stack (id 0); in production mode,
+    /// mostly the blocks outside the stack sample.
     pub allocations_without_stack: u64,
+    /// Live allocations flagged SAMPLED (production mode only).
+    pub sampled_allocations: u64,
 }
 
 /// What the conservative scan found.
@@ -350,12 +361,14 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
         reallocated: 0,
     };
     let mut without_stack = 0;
+    let mut sampled = 0;
     for a in view.allocations().iter() {
         heap.allocation_records += 1;
         heap.allocation_record_bytes = heap.allocation_record_bytes.saturating_add(a.size);
         heap.zeroed += u64::from(a.flags & allocation_flags::ZEROED != 0);
         heap.reallocated += u64::from(a.flags & allocation_flags::REALLOCATED != 0);
         without_stack += u64::from(a.stack == 0);
+        sampled += u64::from(a.flags & allocation_flags::SAMPLED != 0);
     }
     let stacks = StackInfo {
         stacks: view.stacks().len() as u64,
@@ -366,6 +379,7 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
             .filter(|s| s.flags & heapdump_formats::records::stack_flags::TRUNCATED != 0)
             .count() as u64,
         allocations_without_stack: without_stack,
+        sampled_allocations: sampled,
     };
 
     let mut roots_by_kind = BTreeMap::new();
@@ -459,6 +473,12 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
             } else {
                 "stop"
             },
+            stacks: if p.stack_sample_interval == 0 {
+                "all"
+            } else {
+                "sample"
+            },
+            stack_sample_interval_bytes: p.stack_sample_interval,
             pause_ns: p.pause_ns,
             write_ns: p.write_ns,
         },
@@ -496,6 +516,16 @@ impl InfoReport {
             p.write_ns as f64 / 1e6
         );
         let _ = writeln!(o, "flags           {}", none_if_empty(&p.flags));
+        if p.stack_sample_interval_bytes != 0 {
+            let _ = writeln!(
+                o,
+                "stacks          sampled: mean interval {} ({} bytes); {} of {} blocks carry a stack",
+                human_bytes(p.stack_sample_interval_bytes),
+                p.stack_sample_interval_bytes,
+                self.stacks.sampled_allocations,
+                h.allocation_records
+            );
+        }
         let _ = writeln!(
             o,
             "live            {} bytes ({}) in {} allocations",
@@ -717,14 +747,26 @@ pub struct TopReport {
     pub omitted_bytes: u64,
     /// Allocations in the groups left out.
     pub omitted_count: u64,
+    /// Whether the rows' (and `omitted_*`) bytes and counts are estimates
+    /// from a stack sample (production mode): each sampled block counts
+    /// `1/(1 - exp(-size/S))` times, unsampled blocks are in no row.
+    /// `total_*` are exact either way.
+    pub estimated: bool,
+    /// The mean interval S of the stack sample in bytes; 0: every stack.
+    pub stack_sample_interval_bytes: u64,
+    /// Production mode: blocks outside the stack sample (exact). Their
+    /// bytes are in `total_bytes` and, estimated, spread over the rows.
+    pub unsampled_bytes: u64,
+    /// Production mode: how many blocks are outside the stack sample.
+    pub unsampled_count: u64,
 }
 
 /// One group of `top`.
 #[derive(Clone, Debug, Serialize)]
 pub struct TopRow {
-    /// Live bytes.
+    /// Live bytes (estimated when the report says `estimated`).
     pub bytes: u64,
-    /// Live allocations.
+    /// Live allocations (estimated when the report says `estimated`).
     pub count: u64,
     /// Share of `total_bytes`, percent.
     pub percent: f64,
@@ -803,19 +845,28 @@ pub fn top<S: StackFrames + ?Sized>(
     progress: &indicatif::ProgressBar,
     warnings: &mut Vec<String>,
 ) -> TopReport {
-    let mut by_stack: HashMap<u32, (u64, u64)> = HashMap::new();
+    let sampling = StackSampling::of(view);
+    // Bytes and counts as f64: weights of a stack sample are fractional.
+    let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
     let mut total_bytes = 0u64;
     let mut total_count = 0u64;
+    let (mut unsampled_bytes, mut unsampled_count) = (0u64, 0u64);
     for a in view.allocations().iter() {
-        let entry = by_stack.entry(a.stack).or_default();
-        entry.0 = entry.0.saturating_add(a.size);
-        entry.1 += 1;
         total_bytes = total_bytes.saturating_add(a.size);
         total_count += 1;
+        let weight = sampling.weight(&a);
+        if weight == 0.0 {
+            unsampled_bytes = unsampled_bytes.saturating_add(a.size);
+            unsampled_count += 1;
+            continue;
+        }
+        let entry = by_stack.entry(a.stack).or_default();
+        entry.0 += a.size as f64 * weight;
+        entry.1 += weight;
     }
     let mut stacks: Vec<(u32, u64, u64)> = by_stack
         .into_iter()
-        .map(|(id, (bytes, count))| (id, bytes, count))
+        .map(|(id, (bytes, count))| (id, bytes.round() as u64, count.round() as u64))
         .collect();
     // Biggest first, so a group's example is its biggest stack.
     stacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -885,6 +936,10 @@ pub fn top<S: StackFrames + ?Sized>(
         omitted_rows: omitted.len(),
         omitted_bytes: omitted.iter().map(|r| r.bytes).sum(),
         omitted_count: omitted.iter().map(|r| r.count).sum(),
+        estimated: sampling.is_sampled(),
+        stack_sample_interval_bytes: sampling.interval,
+        unsampled_bytes,
+        unsampled_count,
     }
 }
 
@@ -905,6 +960,19 @@ impl TopReport {
             human_bytes(self.total_bytes),
             self.total_count
         );
+        if self.estimated {
+            let sampling = StackSampling {
+                interval: self.stack_sample_interval_bytes,
+            };
+            let _ = writeln!(
+                o,
+                "ESTIMATED: {}; {} bytes ({}) in {} blocks have no stack (not sampled)",
+                sampling.note(),
+                self.unsampled_bytes,
+                human_bytes(self.unsampled_bytes),
+                self.unsampled_count
+            );
+        }
         let _ = writeln!(
             o,
             "{:>14} {:>10} {:>6} {:>9}  {by}",
@@ -1012,6 +1080,10 @@ mod tests {
             omitted_rows: 0,
             omitted_bytes: 0,
             omitted_count: 0,
+            estimated: false,
+            stack_sample_interval_bytes: 0,
+            unsampled_bytes: 0,
+            unsampled_count: 0,
         };
         let text = report.to_text();
         let row = text.lines().nth(2).unwrap();

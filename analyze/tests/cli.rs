@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::SectionKind;
+use heapdump_formats::records::{SectionKind, allocation_flags};
 use heapdump_formats::testing::DumpBuilder;
 
 fn write_dump(name: &str, bytes: &[u8]) -> PathBuf {
@@ -261,6 +261,10 @@ fn top_json_limits_rows_and_accounts_for_the_rest() {
             "omitted_rows": 2,
             "omitted_bytes": 96,
             "omitted_count": 2,
+            "estimated": false,
+            "stack_sample_interval_bytes": 0,
+            "unsampled_bytes": 0,
+            "unsampled_count": 0,
         })
     );
 }
@@ -316,4 +320,55 @@ fn broken_pipe_exits_quietly() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn top_on_a_sampled_dump_weights_sampled_blocks_and_keeps_exact_totals() {
+    // Production mode with S = 128 bytes: the 64-byte block (stack 1) was
+    // sampled with probability 1 - exp(-1/2) and stands for 1/0.3935 =
+    // 2.54 blocks; the 256-byte block is at least S, sampled for sure
+    // (its stack unknown here); the 32-byte one is outside the sample.
+    let mut b = small_without_modules();
+    b.process.stack_sample_interval = 128;
+    b.allocations[0].flags |= allocation_flags::SAMPLED;
+    b.allocations[1].stack = 0;
+    b.allocations[2].flags |= allocation_flags::SAMPLED;
+    let path = write_dump("top-sampled", &b.to_bytes());
+    let out = heapdump(&["top", path.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["estimated"], true);
+    assert_eq!(v["stack_sample_interval_bytes"], 128);
+    assert_eq!(
+        (v["total_bytes"].clone(), v["total_count"].clone()),
+        (352.into(), 3.into())
+    );
+    assert_eq!(
+        (v["unsampled_bytes"].clone(), v["unsampled_count"].clone()),
+        (32.into(), 1.into())
+    );
+    let weight = 1.0 / (1.0 - (-0.5f64).exp());
+    let rows: Vec<(u64, u64)> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["bytes"].as_u64().unwrap(), r["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (256, 1),
+            ((64.0 * weight).round() as u64, weight.round() as u64)
+        ]
+    );
+
+    let text = stdout(&heapdump(&["top", path.to_str().unwrap()]));
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("ESTIMATED: "),
+        "{text}"
+    );
+    let info = json(&heapdump(&["info", path.to_str().unwrap(), "--json"]));
+    assert_eq!(info["process"]["stack_sample_interval_bytes"], 128);
+    assert_eq!(info["process"]["stacks"], "sample");
+    assert_eq!(info["stacks"]["sampled_allocations"], 2);
 }

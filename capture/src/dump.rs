@@ -838,7 +838,7 @@ fn snapshot_and_write(
         pause_ns,
         write_ns,
         peak_live_count,
-        reserved: 0,
+        stack_sample_interval: crate::sampling::interval(),
     }])?;
     let (_, bytes_written) = writer.finish()?;
     Ok(DumpStats {

@@ -24,7 +24,10 @@
 //!
 //! [`Tracker`] wraps any [`GlobalAlloc`] and records every live allocation:
 //! address, size, alignment, allocating thread, allocation stack and a
-//! sequence number (its age). [`write_heap_dump`] writes them, with the
+//! sequence number (its age). In production mode
+//! ([`Settings::sample_stacks`], `HEAPDUMP=stacks=sample:512KiB`) every
+//! block is still recorded but only a byte-weighted sample gets its stack
+//! walked, which is most of the cost. [`write_heap_dump`] writes them, with the
 //! interned stacks, the threads and the loaded modules, in the `.hdump`
 //! format that `heapdump-formats` documents.
 //!
@@ -73,6 +76,7 @@ mod dump;
 mod fork;
 mod live;
 mod modules;
+mod sampling;
 mod scan;
 mod settings;
 mod signals;
@@ -83,6 +87,7 @@ mod threads;
 mod triggers;
 mod world;
 
+pub use sampling::DEFAULT_SAMPLE_INTERVAL;
 pub use settings::{DEFAULT_MAX_DUMPS, Mode, Settings};
 
 /// Bytes the tracker adds after each block (the index of its record; see
@@ -189,6 +194,7 @@ impl Drop for Busy {
 
 const ZEROED: u8 = heapdump_formats::records::allocation_flags::ZEROED as u8;
 const REALLOCATED: u8 = heapdump_formats::records::allocation_flags::REALLOCATED as u8;
+const SAMPLED: u8 = heapdump_formats::records::allocation_flags::SAMPLED as u8;
 
 /// Sequence numbers a thread takes from the global counter at a time, so
 /// allocating threads do not fight over one cache line.
@@ -213,18 +219,27 @@ fn next_sequence() -> u64 {
 }
 
 /// The record of a block the inner allocator just returned, made here:
-/// this thread, this stack, the next sequence number. The caller holds
+/// this thread, this stack (in production mode only if the block is
+/// sampled, else stack 0), the next sequence number. The caller holds
 /// `Busy`.
 #[inline]
 fn new_entry(
     address: *mut u8,
     size: usize,
     align: usize,
-    flags: u8,
+    mut flags: u8,
 ) -> (Entry, threads::CurrentThread) {
     let thread = threads::current();
-    // SAFETY: the caller holds the thread's reentrancy guard.
-    let stack = unsafe { stacks::current_stack_id(&STACKS, thread.stack) };
+    let walk = sampling::decide(size as u64, thread.index);
+    let stack = if walk == sampling::Walk::Skipped {
+        0
+    } else {
+        // SAFETY: the caller holds the thread's reentrancy guard.
+        unsafe { stacks::current_stack_id(&STACKS, thread.stack) }
+    };
+    if walk == sampling::Walk::Sampled {
+        flags |= SAMPLED;
+    }
     let entry = Entry {
         address: address as u64,
         size: size as u64,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! HEAPDUMP=dir=/var/tmp/dumps,on=signal:USR2,on=growth:1GiB,on=exit,max=8,mode=fork
+//! HEAPDUMP=stacks=sample:512KiB,sample_seed=42,on=exit
 //! ```
 //!
 //! The variable is read once, at the tracker's first allocation (before
@@ -95,6 +96,10 @@ pub struct Settings {
     pub(crate) triggers: Triggers,
     pub(crate) max_dumps: u32,
     pub(crate) mode: Mode,
+    /// 0: every stack (exact mode); else the mean sampling interval.
+    pub(crate) stack_sample_interval: u64,
+    /// 0: a random seed.
+    pub(crate) sample_seed: u64,
 }
 
 /// Triggered dumps a process writes at most, unless told otherwise.
@@ -115,6 +120,8 @@ impl Settings {
             },
             max_dumps: DEFAULT_MAX_DUMPS,
             mode: Mode::Fork,
+            stack_sample_interval: 0,
+            sample_seed: 0,
         }
     }
 
@@ -181,6 +188,26 @@ impl Settings {
         self.mode = mode;
         self
     }
+
+    /// Production mode (`stacks=sample:SIZE`): every block is still
+    /// recorded, with its address and size, but only a byte-weighted sample
+    /// gets its allocation stack, with mean interval `mean_interval_bytes`
+    /// ([`DEFAULT_SAMPLE_INTERVAL`](crate::DEFAULT_SAMPLE_INTERVAL) is the
+    /// usual choice): a block of `s` bytes is sampled with probability
+    /// `1 - exp(-s/S)`, and always when `s >= S`. 0 records every stack
+    /// (exact mode, the default; `stacks=all`).
+    pub const fn sample_stacks(mut self, mean_interval_bytes: u64) -> Settings {
+        self.stack_sample_interval = mean_interval_bytes;
+        self
+    }
+
+    /// Fixes the seed of the stack sample (`sample_seed=N`), so a program
+    /// that allocates the same way samples the same blocks every run (for
+    /// tests). 0, the default, draws a random seed per thread.
+    pub const fn sample_seed(mut self, seed: u64) -> Settings {
+        self.sample_seed = seed;
+        self
+    }
 }
 
 impl Default for Settings {
@@ -197,9 +224,13 @@ pub(crate) struct FromEnvironment<'a> {
     pub triggers: Option<Triggers>,
     pub max_dumps: Option<u32>,
     pub mode: Option<Mode>,
+    /// `Some(0)`: `stacks=all`.
+    pub stack_sample_interval: Option<u64>,
+    pub sample_seed: Option<u64>,
 }
 
-const ACCEPTED_KEYS: &str = "dir=PATH, on=TRIGGER, max=N, mode=fork|stop, stacks=all, depth=N";
+const ACCEPTED_KEYS: &str =
+    "dir=PATH, on=TRIGGER, max=N, mode=fork|stop, stacks=all|sample[:SIZE], sample_seed=N, depth=N";
 const ACCEPTED_TRIGGERS: &str =
     "exit, signal:SIG, growth:SIZE, interval:DURATION (ms, s, m, h), oom";
 
@@ -246,16 +277,22 @@ pub(crate) fn parse<'a>(text: &'a [u8], report: &mut dyn FnMut(&str)) -> FromEnv
                     let _ = write!(line, "mode={}: accepted: fork, stop", Shown(value));
                 }
             },
-            // The stack keys of the design: exact stacks are what this
-            // build records; say so instead of pretending to sample.
-            b"stacks" if value == b"all" => {}
-            b"stacks" => {
-                let _ = write!(
-                    line,
-                    "stacks={}: this version records every stack (stacks=all); sampling is not available",
-                    Shown(value)
-                );
-            }
+            b"stacks" => match parse_stacks(value) {
+                Some(interval) => out.stack_sample_interval = Some(interval),
+                None => {
+                    let _ = write!(
+                        line,
+                        "stacks={}: accepted: all, sample, sample:SIZE (bytes, or with KiB, MiB, GiB; not 0)",
+                        Shown(value)
+                    );
+                }
+            },
+            b"sample_seed" => match parse_u64(value) {
+                Some(seed) => out.sample_seed = Some(seed),
+                None => {
+                    let _ = write!(line, "sample_seed={}: not a number", Shown(value));
+                }
+            },
             b"depth" => match parse_u64(value) {
                 Some(64) => {}
                 _ => {
@@ -279,6 +316,18 @@ pub(crate) fn parse<'a>(text: &'a [u8], report: &mut dyn FnMut(&str)) -> FromEnv
         }
     }
     out
+}
+
+/// A `stacks=` value: 0 for `all`, else the mean sampling interval.
+fn parse_stacks(value: &[u8]) -> Option<u64> {
+    match value {
+        b"all" => Some(0),
+        b"sample" => Some(crate::sampling::DEFAULT_SAMPLE_INTERVAL),
+        _ => match parse_size(value.strip_prefix(b"sample:")?) {
+            Some(0) | None => None,
+            interval => interval,
+        },
+    }
 }
 
 /// One `on=` value.
@@ -504,7 +553,8 @@ mod tests {
     fn every_key_of_the_design_is_understood() {
         let (out, problems) = parsed(
             "dir=/var/tmp/d,on=exit,on=signal:USR2,on=signal:SIGHUP,on=signal:10,\
-             on=growth:1GiB,on=interval:30s,on=oom,max=4,mode=stop,stacks=all,depth=64",
+             on=growth:1GiB,on=interval:30s,on=oom,max=4,mode=stop,stacks=all,depth=64,\
+             sample_seed=7",
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(out.dir, Some(&b"/var/tmp/d"[..]));
@@ -518,12 +568,38 @@ mod tests {
         assert_eq!(triggers.interval_ns, 30_000_000_000);
         assert_eq!(out.max_dumps, Some(4));
         assert_eq!(out.mode, Some(Mode::Stop));
+        assert_eq!(out.stack_sample_interval, Some(0));
+        assert_eq!(out.sample_seed, Some(7));
+    }
+
+    #[test]
+    fn stacks_sample_takes_a_size_and_defaults_to_512_kib() {
+        let (out, problems) = parsed("stacks=sample:64KiB");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(out.stack_sample_interval, Some(64 << 10));
+        let (out, _) = parsed("stacks=sample");
+        assert_eq!(out.stack_sample_interval, Some(512 << 10));
+        let (out, _) = parsed("stacks=sample:1000");
+        assert_eq!(out.stack_sample_interval, Some(1000));
+        for bad in [
+            "stacks=sample:0",
+            "stacks=sample:",
+            "stacks=some",
+            "stacks=sample:1.5m",
+        ] {
+            let (out, problems) = parsed(bad);
+            assert_eq!(out.stack_sample_interval, None, "{bad}");
+            assert!(
+                problems[0].contains("accepted: all, sample, sample:SIZE"),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]
     fn a_bad_key_or_value_is_reported_alone_and_the_rest_applies() {
         let (out, problems) = parsed(
-            "on=growth:12zz,colour=blue,on=signal:KILL,mode=fast,on=exit,max=-1,stacks=sample:512KiB,on=signal:SEGV",
+            "on=growth:12zz,colour=blue,on=signal:KILL,mode=fast,on=exit,max=-1,stacks=sample:512XB,on=signal:SEGV",
         );
         assert_eq!(problems.len(), 7, "{problems:#?}");
         assert!(problems[0].starts_with("on=growth:12zz: not a size"));
@@ -531,7 +607,7 @@ mod tests {
         assert!(problems[2].contains("cannot be caught"));
         assert!(problems[3].contains("accepted: fork, stop"));
         assert!(problems[4].starts_with("max=-1"));
-        assert!(problems[5].contains("sampling is not available"));
+        assert!(problems[5].starts_with("stacks=sample:512XB: accepted: all, sample"));
         assert!(problems[6].contains("fault signal"));
         let triggers = out.triggers.unwrap();
         assert!(triggers.exit);
@@ -560,12 +636,17 @@ mod tests {
             .on_signal(libc::SIGUSR1)
             .on_interval(Duration::from_millis(1500))
             .max_dumps(2)
-            .mode(Mode::Stop);
+            .mode(Mode::Stop)
+            .sample_stacks(256 << 10)
+            .sample_seed(9);
         assert_eq!(settings.dir, Some("/tmp/x"));
         assert_eq!(settings.triggers.signals, 1 << libc::SIGUSR1);
         assert_eq!(settings.triggers.interval_ns, 1_500_000_000);
         assert!(settings.triggers.need_thread());
         assert_eq!(settings.max_dumps, 2);
+        assert_eq!(settings.stack_sample_interval, 256 << 10);
+        assert_eq!(settings.sample_seed, 9);
+        assert_eq!(Settings::new().stack_sample_interval, 0);
         assert_eq!(Settings::new().mode, Mode::Fork);
     }
 }

@@ -155,6 +155,12 @@ fn start(code: &Settings) {
         .dir
         .or(code.dir.map(str::as_bytes))
         .unwrap_or(b"");
+    crate::sampling::configure(
+        from_environment
+            .stack_sample_interval
+            .unwrap_or(code.stack_sample_interval),
+        from_environment.sample_seed.unwrap_or(code.sample_seed),
+    );
     triggers.signals = usable_signals(triggers.signals);
     TRIGGER_SIGNALS.store(triggers.signals, Ordering::Release);
     MODE.store(u8::from(mode == Mode::Stop), Ordering::Relaxed);

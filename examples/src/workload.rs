@@ -7,6 +7,12 @@
 //! a growing `Vec`, formatted `String`s, and churns one map entry. The mix is
 //! deterministic (a per-thread xorshift generator) so both runs do the same
 //! work.
+//!
+//! With `--random-paths` (issue 12's deep workload, with `--depth 20`) each
+//! level of the chain calls one of two functions at random, so consecutive
+//! allocations come from different stacks (2^depth paths), and every 256th
+//! step also allocates a large block (16 KiB to 256 KiB, 8 kept alive per
+//! thread).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -22,6 +28,9 @@ pub struct WorkloadConfig {
     pub live_set: usize,
     /// Depth of the call chain above each allocation.
     pub depth: u32,
+    /// Each level of the chain is one of two functions, chosen at random,
+    /// and some steps allocate large blocks.
+    pub random_paths: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -31,6 +40,7 @@ impl Default for WorkloadConfig {
             steps: 400_000,
             live_set: 50_000,
             depth: 15,
+            random_paths: false,
         }
     }
 }
@@ -42,6 +52,8 @@ pub struct WorkloadResult {
     /// Wall time from starting the workers until all finished their steps
     /// (excludes `during` and teardown).
     pub elapsed: std::time::Duration,
+    /// CPU time of the process (all threads) from start until then.
+    pub cpu: std::time::Duration,
     /// Sum over threads of a checksum of the work done.
     pub checksum: u64,
     /// Map entries alive at the end, over all threads.
@@ -81,7 +93,18 @@ pub fn run(config: WorkloadConfig, during: impl FnOnce()) -> WorkloadResult {
                 scope.spawn(move || {
                     let mut state = Worker::new(index as u64 + 1);
                     for step in 0..config.steps {
-                        descend(&mut state, step, config.depth, config.live_set);
+                        if config.random_paths {
+                            let path = state.path_rng.next();
+                            descend_left_or_right(
+                                &mut state,
+                                step,
+                                config.depth,
+                                config.live_set,
+                                path,
+                            );
+                        } else {
+                            descend(&mut state, step, config.depth, config.live_set);
+                        }
                     }
                     barrier.wait();
                     release.wait();
@@ -91,6 +114,7 @@ pub fn run(config: WorkloadConfig, during: impl FnOnce()) -> WorkloadResult {
             .collect();
         barrier.wait();
         let elapsed = start.elapsed();
+        let cpu = crate::cpu_time();
         during();
         release.wait();
         workers
@@ -99,10 +123,12 @@ pub fn run(config: WorkloadConfig, during: impl FnOnce()) -> WorkloadResult {
             .fold(
                 WorkloadResult {
                     elapsed,
+                    cpu,
                     ..Default::default()
                 },
                 |sum, one| WorkloadResult {
                     elapsed,
+                    cpu,
                     checksum: sum.checksum.wrapping_add(one.checksum),
                     live_entries: sum.live_entries + one.live_entries,
                 },
@@ -115,6 +141,11 @@ struct Worker {
     map: HashMap<String, Box<Record>>,
     scratch: Vec<u64>,
     checksum: u64,
+    /// Chooses the call path (`--random-paths`), apart from `rng` so the
+    /// allocations are the same whatever the paths.
+    path_rng: Rng,
+    /// Large blocks kept alive (`--random-paths`), replaced round-robin.
+    large: Vec<Vec<u8>>,
 }
 
 impl Worker {
@@ -124,12 +155,15 @@ impl Worker {
             map: HashMap::new(),
             scratch: Vec::new(),
             checksum: 0,
+            path_rng: Rng(seed.wrapping_mul(0xD6E8_FEB8_6659_FD93) | 1),
+            large: Vec::new(),
         }
     }
 
     fn finish(self) -> WorkloadResult {
         WorkloadResult {
             elapsed: std::time::Duration::ZERO,
+            cpu: std::time::Duration::ZERO,
             checksum: self.checksum,
             live_entries: self.map.len(),
         }
@@ -147,6 +181,48 @@ fn descend(state: &mut Worker, step: u64, depth: u32, live_set: usize) {
         descend(state, step, depth - 1, live_set);
     }
     black_box(depth);
+}
+
+/// `--random-paths`: one level of a chain whose every level is
+/// [`descend_left`] or [`descend_right`], as bit `depth` of `path` says.
+#[inline(always)]
+fn descend_left_or_right(state: &mut Worker, step: u64, depth: u32, live_set: usize, path: u64) {
+    if depth == 0 {
+        allocate(state, step, live_set);
+        if step % 256 == 0 {
+            allocate_large(state, step);
+        }
+    } else if (path >> (depth % 64)) & 1 == 0 {
+        descend_left(state, step, depth - 1, live_set, path);
+    } else {
+        descend_right(state, step, depth - 1, live_set, path);
+    }
+}
+
+#[inline(never)]
+fn descend_left(state: &mut Worker, step: u64, depth: u32, live_set: usize, path: u64) {
+    descend_left_or_right(state, step, depth, live_set, path);
+    black_box(depth);
+}
+
+#[inline(never)]
+fn descend_right(state: &mut Worker, step: u64, depth: u32, live_set: usize, path: u64) {
+    descend_left_or_right(state, step, depth, live_set, path);
+    black_box(depth ^ 1);
+}
+
+/// A large block (16 KiB to 256 KiB) that replaces one of the eight kept.
+#[inline(never)]
+fn allocate_large(state: &mut Worker, step: u64) {
+    let size = 16 << 10 << (state.path_rng.next() % 5);
+    let block = vec![step as u8; size];
+    state.checksum = state.checksum.wrapping_add(u64::from(block[size - 1]));
+    let slot = (step / 256) as usize % 8;
+    if slot < state.large.len() {
+        state.large[slot] = block;
+    } else {
+        state.large.push(block);
+    }
 }
 
 #[inline(never)]
@@ -185,12 +261,16 @@ fn allocate(state: &mut Worker, step: u64, live_set: usize) {
 }
 
 impl WorkloadConfig {
-    /// Reads `--threads N --steps N --live-set N --depth N` (any subset) from
-    /// the command line, on top of the defaults.
+    /// Reads `--threads N --steps N --live-set N --depth N --random-paths`
+    /// (any subset) from the command line, on top of the defaults.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<WorkloadConfig, String> {
         let mut config = WorkloadConfig::default();
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
+            if flag == "--random-paths" {
+                config.random_paths = true;
+                continue;
+            }
             let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
             let number: u64 = value
                 .parse()

@@ -379,8 +379,12 @@ record! {
         write_ns: u64 = 128,
         /// Highest `live_count` seen since the tracker started.
         peak_live_count: u64 = 136,
-        /// Reserved, written as zero.
-        reserved: u64 = 144,
+        /// Production mode (`stacks=sample:SIZE`): the mean interval S in
+        /// bytes of the byte-weighted sample of allocations whose stacks
+        /// were walked (see [`allocation_flags::SAMPLED`]); 0: every
+        /// allocation's stack was (exact mode; written as 0 before 1.1's
+        /// addition of this field).
+        stack_sample_interval: u64 = 144,
     }
 }
 
@@ -480,6 +484,11 @@ pub mod allocation_flags {
     pub const ZEROED: u32 = 1 << 0;
     /// The block's current address and size come from a `realloc`.
     pub const REALLOCATED: u32 = 1 << 1;
+    /// Production mode only: this block is in the stack sample, so its
+    /// stack was walked; blocks without it have stack 0. A block of `s`
+    /// bytes is sampled with probability `1 - exp(-s/S)` (S:
+    /// [`super::ProcessRecord::stack_sample_interval`]), or 1 when `s >= S`.
+    pub const SAMPLED: u32 = 1 << 2;
 }
 
 /// The thread index of an allocation whose thread is unknown.

@@ -21,6 +21,7 @@ use heapdump_formats::records::root_kind;
 use super::{HeapModel, root_kind_name, root_offset_label};
 use crate::leaks::LeakClass;
 use crate::report::human_bytes;
+use crate::sampling::StackSampling;
 
 /// What one node of a grouped graph stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -458,12 +459,14 @@ fn objects_graph(
     })
 }
 
+/// A group's totals; fractional in a dump with sampled stacks, where each
+/// sampled block counts `1/(1 - exp(-size/S))` times.
 #[derive(Default)]
 struct Group {
-    count: u64,
-    bytes: u64,
-    lost_count: u64,
-    lost_bytes: u64,
+    count: f64,
+    bytes: f64,
+    lost_count: f64,
+    lost_bytes: f64,
 }
 
 fn grouped_graph(
@@ -505,23 +508,40 @@ fn grouped_graph(
         GroupBy::Type => model.types.len(),
         GroupBy::Site => model.sites.len(),
     };
+    // Production mode: only sampled blocks have a type or site; each
+    // stands for 1/p blocks, the others are left out (and so are their
+    // edges: the pointer counts are those between sampled blocks).
+    let sampling = StackSampling::of(model.view());
+    let mut included = included;
     let mut groups: Vec<Group> = (0..group_count).map(|_| Group::default()).collect();
     for (node, a) in allocations.iter().enumerate() {
         if !included[node] {
             continue;
         }
+        let weight = sampling.weight(&a);
+        if weight == 0.0 {
+            included[node] = false;
+            continue;
+        }
         let g = &mut groups[group_of(node as u32) as usize];
-        g.count += 1;
-        g.bytes = g.bytes.saturating_add(a.size);
+        g.count += weight;
+        g.bytes += a.size as f64 * weight;
         if !model.is_reachable(node as u32) {
-            g.lost_count += 1;
-            g.lost_bytes = g.lost_bytes.saturating_add(a.size);
+            g.lost_count += weight;
+            g.lost_bytes += a.size as f64 * weight;
         }
     }
     let mut order: Vec<u32> = (0..group_count as u32)
-        .filter(|&g| groups[g as usize].count > 0 && groups[g as usize].bytes >= options.min_size)
+        .filter(|&g| {
+            groups[g as usize].count > 0.0 && groups[g as usize].bytes >= options.min_size as f64
+        })
         .collect();
-    order.sort_by_key(|&g| (std::cmp::Reverse(groups[g as usize].bytes), g));
+    order.sort_by(|&a, &b| {
+        groups[b as usize]
+            .bytes
+            .total_cmp(&groups[a as usize].bytes)
+            .then(a.cmp(&b))
+    });
     let cut = order.len().saturating_sub(options.max_nodes);
     order.truncate(options.max_nodes);
     let mut shown = vec![false; group_count];
@@ -534,27 +554,38 @@ fn grouped_graph(
     };
 
     header(model, text);
+    if sampling.is_sampled() {
+        let _ = writeln!(
+            text,
+            "  // ESTIMATED: {}; pointer counts are between sampled blocks only",
+            sampling.note()
+        );
+    }
+    let about = if sampling.is_sampled() { "~" } else { "" };
     for &g in &order {
         let group = &groups[g as usize];
+        let (count, bytes) = (group.count.round() as u64, group.bytes.round() as u64);
+        let (lost_count, lost_bytes) = (
+            group.lost_count.round() as u64,
+            group.lost_bytes.round() as u64,
+        );
         let name = match by {
             GroupBy::Type => model.types[g as usize].label.as_str(),
             GroupBy::Site => model.sites[g as usize].label.as_str(),
         };
         let totals = format!(
-            "{} object{}, {} ({} B)",
-            group.count,
-            if group.count == 1 { "" } else { "s" },
-            human_bytes(group.bytes),
-            group.bytes
+            "{about}{count} object{}, {about}{} ({about}{bytes} B)",
+            if count == 1 { "" } else { "s" },
+            human_bytes(bytes),
         );
-        let lost = format!("{} unreachable ({} B)", group.lost_count, group.lost_bytes);
+        let lost = format!("{about}{lost_count} unreachable ({about}{lost_bytes} B)");
         let mut parts = vec![name, totals.as_str()];
-        if group.lost_count > 0 {
+        if group.lost_count > 0.0 {
             parts.push(lost.as_str());
         }
         let fill = if group.lost_count == group.count {
             "#f4cccc"
-        } else if group.lost_count > 0 {
+        } else if group.lost_count > 0.0 {
             "#fce5cd"
         } else {
             "#ffffff"

@@ -19,6 +19,7 @@ use rusqlite::{Connection, params};
 
 use super::{HeapModel, root_kind_name};
 use crate::leaks::LeakClass;
+use crate::sampling::StackSampling;
 use crate::symbolize::{Frame, hex};
 
 /// Version of the schema below; stored in `meta` as `schema_version`.
@@ -93,7 +94,8 @@ CREATE TABLE objects (
     sequence   INTEGER NOT NULL,    -- allocation order, smaller is older
     leak_class TEXT NOT NULL,       -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
     retained   INTEGER NOT NULL,    -- bytes freed if this object were freed (its dominator subtree)
-    dominator  INTEGER REFERENCES objects(id) DEFERRABLE INITIALLY DEFERRED -- immediate dominator; NULL: the roots, or unreachable
+    dominator  INTEGER REFERENCES objects(id) DEFERRABLE INITIALLY DEFERRED, -- immediate dominator; NULL: the roots, or unreachable
+    stack_weight REAL NOT NULL      -- blocks this one stands for by site or type: 1; with sampled stacks 1/(1 - exp(-size/S)) if sampled, else 0
 );
 CREATE TABLE roots (
     id        INTEGER PRIMARY KEY,  -- root index in the dump
@@ -138,12 +140,16 @@ CREATE VIEW object_info AS
     JOIN types AS t ON t.id = o.type_id
     JOIN sites AS s ON s.id = o.site_id;
 CREATE VIEW top_sites AS
-    SELECT s.name AS site, count(*) AS objects, sum(o.size) AS bytes
+    SELECT s.name AS site, CAST(round(sum(o.stack_weight)) AS INTEGER) AS objects,
+           CAST(round(sum(o.size * o.stack_weight)) AS INTEGER) AS bytes
     FROM objects AS o JOIN sites AS s ON s.id = o.site_id
+    WHERE o.stack_weight > 0
     GROUP BY s.id ORDER BY bytes DESC, site;
 CREATE VIEW top_types AS
-    SELECT t.name AS type, count(*) AS objects, sum(o.size) AS bytes
+    SELECT t.name AS type, CAST(round(sum(o.stack_weight)) AS INTEGER) AS objects,
+           CAST(round(sum(o.size * o.stack_weight)) AS INTEGER) AS bytes
     FROM objects AS o JOIN types AS t ON t.id = o.type_id
+    WHERE o.stack_weight > 0
     GROUP BY t.id ORDER BY bytes DESC, type;
 CREATE VIEW incoming AS
     SELECT 'object' AS source_kind, e.source AS source_id, t.name AS source_name,
@@ -282,7 +288,7 @@ fn load_rows(
     };
     {
         let mut insert = tx.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
-        let meta: [(&str, String); 12] = [
+        let meta: [(&str, String); 13] = [
             ("schema_version", SCHEMA_VERSION.to_string()),
             ("heapdump_version", env!("CARGO_PKG_VERSION").to_owned()),
             ("dump_file", dump_name.to_owned()),
@@ -294,6 +300,10 @@ fn load_rows(
             ("live_bytes", total.to_string()),
             ("live_count", model.node_count().to_string()),
             ("typed_bytes", typed.to_string()),
+            (
+                "stack_sample_interval",
+                process.stack_sample_interval.to_string(),
+            ),
             ("skipped_edges", model.skipped_edges.to_string()),
         ];
         for (key, value) in &meta {
@@ -365,9 +375,10 @@ fn load_rows(
     load_stacks(model, frames, tx, summary)?;
     {
         let mut insert = tx.prepare(
-            "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class, retained, dominator) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class, retained, dominator, stack_weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         let allocations = view.allocations();
+        let sampling = StackSampling::of(view);
         for (i, a) in allocations.iter().enumerate() {
             let node = i as u32;
             insert.execute(params![
@@ -383,6 +394,7 @@ fn load_rows(
                 leak_class_name(model.leak_class(node)),
                 int(model.retained(node)),
                 model.dominator(node),
+                sampling.weight(&a),
             ])?;
         }
         summary.tables.push(("objects", allocations.len() as u64));

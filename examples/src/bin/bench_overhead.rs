@@ -5,13 +5,18 @@
 //!
 //! ```text
 //! cargo build --release -p heapdump-examples --bins
-//! target/release/bench_overhead [--runs 5] [workload options...]
+//! target/release/bench_overhead [--runs 5] [--stacks all,sample:512KiB] [workload options...]
+//! target/release/bench_overhead --stacks all,sample --depth 20 --random-paths
 //! ```
-//! Workload options (`--threads`, `--steps`, `--live-set`, `--depth`) are
-//! passed to both binaries unchanged.
+//! `--stacks` lists the tracker's modes to measure (the `stacks=` values of
+//! `HEAPDUMP`, passed to `bench_tracked` through that variable; default
+//! `all`): each round runs `bench_system` and then each mode in turn, so
+//! every ratio is to the baseline of the same rounds. Workload options
+//! (`--threads`, `--steps`, `--live-set`, `--depth`, `--random-paths`) are
+//! passed to every binary unchanged.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 type Sample = BTreeMap<String, f64>;
@@ -23,16 +28,32 @@ fn main() {
     }
 }
 
+/// Removes `--name VALUE` from `args` and returns the value.
+fn take_option(args: &mut Vec<String>, name: &str) -> Result<Option<String>, String> {
+    let Some(at) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let value = args
+        .get(at + 1)
+        .cloned()
+        .ok_or(format!("{name} needs a value"))?;
+    args.drain(at..at + 2);
+    Ok(Some(value))
+}
+
 fn run() -> Result<(), String> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut runs = 5usize;
-    if let Some(at) = args.iter().position(|a| a == "--runs") {
-        let value = args.get(at + 1).ok_or("--runs needs a value")?;
-        runs = value
+    let runs: usize = match take_option(&mut args, "--runs")? {
+        Some(value) => value
             .parse()
-            .map_err(|_| format!("--runs: `{value}` is not a number"))?;
-        args.drain(at..at + 2);
-    }
+            .map_err(|_| format!("--runs: `{value}` is not a number"))?,
+        None => 5,
+    };
+    let modes: Vec<String> = take_option(&mut args, "--stacks")?
+        .unwrap_or_else(|| "all".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     let dir = std::env::current_exe()
         .map_err(|e| format!("cannot find own path: {e}"))?
         .parent()
@@ -40,16 +61,19 @@ fn run() -> Result<(), String> {
         .ok_or("executable has no directory")?;
 
     let mut system = Vec::new();
-    let mut tracked = Vec::new();
+    let mut tracked: Vec<Vec<Sample>> = vec![Vec::new(); modes.len()];
     for run in 0..runs {
         eprintln!("run {}/{runs}", run + 1);
-        system.push(sample(&dir.join("bench_system"), &args)?);
-        tracked.push(sample(&dir.join("bench_tracked"), &args)?);
+        system.push(sample(&dir.join("bench_system"), &args, None)?);
+        for (mode, samples) in modes.iter().zip(&mut tracked) {
+            let heapdump = format!("stacks={mode}");
+            samples.push(sample(&dir.join("bench_tracked"), &args, Some(&heapdump))?);
+        }
     }
-    for (s, t) in system.iter().zip(&tracked) {
-        if s.get("checksum") != t.get("checksum") {
+    for t in tracked.iter().flatten() {
+        if system[0].get("checksum") != t.get("checksum") {
             return Err(
-                "the two allocators computed different results: the workload is not deterministic"
+                "the allocators computed different results: the workload is not deterministic"
                     .into(),
             );
         }
@@ -60,74 +84,144 @@ fn run() -> Result<(), String> {
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let (sys_wall, trk_wall) = (median(&system, "wall_ms"), median(&tracked, "wall_ms"));
-    let (sys_rss, trk_rss) = (
-        median(&system, "peak_rss_kib"),
-        median(&tracked, "peak_rss_kib"),
-    );
-    println!("| metric | System | Tracker<System> | ratio |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| wall time of the workload (median of {runs}) | {sys_wall:.0} ms | {trk_wall:.0} ms | {:.2}× |",
-        trk_wall / sys_wall
-    );
     // The machine's speed drifts over seconds: the fastest run and the
-    // ratio within each round (the two runs back to back) are steadier
-    // than medians taken apart.
+    // ratio within each round (the runs back to back) are steadier than
+    // medians taken apart.
     let fastest = |samples: &[Sample]| {
         samples
             .iter()
             .filter_map(|s| s.get("wall_ms").copied())
             .fold(f64::INFINITY, f64::min)
     };
-    let (sys_fastest, trk_fastest) = (fastest(&system), fastest(&tracked));
-    println!(
-        "| wall time of the workload (fastest of {runs}) | {sys_fastest:.0} ms | {trk_fastest:.0} ms | {:.2}× |",
-        trk_fastest / sys_fastest
-    );
-    let mut round_ratios: Vec<f64> = system
+    let header: Vec<String> = modes
         .iter()
-        .zip(&tracked)
-        .filter_map(|(s, t)| Some(t.get("wall_ms")? / s.get("wall_ms")?))
+        .map(|mode| format!("Tracker<System> stacks={mode} | ratio"))
         .collect();
-    round_ratios.sort_by(f64::total_cmp);
-    if let (Some(low), Some(high)) = (round_ratios.first(), round_ratios.last()) {
-        println!(
-            "| ratio within a round (median; lowest – highest) | | | {:.2}× ({low:.2}–{high:.2}) |",
-            round_ratios[round_ratios.len() / 2]
+    println!("| metric | System | {} |", header.join(" | "));
+    println!("|---|---:|{}", "---:|---:|".repeat(modes.len()));
+    let row = |name: &str, system_cell: String, cells: Vec<String>| {
+        println!("| {name} | {system_cell} | {} |", cells.join(" | "));
+    };
+    let sys_wall = median(&system, "wall_ms");
+    row(
+        &format!("wall time of the workload (median of {runs})"),
+        format!("{sys_wall:.0} ms"),
+        tracked
+            .iter()
+            .map(|t| {
+                let wall = median(t, "wall_ms");
+                format!("{wall:.0} ms | **{:.2}×**", wall / sys_wall)
+            })
+            .collect(),
+    );
+    // CPU time of the workload: on a shared machine it does not count the
+    // time a thread waits for a core, so it drifts less than wall time.
+    let sys_cpu = median(&system, "cpu_ms");
+    row(
+        &format!("CPU time of the workload, all threads (median of {runs})"),
+        format!("{sys_cpu:.0} ms"),
+        tracked
+            .iter()
+            .map(|t| {
+                let cpu = median(t, "cpu_ms");
+                format!("{cpu:.0} ms | **{:.2}×**", cpu / sys_cpu)
+            })
+            .collect(),
+    );
+    row(
+        "CPU time ratio within a round (median; lowest – highest)",
+        String::new(),
+        tracked
+            .iter()
+            .map(|t| format!(" | {}", ratios_within_rounds(&system, t, "cpu_ms")))
+            .collect(),
+    );
+    let sys_fastest = fastest(&system);
+    row(
+        &format!("wall time of the workload (fastest of {runs})"),
+        format!("{sys_fastest:.0} ms"),
+        tracked
+            .iter()
+            .map(|t| format!("{:.0} ms | {:.2}×", fastest(t), fastest(t) / sys_fastest))
+            .collect(),
+    );
+    row(
+        "ratio within a round (median; lowest – highest)",
+        String::new(),
+        tracked
+            .iter()
+            .map(|t| format!(" | {}", ratios_within_rounds(&system, t, "wall_ms")))
+            .collect(),
+    );
+    let sys_rss = median(&system, "peak_rss_kib");
+    row(
+        "peak RSS",
+        format!("{:.1} MiB", sys_rss / 1024.0),
+        tracked
+            .iter()
+            .map(|t| {
+                let rss = median(t, "peak_rss_kib");
+                format!("{:.1} MiB | {:.2}×", rss / 1024.0, rss / sys_rss)
+            })
+            .collect(),
+    );
+    let tracked_only = |name: &str, key: &str, format: &dyn Fn(f64) -> String| {
+        row(
+            name,
+            String::new(),
+            tracked
+                .iter()
+                .map(|t| format!("{} | ", format(median(t, key))))
+                .collect(),
         );
-    }
-    println!(
-        "| peak RSS | {:.1} MiB | {:.1} MiB | {:.2}× |",
-        sys_rss / 1024.0,
-        trk_rss / 1024.0,
-        trk_rss / sys_rss
+    };
+    tracked_only("live allocations at the dump", "live_count", &|v| {
+        format!("{v:.0}")
+    });
+    tracked_only(
+        "tracking bytes per live allocation",
+        "tracking_bytes_per_live",
+        &|v| format!("{v:.1} B"),
     );
-    println!(
-        "| live allocations at the dump | | {:.0} | |",
-        median(&tracked, "live_count")
+    tracked_only("allocations made (total)", "total_allocations", &|v| {
+        format!("{v:.0}")
+    });
+    tracked_only("distinct stacks", "stacks", &|v| format!("{v:.0}"));
+    tracked_only(
+        "dump write time per million live allocations",
+        "dump_ms_per_million",
+        &|v| format!("{v:.0} ms"),
     );
-    println!(
-        "| tracking bytes per live allocation | | {:.1} B | |",
-        median(&tracked, "tracking_bytes_per_live")
-    );
-    println!(
-        "| allocations made (total) | | {:.0} | |",
-        median(&tracked, "total_allocations")
-    );
-    println!(
-        "| dump write time per million live allocations | | {:.0} ms | |",
-        median(&tracked, "dump_ms_per_million")
-    );
-    println!(
-        "| dump file size | | {:.1} MiB | |",
-        median(&tracked, "dump_bytes") / 1048576.0
-    );
+    tracked_only("dump file size", "dump_bytes", &|v| {
+        format!("{:.1} MiB", v / 1048576.0)
+    });
     Ok(())
 }
 
-fn sample(binary: &PathBuf, args: &[String]) -> Result<Sample, String> {
-    let output = Command::new(binary).args(args).output().map_err(|e| {
+/// The ratio of `key` between the runs of each round (back to back), as
+/// "median× (lowest–highest)".
+fn ratios_within_rounds(system: &[Sample], tracked: &[Sample], key: &str) -> String {
+    let mut ratios: Vec<f64> = system
+        .iter()
+        .zip(tracked)
+        .filter_map(|(s, t)| Some(t.get(key)? / s.get(key)?))
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    match (ratios.first(), ratios.last()) {
+        (Some(low), Some(high)) => format!("{:.2}× ({low:.2}–{high:.2})", ratios[ratios.len() / 2]),
+        _ => String::new(),
+    }
+}
+
+/// Runs `binary` once; `heapdump`: the `HEAPDUMP` value for the tracked
+/// binary (the caller's own variable is never passed on).
+fn sample(binary: &Path, args: &[String], heapdump: Option<&str>) -> Result<Sample, String> {
+    let mut command = Command::new(binary);
+    command.args(args).env_remove("HEAPDUMP");
+    if let Some(heapdump) = heapdump {
+        command.env("HEAPDUMP", heapdump);
+    }
+    let output = command.output().map_err(|e| {
         format!(
             "cannot run {}: {e} (build with `cargo build --release -p heapdump-examples --bins`)",
             binary.display()

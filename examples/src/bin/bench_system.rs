@@ -13,8 +13,9 @@ fn main() {
     };
     let result = workload::run(config, || {});
     println!(
-        "RESULT wall_ms={:.1} peak_rss_kib={} checksum={} live_entries={}",
+        "RESULT wall_ms={:.1} cpu_ms={:.0} peak_rss_kib={} checksum={} live_entries={}",
         heapdump_examples::millis(result.elapsed),
+        heapdump_examples::millis(result.cpu),
         heapdump_examples::peak_rss_kib(),
         result.checksum,
         result.live_entries

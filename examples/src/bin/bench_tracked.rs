@@ -41,10 +41,11 @@ fn main() {
     };
     let live = stats.live_count.max(1) as f64;
     println!(
-        "RESULT wall_ms={:.1} peak_rss_kib={} checksum={} live_entries={} live_count={} \
+        "RESULT wall_ms={:.1} cpu_ms={:.0} peak_rss_kib={} checksum={} live_entries={} live_count={} \
          tracking_bytes_per_live={:.1} total_allocations={} dump_ms={:.1} \
          dump_ms_per_million={:.1} dump_pause_ms={:.2} dump_bytes={} stacks={}",
         heapdump_examples::millis(result.elapsed),
+        heapdump_examples::millis(result.cpu),
         heapdump_examples::peak_rss_kib(),
         result.checksum,
         result.live_entries,
