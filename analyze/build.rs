@@ -26,6 +26,10 @@ fn main() {
         "capture/src",
         "capture/Cargo.toml",
         "formats/src",
+        "formats/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
     ] {
         println!(
             "cargo:rerun-if-changed={}",

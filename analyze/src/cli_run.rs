@@ -149,10 +149,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Ended by a signal: end the same way, so a shell sees what it
         // would have seen without heapdump.
         let _ = std::io::stderr().flush();
-        // SAFETY: restores the default action and raises the signal on
-        // ourselves; if we survive it (a signal that does not kill), the
-        // shell convention 128 + N follows.
+        // SAFETY: no core file of ours (the program's, if any, must not be
+        // replaced by one of heapdump), then the default action restored
+        // and the signal raised on ourselves; if we survive it (a signal
+        // that does not kill), the shell convention 128 + N follows.
         unsafe {
+            let no_core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
             libc::signal(signal, libc::SIG_DFL);
             libc::raise(signal);
         }
@@ -199,7 +205,8 @@ fn find_program(program: &std::ffi::OsStr) -> anyhow::Result<PathBuf> {
     if as_path.components().count() > 1 || program.to_string_lossy().contains('/') {
         return Ok(as_path.to_path_buf());
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    // As execvp: without PATH, the system's directories.
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
     for dir in std::env::split_paths(&path) {
         let candidate = dir.join(program);
         if let Ok(metadata) = candidate.metadata()
@@ -286,7 +293,17 @@ fn write_library() -> anyhow::Result<PathBuf> {
     if std::fs::read(&library).is_ok_and(|bytes| bytes == PRELOAD_LIBRARY) {
         return Ok(library);
     }
+    if library.to_string_lossy().contains([' ', ':']) {
+        bail!(
+            "{}: the dynamic loader splits LD_PRELOAD at spaces and ':'; set TMPDIR or \
+             XDG_RUNTIME_DIR to a directory without them",
+            library.display()
+        );
+    }
     let temporary = dir.join(format!(".preload-{}.tmp", std::process::id()));
+    // Left by a run of an earlier process with the same id that died
+    // between writing and renaming.
+    let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -52,8 +52,10 @@ unsafe extern "C" {
     fn __libc_pvalloc(size: usize) -> *mut c_void;
 }
 
-/// glibc's own `malloc_usable_size`, found with `dlsym(RTLD_NEXT)` (glibc
-/// has no `__libc_` name for it) the first time it is needed.
+/// glibc's own `malloc_usable_size`, looked up in the already loaded C
+/// library (glibc has no `__libc_` name for it) the first time it is
+/// needed: not with `RTLD_NEXT`, which under another preloaded allocator
+/// would find that allocator's, for blocks that are glibc's.
 static REAL_USABLE_SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 /// The usable size of a block glibc's allocator made: the bytes from
@@ -70,8 +72,9 @@ unsafe fn real_usable_size(block: *mut c_void) -> usize {
             return 0;
         }
     }
-    // SAFETY: `real` is glibc's `malloc_usable_size` (checked in
-    // `resolve_usable_size`), whose contract the caller meets.
+    // SAFETY: `real` is the C library's own `malloc_usable_size` (looked
+    // up in libc.so.6 itself by `resolve_usable_size`, never ours), whose
+    // contract the caller meets.
     let real: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(real) };
     // SAFETY: as above.
     unsafe { real(block) }
@@ -81,9 +84,16 @@ unsafe fn real_usable_size(block: *mut c_void) -> usize {
 fn resolve_usable_size() -> usize {
     // dlsym may allocate (its error string): that passes through.
     let _busy = Busy::enter_always();
-    // SAFETY: a NUL-terminated name; RTLD_NEXT finds the definition after
-    // ours, glibc's.
-    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+    // SAFETY: NUL-terminated names; RTLD_NOLOAD only returns a handle to
+    // the C library the process already has (every glibc process does),
+    // and the symbol is looked up in that object and its dependencies.
+    let found = unsafe {
+        let libc_handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if libc_handle.is_null() {
+            return 0;
+        }
+        libc::dlsym(libc_handle, c"malloc_usable_size".as_ptr()) as usize
+    };
     // Never ourselves: that would recurse.
     if found == malloc_usable_size as *const () as usize {
         return 0;
@@ -326,12 +336,10 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 /// The C contract of `aligned_alloc`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    // SAFETY: a power of two.
-    unsafe { aligned(align, size) }
+    // glibc (before 2.38) treats it as `memalign`, which rounds an
+    // alignment that is not a power of two up to one: do the same.
+    // SAFETY: the same contract.
+    unsafe { memalign(align, size) }
 }
 
 /// # Safety

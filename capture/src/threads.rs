@@ -139,7 +139,34 @@ pub fn tracking_bytes() -> u64 {
 pub fn current_stack_bounds() -> (usize, usize) {
     let marker = 0u8;
     let here = core::hint::black_box(&marker) as *const u8 as u64;
-    sys::mapping_containing(here).map_or((0, 0), |(low, high)| (low as usize, high as usize))
+    let Some((low, high)) = sys::mapping_containing(here) else {
+        return (0, 0);
+    };
+    // SAFETY: getpid has no preconditions.
+    if sys::gettid() == unsafe { libc::getpid() } as u32 {
+        // The main thread's stack mapping grows down on demand, up to the
+        // stack size limit: its low end now says nothing of deeper frames
+        // later.
+        return (main_stack_low(high) as usize, high as usize);
+    }
+    (low as usize, high as usize)
+}
+
+/// The lowest address the main thread's stack may grow down to.
+fn main_stack_low(high: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
+    // Unlimited (or unknown): 1 GiB, far beyond any real stack.
+    let size = if got && limit.rlim_cur != libc::RLIM_INFINITY {
+        limit.rlim_cur.min(1 << 30)
+    } else {
+        1 << 30
+    };
+    high.saturating_sub(size)
 }
 
 /// Kernel ids of the threads alive now, from `/proc/self/task`; fills

@@ -328,29 +328,45 @@ extern "C" fn on_trigger_signal(
 ) {
     // SAFETY: errno is thread-local; the location is valid for the thread.
     let saved_errno = unsafe { *libc::__errno_location() };
+    // No trigger thread here (a child of the program's fork, a passive
+    // process): the signal does what it would do without the tracker.
+    let no_dumps = PASSIVE.load(Ordering::Acquire) || TRIGGER_TID.load(Ordering::Acquire) == 0;
     if signals::ends_process_by_default(signal)
         && signals::previous_disposition(signal) == libc::SIG_DFL
     {
+        if no_dumps {
+            signals::die_of(signal);
+        }
         // The program had no handler: after the dump, the signal ends it
         // as it would have without the tracker.
         TERMINATE_WITH.store(signal as u32, Ordering::Release);
     }
-    wake(PENDING_SIGNAL);
+    if !no_dumps {
+        wake(PENDING_SIGNAL);
+    }
     signals::forward(signal, info, context);
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
 }
 
 fn spawn_trigger_thread() {
-    // SAFETY: zeroed attributes and thread id are valid out-parameters;
-    // the thread function never unwinds and takes no argument.
+    // SAFETY: zeroed attributes, thread id and sigsets are valid
+    // out-parameters; the thread function never unwinds and takes no
+    // argument. Every signal is blocked around the creation, so the new
+    // thread starts with them blocked (it inherits the mask) and never
+    // runs a handler of the program's.
     unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         let mut thread: libc::pthread_t = core::mem::zeroed();
+        let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) =
+            (core::mem::zeroed(), core::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         let created = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, core::ptr::null_mut());
         if created != 0 {
             let mut line = StderrLine::new();
             let _ = write!(
@@ -394,28 +410,36 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             return core::ptr::null_mut();
         }
         retake_signals(signals, &mut reported_takeback);
-        let pending = PENDING.swap(0, Ordering::AcqRel);
-        if pending & PENDING_SIGNAL != 0 {
-            triggered(Trigger::Signal);
-            let signal = TERMINATE_WITH.swap(0, Ordering::AcqRel);
-            if signal != 0 {
-                signals::die_of(signal as i32);
+        let interval_due = sys::clock_ns(libc::CLOCK_MONOTONIC) >= next_interval;
+        if PENDING.load(Ordering::Acquire) != 0 || interval_due {
+            // Requests are taken only under the dump lock, and the exit
+            // handler takes what is left under it too: a request made
+            // before exit is written by one of the two, never lost.
+            let serialized = DUMP_LOCK.lock();
+            if EXITING.load(Ordering::Acquire) {
+                return core::ptr::null_mut();
             }
-        }
-        if pending & PENDING_GROWTH != 0 {
-            triggered(Trigger::Growth);
-        }
-        let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
-        if now >= next_interval {
-            triggered(Trigger::Interval);
-            // Due times that passed during a long dump are skipped, not
-            // made up for; none after the last dump allowed.
-            let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
-            while next_interval <= now {
-                next_interval = next_interval.saturating_add(interval_ns);
+            let pending = PENDING.swap(0, Ordering::AcqRel);
+            serve(pending, &serialized);
+            if pending & PENDING_SIGNAL != 0 {
+                let signal = TERMINATE_WITH.swap(0, Ordering::AcqRel);
+                if signal != 0 {
+                    drop(serialized);
+                    signals::die_of(signal as i32);
+                    continue;
+                }
             }
-            if limit_reached() {
-                next_interval = u64::MAX;
+            if interval_due {
+                triggered_holding(Trigger::Interval, &serialized);
+                // Due times that passed during a long dump are skipped,
+                // not made up for; none after the last dump allowed.
+                let now = sys::clock_ns(libc::CLOCK_MONOTONIC);
+                while next_interval <= now {
+                    next_interval = next_interval.saturating_add(interval_ns);
+                }
+                if limit_reached() {
+                    next_interval = u64::MAX;
+                }
             }
         }
         // Returns at once if a wake-up came after `seen` was read; at
@@ -428,6 +452,16 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         if timeout != 0 {
             sys::futex_wait(&WAKE, seen, (timeout != u64::MAX).then_some(timeout));
         }
+    }
+}
+
+/// Writes the dumps the `pending` bits ask for (signal, then growth).
+fn serve(pending: u32, serialized: &sys::SpinGuard<'_, ()>) {
+    if pending & PENDING_SIGNAL != 0 {
+        triggered_holding(Trigger::Signal, serialized);
+    }
+    if pending & PENDING_GROWTH != 0 {
+        triggered_holding(Trigger::Growth, serialized);
     }
 }
 
@@ -464,6 +498,10 @@ fn limit_reached() -> bool {
 #[inline(never)]
 fn triggered(trigger: Trigger) -> Option<DumpStats> {
     let serialized = DUMP_LOCK.lock();
+    // Once the exit handler ran, the process may end at any moment.
+    if EXITING.load(Ordering::Acquire) {
+        return None;
+    }
     triggered_holding(trigger, &serialized)
 }
 
@@ -472,9 +510,9 @@ fn triggered(trigger: Trigger) -> Option<DumpStats> {
 fn triggered_holding(trigger: Trigger, serialized: &sys::SpinGuard<'_, ()>) -> Option<DumpStats> {
     let _busy = Busy::enter_always();
     let caller = Caller::capture();
-    if EXITING.load(Ordering::Acquire) && trigger != Trigger::Exit
-        || !DIR_USABLE.load(Ordering::Relaxed)
-    {
+    // The callers decide about exiting (the trigger thread stops, the exit
+    // handler serves what is left).
+    if !DIR_USABLE.load(Ordering::Relaxed) {
         return None;
     }
     let max_dumps = CONFIG.lock().max_dumps;
@@ -730,6 +768,10 @@ extern "C" fn at_exit() {
             )
         };
     };
+    // What was asked for before exit and not yet written (the trigger
+    // thread takes requests under the same lock, so none is lost or
+    // written twice), then the exit dump.
+    serve(PENDING.swap(0, Ordering::AcqRel), &serialized);
     if CONFIG.lock().triggers.exit {
         triggered_holding(Trigger::Exit, &serialized);
     }

@@ -22,6 +22,14 @@
 /// `LD_PRELOAD`) stays passive. Without that variable (the library
 /// preloaded by hand), every process that loads it is tracked.
 extern "C" fn start() {
+    if !our_malloc_is_the_process_malloc() {
+        // A program that tracks itself (`heapdump_capture::Tracker`) or
+        // another allocator that comes first: that one serves `malloc`,
+        // and this copy must not start a second set of triggers. A
+        // `Tracker` reads HEAPDUMP itself.
+        heapdump_capture::stay_passive();
+        return;
+    }
     // SAFETY: a NUL-terminated name; getenv neither allocates nor locks.
     let run_pid = unsafe { libc::getenv(c"HEAPDUMP_RUN_PID".as_ptr()) };
     let watched_by_run = if run_pid.is_null() {
@@ -42,3 +50,23 @@ extern "C" fn start() {
 #[used]
 #[unsafe(link_section = ".init_array")]
 static START: extern "C" fn() = start;
+
+/// Whether the `malloc` the process uses is the one in this library: the
+/// object that defines the `malloc` symbol found first is this one.
+fn our_malloc_is_the_process_malloc() -> bool {
+    // SAFETY: dlsym and dladdr read the loader's tables; the info structs
+    // are valid out-parameters; `start` is a function of this library.
+    unsafe {
+        let found = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
+        let mut theirs: libc::Dl_info = core::mem::zeroed();
+        let mut ours: libc::Dl_info = core::mem::zeroed();
+        if found.is_null()
+            || libc::dladdr(found, &mut theirs) == 0
+            || libc::dladdr(start as *const libc::c_void, &mut ours) == 0
+        {
+            // Cannot tell: track (the usual case).
+            return true;
+        }
+        theirs.dli_fbase == ours.dli_fbase
+    }
+}

@@ -233,3 +233,30 @@ fn threads_named_by_std_are_not_lost() {
     assert_eq!(leaks["summary"][0]["class"], "definitely_lost");
     assert_eq!(leaks["summary"][0]["blocks"], 0, "{leaks}");
 }
+
+#[test]
+fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
+    let dir = scratch_dir("run_fork_term");
+    let source = workspace_root().join("tests/programs/fork_term.c");
+    let program = dir.join("fork_term");
+    let status = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .expect("gcc is needed for this test");
+    assert!(status.success());
+    for children in [false, true] {
+        let mut args = vec![OsStr::new("--on"), OsStr::new("signal:TERM")];
+        if children {
+            args.push(OsStr::new("--children"));
+        }
+        args.extend([OsStr::new("--"), program.as_os_str()]);
+        let output = heapdump_run(&dir, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "children={children}: {output:?}"
+        );
+    }
+}
