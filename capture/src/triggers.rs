@@ -90,6 +90,8 @@ static TERMINATE_WITH: AtomicU32 = AtomicU32::new(0);
 /// The trigger thread's kernel id (0 until it runs): dumps do not stop it
 /// (it holds no heap pointer and no lock a dump needs).
 static TRIGGER_TID: AtomicU32 = AtomicU32::new(0);
+/// The process the trigger thread runs in.
+static TRIGGER_PID: AtomicU32 = AtomicU32::new(0);
 /// Whether `dir` could be used at start; triggered dumps are off if not.
 static DIR_USABLE: AtomicBool = AtomicBool::new(true);
 /// Path buffers of triggered dumps, off the stack (an out-of-memory dump
@@ -330,7 +332,13 @@ extern "C" fn on_trigger_signal(
     let saved_errno = unsafe { *libc::__errno_location() };
     // No trigger thread here (a child of the program's fork, a passive
     // process): the signal does what it would do without the tracker.
-    let no_dumps = PASSIVE.load(Ordering::Acquire) || TRIGGER_TID.load(Ordering::Acquire) == 0;
+    // (By process id too: the fork handlers that reset the thread id are
+    // registered at the first allocation, which may come too early in a
+    // process's start for them to take.)
+    // SAFETY: getpid is async-signal-safe.
+    let no_dumps = PASSIVE.load(Ordering::Acquire)
+        || TRIGGER_TID.load(Ordering::Acquire) == 0
+        || TRIGGER_PID.load(Ordering::Acquire) != unsafe { libc::getpid() } as u32;
     if signals::ends_process_by_default(signal)
         && signals::previous_disposition(signal) == libc::SIG_DFL
     {
@@ -383,6 +391,8 @@ fn spawn_trigger_thread() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Whatever this thread allocates is the tracker's, never tracked.
     core::mem::forget(Busy::enter_always());
+    // SAFETY: getpid has no preconditions.
+    TRIGGER_PID.store(unsafe { libc::getpid() } as u32, Ordering::Release);
     TRIGGER_TID.store(sys::gettid(), Ordering::Release);
     // SAFETY: names the calling thread; the name is NUL-terminated.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"heapdump".as_ptr()) };
