@@ -149,10 +149,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // Ended by a signal: end the same way, so a shell sees what it
         // would have seen without heapdump.
         let _ = std::io::stderr().flush();
-        // SAFETY: no core file of ours (the program's, if any, must not be
-        // replaced by one of heapdump), then the default action restored
-        // and the signal raised on ourselves; if we survive it (a signal
-        // that does not kill), the shell convention 128 + N follows.
+        // No core file of ours (the program's, if any, must not be
+        // replaced by one of heapdump); if we survive the signal (one that
+        // does not kill), the shell convention 128 + N follows.
+        // SAFETY: plain system calls on this process.
         unsafe {
             let no_core = libc::rlimit {
                 rlim_cur: 0,

@@ -95,14 +95,14 @@ pub fn fork() -> Forked {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
-    // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
-    // the address space and continues from here on a copy of this stack.
     // What the child may do is narrow, and the dump keeps to it: never
     // return or unwind into the program (`Child` ends the process when
     // dropped), no allocation and no lock another thread may hold, and no
     // pthread call or `raise` (glibc's cached thread id is the parent's
     // there). `pthread_sigmask` above cannot block glibc's two internal
     // signals, which only target threads of the parent by id.
+    // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
+    // the address space and continues here on a copy of this stack.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -208,10 +208,10 @@ impl Child {
     /// Reports the result to the parent and ends the child.
     pub fn finish(self, result: &Result<DumpStats, DumpError>) -> ! {
         let shared = self.shared;
-        // SAFETY: the shared mapping outlives the child. The fields are
-        // written through raw pointers (the parent may store `pause_ns`
-        // meanwhile, so no `&mut Shared` is made); the parent reads them
-        // only after the child has exited.
+        // The fields are written through raw pointers: the parent may store
+        // `pause_ns` meanwhile, so no `&mut Shared` is made.
+        // SAFETY: the shared mapping outlives the child; the parent reads
+        // these fields only after the child has exited.
         unsafe {
             match *result {
                 Ok(stats) => {

@@ -338,10 +338,10 @@ impl MappedFile {
     }
 
     fn bytes(&self) -> &[u8] {
-        // SAFETY: `base..base + len` is our readable mapping, alive until
-        // drop. A file truncated by someone else meanwhile would fault on
-        // the pages past its new end (SIGBUS), as any reader of a mapped
-        // file risks; modules' files are replaced by rename, not truncated.
+        // A file truncated by someone else meanwhile would fault on the
+        // pages past its new end (SIGBUS), as any reader of a mapped file
+        // risks; modules' files are replaced by rename, not truncated.
+        // SAFETY: `base..base + len` is our readable mapping, alive until drop.
         unsafe { core::slice::from_raw_parts(self.base.cast::<u8>(), self.len) }
     }
 }

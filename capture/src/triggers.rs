@@ -358,11 +358,11 @@ extern "C" fn on_trigger_signal(
 }
 
 fn spawn_trigger_thread() {
+    // Every signal is blocked around the creation, so the new thread
+    // starts with them blocked (it inherits the mask) and never runs a
+    // handler of the program's.
     // SAFETY: zeroed attributes, thread id and sigsets are valid
-    // out-parameters; the thread function never unwinds and takes no
-    // argument. Every signal is blocked around the creation, so the new
-    // thread starts with them blocked (it inherits the mask) and never
-    // runs a handler of the program's.
+    // out-parameters; the thread function never unwinds.
     unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         let mut thread: libc::pthread_t = core::mem::zeroed();
