@@ -85,6 +85,7 @@ mod symbols;
 mod sys;
 mod threads;
 mod triggers;
+mod unwind;
 mod world;
 
 pub use sampling::DEFAULT_SAMPLE_INTERVAL;

@@ -520,6 +520,10 @@ record! {
 pub mod stack_flags {
     /// The walk stopped at the frame limit; outer frames are missing.
     pub const TRUNCATED: u32 = 1 << 0;
+    /// Some frames were found through the modules' call frame information
+    /// (CFI) because their code keeps no frame pointer: without CFI the
+    /// walk would have stopped or gone astray there.
+    pub const CFI: u32 = 1 << 1;
 }
 
 record! {

@@ -1,0 +1,369 @@
+//! Unwind rules from the modules' call frame information (CFI: `.eh_frame`,
+//! found through `.eh_frame_hdr`), so that allocation stacks go through code
+//! built without frame pointers: most C and C++ a distribution ships.
+//!
+//! The stack walk ([`crate::stacks::Walker`]) asks, for each frame, how to
+//! find its caller: a [`Rule`] (where the canonical frame address is, and
+//! where the caller's frame pointer was saved). A rule depends only on the
+//! code address, so it is computed from CFI once per address and kept in a
+//! lock-free direct-mapped cache of single words: a walk through code seen
+//! before costs one load per frame beyond the frame's own words.
+//!
+//! A cache miss parses the module's CFI with `gimli` (no allocation: its
+//! evaluation context lives in a static behind a lock) inside
+//! `dl_iterate_phdr`'s callback, so the module cannot be unloaded while its
+//! sections are read. Addresses without CFI (hand-written assembly, code
+//! generated at run time) get the frame-pointer rule: the walk follows the
+//! frame pointer there, as it did before CFI, bounded by the thread's stack.
+//!
+//! Only x86_64 reads CFI; elsewhere every frame gets the frame-pointer rule.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// How to find a frame's caller, given the frame's stack pointer `sp`, its
+/// frame pointer `fp` and its code address:
+///
+/// - the canonical frame address (CFA) is `sp + offset` or `fp + offset`,
+/// - the return address is the word at `CFA - 8` (x86_64 and aarch64 with
+///   frame records alike),
+/// - the caller's frame pointer is the word at `CFA - 8k`, or `fp` itself.
+///
+/// Packed in [`Rule::BITS`] bits so that a cache entry holds a code address
+/// and its rule in one atomic word: the CFA offset in 8-byte units (0: the
+/// frame has no caller), whether it is based on `fp`, and `k` (0: `fp` is
+/// unchanged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule(u32);
+
+const OFFSET_BITS: u32 = 12;
+const FP_BASE: u32 = 1 << OFFSET_BITS;
+const SLOT_SHIFT: u32 = OFFSET_BITS + 1;
+const SLOT_BITS: u32 = 4;
+
+impl Rule {
+    const BITS: u32 = SLOT_SHIFT + SLOT_BITS;
+
+    /// A frame record: `[fp]` is the caller's frame pointer and `[fp + 8]`
+    /// the return address, so the CFA is `fp + 16`.
+    pub const FRAME_POINTER: Rule = Rule(FP_BASE | 2 | 2 << SLOT_SHIFT);
+
+    /// The outermost frame (its return address is undefined), or one the
+    /// walk cannot go past (a rule this encoding does not hold, such as a
+    /// signal frame's or a CFA computed by a DWARF expression).
+    pub const OUTERMOST: Rule = Rule(0);
+
+    /// The rule `CFA = (fp if from_fp else sp) + cfa_offset`, caller's
+    /// frame pointer at `CFA - saved_fp_at` (0: unchanged); `None` if it
+    /// does not fit the encoding.
+    pub fn new(from_fp: bool, cfa_offset: i64, saved_fp_at: i64) -> Option<Rule> {
+        let words = u32::try_from(cfa_offset / 8).ok()?;
+        let slot = u32::try_from(saved_fp_at / 8).ok()?;
+        let fits = cfa_offset % 8 == 0
+            && saved_fp_at % 8 == 0
+            && (1..1 << OFFSET_BITS).contains(&words)
+            && slot < 1 << SLOT_BITS
+            && (slot == 0 || slot >= 2);
+        fits.then(|| Rule(words | if from_fp { FP_BASE } else { 0 } | slot << SLOT_SHIFT))
+    }
+
+    /// The canonical frame address of a frame with these registers; `None`
+    /// for [`Rule::OUTERMOST`].
+    #[inline(always)]
+    pub fn cfa(self, sp: usize, fp: usize) -> Option<usize> {
+        let words = (self.0 & (FP_BASE - 1)) as usize;
+        if words == 0 {
+            return None;
+        }
+        let base = if self.0 & FP_BASE != 0 { fp } else { sp };
+        base.checked_add(words * 8)
+    }
+
+    /// How far below the CFA the caller's frame pointer was saved; 0 when
+    /// the frame left it in the register.
+    #[inline(always)]
+    pub fn saved_fp_below_cfa(self) -> usize {
+        ((self.0 >> SLOT_SHIFT) & ((1 << SLOT_BITS) - 1)) as usize * 8
+    }
+}
+
+/// Entries of the rule cache (a power of two): 256 KiB of zeroed static
+/// memory, paged in only where used.
+const CACHE_ENTRIES: usize = 1 << 15;
+
+/// Code addresses above this do not fit an entry and are never cached
+/// (user space on x86_64 and aarch64 ends below it).
+const MAX_CACHED_ADDRESS: usize = 1 << (u64::BITS - Rule::BITS);
+
+/// `address << Rule::BITS | rule`, 0 meaning empty. One word per entry, so
+/// a reader sees a whole entry or none without a lock.
+static CACHE: [AtomicU64; CACHE_ENTRIES] = [const { AtomicU64::new(0) }; CACHE_ENTRIES];
+
+/// The rule for the frame whose code is at `address`: the return address
+/// minus one for a caller's frame (so the call instruction, not the one
+/// after it, is looked up), the exact address for the innermost one.
+#[inline(always)]
+pub fn rule_for(address: usize) -> Rule {
+    if !cfg!(target_arch = "x86_64") {
+        return Rule::FRAME_POINTER;
+    }
+    let slot = &CACHE[cache_index(address)];
+    let entry = slot.load(Ordering::Relaxed);
+    if entry >> Rule::BITS == address as u64 && entry != 0 {
+        return Rule((entry & ((1 << Rule::BITS) - 1)) as u32);
+    }
+    let rule = cfi::rule_from_cfi(address);
+    if address < MAX_CACHED_ADDRESS {
+        slot.store(
+            (address as u64) << Rule::BITS | u64::from(rule.0),
+            Ordering::Relaxed,
+        );
+    }
+    rule
+}
+
+#[inline(always)]
+fn cache_index(address: usize) -> usize {
+    let mixed = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (u64::BITS - CACHE_ENTRIES.trailing_zeros())) as usize
+}
+
+/// The lock a cache miss takes (see `cfi`), for the fork handlers: a child
+/// must not inherit it held by a thread it does not have.
+pub fn lock_for_fork() {
+    cfi::CONTEXT.lock_forever();
+}
+
+/// Releases what [`lock_for_fork`] took.
+///
+/// # Safety
+/// The calling thread took the lock with [`lock_for_fork`].
+pub unsafe fn unlock_after_fork() {
+    // SAFETY: per the contract, this thread holds it, and no reference into
+    // the value is held.
+    unsafe { cfi::CONTEXT.force_unlock() };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod cfi {
+    use gimli::{
+        BaseAddresses, CfaRule, EhFrame, EhFrameHdr, EndianSlice, LittleEndian, Register,
+        RegisterRule, UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
+    };
+
+    use super::Rule;
+    use crate::sys::SpinLock;
+
+    /// Fixed storage for gimli's evaluation of CFI programs: register rules
+    /// and `DW_CFA_remember_state` depth. Compilers use a handful of
+    /// registers and one or two remembered states; more is reported by
+    /// gimli as an error, and the frame gets [`Rule::OUTERMOST`].
+    pub(super) struct FixedRows;
+
+    impl UnwindContextStorage<usize> for FixedRows {
+        type Rules = [(Register, RegisterRule<usize>); 24];
+        type Stack = [UnwindTableRow<usize, Self>; 4];
+    }
+
+    pub(super) type Context = UnwindContext<usize, FixedRows>;
+
+    /// The evaluation context, made on first use. A few KiB: too much for
+    /// the stack of an allocating thread, which may be a small one.
+    pub(super) static CONTEXT: SpinLock<Option<Context>> = SpinLock::new(None);
+
+    const PT_LOAD: u32 = 1;
+    const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
+
+    /// What the `dl_iterate_phdr` callback is asked and answers.
+    struct Query<'a> {
+        address: usize,
+        context: &'a mut Context,
+        /// `None` until the module holding `address` is found.
+        rule: Option<Rule>,
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn rule_from_cfi(address: usize) -> Rule {
+        // Cache misses are rare (once per code address), so one lock for
+        // them all costs nothing that matters. The allocating thread holds
+        // the tracker's reentrancy guard, so it never waits here for itself.
+        let mut context = CONTEXT.lock();
+        let context = context.get_or_insert_with(Context::new_in);
+        let mut query = Query {
+            address,
+            context,
+            rule: None,
+        };
+        // SAFETY: `visit` matches the callback's signature and only uses
+        // `data` as the `Query` passed here, which outlives the call.
+        unsafe {
+            libc::dl_iterate_phdr(Some(visit), (&mut query as *mut Query<'_>).cast());
+        }
+        // Code outside every module (generated at run time) has no CFI.
+        query.rule.unwrap_or(Rule::FRAME_POINTER)
+    }
+
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `Query` passed by `rule_from_cfi`, alive for
+        // the iteration and not aliased meanwhile.
+        let query = unsafe { &mut *data.cast::<Query<'_>>() };
+        // SAFETY: the loader passes a valid `dl_phdr_info` for the duration
+        // of the callback.
+        let info = unsafe { &*info };
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        // SAFETY: the loader guarantees `dlpi_phnum` program headers at
+        // `dlpi_phdr`, mapped while the object is loaded, which it stays
+        // while the loader's lock is held for this callback.
+        let phdrs =
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let bias = info.dlpi_addr as usize;
+        let segment = |phdr: &libc::Elf64_Phdr| {
+            let start = bias.wrapping_add(phdr.p_vaddr as usize);
+            (start, start.saturating_add(phdr.p_memsz as usize))
+        };
+        let holds = |address: usize| {
+            phdrs.iter().filter(|p| p.p_type == PT_LOAD).find_map(|p| {
+                let (start, end) = segment(p);
+                (start..end).contains(&address).then_some(end)
+            })
+        };
+        if holds(query.address).is_none() {
+            return 0;
+        }
+        query.rule = Some(phdrs.iter().find(|p| p.p_type == PT_GNU_EH_FRAME).map_or(
+            Rule::FRAME_POINTER,
+            |hdr| {
+                let (hdr_start, hdr_end) = segment(hdr);
+                module_rule(query.address, hdr_start, hdr_end, &holds, query.context)
+            },
+        ));
+        1
+    }
+
+    /// The rule at `address` from the module whose `.eh_frame_hdr` spans
+    /// `hdr_start..hdr_end`. `segment_end(a)` is the end of the module's
+    /// loaded segment holding `a`, if any: `.eh_frame` is read up to there.
+    fn module_rule(
+        address: usize,
+        hdr_start: usize,
+        hdr_end: usize,
+        segment_end: &dyn Fn(usize) -> Option<usize>,
+        context: &mut Context,
+    ) -> Rule {
+        // SAFETY: the header's segment is mapped and readable while the
+        // module is loaded (the loader maps PT_GNU_EH_FRAME inside a
+        // PT_LOAD), and we are inside the loader's lock.
+        let hdr_bytes =
+            unsafe { core::slice::from_raw_parts(hdr_start as *const u8, hdr_end - hdr_start) };
+        let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_start as u64);
+        let Ok(hdr) = EhFrameHdr::new(hdr_bytes, LittleEndian).parse(&bases, 8) else {
+            return Rule::OUTERMOST;
+        };
+        let Ok(eh_frame_start) = hdr.eh_frame_ptr().direct() else {
+            return Rule::OUTERMOST;
+        };
+        let eh_frame_start = eh_frame_start as usize;
+        let (Some(table), Some(eh_frame_end)) = (hdr.table(), segment_end(eh_frame_start)) else {
+            // No search table: the frame-pointer rule, as without CFI.
+            return Rule::FRAME_POINTER;
+        };
+        // SAFETY: `.eh_frame` lies in a loaded segment of this module, and
+        // the slice ends where that segment does.
+        let eh_frame_bytes = unsafe {
+            core::slice::from_raw_parts(eh_frame_start as *const u8, eh_frame_end - eh_frame_start)
+        };
+        let mut eh_frame = EhFrame::from(EndianSlice::new(eh_frame_bytes, LittleEndian));
+        eh_frame.set_address_size(8);
+        let bases = bases.set_eh_frame(eh_frame_start as u64);
+        match table.unwind_info_for_address(
+            &eh_frame,
+            &bases,
+            context,
+            address as u64,
+            EhFrame::cie_from_offset,
+        ) {
+            Ok(row) => rule_of_row(row),
+            Err(gimli::Error::NoUnwindInfoForAddress) => Rule::FRAME_POINTER,
+            Err(_) => Rule::OUTERMOST,
+        }
+    }
+
+    fn rule_of_row(row: &UnwindTableRow<usize, FixedRows>) -> Rule {
+        let CfaRule::RegisterAndOffset { register, offset } = *row.cfa() else {
+            return Rule::OUTERMOST;
+        };
+        let from_fp = match register {
+            X86_64::RSP => false,
+            X86_64::RBP => true,
+            _ => return Rule::OUTERMOST,
+        };
+        match row.register(X86_64::RA) {
+            Some(RegisterRule::Offset(-8)) => {}
+            _ => return Rule::OUTERMOST,
+        }
+        let saved_fp_at = match row.register(X86_64::RBP) {
+            None | Some(RegisterRule::SameValue) => 0,
+            Some(RegisterRule::Offset(at)) if at < 0 => -at,
+            _ => return Rule::OUTERMOST,
+        };
+        Rule::new(from_fp, offset, saved_fp_at).unwrap_or(Rule::OUTERMOST)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod cfi {
+    use super::Rule;
+    use crate::sys::SpinLock;
+
+    pub(super) static CONTEXT: SpinLock<()> = SpinLock::new(());
+
+    pub(super) fn rule_from_cfi(_address: usize) -> Rule {
+        Rule::FRAME_POINTER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_pack_and_unpack() {
+        let rule = Rule::new(false, 0x638 + 8, 0).unwrap();
+        assert_eq!(rule.cfa(0x1000, 0xdead), Some(0x1000 + 0x640));
+        assert_eq!(rule.saved_fp_below_cfa(), 0);
+        let rule = Rule::new(true, 16, 16).unwrap();
+        assert_eq!(rule, Rule::FRAME_POINTER);
+        assert_eq!(rule.cfa(0x1000, 0x2000), Some(0x2010));
+        assert_eq!(rule.saved_fp_below_cfa(), 16);
+        assert_eq!(Rule::OUTERMOST.cfa(1, 2), None);
+        // Offsets that are not whole words, too large, or a slot at CFA - 8
+        // (where the return address is) do not fit.
+        assert_eq!(Rule::new(false, 12, 0), None);
+        assert_eq!(Rule::new(false, 8 << OFFSET_BITS, 0), None);
+        assert_eq!(Rule::new(false, 0, 0), None);
+        assert_eq!(Rule::new(false, 24, 8), None);
+        assert_eq!(Rule::new(false, 24, 8 << SLOT_BITS), None);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn this_function_has_a_rule_and_an_unmapped_address_gets_the_frame_pointer_one() {
+        let here = this_function_has_a_rule_and_an_unmapped_address_gets_the_frame_pointer_one
+            as fn() as usize;
+        // Just past the prologue: the test binary is built with frame
+        // pointers, so the CFA is `rbp + 16` and rbp is saved at CFA - 16.
+        let rule = rule_for(here + 16);
+        assert_eq!(rule, Rule::FRAME_POINTER, "{rule:?}");
+        // Cached: the same answer again.
+        assert_eq!(rule_for(here + 16), rule);
+        // The very first instruction: nothing pushed yet, CFA = rsp + 8.
+        assert_eq!(rule_for(here), Rule::new(false, 8, 0).unwrap());
+        assert_eq!(rule_for(0x10), Rule::FRAME_POINTER);
+    }
+}
