@@ -123,6 +123,75 @@ fn a_c_program_without_frame_pointers_is_tracked_whole_and_its_exit_status_passe
     );
 }
 
+/// The functions of the example stack of `top --json`'s row for `function`.
+fn stack_functions(top: &serde_json::Value, function: &str) -> Vec<String> {
+    let row = top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["function"] == function)
+        .unwrap_or_else(|| panic!("no row for {function}: {top}"));
+    row["stack_example"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|frame| frame["function"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn stacks_are_whole_with_and_without_frame_pointers() {
+    let dir = scratch_dir("run_c_stacks");
+    for (name, flags) in [
+        ("without_fp", ["-O2", "-fomit-frame-pointer"]),
+        ("with_fp", ["-O2", "-fno-omit-frame-pointer"]),
+    ] {
+        let program = compile(&dir, name, &flags);
+        let dumps = dir.join(format!("dumps_{name}"));
+        let output = heapdump_run(&dumps, &[OsStr::new("--"), program.as_os_str()]);
+        assert!(output.status.success(), "{output:?}");
+        let (path, dump) = the_dump(&dumps);
+        let top = heapdump_json(&[OsStr::new("top"), path.as_os_str(), program.as_os_str()]);
+        // Each site's stack goes on through `main` and the C library's
+        // start to `_start`, in order: the program's frames keep no frame
+        // pointer in the first build, and the C library's in neither.
+        for site in ["make_kept", "make_list", "leak"] {
+            let functions = stack_functions(&top, site);
+            let from_site: Vec<&str> = functions
+                .iter()
+                .map(String::as_str)
+                .skip_while(|f| *f != site)
+                .collect();
+            assert_eq!(
+                from_site.first(),
+                Some(&site),
+                "{name}: {site}: {functions:?}"
+            );
+            assert_eq!(from_site[1], "main", "{name}: {site}: {functions:?}");
+            assert_eq!(
+                from_site.last(),
+                Some(&"_start"),
+                "{name}: {site}: {functions:?}"
+            );
+            assert!(
+                from_site.contains(&"__libc_start_main"),
+                "{name}: {site}: {functions:?}"
+            );
+        }
+        // The dump says which stacks needed CFI: all of the program's,
+        // since the C library's start keeps no frame pointer.
+        let view = dump.view();
+        let cfi = heapdump_formats::records::stack_flags::CFI;
+        let stacks = view.stacks();
+        let used: Vec<u32> = view.allocations().iter().map(|a| a.stack).collect();
+        assert!(!used.is_empty());
+        for stack in used {
+            let flags = stacks.get(stack as usize).unwrap().flags;
+            assert_ne!(flags & cfi, 0, "{name}: stack {stack}");
+        }
+    }
+}
+
 #[test]
 fn statically_linked_and_setuid_programs_are_refused() {
     let dir = scratch_dir("run_refusals");
