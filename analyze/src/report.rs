@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{
-    StrRef, allocation_flags, edge_flags, module_flags, process_flags, root_kind, thread_flags,
+    StrRef, allocation_flags, edge_flags, module_flags, process_flags, root_kind, stack_flags,
+    thread_flags,
 };
 use heapdump_formats::verify::verify;
 use serde::Serialize;
@@ -253,6 +254,9 @@ pub struct StackInfo {
     pub frames: u64,
     /// Stacks cut short at the frame limit.
     pub truncated: u64,
+    /// Stacks with a frame unwound by call frame information (a frame
+    /// without a frame pointer).
+    pub unwound_with_cfi: u64,
     /// Live allocations with an unknown stack (id 0); in production mode,
     /// mostly the blocks outside the stack sample.
     pub allocations_without_stack: u64,
@@ -307,6 +311,11 @@ pub struct SectionSummary {
 
 /// Builds the `info` report. Never fails: unreadable strings are shown as
 /// such, and disagreements become warnings.
+/// How many stacks carry `flag`.
+fn stacks_flagged(view: &DumpView<'_>, flag: u32) -> u64 {
+    view.stacks().iter().filter(|s| s.flags & flag != 0).count() as u64
+}
+
 pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
     let p = view.process();
     let (major, minor) = view.version();
@@ -373,11 +382,8 @@ pub fn info(view: &DumpView<'_>, file: &str) -> InfoReport {
     let stacks = StackInfo {
         stacks: view.stacks().len() as u64,
         frames: view.frames().len() as u64,
-        truncated: view
-            .stacks()
-            .iter()
-            .filter(|s| s.flags & heapdump_formats::records::stack_flags::TRUNCATED != 0)
-            .count() as u64,
+        truncated: stacks_flagged(view, stack_flags::TRUNCATED),
+        unwound_with_cfi: stacks_flagged(view, stack_flags::CFI),
         allocations_without_stack: without_stack,
         sampled_allocations: sampled,
     };
@@ -555,8 +561,8 @@ impl InfoReport {
         let s = &self.stacks;
         let _ = writeln!(
             o,
-            "stacks          {} stacks ({} truncated), {} frames; {} allocations without a stack",
-            s.stacks, s.truncated, s.frames, s.allocations_without_stack
+            "stacks          {} stacks ({} truncated, {} unwound in part by CFI), {} frames; {} allocations without a stack",
+            s.stacks, s.truncated, s.unwound_with_cfi, s.frames, s.allocations_without_stack
         );
         let sc = &self.scan;
         if sc.captured || sc.roots != 0 || sc.edges != 0 {

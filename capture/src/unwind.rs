@@ -63,7 +63,11 @@ impl Rule {
             && (1..1 << OFFSET_BITS).contains(&words)
             && slot < 1 << SLOT_BITS
             && (slot == 0 || slot >= 2);
-        fits.then(|| Rule(words | if from_fp { FP_BASE } else { 0 } | slot << SLOT_SHIFT))
+        // Packed only once known to fit: the shift could overflow before.
+        if !fits {
+            return None;
+        }
+        Some(Rule(words | if from_fp { FP_BASE } else { 0 } | slot << SLOT_SHIFT))
     }
 
     /// The canonical frame address of a frame with these registers; `None`
