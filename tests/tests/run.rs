@@ -7,50 +7,13 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use heapdump_formats::read::Dump;
-use heapdump_formats::verify::verify;
-use heapdump_tests::{binary, heapdump_json, scratch_dir, workspace_root};
+use heapdump_tests::{binary, compile_program, heapdump_json, heapdump_run, scratch_dir, the_dump};
 
 /// Compiles the known-heap C program into `dir` with `flags`.
 fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let source = workspace_root().join("tests/programs/known_heap.c");
-    let output = dir.join(name);
-    let status = Command::new("gcc")
-        .args(flags)
-        .arg("-o")
-        .arg(&output)
-        .arg(&source)
-        .status()
-        .expect("gcc is needed for this test (Debian package gcc)");
-    assert!(status.success(), "gcc failed");
-    output
-}
-
-fn heapdump_run(dir: &Path, args: &[&OsStr]) -> Output {
-    Command::new(binary("heapdump"))
-        .arg("run")
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("cannot run heapdump run")
-}
-
-/// The one dump in `dir`, verified.
-fn the_dump(dir: &Path) -> (PathBuf, Dump) {
-    let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension() == Some(OsStr::new("hdump")))
-        .collect();
-    assert_eq!(dumps.len(), 1, "{dumps:?}");
-    let dump = Dump::open(&dumps[0]).expect("the dump does not open");
-    let problems = verify(&dump.view());
-    assert!(problems.is_empty(), "{problems:#?}");
-    (dumps[0].clone(), dump)
+    compile_program(dir, "known_heap.c", "gcc", name, flags)
 }
 
 #[test]
@@ -306,15 +269,7 @@ fn threads_named_by_std_are_not_lost() {
 #[test]
 fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
     let dir = scratch_dir("run_fork_term");
-    let source = workspace_root().join("tests/programs/fork_term.c");
-    let program = dir.join("fork_term");
-    let status = Command::new("gcc")
-        .args(["-O1", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .status()
-        .expect("gcc is needed for this test");
-    assert!(status.success());
+    let program = compile_program(&dir, "fork_term.c", "gcc", "fork_term", &["-O1"]);
     for children in [false, true] {
         let mut args = vec![OsStr::new("--on"), OsStr::new("signal:TERM")];
         if children {
