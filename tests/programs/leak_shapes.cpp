@@ -17,29 +17,11 @@
 // memcheck looks. Pointers are dropped through a volatile global so the
 // compiler cannot elide the allocations, and the stack is scrubbed before
 // exit so no stale copy of a lost pointer remains for either tool to find.
-//
-// The program replaces the global operator new and delete (as C++ allows)
-// with ones built like it, with frame pointers: Debian's libstdc++ has
-// none, so a frame-pointer walk from malloc through its operator new skips
-// the frame that called it — the std::vector or make_shared code whose
-// template arguments name the block's type. (The sized deletes stay
-// libstdc++'s, which call these: memcheck calls a sized delete defined
-// here a mismatched free.)
-#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
-#include <new>
 #include <string>
 #include <vector>
-
-void *operator new(std::size_t size) {
-  if (void *p = std::malloc(size ? size : 1)) return p;
-  throw std::bad_alloc();
-}
-void *operator new[](std::size_t size) { return operator new(size); }
-void operator delete(void *p) noexcept { std::free(p); }
-void operator delete[](void *p) noexcept { std::free(p); }
 
 struct Node {
   Node *next;

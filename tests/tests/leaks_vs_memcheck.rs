@@ -145,9 +145,8 @@ fn verdicts(table: &[(u64, &[(&'static str, u64)])]) -> Verdicts {
         .collect()
 }
 
-/// Compiles `tests/programs/SOURCE` as the C and C++ tests do (frame
-/// pointers on until stacks are unwound by CFI; the classes do not depend
-/// on it), runs it under `heapdump run` and under memcheck, and checks that
+/// Compiles `tests/programs/SOURCE` without frame pointers, as
+/// distributions build C and C++, runs it under `heapdump run` and under memcheck, and checks that
 /// memcheck's verdicts on the blocks of the sizes in `expected` are the
 /// ones the program documents and that heapdump's classes equal them, with
 /// no heuristic and with the default ones (none of which matches a C or C++
@@ -164,7 +163,7 @@ fn compare_with_memcheck(source: &str, compiler: &str, expected: &Verdicts) {
         source,
         compiler,
         "leak_shapes",
-        &["-g", "-O1", "-fno-omit-frame-pointer"],
+        &["-g", "-O1", "-fomit-frame-pointer"],
     );
     let dumps = dir.join("dumps");
     let output = heapdump_run(&dumps, &[std::ffi::OsStr::new("--"), program.as_os_str()]);
