@@ -509,10 +509,13 @@ impl FieldIndex {
     pub fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
         let argument = ty.argument.as_str();
         match ty.kind {
-            TypeKind::Box => self.field_at(argument, offset),
+            TypeKind::Box | TypeKind::CxxNode => self.field_at(argument, offset),
             TypeKind::RcInner => self.field_at(&format!("RcInner<{argument}>"), offset),
             TypeKind::ArcInner => self.field_at(&format!("ArcInner<{argument}>"), offset),
-            TypeKind::VecBuffer | TypeKind::VecDequeBuffer => {
+            TypeKind::VecBuffer
+            | TypeKind::VecDequeBuffer
+            | TypeKind::CxxVectorBuffer
+            | TypeKind::CxxArray => {
                 let size = self.size_of(argument).filter(|&s| s > 0)?;
                 let mut label = format!("[{}]", offset / size);
                 if let Some(field) = self.field_at(argument, offset % size) {
@@ -521,7 +524,13 @@ impl FieldIndex {
                 }
                 Some(label)
             }
-            TypeKind::StringBuffer | TypeKind::HashTable | TypeKind::BTreeNode => None,
+            // A `make_shared` block's layout is the library's internal
+            // type, which DWARF names differently in each library.
+            TypeKind::StringBuffer
+            | TypeKind::HashTable
+            | TypeKind::BTreeNode
+            | TypeKind::CxxStringBuffer
+            | TypeKind::CxxSharedBlock => None,
         }
     }
 }

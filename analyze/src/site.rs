@@ -1,6 +1,10 @@
 //! The allocation site of a symbolized stack: the innermost frame that is
 //! the program's own code, after the allocator's and the tracker's frames
-//! are trimmed.
+//! are trimmed. Library code is Rust's std, core, alloc and hashbrown, C++'s
+//! standard library (`std::`, `__gnu_cxx::`, its headers' inlined frames)
+//! and any frame in the C or C++ runtime libraries (`libc.so.6`,
+//! `libstdc++.so.6`, …), so a `std::vector<T>::push_back` or a `strdup`
+//! is passed over for the function that called it.
 //!
 //! ```
 //! use heapdump_analyze::site::{is_allocator_function, is_library_function};
@@ -30,8 +34,8 @@ const ALLOCATOR_PREFIXES: &[&str] = &[
 ];
 
 /// The C allocation functions the tracker defines (and C++'s allocation
-/// operators, which call them): whole names, since `malloc_trim` or
-/// `freeze` are not allocators.
+/// operators, which call them, as demangled with their parameters): whole
+/// names, since `malloc_trim` or `freeze` are not allocators.
 const C_ALLOCATOR_FUNCTIONS: &[&str] = &[
     "malloc",
     "calloc",
@@ -49,10 +53,32 @@ const C_ALLOCATOR_FUNCTIONS: &[&str] = &[
     "operator new[](unsigned long, std::align_val_t)",
     "operator new(unsigned long, std::nothrow_t const&)",
     "operator new[](unsigned long, std::nothrow_t const&)",
+    "operator new(unsigned long, std::align_val_t, std::nothrow_t const&)",
+    "operator new[](unsigned long, std::align_val_t, std::nothrow_t const&)",
 ];
 
-/// Crate paths of the standard library and its allocation-heavy internals.
-const LIBRARY_CRATES: &[&str] = &["std::", "core::", "alloc::", "hashbrown::"];
+/// Paths of the standard libraries: Rust's crates and its allocation-heavy
+/// internals, and C++'s namespaces (`std::` is both languages'; GCC's
+/// extensions and older allocators are in `__gnu_cxx::`).
+const LIBRARY_CRATES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "hashbrown::",
+    "__gnu_cxx::",
+    "__cxxabiv1::",
+];
+
+/// File names of the C and C++ runtime libraries, up to the version:
+/// every function in them is library code, named or not (a stripped
+/// `libstdc++.so.6` names only its exported functions).
+const RUNTIME_LIBRARIES: &[&str] = &[
+    "libc.so.",
+    "libstdc++.so.",
+    "libc++.so.",
+    "libc++abi.so.",
+    "libgcc_s.so.",
+];
 
 /// Whether `function` belongs to the allocator or the tracker.
 pub fn is_allocator_function(function: &str) -> bool {
@@ -63,7 +89,7 @@ pub fn is_allocator_function(function: &str) -> bool {
 }
 
 /// Whether `function` is standard-library code (std, core, alloc,
-/// hashbrown), including trait impls whose type and trait are both the
+/// hashbrown; C++'s std and __gnu_cxx), including trait impls whose type and trait are both the
 /// library's (`<alloc::vec::Vec<T> as core::clone::Clone>::clone`,
 /// `<[T]>::to_vec`). An impl of a library trait for the program's type is
 /// the program's code.
@@ -127,21 +153,34 @@ fn is_library_type(ty: &str) -> bool {
 }
 
 /// Whether `file` is standard-library source (`/rustc/<hash>/library/std/…`
-/// and friends, or hashbrown). With `debug = "line-tables-only"`, inlined
-/// functions have short names without their path (`with_capacity<u8>`), so
-/// their file is what says they are the library's.
+/// and friends, or hashbrown), or a C++ standard library header
+/// (`/usr/include/c++/12/bits/stl_vector.h`, libc++'s `…/include/c++/v1/`).
+/// With `debug = "line-tables-only"`, inlined functions have short names
+/// without their path (`with_capacity<u8>`), and a C++ function inlined
+/// from a header may be named without its class, so their file is what
+/// says they are the library's.
 pub fn is_library_file(file: &str) -> bool {
     [
         "/library/std/src/",
         "/library/core/src/",
         "/library/alloc/src/",
+        "/include/c++/",
     ]
     .iter()
     .any(|dir| file.contains(dir))
         || file.contains("/hashbrown-")
 }
 
-/// Whether a frame is library code, by its function or its file.
+/// Whether `module` (a path) is one of the C or C++ runtime libraries.
+pub fn is_runtime_library(module: &str) -> bool {
+    let name = module.rsplit('/').next().unwrap_or(module);
+    RUNTIME_LIBRARIES.iter().any(|lib| {
+        name.strip_prefix(lib).is_some_and(|version| {
+            !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        })
+    })
+}
+
 /// Whether `frame` is where Rust's runtime hands over to the program (the
 /// short-backtrace marker std puts below `main` and below every spawned
 /// thread's closure): it and everything outside it are the same for every
@@ -153,9 +192,11 @@ pub fn is_runtime_entry(frame: &Frame) -> bool {
         .is_some_and(|f| f.contains("__rust_begin_short_backtrace"))
 }
 
+/// Whether a frame is library code, by its function, its file or its module.
 pub fn is_library_frame(frame: &Frame) -> bool {
     frame.function.as_deref().is_some_and(is_library_function)
         || frame.file.as_deref().is_some_and(is_library_file)
+        || frame.module.as_deref().is_some_and(is_runtime_library)
 }
 
 /// The frames left after trimming allocator and tracker code: everything up
@@ -501,6 +542,74 @@ mod tests {
         assert_eq!(site_index(&only_allocator), Some(0));
         assert_eq!(site_index(&[]), None);
         assert_eq!(Site::of_stack(&[]), Site::unknown());
+    }
+
+    #[test]
+    fn cxx_allocator_and_container_frames_are_skipped_to_the_programs_frame() {
+        let cxx = "/usr/include/c++/12/bits";
+        let mut frames = vec![
+            frame(Some("malloc"), 1, false),
+            frame(Some("operator new(unsigned long)"), 2, false),
+            located(
+                "std::__new_allocator<int>::allocate(unsigned long, void const*)",
+                &format!("{cxx}/new_allocator.h"),
+                137,
+                true,
+            ),
+            // An inlined function GCC named without its class.
+            located("_M_allocate", &format!("{cxx}/stl_vector.h"), 378, true),
+            located(
+                "std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>(__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, int const&)",
+                &format!("{cxx}/vector.tcc"),
+                453,
+                false,
+            ),
+            located(
+                "__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >::base() const",
+                &format!("{cxx}/stl_iterator.h"),
+                1,
+                true,
+            ),
+            frame(Some("keep_registry()"), 74, false),
+            frame(Some("main"), 89, false),
+        ];
+        assert_eq!(trim_allocator_frames(&frames).len(), 6);
+        assert_eq!(site_index(&frames), Some(6));
+        assert_eq!(Site::of_stack(&frames).function, "keep_registry()");
+        // `new[]` inlined into the program's function is trimmed alone.
+        frames.drain(2..6);
+        frames[1].function = Some("operator new[](unsigned long)".into());
+        frames[1].inlined = true;
+        assert_eq!(Site::of_stack(&frames).function, "keep_registry()");
+    }
+
+    #[test]
+    fn frames_in_the_c_and_cxx_runtime_libraries_are_library_code() {
+        let in_module = |function: &str, module: &str| Frame {
+            file: None,
+            line: None,
+            module: Some(module.to_owned()),
+            ..frame(Some(function), 0, false)
+        };
+        let frames = [
+            frame(Some("malloc"), 1, false),
+            in_module("strdup", "/lib/x86_64-linux-gnu/libc.so.6"),
+            frame(Some("keep_table"), 3, false),
+        ];
+        assert_eq!(Site::of_stack(&frames).function, "keep_table");
+        assert!(is_runtime_library(
+            "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+        ));
+        assert!(is_runtime_library("/usr/lib/llvm-16/lib/libc++.so.1"));
+        assert!(!is_runtime_library("/usr/lib/libcrypto.so.3"));
+        assert!(!is_runtime_library("/opt/app/libc.so.helper"));
+        assert!(is_library_function(
+            "__gnu_cxx::new_allocator<Node>::allocate(unsigned long, void const*)"
+        ));
+        assert!(is_library_file("/usr/lib/llvm-16/include/c++/v1/vector"));
+        assert!(is_allocator_function(
+            "operator new[](unsigned long, std::align_val_t, std::nothrow_t const&)"
+        ));
     }
 
     #[test]

@@ -124,13 +124,59 @@ impl fmt::Display for Frame {
 }
 
 /// Demangles a Rust symbol in the `{:#}` form (no hash), a C++ one if it is
-/// one, and leaves anything else as it is.
+/// one ([`demangle_cpp`]), and leaves anything else as it is.
 pub fn demangle(name: &str) -> String {
     if let Ok(demangled) = rustc_demangle::try_demangle(name) {
         return format!("{demangled:#}");
     }
-    addr2line::demangle(name, addr2line::gimli::DW_LANG_C_plus_plus)
-        .unwrap_or_else(|| name.to_owned())
+    demangle_cpp(name).unwrap_or_else(|| name.to_owned())
+}
+
+/// Demangles an Itanium C++ symbol (`_Z…`, as GCC and Clang mangle) with
+/// its parameter list but without the return type, so that a name starts
+/// with its scope (`std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>(…)`,
+/// not `void std::vector…`) and reports can tell library code by its
+/// prefix. `None` if `name` is not a C++ symbol.
+///
+/// The demangler cannot parse every expression C++ puts in a symbol (the
+/// `enable_if<!is_array<T>::value, …>` in the return type of
+/// `std::make_shared<T>` is one); then the longest prefix that is a whole
+/// name is demangled alone, without parameters: `std::make_shared<Widget>`
+/// still says which function it is.
+pub fn demangle_cpp(name: &str) -> Option<String> {
+    if !name.starts_with("_Z") {
+        return None;
+    }
+    let with_params = cpp_demangle::DemangleOptions::new().no_return_type();
+    if let Some(text) = cpp_demangle::Symbol::new(name)
+        .ok()
+        .and_then(|symbol| symbol.demangle_with_options(&with_params).ok())
+    {
+        return Some(tidy_cpp(text));
+    }
+    // A name ends where its nested-name (`N…E`) or template arguments
+    // (`I…E`) close: try each `E`, longest first.
+    let name_only = with_params.no_params();
+    name.char_indices()
+        .rev()
+        .filter(|&(_, c)| c == 'E')
+        .find_map(|(at, _)| {
+            cpp_demangle::Symbol::new(&name[..=at])
+                .ok()?
+                .demangle_with_options(&name_only)
+                .ok()
+        })
+        .map(tidy_cpp)
+}
+
+/// The demangler prints an empty template parameter pack as a trailing
+/// `, ` in the argument list (`make_shared<Widget, >`); C++ writes none.
+fn tidy_cpp(text: String) -> String {
+    if text.contains(", >") {
+        text.replace(", >", ">")
+    } else {
+        text
+    }
 }
 
 /// Reads the GNU build-id note of an ELF file; `None` if it has none.
@@ -585,6 +631,38 @@ mod tests {
             "blocks::make_blocks"
         );
         assert_eq!(demangle("malloc"), "malloc");
+    }
+
+    #[test]
+    fn demangles_cpp_with_parameters_and_without_return_type() {
+        assert_eq!(demangle("_Znwm"), "operator new(unsigned long)");
+        assert_eq!(
+            demangle("_ZNSt6vectorIiSaIiEE9push_backERKi"),
+            "std::vector<int, std::allocator<int> >::push_back(int const&)"
+        );
+        assert_eq!(
+            demangle(
+                "_ZNSt6vectorIiSaIiEE17_M_realloc_insertIJRKiEEEvN9__gnu_cxx17__normal_iteratorIPiS1_EEDpOT_"
+            ),
+            "std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>(__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, int const&)"
+        );
+        assert_eq!(demangle("_Z13keep_registryv"), "keep_registry()");
+        // Not a whole C++ name: left as it is.
+        assert_eq!(demangle("_Z3fo"), "_Z3fo");
+        assert_eq!(demangle("main"), "main");
+    }
+
+    #[test]
+    fn a_cpp_symbol_the_demangler_cannot_parse_keeps_its_name() {
+        // std::make_shared<Widget>(), whose return type holds
+        // `enable_if<!is_array<Widget>::value, Widget>`; the empty pack of
+        // its arguments is not printed.
+        assert_eq!(
+            demangle(
+                "_ZSt11make_sharedI6WidgetJEESt10shared_ptrINSt9enable_ifIXntsrSt8is_arrayIT_E5valueES4_E4typeEEDpOT0_"
+            ),
+            "std::make_shared<Widget>"
+        );
     }
 
     #[test]

@@ -14,8 +14,19 @@
 //!   `…/library/alloc/src/boxed.rs`), as `debug = "line-tables-only"` names
 //!   inlined functions; the source file says whose function it is.
 //!
+//! C++ instantiates its allocator templates the same way, and a demangled
+//! C++ name always spells its template arguments out: the allocator's
+//! `std::__new_allocator<T>::allocate` (GCC 12 and later; before that
+//! `__gnu_cxx::new_allocator<T>`, and `std::allocator<T>` in libc++) says
+//! what each block holds, and the containers around it (`std::vector<T>`,
+//! `std::basic_string<C>`, `std::make_shared<T>`) say whose buffer it is.
+//! Node-based containers allocate one node each
+//! (`std::_Rb_tree_node<std::pair<int const, double>>`), named as it is.
+//!
 //! An allocation no constructor frame explains is named after its
-//! allocation site, `alloc@function:line`, so every allocation has a name.
+//! allocation site, `alloc@function:line`, so every allocation has a name
+//! (a C++ `new Node` is one: a new-expression leaves no template on the
+//! stack).
 //!
 //! ```
 //! use heapdump_analyze::symbolize::Frame;
@@ -68,6 +79,20 @@ pub enum TypeKind {
     HashTable,
     /// A node of a `BTreeMap<K, V>` or `BTreeSet<K>`.
     BTreeNode,
+    /// The buffer of a C++ `std::vector<T>`: `T[]`.
+    CxxVectorBuffer,
+    /// The buffer of a C++ `std::basic_string<C>` (`std::string` for
+    /// `char`).
+    CxxStringBuffer,
+    /// The block of a C++ `std::make_shared<T>` (or `allocate_shared`):
+    /// the shared pointer's counts, then `T`.
+    CxxSharedBlock,
+    /// One C++ object from an allocator: a node of a `std::map`,
+    /// `std::set`, `std::list` or `std::unordered_map`, named by its type.
+    CxxNode,
+    /// An array of `T` from `std::allocator<T>` outside the containers
+    /// above (a `std::deque`'s chunks, a hash table's buckets).
+    CxxArray,
 }
 
 /// A recovered type: the constructor kind and the type argument it names,
@@ -110,6 +135,12 @@ impl fmt::Display for TypeName {
             TypeKind::ArcInner => write!(f, "ArcInner<{a}>"),
             TypeKind::HashTable => write!(f, "hash table of {a}"),
             TypeKind::BTreeNode => write!(f, "BTree node of {a}"),
+            TypeKind::CxxVectorBuffer => write!(f, "std::vector<{a}> buffer"),
+            TypeKind::CxxStringBuffer if a == "char" => write!(f, "std::string buffer"),
+            TypeKind::CxxStringBuffer => write!(f, "std::basic_string<{a}> buffer"),
+            TypeKind::CxxSharedBlock => write!(f, "std::shared_ptr<{a}> block"),
+            TypeKind::CxxNode => write!(f, "{a}"),
+            TypeKind::CxxArray => write!(f, "{a}[]"),
         }
     }
 }
@@ -162,6 +193,21 @@ enum Owner {
     Arc,
     HashTable,
     BTree,
+    /// C++'s allocators: the argument is what they allocate.
+    CxxAllocator,
+    CxxVector,
+    CxxString,
+    /// `std::make_shared<T>` and the libraries' blocks for it.
+    CxxShared,
+}
+
+impl Owner {
+    fn is_cxx(self) -> bool {
+        matches!(
+            self,
+            Owner::CxxAllocator | Owner::CxxVector | Owner::CxxString | Owner::CxxShared
+        )
+    }
 }
 
 /// Full-path markers: a frame whose name contains one of these (as the self
@@ -184,6 +230,34 @@ const PATH_MARKERS: &[(&str, Owner)] = &[
         "alloc::collections::btree::node::InternalNode<",
         Owner::BTree,
     ),
+    ("std::__new_allocator<", Owner::CxxAllocator),
+    ("__gnu_cxx::new_allocator<", Owner::CxxAllocator),
+    ("std::allocator<", Owner::CxxAllocator),
+    ("std::vector<", Owner::CxxVector),
+    ("std::_Vector_base<", Owner::CxxVector),
+    ("std::__cxx11::basic_string<", Owner::CxxString),
+    ("std::basic_string<", Owner::CxxString),
+    ("std::make_shared<", Owner::CxxShared),
+    ("std::allocate_shared<", Owner::CxxShared),
+];
+
+/// The C++ types of one block holding a `std::make_shared<T>`'s counts and
+/// `T` (libstdc++'s, libc++'s): `T` is their first argument.
+const CXX_SHARED_BLOCKS: &[&str] = &[
+    "std::_Sp_counted_ptr_inplace<",
+    "std::__shared_ptr_emplace<",
+];
+
+/// The node types of the C++ standard libraries' node-based containers,
+/// which allocate one node at a time.
+const CXX_NODES: &[&str] = &[
+    "std::_Rb_tree_node<",
+    "std::_List_node<",
+    "std::_Fwd_list_node<",
+    "std::__detail::_Hash_node<",
+    "std::__tree_node<",
+    "std::__list_node<",
+    "std::__hash_node<",
 ];
 
 /// Source-file markers for short names (line-tables-only debug info).
@@ -230,6 +304,15 @@ fn frame_argument(owner: Owner, name: &str) -> Option<String> {
         return concrete(self_type.trim()).then(|| self_type.trim().to_owned());
     }
     let args = generic_args(name)?;
+    if owner.is_cxx() {
+        // A demangled C++ name is an instance: its arguments are types (or
+        // values), never parameters. The first is the one that matters
+        // (`std::vector<T, Alloc>`, `std::basic_string<C, Traits, Alloc>`).
+        return args
+            .first()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.to_string());
+    }
     let concrete_args: Vec<&str> = args
         .iter()
         .copied()
@@ -349,8 +432,33 @@ pub fn recover_type(frames: &[Frame]) -> Option<TypeName> {
         Owner::Arc => TypeKind::ArcInner,
         Owner::HashTable => TypeKind::HashTable,
         Owner::BTree => TypeKind::BTreeNode,
+        Owner::CxxAllocator => return Some(cxx_allocated(&argument, outer())),
+        Owner::CxxVector => TypeKind::CxxVectorBuffer,
+        Owner::CxxString => TypeKind::CxxStringBuffer,
+        Owner::CxxShared => TypeKind::CxxSharedBlock,
     };
     Some(TypeName::new(kind, &argument))
+}
+
+/// What a C++ allocator's block of `T`s is: a `make_shared` block or a
+/// container node by `T` itself, else a vector's or string's buffer by the
+/// nearest container frame outside it (`outer`, innermost first), else an
+/// array of `T`.
+fn cxx_allocated(argument: &str, mut outer: impl Iterator<Item = Owner>) -> TypeName {
+    if CXX_SHARED_BLOCKS.iter().any(|b| argument.starts_with(b))
+        && let Some(object) = generic_args(argument).and_then(|args| args.first().copied())
+    {
+        return TypeName::new(TypeKind::CxxSharedBlock, object);
+    }
+    if CXX_NODES.iter().any(|n| argument.starts_with(n)) {
+        return TypeName::new(TypeKind::CxxNode, argument);
+    }
+    let kind = match outer.find(|o| matches!(o, Owner::CxxVector | Owner::CxxString)) {
+        Some(Owner::CxxVector) => TypeKind::CxxVectorBuffer,
+        Some(Owner::CxxString) => TypeKind::CxxStringBuffer,
+        _ => TypeKind::CxxArray,
+    };
+    TypeName::new(kind, argument)
 }
 
 /// The top-level generic arguments of the first `<…>` list in `name` that
@@ -458,7 +566,56 @@ pub fn shorten_type(ty: &str) -> String {
     for (long, short) in PATHS {
         out = out.replace(long, short);
     }
+    if out.contains("std::") {
+        out = shorten_cxx_type(&out);
+    }
     out
+}
+
+/// The C++ part of [`shorten_type`]: default template arguments dropped
+/// (allocators, character traits, comparators, hashers, deleters, the
+/// shared pointers' lock policy), libstdc++'s `__cxx11` namespace left out,
+/// `std::string` for `basic_string<char>`, and `>>` for the demangler's
+/// `> >`: `std::vector<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >, std::allocator<…> >`
+/// becomes `std::vector<std::string>`.
+fn shorten_cxx_type(ty: &str) -> String {
+    const DEFAULT_ARGUMENTS: &[&str] = &[
+        ", std::allocator<",
+        ", std::char_traits<",
+        ", std::less<",
+        ", std::hash<",
+        ", std::equal_to<",
+        ", std::default_delete<",
+    ];
+    let mut out = ty
+        .replace(", (__gnu_cxx::_Lock_policy)2", "")
+        .replace("std::__cxx11::", "std::");
+    for argument in DEFAULT_ARGUMENTS {
+        while let Some(start) = out.find(argument) {
+            // The argument's own brackets close at depth 0.
+            let open = start + argument.len() - 1;
+            let mut depth = 0usize;
+            let end = out[open..].char_indices().find_map(|(i, c)| {
+                match c {
+                    '<' => depth += 1,
+                    '>' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(open + i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                None
+            });
+            let Some(end) = end else { break };
+            out.replace_range(start..end, "");
+        }
+    }
+    // The demangler closes a list after a `>` with ` >`, and a dropped last
+    // argument leaves its space (`basic_string<char >`).
+    out.replace(" >", ">")
+        .replace("std::basic_string<char>", "std::string")
 }
 
 #[cfg(test)]
@@ -754,6 +911,203 @@ mod tests {
         frames.push(frame("make<app::Node>", "/work/app/src/main.rs", 12));
         frames.push(frame("new<app::Other>", &std("alloc/src/boxed.rs"), 3));
         assert_eq!(label(&frames), "alloc@make:12");
+    }
+
+    const CXX: &str = "/usr/include/c++/12/bits";
+
+    /// A C++ allocation stack as a `-O1` build records it: the tracker's
+    /// `malloc`, `operator new`, then `middle` (inlined into one another
+    /// down to the last, which is out of line), then the program's
+    /// `function` (`keep()`) and `main`.
+    fn cxx_stack(middle: &[(&str, &str)], function: &str) -> Vec<Frame> {
+        let mut frames = vec![
+            frame("malloc", "/src/capture/src/cmalloc.rs", 189),
+            frame("operator new(unsigned long)", "/src/app/app.cpp", 96),
+        ];
+        frames.extend(
+            middle
+                .iter()
+                .map(|(f, file)| frame(f, &format!("{CXX}/{file}"), 7)),
+        );
+        frames.push(frame(function, "/src/app/app.cpp", 74));
+        frames.push(frame("main", "/src/app/app.cpp", 89));
+        for frame in &mut frames {
+            frame.inlined = false;
+        }
+        for frame in &mut frames[2..2 + middle.len().saturating_sub(1)] {
+            frame.inlined = true;
+        }
+        frames
+    }
+
+    #[test]
+    fn cxx_vector_buffers_name_their_element() {
+        // push_back growing a std::vector<int>.
+        let frames = cxx_stack(
+            &[
+                (
+                    "std::__new_allocator<int>::allocate(unsigned long, void const*)",
+                    "new_allocator.h",
+                ),
+                (
+                    "std::allocator_traits<std::allocator<int> >::allocate(std::allocator<int>&, unsigned long)",
+                    "alloc_traits.h",
+                ),
+                (
+                    "std::_Vector_base<int, std::allocator<int> >::_M_allocate(unsigned long)",
+                    "stl_vector.h",
+                ),
+                (
+                    "std::vector<int, std::allocator<int> >::_M_realloc_insert<int const&>(__gnu_cxx::__normal_iterator<int*, std::vector<int, std::allocator<int> > >, int const&)",
+                    "vector.tcc",
+                ),
+            ],
+            "keep()",
+        );
+        let name = AllocationName::of_stack(&frames);
+        assert_eq!(name.site.function, "keep()");
+        assert_eq!(
+            name.recovered,
+            Some(TypeName::new(TypeKind::CxxVectorBuffer, "int"))
+        );
+        assert_eq!(name.type_label(), "std::vector<int> buffer");
+        // A vector of strings, with GCC 11's allocator.
+        let frames = cxx_stack(
+            &[
+                (
+                    "__gnu_cxx::new_allocator<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > >::allocate(unsigned long, void const*)",
+                    "new_allocator.h",
+                ),
+                (
+                    "std::vector<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >, std::allocator<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > > >::reserve(unsigned long)",
+                    "vector.tcc",
+                ),
+            ],
+            "keep()",
+        );
+        assert_eq!(label(&frames), "std::vector<std::string> buffer");
+    }
+
+    #[test]
+    fn cxx_container_nodes_and_make_shared_blocks() {
+        let frames = cxx_stack(
+            &[
+                (
+                    "std::__new_allocator<std::_Rb_tree_node<std::pair<int const, double> > >::allocate(unsigned long, void const*)",
+                    "new_allocator.h",
+                ),
+                (
+                    "std::_Rb_tree<int, std::pair<int const, double>, std::_Select1st<std::pair<int const, double> >, std::less<int>, std::allocator<std::pair<int const, double> > >::_M_get_node()",
+                    "stl_tree.h",
+                ),
+                (
+                    "std::map<int, double, std::less<int>, std::allocator<std::pair<int const, double> > >::operator[](int const&)",
+                    "stl_map.h",
+                ),
+            ],
+            "keep()",
+        );
+        assert_eq!(
+            label(&frames),
+            "std::_Rb_tree_node<std::pair<int const, double>>"
+        );
+
+        let frames = cxx_stack(
+            &[
+                (
+                    "std::__new_allocator<std::_Sp_counted_ptr_inplace<Widget, std::allocator<void>, (__gnu_cxx::_Lock_policy)2> >::allocate(unsigned long, void const*)",
+                    "new_allocator.h",
+                ),
+                (
+                    "std::__allocated_ptr<std::allocator<std::_Sp_counted_ptr_inplace<Widget, std::allocator<void>, (__gnu_cxx::_Lock_policy)2> > > std::__allocate_guarded<std::allocator<std::_Sp_counted_ptr_inplace<Widget, std::allocator<void>, (__gnu_cxx::_Lock_policy)2> > >(std::allocator<std::_Sp_counted_ptr_inplace<Widget, std::allocator<void>, (__gnu_cxx::_Lock_policy)2> >&)",
+                    "allocated_ptr.h",
+                ),
+                ("std::make_shared<Widget>", "shared_ptr.h"),
+            ],
+            "keep()",
+        );
+        assert_eq!(label(&frames), "std::shared_ptr<Widget> block");
+        // Only make_shared's frame named (the allocator's out of sight).
+        let frames = cxx_stack(
+            &[("std::make_shared<app::Widget>", "shared_ptr.h")],
+            "keep()",
+        );
+        assert_eq!(
+            AllocationName::of_stack(&frames).recovered,
+            Some(TypeName::new(TypeKind::CxxSharedBlock, "app::Widget"))
+        );
+    }
+
+    #[test]
+    fn cxx_string_buffers_and_other_arrays() {
+        // std::string's code is in libstdc++.so, named from its symbols.
+        let mut frames = cxx_stack(
+            &[(
+                "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >::_M_construct(unsigned long, char)",
+                "basic_string.tcc",
+            )],
+            "keep()",
+        );
+        frames[2].file = None;
+        frames[2].module = Some("/usr/lib/x86_64-linux-gnu/libstdc++.so.6".into());
+        assert_eq!(label(&frames), "std::string buffer");
+        let frames = cxx_stack(
+            &[(
+                "std::basic_string<wchar_t, std::char_traits<wchar_t>, std::allocator<wchar_t> >::reserve(unsigned long)",
+                "basic_string.tcc",
+            )],
+            "keep()",
+        );
+        assert_eq!(label(&frames), "std::basic_string<wchar_t> buffer");
+        // A deque's chunk: an allocator outside the containers known.
+        let frames = cxx_stack(
+            &[
+                (
+                    "std::allocator<app::Job>::allocate(unsigned long)",
+                    "allocator.h",
+                ),
+                (
+                    "std::_Deque_base<app::Job, std::allocator<app::Job> >::_M_allocate_node()",
+                    "stl_deque.h",
+                ),
+            ],
+            "keep()",
+        );
+        assert_eq!(label(&frames), "app::Job[]");
+    }
+
+    #[test]
+    fn a_cxx_new_expression_is_named_after_its_site() {
+        let frames = cxx_stack(&[], "lose_list()");
+        assert_eq!(recover_type(&frames), None);
+        assert_eq!(label(&frames), "alloc@lose_list():74");
+    }
+
+    #[test]
+    fn cxx_default_template_arguments_are_dropped() {
+        assert_eq!(
+            shorten_type(
+                "std::map<int, std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >, std::less<int>, std::allocator<std::pair<int const, std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > > > >"
+            ),
+            "std::map<int, std::string>"
+        );
+        assert_eq!(
+            shorten_type(
+                "std::vector<std::vector<int, std::allocator<int> >, std::allocator<std::vector<int, std::allocator<int> > > >"
+            ),
+            "std::vector<std::vector<int>>"
+        );
+        assert_eq!(
+            shorten_type("std::unique_ptr<Node, std::default_delete<Node> >"),
+            "std::unique_ptr<Node>"
+        );
+        // Rust's paths are not touched by it.
+        assert_eq!(
+            shorten_type(
+                "std::collections::hash::map::HashMap<u64, alloc::string::String, std::hash::random::RandomState>"
+            ),
+            "HashMap<u64, String>"
+        );
     }
 
     #[test]

@@ -106,3 +106,57 @@ pub fn line_of(file: &Path, marker: &str) -> u32 {
         .map(|index| index as u32 + 1)
         .unwrap_or_else(|| panic!("{marker:?} not found in {}", file.display()))
 }
+
+/// Compiles `tests/programs/SOURCE` into `dir/name` with `compiler` (`gcc`
+/// or `g++`, Debian packages of the same names) and `flags`.
+pub fn compile_program(
+    dir: &Path,
+    source: &str,
+    compiler: &str,
+    name: &str,
+    flags: &[&str],
+) -> PathBuf {
+    let source = workspace_root().join("tests/programs").join(source);
+    let output = dir.join(name);
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&output)
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("{compiler} is needed for this test (Debian package {compiler}): {e}")
+        });
+    assert!(
+        status.success(),
+        "{compiler} failed on {}",
+        source.display()
+    );
+    output
+}
+
+/// Runs `heapdump run --dir DIR ARGS...` and returns what it did.
+pub fn heapdump_run(dir: &Path, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(binary("heapdump"))
+        .arg("run")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("cannot run heapdump run")
+}
+
+/// The one dump in `dir`, opened and verified.
+pub fn the_dump(dir: &Path) -> (PathBuf, heapdump_formats::read::Dump) {
+    let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("no dump directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension() == Some(std::ffi::OsStr::new("hdump")))
+        .collect();
+    assert_eq!(dumps.len(), 1, "{dumps:?}");
+    let dump = heapdump_formats::read::Dump::open(&dumps[0]).expect("the dump does not open");
+    let problems = heapdump_formats::verify::verify(&dump.view());
+    assert!(problems.is_empty(), "{problems:#?}");
+    (dumps[0].clone(), dump)
+}

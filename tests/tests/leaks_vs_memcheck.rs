@@ -4,6 +4,10 @@
 //! block the example made on purpose (each shape has its own block size),
 //! heapdump's class without heuristics must equal memcheck's verdict, and
 //! the heuristics must change exactly the shapes they are documented to.
+//!
+//! The same for a C and a C++ program (`tests/programs/leak_shapes.*`),
+//! compiled here: one run under `heapdump run`, one under memcheck, each
+//! deliberate block classed alike by both.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +16,7 @@ use std::process::Command;
 use heapdump_analyze::graph::HeapGraph;
 use heapdump_analyze::leaks::{Heuristics, LeakAnalysis, LeakClass};
 use heapdump_formats::read::Dump;
-use heapdump_tests::{binary, scratch_dir};
+use heapdump_tests::{binary, compile_program, heapdump_run, scratch_dir, the_dump};
 
 /// Block sizes of the shapes `examples/src/bin/leaks.rs` makes, and what
 /// memcheck says of each.
@@ -55,10 +59,12 @@ fn class_name(class: LeakClass) -> &'static str {
     }
 }
 
-/// Blocks per (size the program asked for, verdict) from memcheck's XML. A definitely-lost
-/// record's byte count includes the indirect bytes its blocks hold; the
-/// direct bytes are in its text ("1,000 (1,000 direct, 99,000 indirect)").
-fn memcheck_verdicts(xml: &Path) -> Verdicts {
+/// Blocks per (size the program asked for, verdict) from memcheck's XML,
+/// where memcheck saw each block `footer` bytes longer than asked for. A
+/// definitely-lost record's byte count includes the indirect bytes its
+/// blocks hold; the direct bytes are in its text ("1,000 (1,000 direct,
+/// 99,000 indirect)").
+fn memcheck_verdicts(xml: &Path, footer: u64) -> Verdicts {
     let text = std::fs::read_to_string(xml).expect("valgrind wrote no XML");
     let document = roxmltree::Document::parse(&text).expect("valgrind's XML does not parse");
     let mut verdicts = Verdicts::new();
@@ -85,9 +91,7 @@ fn memcheck_verdicts(xml: &Path) -> Verdicts {
             .and_then(|(_, rest)| rest.split_once(" direct"))
             .map(|(direct, _)| direct.replace(',', "").parse().expect("direct bytes"))
             .unwrap_or(bytes);
-        // Under the tracker, the allocator memcheck watches sees each block
-        // with the tracker's footer after it.
-        let size = direct / blocks - heapdump_capture::FOOTER_BYTES as u64;
+        let size = direct / blocks - footer;
         *verdicts.entry(size).or_default().entry(kind).or_default() += blocks;
     }
     verdicts
@@ -123,10 +127,116 @@ fn heapdump_verdicts(dump: &Path, heuristics: Heuristics) -> Verdicts {
 }
 
 fn shapes_only(verdicts: &Verdicts) -> Verdicts {
-    SHAPES
-        .iter()
-        .map(|&(size, _)| (size, verdicts.get(&size).cloned().unwrap_or_default()))
+    only_sizes(verdicts, SHAPES.iter().map(|&(size, _)| size))
+}
+
+/// The verdicts of the blocks of `sizes`, empty for a size without blocks.
+fn only_sizes(verdicts: &Verdicts, sizes: impl Iterator<Item = u64>) -> Verdicts {
+    sizes
+        .map(|size| (size, verdicts.get(&size).cloned().unwrap_or_default()))
         .collect()
+}
+
+/// Each block size and its verdicts, as the tables below write them.
+fn verdicts(table: &[(u64, &[(&'static str, u64)])]) -> Verdicts {
+    table
+        .iter()
+        .map(|(size, classes)| (*size, classes.iter().copied().collect()))
+        .collect()
+}
+
+/// Compiles `tests/programs/SOURCE` without frame pointers, as
+/// distributions build C and C++, runs it under `heapdump run` and under memcheck, and checks that
+/// memcheck's verdicts on the blocks of the sizes in `expected` are the
+/// ones the program documents and that heapdump's classes equal them, with
+/// no heuristic and with the default ones (none of which matches a C or C++
+/// shape here).
+fn compare_with_memcheck(source: &str, compiler: &str, expected: &Verdicts) {
+    let valgrind = Command::new("valgrind").arg("--version").output();
+    assert!(
+        valgrind.is_ok_and(|o| o.status.success()),
+        "valgrind is needed for this test (Debian package `valgrind`; .ci/run installs it)"
+    );
+    let dir = scratch_dir(&format!("leaks_vs_memcheck_{}", source.replace('.', "_")));
+    let program = compile_program(
+        &dir,
+        source,
+        compiler,
+        "leak_shapes",
+        &["-g", "-O1", "-fomit-frame-pointer"],
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(&dumps, &[std::ffi::OsStr::new("--"), program.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    let (dump, _) = the_dump(&dumps);
+
+    let xml = dir.join("memcheck.xml");
+    let status = Command::new("valgrind")
+        .args([
+            "--leak-check=full",
+            "--show-leak-kinds=all",
+            "--xml=yes",
+            "--error-exitcode=0",
+        ])
+        .arg(format!("--xml-file={}", xml.display()))
+        .arg(&program)
+        .status()
+        .expect("cannot run valgrind");
+    assert!(status.success(), "{source} failed under valgrind");
+    // Nothing but loss records: the program does what it says.
+    assert_eq!(non_leak_errors(&xml), Vec::<String>::new());
+
+    let sizes = || expected.keys().copied();
+    // Without the tracker, memcheck sees the blocks as asked for.
+    let memcheck = only_sizes(&memcheck_verdicts(&xml, 0), sizes());
+    assert_eq!(
+        &memcheck, expected,
+        "memcheck's verdicts on {source} changed"
+    );
+    let strict = only_sizes(&heapdump_verdicts(&dump, Heuristics::none()), sizes());
+    assert_eq!(
+        strict, memcheck,
+        "heapdump without heuristics disagrees with memcheck on {source}"
+    );
+    let default = only_sizes(&heapdump_verdicts(&dump, Heuristics::default()), sizes());
+    assert_eq!(
+        default, memcheck,
+        "heapdump's default heuristics disagree with memcheck on {source}"
+    );
+}
+
+#[test]
+fn every_deliberate_block_of_a_c_program_gets_memchecks_verdict() {
+    // The shapes leak_shapes.c documents, by block size.
+    let expected = verdicts(&[
+        (300, &[("definitely lost", 1)]),
+        (32, &[("definitely lost", 1), ("indirectly lost", 29)]),
+        (700, &[("possibly lost", 1)]),
+        (40, &[("still reachable", 1)]),
+        (9, &[("still reachable", 3)]),
+        (900, &[("still reachable", 1)]),
+    ]);
+    compare_with_memcheck("leak_shapes.c", "gcc", &expected);
+}
+
+#[test]
+fn every_deliberate_block_of_a_cxx_program_gets_memchecks_verdict() {
+    // The shapes leak_shapes.cpp documents, by block size: a list of
+    // `new Node`s, a leaked object holding a std::vector, an interior
+    // pointer to a `new char[]`, and a registry held by a global with a
+    // std::vector, a std::map, a std::make_shared block and a std::string.
+    let expected = verdicts(&[
+        (56, &[("definitely lost", 1), ("indirectly lost", 19)]),
+        (80, &[("definitely lost", 1)]),
+        (400, &[("indirectly lost", 1)]),
+        (1500, &[("possibly lost", 1)]),
+        (120, &[("still reachable", 1)]),
+        (4096, &[("still reachable", 1)]),
+        (48, &[("still reachable", 3)]),
+        (112, &[("still reachable", 1)]),
+        (101, &[("still reachable", 1)]),
+    ]);
+    compare_with_memcheck("leak_shapes.cpp", "g++", &expected);
 }
 
 #[test]
@@ -165,7 +275,12 @@ fn every_deliberate_block_gets_memchecks_verdict() {
     // writes nothing it should not, and the dump's scan of uninitialised
     // words is suppressed.
     assert_eq!(non_leak_errors(&xml), Vec::<String>::new());
-    let memcheck = shapes_only(&memcheck_verdicts(&xml));
+    // Under the tracker, the allocator memcheck watches sees each block
+    // with the tracker's footer after it.
+    let memcheck = shapes_only(&memcheck_verdicts(
+        &xml,
+        heapdump_capture::FOOTER_BYTES as u64,
+    ));
     let strict = shapes_only(&heapdump_verdicts(&dump, Heuristics::none()));
     // What the example's documentation promises, in memcheck's words.
     let expected: Verdicts = [

@@ -7,50 +7,16 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use heapdump_formats::read::Dump;
-use heapdump_formats::verify::verify;
-use heapdump_tests::{binary, heapdump_json, scratch_dir, workspace_root};
+use heapdump_tests::{
+    binary, compile_program, heapdump_json, heapdump_run, line_of, run_ok, scratch_dir, the_dump,
+    workspace_root,
+};
 
 /// Compiles the known-heap C program into `dir` with `flags`.
 fn compile(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let source = workspace_root().join("tests/programs/known_heap.c");
-    let output = dir.join(name);
-    let status = Command::new("gcc")
-        .args(flags)
-        .arg("-o")
-        .arg(&output)
-        .arg(&source)
-        .status()
-        .expect("gcc is needed for this test (Debian package gcc)");
-    assert!(status.success(), "gcc failed");
-    output
-}
-
-fn heapdump_run(dir: &Path, args: &[&OsStr]) -> Output {
-    Command::new(binary("heapdump"))
-        .arg("run")
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("cannot run heapdump run")
-}
-
-/// The one dump in `dir`, verified.
-fn the_dump(dir: &Path) -> (PathBuf, Dump) {
-    let dumps: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension() == Some(OsStr::new("hdump")))
-        .collect();
-    assert_eq!(dumps.len(), 1, "{dumps:?}");
-    let dump = Dump::open(&dumps[0]).expect("the dump does not open");
-    let problems = verify(&dump.view());
-    assert!(problems.is_empty(), "{problems:#?}");
-    (dumps[0].clone(), dump)
+    compile_program(dir, "known_heap.c", "gcc", name, flags)
 }
 
 #[test]
@@ -193,6 +159,132 @@ fn stacks_are_whole_with_and_without_frame_pointers() {
 }
 
 #[test]
+fn a_cxx_programs_sites_are_its_demangled_functions_and_its_blocks_are_typed_by_libstdcxx() {
+    let dir = scratch_dir("run_cxx_program");
+    let program = compile_program(
+        &dir,
+        "leak_shapes.cpp",
+        "g++",
+        "leak_shapes",
+        &["-g", "-O1", "-fomit-frame-pointer"],
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(&dumps, &[OsStr::new("--"), program.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    let (path, _) = the_dump(&dumps);
+
+    // Sites: the program's functions, demangled, past libstdc++'s
+    // operator new and std::string code and the std::vector, std::map and
+    // std::make_shared code inlined into them, at the line of the
+    // statement that allocated. Neither the program nor libstdc++ has
+    // frame pointers: the stacks are unwound by their CFI.
+    let source = workspace_root().join("tests/programs/leak_shapes.cpp");
+    let top = heapdump_json(&[OsStr::new("top"), path.as_os_str(), program.as_os_str()]);
+    let rows = |top: &serde_json::Value| -> Vec<(u64, u64, String)> {
+        let mut rows: Vec<(u64, u64, String)> = top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                let name = match row["type"].as_str() {
+                    Some(ty) => ty.to_owned(),
+                    None => format!(
+                        "{}:{}",
+                        row["function"].as_str().unwrap_or("?"),
+                        row["line"].as_u64().unwrap_or(0)
+                    ),
+                };
+                (
+                    row["bytes"].as_u64().unwrap(),
+                    row["count"].as_u64().unwrap(),
+                    name,
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let at = |function: &str, marker: &str| format!("{function}:{}", line_of(&source, marker));
+    let mut expected = vec![
+        (80, 1, at("lose_holder()", "new Holder()")),
+        (101, 1, at("keep_registry()", "std::string(100, 'r')")),
+        (112, 1, at("keep_registry()", "std::make_shared<Widget>()")),
+        (120, 1, at("keep_registry()", "registry = new Registry()")),
+        (144, 3, at("keep_registry()", "registry->scores[i]")),
+        (400, 1, at("lose_holder()", "values.reserve(50)")),
+        (1120, 20, at("lose_list()", "head = new Node")),
+        (1500, 1, at("keep_middle()", "new char[1500]")),
+        (4096, 1, at("keep_registry()", "registry->ids.push_back(i)")),
+    ];
+    // libstdc++'s emergency exception pool, from its start-up code.
+    let pool = rows(&top)
+        .into_iter()
+        .find(|(_, _, name)| name.starts_with("libstdc++.so.6+0x"))
+        .expect("libstdc++'s own block");
+    assert_eq!(pool.1, 1);
+    expected.push(pool.clone());
+    expected.sort();
+    assert_eq!(rows(&top), expected);
+
+    // Types: from the allocators' and containers' template arguments; a
+    // new-expression names none, so its block is named after its site.
+    let by_type = heapdump_json(&[
+        OsStr::new("top"),
+        path.as_os_str(),
+        program.as_os_str(),
+        OsStr::new("--by"),
+        OsStr::new("type"),
+    ]);
+    let site = |function: &str, marker: &str| format!("alloc@{}", at(function, marker));
+    let mut expected = vec![
+        (80, 1, site("lose_holder()", "new Holder()")),
+        (101, 1, "std::string buffer".to_owned()),
+        (112, 1, "std::shared_ptr<Widget> block".to_owned()),
+        (120, 1, site("keep_registry()", "registry = new Registry()")),
+        (
+            144,
+            3,
+            "std::_Rb_tree_node<std::pair<int const, double>>".to_owned(),
+        ),
+        (400, 1, "std::vector<long> buffer".to_owned()),
+        (1120, 20, site("lose_list()", "head = new Node")),
+        (1500, 1, site("keep_middle()", "new char[1500]")),
+        (4096, 1, "std::vector<int> buffer".to_owned()),
+        (
+            pool.0,
+            1,
+            format!("alloc@{}", pool.2.trim_end_matches(":0")),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(rows(&by_type), expected);
+
+    // The exports name them alike: SQLite's types, with each block's class.
+    let db = dir.join("heap.db");
+    run_ok(
+        std::process::Command::new(binary("heapdump"))
+            .arg("tosqlite")
+            .arg(&path)
+            .arg(&program)
+            .arg("-o")
+            .arg(&db),
+    );
+    let typed = run_ok(std::process::Command::new("sqlite3").arg(&db).arg(
+        "SELECT t.name, o.leak_class, count(*), sum(o.size) FROM objects o \
+         JOIN types t ON t.id = o.type_id WHERE t.recovered = 1 \
+         GROUP BY t.name, o.leak_class ORDER BY t.name",
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&typed.stdout),
+        "std::_Rb_tree_node<std::pair<int const, double>>|still_reachable|3|144\n\
+         std::shared_ptr<Widget> block|still_reachable|1|112\n\
+         std::string buffer|still_reachable|1|101\n\
+         std::vector<int> buffer|still_reachable|1|4096\n\
+         std::vector<long> buffer|indirectly_lost|1|400\n"
+    );
+}
+
+#[test]
 fn statically_linked_and_setuid_programs_are_refused() {
     let dir = scratch_dir("run_refusals");
     let program = compile(&dir, "static_heap", &["-O1", "-static"]);
@@ -306,15 +398,7 @@ fn threads_named_by_std_are_not_lost() {
 #[test]
 fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
     let dir = scratch_dir("run_fork_term");
-    let source = workspace_root().join("tests/programs/fork_term.c");
-    let program = dir.join("fork_term");
-    let status = Command::new("gcc")
-        .args(["-O1", "-o"])
-        .arg(&program)
-        .arg(&source)
-        .status()
-        .expect("gcc is needed for this test");
-    assert!(status.success());
+    let program = compile_program(&dir, "fork_term.c", "gcc", "fork_term", &["-O1"]);
     for children in [false, true] {
         let mut args = vec![OsStr::new("--on"), OsStr::new("signal:TERM")];
         if children {
