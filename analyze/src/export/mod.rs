@@ -34,8 +34,10 @@ use crate::symbolize::Frame;
 use crate::types::{AllocationName, TypeName, site_label};
 
 pub mod dot;
+pub mod flamegraph;
 pub mod hprof;
 mod output;
+pub mod pprof;
 pub mod sqlite;
 
 pub use output::{Destination, Output, OutputKind};
