@@ -1,19 +1,23 @@
-//! The export commands of `heapdump` (`todot`, `tosqlite`, `tohprof`): argument
-//! structs and the glue from them to `heapdump_analyze::export`. Kept out
-//! of `main.rs` so that file stays a list of commands.
+//! The export commands of `heapdump` (`todot`, `tosqlite`, `tohprof`,
+//! `toflamegraph`, `topprof`): argument structs and the glue from them to
+//! `heapdump_analyze::export`. Every one builds the one model and writes
+//! one [`Export`] to its destination. Kept out of `main.rs` so that file
+//! stays a list of commands.
 
-use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use heapdump_analyze::export::HeapModel;
-use heapdump_analyze::export::dot::{self, DotOptions, GroupBy};
-use heapdump_analyze::export::hprof::{self, HprofOptions};
-use heapdump_analyze::export::sqlite;
+use heapdump_analyze::export::dot::{DotOptions, GroupBy};
+use heapdump_analyze::export::flamegraph::{FlameGraphOptions, FlameView, FlameWeight};
+use heapdump_analyze::export::hprof::HprofOptions;
+use heapdump_analyze::export::pprof::PprofOptions;
+use heapdump_analyze::export::sqlite::SqliteOptions;
+use heapdump_analyze::export::{Destination, Export, HeapModel, ModelOptions, write_export};
 use heapdump_analyze::fields::FieldIndex;
-use heapdump_analyze::heap_report::{StackFrames as _, TypedFrames};
+use heapdump_analyze::heap_report::{StackFrames, TypedFrames};
 use heapdump_analyze::symbolize::{Frame, Symbolizer};
+use heapdump_analyze::types::TypeName;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
@@ -102,44 +106,36 @@ fn load_fields(view: &DumpView<'_>, executable: Option<&Path>, quiet: bool) -> O
     }
 }
 
-/// Builds the export model, symbolizing with the binary; every stack's
-/// frames are also handed to `keep` (the SQLite export stores them).
-fn open_model<'a>(
-    view: DumpView<'a>,
-    dump: &Path,
-    binary: Option<PathBuf>,
-    fields: Option<&FieldIndex>,
-    keep: impl FnMut(u32, &[Frame]),
-) -> anyhow::Result<HeapModel<'a>> {
-    let mut symbolizer = symbolizer_for(&view, dump, binary.clone())?;
-    open_model_with(view, dump, binary, &mut symbolizer, fields, keep)
+/// Which of the executable's DWARF a [`Namer`] loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Types {
+    /// None: sites and functions only.
+    Skip,
+    /// Generic instances and struct layouts.
+    Load,
+    /// The same, with a note when the binary has none (for field labels
+    /// the user will look for).
+    LoadNoting,
 }
 
-/// [`open_model`] with a symbolizer the caller keeps using afterwards.
-fn open_model_with<'a>(
+/// Builds the export model of `view`, named by a [`Namer`] (so type labels
+/// and fields are those of `top --retained` and `retainers`), with a
+/// spinner, and prints its warnings.
+fn build_model<'a>(
     view: DumpView<'a>,
     dump: &Path,
     binary: Option<PathBuf>,
-    symbolizer: &mut Symbolizer,
-    fields: Option<&FieldIndex>,
-    mut keep: impl FnMut(u32, &[Frame]),
+    types: Types,
+    options: &ModelOptions,
 ) -> anyhow::Result<HeapModel<'a>> {
-    let executable = executable(&view, binary.as_deref());
-    let mut typed = TypedFrames {
-        symbolizer,
-        fields,
-        module: executable.as_deref().map(display).unwrap_or_default(),
-    };
-    let spinner = spinner("symbolizing and building the heap graph");
-    // The closure reads stacks through its own copy of the view (a few
-    // slices), while the model keeps the other.
-    let stacks = view.clone();
-    let model = HeapModel::build(view, |stack| {
-        let frames = typed.stack_frames(&stacks, stack)?;
-        keep(stack, &frames);
-        Ok(frames)
-    })
-    .with_context(|| format!("cannot analyze {}", display(dump)))?;
+    let namer = Namer::with_types(&view, dump, binary, types)?;
+    let spinner = spinner(if options.graph {
+        "symbolizing and building the heap graph"
+    } else {
+        "symbolizing stacks"
+    });
+    let model = HeapModel::build_with(view, namer, options)
+        .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
     for warning in &model.warnings {
         eprintln!("warning: {warning}");
@@ -147,21 +143,29 @@ fn open_model_with<'a>(
     Ok(model)
 }
 
+/// Writes `export` of `model` to `to` with a spinner.
+fn export<E: Export>(
+    export: &E,
+    model: &HeapModel<'_>,
+    to: &Destination,
+    message: &'static str,
+) -> anyhow::Result<E::Summary> {
+    let spinner = spinner(message);
+    let summary = write_export(export, model, to)?;
+    spinner.finish_and_clear();
+    Ok(summary)
+}
+
 /// `heapdump todot`.
 pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let executable = executable(&file.view(), args.binary.as_deref());
-    let fields = load_fields(&file.view(), executable.as_deref(), false);
-    let mut model = open_model(
+    let model = build_model(
         file.view(),
         &args.dump,
         args.binary,
-        fields.as_ref(),
-        |_, _| {},
+        Types::LoadNoting,
+        &ModelOptions::default(),
     )?;
-    if let Some(fields) = fields {
-        model.set_fields(fields);
-    }
     let options = DotOptions {
         from: args.from,
         depth: args.depth,
@@ -169,22 +173,8 @@ pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
         min_size: args.min_size,
         group_by: args.group_by,
     };
-    let summary = match &args.output {
-        Some(path) => {
-            let mut out = std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", display(path)))?;
-            let summary = dot::write_dot(&model, &options, &mut out)?;
-            out.flush()
-                .with_context(|| format!("cannot write {}", display(path)))?;
-            summary
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            let summary = dot::write_dot(&model, &options, &mut out)?;
-            out.flush()?;
-            summary
-        }
-    };
+    let to = Destination::from_option(args.output.as_deref());
+    let summary = export(&options, &model, &to, "writing the DOT graph")?;
     if summary.cut > 0 {
         let what = if options.group_by.is_some() {
             "groups"
@@ -245,11 +235,22 @@ impl Namer {
         binary: Option<PathBuf>,
         types: bool,
     ) -> anyhow::Result<Namer> {
+        let types = if types { Types::Load } else { Types::Skip };
+        Self::with_types(view, dump, binary, types)
+    }
+
+    /// [`new`](Self::new), saying how much DWARF to load.
+    pub(crate) fn with_types(
+        view: &DumpView<'_>,
+        dump: &Path,
+        binary: Option<PathBuf>,
+        types: Types,
+    ) -> anyhow::Result<Namer> {
         let executable = executable(view, binary.as_deref());
-        let fields = if types {
-            load_fields(view, executable.as_deref(), true)
-        } else {
-            None
+        let fields = match types {
+            Types::Skip => None,
+            Types::Load => load_fields(view, executable.as_deref(), true),
+            Types::LoadNoting => load_fields(view, executable.as_deref(), false),
         };
         Ok(Namer {
             symbolizer: symbolizer_for(view, dump, binary)?,
@@ -265,6 +266,22 @@ impl Namer {
             fields: self.fields.as_ref(),
             module: self.module.clone(),
         }
+    }
+}
+
+/// The export model owns its namer: names, statics and fields all come
+/// from it, as for the reports.
+impl StackFrames for Namer {
+    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        self.frames().stack_frames(view, stack)
+    }
+
+    fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
+        self.fields.as_ref()?.field_of(ty, offset)
+    }
+
+    fn symbol_at(&self, address: u64) -> Option<String> {
+        self.symbolizer.symbol_at(address)
     }
 }
 
@@ -304,28 +321,22 @@ fn executable(view: &DumpView<'_>, binary: Option<&Path>) -> Option<PathBuf> {
 
 /// `heapdump tosqlite`.
 pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
-    if args.output.as_os_str() == "-" {
+    let to = Destination::from_option(Some(&args.output));
+    if to == Destination::Stdout {
         anyhow::bail!("tosqlite writes a database file, not a stream; pass -o FILE.db");
     }
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let executable = executable(&file.view(), args.binary.as_deref());
-    let fields = load_fields(&file.view(), executable.as_deref(), true);
-    let mut frames = std::collections::HashMap::new();
-    let mut model = open_model(
+    let model = build_model(
         file.view(),
         &args.dump,
         args.binary,
-        fields.as_ref(),
-        |stack, symbolized| {
-            frames.insert(stack, symbolized.to_vec());
-        },
+        Types::Load,
+        &ModelOptions::default(),
     )?;
-    if let Some(fields) = fields {
-        model.set_fields(fields);
-    }
-    let spinner = spinner("writing the database");
-    let summary = sqlite::write_sqlite(&model, &frames, &args.output, &display(&args.dump))?;
-    spinner.finish_and_clear();
+    let options = SqliteOptions {
+        dump_name: display(&args.dump),
+    };
+    let summary = export(&options, &model, &to, "writing the database")?;
     let rows = summary.rows();
     let tables: Vec<String> = summary
         .tables
@@ -372,54 +383,21 @@ pub struct TohprofArgs {
 
 /// `heapdump tohprof`.
 pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
-    if args.output.is_none() && std::io::stdout().is_terminal() {
-        anyhow::bail!(
-            "tohprof writes a binary HPROF file; pass -o FILE.hprof or redirect stdout to a file or pipe"
-        );
-    }
+    let to = Destination::from_option(args.output.as_deref());
+    // Refused before the (long) analysis rather than after it.
+    let options = HprofOptions::default();
+    to.check(&options)?;
     let file = heapdump_analyze::open_dump(&args.dump)?;
-    let view = file.view();
-    let executable = executable(&view, args.binary.as_deref());
-    let fields = load_fields(&view, executable.as_deref(), true);
-    let mut symbolizer = symbolizer_for(&view, &args.dump, args.binary.clone())?;
-    let mut frames = std::collections::HashMap::new();
-    let mut model = open_model_with(
+    let model = build_model(
         file.view(),
         &args.dump,
         args.binary,
-        &mut symbolizer,
-        fields.as_ref(),
-        |stack, symbolized| {
-            frames.insert(stack, symbolized.to_vec());
-        },
+        Types::Load,
+        &ModelOptions::default(),
     )?;
-    if let Some(fields) = fields {
-        model.set_fields(fields);
-    }
-    let static_name = |address: u64| symbolizer.symbol_at(address);
-    let options = HprofOptions::default();
-    let spinner = spinner("writing the HPROF file");
     let start = std::time::Instant::now();
-    let summary = match &args.output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", display(path)))?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let summary = hprof::write_hprof(&model, &frames, &static_name, &options, &mut out)
-                .with_context(|| format!("cannot write {}", display(path)))?;
-            out.flush()
-                .with_context(|| format!("cannot write {}", display(path)))?;
-            summary
-        }
-        None => {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let summary = hprof::write_hprof(&model, &frames, &static_name, &options, &mut out)?;
-            out.flush()?;
-            summary
-        }
-    };
-    spinner.finish_and_clear();
-    let target = args.output.as_deref().map_or("stdout".into(), display);
+    let summary = export(&options, &model, &to, "writing the HPROF file")?;
+    let target = to.describe();
     eprintln!(
         "wrote {target}: {} instances ({} bytes), {} classes ({} for heap types), {} GC roots, {} threads, {} stack traces in {:.2} s",
         summary.instances,
@@ -443,5 +421,172 @@ pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
             summary.clamped
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = concat!(
+    "EXAMPLES:\n",
+    "    heapdump toflamegraph /tmp/app.hdump -o heap.svg && xdg-open heap.svg\n",
+    "    heapdump toflamegraph /tmp/app.hdump ./target/release/app -o heap.svg\n",
+    "    heapdump toflamegraph /tmp/app.hdump --count -o blocks.svg\n",
+    "    heapdump toflamegraph /tmp/app.2.hdump --diff /tmp/app.1.hdump -o growth.svg\n",
+    "    heapdump toflamegraph /tmp/app.hdump --retained -o retained.svg\n\n",
+    "Live memory by allocation stack as an SVG flame graph (drawn by inferno): the\n",
+    "outermost frame at the bottom, each frame as wide as the live bytes allocated\n",
+    "under it. Frames are `top`'s: symbolized, inlined functions shown as frames of\n",
+    "their own (marked inlined), allocator and tracker frames trimmed, nothing below\n",
+    "the runtime's entry. Hover over a frame for its bytes, blocks and share of all\n",
+    "live bytes; click to zoom, Ctrl-F to search. Blocks without a recorded stack are\n",
+    "under [no stack].\n\n",
+    "--count: width by blocks instead of bytes.\n",
+    "--diff OLD: a differential graph: widths are DUMP's, red frames grew since OLD,\n",
+    "blue ones shrank; titles give both figures and the change. OLD is symbolized\n",
+    "with the same BINARY.\n",
+    "--retained: the dominator tree instead of stacks: each block is a frame named by\n",
+    "its type (as `top --retained` names it), as wide as its retained size (the bytes\n",
+    "freed if it were freed); a chain of blocks of one type (a list) is one frame.\n",
+    "Needs a dump with a scan.\n\n",
+    "In a dump with sampled stacks (stacks=sample), figures are estimates, as in `top`:\n",
+    "each sampled block counts 1/(1 - exp(-size/S)) times; the subtitle says so.\n",
+    "Without -o (or with -o -) the SVG goes to stdout."
+))]
+pub struct ToflamegraphArgs {
+    /// The .hdump file.
+    dump: PathBuf,
+    /// The program's executable, if not at the path the dump records.
+    binary: Option<PathBuf>,
+    /// Write the SVG here instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE.svg")]
+    output: Option<PathBuf>,
+    /// Width by live blocks instead of live bytes.
+    #[arg(long)]
+    count: bool,
+    /// An older dump of the same program: show growth since it.
+    #[arg(long, value_name = "OLD.hdump")]
+    diff: Option<PathBuf>,
+    /// Retained bytes along the dominator tree instead of allocation stacks.
+    #[arg(long)]
+    retained: bool,
+    /// The graph's title.
+    #[arg(long, value_name = "TEXT")]
+    title: Option<String>,
+}
+
+/// `heapdump toflamegraph`.
+pub fn toflamegraph(args: ToflamegraphArgs) -> anyhow::Result<ExitCode> {
+    let to = Destination::from_option(args.output.as_deref());
+    let view = if args.retained {
+        FlameView::Retained
+    } else {
+        FlameView::Stacks
+    };
+    // The retained view names blocks by type (DWARF generics) and needs
+    // the graph; stacks need neither.
+    let (types, model_options) = match view {
+        FlameView::Retained => (Types::Load, ModelOptions { graph: true }),
+        FlameView::Stacks => (Types::Skip, ModelOptions { graph: false }),
+    };
+    let old_file = match &args.diff {
+        Some(old) => Some(heapdump_analyze::open_dump(old)?),
+        None => None,
+    };
+    let file = heapdump_analyze::open_dump(&args.dump)?;
+    let base = match (&old_file, &args.diff) {
+        (Some(old_file), Some(old)) => Some(build_model(
+            old_file.view(),
+            old,
+            args.binary.clone(),
+            types,
+            &model_options,
+        )?),
+        _ => None,
+    };
+    let model = build_model(file.view(), &args.dump, args.binary, types, &model_options)?;
+    let title = args.title.unwrap_or_default();
+    let options = FlameGraphOptions {
+        weight: if args.count {
+            FlameWeight::Blocks
+        } else {
+            FlameWeight::Bytes
+        },
+        view,
+        base: base.as_ref(),
+        title: &title,
+    };
+    let summary = export(&options, &model, &to, "drawing the flame graph")?;
+    eprintln!(
+        "wrote {}: {} paths, {}{} bytes in {}{} blocks{}",
+        to.describe(),
+        summary.paths,
+        if summary.estimated { "≈" } else { "" },
+        summary.bytes,
+        if summary.estimated { "≈" } else { "" },
+        summary.blocks,
+        if summary.estimated {
+            " (estimates from a stack sample)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = concat!(
+    "EXAMPLES:\n",
+    "    heapdump topprof /tmp/app.hdump -o heap.pb.gz\n",
+    "    go tool pprof -top heap.pb.gz\n",
+    "    go tool pprof -http :8080 heap.pb.gz                 # pprof's web UI\n",
+    "    heapdump topprof /tmp/app.hdump ./target/release/app -o heap.pb.gz\n",
+    "    heapdump topprof /tmp/app.hdump | gzip -dc | protoc --decode_raw\n\n",
+    "Live memory as a gzipped pprof profile (profile.proto), as Go's heap profiles\n",
+    "are: sample types inuse_objects (count) and inuse_space (bytes, the default).\n",
+    "One sample per allocation stack, frames as in `top` (allocator frames trimmed);\n",
+    "functions carry their file and line, inlined functions are the lines of one\n",
+    "location, and each module of the dump is a mapping with its build-id. pprof,\n",
+    "its web UI, Pyroscope and speedscope open it. In a dump with sampled stacks\n",
+    "(stacks=sample) the values are `top`'s estimates, and the profile's comment\n",
+    "says so.\n\n",
+    "Without -o (or with -o -) the profile goes to stdout, which must not be a terminal."
+))]
+pub struct TopprofArgs {
+    /// The .hdump file.
+    dump: PathBuf,
+    /// The program's executable, if not at the path the dump records.
+    binary: Option<PathBuf>,
+    /// Write the profile here instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE.pb.gz")]
+    output: Option<PathBuf>,
+}
+
+/// `heapdump topprof`.
+pub fn topprof(args: TopprofArgs) -> anyhow::Result<ExitCode> {
+    let to = Destination::from_option(args.output.as_deref());
+    let options = PprofOptions {
+        dump_name: display(&args.dump),
+    };
+    to.check(&options)?;
+    let file = heapdump_analyze::open_dump(&args.dump)?;
+    let model = build_model(
+        file.view(),
+        &args.dump,
+        args.binary,
+        Types::Skip,
+        &ModelOptions { graph: false },
+    )?;
+    let summary = export(&options, &model, &to, "writing the profile")?;
+    eprintln!(
+        "wrote {}: {} samples, {} locations, {} functions, {} mappings; inuse_space {}{} bytes, inuse_objects {}{}",
+        to.describe(),
+        summary.samples,
+        summary.locations,
+        summary.functions,
+        summary.mappings,
+        if summary.estimated { "≈" } else { "" },
+        summary.bytes,
+        if summary.estimated { "≈" } else { "" },
+        summary.objects
+    );
     Ok(ExitCode::SUCCESS)
 }

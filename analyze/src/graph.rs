@@ -257,17 +257,7 @@ impl HeapGraph {
         records: impl Fn() -> I,
     ) -> HeapGraph {
         let n = sizes.len();
-        // A start pointer (offset 0) is always within its target: only an
-        // interior one needs the target's size.
-        let valid = |e: &EdgeRecord| {
-            (e.target as usize) < n
-                && (e.target_offset == 0 || e.target_offset < sizes[e.target as usize])
-                && if e.flags & edge_flags::FROM_ROOT != 0 {
-                    (e.source as usize) < roots
-                } else {
-                    (e.source as usize) < n
-                }
-        };
+        let valid = |e: &EdgeRecord| is_valid_edge(e, &sizes, roots);
         let heuristic_of = |e: &EdgeRecord| {
             if e.target_offset == 0 {
                 None
@@ -468,6 +458,45 @@ impl HeapGraph {
             }
             Csr { start, edges }
         })
+    }
+}
+
+/// Whether the graph keeps edge record `e` of a dump with these block
+/// `sizes` and `roots` roots: both ends exist, and an interior pointer
+/// points inside its target (a start pointer, offset 0, always does).
+fn is_valid_edge(e: &EdgeRecord, sizes: &[u64], roots: usize) -> bool {
+    let n = sizes.len();
+    (e.target as usize) < n
+        && (e.target_offset == 0 || e.target_offset < sizes[e.target as usize])
+        && if e.flags & edge_flags::FROM_ROOT != 0 {
+            (e.source as usize) < roots
+        } else {
+            (e.source as usize) < n
+        }
+}
+
+impl HeapGraph {
+    /// The index in `view`'s `Edges` of the record behind each out-edge
+    /// slot (`view` being the dump the graph was built from), for callers
+    /// that need what the graph does not keep: the pointer's offset in its
+    /// source. 4 bytes per edge, built on each call. Row order is record
+    /// order within a source (as the build places them, sorted or not).
+    pub fn edge_records(&self, view: &DumpView<'_>) -> Vec<u32> {
+        let n = self.sizes.len();
+        let roots = view.roots().len();
+        let mut cursor: Vec<u32> = self.out.start[..n].to_vec();
+        let mut records = vec![0u32; self.out.edges.len()];
+        for (i, e) in view.edges().iter().enumerate() {
+            if e.flags & edge_flags::FROM_ROOT != 0 || !is_valid_edge(&e, &self.sizes, roots) {
+                continue;
+            }
+            let slot = &mut cursor[e.source as usize];
+            if let Some(record) = records.get_mut(*slot as usize) {
+                *record = i as u32;
+            }
+            *slot += 1;
+        }
+        records
     }
 }
 

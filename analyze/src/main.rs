@@ -312,6 +312,10 @@ enum Command {
     Tosqlite(cli_export::TosqliteArgs),
     /// The heap as a Java HPROF file that VisualVM opens: classes per type, instances, roots, allocation stacks.
     Tohprof(cli_export::TohprofArgs),
+    /// Live memory by allocation stack (or retained along the dominator tree) as an SVG flame graph.
+    Toflamegraph(cli_export::ToflamegraphArgs),
+    /// Live memory by allocation stack as a gzipped pprof profile (go tool pprof, Pyroscope, speedscope).
+    Topprof(cli_export::TopprofArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -535,6 +539,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Todot(args) => cli_export::todot(args),
         Command::Tosqlite(args) => cli_export::tosqlite(args),
         Command::Tohprof(args) => cli_export::tohprof(args),
+        Command::Toflamegraph(args) => cli_export::toflamegraph(args),
+        Command::Topprof(args) => cli_export::topprof(args),
         Command::Diff {
             old,
             new,

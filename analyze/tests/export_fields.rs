@@ -249,7 +249,7 @@ fn hprof_fields_are_named_after_the_struct_members() {
         module: None,
         module_offset: None,
     };
-    let mut model = HeapModel::build(dump.view(), |_| {
+    let mut model = HeapModel::build(dump.view(), |_: u32| {
         Ok(vec![
             frame("__rust_alloc", "/app/src/main.rs"),
             frame(
@@ -261,14 +261,7 @@ fn hprof_fields_are_named_after_the_struct_members() {
     .expect("model");
     model.set_fields(index());
     let mut out = Vec::new();
-    write_hprof(
-        &model,
-        &std::collections::HashMap::new(),
-        &|_| None,
-        &HprofOptions::default(),
-        &mut out,
-    )
-    .expect("export");
+    write_hprof(&model, &HprofOptions::default(), &mut out).expect("export");
 
     let hprof = parse_hprof(&out).expect("header");
     let mut strings = std::collections::HashMap::new();

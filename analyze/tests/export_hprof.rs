@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use heapdump_analyze::export::HeapModel;
 use heapdump_analyze::export::hprof::{HprofOptions, write_hprof};
-use heapdump_formats::read::Dump;
+use heapdump_analyze::heap_report::StackFrames;
+use heapdump_analyze::symbolize::Frame;
+use heapdump_formats::read::{Dump, DumpView};
 use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, RootRecord, StrRef, ThreadRecord, owner_kind, root_kind,
     thread_flags,
@@ -234,14 +236,25 @@ fn parse(bytes: &[u8]) -> Parsed {
     p
 }
 
+/// The test dump's frames, and statics named by a test's function.
+struct Names<'s> {
+    statics: &'s dyn Fn(u64) -> Option<String>,
+}
+
+impl StackFrames for Names<'_> {
+    fn stack_frames(&mut self, _: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        frames_of(stack)
+    }
+
+    fn symbol_at(&self, address: u64) -> Option<String> {
+        (self.statics)(address)
+    }
+}
+
 fn export(dump: &Dump, statics: &dyn Fn(u64) -> Option<String>) -> (Vec<u8>, Parsed) {
-    let model = HeapModel::build(dump.view(), frames_of).expect("model");
-    let frames: HashMap<u32, _> = (1..=4)
-        .map(|stack| (stack, frames_of(stack).expect("frames")))
-        .collect();
+    let model = HeapModel::build(dump.view(), Names { statics }).expect("model");
     let mut out = Vec::new();
-    let summary =
-        write_hprof(&model, &frames, statics, &HprofOptions::default(), &mut out).expect("export");
+    let summary = write_hprof(&model, &HprofOptions::default(), &mut out).expect("export");
     let parsed = parse(&out);
     assert_eq!(summary.instances, dump.view().allocations().len() as u64);
     (out, parsed)
@@ -483,13 +496,12 @@ fn segments_split_big_heaps_and_timestamps_change() {
     let mut b = DumpBuilder::realistic(200_000);
     b.fix_totals();
     let dump = Dump::from_vec(b.to_bytes()).expect("parses");
-    let model = HeapModel::build(dump.view(), |_| Ok(Vec::new())).expect("model");
+    let model = HeapModel::build(dump.view(), |_: u32| Ok(Vec::new())).expect("model");
     let mut out = Vec::new();
     let options = HprofOptions {
         timestamp_ms: 1_700_000_000_123,
     };
-    let summary =
-        write_hprof(&model, &HashMap::new(), &|_| None, &options, &mut out).expect("export");
+    let summary = write_hprof(&model, &options, &mut out).expect("export");
     let p = parse(&out);
     assert_eq!(p.timestamp_ms, 1_700_000_000_123);
     assert!(p.segments > 1, "{} segments", p.segments);
@@ -616,16 +628,12 @@ fn broken_references_export_without_panicking() {
     });
     // The reader checks structure; cross-references are `verify`'s job.
     let dump = Dump::from_vec(b.to_bytes()).expect("parses");
-    let model = HeapModel::build(dump.view(), |_| anyhow::bail!("no stacks")).expect("model");
+    let model = HeapModel::build(dump.view(), |_: u32| -> anyhow::Result<Vec<Frame>> {
+        anyhow::bail!("no stacks")
+    })
+    .expect("model");
     let mut out = Vec::new();
-    let summary = write_hprof(
-        &model,
-        &HashMap::new(),
-        &|_| None,
-        &HprofOptions::default(),
-        &mut out,
-    )
-    .expect("export");
+    let summary = write_hprof(&model, &HprofOptions::default(), &mut out).expect("export");
     assert_eq!(summary.clamped, 1);
     let p = parse(&out);
     assert!(p.roots.contains_key("unknown"), "{:?}", p.roots);

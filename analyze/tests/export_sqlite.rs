@@ -3,7 +3,7 @@
 //! documentation says (with the `sqlite3` command; Debian package
 //! `sqlite3`); the schema in the documentation is the one written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,11 +41,8 @@ fn documented_queries() -> BTreeMap<String, String> {
 fn build_database(name: &str) -> PathBuf {
     let dump = test_dump();
     let model = HeapModel::build(dump.view(), frames_of).expect("model");
-    let frames: HashMap<u32, _> = (1..=4)
-        .map(|stack| (stack, frames_of(stack).expect("frames")))
-        .collect();
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.db"));
-    write_sqlite(&model, &frames, &path, "test.hdump").expect("write the database");
+    write_sqlite(&model, &path, "test.hdump").expect("write the database");
     path
 }
 
@@ -319,10 +316,10 @@ fn load_rate_on_a_million_objects_and_three_million_edges() {
     b.fix_totals();
     let dump = Dump::from_vec(b.to_bytes()).expect("dump");
     let start = std::time::Instant::now();
-    let model = HeapModel::build(dump.view(), |_| Ok(Vec::new())).expect("model");
+    let model = HeapModel::build(dump.view(), |_: u32| Ok(Vec::new())).expect("model");
     let model_seconds = start.elapsed().as_secs_f64();
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("load-rate.db");
-    let summary = write_sqlite(&model, &HashMap::new(), &path, "synthetic").expect("write");
+    let summary = write_sqlite(&model, &path, "synthetic").expect("write");
     let rows = summary.rows();
     println!(
         "model {model_seconds:.2} s; {rows} rows loaded in {:.2} s = {:.0} rows/s; indexes+views+ANALYZE {:.2} s; {} MB",

@@ -74,6 +74,30 @@ pub struct DotSummary {
     pub cut: usize,
 }
 
+impl super::Export for DotOptions {
+    type Summary = DotSummary;
+
+    fn name(&self) -> &'static str {
+        "DOT graph"
+    }
+
+    fn file_name(&self) -> &'static str {
+        "FILE.dot"
+    }
+
+    fn kind(&self) -> super::OutputKind {
+        super::OutputKind::Text
+    }
+
+    fn needs_graph(&self) -> bool {
+        true
+    }
+
+    fn write(&self, model: &HeapModel<'_>, out: &mut super::Output) -> Result<DotSummary> {
+        write_dot(model, self, out)
+    }
+}
+
 /// Writes the DOT graph of `model` to `out`.
 pub fn write_dot(
     model: &HeapModel<'_>,

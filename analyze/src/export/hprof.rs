@@ -37,7 +37,6 @@ use anyhow::{Context as _, Result};
 use heapdump_formats::records::{owner_kind, root_kind, thread_flags};
 
 use super::HeapModel;
-use crate::symbolize::Frame;
 
 /// Most fields one class may have (VisualVM reads the count as i16).
 pub const MAX_FIELDS: usize = 32_767;
@@ -209,24 +208,43 @@ impl<W: Write> Segments<'_, W> {
     }
 }
 
-/// Writes `model` as HPROF to `out`. `frames` holds each stack's
-/// symbolized frames (innermost first); `static_name(address)` names the
-/// static a data-segment pointer at `address` lives in
-/// (`Symbolizer::symbol_at`).
+impl super::Export for HprofOptions {
+    type Summary = HprofSummary;
+
+    fn name(&self) -> &'static str {
+        "HPROF file"
+    }
+
+    fn file_name(&self) -> &'static str {
+        "FILE.hprof"
+    }
+
+    fn kind(&self) -> super::OutputKind {
+        super::OutputKind::Binary
+    }
+
+    fn needs_graph(&self) -> bool {
+        true
+    }
+
+    fn write(&self, model: &HeapModel<'_>, out: &mut super::Output) -> Result<HprofSummary> {
+        write_hprof(model, self, out)
+    }
+}
+
+/// Writes `model` as HPROF to `out`: each stack's frames are the model's,
+/// and a data-segment pointer's static is named by
+/// [`HeapModel::symbol_at`].
 pub fn write_hprof<W: Write>(
     model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
-    static_name: &dyn Fn(u64) -> Option<String>,
     options: &HprofOptions,
     out: &mut W,
 ) -> Result<HprofSummary> {
-    write(model, frames, static_name, options, out).context("cannot write the HPROF file")
+    write(model, options, out).context("cannot write the HPROF file")
 }
 
 fn write<W: Write>(
     model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
-    static_name: &dyn Fn(u64) -> Option<String>,
     options: &HprofOptions,
     out: &mut W,
 ) -> Result<HprofSummary> {
@@ -403,7 +421,9 @@ fn write<W: Write>(
             module
         };
         let address = root.address.wrapping_add(e.source_offset);
-        let field = static_name(address).unwrap_or_else(|| format!("{address:#x}"));
+        let field = model
+            .symbol_at(address)
+            .unwrap_or_else(|| format!("{address:#x}"));
         let target = allocations.get(e.target as usize).map_or(0, |a| a.address);
         let list = match holders.get_mut(&module) {
             Some(list) => list,
@@ -439,8 +459,8 @@ fn write<W: Write>(
 
     // Stack frames, one class per module for their class serials.
     let mut module_class: HashMap<String, usize> = HashMap::new();
-    type FrameKey = (u64, Option<String>, Option<String>, Option<u32>, bool);
-    let mut frame_ids: HashMap<FrameKey, u64> = HashMap::new();
+    // The model's frame ids, and the HPROF id of each frame written so far.
+    let mut frame_ids: HashMap<u32, u64> = HashMap::new();
     let mut frame_records: Vec<u8> = Vec::new();
     let mut trace_records: Vec<u8> = Vec::new();
     let mut stack_ids: Vec<u32> = model.stack_names.keys().copied().collect();
@@ -450,24 +470,18 @@ fn write<W: Write>(
     // so frames record the class index and are patched below.
     let mut pending_frames: Vec<(u64, u64, u64, usize, i32)> = Vec::new();
     for &stack in &stack_ids {
-        let list = frames.get(&stack).map(Vec::as_slice).unwrap_or_default();
+        let list = model.stack_frames(stack);
         let mut body = Vec::with_capacity(12 + 8 * list.len());
         put_u32(&mut body, stack.wrapping_add(1));
         put_u32(&mut body, 0);
         put_u32(&mut body, list.len() as u32);
-        for frame in list {
-            let key = (
-                frame.pc,
-                frame.function.clone(),
-                frame.file.clone(),
-                frame.line,
-                frame.inlined,
-            );
-            let id = match frame_ids.get(&key) {
+        for &frame_id in list {
+            let id = match frame_ids.get(&frame_id) {
                 Some(&id) => id,
                 None => {
+                    let frame = &model.frames()[frame_id as usize];
                     let id = synthetic();
-                    frame_ids.insert(key, id);
+                    frame_ids.insert(frame_id, id);
                     let module = frame
                         .module
                         .as_deref()

@@ -1,39 +1,93 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
-//! ([`dot`]), SQLite ([`sqlite`]) and Java HPROF ([`hprof`]). All work
-//! from one [`HeapModel`]: the dump, every allocation's name (recovered
-//! type or site), its leak class, and its out-edges, computed once.
+//! ([`dot`]), SQLite ([`sqlite`]), Java HPROF ([`hprof`]), SVG flame
+//! graphs ([`flamegraph`]) and pprof profiles ([`pprof`]). All read one
+//! [`HeapModel`] (the dump, its graph and analysis, every allocation's name,
+//! the symbolized frames of every stack, and the symbols and field layouts
+//! of the program), and all are an [`Export`], written to a file or stdout
+//! by [`write_export`].
 //!
 //! ```no_run
-//! use heapdump_analyze::export::{HeapModel, dot};
+//! use heapdump_analyze::export::{Destination, HeapModel, dot, write_export};
 //! use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 //!
 //! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
 //! let view = dump.view();
-//! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
-//! let stacks = view.clone();
-//! let model = HeapModel::build(view, |stack| symbolizer.symbolize_stack(&stacks, stack))?;
-//! let mut out = Vec::new();
-//! dot::write_dot(&model, &dot::DotOptions::default(), &mut out)?;
+//! let symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
+//! let model = HeapModel::build(view, symbolizer)?;
+//! let to = Destination::File("heap.dot".into());
+//! write_export(&dot::DotOptions::default(), &model, &to)?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use anyhow::Context as _;
 use std::collections::HashMap;
 
+use anyhow::bail;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, root_kind};
 
-use crate::dominators::{Dominator, DominatorTree};
+use crate::dominators::Dominator;
 use crate::fields::FieldIndex;
-use crate::heap_report::HeapAnalysis;
-use crate::leaks::{Heuristics, LeakAnalysis, LeakClass};
-use crate::site::Site;
+use crate::heap_report::{HeapAnalysis, StackFrames};
+use crate::leaks::{Heuristics, LeakClass};
+use crate::site::{Site, is_runtime_entry, trim_allocator_frames};
 use crate::symbolize::Frame;
 use crate::types::{AllocationName, TypeName, site_label};
 
 pub mod dot;
+pub mod flamegraph;
 pub mod hprof;
+mod output;
+pub mod pprof;
 pub mod sqlite;
+
+pub use output::{Destination, Output, OutputKind};
+
+/// One output format over a [`HeapModel`]: the options of one export. A
+/// stream format writes to [`Output`] as an `io::Write`; a format that
+/// needs a file of its own (SQLite) writes to [`Output::file_path`].
+pub trait Export {
+    /// What the export reports back (counts for the note on stderr).
+    type Summary;
+
+    /// What is written, for messages: `DOT graph`, `HPROF file`.
+    fn name(&self) -> &'static str;
+
+    /// A file name for the messages that ask for `-o` (`FILE.hprof`).
+    fn file_name(&self) -> &'static str;
+
+    /// Whether the output is text, binary (never written to a terminal),
+    /// or a file that cannot be streamed.
+    fn kind(&self) -> OutputKind;
+
+    /// Whether the export reads the heap graph (roots, pointers, leak
+    /// classes, dominators): those need a dump with a scan.
+    fn needs_graph(&self) -> bool;
+
+    /// Writes `model`. Called by [`write_export`], which opens and
+    /// finishes `out`.
+    fn write(&self, model: &HeapModel<'_>, out: &mut Output) -> anyhow::Result<Self::Summary>;
+}
+
+/// Writes `export` of `model` to `to`: a file is written under a temporary
+/// name beside it and renamed into place when complete (a failed export
+/// leaves nothing under the requested name); stdout is refused for a
+/// binary format when it is a terminal, and for a file-only format.
+pub fn write_export<E: Export>(
+    export: &E,
+    model: &HeapModel<'_>,
+    to: &Destination,
+) -> anyhow::Result<E::Summary> {
+    if export.needs_graph() && model.analysis.is_none() {
+        bail!(
+            "the {} needs the heap graph, and the model was built without it",
+            export.name()
+        );
+    }
+    let mut out = Output::create(to, export)?;
+    let summary = export.write(model, &mut out).map_err(|e| out.fail(e))?;
+    out.finish()?;
+    Ok(summary)
+}
 
 /// One distinct type label (a recovered type, or `alloc@site` for
 /// allocations no constructor frame names).
@@ -56,9 +110,42 @@ pub struct SiteEntry {
     pub site: Site,
 }
 
+/// What identifies a distinct frame: its return address and what
+/// symbolizing it gave (one address yields several inlined frames).
+type FrameKey = (u64, Option<String>, Option<String>, Option<u32>, bool);
+
+/// What to build besides names and frames.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelOptions {
+    /// Build the heap graph, leak classes and dominator tree (needs a dump
+    /// with a scan; takes seconds on millions of blocks). Exports by
+    /// allocation stack alone (flame graph, pprof) do without.
+    pub graph: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions { graph: true }
+    }
+}
+
+/// The graph side of the model: the analysis `leaks` and `top --retained`
+/// run, and the dump's edge record behind each graph edge (the graph keeps
+/// targets only; exports also show the pointers' offsets).
+#[derive(Debug)]
+struct Analyzed {
+    analysis: HeapAnalysis,
+    /// `edge_records[slot]`: the index in the dump's `Edges` of the
+    /// graph's out-edge `slot`.
+    edge_records: Vec<u32>,
+}
+
 /// The analyzed heap every export reads. Indexes of allocations, roots and
 /// edges are the dump's.
-#[derive(Debug)]
+///
+/// Building it symbolizes every distinct stack once and, by default,
+/// builds the heap graph with its leak classes and dominator tree: seconds
+/// for a dump of millions of blocks.
 pub struct HeapModel<'a> {
     view: DumpView<'a>,
     /// Distinct type labels; `alloc_type` indexes them.
@@ -71,41 +158,117 @@ pub struct HeapModel<'a> {
     pub alloc_site: Vec<u32>,
     /// Per stack id that some allocation uses: (type index, site index).
     pub stack_names: HashMap<u32, (u32, u32)>,
-    leaks: LeakAnalysis,
-    /// The dominator tree, for retained sizes and immediate dominators.
-    dominators: DominatorTree,
-    /// `out_edges[out_start[n] .. out_start[n + 1]]` are the indexes (in
-    /// the dump's `Edges`) of allocation `n`'s valid out-edges.
-    out_start: Vec<u32>,
-    out_edges: Vec<u32>,
-    /// Indexes of valid root edges, in dump order.
-    root_edges: Vec<u32>,
-    /// Edges whose source or target index is out of range (the dump
-    /// breaks a format rule; `heapdump verify` says which).
-    pub skipped_edges: u64,
+    /// Distinct symbolized frames; [`HeapModel::stack_frames`] indexes them.
+    frames: Vec<Frame>,
+    /// Per stack id: its frames, innermost first, as indexes in `frames`.
+    /// Stacks that could not be read have none.
+    stack_frames: HashMap<u32, Vec<u32>>,
+    analysis: Option<Analyzed>,
+    /// Where names came from: also names statics and fields.
+    names: Box<dyn StackFrames + 'a>,
+    /// Struct layouts given with [`HeapModel::set_fields`].
+    fields: Option<FieldIndex>,
     /// Problems that did not stop the export, one sentence each.
     pub warnings: Vec<String>,
-    /// Struct layouts from the program's DWARF, for field names.
-    fields: Option<FieldIndex>,
+}
+
+impl std::fmt::Debug for HeapModel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeapModel")
+            .field("allocations", &self.alloc_type.len())
+            .field("types", &self.types.len())
+            .field("sites", &self.sites.len())
+            .field("frames", &self.frames.len())
+            .field("graph", &self.analysis.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> HeapModel<'a> {
-    /// Builds the model. `frames_of(stack_id)` symbolizes one stack
-    /// (innermost first); it is called once per distinct stack id, and a
-    /// stack it cannot symbolize is named `<unknown>` with a warning.
+    /// Builds the whole model (names, frames, graph and analysis).
+    /// `names` symbolizes stacks (innermost first): a
+    /// [`Symbolizer`](crate::symbolize::Symbolizer), a
+    /// [`TypedFrames`](crate::heap_report::TypedFrames), or a closure
+    /// `FnMut(u32) -> anyhow::Result<Vec<Frame>>`. It is asked once per
+    /// distinct stack id; a stack it cannot symbolize is named `<unknown>`
+    /// with a warning. Fails for a dump without a scan.
     pub fn build(
         view: DumpView<'a>,
-        mut frames_of: impl FnMut(u32) -> anyhow::Result<Vec<Frame>>,
+        names: impl StackFrames + 'a,
     ) -> anyhow::Result<HeapModel<'a>> {
-        let allocations = view.allocations();
-        let n = allocations.len();
+        Self::build_with(view, names, &ModelOptions::default())
+    }
+
+    /// [`build`](Self::build), with the graph only if `options` asks.
+    pub fn build_with(
+        view: DumpView<'a>,
+        names: impl StackFrames + 'a,
+        options: &ModelOptions,
+    ) -> anyhow::Result<HeapModel<'a>> {
+        let mut names: Box<dyn StackFrames + 'a> = Box::new(names);
+        let n = view.allocations().len();
         // The same analysis `leaks` and `top --retained` run (and the same
         // refusal of a dump without a scan, where every block would look
-        // lost); the graph itself is not kept.
-        let HeapAnalysis {
-            leaks, dominators, ..
-        } = HeapAnalysis::new(&view, &Heuristics::default(), true)?;
-        let dominators = dominators.context("the dominator tree was not computed")?;
+        // lost).
+        let analysis = if options.graph {
+            let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true)?;
+            if analysis.dominators.is_none() {
+                bail!("the dominator tree was not computed");
+            }
+            let edge_records = analysis.graph.edge_records(&view);
+            Some(Analyzed {
+                analysis,
+                edge_records,
+            })
+        } else {
+            None
+        };
+
+        // Stacks in id order, so frame ids do not depend on where blocks are.
+        let mut stack_ids: Vec<u32> = view.allocations().iter().map(|a| a.stack).collect();
+        stack_ids.sort_unstable();
+        stack_ids.dedup();
+        let mut frames: Vec<Frame> = Vec::new();
+        // Keyed by the whole frame: every stack through the same return
+        // address shares its frames.
+        let mut frame_ids: HashMap<FrameKey, u32> = HashMap::new();
+        let mut stack_frames: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut stack_name: HashMap<u32, AllocationName> = HashMap::new();
+        let mut unsymbolized = 0u64;
+        for &stack in &stack_ids {
+            let symbolized = if stack == 0 {
+                Vec::new()
+            } else {
+                match names.stack_frames(&view, stack) {
+                    Ok(symbolized) => {
+                        let ids = symbolized
+                            .iter()
+                            .map(|frame| {
+                                let next = frames.len() as u32;
+                                let key = (
+                                    frame.pc,
+                                    frame.function.clone(),
+                                    frame.file.clone(),
+                                    frame.line,
+                                    frame.inlined,
+                                );
+                                *frame_ids.entry(key).or_insert_with(|| {
+                                    frames.push(frame.clone());
+                                    next
+                                })
+                            })
+                            .collect();
+                        stack_frames.insert(stack, ids);
+                        symbolized
+                    }
+                    Err(_) => {
+                        unsymbolized += 1;
+                        Vec::new()
+                    }
+                }
+            };
+            stack_name.insert(stack, AllocationName::of_stack(&symbolized));
+        }
 
         let mut model = HeapModel {
             view,
@@ -114,34 +277,22 @@ impl<'a> HeapModel<'a> {
             alloc_type: Vec::with_capacity(n),
             alloc_site: Vec::with_capacity(n),
             stack_names: HashMap::new(),
-            leaks,
-            dominators,
-            out_start: Vec::new(),
-            out_edges: Vec::new(),
-            root_edges: Vec::new(),
-            skipped_edges: 0,
-            warnings: Vec::new(),
+            frames,
+            stack_frames,
+            analysis,
+            names,
             fields: None,
+            warnings: Vec::new(),
         };
+        // Type and site ids in address order of their first block.
         let mut type_ids: HashMap<String, u32> = HashMap::new();
         let mut site_ids: HashMap<String, u32> = HashMap::new();
-        let mut unsymbolized = 0u64;
-        for allocation in allocations.iter() {
+        for allocation in model.view.allocations().iter() {
             let stack = allocation.stack;
             let ids = match model.stack_names.get(&stack) {
                 Some(&ids) => ids,
                 None => {
-                    let name = if stack == 0 {
-                        AllocationName::of_stack(&[])
-                    } else {
-                        match frames_of(stack) {
-                            Ok(frames) => AllocationName::of_stack(&frames),
-                            Err(_) => {
-                                unsymbolized += 1;
-                                AllocationName::of_stack(&[])
-                            }
-                        }
-                    };
+                    let name = &stack_name[&stack];
                     let label = name.type_label();
                     let next = model.types.len() as u32;
                     let type_id = *type_ids.entry(label.clone()).or_insert_with(|| {
@@ -173,61 +324,14 @@ impl<'a> HeapModel<'a> {
                 "{unsymbolized} stacks could not be read (run `heapdump verify`); their allocations are named alloc@<unknown>"
             ));
         }
-        model.index_edges();
+        if let Some(analyzed) = &model.analysis {
+            model.warnings.extend(analyzed.analysis.warnings());
+        }
         Ok(model)
     }
 
-    /// Builds the out-edge rows by counting, so the result does not depend
-    /// on the dump keeping its edges sorted.
-    fn index_edges(&mut self) {
-        let n = self.alloc_type.len();
-        let roots = self.view.roots().len();
-        let edges = self.view.edges();
-        let mut counts = vec![0u32; n + 1];
-        for (i, edge) in edges.iter().enumerate() {
-            let from_root = edge.flags & edge_flags::FROM_ROOT != 0;
-            let source_ok = if from_root {
-                (edge.source as usize) < roots
-            } else {
-                (edge.source as usize) < n
-            };
-            if !source_ok || edge.target as usize >= n {
-                self.skipped_edges += 1;
-                continue;
-            }
-            if from_root {
-                self.root_edges.push(i as u32);
-            } else {
-                counts[edge.source as usize + 1] += 1;
-            }
-        }
-        for i in 1..counts.len() {
-            counts[i] += counts[i - 1];
-        }
-        let mut fill = counts.clone();
-        self.out_edges = vec![0; counts[n] as usize];
-        for (i, edge) in edges.iter().enumerate() {
-            if edge.flags & edge_flags::FROM_ROOT != 0
-                || edge.source as usize >= n
-                || edge.target as usize >= n
-            {
-                continue;
-            }
-            let slot = &mut fill[edge.source as usize];
-            self.out_edges[*slot as usize] = i as u32;
-            *slot += 1;
-        }
-        self.out_start = counts;
-        if self.skipped_edges > 0 {
-            self.warnings.push(format!(
-                "{} edges name an allocation or root that does not exist and were left out (run `heapdump verify`)",
-                self.skipped_edges
-            ));
-        }
-    }
-
     /// Uses `fields` (the program's struct layouts) to name the fields
-    /// pointers are in.
+    /// pointers are in, instead of asking the names source.
     pub fn set_fields(&mut self, fields: FieldIndex) {
         self.fields = Some(fields);
     }
@@ -236,11 +340,20 @@ impl<'a> HeapModel<'a> {
     /// `[3].next`), when its type was recovered and the program's DWARF
     /// has its layout.
     pub fn field_label(&self, node: u32, offset: u64) -> Option<String> {
-        let fields = self.fields.as_ref()?;
         let ty = self
             .types
             .get(*self.alloc_type.get(node as usize)? as usize)?;
-        fields.field_of(ty.name.as_ref()?, offset)
+        let ty = ty.name.as_ref()?;
+        match &self.fields {
+            Some(fields) => fields.field_of(ty, offset),
+            None => self.names.field_of(ty, offset),
+        }
+    }
+
+    /// The symbol (`app::CACHE+0x8`) at `address`, for naming the static a
+    /// root pointer is in; `None` when the names source has no symbols.
+    pub fn symbol_at(&self, address: u64) -> Option<String> {
+        self.names.symbol_at(address)
     }
 
     /// The dump.
@@ -251,6 +364,36 @@ impl<'a> HeapModel<'a> {
     /// Number of allocations.
     pub fn node_count(&self) -> usize {
         self.alloc_type.len()
+    }
+
+    /// Every distinct symbolized frame; ids in [`stack_frames`](Self::stack_frames) index it.
+    pub fn frames(&self) -> &[Frame] {
+        &self.frames
+    }
+
+    /// The frames of stack `stack`, innermost first, as indexes in
+    /// [`frames`](Self::frames); empty for stack 0 and unreadable stacks.
+    pub fn stack_frames(&self, stack: u32) -> &[u32] {
+        self.stack_frames.get(&stack).map_or(&[], Vec::as_slice)
+    }
+
+    /// The frames of `stack` that profiles show, outermost last: allocator
+    /// and tracker frames trimmed as `top` trims them, and nothing beyond
+    /// the runtime's entry frame (the same for every allocation). Indexes
+    /// in [`frames`](Self::frames).
+    pub fn profile_frames(&self, stack: u32) -> Vec<u32> {
+        let ids = self.stack_frames(stack);
+        let symbolized: Vec<Frame> = ids
+            .iter()
+            .map(|&i| self.frames[i as usize].clone())
+            .collect();
+        let trimmed = trim_allocator_frames(&symbolized);
+        let skip = symbolized.len() - trimmed.len();
+        let keep = trimmed
+            .iter()
+            .take_while(|frame| !is_runtime_entry(frame))
+            .count();
+        ids[skip..skip + keep].to_vec()
     }
 
     /// The type label of allocation `node`.
@@ -269,23 +412,60 @@ impl<'a> HeapModel<'a> {
             .map_or("<unknown>", |s| s.label.as_str())
     }
 
+    /// Whether the model has the heap graph and its analysis.
+    pub fn has_graph(&self) -> bool {
+        self.analysis.is_some()
+    }
+
+    /// The heap graph, leak classes and dominators, if built.
+    pub fn analysis(&self) -> Option<&HeapAnalysis> {
+        self.analysis.as_ref().map(|a| &a.analysis)
+    }
+
+    /// The graph side; the graph accessors below are only called by
+    /// exports whose [`Export::needs_graph`] made [`write_export`] check it.
+    fn analyzed(&self) -> &Analyzed {
+        self.analysis
+            .as_ref()
+            .expect("graph accessors need a model built with ModelOptions::graph")
+    }
+
+    /// Edges the graph left out because the dump breaks a format rule
+    /// (`heapdump verify` says which).
+    pub fn skipped_edges(&self) -> u64 {
+        self.analysis
+            .as_ref()
+            .map_or(0, |a| a.analysis.graph.skipped_edges())
+    }
+
     /// The leak class of allocation `node` (memcheck's classes, with the
     /// default Rust heuristics of `heapdump leaks`).
+    ///
+    /// # Panics
+    /// If the model was built without the graph (so are the accessors below).
     pub fn leak_class(&self, node: u32) -> LeakClass {
-        self.leaks.class(node)
+        self.analyzed().analysis.leaks.class(node)
     }
 
     /// Bytes freed if `node` were freed: its own size plus everything only
     /// it keeps alive (its subtree in the dominator tree).
     pub fn retained(&self, node: u32) -> u64 {
-        self.dominators.retained(node)
+        self.dominator_tree().retained(node)
+    }
+
+    fn dominator_tree(&self) -> &crate::dominators::DominatorTree {
+        self.analyzed()
+            .analysis
+            .dominators
+            .as_ref()
+            .expect("built with its dominator tree")
     }
 
     /// The block every path from the roots to `node` goes through last;
     /// `None` when the roots themselves are its dominator or it is
     /// unreachable.
     pub fn dominator(&self, node: u32) -> Option<u32> {
-        match self.dominators.idom(node) {
+        match self.dominator_tree().idom(node) {
             Dominator::Node(d) => Some(d),
             Dominator::SuperRoot | Dominator::Unreachable => None,
         }
@@ -302,13 +482,12 @@ impl<'a> HeapModel<'a> {
     /// The valid out-edges of allocation `node`, by source offset when the
     /// dump is sorted.
     pub fn out_edges(&self, node: u32) -> impl Iterator<Item = EdgeRecord> + '_ {
-        let n = node as usize;
-        let range = match (self.out_start.get(n), self.out_start.get(n + 1)) {
-            (Some(&a), Some(&b)) => a as usize..b as usize,
-            _ => 0..0,
-        };
+        let analyzed = self.analyzed();
+        let graph = &analyzed.analysis.graph;
+        let first = graph.out_row_start(node) as usize;
+        let count = graph.out_row(node).len();
         let edges = self.view.edges();
-        self.out_edges[range]
+        analyzed.edge_records[first..first + count]
             .iter()
             .filter_map(move |&i| edges.get(i as usize))
     }
@@ -320,10 +499,19 @@ impl<'a> HeapModel<'a> {
 
     /// Every valid edge from a root, in dump order.
     pub fn root_edges(&self) -> impl Iterator<Item = EdgeRecord> + '_ {
-        let edges = self.view.edges();
-        self.root_edges
+        self.analyzed()
+            .analysis
+            .graph
+            .root_edges()
             .iter()
-            .filter_map(move |&i| edges.get(i as usize))
+            .map(|e| EdgeRecord {
+                source: e.root,
+                target: e.target,
+                source_offset: e.source_offset,
+                target_offset: e.target_offset,
+                flags: edge_flags::FROM_ROOT,
+                reserved: 0,
+            })
     }
 
     /// Bytes in allocations whose type was recovered, and all live bytes.

@@ -5,12 +5,12 @@
 //!
 //! The load is one transaction with one prepared statement per table, and
 //! indexes are created after the rows are in (building an index once is
-//! cheaper than updating it a million times). The database is written to a
-//! temporary file beside the target and renamed into place, so a failed
-//! export never leaves a half-written database under the requested name.
+//! cheaper than updating it a million times). Through
+//! [`super::write_export`], the database is written to a temporary file
+//! beside the target and renamed into place, so a failed export never
+//! leaves a half-written database under the requested name.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
@@ -20,7 +20,7 @@ use rusqlite::{Connection, params};
 use super::{HeapModel, root_kind_name};
 use crate::leaks::LeakClass;
 use crate::sampling::StackSampling;
-use crate::symbolize::{Frame, hex};
+use crate::symbolize::hex;
 
 /// Version of the schema below; stored in `meta` as `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -199,45 +199,55 @@ fn int(value: u64) -> i64 {
     value as i64
 }
 
-/// Writes the database for `model` to `path` (replacing a file there).
-/// `frames` holds the symbolized frames of each stack id (innermost
-/// first); stacks missing from it get no `stack_frames` rows. `dump_name`
-/// is recorded in `meta`.
-pub fn write_sqlite(
-    model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
-    path: &Path,
-    dump_name: &str,
-) -> Result<SqliteSummary> {
-    let temporary = temporary_path(path);
-    let _ = std::fs::remove_file(&temporary);
-    let result = load(model, frames, &temporary, dump_name);
-    match result {
-        Ok(summary) => {
-            std::fs::rename(&temporary, path).with_context(|| {
-                format!("cannot move {} to {}", temporary.display(), path.display())
-            })?;
-            Ok(summary)
-        }
-        Err(error) => {
-            let _ = std::fs::remove_file(&temporary);
-            Err(error)
-        }
+/// Options of the SQLite export.
+#[derive(Clone, Debug, Default)]
+pub struct SqliteOptions {
+    /// The dump's name as `meta.dump_file` records it.
+    pub dump_name: String,
+}
+
+impl super::Export for SqliteOptions {
+    type Summary = SqliteSummary;
+
+    fn name(&self) -> &'static str {
+        "SQLite database"
+    }
+
+    fn file_name(&self) -> &'static str {
+        "FILE.db"
+    }
+
+    fn kind(&self) -> super::OutputKind {
+        super::OutputKind::FileOnly
+    }
+
+    fn needs_graph(&self) -> bool {
+        true
+    }
+
+    fn write(&self, model: &HeapModel<'_>, out: &mut super::Output) -> Result<SqliteSummary> {
+        let path = out
+            .file_path()
+            .context("a SQLite database is written to a file")?;
+        write_sqlite(model, path, &self.dump_name)
     }
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
+/// Writes the database for `model` to `path`, replacing a file there;
+/// `dump_name` is recorded in `meta`. Written in place: through
+/// [`super::write_export`] it goes to a temporary file beside the target,
+/// moved into place when complete.
+pub fn write_sqlite(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSummary> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", path.display()));
+        }
+        _ => {}
+    }
+    load(model, path, dump_name)
 }
 
-fn load(
-    model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
-    path: &Path,
-    dump_name: &str,
-) -> Result<SqliteSummary> {
+fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSummary> {
     let context = || format!("cannot write the database {}", path.display());
     let start = Instant::now();
     let mut db = Connection::open(path).with_context(context)?;
@@ -258,7 +268,7 @@ fn load(
     db.execute_batch(SCHEMA).with_context(context)?;
     let mut summary = SqliteSummary::default();
     let tx = db.transaction().with_context(context)?;
-    load_rows(model, frames, &tx, dump_name, &mut summary).with_context(context)?;
+    load_rows(model, &tx, dump_name, &mut summary).with_context(context)?;
     tx.commit().with_context(context)?;
     summary.load_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
@@ -272,7 +282,6 @@ fn load(
 
 fn load_rows(
     model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
     tx: &rusqlite::Transaction<'_>,
     dump_name: &str,
     summary: &mut SqliteSummary,
@@ -304,7 +313,7 @@ fn load_rows(
                 "stack_sample_interval",
                 process.stack_sample_interval.to_string(),
             ),
-            ("skipped_edges", model.skipped_edges.to_string()),
+            ("skipped_edges", model.skipped_edges().to_string()),
         ];
         for (key, value) in &meta {
             insert.execute(params![key, value])?;
@@ -372,7 +381,7 @@ fn load_rows(
         }
         summary.tables.push(("sites", model.sites.len() as u64));
     }
-    load_stacks(model, frames, tx, summary)?;
+    load_stacks(model, tx, summary)?;
     {
         let mut insert = tx.prepare(
             "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class, retained, dominator, stack_weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
@@ -462,7 +471,6 @@ fn load_rows(
 /// `stacks`, `frames` and `stack_frames`.
 fn load_stacks(
     model: &HeapModel<'_>,
-    frames: &HashMap<u32, Vec<Frame>>,
     tx: &rusqlite::Transaction<'_>,
     summary: &mut SqliteSummary,
 ) -> rusqlite::Result<()> {
@@ -480,10 +488,18 @@ fn load_stacks(
     )?;
     let mut insert_link =
         tx.prepare("INSERT INTO stack_frames (stack_id, position, frame_id) VALUES (?1, ?2, ?3)")?;
-    // Keyed by the whole frame: every stack through the same return
-    // address shares its rows.
-    type FrameKey = (u64, Option<String>, Option<String>, Option<u32>, bool);
-    let mut frame_ids: HashMap<FrameKey, i64> = HashMap::new();
+    for (id, frame) in model.frames().iter().enumerate() {
+        insert_frame.execute(params![
+            id as i64,
+            int(frame.pc),
+            frame.function,
+            frame.file,
+            frame.line,
+            frame.inlined,
+            frame.module,
+            frame.module_offset.map(int),
+        ])?;
+    }
     let (mut stack_rows, mut link_rows) = (0u64, 0u64);
     for &(stack, (type_id, site_id)) in &stack_ids {
         let truncated = view
@@ -492,37 +508,13 @@ fn load_stacks(
             .is_some_and(|s| s.flags & stack_flags::TRUNCATED != 0);
         insert_stack.execute(params![stack, type_id, site_id, truncated])?;
         stack_rows += 1;
-        let Some(stack_frames) = frames.get(&stack) else {
-            continue;
-        };
-        for (position, frame) in stack_frames.iter().enumerate() {
-            let key = (
-                frame.pc,
-                frame.function.clone(),
-                frame.file.clone(),
-                frame.line,
-                frame.inlined,
-            );
-            let next = frame_ids.len() as i64;
-            let id = *frame_ids.entry(key).or_insert(next);
-            if id == next {
-                insert_frame.execute(params![
-                    id,
-                    int(frame.pc),
-                    frame.function,
-                    frame.file,
-                    frame.line,
-                    frame.inlined,
-                    frame.module,
-                    frame.module_offset.map(int),
-                ])?;
-            }
-            insert_link.execute(params![stack, position as i64, id])?;
+        for (position, &frame_id) in model.stack_frames(stack).iter().enumerate() {
+            insert_link.execute(params![stack, position as i64, frame_id])?;
             link_rows += 1;
         }
     }
     summary.tables.push(("stacks", stack_rows));
-    summary.tables.push(("frames", frame_ids.len() as u64));
+    summary.tables.push(("frames", model.frames().len() as u64));
     summary.tables.push(("stack_frames", link_rows));
     Ok(())
 }
