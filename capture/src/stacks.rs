@@ -142,8 +142,6 @@ struct Frame {
     return_address: usize,
     /// Where `next` was read; 0 when it was not read.
     fp_slot: usize,
-    /// Found by a rule other than the frame-pointer one (from CFI).
-    by_cfi: bool,
 }
 
 impl Frame {
@@ -157,20 +155,22 @@ impl Frame {
         // SAFETY: per the contract, both words were checked to lie inside
         // this thread's stack when they were read. These loads do not
         // depend on each other, unlike the walk's.
-        unsafe {
-            let mut differ = read_word(self.cfa - size_of::<usize>()) ^ self.return_address;
-            if self.fp_slot != 0 {
-                differ |= read_word(self.fp_slot) ^ self.next;
-            }
-            differ
-        }
+        // Without a slot, the return address is read twice instead: no
+        // branch in the loops over remembered frames.
+        let return_at = self.cfa - size_of::<usize>();
+        let (slot, expected) = match self.fp_slot {
+            0 => (return_at, self.return_address),
+            slot => (slot, self.next),
+        };
+        unsafe { (read_word(return_at) ^ self.return_address) | (read_word(slot) ^ expected) }
     }
 }
 
 /// What one step of the walk found.
 enum Step {
-    /// The caller's frame.
-    Frame(Frame),
+    /// The caller's frame, and whether its rule was other than the
+    /// frame-pointer one (from CFI).
+    Frame(Frame, bool),
     /// A return address of zero, read at this address: the stack's end, as
     /// thread entry points leave it.
     ZeroReturn(usize),
@@ -206,6 +206,8 @@ pub struct Walker {
     chained: [u64; MAX_DEPTH],
     /// Outer frames the last walk took over from the one before.
     reused: usize,
+    /// Unwind rules of the code this thread's walks went through lately.
+    rules: unwind::RecentRules,
     /// The lowest position where the next walk first tries to rejoin: the
     /// frames below where the last walk rejoined were new then and likely
     /// change again, and a failed check costs a pass over the frames
@@ -235,9 +237,16 @@ unsafe fn read_word(at: usize) -> usize {
 /// walk's own address). Every word is read only after it is checked to lie
 /// in `[floor, high)`, aligned, with the caller's frame above this one.
 #[inline(always)]
-fn step(code: usize, sp: usize, fp: usize, floor: usize, high: usize) -> Step {
+fn step(
+    rules: &mut unwind::RecentRules,
+    code: usize,
+    sp: usize,
+    fp: usize,
+    floor: usize,
+    high: usize,
+) -> Step {
     const WORD: usize = size_of::<usize>();
-    let rule = unwind::rule_for(code);
+    let rule = rules.rule_for(code);
     let Some(cfa) = rule.cfa(sp, fp) else {
         return Step::End;
     };
@@ -267,13 +276,15 @@ fn step(code: usize, sp: usize, fp: usize, floor: usize, high: usize) -> Step {
             (unsafe { read_word(slot) }, slot)
         }
     };
-    Step::Frame(Frame {
-        cfa,
-        next,
-        return_address,
-        fp_slot,
-        by_cfi: rule != unwind::Rule::FRAME_POINTER,
-    })
+    Step::Frame(
+        Frame {
+            cfa,
+            next,
+            return_address,
+            fp_slot,
+        },
+        rule != unwind::Rule::FRAME_POINTER,
+    )
 }
 
 impl Walker {
@@ -288,12 +299,12 @@ impl Walker {
                 next: 0,
                 return_address: 0,
                 fp_slot: 0,
-                by_cfi: false,
             }; MAX_DEPTH],
             pcs: [0; MAX_DEPTH],
             by_cfi: 0,
             chained: [0; MAX_DEPTH],
             reused: 0,
+            rules: unwind::RecentRules::new(),
             rejoin_hint: 0,
             walks: 0,
         }
@@ -399,14 +410,16 @@ impl Walker {
         let mut rejoin_from = None;
         let mut fresh = [const { MaybeUninit::<Frame>::uninit() }; MAX_DEPTH];
         let mut count = 0;
+        // Bit `i`: `fresh[i]` was found through CFI.
+        let mut fresh_by_cfi = 0u64;
         let mut zero_return_at = 0;
         let mut rejoined = false;
         // The step after the last frame taken, when the walk stops at
         // `MAX_DEPTH`: whether frames were left decides `truncated`.
         let mut beyond = false;
         loop {
-            let frame = match step(code, sp, fp, floor, high) {
-                Step::Frame(frame) => frame,
+            let (frame, by_cfi) = match step(&mut self.rules, code, sp, fp, floor, high) {
+                Step::Frame(frame, by_cfi) => (frame, by_cfi),
                 Step::ZeroReturn(at) => {
                     zero_return_at = at;
                     break;
@@ -445,6 +458,7 @@ impl Walker {
                 }
             }
             fresh[count].write(frame);
+            fresh_by_cfi |= u64::from(by_cfi) << count;
             count += 1;
             code = frame.return_address - 1;
             sp = frame.cfa;
@@ -469,7 +483,8 @@ impl Walker {
             let position = base + index;
             chained = chain(chained, frame.return_address as u64);
             self.frames[position] = frame;
-            self.by_cfi = self.by_cfi & !(1 << position) | u64::from(frame.by_cfi) << position;
+            let by_cfi = fresh_by_cfi >> index & 1;
+            self.by_cfi = self.by_cfi & !(1 << position) | by_cfi << position;
             self.pcs[position] = frame.return_address as u64;
             self.chained[position] = chained;
         }

@@ -67,7 +67,9 @@ impl Rule {
         if !fits {
             return None;
         }
-        Some(Rule(words | if from_fp { FP_BASE } else { 0 } | slot << SLOT_SHIFT))
+        Some(Rule(
+            words | if from_fp { FP_BASE } else { 0 } | slot << SLOT_SHIFT,
+        ))
     }
 
     /// The canonical frame address of a frame with these registers; `None`
@@ -123,6 +125,36 @@ pub fn rule_for(address: usize) -> Rule {
         );
     }
     rule
+}
+
+/// Entries of each thread's own rule cache (a power of two).
+const RECENT_RULES: usize = 64;
+
+/// A thread's small cache in front of the shared one, in the thread's
+/// walker: the few code addresses a thread's walks go through again and
+/// again stay in its L1 cache, where the shared table's entries are spread
+/// over 256 KiB. Same entries as the shared cache.
+pub struct RecentRules([u64; RECENT_RULES]);
+
+impl RecentRules {
+    pub const fn new() -> RecentRules {
+        RecentRules([0; RECENT_RULES])
+    }
+
+    /// [`rule_for`], through this cache.
+    #[inline(always)]
+    pub fn rule_for(&mut self, address: usize) -> Rule {
+        let mixed = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.0[(mixed >> (u64::BITS - RECENT_RULES.trailing_zeros())) as usize];
+        if *slot >> Rule::BITS == address as u64 && *slot != 0 {
+            return Rule((*slot & ((1 << Rule::BITS) - 1)) as u32);
+        }
+        let rule = rule_for(address);
+        if address < MAX_CACHED_ADDRESS {
+            *slot = (address as u64) << Rule::BITS | u64::from(rule.0);
+        }
+        rule
+    }
 }
 
 #[inline(always)]
