@@ -152,9 +152,6 @@ impl Frame {
     /// bounds have not changed since.
     #[inline(always)]
     unsafe fn differs(&self) -> usize {
-        // SAFETY: per the contract, both words were checked to lie inside
-        // this thread's stack when they were read. These loads do not
-        // depend on each other, unlike the walk's.
         // Without a slot, the return address is read twice instead: no
         // branch in the loops over remembered frames.
         let return_at = self.cfa - size_of::<usize>();
@@ -162,6 +159,9 @@ impl Frame {
             0 => (return_at, self.return_address),
             slot => (slot, self.next),
         };
+        // SAFETY: per the contract, both words were checked to lie inside
+        // this thread's stack when they were read. These loads do not
+        // depend on each other, unlike the walk's.
         unsafe { (read_word(return_at) ^ self.return_address) | (read_word(slot) ^ expected) }
     }
 }
