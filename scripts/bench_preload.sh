@@ -7,44 +7,72 @@
 # (no frame pointers: heapdump's stacks come from CFI), and `-fp` with
 # frame pointers (compared with its own plain run).
 #
-#   bash scripts/bench_preload.sh [ROUNDS] [STEPS]
+# With --real, the program is Debian's sqlite3 instead (no frame pointers),
+# running a script that fills, indexes and queries a table of STEPS rows
+# in memory (default 200000).
+#
+#   bash scripts/bench_preload.sh [--real] [ROUNDS] [STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+real=false
+if [ "${1:-}" = --real ]; then
+  real=true
+  shift
+fi
 rounds=${1:-7}
-steps=${2:-4000000}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet -p heapdump-analyze
-gcc -O2 -o "$work/churn" examples/c/alloc_churn.c
-gcc -O2 -fno-omit-frame-pointer -o "$work/churn-fp" examples/c/alloc_churn.c
 heapdump=target/release/heapdump
-tools=(plain heapdump)
-command -v heaptrack >/dev/null && tools+=(heaptrack)
-tools+=(plain-fp heapdump-fp)
+if $real; then
+  steps=${2:-200000}
+  cat >"$work/script.sql" <<SQL
+CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, value REAL);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $steps)
+INSERT INTO t SELECT i, hex(randomblob(8 + i % 24)), i * 0.5 FROM n;
+CREATE INDEX t_name ON t(name);
+SELECT count(*), sum(length(name)) FROM t GROUP BY id % 97 ORDER BY 2 DESC LIMIT 3;
+SQL
+  program=(sqlite3 :memory:)
+  tools=(plain heapdump)
+  command -v heaptrack >/dev/null && tools+=(heaptrack)
+else
+  steps=${2:-4000000}
+  gcc -O2 -o "$work/churn" examples/c/alloc_churn.c
+  gcc -O2 -fno-omit-frame-pointer -o "$work/churn-fp" examples/c/alloc_churn.c
+  program=("$work/churn" "$steps")
+  tools=(plain heapdump)
+  command -v heaptrack >/dev/null && tools+=(heaptrack)
+  tools+=(plain-fp heapdump-fp)
+fi
 
 run() {
+  local fp=("$work/churn-fp" "$steps")
   case "$1" in
-    plain) "$work/churn" "$steps" ;;
-    heapdump) "$heapdump" run --dir "$work/dumps" -- "$work/churn" "$steps" ;;
-    plain-fp) "$work/churn-fp" "$steps" ;;
-    heapdump-fp) "$heapdump" run --dir "$work/dumps" -- "$work/churn-fp" "$steps" ;;
-    heaptrack) heaptrack -o "$work/heaptrack" "$work/churn" "$steps" ;;
-  esac >/dev/null 2>&1
+    plain) "${program[@]}" ;;
+    heapdump) "$heapdump" run --dir "$work/dumps" -- "${program[@]}" ;;
+    plain-fp) "${fp[@]}" ;;
+    heapdump-fp) "$heapdump" run --dir "$work/dumps" -- "${fp[@]}" ;;
+    heaptrack) heaptrack -o "$work/heaptrack" "${program[@]}" ;;
+  esac
 }
 
 for ((round = 1; round <= rounds; round++)); do
   for tool in "${tools[@]}"; do
     rm -rf "$work/dumps" "$work"/heaptrack*
-    # %e wall seconds, %U user seconds (the program's and its children's).
-    /usr/bin/time -f "$tool %e %U" -o "$work/time" bash -c "$(declare -f run); work=$work steps=$steps heapdump=$heapdump run $tool"
-    cat "$work/time" | tee -a "$work/all"
+    # Wall seconds and user seconds (the program's and its children's).
+    if $real; then exec <"$work/script.sql"; fi
+    TIMEFORMAT="$tool %R %U"
+    { time run "$tool" >/dev/null 2>&1; } 2>>"$work/all"
+    tail -1 "$work/all"
   done
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-# ns_per_alloc: the wall time added per allocation (and its free).
-printf '%-12s %8s %8s %11s %11s %13s\n' tool wall_s user_s wall_ratio user_ratio ns_per_alloc
+# ns_per_step: the wall time added per step (an allocation and its free of
+# alloc_churn; a row of the sqlite3 script).
+printf '%-12s %8s %8s %11s %11s %12s\n' tool wall_s user_s wall_ratio user_ratio ns_per_step
 base_wall=$(awk '$1=="plain"{print $2}' "$work/all" | median)
 base_user=$(awk '$1=="plain"{print $3}' "$work/all" | median)
 for tool in "${tools[@]}"; do
@@ -53,7 +81,7 @@ for tool in "${tools[@]}"; do
   if [ "$tool" = plain-fp ]; then
     base_wall=$wall base_user=$user
   fi
-  printf '%-12s %8s %8s %11.2f %11.2f %13.0f\n' "$tool" "$wall" "$user" \
+  printf '%-12s %8s %8s %11.2f %11.2f %12.0f\n' "$tool" "$wall" "$user" \
     "$(echo "$wall / $base_wall" | bc -l)" "$(echo "$user / $base_user" | bc -l)" \
     "$(echo "($wall - $base_wall) * 1000000000 / $steps" | bc -l)"
 done
