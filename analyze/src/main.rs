@@ -316,6 +316,8 @@ enum Command {
     Toflamegraph(cli_export::ToflamegraphArgs),
     /// Live memory by allocation stack as a gzipped pprof profile (go tool pprof, Pyroscope, speedscope).
     Topprof(cli_export::TopprofArgs),
+    /// The heap as a Chrome DevTools heap snapshot (Memory tab, memlab), with retained sizes.
+    Toheapsnapshot(cli_export::ToheapsnapshotArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -541,6 +543,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tohprof(args) => cli_export::tohprof(args),
         Command::Toflamegraph(args) => cli_export::toflamegraph(args),
         Command::Topprof(args) => cli_export::topprof(args),
+        Command::Toheapsnapshot(args) => cli_export::toheapsnapshot(args),
         Command::Diff {
             old,
             new,

@@ -1,6 +1,7 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
 //! ([`dot`]), SQLite ([`sqlite`]), Java HPROF ([`hprof`]), SVG flame
-//! graphs ([`flamegraph`]) and pprof profiles ([`pprof`]). All read one
+//! graphs ([`flamegraph`]), pprof profiles ([`pprof`]) and Chrome DevTools
+//! heap snapshots ([`heapsnapshot`]). All read one
 //! [`HeapModel`] (the dump, its graph and analysis, every allocation's name,
 //! the symbolized frames of every stack, and the symbols and field layouts
 //! of the program), and all are an [`Export`], written to a file or stdout
@@ -35,6 +36,7 @@ use crate::types::{AllocationName, TypeName, site_label};
 
 pub mod dot;
 pub mod flamegraph;
+pub mod heapsnapshot;
 pub mod hprof;
 mod output;
 pub mod pprof;
