@@ -1,7 +1,7 @@
 //! `fork` safety. A child process starts with one thread; if another thread
 //! held one of the tracker's locks at the moment of the fork, the child's
 //! first allocation would wait for it forever. The prepare handler takes
-//! the table locks (and the unwind rules' lock) so the fork happens at a quiet moment, and both sides
+//! the table locks so the fork happens at a quiet moment, and both sides
 //! release them afterwards.
 //!
 //! The dump lock is not taken: a dump in `mode=fork` holds it while its
@@ -34,14 +34,12 @@ extern "C" fn prepare() {
         shard.table.lock_forever();
     }
     STACKS.lock_forever();
-    crate::unwind::lock_for_fork();
 }
 
 extern "C" fn release() {
     // SAFETY: `prepare` took all of these locks in this thread, and the
     // process (parent or child) resumes with them held by us.
     unsafe {
-        crate::unwind::unlock_after_fork();
         STACKS.unlock_forever();
         for shard in &LIVE.shards {
             shard.table.force_unlock();

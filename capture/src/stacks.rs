@@ -8,9 +8,9 @@
 //! with frame pointers the rule is "CFA = fp + 16, fp saved at CFA - 16",
 //! the classic frame-pointer walk; in code built without them it comes from
 //! the module's CFI. Every word is checked to lie inside the current thread's
-//! stack, above the previous frame and aligned before it is read, so a wrong
-//! rule or a frame pointer that holds anything ends the walk instead of
-//! faulting.
+//! stack and aligned (the return address above the previous frame) before
+//! it is read, so a wrong rule or a frame pointer that holds anything ends
+//! the walk instead of faulting.
 //!
 //! Each thread keeps its last walk ([`Walker`]) and rejoins it: the result
 //! is always the stack a walk from scratch would give, since every frame
@@ -382,9 +382,9 @@ impl Walker {
 
     /// Walks the calling thread's stack. `stack` is the thread's stack
     /// `[low, high)`; an empty range records nothing. Every word is checked
-    /// to lie inside it, above the previous frame and aligned before it is
-    /// read (see [`step`]), so a wrong rule or a frame pointer that holds
-    /// anything ends the walk instead of faulting.
+    /// to lie inside it and aligned before it is read (see [`step`]), so a
+    /// wrong rule or a frame pointer that holds anything ends the walk
+    /// instead of faulting.
     #[inline(never)]
     pub fn walk(&mut self, stack: (usize, usize)) {
         let (low, high) = stack;
@@ -449,6 +449,12 @@ impl Walker {
                     });
                     if cursor >= from {
                         if count <= cursor {
+                            // The same frame, possibly reached by other
+                            // code with another rule (a call through a
+                            // pointer): keep where this walk read it from.
+                            self.frames[cursor].fp_slot = frame.fp_slot;
+                            self.by_cfi =
+                                self.by_cfi & !(1 << cursor) | u64::from(by_cfi) << cursor;
                             rejoined = true;
                             break;
                         }

@@ -10,11 +10,15 @@
 //! before costs one load per frame beyond the frame's own words.
 //!
 //! A cache miss parses the module's CFI with `gimli` (no allocation: its
-//! evaluation context lives in a static behind a lock) inside
-//! `dl_iterate_phdr`'s callback, so the module cannot be unloaded while its
-//! sections are read. Addresses without CFI (hand-written assembly, code
-//! generated at run time) get the frame-pointer rule: the walk follows the
-//! frame pointer there, as it did before CFI, bounded by the thread's stack.
+//! evaluation context is the thread's own, beside its walker, so no lock of
+//! ours is held while the loader's is awaited) inside `dl_iterate_phdr`'s
+//! callback, so the module cannot be unloaded while its sections are read.
+//! Addresses without CFI (hand-written assembly, code generated at run
+//! time), and rules the one-word encoding cannot hold (a CFA computed by a
+//! DWARF expression, as GCC writes for functions that realign the stack and
+//! for signal frames; a frame over 32 KiB), get the frame-pointer rule: the
+//! walk follows the frame pointer there, as it did before CFI, bounded by
+//! the thread's stack.
 //!
 //! Only x86_64 reads CFI; elsewhere every frame gets the frame-pointer rule.
 
@@ -47,9 +51,7 @@ impl Rule {
     /// the return address, so the CFA is `fp + 16`.
     pub const FRAME_POINTER: Rule = Rule(FP_BASE | 2 | 2 << SLOT_SHIFT);
 
-    /// The outermost frame (its return address is undefined), or one the
-    /// walk cannot go past (a rule this encoding does not hold, such as a
-    /// signal frame's or a CFA computed by a DWARF expression).
+    /// The outermost frame: its return address is undefined.
     pub const OUTERMOST: Rule = Rule(0);
 
     /// The rule `CFA = (fp if from_fp else sp) + cfa_offset`, caller's
@@ -104,11 +106,11 @@ const MAX_CACHED_ADDRESS: usize = 1 << (u64::BITS - Rule::BITS);
 /// a reader sees a whole entry or none without a lock.
 static CACHE: [AtomicU64; CACHE_ENTRIES] = [const { AtomicU64::new(0) }; CACHE_ENTRIES];
 
-/// The rule for the frame whose code is at `address`: the return address
-/// minus one for a caller's frame (so the call instruction, not the one
-/// after it, is looked up), the exact address for the innermost one.
+/// The rule for the frame whose code is at `address` (see
+/// [`RecentRules::rule_for`]), from the shared cache or else from CFI with
+/// the calling thread's `context`.
 #[inline(always)]
-pub fn rule_for(address: usize) -> Rule {
+fn shared_rule_for(address: usize, context: &mut Option<cfi::Context>) -> Rule {
     if !cfg!(target_arch = "x86_64") {
         return Rule::FRAME_POINTER;
     }
@@ -117,7 +119,7 @@ pub fn rule_for(address: usize) -> Rule {
     if entry >> Rule::BITS == address as u64 && entry != 0 {
         return Rule((entry & ((1 << Rule::BITS) - 1)) as u32);
     }
-    let rule = cfi::rule_from_cfi(address);
+    let rule = cfi::rule_from_cfi(address, context);
     if address < MAX_CACHED_ADDRESS {
         slot.store(
             (address as u64) << Rule::BITS | u64::from(rule.0),
@@ -130,28 +132,39 @@ pub fn rule_for(address: usize) -> Rule {
 /// Entries of each thread's own rule cache (a power of two).
 const RECENT_RULES: usize = 64;
 
-/// A thread's small cache in front of the shared one, in the thread's
-/// walker: the few code addresses a thread's walks go through again and
-/// again stay in its L1 cache, where the shared table's entries are spread
-/// over 256 KiB. Same entries as the shared cache.
-pub struct RecentRules([u64; RECENT_RULES]);
+/// A thread's own unwinding state, in its walker: a small cache in front
+/// of the shared one (the few code addresses a thread's walks go through
+/// again and again stay in its L1 cache, where the shared table's entries
+/// are spread over 256 KiB; same entries), and the thread's gimli
+/// evaluation context for cache misses (~3 KiB, made at the first miss).
+pub struct RecentRules {
+    entries: [u64; RECENT_RULES],
+    context: Option<cfi::Context>,
+}
 
 impl RecentRules {
     pub const fn new() -> RecentRules {
-        RecentRules([0; RECENT_RULES])
+        RecentRules {
+            entries: [0; RECENT_RULES],
+            context: None,
+        }
     }
 
-    /// [`rule_for`], through this cache.
+    /// The rule for the frame whose code is at `address`: the return
+    /// address minus one for a caller's frame (so the call instruction, not
+    /// the one after it, is looked up), the exact address for the innermost
+    /// one.
     #[inline(always)]
     pub fn rule_for(&mut self, address: usize) -> Rule {
         let mixed = (address as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let slot = &mut self.0[(mixed >> (u64::BITS - RECENT_RULES.trailing_zeros())) as usize];
-        if *slot >> Rule::BITS == address as u64 && *slot != 0 {
-            return Rule((*slot & ((1 << Rule::BITS) - 1)) as u32);
+        let index = (mixed >> (u64::BITS - RECENT_RULES.trailing_zeros())) as usize;
+        let slot = self.entries[index];
+        if slot >> Rule::BITS == address as u64 && slot != 0 {
+            return Rule((slot & ((1 << Rule::BITS) - 1)) as u32);
         }
-        let rule = rule_for(address);
+        let rule = shared_rule_for(address, &mut self.context);
         if address < MAX_CACHED_ADDRESS {
-            *slot = (address as u64) << Rule::BITS | u64::from(rule.0);
+            self.entries[index] = (address as u64) << Rule::BITS | u64::from(rule.0);
         }
         rule
     }
@@ -163,22 +176,6 @@ fn cache_index(address: usize) -> usize {
     (mixed >> (u64::BITS - CACHE_ENTRIES.trailing_zeros())) as usize
 }
 
-/// The lock a cache miss takes (see `cfi`), for the fork handlers: a child
-/// must not inherit it held by a thread it does not have.
-pub fn lock_for_fork() {
-    cfi::CONTEXT.lock_forever();
-}
-
-/// Releases what [`lock_for_fork`] took.
-///
-/// # Safety
-/// The calling thread took the lock with [`lock_for_fork`].
-pub unsafe fn unlock_after_fork() {
-    // SAFETY: per the contract, this thread holds it, and no reference into
-    // the value is held.
-    unsafe { cfi::CONTEXT.force_unlock() };
-}
-
 #[cfg(target_arch = "x86_64")]
 mod cfi {
     use gimli::{
@@ -187,24 +184,20 @@ mod cfi {
     };
 
     use super::Rule;
-    use crate::sys::SpinLock;
 
     /// Fixed storage for gimli's evaluation of CFI programs: register rules
     /// and `DW_CFA_remember_state` depth. Compilers use a handful of
     /// registers and one or two remembered states; more is reported by
     /// gimli as an error, and the frame gets [`Rule::OUTERMOST`].
-    pub(super) struct FixedRows;
+    pub struct FixedRows;
 
     impl UnwindContextStorage<usize> for FixedRows {
         type Rules = [(Register, RegisterRule<usize>); 24];
         type Stack = [UnwindTableRow<usize, Self>; 4];
     }
 
-    pub(super) type Context = UnwindContext<usize, FixedRows>;
-
-    /// The evaluation context, made on first use. A few KiB: too much for
-    /// the stack of an allocating thread, which may be a small one.
-    pub(super) static CONTEXT: SpinLock<Option<Context>> = SpinLock::new(None);
+    /// gimli's evaluation state; one per thread ([`super::RecentRules`]).
+    pub type Context = UnwindContext<usize, FixedRows>;
 
     const PT_LOAD: u32 = 1;
     const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
@@ -219,11 +212,10 @@ mod cfi {
 
     #[cold]
     #[inline(never)]
-    pub(super) fn rule_from_cfi(address: usize) -> Rule {
-        // Cache misses are rare (once per code address), so one lock for
-        // them all costs nothing that matters. The allocating thread holds
-        // the tracker's reentrancy guard, so it never waits here for itself.
-        let mut context = CONTEXT.lock();
+    pub(super) fn rule_from_cfi(address: usize, context: &mut Option<Context>) -> Rule {
+        // Made here, at the thread's first miss: it cannot be built in a
+        // constant. The allocating thread holds the tracker's reentrancy
+        // guard, so no nested walk on this thread uses it meanwhile.
         let context = context.get_or_insert_with(Context::new_in);
         let mut query = Query {
             address,
@@ -272,13 +264,17 @@ mod cfi {
         if holds(query.address).is_none() {
             return 0;
         }
-        query.rule = Some(phdrs.iter().find(|p| p.p_type == PT_GNU_EH_FRAME).map_or(
-            Rule::FRAME_POINTER,
-            |hdr| {
-                let (hdr_start, hdr_end) = segment(hdr);
-                module_rule(query.address, hdr_start, hdr_end, &holds, query.context)
-            },
-        ));
+        query.rule = Some(
+            phdrs
+                .iter()
+                .find(|p| p.p_type == PT_GNU_EH_FRAME)
+                .map(segment)
+                // Only a header inside a loaded segment is read.
+                .filter(|&(start, end)| holds(start).is_some_and(|loaded| end <= loaded))
+                .map_or(Rule::FRAME_POINTER, |(hdr_start, hdr_end)| {
+                    module_rule(query.address, hdr_start, hdr_end, &holds, query.context)
+                }),
+        );
         1
     }
 
@@ -299,10 +295,10 @@ mod cfi {
             unsafe { core::slice::from_raw_parts(hdr_start as *const u8, hdr_end - hdr_start) };
         let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_start as u64);
         let Ok(hdr) = EhFrameHdr::new(hdr_bytes, LittleEndian).parse(&bases, 8) else {
-            return Rule::OUTERMOST;
+            return Rule::FRAME_POINTER;
         };
         let Ok(eh_frame_start) = hdr.eh_frame_ptr().direct() else {
-            return Rule::OUTERMOST;
+            return Rule::FRAME_POINTER;
         };
         let eh_frame_start = eh_frame_start as usize;
         let (Some(table), Some(eh_frame_end)) = (hdr.table(), segment_end(eh_frame_start)) else {
@@ -325,41 +321,51 @@ mod cfi {
             EhFrame::cie_from_offset,
         ) {
             Ok(row) => rule_of_row(row),
-            Err(gimli::Error::NoUnwindInfoForAddress) => Rule::FRAME_POINTER,
-            Err(_) => Rule::OUTERMOST,
+            // No CFI there, or CFI gimli cannot read (corrupt, or more
+            // registers or remembered states than `FixedRows` holds).
+            Err(_) => Rule::FRAME_POINTER,
         }
     }
 
+    /// The rule of a row of the CFI table; the frame-pointer rule for rows
+    /// the encoding cannot hold (a CFA computed by an expression, as GCC
+    /// writes for functions that realign the stack, which keep a frame
+    /// pointer; a signal frame; a frame over 32 KiB): the walk did that
+    /// before CFI, and it is right for the first of those.
     fn rule_of_row(row: &UnwindTableRow<usize, FixedRows>) -> Rule {
+        match row.register(X86_64::RA) {
+            Some(RegisterRule::Offset(-8)) => {}
+            Some(RegisterRule::Undefined) => return Rule::OUTERMOST,
+            _ => return Rule::FRAME_POINTER,
+        }
         let CfaRule::RegisterAndOffset { register, offset } = *row.cfa() else {
-            return Rule::OUTERMOST;
+            return Rule::FRAME_POINTER;
         };
         let from_fp = match register {
             X86_64::RSP => false,
             X86_64::RBP => true,
-            _ => return Rule::OUTERMOST,
+            _ => return Rule::FRAME_POINTER,
         };
-        match row.register(X86_64::RA) {
-            Some(RegisterRule::Offset(-8)) => {}
-            _ => return Rule::OUTERMOST,
-        }
         let saved_fp_at = match row.register(X86_64::RBP) {
             None | Some(RegisterRule::SameValue) => 0,
-            Some(RegisterRule::Offset(at)) if at < 0 => -at,
-            _ => return Rule::OUTERMOST,
+            // `checked_neg`: corrupt CFI can hold any offset.
+            Some(RegisterRule::Offset(at)) if at < 0 => match at.checked_neg() {
+                Some(below) => below,
+                None => return Rule::FRAME_POINTER,
+            },
+            _ => return Rule::FRAME_POINTER,
         };
-        Rule::new(from_fp, offset, saved_fp_at).unwrap_or(Rule::OUTERMOST)
+        Rule::new(from_fp, offset, saved_fp_at).unwrap_or(Rule::FRAME_POINTER)
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod cfi {
     use super::Rule;
-    use crate::sys::SpinLock;
 
-    pub(super) static CONTEXT: SpinLock<()> = SpinLock::new(());
+    pub type Context = ();
 
-    pub(super) fn rule_from_cfi(_address: usize) -> Rule {
+    pub(super) fn rule_from_cfi(_address: usize, _context: &mut Option<Context>) -> Rule {
         Rule::FRAME_POINTER
     }
 }
@@ -394,12 +400,14 @@ mod tests {
             as fn() as usize;
         // Just past the prologue: the test binary is built with frame
         // pointers, so the CFA is `rbp + 16` and rbp is saved at CFA - 16.
-        let rule = rule_for(here + 16);
+        let mut rules = RecentRules::new();
+        let rule = rules.rule_for(here + 16);
         assert_eq!(rule, Rule::FRAME_POINTER, "{rule:?}");
-        // Cached: the same answer again.
-        assert_eq!(rule_for(here + 16), rule);
+        // Cached, here and in the shared cache: the same answer again.
+        assert_eq!(rules.rule_for(here + 16), rule);
+        assert_eq!(RecentRules::new().rule_for(here + 16), rule);
         // The very first instruction: nothing pushed yet, CFA = rsp + 8.
-        assert_eq!(rule_for(here), Rule::new(false, 8, 0).unwrap());
-        assert_eq!(rule_for(0x10), Rule::FRAME_POINTER);
+        assert_eq!(rules.rule_for(here), Rule::new(false, 8, 0).unwrap());
+        assert_eq!(rules.rule_for(0x10), Rule::FRAME_POINTER);
     }
 }
