@@ -22,7 +22,7 @@ use heapdump_analyze::types::TypeName;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
-use crate::{display, spinner, symbolizer_for};
+use crate::{display, spinner, symbolizer_for, warn_once};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = concat!(
@@ -81,27 +81,19 @@ pub struct TodotArgs {
 
 /// The program's struct layouts and generic instances, from the DWARF of
 /// its executable: a bonus, since a binary without DWARF types (anything
-/// below debug = 2) keeps byte offsets, and says so. Nothing from a binary
-/// that is missing or not the one that wrote the dump (its build-id differs):
-/// the symbolizer says so once, and names functions from the dump.
-fn load_fields(view: &DumpView<'_>, executable: Option<&Path>, quiet: bool) -> Option<FieldIndex> {
+/// below debug = 2) keeps byte offsets; the index is then empty, and the
+/// [`Namer`] warns. Nothing from a binary that is missing or not the one
+/// that wrote the dump (its build-id differs): the symbolizer says so once,
+/// and names functions from the dump.
+fn load_fields(view: &DumpView<'_>, executable: Option<&Path>) -> Option<FieldIndex> {
     let executable = executable?;
     if !is_dumped_binary(view, executable) {
         return None;
     }
     match FieldIndex::load(executable) {
-        Ok(fields) if !fields.is_empty() => Some(fields),
-        Ok(_) => {
-            if !quiet {
-                eprintln!(
-                    "note: {} has no DWARF type information (build with debug = 2 for field names); edges are labelled with byte offsets",
-                    display(executable)
-                );
-            }
-            None
-        }
+        Ok(fields) => Some(fields),
         Err(error) => {
-            eprintln!("warning: no field names: {error:#}");
+            warn_once(&format!("no field names: {error:#}"));
             None
         }
     }
@@ -114,9 +106,6 @@ pub(crate) enum Types {
     Skip,
     /// Generic instances and struct layouts.
     Load,
-    /// The same, with a note when the binary has none (for field labels
-    /// the user will look for).
-    LoadNoting,
 }
 
 /// Builds the export model of `view`, named by a [`Namer`] (so type labels
@@ -164,7 +153,7 @@ pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
         file.view(),
         &args.dump,
         args.binary,
-        Types::LoadNoting,
+        Types::Load,
         &ModelOptions::default(),
     )?;
     let options = DotOptions {
@@ -250,11 +239,14 @@ impl Namer {
         let executable = executable(view, binary.as_deref());
         let fields = match types {
             Types::Skip => None,
-            Types::Load => load_fields(view, executable.as_deref(), true),
-            Types::LoadNoting => load_fields(view, executable.as_deref(), false),
+            Types::Load => load_fields(view, executable.as_deref()),
         };
+        // Whether the binary has DWARF types, for the warning about what
+        // it lacks; not asked when types are not named.
+        let has_types = fields.as_ref().map(|fields| !fields.is_empty());
+        let fields = fields.filter(|fields| !fields.is_empty());
         Ok(Namer {
-            symbolizer: symbolizer_for(view, dump, binary)?,
+            symbolizer: symbolizer_for(view, dump, binary, has_types)?,
             fields,
             module: executable.as_deref().map(display).unwrap_or_default(),
         })

@@ -354,17 +354,38 @@ fn parse_address(s: &str) -> anyhow::Result<u64> {
     parsed.with_context(|| format!("`{s}` is not an address (0x-prefixed hex or decimal)"))
 }
 
+/// The symbolizer of `view`, with its warnings printed, and the one about
+/// what the executable lacks (`types`: whether its DWARF has types, `None`
+/// when the command names no types).
 fn symbolizer_for(
     view: &heapdump_formats::read::DumpView<'_>,
     dump: &Path,
     binary: Option<PathBuf>,
+    types: Option<bool>,
 ) -> anyhow::Result<Symbolizer> {
     let symbolizer = Symbolizer::new(view, &SymbolizeOptions { binary })
         .with_context(|| format!("cannot symbolize {}", display(dump)))?;
     for warning in symbolizer.warnings() {
-        eprintln!("warning: {warning}");
+        warn_once(warning);
+    }
+    if let Some(warning) = symbolizer.debug_info_warning(types) {
+        warn_once(&warning);
     }
     Ok(symbolizer)
+}
+
+/// Prints `warning: MESSAGE` on stderr unless this process printed it
+/// already: `diff` symbolizes two dumps of one binary, whose warnings about
+/// it are the same.
+fn warn_once(message: &str) {
+    static PRINTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut printed = PRINTED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !printed.iter().any(|m| m == message) {
+        eprintln!("warning: {message}");
+        printed.push(message.to_owned());
+    }
 }
 
 fn analyze(
@@ -462,7 +483,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, false)?;
-            let mut symbolizer = symbolizer_for(&view, &dump, binary)?;
+            let mut symbolizer = symbolizer_for(&view, &dump, binary, None)?;
             let mut warnings = Vec::new();
             let options = LeaksOptions {
                 show: show.0,

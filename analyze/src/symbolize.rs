@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, anyhow, bail};
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{ModuleRecord, module_flags};
-use object::Object as _;
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use serde::Serialize;
 
 /// How to find the files to symbolize with.
@@ -233,6 +233,8 @@ pub struct Symbolizer {
     /// The main executable could not be used; its frames are named from
     /// the dump.
     main_from_dump: bool,
+    /// The main executable's path and what it carries, when it was used.
+    main_debug_info: Option<(String, DebugInfo)>,
 }
 
 impl Symbolizer {
@@ -250,6 +252,7 @@ impl Symbolizer {
             warnings: Vec::new(),
             dump_names: HashMap::new(),
             main_from_dump: false,
+            main_debug_info: None,
         };
         let has_names = match view.frame_names() {
             Ok(names) => names.is_some(),
@@ -273,7 +276,10 @@ impl Symbolizer {
             } else if is_main {
                 have_main = true;
                 match load_main(view, &module, &recorded, options.binary.as_deref()) {
-                    Ok(loader) => Some(loader),
+                    Ok((loader, path, info)) => {
+                        symbolizer.main_debug_info = Some((path.display().to_string(), info));
+                        Some(loader)
+                    }
                     Err(problem) if has_names && problem.falls_back() => {
                         names_from_dump = true;
                         symbolizer.main_from_dump = true;
@@ -336,6 +342,16 @@ impl Symbolizer {
     /// (types, fields) cannot be used either.
     pub fn main_from_dump(&self) -> bool {
         self.main_from_dump
+    }
+
+    /// The one warning about what the main executable lacks for naming
+    /// frames (symbols, line tables) and, when the caller names types
+    /// (`types` is whether the binary's DWARF has any; `None` when types
+    /// are not used), for types; `None` when nothing is missing or the
+    /// executable was not used (a warning already says why).
+    pub fn debug_info_warning(&self, types: Option<bool>) -> Option<String> {
+        let (path, info) = self.main_debug_info.as_ref()?;
+        debug_info_warning(path, *info, types)
     }
 
     /// The symbol (demangled) whose extent holds `address` in a loaded
@@ -428,12 +444,93 @@ impl MainProblem {
     }
 }
 
+/// What an executable carries for naming the frames of a stack, read from
+/// its section headers and symbol table (no DWARF is parsed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DebugInfo {
+    /// A symbol table with functions (`.symtab`): without it, frames are
+    /// `module+0xoffset`.
+    pub symbols: bool,
+    /// DWARF line tables (`.debug_line`): without them, sites have no
+    /// file:line and inlined frames are not seen.
+    pub line_tables: bool,
+}
+
+impl DebugInfo {
+    /// Reads the section headers and symbol table of the ELF file at `path`.
+    pub fn of_file(path: &Path) -> Result<DebugInfo> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // ReadCache reads the headers and the symbol table, not the whole
+        // binary.
+        let cache = object::ReadCache::new(file);
+        let object = object::File::parse(&cache).with_context(|| {
+            format!("{} is not an object file heapdump can read", path.display())
+        })?;
+        Ok(DebugInfo {
+            symbols: object
+                .symbols()
+                .any(|symbol| symbol.kind() == object::SymbolKind::Text),
+            // object finds a compressed `.zdebug_line` under this name too.
+            line_tables: object
+                .section_by_name(".debug_line")
+                .is_some_and(|section| section.size() > 0),
+        })
+    }
+}
+
+/// The warning for an executable at `binary` that lacks symbols or line
+/// tables, or DWARF types when `types` is `Some(false)` (the caller names
+/// types and found none), naming the Cargo settings that add them; `None`
+/// when nothing is missing. Cargo's release profile has no line tables and
+/// no types by default, so most release binaries get this warning.
+pub fn debug_info_warning(binary: &str, info: DebugInfo, types: Option<bool>) -> Option<String> {
+    let mut missing = Vec::new();
+    if !info.symbols {
+        missing.push("no symbol table (frames are shown as module+0xoffset)");
+    }
+    if !info.line_tables {
+        missing.push("no line tables (sites have no file:line, inlined calls are not seen)");
+    }
+    let no_types = types == Some(false);
+    if no_types {
+        missing.push(
+            "no DWARF types (pointers are labelled with byte offsets instead of field names)",
+        );
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let mut settings = Vec::new();
+    if no_types {
+        settings.push("`debug = 2`");
+    } else if !info.line_tables {
+        settings.push("`debug = \"line-tables-only\"`");
+    }
+    if !info.symbols {
+        settings.push("`strip = false`");
+    }
+    // A stripped copy keeps the build-id, so the unstripped binary of the
+    // same build can stand in for it.
+    let unstripped = if info.symbols {
+        ""
+    } else {
+        ", or pass the unstripped binary of the same build as BINARY"
+    };
+    Some(format!(
+        "{binary} has {}; add {} to [profile.release] in Cargo.toml{unstripped}",
+        missing.join(", "),
+        settings.join(" and ")
+    ))
+}
+
+/// Checks the main executable against the dump and loads it; returns the
+/// loader, the path used and what it carries.
 fn load_main(
     view: &DumpView<'_>,
     module: &ModuleRecord,
     recorded: &str,
     binary: Option<&Path>,
-) -> Result<addr2line::Loader, MainProblem> {
+) -> Result<(addr2line::Loader, PathBuf, DebugInfo), MainProblem> {
     let path = match binary {
         Some(binary) => {
             if !binary.exists() {
@@ -459,12 +556,14 @@ fn load_main(
             return Err(MainProblem::WrongBuild(path, actual, hex(expected)));
         }
     }
-    addr2line::Loader::new(&path).map_err(|e| {
+    let loader = addr2line::Loader::new(&path).map_err(|e| {
         MainProblem::Other(anyhow!(
             "cannot read debug information from {}: {e}",
             path.display()
         ))
-    })
+    })?;
+    let info = DebugInfo::of_file(&path).map_err(MainProblem::Other)?;
+    Ok((loader, path, info))
 }
 
 fn load_library(

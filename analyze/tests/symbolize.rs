@@ -550,3 +550,94 @@ fn frame_names_of_the_wrong_count_are_not_used() {
     let out = heapdump(&["top", dump.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A copy of this executable made by `objcopy FLAG` (`--strip-debug`,
+/// `--strip-all`), and a dump of it: the build-id note stays, so the copy
+/// is still the dumped binary. Returns the copy and the dump.
+fn stripped_copy_and_dump(name: &str, flag: &str) -> (PathBuf, PathBuf) {
+    let (path, id) = own_path_and_id();
+    let dir = std::env::temp_dir().join(format!("heapdump-symbolize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(name);
+    let status = std::process::Command::new("objcopy")
+        .arg(flag)
+        .arg(&path)
+        .arg(&copy)
+        .status()
+        .expect("binutils are installed");
+    assert!(status.success(), "objcopy {flag}");
+    let dump = write_dump(name, &dump(copy.as_os_str().as_encoded_bytes(), &id));
+    (copy, dump)
+}
+
+const LIBRARY_WARNING: &str = "warning: shared library /nonexistent/lib/libfake.so not found; its frames are shown as offsets\n";
+
+#[test]
+fn a_binary_without_line_tables_is_warned_about_once_naming_the_cargo_setting() {
+    let (copy, dump) = stripped_copy_and_dump("no-lines", "--strip-debug");
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let warning = format!(
+        "warning: {} has no line tables (sites have no file:line, inlined calls are not seen); add `debug = \"line-tables-only\"` to [profile.release] in Cargo.toml\n",
+        copy.display()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{LIBRARY_WARNING}{warning}")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["rows"][0]["function"],
+        "symbolize::allocation_site_marker"
+    );
+    assert_eq!(v["rows"][0]["file"], serde_json::Value::Null);
+
+    // Two dumps of one binary: the same warnings, once (then `diff`'s own
+    // about comparing a dump with itself).
+    let path = dump.to_str().unwrap();
+    let out = heapdump(&["diff", path, path]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{LIBRARY_WARNING}{warning}warning: OLD is dump 0 and NEW is dump 0 of the process: are they swapped?\n"
+        )
+    );
+
+    // A command that names types also asks for DWARF types.
+    let out = heapdump(&["top", path, "--by", "type"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{LIBRARY_WARNING}warning: {} has no line tables (sites have no file:line, inlined calls are not seen), no DWARF types (pointers are labelled with byte offsets instead of field names); add `debug = 2` to [profile.release] in Cargo.toml\n",
+            copy.display()
+        )
+    );
+}
+
+#[test]
+fn a_stripped_binary_is_warned_about_naming_strip_false_and_the_unstripped_binary() {
+    let (copy, dump) = stripped_copy_and_dump("stripped", "--strip-all");
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{LIBRARY_WARNING}warning: {} has no symbol table (frames are shown as module+0xoffset), no line tables (sites have no file:line, inlined calls are not seen); add `debug = \"line-tables-only\"` and `strip = false` to [profile.release] in Cargo.toml, or pass the unstripped binary of the same build as BINARY\n",
+            copy.display()
+        )
+    );
+}
+
+#[test]
+fn a_binary_with_full_debug_info_gets_no_warning_even_for_types() {
+    let (path, id) = own_path_and_id();
+    let dump = write_dump(
+        "full-debug",
+        &dump(path.as_os_str().as_encoded_bytes(), &id),
+    );
+    let out = heapdump(&["top", dump.to_str().unwrap(), "--by", "type"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), LIBRARY_WARNING);
+}
