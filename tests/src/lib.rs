@@ -15,14 +15,17 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Directory holding the release binaries of `heapdump-examples` and
-/// `heapdump-analyze`, built on first use into `target/e2e` (a target
-/// directory of its own, so the nested build never waits on the lock of the
-/// `cargo test` that runs us).
+/// `heapdump-analyze`, built on first use into `e2e` under the target
+/// directory (`CARGO_TARGET_DIR`, else `target`): a target directory of its
+/// own, so the nested build never waits on the lock of the `cargo test`
+/// that runs us.
 pub fn binaries() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let root = workspace_root();
-        let target = root.join("target").join("e2e");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), PathBuf::from)
+            .join("e2e");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(&root)
