@@ -1,12 +1,16 @@
 //! The demo: a small server-like program with a deliberate heap — a
-//! thumbnail cache (the biggest consumer), a session table, a request log and
-//! worker threads each holding an I/O buffer — that writes a heap dump of
-//! itself. `scripts/demo.sh` runs it and then the analyzer on the dump.
+//! thumbnail cache (the biggest consumer), a session table, a request log,
+//! worker threads each holding an I/O buffer, and one leak on purpose (a
+//! chat room and its member holding each other through `Rc`, dropped by a
+//! thread that has ended) — that writes a heap dump of itself.
+//! `scripts/demo.sh` runs it and then the analyzer on the dump.
 //!
 //! `demo DUMP_PATH`
 
 use std::alloc::System;
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::mpsc;
 
 use heapdump_capture::Tracker;
@@ -47,6 +51,39 @@ fn log_requests(log: &mut VecDeque<String>, count: usize) {
     }
 }
 
+/// A room and its members point at each other through `Rc`, so neither
+/// count ever reaches zero: once the last outside handle is dropped, the
+/// five blocks (two `Rc` boxes, two names, the member list) are alive with
+/// nothing pointing into them. Rust's safe-code leak.
+struct Room {
+    #[expect(dead_code, reason = "never read: there to be leaked with the cycle")]
+    name: String,
+    members: RefCell<Vec<Rc<Member>>>,
+}
+
+struct Member {
+    #[expect(dead_code, reason = "never read: there to be leaked with the cycle")]
+    name: String,
+    room: RefCell<Option<Rc<Room>>>,
+}
+
+#[inline(never)]
+fn open_room() {
+    let room = Rc::new(Room {
+        name: String::from("lobby"),
+        members: RefCell::new(Vec::new()),
+    });
+    let member = Rc::new(Member {
+        name: String::from("alice"),
+        room: RefCell::new(None),
+    });
+    *member.room.borrow_mut() = Some(Rc::clone(&room));
+    room.members.borrow_mut().push(member);
+    // The forgotten step: `room.members.borrow_mut().clear()` would break
+    // the cycle before the handle goes.
+    drop(room);
+}
+
 #[inline(never)]
 fn worker_buffer() -> Vec<u8> {
     vec![0u8; 64 * 1024]
@@ -62,6 +99,11 @@ fn main() {
     let sessions = open_sessions(2000);
     let mut log = VecDeque::new();
     log_requests(&mut log, 5000);
+    // On a thread that has ended: no stack or register of a live thread
+    // can still hold a stale pointer to the cycle.
+    std::thread::spawn(open_room)
+        .join()
+        .expect("the room thread does not panic");
 
     // Three workers, each parked on a channel while holding its buffer.
     let (ready_tx, ready_rx) = mpsc::channel();
