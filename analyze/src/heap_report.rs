@@ -15,7 +15,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use anyhow::bail;
@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::dominators::{DominatorTree, GroupRetained};
 use crate::fields::FieldIndex;
+use crate::filter;
 use crate::graph::{HeapGraph, edge_offsets, find_allocation};
 use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
 use crate::paths::shortest_root_paths;
@@ -982,12 +983,12 @@ pub struct PathStep {
 pub enum RetainersQuery {
     /// The block holding this address.
     Address(u64),
-    /// The `limit` blocks of largest retained size whose site's function
-    /// contains this text.
+    /// The `limit` blocks of largest retained size whose site is this
+    /// text, as [`filter::site_matches`] reads it.
     Site(String),
     /// The `limit` blocks of largest retained size whose type label (as
-    /// `top --retained` shows it) is this text; if no label is, those whose
-    /// label contains it.
+    /// `top --retained` shows it) best matches this text, as
+    /// [`filter::type_match`] ranks matches.
     Type(String),
 }
 
@@ -1087,10 +1088,7 @@ pub fn retainers<S: StackFrames + ?Sized>(
                 let hit = match matching.get(&a.stack) {
                     Some(&hit) => hit,
                     None => {
-                        let hit = stacks
-                            .site(view, a.stack, warnings)
-                            .function
-                            .contains(text.as_str());
+                        let hit = filter::site_matches(&stacks.site(view, a.stack, warnings), text);
                         matching.insert(a.stack, hit);
                         hit
                     }
@@ -1100,32 +1098,31 @@ pub fn retainers<S: StackFrames + ?Sized>(
                 }
             }
             if nodes.is_empty() {
-                bail!("no live allocation has a site whose function contains `{text}`");
+                bail!(
+                    "no live allocation has a site at `{text}` (FILE:LINE or FILE) or whose function contains it; `heapdump top` lists sites"
+                );
             }
             largest_first(&mut nodes);
             nodes
         }
         RetainersQuery::Type(text) => {
-            // Each distinct stack's label once; exact matches win over
-            // substrings (`app::Node` is not also `app::NodeList`).
+            // Each distinct stack's label once; the best kind of match wins
+            // (`Node` picks `app::Node`, not also `Vec<app::Node> buffer`).
             let mut labels: HashMap<u32, String> = HashMap::new();
             for a in view.allocations().iter() {
                 if let std::collections::hash_map::Entry::Vacant(entry) = labels.entry(a.stack) {
                     entry.insert(stacks.type_label(view, a.stack, warnings));
                 }
             }
-            let exact = labels.values().any(|l| l == text);
-            let hit = |stack: u32| {
-                labels.get(&stack).is_some_and(|l| {
-                    if exact {
-                        l == text
-                    } else {
-                        l.contains(text.as_str())
-                    }
-                })
-            };
+            let stacks_matching: HashSet<u32> = filter::best_matches(
+                labels
+                    .iter()
+                    .map(|(&stack, label)| (stack, filter::type_match(label, text))),
+            )
+            .into_iter()
+            .collect();
             let mut nodes: Vec<u32> = (0..view.allocations().len() as u32)
-                .filter(|&node| hit(stack_of(view, node)))
+                .filter(|&node| stacks_matching.contains(&stack_of(view, node)))
                 .collect();
             if nodes.is_empty() {
                 bail!(

@@ -28,6 +28,7 @@ use heapdump_formats::read::Dump;
 pub mod dominators;
 pub mod export;
 pub mod fields;
+pub mod filter;
 pub mod graph;
 pub mod heap_report;
 pub mod leaks;

@@ -221,11 +221,14 @@ enum Command {
         "EXAMPLES:\n",
         "    heapdump retainers /tmp/app.hdump 0x5555a0001040\n",
         "    heapdump retainers /tmp/app.hdump ./target/release/app --site app::cache::insert -n 3\n",
+        "    heapdump retainers /tmp/app.hdump --site main.rs:39\n",
         "    heapdump retainers /tmp/app.hdump --type app::Node -n 5\n",
         "    heapdump retainers /tmp/app.hdump 0x5555a0001040 --json | jq '.objects[0].paths[0]'\n\n",
         "Give one of ADDR, --site and --type. ADDR may point anywhere inside a block.\n",
-        "--site picks the blocks whose site's function contains the text; --type those\n",
-        "whose type is the text, or, if no block's type is exactly that, contains it. The\n",
+        "--site picks the blocks of a site as `top` prints it: FILE:LINE (or the file's\n",
+        "last path components, main.rs:39), FILE, or text its function contains. --type\n",
+        "picks those whose type is the text; else, whose type's path ends in it (Node:\n",
+        "app::Node); else, whose type contains it (Vec<app::Node> buffer). The\n",
         "type is the label `top --retained` and the exports show: the recovered type\n",
         "(app::Node, Vec<u8> buffer), or alloc@function:line when no constructor frame\n",
         "names it. Both take the -n blocks of largest retained size.\n\n",
@@ -252,10 +255,10 @@ enum Command {
         /// (with --site or --type: `BINARY` or nothing).
         #[arg(num_args = 0..=2)]
         args: Vec<String>,
-        /// Blocks whose site's function contains this text, instead of ADDR.
+        /// Blocks of this site (FILE:LINE, FILE, or text of its function), instead of ADDR.
         #[arg(long, group = "query")]
         site: Option<String>,
-        /// Blocks whose type is this text (else contains it), instead of ADDR.
+        /// Blocks whose type is this text (else ends in it, else contains it), instead of ADDR.
         #[arg(long = "type", value_name = "TYPE", group = "query")]
         type_name: Option<String>,
         /// Blocks to show for --site and --type.
@@ -346,12 +349,17 @@ fn parse_classes(s: &str) -> Result<ClassList, String> {
     Ok(ClassList(out))
 }
 
-fn parse_address(s: &str) -> anyhow::Result<u64> {
+/// ADDR of `retainers`; the error is a usage error's message.
+fn parse_address(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    parsed.with_context(|| format!("`{s}` is not an address (0x-prefixed hex or decimal)"))
+    parsed.map_err(|_| {
+        format!(
+            "`{s}` is not an address (0x-prefixed hex or decimal); see `heapdump retainers --help`"
+        )
+    })
 }
 
 /// The symbolizer of `view`, with its warnings printed, and the one about
@@ -526,15 +534,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ([binary], Some(_))
                     if parse_address(binary).is_ok() && !Path::new(binary).exists() =>
                 {
-                    return Ok(retainers_usage_error());
+                    return Ok(usage_error(RETAINERS_USAGE));
                 }
                 ([binary], Some(query)) => (Some(PathBuf::from(binary)), query),
-                ([address], None) => (None, RetainersQuery::Address(parse_address(address)?)),
-                ([binary, address], None) => (
-                    Some(PathBuf::from(binary)),
-                    RetainersQuery::Address(parse_address(address)?),
-                ),
-                _ => return Ok(retainers_usage_error()),
+                ([address], None) => match parse_address(address) {
+                    Ok(address) => (None, RetainersQuery::Address(address)),
+                    Err(error) => return Ok(usage_error(&error)),
+                },
+                ([binary, address], None) => match parse_address(address) {
+                    Ok(address) => (
+                        Some(PathBuf::from(binary)),
+                        RetainersQuery::Address(address),
+                    ),
+                    Err(error) => return Ok(usage_error(&error)),
+                },
+                _ => return Ok(usage_error(RETAINERS_USAGE)),
             };
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
@@ -644,12 +658,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `retainers` given no block to look at, or ADDR with --site or --type:
-/// a usage error (exit status 2).
-fn retainers_usage_error() -> ExitCode {
-    eprintln!(
-        "error: give exactly one of an address (ADDR), --site TEXT or --type TYPE; see `heapdump retainers --help`"
-    );
+/// `retainers` given no block to look at, or ADDR with --site or --type.
+const RETAINERS_USAGE: &str = "give exactly one of an address (ADDR), --site TEXT or --type TYPE; see `heapdump retainers --help`";
+
+/// A usage error clap could not see (exit status 2, as clap's own).
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
     ExitCode::from(2)
 }
 

@@ -399,6 +399,8 @@ fn retainers_type_selects_by_label_and_excludes_addr_and_site() {
         vec!["retainers", p, addr.as_str(), "--site", "0x3333"],
         vec!["retainers", p, "--site", "0x3333", "--type", "alloc@0x3333"],
         vec!["retainers", p],
+        vec!["retainers", p, "notanaddr"],
+        vec!["retainers", p, "./app", "0xnothex"],
     ] {
         let out = heapdump(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -85,6 +85,54 @@ fn a_list_held_by_a_static_is_found_by_type_and_traced_through_next_fields() {
         (0..NODES).map(|i| (ty, 1000, (NODES - i) * 1000)).collect();
     assert_eq!(picked, expected, "{report:#}");
 
+    // The filters take what the outputs print: the type's last path
+    // component, and the site as `top` shows it, FILE:LINE.
+    let addresses = |report: &serde_json::Value| -> Vec<String> {
+        report["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .map(|o| {
+                o["object"]["address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let retainers = |option: &str, value: &str| {
+        heapdump_json(&[
+            OsStr::new("retainers"),
+            dump.as_os_str(),
+            OsStr::new(option),
+            OsStr::new(value),
+            OsStr::new("-n"),
+            OsStr::new("10"),
+        ])
+    };
+    assert_eq!(
+        addresses(&retainers("--type", "ListNode")),
+        addresses(&report)
+    );
+    let top = heapdump_json(&[
+        OsStr::new("top"),
+        dump.as_os_str(),
+        OsStr::new("-n"),
+        OsStr::new("1000"),
+    ]);
+    let row = top["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["function"] == "retainers_field_paths::hold_list")
+        .expect("a row for hold_list");
+    assert_eq!(row["count"], NODES, "{row}");
+    let site = format!(
+        "retainers_field_paths.rs:{}",
+        row["line"].as_u64().expect("a line")
+    );
+    assert_eq!(addresses(&retainers("--site", &site)), addresses(&report));
+
     // The last node: dominated by the three before it, nearest first, and
     // reached from HEAD through three `next` fields.
     let last = &objects[NODES as usize - 1];

@@ -1,0 +1,141 @@
+//! What `--site` and `--type` accept: the text the outputs print. A site is
+//! picked by `FILE:LINE` as `top` prints it (or the file's last path
+//! components: `main.rs:39`), by file, or by text its function contains; a
+//! type by its label, the label's last path components (`Node` for
+//! `app::Node`), or text the label contains, the best kind of match found
+//! winning.
+
+use crate::site::Site;
+
+/// How a type label matches the text given, best first: when one label
+/// matches in a better way, the worse matches are left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TypeMatch {
+    /// The label is the text.
+    Exact,
+    /// The label is a path ending in the text's path components
+    /// (`app::tree::Node` for `Node` or `tree::Node`).
+    Name,
+    /// The label contains the text (`Vec<app::Node> buffer` for `Node`).
+    Contains,
+}
+
+/// How `label` matches `text`, if at all.
+pub fn type_match(label: &str, text: &str) -> Option<TypeMatch> {
+    if label == text {
+        Some(TypeMatch::Exact)
+    } else if label
+        .strip_suffix(text)
+        .is_some_and(|head| head.ends_with("::"))
+    {
+        Some(TypeMatch::Name)
+    } else if label.contains(text) {
+        Some(TypeMatch::Contains)
+    } else {
+        None
+    }
+}
+
+/// The items whose match is the best one among all of them; empty when
+/// none matches.
+pub fn best_matches<T>(candidates: impl IntoIterator<Item = (T, Option<TypeMatch>)>) -> Vec<T> {
+    let mut best: Option<TypeMatch> = None;
+    let mut out = Vec::new();
+    for (item, matched) in candidates {
+        let Some(matched) = matched else { continue };
+        match best {
+            Some(b) if matched > b => continue,
+            Some(b) if matched == b => {}
+            _ => {
+                best = Some(matched);
+                out.clear();
+            }
+        }
+        out.push(item);
+    }
+    out
+}
+
+/// Whether `site` is what `text` names: `FILE:LINE` or `FILE`, where FILE
+/// is the site's file or its last path components (`main.rs`,
+/// `src/main.rs`), or else text the site's function contains.
+pub fn site_matches(site: &Site, text: &str) -> bool {
+    let file_is = |file: &str| {
+        site.file.as_deref().is_some_and(|f| {
+            f == file || f.strip_suffix(file).is_some_and(|head| head.ends_with('/'))
+        })
+    };
+    if let Some((file, line)) = text.rsplit_once(':')
+        && let Ok(line) = line.parse::<u32>()
+    {
+        return site.line == Some(line) && file_is(file);
+    }
+    file_is(text) || site.function.contains(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(function: &str, file: Option<&str>, line: Option<u32>) -> Site {
+        Site {
+            function: function.to_owned(),
+            file: file.map(str::to_owned),
+            line,
+            inlined_into: None,
+        }
+    }
+
+    #[test]
+    fn a_site_is_named_by_file_and_line_as_top_prints_them_or_by_function() {
+        let s = site("bigapp::build", Some("/src/bigapp/src/main.rs"), Some(39));
+        for text in [
+            "main.rs:39",
+            "src/main.rs:39",
+            "/src/bigapp/src/main.rs:39",
+            "main.rs",
+            "bigapp::build",
+            "build",
+        ] {
+            assert!(site_matches(&s, text), "{text}");
+        }
+        for text in [
+            "main.rs:3",
+            "ain.rs:39",
+            "main.rs:390",
+            "other.rs",
+            "lib.rs:39",
+        ] {
+            assert!(!site_matches(&s, text), "{text}");
+        }
+        // A function with `::` is not taken for FILE:LINE.
+        assert!(site_matches(&s, "bigapp::"));
+        // Without a file, only the function names it.
+        let unknown = site("<unknown>", None, None);
+        assert!(!site_matches(&unknown, "main.rs:39"));
+        assert!(site_matches(&unknown, "unknown"));
+    }
+
+    #[test]
+    fn a_type_named_by_its_last_path_components_wins_over_labels_containing_it() {
+        let labels = [
+            "Vec<Option<Box<bigapp::Node>>> buffer",
+            "bigapp::Node",
+            "bigapp::NodeList",
+            "other::tree::Node",
+        ];
+        let pick =
+            |text: &str| best_matches(labels.iter().map(|label| (*label, type_match(label, text))));
+        assert_eq!(pick("Node"), ["bigapp::Node", "other::tree::Node"]);
+        assert_eq!(pick("tree::Node"), ["other::tree::Node"]);
+        assert_eq!(pick("bigapp::Node"), ["bigapp::Node"]);
+        assert_eq!(pick("NodeList"), ["bigapp::NodeList"]);
+        assert_eq!(
+            pick("Box<bigapp"),
+            ["Vec<Option<Box<bigapp::Node>>> buffer"]
+        );
+        assert_eq!(pick("Missing"), Vec::<&str>::new());
+        assert_eq!(type_match("app::Node", "Node"), Some(TypeMatch::Name));
+        assert_eq!(type_match("app::MyNode", "Node"), Some(TypeMatch::Contains));
+    }
+}
