@@ -324,6 +324,9 @@ pub struct LeaksOptions {
     pub limit: usize,
     /// Frames shown per record, from the site outwards.
     pub frames: usize,
+    /// List every block of each listed record (memcheck's `block_list`),
+    /// not only three examples.
+    pub blocks: bool,
 }
 
 impl Default for LeaksOptions {
@@ -334,6 +337,7 @@ impl Default for LeaksOptions {
             show: vec![LeakClass::DefinitelyLost, LeakClass::PossiblyLost],
             limit: 50,
             frames: 8,
+            blocks: false,
         }
     }
 }
@@ -380,6 +384,19 @@ pub struct LossRecord {
     pub frames: Vec<Frame>,
     /// Addresses of up to three blocks, lowest first.
     pub examples: Vec<String>,
+    /// With [`LeaksOptions::blocks`]: every block of the record, lowest
+    /// address first (absent from JSON otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_list: Option<Vec<LostBlock>>,
+}
+
+/// One block of a loss record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LostBlock {
+    /// Its address, as `0x…` hex.
+    pub address: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// Classifies, groups the blocks of the shown classes by (class, stack),
@@ -398,7 +415,8 @@ pub fn leaks(
         blocks: u64,
         direct: u64,
         indirect: u64,
-        examples: Vec<u64>,
+        /// The first three blocks, or every block with `options.blocks`.
+        addresses: Vec<(u64, u64)>,
     }
     let mut groups: HashMap<(LeakClass, u32), Group> = HashMap::new();
     for (node, a) in view.allocations().iter().enumerate() {
@@ -410,15 +428,15 @@ pub fn leaks(
             blocks: 0,
             direct: 0,
             indirect: 0,
-            examples: Vec::new(),
+            addresses: Vec::new(),
         });
         g.blocks += 1;
         g.direct = g.direct.saturating_add(a.size);
         g.indirect = g
             .indirect
             .saturating_add(classes.indirect_bytes(node as u32));
-        if g.examples.len() < 3 {
-            g.examples.push(a.address);
+        if options.blocks || g.addresses.len() < 3 {
+            g.addresses.push((a.address, a.size));
         }
     }
     let mut sorted: Vec<((LeakClass, u32), Group)> = groups.into_iter().collect();
@@ -443,7 +461,21 @@ pub fn leaks(
             stack,
             site: stacks.site(view, stack, warnings),
             frames: stacks.frames(view, stack, options.frames, warnings),
-            examples: g.examples.into_iter().map(hex_address).collect(),
+            examples: g
+                .addresses
+                .iter()
+                .take(3)
+                .map(|&(address, _)| hex_address(address))
+                .collect(),
+            block_list: options.blocks.then(|| {
+                g.addresses
+                    .iter()
+                    .map(|&(address, size)| LostBlock {
+                        address: hex_address(address),
+                        size,
+                    })
+                    .collect()
+            }),
         })
         .collect();
     LeaksReport {
@@ -496,7 +528,17 @@ impl LeaksReport {
                 let word = if i == 0 { "at" } else { "by" };
                 let _ = writeln!(o, "   {word} {f}");
             }
-            let _ = writeln!(o, "   blocks: {}", r.examples.join(" "));
+            match &r.block_list {
+                Some(blocks) => {
+                    let _ = writeln!(o, "   blocks ({}):", blocks.len());
+                    for b in blocks {
+                        let _ = writeln!(o, "     {}  {} bytes", b.address, commas(b.size));
+                    }
+                }
+                None => {
+                    let _ = writeln!(o, "   blocks: {}", r.examples.join(" "));
+                }
+            }
             o.push('\n');
         }
         if self.omitted_records > 0 {

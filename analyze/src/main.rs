@@ -182,16 +182,24 @@ enum Command {
         "    rc-into-raw   Rc/Arc::into_raw: 16 bytes in (or at the block's alignment)\n",
         "    tagged        low-bit tag: 1..=7 bytes in, below the block's alignment\n",
         "    any-interior  any interior pointer (sub-slices, field pointers); off by default\n",
-        "Memcheck has no Rust heuristics: `--heuristics none` gives its classes.\n\n",
+        "Memcheck has no Rust heuristics. `--heuristics none` gives the classes of memcheck\n",
+        "run with --leak-check-heuristics=none. Valgrind's default is all of its own\n",
+        "(stdstring, length64, newarray, multipleinheritance): a block that only those\n",
+        "reach, through an interior pointer, is still reachable there, possibly lost here.\n\n",
         "Loss records group blocks by class and allocation stack, biggest (direct +\n",
-        "indirect bytes) first; the summary counts direct bytes, like memcheck's.\n\n",
+        "indirect bytes) first; the summary counts direct bytes, like memcheck's. Each\n",
+        "record shows three of its blocks; --blocks lists them all with their sizes\n",
+        "(memcheck's block_list; the blocks a definitely lost one holds are in the\n",
+        "indirectly lost records: --show definite,indirect).\n\n",
         "Exit status: 0 whether or not there are leaks; with --fail-on-leak, 1 if any\n",
         "block is definitely or possibly lost (memcheck's --errors-for-leak-kinds default).\n\n",
         "JSON (stable): {\"heuristics\": [str], \"summary\": [{\"class\", \"blocks\", \"bytes\"}],\n",
         "  \"reachable_via_heuristic\": [{\"heuristic\", \"blocks\", \"bytes\"}], \"shown\": [class],\n",
         "  \"record_count\": usize, \"records\": [{\"number\", \"class\", \"blocks\", \"direct_bytes\",\n",
         "  \"indirect_bytes\", \"stack\": u32, \"site\": {\"function\", \"file\", \"line\", \"inlined_into\"},\n",
-        "  \"frames\": [frame as in top], \"examples\": [\"0x..\"]}], \"omitted_records\", \"omitted_bytes\"}\n",
+        "  \"frames\": [frame as in top], \"examples\": [\"0x..\"],\n",
+        "  \"block_list\": [{\"address\": \"0x..\", \"size\"}] (with --blocks only)}],\n",
+        "  \"omitted_records\", \"omitted_bytes\"}\n",
         "class is definitely_lost | indirectly_lost | possibly_lost | still_reachable."
     ))]
     Leaks {
@@ -212,6 +220,10 @@ enum Command {
         /// Exit 1 if any block is definitely or possibly lost.
         #[arg(long)]
         fail_on_leak: bool,
+        /// List every block of each loss record with its size (memcheck's
+        /// block_list), not three examples.
+        #[arg(long)]
+        blocks: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -486,6 +498,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             show,
             n,
             fail_on_leak,
+            blocks,
             json,
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
@@ -496,6 +509,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = LeaksOptions {
                 show: show.0,
                 limit: n,
+                blocks,
                 ..LeaksOptions::default()
             };
             let report =

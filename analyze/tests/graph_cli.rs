@@ -217,6 +217,53 @@ fn leaks_text_reads_like_valgrind_and_fail_on_leak_sets_the_exit_status() {
 }
 
 #[test]
+fn leaks_blocks_lists_every_block_of_each_record_with_its_size() {
+    let path = write_dump("leaks-blocks", &Heap::new(7, 1).bytes());
+    let p = path.to_str().unwrap();
+    let args = ["leaks", p, "--heuristics", "none", "--show", "all"];
+    let v = json(&heapdump(&[&args[..], &["--blocks", "--json"]].concat()));
+    let records = v["records"].as_array().unwrap();
+    assert_eq!(
+        records[0]["block_list"],
+        serde_json::json!([{"address": format!("{:#x}", address(0)), "size": 48}])
+    );
+    for r in records {
+        let list = r["block_list"].as_array().unwrap();
+        assert_eq!(list.len() as u64, r["blocks"].as_u64().unwrap(), "{r}");
+        let sizes: u64 = list.iter().map(|b| b["size"].as_u64().unwrap()).sum();
+        assert_eq!(sizes, r["direct_bytes"].as_u64().unwrap(), "{r}");
+        let addresses: Vec<u64> = list
+            .iter()
+            .map(|b| u64::from_str_radix(&b["address"].as_str().unwrap()[2..], 16).unwrap())
+            .collect();
+        assert!(addresses.is_sorted(), "{r}");
+        let first_three: Vec<&serde_json::Value> =
+            list.iter().take(3).map(|b| &b["address"]).collect();
+        assert_eq!(serde_json::json!(first_three), r["examples"], "{r}");
+    }
+    // The 99 indirectly lost nodes of the list are one record: all listed.
+    let list = records
+        .iter()
+        .find(|r| r["class"] == "indirectly_lost" && r["blocks"] == 99)
+        .unwrap();
+    assert_eq!(list["block_list"].as_array().unwrap().len(), 99);
+
+    // Text: one line per block under the record.
+    let out = heapdump(&[&args[..], &["--blocks", "-n", "1"]].concat());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "   blocks (1):\n     {:#x}  48 bytes\n\n",
+            address(0)
+        )),
+        "{text}"
+    );
+    // Without --blocks, JSON has no block_list.
+    let v = json(&heapdump(&[&args[..], &["--json"]].concat()));
+    assert_eq!(v["records"][0].get("block_list"), None);
+}
+
+#[test]
 fn leaks_refuses_a_dump_without_a_scan() {
     let mut heap = Heap::new(7, 1);
     heap.builder.process.flags = 0;
