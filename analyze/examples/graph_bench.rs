@@ -4,7 +4,7 @@
 //! peak resident set size. Timing is printed, never asserted.
 //!
 //! ```sh
-//! cargo run --release -p heapdump-analyze --bin graph_bench -- 10000000 /tmp/bench.hdump
+//! cargo run --release -p heapdump-analyze --example graph_bench -- 10000000 /tmp/bench.hdump
 //! ```
 //!
 //! The heap: 95% of the blocks form a binary tree under one root (two
