@@ -19,6 +19,7 @@ use anyhow::{Result, bail};
 use heapdump_formats::records::root_kind;
 
 use super::{HeapModel, root_kind_name, root_offset_label};
+use crate::filter::{self, TypeMatch};
 use crate::leaks::LeakClass;
 use crate::report::human_bytes;
 use crate::sampling::StackSampling;
@@ -214,22 +215,18 @@ fn resolve_from(model: &HeapModel<'_>, from: &str) -> Result<Vec<u32>> {
         }
         bail!("--from {from}: no live allocation holds this address");
     }
-    let matching = |exact: bool| -> Vec<u32> {
-        (0..model.node_count() as u32)
-            .filter(|&n| {
-                let (t, s) = (model.type_label(n), model.site_label(n));
-                if exact {
-                    t == from || s == from
-                } else {
-                    t.contains(from) || s.contains(from)
-                }
-            })
-            .collect()
-    };
-    let mut found = matching(true);
-    if found.is_empty() {
-        found = matching(false);
-    }
+    // The best kind of match wins, as for `retainers --type`: a type
+    // whose path ends in the text over labels that merely contain it.
+    let mut found = filter::best_matches((0..model.node_count() as u32).map(|n| {
+        let site = model.site_label(n);
+        let site_match = if site == from {
+            Some(TypeMatch::Exact)
+        } else {
+            site.contains(from).then_some(TypeMatch::Contains)
+        };
+        let type_match = filter::type_match(model.type_label(n), from);
+        (n, type_match.into_iter().chain(site_match).min())
+    }));
     if found.is_empty() {
         bail!(
             "--from {from}: no allocation has this address, type or site; `heapdump top` lists sites"
