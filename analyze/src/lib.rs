@@ -15,11 +15,23 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
-//! - [`symbolize`]: return addresses to inlined, demangled frames, with the
-//!   main executable checked against the dump's build-id.
-//! - [`site`]: which frame of a stack is the allocation site.
-//! - [`report`]: `info`, `verify` and `top` as serializable structs.
-//! - [`sampling`]: the weights of blocks in a production-mode dump.
+//! Modules, lowest layer first (nothing points upward):
+//!
+//! - Names: [`symbolize`] (return addresses to inlined, demangled frames,
+//!   the main executable checked against the dump's build-id), [`site`]
+//!   (which frame of a stack is the allocation site), [`types`] (what an
+//!   allocation holds, from its constructor frames), [`fields`] (field
+//!   names and generic instances from the program's DWARF), [`sampling`]
+//!   (the weights of blocks in a production-mode dump), [`filter`] (what
+//!   `--site` and `--type` accept).
+//! - Graph: [`graph`] (the heap graph as CSR, with its pointer
+//!   heuristics' edges).
+//! - Analysis: [`leaks`] (memcheck's leak classes and the Rust
+//!   heuristics), [`dominators`] (dominator tree, retained sizes),
+//!   [`paths`] (shortest paths from roots).
+//! - Reports and exports: [`report`] (`info`, `verify`, `top`),
+//!   [`heap_report`] (`leaks`, `top --retained`, `retainers`, `diff`),
+//!   [`export`] (DOT, SQLite, HPROF, flame graph and pprof over one model).
 
 use std::path::Path;
 

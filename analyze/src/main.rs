@@ -52,8 +52,8 @@ enum Command {
         "are passed on (INT and QUIT from a terminal reach it directly); its exit\n",
         "status is heapdump run's. The dumps it wrote are listed on stderr at the end.\n",
         "Statically linked and set-user-ID programs are refused: LD_PRELOAD cannot\n",
-        "reach them. Stacks of code built without frame pointers stop at its first\n",
-        "frame (sizes, edges and leak classes stay exact)."
+        "reach them. Code built without frame pointers is unwound by its call frame\n",
+        "information (.eh_frame), on x86_64."
     ))]
     Run(cli_run::RunArgs),
     /// Describe a dump: process, threads, modules, live totals, sections.

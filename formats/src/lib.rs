@@ -20,7 +20,7 @@
 //!   `FORMAT.md`).
 //! - [`packed`]: version 2's packed allocation and edge forms, which the
 //!   writer and reader translate to and from the records transparently.
-//! - [`write`]: the allocation-free streaming writer used inside the traced
+//! - [`mod@write`]: the allocation-free streaming writer used inside the traced
 //!   process. Always available; no dependencies.
 //! - [`read`] (feature `read`, on by default): the validating reader over a
 //!   memory map.

@@ -1,7 +1,7 @@
 //! Record layouts of the `.hdump` format, described once for both the writer
 //! and the reader.
 //!
-//! Every record is a fixed-width little-endian struct. The [`record!`] macro
+//! Every record is a fixed-width little-endian struct. The `record!` macro (private)
 //! turns one table of `field: type @ byte offset` into a plain `Copy` struct
 //! with `encode` (used by the allocation-free writer) and `decode` (used by the
 //! reader, which only ever decodes the first [`Record::SIZE`] bytes of a
