@@ -104,7 +104,7 @@ impl Heuristic {
                 // W)`, which also tells it apart from an Rc of 8-aligned T.
                 n >= 4
                     && n.is_power_of_two()
-                    && offset % group_width == 0
+                    && offset.is_multiple_of(group_width)
                     && offset >= n
                     && u64::from(align) >= group_width
             }

@@ -337,10 +337,10 @@ pub fn qualify_closure(frames: &[Frame], index: usize) -> Option<String> {
         let Some(name) = outer.function.as_deref() else {
             continue;
         };
-        if !n.is_empty() {
-            if let Some(path) = closure_env_path(name, n) {
-                return Some(format!("{path}::{closure}"));
-            }
+        if !n.is_empty()
+            && let Some(path) = closure_env_path(name, n)
+        {
+            return Some(format!("{path}::{closure}"));
         }
         if !is_library_frame(outer) && bare_closure_index(name).is_none() {
             return Some(format!("{}::{closure}", strip_generics(name)));

@@ -404,7 +404,7 @@ impl Walker {
             MAX_DEPTH
         };
         self.walks = self.walks.wrapping_add(1);
-        if self.walks % RETRY_LOW == 0 {
+        if self.walks.is_multiple_of(RETRY_LOW) {
             self.rejoin_hint = 0;
         }
         let mut rejoin_from = None;
@@ -950,7 +950,7 @@ mod tests {
     fn down(depth: usize, walkers: &mut Walkers) {
         match depth {
             0 => walk_both(walkers),
-            _ if depth % 3 == 0 => route_a(depth - 1, walkers),
+            _ if depth.is_multiple_of(3) => route_a(depth - 1, walkers),
             _ => down(depth - 1, walkers),
         }
         black_box(depth);

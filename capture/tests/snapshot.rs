@@ -673,7 +673,7 @@ fn tree_held_by_a_parked_threads_local_is_rooted_by_that_thread() {
     );
     assert_eq!(registers[0].address, 0);
     assert!(
-        registers[0].size >= 8 * 16 && registers[0].size % 8 == 0,
+        registers[0].size >= 8 * 16 && registers[0].size.is_multiple_of(8),
         "{:?}",
         registers[0]
     );

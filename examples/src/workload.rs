@@ -189,7 +189,7 @@ fn descend(state: &mut Worker, step: u64, depth: u32, live_set: usize) {
 fn descend_left_or_right(state: &mut Worker, step: u64, depth: u32, live_set: usize, path: u64) {
     if depth == 0 {
         allocate(state, step, live_set);
-        if step % 256 == 0 {
+        if step.is_multiple_of(256) {
             allocate_large(state, step);
         }
     } else if (path >> (depth % 64)) & 1 == 0 {

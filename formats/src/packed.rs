@@ -255,7 +255,7 @@ pub mod edge {
             && record.target_offset != 0
             && record.target_offset < INTERIOR_TARGET_LIMIT
             && record.source_offset < INTERIOR_SOURCE_LIMIT
-            && record.source_offset % 8 == 0
+            && record.source_offset.is_multiple_of(8)
         {
             let low = (record.source_offset / 8) as u32
                 | (record.target_offset as u32) << INTERIOR_SOURCE_WORD_BITS;

@@ -535,7 +535,7 @@ fn check_entry(
         offset: entry.offset,
         problem,
     };
-    if entry.offset < HEADER_SIZE as u64 || entry.offset % SECTION_ALIGN != 0 {
+    if entry.offset < HEADER_SIZE as u64 || !entry.offset.is_multiple_of(SECTION_ALIGN) {
         return Err(bad(format!(
             "starts at byte {}, which is inside the header or not {SECTION_ALIGN}-byte aligned",
             entry.offset

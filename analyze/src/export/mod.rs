@@ -584,10 +584,12 @@ const X86_64_GREGS: [&str; 23] = [
 /// How to label the pointer at `offset` in `root`: a register name for
 /// x86_64 registers, else `+0x…`.
 pub fn root_offset_label(machine: u32, root: &RootRecord, offset: u64) -> String {
-    if root.kind == root_kind::REGISTERS && machine == 62 && offset % 8 == 0 {
-        if let Some(name) = X86_64_GREGS.get((offset / 8) as usize) {
-            return (*name).to_owned();
-        }
+    if root.kind == root_kind::REGISTERS
+        && machine == 62
+        && offset.is_multiple_of(8)
+        && let Some(name) = X86_64_GREGS.get((offset / 8) as usize)
+    {
+        return (*name).to_owned();
     }
     format!("+{offset:#x}")
 }

@@ -155,17 +155,17 @@ impl Output {
             }
             None => {}
         }
-        if let Some((temporary, target)) = self.file.take() {
-            if let Err(error) = std::fs::rename(&temporary, &target) {
-                let _ = std::fs::remove_file(&temporary);
-                return Err(error).with_context(|| {
-                    format!(
-                        "cannot move {} to {}",
-                        temporary.display(),
-                        target.display()
-                    )
-                });
-            }
+        if let Some((temporary, target)) = self.file.take()
+            && let Err(error) = std::fs::rename(&temporary, &target)
+        {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error).with_context(|| {
+                format!(
+                    "cannot move {} to {}",
+                    temporary.display(),
+                    target.display()
+                )
+            });
         }
         Ok(())
     }

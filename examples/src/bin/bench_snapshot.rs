@@ -78,7 +78,7 @@ fn parse_options() -> Result<Options, String> {
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    if options.block_size < 16 || options.block_size % 8 != 0 {
+    if options.block_size < 16 || !options.block_size.is_multiple_of(8) {
         return Err("--block-size must be a multiple of 8, at least 16".into());
     }
     if options.builders == 0 || options.blocks < options.builders {
