@@ -71,6 +71,8 @@ impl fmt::Display for Problem {
 /// Collects problems, at most [`MAX_PROBLEMS_PER_CHECK`] per check.
 struct Problems<'v, 'a> {
     view: &'v DumpView<'a>,
+    /// Length of the Strings section, which every string must lie in.
+    strings_len: u64,
     list: Vec<Problem>,
     counts: HashMap<&'static str, (SectionKind, u64)>,
 }
@@ -79,6 +81,7 @@ impl<'v, 'a> Problems<'v, 'a> {
     fn new(view: &'v DumpView<'a>) -> Self {
         Problems {
             view,
+            strings_len: view.byte_section(SectionKind::Strings).len() as u64,
             list: Vec::new(),
             counts: HashMap::new(),
         }
@@ -134,11 +137,11 @@ impl<'v, 'a> Problems<'v, 'a> {
         index: usize,
         field: &str,
         string: StrRef,
-        strings_len: u64,
     ) {
         if string.len == 0 {
             return;
         }
+        let strings_len = self.strings_len;
         let end = u64::from(string.offset) + u64::from(string.len);
         if end > strings_len {
             self.record("strings.bounds", table, index, || {
@@ -235,32 +238,48 @@ fn check_edge_escapes<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
 /// Checks the semantic rules of the format over `view` and returns every
 /// problem found (at most [`MAX_PROBLEMS_PER_CHECK`] per rule, plus one
 /// summary per rule that had more). An empty list means the dump is sound.
+/// Each table's rules are one function below, run in the order of the
+/// sections, so problems are listed in that order.
 ///
 /// Runs in O(n log n) time in the number of records and allocates O(n).
 pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
     let mut p = Problems::new(view);
-    let strings_len = view.byte_section(SectionKind::Strings).len() as u64;
-    let content_len = view.byte_section(SectionKind::ContentBytes).len() as u64;
+    check_process_strings(&mut p, view);
+    check_threads(&mut p, view);
+    check_modules(&mut p, view);
+    check_segments(&mut p, view);
+    check_stacks(&mut p, view);
+    check_frame_names(&mut p, view);
+    let totals = check_allocations(&mut p, view);
+    check_live_totals(&mut p, view, &totals);
+    check_roots(&mut p, view);
+    check_edges(&mut p, view);
+    if view.version().0 >= 2 {
+        check_edge_escapes(&mut p, view);
+    }
+    check_contents(&mut p, view);
+    p.finish()
+}
 
+/// What the allocations add up to, for the process and thread records.
+struct LiveTotals {
+    bytes: u128,
+    per_thread: Vec<u64>,
+}
+
+/// `strings.bounds` of the process record's strings.
+fn check_process_strings<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     let process_table = view.table::<ProcessRecord>();
     let process = view.process();
+    p.string(&process_table, 0, "exe", process.exe);
+    p.string(&process_table, 0, "cmdline", process.cmdline);
+}
+
+/// `strings.bounds` of thread names, `threads.stack_range`.
+fn check_threads<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     let threads = view.threads();
-    let modules = view.modules();
-    let segments = view.segments();
-    let allocations = view.allocations();
-    let stacks = view.stacks();
-    let frames = view.frames();
-    let roots = view.roots();
-    let edges = view.edges();
-    let contents = view.contents();
-
-    // Process.
-    p.string(&process_table, 0, "exe", process.exe, strings_len);
-    p.string(&process_table, 0, "cmdline", process.cmdline, strings_len);
-
-    // Threads.
     for (i, thread) in threads.iter().enumerate() {
-        p.string(&threads, i, "name", thread.name, strings_len);
+        p.string(&threads, i, "name", thread.name);
         if thread.stack_low > thread.stack_high {
             p.record("threads.stack_range", &threads, i, || {
                 format!(
@@ -270,17 +289,25 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             });
         }
     }
+}
 
-    // Modules and segments.
+/// `strings.bounds` of module paths and build-ids, `modules.range`.
+fn check_modules<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let modules = view.modules();
     for (i, module) in modules.iter().enumerate() {
-        p.string(&modules, i, "path", module.path, strings_len);
-        p.string(&modules, i, "build_id", module.build_id, strings_len);
+        p.string(&modules, i, "path", module.path);
+        p.string(&modules, i, "build_id", module.build_id);
         if module.start > module.end {
             p.record("modules.range", &modules, i, || {
                 format!("start {:#x} is above end {:#x}", module.start, module.end)
             });
         }
     }
+}
+
+/// `segments.module`, `segments.range`.
+fn check_segments<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let (segments, modules) = (view.segments(), view.modules());
     for (i, segment) in segments.iter().enumerate() {
         if segment.module as usize >= modules.len() {
             p.record("segments.module", &segments, i, || {
@@ -297,8 +324,11 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             });
         }
     }
+}
 
-    // Stacks.
+/// `stacks.zero_not_empty`, `stacks.frames`.
+fn check_stacks<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let (stacks, frames) = (view.stacks(), view.frames());
     if let Some(first) = stacks.get(0)
         && first.frame_count != 0
     {
@@ -323,8 +353,11 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             });
         }
     }
+}
 
-    // Frame names.
+/// `frame_names.count`, `strings.bounds` of frame names.
+fn check_frame_names<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let frames = view.frames();
     if let Some(info) = view.section(SectionKind::FrameNames) {
         let names = view.table::<FrameNameRecord>();
         if info.entry.count != frames.len() as u64 {
@@ -339,11 +372,17 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             );
         }
         for (i, name) in names.iter().enumerate() {
-            p.string(&names, i, "name", name.name, strings_len);
+            p.string(&names, i, "name", name.name);
         }
     }
+}
 
-    // Allocations.
+/// The rules of each allocation record and of their order:
+/// `allocations.zero_size`, `.wraps`, `.align`, `.thread`, `.stack`,
+/// `.order`, `.duplicate`, `.overlap`, `.sequence`. Returns what they add
+/// up to.
+fn check_allocations<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) -> LiveTotals {
+    let (allocations, threads, stacks) = (view.allocations(), view.threads(), view.stacks());
     let mut live_bytes: u128 = 0;
     let mut per_thread = vec![0u64; threads.len()];
     let mut sequences: Vec<(u64, u32)> = Vec::with_capacity(allocations.len());
@@ -439,6 +478,18 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             );
         }
     }
+    LiveTotals {
+        bytes: live_bytes,
+        per_thread,
+    }
+}
+
+/// `process.live_count`, `process.live_bytes`, `threads.live_count`.
+fn check_live_totals<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>, totals: &LiveTotals) {
+    let process_table = view.table::<ProcessRecord>();
+    let process = view.process();
+    let (allocations, threads) = (view.allocations(), view.threads());
+    let (live_bytes, per_thread) = (totals.bytes, &totals.per_thread);
     if process.live_count != allocations.len() as u64 {
         p.record("process.live_count", &process_table, 0, || {
             format!(
@@ -469,10 +520,14 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             }
         }
     }
+}
 
-    // Roots.
+/// `strings.bounds` of root names, `roots.kind`, `.owner_kind`, `.owner`,
+/// `.wraps`.
+fn check_roots<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let (roots, threads, modules) = (view.roots(), view.threads(), view.modules());
     for (i, root) in roots.iter().enumerate() {
-        p.string(&roots, i, "name", root.name, strings_len);
+        p.string(&roots, i, "name", root.name);
         if !(root_kind::REGISTERS..=root_kind::OTHER).contains(&root.kind) {
             p.record("roots.kind", &roots, i, || {
                 format!("kind {} is not a known root kind", root.kind)
@@ -508,8 +563,12 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             });
         }
     }
+}
 
-    // Edges.
+/// `edges.source`, `.source_offset`, `.target`, `.target_offset`, `.order`.
+fn check_edges<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let process = view.process();
+    let (edges, roots, allocations) = (view.edges(), view.roots(), view.allocations());
     let word = if process.pointer_size == 4 { 4 } else { 8 };
     let mut previous_key: Option<(u32, u32, u64)> = None;
     for (i, edge) in edges.iter().enumerate() {
@@ -591,11 +650,12 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
         }
         previous_key = Some(key);
     }
-    if view.version().0 >= 2 {
-        check_edge_escapes(&mut p, view);
-    }
+}
 
-    // Contents.
+/// `contents.bounds`, `.allocation`, `.len`, `.orphan_bytes`.
+fn check_contents<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
+    let content_len = view.byte_section(SectionKind::ContentBytes).len() as u64;
+    let (contents, allocations) = (view.contents(), view.allocations());
     for (i, content) in contents.iter().enumerate() {
         match content.offset.checked_add(content.len) {
             Some(end) if end <= content_len => {}
@@ -632,8 +692,6 @@ pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
             format!("{content_len} bytes but no ContentIndex records refer to them"),
         );
     }
-
-    p.finish()
 }
 
 #[cfg(test)]
