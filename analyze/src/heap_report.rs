@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{owner_kind, process_flags, root_kind};
+use heapdump_formats::records::{owner_kind, process_flags, register_name, root_kind};
 use serde::Serialize;
 
 use crate::dominators::{DominatorTree, GroupRetained};
@@ -1034,11 +1034,6 @@ pub enum RetainersQuery {
     Type(String),
 }
 
-const REGISTER_NAMES: [&str; 23] = [
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax",
-    "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
-];
-
 fn root_info<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     symbolizer: &S,
@@ -1076,12 +1071,8 @@ fn root_info<S: StackFrames + ?Sized>(
     };
     let name = Some(string(view, root.name)).filter(|s| !s.is_empty());
     let location = if root.kind == root_kind::REGISTERS {
-        REGISTER_NAMES
-            .get((source_offset / 8) as usize)
-            .map_or_else(
-                || format!("register {}", source_offset / 8),
-                |r| (*r).to_owned(),
-            )
+        register_name(view.process().machine, source_offset / 8)
+            .map_or_else(|| format!("register {}", source_offset / 8), str::to_owned)
     } else {
         hex_address(root.address.wrapping_add(source_offset))
     };

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use anyhow::bail;
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, root_kind};
+use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, register_name, root_kind};
 
 use crate::dominators::Dominator;
 use crate::fields::FieldIndex;
@@ -574,22 +574,14 @@ pub fn root_kind_name(kind: u16) -> &'static str {
     }
 }
 
-/// x86_64 register names in `mcontext_t` `gregs` order, for labelling a
-/// pointer found in a REGISTERS root (its source offset is index × 8).
-const X86_64_GREGS: [&str; 23] = [
-    "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx", "rax",
-    "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
-];
-
 /// How to label the pointer at `offset` in `root`: a register name for
 /// x86_64 registers, else `+0x…`.
 pub fn root_offset_label(machine: u32, root: &RootRecord, offset: u64) -> String {
     if root.kind == root_kind::REGISTERS
-        && machine == 62
         && offset.is_multiple_of(8)
-        && let Some(name) = X86_64_GREGS.get((offset / 8) as usize)
+        && let Some(name) = register_name(machine, offset / 8)
     {
-        return (*name).to_owned();
+        return name.to_owned();
     }
     format!("+{offset:#x}")
 }
