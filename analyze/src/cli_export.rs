@@ -623,7 +623,7 @@ pub fn toheapsnapshot(args: ToheapsnapshotArgs) -> anyhow::Result<ExitCode> {
         file.view(),
         &args.dump,
         args.binary,
-        Types::LoadNoting,
+        Types::Load,
         &ModelOptions::default(),
     )?;
     let summary = export(&options, &model, &to, "writing the heap snapshot")?;

@@ -31,7 +31,8 @@
 //!   [`paths`] (shortest paths from roots).
 //! - Reports and exports: [`report`] (`info`, `verify`, `top`),
 //!   [`heap_report`] (`leaks`, `top --retained`, `retainers`, `diff`),
-//!   [`export`] (DOT, SQLite, HPROF, flame graph and pprof over one model).
+//!   [`export`] (DOT, SQLite, HPROF, flame graph, pprof and Chrome heap
+//!   snapshot over one model).
 
 use std::path::Path;
 
