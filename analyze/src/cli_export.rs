@@ -17,12 +17,13 @@ use heapdump_analyze::export::sqlite::SqliteOptions;
 use heapdump_analyze::export::{Destination, Export, HeapModel, ModelOptions, write_export};
 use heapdump_analyze::fields::FieldIndex;
 use heapdump_analyze::heap_report::{StackFrames, TypedFrames};
+use heapdump_analyze::site::OwnCode;
 use heapdump_analyze::symbolize::{Frame, Symbolizer};
 use heapdump_analyze::types::TypeName;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::module_flags;
 
-use crate::{display, spinner, symbolizer_for, warn_once};
+use crate::{display, own_code, spinner, symbolizer_for, warn_once};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = concat!(
@@ -215,6 +216,7 @@ pub(crate) struct Namer {
     symbolizer: Symbolizer,
     fields: Option<FieldIndex>,
     module: String,
+    own: OwnCode,
 }
 
 impl Namer {
@@ -250,6 +252,7 @@ impl Namer {
             symbolizer: symbolizer_for(view, dump, binary, has_types)?,
             fields,
             module: executable.as_deref().map(display).unwrap_or_default(),
+            own: own_code().clone(),
         })
     }
 
@@ -259,6 +262,7 @@ impl Namer {
             symbolizer: &mut self.symbolizer,
             fields: self.fields.as_ref(),
             module: self.module.clone(),
+            own: &self.own,
         }
     }
 }
@@ -276,6 +280,10 @@ impl StackFrames for Namer {
 
     fn symbol_at(&self, address: u64) -> Option<String> {
         self.symbolizer.symbol_at(address)
+    }
+
+    fn own_code(&self) -> &OwnCode {
+        &self.own
     }
 }
 

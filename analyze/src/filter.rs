@@ -58,19 +58,33 @@ pub fn best_matches<T>(candidates: impl IntoIterator<Item = (T, Option<TypeMatch
 
 /// Whether `site` is what `text` names: `FILE:LINE` or `FILE`, where FILE
 /// is the site's file or its last path components (`main.rs`,
-/// `src/main.rs`), or else text the site's function contains.
+/// `src/main.rs`), or else text the site's function contains. A site in a
+/// dependency is also named by its own frame (the program's call that led
+/// there), the same ways.
 pub fn site_matches(site: &Site, text: &str) -> bool {
-    let file_is = |file: &str| {
-        site.file.as_deref().is_some_and(|f| {
-            f == file || f.strip_suffix(file).is_some_and(|head| head.ends_with('/'))
+    location_matches(&site.function, site.file.as_deref(), site.line, text)
+        || site
+            .own_frame
+            .as_ref()
+            .is_some_and(|f| location_matches(&f.function, f.file.as_deref(), f.line, text))
+}
+
+/// Whether a frame's function, file and line are what `text` names, as
+/// [`site_matches`] reads it.
+fn location_matches(function: &str, file: Option<&str>, line: Option<u32>, text: &str) -> bool {
+    let file_is = |wanted: &str| {
+        file.is_some_and(|f| {
+            f == wanted
+                || f.strip_suffix(wanted)
+                    .is_some_and(|head| head.ends_with('/'))
         })
     };
-    if let Some((file, line)) = text.rsplit_once(':')
-        && let Ok(line) = line.parse::<u32>()
+    if let Some((wanted, wanted_line)) = text.rsplit_once(':')
+        && let Ok(wanted_line) = wanted_line.parse::<u32>()
     {
-        return site.line == Some(line) && file_is(file);
+        return line == Some(wanted_line) && file_is(wanted);
     }
-    file_is(text) || site.function.contains(text)
+    file_is(text) || function.contains(text)
 }
 
 #[cfg(test)]
@@ -83,6 +97,7 @@ mod tests {
             file: file.map(str::to_owned),
             line,
             inlined_into: None,
+            own_frame: None,
         }
     }
 
@@ -114,6 +129,24 @@ mod tests {
         let unknown = site("<unknown>", None, None);
         assert!(!site_matches(&unknown, "main.rs:39"));
         assert!(site_matches(&unknown, "unknown"));
+    }
+
+    #[test]
+    fn a_site_in_a_dependency_is_also_named_by_its_own_frame() {
+        let mut s = site(
+            "indexmap::map::core::reserve_entries",
+            Some("/r/registry/src/i/indexmap-2.14.2/src/map/core.rs"),
+            Some(215),
+        );
+        s.own_frame = Some(crate::site::OwnFrame {
+            function: "words::index_words".into(),
+            file: Some("/home/u/words/src/index.rs".into()),
+            line: Some(12),
+        });
+        for text in ["index_words", "index.rs:12", "src/index.rs", "core.rs:215"] {
+            assert!(site_matches(&s, text), "{text}");
+        }
+        assert!(!site_matches(&s, "index.rs:215"));
     }
 
     #[test]

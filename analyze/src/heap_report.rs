@@ -31,7 +31,7 @@ use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakCla
 use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
 use crate::sampling::StackSampling;
-use crate::site::{Site, site_index};
+use crate::site::{OwnCode, SOURCE_TREE, Site, site_index};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::types::{AllocationName, TypeName};
 
@@ -109,6 +109,12 @@ pub trait StackFrames {
     fn symbol_at(&self, _address: u64) -> Option<String> {
         None
     }
+
+    /// Which code is the program's own, for the frame a site in a
+    /// dependency also names ([`Site::of_stack_in`]).
+    fn own_code(&self) -> &OwnCode {
+        &SOURCE_TREE
+    }
 }
 
 impl StackFrames for Symbolizer {
@@ -139,6 +145,8 @@ pub struct TypedFrames<'s> {
     pub fields: Option<&'s FieldIndex>,
     /// The executable as frames name their module.
     pub module: String,
+    /// Which code is the program's own.
+    pub own: &'s OwnCode,
 }
 
 impl StackFrames for TypedFrames<'_> {
@@ -156,6 +164,10 @@ impl StackFrames for TypedFrames<'_> {
 
     fn symbol_at(&self, address: u64) -> Option<String> {
         self.symbolizer.symbol_at(address)
+    }
+
+    fn own_code(&self) -> &OwnCode {
+        self.own
     }
 }
 
@@ -201,7 +213,7 @@ impl<'s, S: StackFrames + ?Sized> Stacks<'s, S> {
                     Vec::new()
                 }
             };
-            let name = AllocationName::of_stack(&frames);
+            let name = AllocationName::of_stack_in(&frames, self.source.own_code());
             let info = StackInfo {
                 type_label: name.type_label(),
                 name,
@@ -283,17 +295,6 @@ fn address_of(view: &DumpView<'_>, node: u32) -> u64 {
     view.allocations()
         .get(node as usize)
         .map_or(0, |a| a.address)
-}
-
-fn site_text(site: &Site) -> String {
-    let mut s = site.function.clone();
-    if let Some(file) = &site.file {
-        let _ = write!(s, "  {file}");
-        if let Some(line) = site.line {
-            let _ = write!(s, ":{line}");
-        }
-    }
-    s
 }
 
 /// Writes `n` with thousands separators, as valgrind does.
@@ -401,10 +402,10 @@ pub struct LostBlock {
 
 /// Classifies, groups the blocks of the shown classes by (class, stack),
 /// and symbolizes the records that are listed.
-pub fn leaks(
+pub fn leaks<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     analysis: &HeapAnalysis,
-    symbolizer: &mut Symbolizer,
+    symbolizer: &mut S,
     options: &LeaksOptions,
     warnings: &mut Vec<String>,
 ) -> LeaksReport {
@@ -523,7 +524,7 @@ impl LeaksReport {
                 r.number,
                 self.record_count
             );
-            let _ = writeln!(o, "   site: {}", site_text(&r.site));
+            let _ = writeln!(o, "   site: {}", r.site.text());
             for (i, f) in r.frames.iter().enumerate() {
                 let word = if i == 0 { "at" } else { "by" };
                 let _ = writeln!(o, "   {word} {f}");
@@ -632,7 +633,7 @@ fn object_line(o: &ObjectInfo) -> String {
         human_bytes(o.retained),
         o.class.words(),
         o.type_name,
-        site_text(&o.site)
+        o.site.text()
     )
 }
 
@@ -780,6 +781,7 @@ pub fn top_retained<S: StackFrames + ?Sized>(
             file: None,
             line: None,
             inlined_into: None,
+            own_frame: None,
         };
         sites.id(&unsampled);
         types.id(&("<not sampled>".to_owned(), false));
@@ -910,7 +912,7 @@ impl RetainedReport {
             );
         }
         let sites = self.sites.iter().map(|row| {
-            let label = site_text(&row.site);
+            let label = row.site.text();
             (row.retained, row.percent, row.objects, label)
         });
         retained_table(&mut o, "sites", "site", sites);
@@ -1290,7 +1292,7 @@ impl RetainersReport {
                         step.object.address,
                         human_bytes(step.object.size),
                         step.object.type_name,
-                        site_text(&step.object.site)
+                        step.object.site.text()
                     );
                 }
             }
@@ -1577,7 +1579,7 @@ impl DiffReport {
         );
         for r in &self.rows {
             let key = match &r.key {
-                DiffKey::Site(site) => site_text(site),
+                DiffKey::Site(site) => site.text(),
                 DiffKey::Type(label) => label.clone(),
             };
             let _ = writeln!(

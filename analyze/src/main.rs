@@ -11,6 +11,7 @@ use cli_export::Namer;
 use heapdump_analyze::heap_report::{self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery};
 use heapdump_analyze::leaks::{Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
+use heapdump_analyze::site::OwnCode;
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 use serde::Serialize;
 
@@ -34,6 +35,22 @@ EXIT STATUS:
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The program's own crates (repeat, or comma-separated), for the frame
+    /// a site in a dependency also names. Default: the crates of the main
+    /// binary's source tree (sources outside a cargo registry, git
+    /// checkout, the toolchain and /usr). Name them for a program built by
+    /// `cargo install`, or to see one crate of a workspace.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "CRATE")]
+    own_crate: Vec<String>,
+}
+
+/// The `--own-crate` choice, set once before any command runs: every
+/// report and export names sites with it.
+static OWN_CODE: std::sync::OnceLock<OwnCode> = std::sync::OnceLock::new();
+
+/// Which code is the program's own, as `--own-crate` chose.
+pub(crate) fn own_code() -> &'static OwnCode {
+    OWN_CODE.get_or_init(OwnCode::default)
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +117,11 @@ enum Command {
         "The site of an allocation is the innermost frame of its stack that is the\n",
         "program's own code: allocator and tracker frames are trimmed, then std, core,\n",
         "alloc and hashbrown frames are skipped (inlined frames count as frames).\n",
+        "A site in a dependency (a crate from a cargo registry or git checkout) also\n",
+        "names the program's innermost own frame: `indexmap::…::reserve_entries  …\n",
+        "(from app::index_words  src/index.rs:12)`; --by own-function and --by own-file\n",
+        "group by that frame (the site's own when it is the program's). Own code is the\n",
+        "main binary's source tree, or the crates named with --own-crate.\n",
         "BINARY must have the build-id the dump records; shared libraries that are\n",
         "missing are shown as module+0xoffset. A closure that debug info names only\n",
         "{closure#N} is shown with the function that defines it (app::load::{closure#0}).\n",
@@ -110,16 +132,18 @@ enum Command {
         "when no constructor frame names it; the executable's DWARF is read for generic\n",
         "parameters only then.\n\n",
         "JSON (stable): {\"total_bytes\": u64, \"total_count\": u64,\n",
-        "  \"by\": \"site\"|\"function\"|\"file\"|\"type\",\n",
+        "  \"by\": \"site\"|\"function\"|\"file\"|\"own-function\"|\"own-file\"|\"type\",\n",
         "  \"rows\": [{\"bytes\": u64, \"count\": u64, \"percent\": f64,\n",
         "            \"function\": str|null, \"file\": str|null, \"line\": u32|null,\n",
         "            \"inlined_into\": str|null, \"type\": str (by type only),\n",
+        "            \"own_frame\": {\"function\": str, \"file\": str|null, \"line\": u32|null}|null,\n",
         "            \"stack_example\": [{\"pc\": \"0x..\", \"function\": str|null, \"file\": str|null,\n",
         "                               \"line\": u32|null, \"inlined\": bool, \"module\": str|null,\n",
         "                               \"module_offset\": \"0x..\"|null}]}],\n",
         "  \"omitted_rows\": usize, \"omitted_bytes\": u64, \"omitted_count\": u64}\n",
         "function is null when grouping by file; file, line are null when grouping by\n",
-        "function; line and inlined_into are set only when grouping by site. By type, a\n",
+        "function; line, inlined_into and own_frame are set only when grouping by site\n",
+        "(stack_example starts past the allocator's and the tracker's frames). By type, a\n",
         "row's key is its \"type\" member (as in `diff --by type`), function, file, line\n",
         "and inlined_into are null, and rows of other groupings have no \"type\" member.\n",
         "Files are as DWARF records them. total_* are the sums over every live allocation.\n\n",
@@ -136,7 +160,7 @@ enum Command {
         "  \"sites\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"site\": SITE}],\n",
         "  \"types\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"type\": str,\n",
         "             \"recovered\": bool}]}\n",
-        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\"}; objects in a sites or types\n",
+        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\", \"own_frame\"}; objects in a sites or types\n",
         "row counts the blocks counted (those no other block of the row dominates);\n",
         "recovered is false for an alloc@ label."
     ))]
@@ -238,7 +262,8 @@ enum Command {
         "    heapdump retainers /tmp/app.hdump 0x5555a0001040 --json | jq '.objects[0].paths[0]'\n\n",
         "Give one of ADDR, --site and --type. ADDR may point anywhere inside a block.\n",
         "--site picks the blocks of a site as `top` prints it: FILE:LINE (or the file's\n",
-        "last path components, main.rs:39), FILE, or text its function contains. --type\n",
+        "last path components, main.rs:39), FILE, or text its function contains; a site\n",
+        "in a dependency also by its own frame's FILE:LINE, FILE or function. --type\n",
         "picks those whose type is the text; else, whose type's path ends in it (Node:\n",
         "app::Node); else, whose type contains it (Vec<app::Node> buffer). The\n",
         "type is the label `top --retained` and the exports show: the recovered type\n",
@@ -302,7 +327,7 @@ enum Command {
         "            \"old_bytes\", \"old_count\", \"new_bytes\", \"new_count\",\n",
         "            \"delta_bytes\": i64, \"delta_count\": i64, \"new_objects\", \"new_object_bytes\"}],\n",
         "  \"omitted_rows\"}; SIDE = {\"file\", \"pid\", \"dump_number\", \"live_bytes\", \"live_count\"};\n",
-        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\"}."
+        "SITE = {\"function\", \"file\", \"line\", \"inlined_into\", \"own_frame\"}."
     ))]
     Diff {
         /// The older dump.
@@ -430,6 +455,7 @@ fn analyze(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = OWN_CODE.set(OwnCode::crates(&cli.own_crate));
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -504,7 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
             let analysis = analyze(&view, &dump, &heuristics, false)?;
-            let mut symbolizer = symbolizer_for(&view, &dump, binary, None)?;
+            let mut namer = Namer::new(&view, &dump, binary, false)?;
             let mut warnings = Vec::new();
             let options = LeaksOptions {
                 show: show.0,
@@ -512,8 +538,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 blocks,
                 ..LeaksOptions::default()
             };
-            let report =
-                heap_report::leaks(&view, &analysis, &mut symbolizer, &options, &mut warnings);
+            let report = heap_report::leaks(
+                &view,
+                &analysis,
+                &mut namer.frames(),
+                &options,
+                &mut warnings,
+            );
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }

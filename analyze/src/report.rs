@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::heap_report::StackFrames;
 use crate::sampling::StackSampling;
-use crate::site::Site;
+use crate::site::{OwnCode, OwnFrame, Site, trim_allocator_frames};
 use crate::symbolize::{Frame, hex};
 use crate::types::AllocationName;
 
@@ -714,7 +714,7 @@ impl VerifyReport {
 
 /// What `top` groups allocations by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum GroupBy {
     /// Function, file and line of the allocation site.
     Site,
@@ -722,6 +722,11 @@ pub enum GroupBy {
     Function,
     /// Source file of the allocation site.
     File,
+    /// Function of the innermost frame in the program's own code: the
+    /// site's, or for a site in a dependency the program's call into it.
+    OwnFunction,
+    /// Source file of that frame.
+    OwnFile,
     /// The recovered type, labelled as `top --retained`'s types and the
     /// exports label it (`alloc@function:line` when no type was recovered).
     Type,
@@ -784,12 +789,16 @@ pub struct TopRow {
     pub line: Option<u32>,
     /// The function the site was inlined into (only when grouping by site).
     pub inlined_into: Option<String>,
+    /// When the site is in a dependency, the innermost frame in the
+    /// program's own code (only when grouping by site).
+    pub own_frame: Option<OwnFrame>,
     /// The type label (only when grouping by type; the member is absent
     /// from the JSON otherwise).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_label: Option<String>,
-    /// The full stack, innermost first, of the stack with the most bytes
-    /// in this group.
+    /// The stack with the most bytes in this group, innermost first,
+    /// from the caller of the allocator (allocator and tracker frames
+    /// trimmed).
     pub stack_example: Vec<Frame>,
 }
 
@@ -799,40 +808,59 @@ struct GroupKey {
     file: Option<String>,
     line: Option<u32>,
     inlined_into: Option<String>,
+    own_frame: Option<OwnFrame>,
     type_label: Option<String>,
 }
 
-/// The group of a stack with symbolized `frames` (innermost first).
-fn group_key(frames: &[Frame], by: GroupBy) -> GroupKey {
+/// The group of a stack with symbolized `frames` (innermost first), the
+/// program's own code being `own`.
+fn group_key(frames: &[Frame], by: GroupBy, own: &OwnCode) -> GroupKey {
     let none = GroupKey {
         function: None,
         file: None,
         line: None,
         inlined_into: None,
+        own_frame: None,
         type_label: None,
     };
     if by == GroupBy::Type {
         // The label `top --retained` and the exports give the stack.
         return GroupKey {
-            type_label: Some(AllocationName::of_stack(frames).type_label()),
+            type_label: Some(AllocationName::of_stack_in(frames, own).type_label()),
             ..none
         };
     }
-    let site = Site::of_stack(frames);
+    let site = Site::of_stack_in(frames, own);
+    let unknown_file = || "<unknown file>".to_owned();
     match by {
         GroupBy::Site => GroupKey {
             function: Some(site.function),
             file: site.file,
             line: site.line,
             inlined_into: site.inlined_into,
+            own_frame: site.own_frame,
             ..none
         },
         GroupBy::Function => GroupKey {
             function: Some(site.function),
             ..none
         },
+        GroupBy::OwnFunction => GroupKey {
+            function: Some(site.own_frame.map_or(site.function, |f| f.function)),
+            ..none
+        },
+        GroupBy::OwnFile => GroupKey {
+            file: Some(
+                match site.own_frame {
+                    Some(f) => f.file,
+                    None => site.file,
+                }
+                .unwrap_or_else(unknown_file),
+            ),
+            ..none
+        },
         GroupBy::File | GroupBy::Type => GroupKey {
-            file: Some(site.file.unwrap_or_else(|| "<unknown file>".to_owned())),
+            file: Some(site.file.unwrap_or_else(unknown_file)),
             ..none
         },
     }
@@ -893,7 +921,7 @@ pub fn top<S: StackFrames + ?Sized>(
                 Vec::new()
             }
         };
-        let key = group_key(&frames, options.by);
+        let key = group_key(&frames, options.by, symbolizer.own_code());
         let row = groups.entry(key.clone()).or_insert_with(|| TopRow {
             bytes: 0,
             count: 0,
@@ -902,8 +930,9 @@ pub fn top<S: StackFrames + ?Sized>(
             file: key.file,
             line: key.line,
             inlined_into: key.inlined_into,
+            own_frame: key.own_frame,
             type_label: key.type_label,
-            stack_example: frames,
+            stack_example: trim_allocator_frames(&frames).to_vec(),
         });
         row.bytes = row.bytes.saturating_add(bytes);
         row.count += count;
@@ -957,6 +986,8 @@ impl TopReport {
             GroupBy::Site => "site",
             GroupBy::Function => "function",
             GroupBy::File => "file",
+            GroupBy::OwnFunction => "own function",
+            GroupBy::OwnFile => "own file",
             GroupBy::Type => "type",
         };
         let _ = writeln!(
@@ -986,8 +1017,10 @@ impl TopReport {
         );
         for row in &self.rows {
             let label = match self.by {
-                GroupBy::File => row.file.clone().unwrap_or_default(),
-                GroupBy::Function => row.function.clone().unwrap_or_default(),
+                GroupBy::File | GroupBy::OwnFile => row.file.clone().unwrap_or_default(),
+                GroupBy::Function | GroupBy::OwnFunction => {
+                    row.function.clone().unwrap_or_default()
+                }
                 GroupBy::Type => row.type_label.clone().unwrap_or_default(),
                 GroupBy::Site => {
                     let mut label = row.function.clone().unwrap_or_default();
@@ -1001,6 +1034,9 @@ impl TopReport {
                         // Full name in JSON; without generic arguments here.
                         let into = crate::site::strip_generics(into);
                         let _ = write!(label, "  (inlined into {into})");
+                    }
+                    if let Some(own) = &row.own_frame {
+                        let _ = write!(label, "  (from {})", own.text());
                     }
                     label
                 }
@@ -1080,6 +1116,7 @@ mod tests {
                 file: Some("/work/main/examples/src/bin/demo.rs".into()),
                 line: Some(24),
                 inlined_into: Some(into.into()),
+                own_frame: None,
                 type_label: None,
                 stack_example: Vec::new(),
             }],

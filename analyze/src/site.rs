@@ -22,6 +22,7 @@ use crate::symbolize::Frame;
 const ALLOCATOR_PREFIXES: &[&str] = &[
     "heapdump_capture::",
     "<heapdump_capture::",
+    "heapdump_preload::",
     "__rust_alloc",
     "__rust_realloc",
     "__rust_alloc_zeroed",
@@ -86,6 +87,24 @@ pub fn is_allocator_function(function: &str) -> bool {
     let function = function.strip_prefix("__rustc::").unwrap_or(function);
     ALLOCATOR_PREFIXES.iter().any(|p| function.starts_with(p))
         || C_ALLOCATOR_FUNCTIONS.contains(&function)
+}
+
+/// File-name prefix of the preload library `heapdump run` puts into a
+/// program: every frame in it is the tracker's, whatever its name (the
+/// library is built without debug info, so its inner functions may be
+/// unnamed or named only by the capture crate's mangled paths).
+const PRELOAD_LIBRARY: &str = "libheapdump_preload";
+
+/// Whether `frame` is the allocator's or the tracker's: by its function,
+/// or by its module being the preload library.
+pub fn is_allocator_frame(frame: &Frame) -> bool {
+    frame.function.as_deref().is_some_and(is_allocator_function)
+        || frame.module.as_deref().is_some_and(|module| {
+            module
+                .rsplit('/')
+                .next()
+                .is_some_and(|name| name.starts_with(PRELOAD_LIBRARY))
+        })
 }
 
 /// Whether `function` is standard-library code (std, core, alloc,
@@ -209,7 +228,7 @@ pub fn is_library_frame(frame: &Frame) -> bool {
 pub fn trim_allocator_frames(frames: &[Frame]) -> &[Frame] {
     let cut = frames
         .iter()
-        .rposition(|f| f.function.as_deref().is_some_and(is_allocator_function))
+        .rposition(is_allocator_frame)
         .map_or(0, |i| i + 1);
     &frames[cut..]
 }
@@ -228,6 +247,139 @@ pub fn site_index(frames: &[Frame]) -> Option<usize> {
         None if trimmed.is_empty() => frames.len().checked_sub(1),
         None => Some(offset),
     }
+}
+
+/// Directories of source that is not the program's own: crates from a
+/// cargo registry or git checkout (wherever `CARGO_HOME` is), the Rust
+/// toolchain's library, and the system's headers and sources.
+const DEPENDENCY_DIRS: &[&str] = &[
+    "/registry/src/",
+    "/git/checkouts/",
+    "/rustc/",
+    "/usr/include/",
+    "/usr/src/",
+    "/usr/lib/",
+];
+
+/// Which code is the program's own: by default the crates of the main
+/// binary's source tree (a frame with a source file outside a cargo
+/// registry, a git checkout, the toolchain and the system directories),
+/// or the crates a user names (for a program installed with `cargo
+/// install`, whose own sources are in the registry too, or to look at one
+/// crate of a workspace).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnCode {
+    /// Crate names with `_` for `-`; empty: the source-tree rule.
+    crates: Vec<String>,
+}
+
+/// The source-tree rule, for sources of frames that have no choice of crates.
+pub static SOURCE_TREE: OwnCode = OwnCode { crates: Vec::new() };
+
+impl OwnCode {
+    /// The program's own code is these crates (`jaq`, `jaq-json` or
+    /// `jaq_json`); an empty list is the source-tree rule.
+    pub fn crates<S: AsRef<str>>(names: &[S]) -> OwnCode {
+        OwnCode {
+            crates: names
+                .iter()
+                .map(|n| n.as_ref().trim().replace('-', "_"))
+                .filter(|n| !n.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Whether `frame` is the program's own code: named, neither the
+    /// allocator's nor library code, and in a chosen crate (by its
+    /// function's path, or for a name without a path, as line-tables-only
+    /// debug info names inlined functions, by its file's crate directory)
+    /// or, without a choice, with a source file outside the dependencies.
+    pub fn is_own(&self, frame: &Frame) -> bool {
+        let Some(function) = frame.function.as_deref() else {
+            return false;
+        };
+        if is_allocator_frame(frame) || is_library_frame(frame) {
+            return false;
+        }
+        if self.crates.is_empty() {
+            return frame
+                .file
+                .as_deref()
+                .is_some_and(|file| !DEPENDENCY_DIRS.iter().any(|dir| file.contains(dir)));
+        }
+        let chosen = |krate: &str| self.crates.iter().any(|c| c == krate);
+        let crates = function_crates(function);
+        if !crates.is_empty() {
+            return crates.into_iter().any(chosen);
+        }
+        frame
+            .file
+            .as_deref()
+            .and_then(file_crate)
+            .is_some_and(|krate| chosen(&krate))
+    }
+}
+
+/// The crates a function path belongs to: the first segment of a plain
+/// path (`jaq_json::read::parse`), or of the type and the trait of a
+/// qualified one (`<jaq_json::Val as core::cmp::Ord>::cmp`: an impl is in
+/// the crate of one of them). Empty for a name without a path.
+fn function_crates(function: &str) -> Vec<&str> {
+    fn first_segment(path: &str) -> Option<&str> {
+        let path = path
+            .trim_start_matches('&')
+            .trim_start_matches("mut ")
+            .trim_start_matches("dyn ");
+        path.split_once("::")
+            .map(|(krate, _)| krate)
+            .filter(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    }
+    match function.strip_prefix('<').and_then(split_qualified) {
+        Some((self_type, trait_path)) => [Some(self_type), trait_path]
+            .into_iter()
+            .flatten()
+            .filter_map(first_segment)
+            .collect(),
+        None => first_segment(function).into_iter().collect(),
+    }
+}
+
+/// The crate of a source file, from the directory that holds its `src/`:
+/// `…/jaq-json-1.1.0/src/read.rs` (a registry's, with its version) and
+/// `…/jaq-json/src/read.rs` (a workspace's) are both `jaq_json`.
+fn file_crate(file: &str) -> Option<String> {
+    let (dir, _) = file.rsplit_once("/src/")?;
+    let name = dir.rsplit('/').next()?;
+    // A registry directory ends in `-MAJOR.MINOR.PATCH[-pre]`.
+    let name = match name.rsplit_once('-') {
+        Some((base, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => base,
+        _ => name,
+    };
+    let name = match name.rsplit_once('-') {
+        Some((base, version))
+            if version.starts_with(|c: char| c.is_ascii_digit()) && version.contains('.') =>
+        {
+            base
+        }
+        _ => name,
+    };
+    (!name.is_empty()).then(|| name.replace('-', "_"))
+}
+
+/// Index in `frames` of the innermost frame in the program's own code at
+/// or outside the site `site` (up to the runtime's entry), when the site
+/// itself is not: the program's call into the dependency that allocated.
+/// `None` when the site is the program's own or no frame is.
+pub fn own_frame_index(frames: &[Frame], site: usize, own: &OwnCode) -> Option<usize> {
+    let frame = frames.get(site)?;
+    if own.is_own(frame) {
+        return None;
+    }
+    frames[site + 1..]
+        .iter()
+        .take_while(|f| !is_runtime_entry(f))
+        .position(|f| own.is_own(f))
+        .map(|i| site + 1 + i)
 }
 
 /// `name` without generic arguments: `{closure#0}<usize, Vec<u8>>` becomes
@@ -360,6 +512,37 @@ pub struct Site {
     pub line: Option<u32>,
     /// When the site's function was inlined, the function it was inlined into.
     pub inlined_into: Option<String>,
+    /// When the site is outside the program's own code (in a dependency
+    /// such as `indexmap`), the innermost frame that is the program's own:
+    /// the call that made the dependency allocate. Sites that differ only
+    /// here are different sites.
+    pub own_frame: Option<OwnFrame>,
+}
+
+/// The program's own frame of a site in a dependency.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OwnFrame {
+    /// Its function (a bare closure qualified as for the site).
+    pub function: String,
+    /// Its source file.
+    pub file: Option<String>,
+    /// Its line.
+    pub line: Option<u32>,
+}
+
+impl OwnFrame {
+    /// `function  file:line`, the function without generic arguments.
+    pub fn text(&self) -> String {
+        let mut s = strip_generics(&self.function);
+        if let Some(file) = &self.file {
+            s.push_str("  ");
+            s.push_str(file);
+            if let Some(line) = self.line {
+                s.push_str(&format!(":{line}"));
+            }
+        }
+        s
+    }
 }
 
 impl Site {
@@ -371,14 +554,27 @@ impl Site {
             file: None,
             line: None,
             inlined_into: None,
+            own_frame: None,
         }
     }
 
-    /// The allocation site of a symbolized stack (innermost first).
+    /// The allocation site of a symbolized stack (innermost first), with
+    /// the program's own code found by the source-tree rule.
     pub fn of_stack(frames: &[Frame]) -> Site {
+        Site::of_stack_in(frames, &SOURCE_TREE)
+    }
+
+    /// The allocation site of a symbolized stack (innermost first), and
+    /// when it lies outside `own`, the program's frame that led there.
+    pub fn of_stack_in(frames: &[Frame], own: &OwnCode) -> Site {
         let Some(index) = site_index(frames) else {
             return Site::unknown();
         };
+        let own_frame = own_frame_index(frames, index, own).map(|i| OwnFrame {
+            function: qualify_closure(frames, i).unwrap_or_else(|| frames[i].name()),
+            file: frames[i].file.clone(),
+            line: frames[i].line,
+        });
         let frame = &frames[index];
         let inlined_into = if frame.inlined {
             frames.get(index + 1).map(Frame::name)
@@ -391,7 +587,25 @@ impl Site {
             file: frame.file.clone(),
             line: frame.line,
             inlined_into,
+            own_frame,
         }
+    }
+
+    /// The site as one line: `function  file:line`, and for a site in a
+    /// dependency `  (from own_function  file:line)`.
+    pub fn text(&self) -> String {
+        let mut s = self.function.clone();
+        if let Some(file) = &self.file {
+            s.push_str("  ");
+            s.push_str(file);
+            if let Some(line) = self.line {
+                s.push_str(&format!(":{line}"));
+            }
+        }
+        if let Some(own) = &self.own_frame {
+            s.push_str(&format!("  (from {})", own.text()));
+        }
+        s
     }
 }
 
@@ -452,6 +666,7 @@ mod tests {
                 file: Some("/src/x.rs".into()),
                 line: Some(21),
                 inlined_into: Some("blocks::main".into()),
+                own_frame: None,
             }
         );
     }
@@ -610,6 +825,120 @@ mod tests {
         assert!(is_allocator_function(
             "operator new[](unsigned long, std::align_val_t, std::nothrow_t const&)"
         ));
+    }
+
+    /// `IndexMap<String, usize>` filled in the program's `index_words`:
+    /// indexmap's code (in the registry) allocates.
+    fn index_words_stack() -> Vec<Frame> {
+        let registry = "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        vec![
+            frame(Some("__rust_realloc"), 1, false),
+            located(
+                "alloc::raw_vec::finish_grow",
+                &format!("{STD}/alloc/src/raw_vec/mod.rs"),
+                2,
+                false,
+            ),
+            located(
+                "indexmap::map::core::reserve_entries",
+                &format!("{registry}/indexmap-2.14.2/src/map/core.rs"),
+                215,
+                true,
+            ),
+            located(
+                "indexmap::map::core::IndexMapCore<K,V>::push_entry",
+                &format!("{registry}/indexmap-2.14.2/src/map/core.rs"),
+                300,
+                false,
+            ),
+            located(
+                "words::index_words",
+                "/home/u/words/src/index.rs",
+                12,
+                false,
+            ),
+            located("words::main", "/home/u/words/src/main.rs", 4, false),
+        ]
+    }
+
+    #[test]
+    fn a_site_in_a_dependency_names_the_programs_innermost_frame() {
+        let frames = index_words_stack();
+        let site = Site::of_stack(&frames);
+        assert_eq!(site.function, "indexmap::map::core::reserve_entries");
+        assert_eq!(
+            site.own_frame,
+            Some(OwnFrame {
+                function: "words::index_words".into(),
+                file: Some("/home/u/words/src/index.rs".into()),
+                line: Some(12),
+            })
+        );
+        assert!(
+            site.text()
+                .ends_with("core.rs:215  (from words::index_words  /home/u/words/src/index.rs:12)"),
+            "{}",
+            site.text()
+        );
+        // A site in the program's own code names nothing more.
+        let own = Site::of_stack(&frames[4..]);
+        assert_eq!(own.function, "words::index_words");
+        assert_eq!(own.own_frame, None);
+    }
+
+    #[test]
+    fn chosen_crates_are_the_programs_own_code() {
+        let frames = index_words_stack();
+        // Choosing indexmap makes its frame the program's: nothing more to name.
+        let indexmap = OwnCode::crates(&["indexmap"]);
+        assert_eq!(Site::of_stack_in(&frames, &indexmap).own_frame, None);
+        // A crate of a workspace: words's frames, by function path.
+        let words = OwnCode::crates(&["words"]);
+        assert_eq!(
+            Site::of_stack_in(&frames, &words)
+                .own_frame
+                .map(|f| f.function),
+            Some("words::index_words".into())
+        );
+        // A crate nothing on the stack belongs to: no frame is named.
+        let other = OwnCode::crates(&["jaq-json"]);
+        assert_eq!(Site::of_stack_in(&frames, &other).own_frame, None);
+        // A name without a path (an inlined function with line-tables-only
+        // debug info) goes by its file's crate directory, registry or not.
+        let inlined = |file: &str| Frame {
+            file: Some(file.into()),
+            ..frame(Some("parse<u8>"), 143, true)
+        };
+        let jaq_json = OwnCode::crates(&["jaq-json"]);
+        assert!(jaq_json.is_own(&inlined(
+            "/r/registry/src/index.crates.io-1/jaq-json-1.1.0/src/read.rs"
+        )));
+        assert!(jaq_json.is_own(&inlined("/home/u/jaq/jaq-json/src/read.rs")));
+        assert!(!jaq_json.is_own(&inlined("/home/u/jaq/jaq-core/src/read.rs")));
+        // Trait impls belong to the crate of their type or their trait.
+        let val = frame(Some("<jaq_json::Val as core::cmp::Ord>::cmp"), 1, false);
+        assert!(jaq_json.is_own(&val));
+        assert!(!OwnCode::crates(&["core"]).is_own(&frame(Some("core::f"), 1, false)));
+    }
+
+    #[test]
+    fn frames_in_the_preload_library_are_the_trackers_whatever_their_name() {
+        let preload = |function: Option<&str>| Frame {
+            file: None,
+            line: None,
+            module: Some("/opt/heapdump/lib/libheapdump_preload.so".into()),
+            ..frame(function, 0, false)
+        };
+        let frames = [
+            preload(None),
+            preload(Some("heapdump_capture::c_alloc::record")),
+            preload(Some("calloc")),
+            frame(Some("keep_table"), 3, false),
+        ];
+        assert_eq!(trim_allocator_frames(&frames).len(), 1);
+        assert_eq!(Site::of_stack(&frames).function, "keep_table");
+        assert!(is_allocator_frame(&preload(Some("helper"))));
+        assert!(is_allocator_function("heapdump_preload::init"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::site::{Site, site_index, strip_generics, trim_allocator_frames};
+use crate::site::{OwnCode, SOURCE_TREE, Site, site_index, strip_generics, trim_allocator_frames};
 use crate::symbolize::Frame;
 
 /// What kind of constructor made an allocation, which says how its type
@@ -158,9 +158,15 @@ pub struct AllocationName {
 impl AllocationName {
     /// Names the allocation with symbolized stack `frames` (innermost first).
     pub fn of_stack(frames: &[Frame]) -> AllocationName {
+        AllocationName::of_stack_in(frames, &SOURCE_TREE)
+    }
+
+    /// [`of_stack`](Self::of_stack), with the program's own code chosen
+    /// ([`Site::of_stack_in`]).
+    pub fn of_stack_in(frames: &[Frame], own: &OwnCode) -> AllocationName {
         AllocationName {
             recovered: recover_type(frames),
-            site: Site::of_stack(frames),
+            site: Site::of_stack_in(frames, own),
         }
     }
 

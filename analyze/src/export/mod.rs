@@ -269,7 +269,10 @@ impl<'a> HeapModel<'a> {
                     }
                 }
             };
-            stack_name.insert(stack, AllocationName::of_stack(&symbolized));
+            stack_name.insert(
+                stack,
+                AllocationName::of_stack_in(&symbolized, names.own_code()),
+            );
         }
 
         let mut model = HeapModel {
