@@ -160,6 +160,25 @@ pub struct HeapGraph {
     in_edges: OnceLock<Csr>,
     skipped_edges: u64,
     heuristics: Heuristics,
+    /// Nodes whose recovered type holds no pointer, one bit each: their
+    /// out-edges were left out (empty when no types were given).
+    pointer_free: Vec<u64>,
+    /// How many out-edges of those nodes were left out.
+    pointer_free_edges: u64,
+}
+
+/// A set of nodes as one bit each.
+fn node_bits(nodes: &[bool]) -> Vec<u64> {
+    let mut bits = vec![0u64; nodes.len().div_ceil(64)];
+    for (i, _) in nodes.iter().enumerate().filter(|(_, on)| **on) {
+        bits[i / 64] |= 1 << (i % 64);
+    }
+    bits
+}
+
+fn has_bit(bits: &[u64], node: u32) -> bool {
+    bits.get(node as usize / 64)
+        .is_some_and(|w| w & (1 << (node % 64)) != 0)
 }
 
 /// Hashbrown's control-group width for the dumped machine: 16 with SSE2
@@ -177,6 +196,19 @@ impl HeapGraph {
     /// skipped and counted ([`skipped_edges`](Self::skipped_edges));
     /// `heapdump verify` says what is wrong with them.
     pub fn build(view: &DumpView<'_>, heuristics: &Heuristics) -> anyhow::Result<HeapGraph> {
+        Self::build_typed(view, heuristics, &[])
+    }
+
+    /// [`build`](Self::build), leaving out the out-edges of the nodes
+    /// `pointer_free` marks (indexed by node; shorter means the rest are
+    /// unmarked) when `heuristics` has [`Heuristic::PointerFreeTypes`]:
+    /// blocks whose recovered type holds no pointer. How many were left out
+    /// is [`pointer_free_edges`](Self::pointer_free_edges).
+    pub fn build_typed(
+        view: &DumpView<'_>,
+        heuristics: &Heuristics,
+        pointer_free: &[bool],
+    ) -> anyhow::Result<HeapGraph> {
         let allocations = view.allocations();
         if allocations.len() > MAX_NODES {
             bail!(
@@ -202,6 +234,7 @@ impl HeapGraph {
             roots,
             group_width,
             heuristics,
+            pointer_free,
             || edges.iter(),
         ))
     }
@@ -214,6 +247,18 @@ impl HeapGraph {
         edges: &[GraphEdge],
         root_edges: &[RootEdge],
         heuristics: &Heuristics,
+    ) -> HeapGraph {
+        Self::from_parts_typed(sizes, edges, root_edges, heuristics, &[])
+    }
+
+    /// [`from_parts`](Self::from_parts) with the nodes whose type holds no
+    /// pointer marked, as [`build_typed`](Self::build_typed) takes them.
+    pub fn from_parts_typed(
+        sizes: Vec<u64>,
+        edges: &[GraphEdge],
+        root_edges: &[RootEdge],
+        heuristics: &Heuristics,
+        pointer_free: &[bool],
     ) -> HeapGraph {
         let aligns = vec![16u32; sizes.len()];
         let roots = root_edges
@@ -240,7 +285,7 @@ impl HeapGraph {
             });
             from_allocations.chain(from_roots)
         };
-        Self::assemble(sizes, &aligns, roots, 16, heuristics, records)
+        Self::assemble(sizes, &aligns, roots, 16, heuristics, pointer_free, records)
     }
 
     /// One pass over the edge records when they come sorted by source (as
@@ -254,9 +299,16 @@ impl HeapGraph {
         roots: usize,
         group_width: u64,
         heuristics: &Heuristics,
+        pointer_free: &[bool],
         records: impl Fn() -> I,
     ) -> HeapGraph {
         let n = sizes.len();
+        let pointer_free = if heuristics.contains(Heuristic::PointerFreeTypes) {
+            node_bits(pointer_free)
+        } else {
+            Vec::new()
+        };
+        let mut pointer_free_edges = 0u64;
         let valid = |e: &EdgeRecord| is_valid_edge(e, &sizes, roots);
         let heuristic_of = |e: &EdgeRecord| {
             if e.target_offset == 0 {
@@ -283,6 +335,10 @@ impl HeapGraph {
                 let mut edge = RootEdge::new(e.source, e.target, e.source_offset, e.target_offset);
                 edge.heuristic = heuristic_of(&e);
                 root_edges.push(edge);
+                continue;
+            }
+            if has_bit(&pointer_free, e.source) {
+                pointer_free_edges += 1;
                 continue;
             }
             start[e.source as usize + 1] += 1;
@@ -314,7 +370,10 @@ impl HeapGraph {
             let mut cursor: Vec<u32> = start[..n].to_vec();
             edges = vec![PackedEdge(0); total];
             for e in records() {
-                if e.flags & edge_flags::FROM_ROOT != 0 || !valid(&e) {
+                if e.flags & edge_flags::FROM_ROOT != 0
+                    || !valid(&e)
+                    || has_bit(&pointer_free, e.source)
+                {
                     continue;
                 }
                 let heuristic = heuristic_of(&e);
@@ -340,7 +399,15 @@ impl HeapGraph {
             in_edges: OnceLock::new(),
             skipped_edges,
             heuristics: *heuristics,
+            pointer_free,
+            pointer_free_edges,
         }
+    }
+
+    /// Edges between blocks left out because their source's recovered
+    /// type holds no pointer ([`Heuristic::PointerFreeTypes`]).
+    pub fn pointer_free_edges(&self) -> u64 {
+        self.pointer_free_edges
     }
 
     /// Number of nodes (allocations).
@@ -487,7 +554,10 @@ impl HeapGraph {
         let mut cursor: Vec<u32> = self.out.start[..n].to_vec();
         let mut records = vec![0u32; self.out.edges.len()];
         for (i, e) in view.edges().iter().enumerate() {
-            if e.flags & edge_flags::FROM_ROOT != 0 || !is_valid_edge(&e, &self.sizes, roots) {
+            if e.flags & edge_flags::FROM_ROOT != 0
+                || !is_valid_edge(&e, &self.sizes, roots)
+                || has_bit(&self.pointer_free, e.source)
+            {
                 continue;
             }
             let slot = &mut cursor[e.source as usize];
@@ -582,6 +652,50 @@ mod tests {
         assert_eq!(into1.len(), 1);
         assert!(into1[0].is_interior());
         assert_eq!(into1[0].node(), 0);
+    }
+
+    #[test]
+    fn edges_out_of_pointer_free_blocks_are_left_out_only_with_that_heuristic() {
+        // Root -> 0 (a byte buffer) -> 1; 2 -> 1; 0 is also pointed at by 2.
+        let edges = [
+            GraphEdge {
+                source: 0,
+                target: 1,
+                target_offset: 0,
+            },
+            GraphEdge {
+                source: 2,
+                target: 0,
+                target_offset: 0,
+            },
+            GraphEdge {
+                source: 0,
+                target: 2,
+                target_offset: 0,
+            },
+        ];
+        let roots = [RootEdge::new(0, 0, 0, 0)];
+        let pointer_free = [true];
+        let typed = HeapGraph::from_parts_typed(
+            vec![64, 72, 8],
+            &edges,
+            &roots,
+            &Heuristics::default(),
+            &pointer_free,
+        );
+        assert_eq!(typed.pointer_free_edges(), 2);
+        assert_eq!(typed.edge_count(), 1);
+        assert_eq!(typed.out_edges(0).count(), 0);
+        assert_eq!(typed.out_row(2), &[PackedEdge::new(0, false, false)]);
+        let untyped = HeapGraph::from_parts_typed(
+            vec![64, 72, 8],
+            &edges,
+            &roots,
+            &Heuristics::none(),
+            &pointer_free,
+        );
+        assert_eq!(untyped.pointer_free_edges(), 0);
+        assert_eq!(untyped.edge_count(), 3);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::dominators::{DominatorTree, GroupRetained};
 use crate::fields::FieldIndex;
 use crate::filter;
 use crate::graph::{HeapGraph, edge_offsets, find_allocation};
-use crate::leaks::{ClassTotal, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
+use crate::leaks::{ClassTotal, Heuristic, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
 use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
 use crate::sampling::StackSampling;
@@ -51,7 +51,9 @@ impl HeapAnalysis {
     /// Builds the graph, classifies, and with `dominators` computes the
     /// dominator tree (the super-root's children: root targets and
     /// definitely-lost blocks). Fails for a dump without a scan (no roots
-    /// and edges: every block would look lost).
+    /// and edges: every block would look lost). Without types, every edge
+    /// is kept ([`with_types`](Self::with_types) knows which blocks hold no
+    /// pointer).
     pub fn new(
         view: &DumpView<'_>,
         heuristics: &Heuristics,
@@ -62,7 +64,35 @@ impl HeapAnalysis {
                 "the dump has no roots and edges (process flag HAS_SCAN is not set): it was written without the conservative scan, so reachability cannot be computed"
             );
         }
-        let graph = HeapGraph::build(view, heuristics)?;
+        Self::assemble(HeapGraph::build(view, heuristics)?, dominators)
+    }
+
+    /// [`new`](Self::new), with the blocks' types recovered from their
+    /// stacks (`frames` symbolizes each distinct stack once) so that, with
+    /// [`Heuristic::PointerFreeTypes`](crate::leaks::Heuristic::PointerFreeTypes),
+    /// the out-edges of blocks whose type holds no pointer are left out.
+    /// Costs a symbolization of every stack (cached by the symbolizer, so
+    /// the reports that follow pay less).
+    pub fn with_types<S: StackFrames + ?Sized>(
+        view: &DumpView<'_>,
+        heuristics: &Heuristics,
+        dominators: bool,
+        frames: &mut S,
+    ) -> anyhow::Result<HeapAnalysis> {
+        if view.process().flags & process_flags::HAS_SCAN == 0 {
+            // `new` says why.
+            return Self::new(view, heuristics, dominators);
+        }
+        let pointer_free = if heuristics.contains(Heuristic::PointerFreeTypes) {
+            pointer_free_blocks(view, frames)
+        } else {
+            Vec::new()
+        };
+        let graph = HeapGraph::build_typed(view, heuristics, &pointer_free)?;
+        Self::assemble(graph, dominators)
+    }
+
+    fn assemble(graph: HeapGraph, dominators: bool) -> anyhow::Result<HeapAnalysis> {
         let (leaks, dominators) = if dominators {
             let (leaks, tree) = DominatorTree::compute_with_leaks(&graph);
             (leaks, Some(tree))
@@ -76,6 +106,11 @@ impl HeapAnalysis {
         })
     }
 
+    /// Edges left out because their source's type holds no pointer.
+    pub fn pointer_free_edges(&self) -> u64 {
+        self.graph.pointer_free_edges()
+    }
+
     /// A warning about edges the graph could not use, if any.
     pub fn warnings(&self) -> Vec<String> {
         let skipped = self.graph.skipped_edges();
@@ -86,6 +121,29 @@ impl HeapAnalysis {
             "{skipped} malformed edges (index out of range or offset past the block) were ignored; run `heapdump verify`"
         )]
     }
+}
+
+/// Which blocks of `view` have a recovered type that holds no pointer
+/// ([`TypeName::holds_no_pointer`]), by node; a block with an unknown or
+/// unreadable stack is not one.
+pub fn pointer_free_blocks<S: StackFrames + ?Sized>(
+    view: &DumpView<'_>,
+    frames: &mut S,
+) -> Vec<bool> {
+    let mut by_stack: HashMap<u32, bool> = HashMap::new();
+    view.allocations()
+        .iter()
+        .map(|a| {
+            if a.stack == 0 {
+                return false;
+            }
+            *by_stack.entry(a.stack).or_insert_with(|| {
+                frames.stack_frames(view, a.stack).is_ok_and(|stack| {
+                    crate::types::recover_type(&stack).is_some_and(|t| t.holds_no_pointer())
+                })
+            })
+        })
+        .collect()
 }
 
 /// Where the reports get the symbolized frames of a stack: the
@@ -362,6 +420,20 @@ pub struct LeaksReport {
     pub omitted_records: usize,
     /// Their direct bytes.
     pub omitted_bytes: u64,
+    /// Pointers between blocks left out because their source block's
+    /// type holds no pointer (heuristic `pointer-free-types`).
+    pub pointer_free_edges: u64,
+}
+
+/// The line that says how many edges types ruled out, if any.
+fn pointer_free_note(edges: u64) -> Option<String> {
+    (edges > 0).then(|| {
+        format!(
+            "{} pointer{} found in blocks whose type holds no pointer (byte and string buffers, numbers) left out; --heuristics none keeps every word",
+            commas(edges),
+            if edges == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// Blocks of one class allocated at one stack.
@@ -488,6 +560,7 @@ pub fn leaks<S: StackFrames + ?Sized>(
         records,
         omitted_records: omitted.len(),
         omitted_bytes: omitted.iter().map(|(_, g)| g.direct).sum(),
+        pointer_free_edges: graph.pointer_free_edges(),
     }
 }
 
@@ -572,6 +645,9 @@ impl LeaksReport {
                 }
             }
         }
+        if let Some(note) = pointer_free_note(self.pointer_free_edges) {
+            let _ = writeln!(o, "{note}");
+        }
         let shown: Vec<&str> = self.shown.iter().map(|c| c.kind_name()).collect();
         let _ = writeln!(
             o,
@@ -637,6 +713,35 @@ fn object_line(o: &ObjectInfo) -> String {
     )
 }
 
+/// A group of blocks on one line: count, bytes, the range of retained
+/// sizes, the class, type label and site of its largest block (whose
+/// address is shown when the group is that one block).
+fn group_line(g: &ObjectGroup) -> String {
+    let range = if g.retained_min == g.retained_max {
+        human_bytes(g.retained_max)
+    } else {
+        format!(
+            "{} … {}",
+            human_bytes(g.retained_min),
+            human_bytes(g.retained_max)
+        )
+    };
+    let address = if g.count == 1 {
+        format!("  at {}", g.largest.address)
+    } else {
+        String::new()
+    };
+    format!(
+        "{:>7} {:>10} {:>23}  {:<15}  {}  {}{address}",
+        g.count,
+        human_bytes(g.bytes),
+        range,
+        g.largest.class.words(),
+        g.largest.type_name,
+        g.largest.site.text()
+    )
+}
+
 // ---------------------------------------------------------------- top --retained
 
 /// `heapdump top --retained`: what keeps the most memory alive.
@@ -649,6 +754,10 @@ pub struct RetainedReport {
     /// Blocks with the largest retained sizes (nested ones included: a
     /// list head and its second node may both appear).
     pub objects: Vec<ObjectInfo>,
+    /// The blocks grouped by type and site, ranked by the largest retained
+    /// size in the group, at most `limit`: many holders from one line are
+    /// one row with their count and the range of their retained sizes.
+    pub object_groups: Vec<ObjectGroup>,
     /// Sites by retained bytes: the sum over the site's blocks that no
     /// other block of the same site dominates (so nothing is counted twice
     /// within a site).
@@ -663,6 +772,24 @@ pub struct RetainedReport {
     pub estimated: bool,
     /// The mean interval S of the stack sample in bytes; 0: every stack.
     pub stack_sample_interval_bytes: u64,
+    /// Pointers between blocks left out of retention because their source
+    /// block's type holds no pointer (heuristic `pointer-free-types`).
+    pub pointer_free_edges: u64,
+}
+
+/// Blocks of one type and one site in `top --retained`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectGroup {
+    /// Blocks in the group.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The smallest retained size among them.
+    pub retained_min: u64,
+    /// The largest retained size among them (that of `largest`).
+    pub retained_max: u64,
+    /// The block retaining the most (the lowest index among equals).
+    pub largest: ObjectInfo,
 }
 
 /// One site of `top --retained`.
@@ -809,6 +936,39 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         node_site.push(site);
         node_type.push(ty);
     }
+    // Objects by (type, site): count, bytes and range of retained sizes,
+    // with the group's largest block.
+    let mut groups: HashMap<(u32, u32), (u64, u64, u64, u32)> = HashMap::new();
+    for node in 0..n as u32 {
+        let key = (node_type[node as usize], node_site[node as usize]);
+        let r = retained[node as usize];
+        let size = graph.size(node);
+        let g = groups.entry(key).or_insert((0, 0, r, node));
+        g.0 += 1;
+        g.1 = g.1.saturating_add(size);
+        g.2 = g.2.min(r);
+        if r > retained[g.3 as usize] {
+            g.3 = node;
+        }
+    }
+    let mut groups: Vec<(u64, u64, u64, u32)> = groups.into_values().collect();
+    groups.sort_by(|a, b| {
+        retained[b.3 as usize]
+            .cmp(&retained[a.3 as usize])
+            .then(a.3.cmp(&b.3))
+    });
+    groups.truncate(limit);
+    let object_groups = groups
+        .into_iter()
+        .map(|(count, bytes, retained_min, largest)| ObjectGroup {
+            count,
+            bytes,
+            retained_min,
+            retained_max: retained[largest as usize],
+            largest: object_info(view, analysis, &mut stacks, largest, warnings),
+        })
+        .collect();
+
     let [site_totals, type_totals] = if sampling.is_sampled() {
         tree.estimated_retained_by_group([&node_site, &node_type], &weights)
             .map(|totals| {
@@ -874,16 +1034,24 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         total_bytes,
         total_count: n as u64,
         objects,
+        object_groups,
         sites: site_rows,
         types: type_rows,
         estimated: sampling.is_sampled(),
         stack_sample_interval_bytes: sampling.interval,
+        pointer_free_edges: graph.pointer_free_edges(),
     })
 }
 
 impl RetainedReport {
-    /// The report as text.
+    /// The report as text, objects grouped by type and site.
     pub fn to_text(&self) -> String {
+        self.to_text_with(false)
+    }
+
+    /// The report as text; `per_object`: the objects one by one, as
+    /// `objects` has them, instead of grouped.
+    pub fn to_text_with(&self, per_object: bool) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
@@ -892,14 +1060,28 @@ impl RetainedReport {
             human_bytes(self.total_bytes),
             self.total_count
         );
+        if let Some(note) = pointer_free_note(self.pointer_free_edges) {
+            let _ = writeln!(o, "{note}");
+        }
         let _ = writeln!(o, "\nobjects retaining the most:");
-        let _ = writeln!(
-            o,
-            "{:<14} {:>10} {:>18}  {:<15}  type  site",
-            "address", "size", "retained", "class"
-        );
-        for obj in &self.objects {
-            let _ = writeln!(o, "{}", object_line(obj));
+        if per_object {
+            let _ = writeln!(
+                o,
+                "{:<14} {:>10} {:>18}  {:<15}  type  site",
+                "address", "size", "retained", "class"
+            );
+            for obj in &self.objects {
+                let _ = writeln!(o, "{}", object_line(obj));
+            }
+        } else {
+            let _ = writeln!(
+                o,
+                "{:>7} {:>10} {:>23}  {:<15}  type  site  (--per-object: one by one)",
+                "objects", "bytes", "retained each", "class"
+            );
+            for g in &self.object_groups {
+                let _ = writeln!(o, "{}", group_line(g));
+            }
         }
         if self.estimated {
             let _ = writeln!(

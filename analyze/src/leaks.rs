@@ -64,15 +64,23 @@ pub enum Heuristic {
     /// Any interior pointer at all (a `&v[i..]` sub-slice, a field pointer).
     /// This erases the possibly-lost class: off by default.
     AnyInterior,
+    /// Not an interior-pointer shape but a rule about sources: a block
+    /// whose recovered type holds no pointer (a byte or string buffer, an
+    /// array of numbers; [`crate::types::TypeName::holds_no_pointer`]) has
+    /// no out-edges, so words of data or stale words in its spare capacity
+    /// keep nothing alive. Memcheck has no types and follows every word:
+    /// `none` does too.
+    PointerFreeTypes,
 }
 
 impl Heuristic {
     /// Every heuristic, most specific first (the order they are tried in).
-    pub const ALL: [Heuristic; 4] = [
+    pub const ALL: [Heuristic; 5] = [
         Heuristic::Hashbrown,
         Heuristic::RcIntoRaw,
         Heuristic::Tagged,
         Heuristic::AnyInterior,
+        Heuristic::PointerFreeTypes,
     ];
 
     /// The name used on the command line and in JSON.
@@ -82,6 +90,7 @@ impl Heuristic {
             Heuristic::RcIntoRaw => "rc-into-raw",
             Heuristic::Tagged => "tagged",
             Heuristic::AnyInterior => "any-interior",
+            Heuristic::PointerFreeTypes => "pointer-free-types",
         }
     }
 
@@ -111,6 +120,9 @@ impl Heuristic {
             Heuristic::RcIntoRaw => offset == 16.max(u64::from(align)),
             Heuristic::Tagged => offset <= 7 && offset < u64::from(align),
             Heuristic::AnyInterior => true,
+            // Judges the source of a pointer, not its offset: applied where
+            // the graph is built.
+            Heuristic::PointerFreeTypes => false,
         }
     }
 
@@ -138,9 +150,10 @@ impl fmt::Debug for Heuristics {
 }
 
 impl Default for Heuristics {
-    /// `hashbrown,rc-into-raw,tagged`: the shapes std and common crates
-    /// make on purpose, so that every live `HashMap` is not reported as
-    /// possibly lost. `any-interior` stays off: it would hide real
+    /// `hashbrown,rc-into-raw,tagged,pointer-free-types`: the shapes std
+    /// and common crates make on purpose, so that every live `HashMap` is
+    /// not reported as possibly lost, and no edge out of a block whose
+    /// type holds no pointer. `any-interior` stays off: it would hide real
     /// possibly-lost blocks. (Memcheck's own default, `all`, enables its C++
     /// heuristics, none of which matches a Rust shape; `none` here gives
     /// memcheck's classification of a Rust program.)
@@ -149,6 +162,7 @@ impl Default for Heuristics {
             .with(Heuristic::Hashbrown)
             .with(Heuristic::RcIntoRaw)
             .with(Heuristic::Tagged)
+            .with(Heuristic::PointerFreeTypes)
     }
 }
 
@@ -795,7 +809,7 @@ mod tests {
         );
         assert_eq!(
             Heuristics::default().to_string(),
-            "hashbrown,rc-into-raw,tagged"
+            "hashbrown,rc-into-raw,tagged,pointer-free-types"
         );
     }
 

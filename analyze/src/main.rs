@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cli_export::Namer;
-use heapdump_analyze::heap_report::{self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery};
-use heapdump_analyze::leaks::{Heuristics, LeakClass};
+use heapdump_analyze::heap_report::{
+    self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery, StackFrames,
+};
+use heapdump_analyze::leaks::{Heuristic, Heuristics, LeakClass};
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::site::OwnCode;
 use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
@@ -153,16 +155,21 @@ enum Command {
         "block of the same site or type dominates, so nested blocks of one type (a list's\n",
         "nodes) count once. The type is the label the exports use: the recovered type\n",
         "(app::Node, Vec<u8> buffer), or alloc@function:line when no constructor frame\n",
-        "names it.\n",
-        "JSON (stable): {\"total_bytes\", \"total_count\",\n",
-        "  \"objects\": [{\"index\", \"address\": \"0x..\", \"size\", \"retained\", \"class\", \"site\",\n",
-        "               \"type\": str}],\n",
+        "names it. Objects are grouped by type and site, ranked by the largest retained\n",
+        "size in the group, with their count and range of retained sizes (the class,\n",
+        "and for a group of one the address, are the largest's); --per-object lists\n",
+        "them one by one.\n",
+        "JSON (stable): {\"total_bytes\", \"total_count\", \"pointer_free_edges\",\n",
+        "  \"objects\": [OBJ] (one by one),\n",
+        "  \"object_groups\": [{\"count\", \"bytes\", \"retained_min\", \"retained_max\",\n",
+        "                     \"largest\": OBJ}],\n",
         "  \"sites\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"site\": SITE}],\n",
         "  \"types\": [{\"retained\": u64, \"percent\": f64, \"objects\": u64, \"type\": str,\n",
         "             \"recovered\": bool}]}\n",
         "SITE = {\"function\", \"file\", \"line\", \"inlined_into\", \"own_frame\"}; objects in a sites or types\n",
         "row counts the blocks counted (those no other block of the row dominates);\n",
-        "recovered is false for an alloc@ label."
+        "recovered is false for an alloc@ label. OBJ = {\"index\", \"address\": \"0x..\",\n",
+        "\"size\", \"retained\", \"class\", \"site\": SITE, \"type\": str}."
     ))]
     Top {
         /// The .hdump file.
@@ -180,6 +187,10 @@ enum Command {
         /// types that keep the most memory alive. Needs a dump with roots and edges.
         #[arg(long)]
         retained: bool,
+        /// With --retained: list the objects one by one instead of grouped
+        /// by type and site.
+        #[arg(long, requires = "retained")]
+        per_object: bool,
         /// Heuristics for the leak class shown with --retained (see `leaks --help`).
         #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
         heuristics: Heuristics,
@@ -199,17 +210,24 @@ enum Command {
         "pointer), definitely lost (nothing reached points to it), indirectly lost (only\n",
         "lost blocks point to it). Unreached blocks are visited in address order, so in\n",
         "a lost cycle the lowest-addressed block is the definitely lost one.\n\n",
-        "HEURISTICS (--heuristics all|none|default|NAME,NAME; default: hashbrown,rc-into-raw,tagged)\n",
+        "HEURISTICS (--heuristics all|none|default|NAME,NAME;\n",
+        "default: hashbrown,rc-into-raw,tagged,pointer-free-types). The first four\n",
         "count these interior pointers as start pointers:\n",
         "    hashbrown     pointer to the control bytes of a HashMap/HashSet table (buckets\n",
         "                  then control bytes; the block at least 16-aligned on x86_64)\n",
         "    rc-into-raw   Rc/Arc::into_raw: 16 bytes in (or at the block's alignment)\n",
         "    tagged        low-bit tag: 1..=7 bytes in, below the block's alignment\n",
         "    any-interior  any interior pointer (sub-slices, field pointers); off by default\n",
-        "Memcheck has no Rust heuristics. `--heuristics none` gives the classes of memcheck\n",
-        "run with --leak-check-heuristics=none. Valgrind's default is all of its own\n",
-        "(stdstring, length64, newarray, multipleinheritance): a block that only those\n",
-        "reach, through an interior pointer, is still reachable there, possibly lost here.\n\n",
+        "and one judges where a pointer was found:\n",
+        "    pointer-free-types  no edge out of a block whose recovered type holds no\n",
+        "                  pointer (String and Vec<u8> buffers, arrays of numbers): such\n",
+        "                  words are data or stale words in spare capacity. The report\n",
+        "                  says how many were left out (JSON: pointer_free_edges).\n",
+        "Memcheck has no Rust heuristics and follows every word. `--heuristics none`\n",
+        "gives the classes of memcheck run with --leak-check-heuristics=none. Valgrind's\n",
+        "default is all of its own (stdstring, length64, newarray, multipleinheritance):\n",
+        "a block that only those reach, through an interior pointer, is still reachable\n",
+        "there, possibly lost here.\n\n",
         "Loss records group blocks by class and allocation stack, biggest (direct +\n",
         "indirect bytes) first; the summary counts direct bytes, like memcheck's. Each\n",
         "record shows three of its blocks; --blocks lists them all with their sizes\n",
@@ -438,13 +456,14 @@ fn analyze(
     dump: &Path,
     heuristics: &Heuristics,
     dominators: bool,
+    frames: &mut impl StackFrames,
 ) -> anyhow::Result<HeapAnalysis> {
     let spinner = spinner(if dominators {
         "building the heap graph, leak classes and dominator tree"
     } else {
         "building the heap graph and leak classes"
     });
-    let analysis = HeapAnalysis::new(view, heuristics, dominators)
+    let analysis = HeapAnalysis::with_types(view, heuristics, dominators, frames)
         .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
     for warning in analysis.warnings() {
@@ -499,22 +518,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             n,
             retained: true,
+            per_object,
             heuristics,
             json,
             ..
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let analysis = analyze(&view, &dump, &heuristics, true)?;
             let mut namer = Namer::new(&view, &dump, binary, true)?;
             let mut frames = namer.frames();
+            let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
             let mut warnings = Vec::new();
             let report =
                 heap_report::top_retained(&view, &analysis, &mut frames, n, &mut warnings)?;
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
-            emit(json, &report, || report.to_text())?;
+            emit(json, &report, || report.to_text_with(per_object))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Leaks {
@@ -529,8 +549,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let analysis = analyze(&view, &dump, &heuristics, false)?;
-            let mut namer = Namer::new(&view, &dump, binary, false)?;
+            // Which blocks hold no pointer is told by their types, which
+            // need the executable's generic instances.
+            let types = heuristics.contains(Heuristic::PointerFreeTypes);
+            let mut namer = Namer::new(&view, &dump, binary, types)?;
+            let analysis = analyze(&view, &dump, &heuristics, false, &mut namer.frames())?;
             let mut warnings = Vec::new();
             let options = LeaksOptions {
                 show: show.0,
@@ -597,9 +620,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let analysis = analyze(&view, &dump, &heuristics, true)?;
             let mut namer = Namer::new(&view, &dump, binary, true)?;
             let mut frames = namer.frames();
+            let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
             let mut warnings = Vec::new();
             let report = heap_report::retainers(
                 &view,

@@ -145,6 +145,110 @@ impl fmt::Display for TypeName {
     }
 }
 
+impl TypeName {
+    /// Whether a block of this type can hold no pointer, by its name: a
+    /// `String` or C++ string buffer, or a block of plain data (numbers,
+    /// `bool`, `char`, and arrays and tuples of them: `Vec<u8>` and
+    /// `Vec<(u32, f64)>` buffers, `Box<[u8; 4096]>`, `RcInner<[u64; 4]>`, a
+    /// hash table of `(u64, u32)`). Any word a conservative scan finds in
+    /// such a block is data or a stale word in spare capacity, never a
+    /// reference. Types of the program (`app::Pixel`) are not judged: their
+    /// fields may hold pointers.
+    pub fn holds_no_pointer(&self) -> bool {
+        match self.kind {
+            TypeKind::StringBuffer | TypeKind::CxxStringBuffer => true,
+            TypeKind::Box
+            | TypeKind::VecBuffer
+            | TypeKind::VecDequeBuffer
+            | TypeKind::RcInner
+            | TypeKind::ArcInner
+            | TypeKind::HashTable
+            | TypeKind::CxxVectorBuffer
+            | TypeKind::CxxArray => is_plain_data(&self.argument),
+            // A B-tree node has edges to its children; a shared_ptr block
+            // and a C++ node have the library's pointers.
+            TypeKind::BTreeNode | TypeKind::CxxSharedBlock | TypeKind::CxxNode => false,
+        }
+    }
+}
+
+/// Whether a type expression is plain data: a Rust or C numeric type,
+/// `bool`, `char`, `str`, or an array, slice or tuple of plain data.
+fn is_plain_data(ty: &str) -> bool {
+    const SCALARS: &[&str] = &[
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "isize",
+        "f32",
+        "f64",
+        "bool",
+        "char",
+        "str",
+        "()", // C and C++ names, as demangled.
+        "unsigned char",
+        "signed char",
+        "short",
+        "unsigned short",
+        "int",
+        "unsigned int",
+        "long",
+        "unsigned long",
+        "long long",
+        "unsigned long long",
+        "float",
+        "double",
+        "long double",
+    ];
+    let ty = ty.trim();
+    if SCALARS.contains(&ty) {
+        return true;
+    }
+    if let Some(inner) = ty.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        // `[T; N]` or `[T]`: the element is what counts.
+        let element = match split_top_level(inner, ';').as_slice() {
+            [element, _count] => *element,
+            [element] => *element,
+            _ => return false,
+        };
+        return is_plain_data(element);
+    }
+    if let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
+        return split_top_level(inner, ',')
+            .into_iter()
+            .filter(|t| !t.trim().is_empty())
+            .all(is_plain_data);
+    }
+    false
+}
+
+/// `s` split at `sep` outside brackets.
+fn split_top_level(s: &str, sep: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '<' | '[' | '(' => depth += 1,
+            '>' | ']' | ')' => depth = depth.saturating_sub(1),
+            c if c == sep && depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
 /// The name every allocation gets: its recovered type, or else its
 /// allocation site.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -1139,5 +1243,29 @@ mod tests {
         assert_eq!(generic_args("broken<a, <b"), None);
         assert!(concrete("u8") && concrete("app::Node") && concrete("[u8; 4]"));
         assert!(!concrete("T") && !concrete("K") && !concrete("demo::main::{closure_env#0}"));
+    }
+
+    #[test]
+    fn byte_string_and_number_blocks_hold_no_pointer_and_others_may() {
+        let holds_none = |kind, argument| TypeName::new(kind, argument).holds_no_pointer();
+        assert!(holds_none(TypeKind::StringBuffer, ""));
+        assert!(holds_none(TypeKind::CxxStringBuffer, "char"));
+        assert!(holds_none(TypeKind::VecBuffer, "u8"));
+        assert!(holds_none(TypeKind::VecBuffer, "(u32, f64)"));
+        assert!(holds_none(TypeKind::Box, "[u8; 4096]"));
+        assert!(holds_none(TypeKind::Box, "[[u16; 2]]"));
+        assert!(holds_none(TypeKind::RcInner, "[u64; 4]"));
+        assert!(holds_none(TypeKind::HashTable, "(u64, u32)"));
+        assert!(holds_none(TypeKind::CxxVectorBuffer, "unsigned long"));
+        assert!(holds_none(TypeKind::CxxArray, "double"));
+        // Anything that may hold a pointer keeps its edges.
+        assert!(!holds_none(TypeKind::VecBuffer, "String"));
+        assert!(!holds_none(TypeKind::VecBuffer, "(u32, Box<u8>)"));
+        assert!(!holds_none(TypeKind::VecBuffer, "&str"));
+        assert!(!holds_none(TypeKind::VecBuffer, "*const u8"));
+        assert!(!holds_none(TypeKind::Box, "app::Pixel"));
+        assert!(!holds_none(TypeKind::Box, "[app::Node; 2]"));
+        assert!(!holds_none(TypeKind::BTreeNode, "u64, u64"));
+        assert!(!holds_none(TypeKind::CxxSharedBlock, "int"));
     }
 }

@@ -189,7 +189,7 @@ fn leaks_summary_and_records_follow_memcheck() {
     assert_eq!(v["reachable_via_heuristic"][0]["heuristic"], "rc-into-raw");
     assert_eq!(
         v["heuristics"],
-        serde_json::json!(["hashbrown", "rc-into-raw", "tagged"])
+        serde_json::json!(["hashbrown", "rc-into-raw", "tagged", "pointer-free-types"])
     );
 }
 
