@@ -256,6 +256,7 @@ fn top_json_limits_rows_and_accounts_for_the_rest() {
                 "file": null,
                 "line": null,
                 "inlined_into": null,
+                "own_frame": null,
                 "stack_example": [],
             }],
             "omitted_rows": 2,

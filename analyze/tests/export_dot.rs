@@ -123,7 +123,7 @@ fn objects_graph_draws_every_object_used_root_and_pointer() {
     // Types, leak classes, root kinds and edge labels.
     assert!(line_of(&text, "a0 [").contains("app::Node\\n32 B (32 B) at 0x1000"));
     assert!(line_of(&text, "a2 [").contains("Vec<u64> buffer"));
-    assert!(line_of(&text, "a5 [").contains("String buffer"));
+    assert!(line_of(&text, "a5 [").contains("Vec<&str> buffer"));
     assert!(line_of(&text, "a3 [").contains("alloc@app::make:7"));
     assert!(line_of(&text, "a3 [").contains("unreachable: definitely lost"));
     assert!(line_of(&text, "a4 [").contains("unreachable: indirectly lost"));
@@ -239,7 +239,7 @@ fn group_by_type_aggregates_objects_pointers_and_roots() {
         line_of(&text, "t2 [")
             .contains("alloc@app::make:7\\n2 objects, 32 B (32 B)\\n2 unreachable (32 B)")
     );
-    assert!(line_of(&text, "t3 [").contains("String buffer\\n1 object, 8 B (8 B)"));
+    assert!(line_of(&text, "t3 [").contains("Vec<&str> buffer\\n1 object, 8 B (8 B)"));
     assert_eq!(plain.nodes, set(&["t0", "t1", "t2", "t3", "k1", "k2"]));
     assert_eq!(
         plain.edges,

@@ -154,7 +154,7 @@ fn live_bytes_by_stack_outermost_first_with_bytes_blocks_and_share() {
             (
                 2,
                 8,
-                "<alloc::string::String>::with_capacity (inlined): 8 bytes (8 B), 1 block, 2.70% of bytes"
+                "with_capacity_in<&str, alloc::alloc::Global> (inlined): 8 bytes (8 B), 1 block, 2.70% of bytes"
             ),
         ]
     );
@@ -262,7 +262,7 @@ fn retained_follows_the_dominator_tree_by_type() {
             (
                 2,
                 136,
-                "String buffer: 136 bytes (136 B), 2 blocks, 45.95% of bytes"
+                "Vec<&str> buffer: 136 bytes (136 B), 2 blocks, 45.95% of bytes"
             ),
             (
                 3,

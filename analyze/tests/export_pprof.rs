@@ -130,7 +130,7 @@ fn go_tool_pprof_reads_exact_totals_functions_files_and_inlined_lines() {
             1,
             8,
             vec![
-                loc(&[&format!("{lib}/string.rs:4")]),
+                loc(&[&format!("{lib}/raw_vec/mod.rs:4")]),
                 loc(&[&format!("{app}:30")]),
             ],
         ),

@@ -85,7 +85,7 @@ fn expected() -> BTreeMap<&'static str, (&'static str, &'static str)> {
             "top_types",
             (
                 "",
-                "Vec<u64> buffer|2|192\napp::Node|2|64\nalloc@app::make:7|2|32\nString buffer|1|8\n",
+                "Vec<u64> buffer|2|192\napp::Node|2|64\nalloc@app::make:7|2|32\nVec<&str> buffer|1|8\n",
             ),
         ),
         ("typed_share", ("", "89.19%\n")),
@@ -101,14 +101,14 @@ fn expected() -> BTreeMap<&'static str, (&'static str, &'static str)> {
             "top_retainers",
             (
                 "",
-                "1|32|168|app::Node\n5|8|136|String buffer\n6|128|128|Vec<u64> buffer\n",
+                "1|32|168|app::Node\n5|8|136|Vec<&str> buffer\n6|128|128|Vec<u64> buffer\n",
             ),
         ),
         (
             "dominator_chain",
             (
                 ".param set :id 6",
-                "1|5|136|String buffer\n2|1|168|app::Node\n",
+                "1|5|136|Vec<&str> buffer\n2|1|168|app::Node\n",
             ),
         ),
         (
@@ -126,7 +126,7 @@ fn expected() -> BTreeMap<&'static str, (&'static str, &'static str)> {
             "points_to",
             (
                 ".param set :id 1",
-                "2|Vec<u64> buffer|16|0\n5|String buffer|24|0\n",
+                "2|Vec<u64> buffer|16|0\n5|Vec<&str> buffer|24|0\n",
             ),
         ),
         (

@@ -327,12 +327,15 @@ fn top_retained_types_count_the_lost_list_once_and_fall_back_to_the_site() {
     );
     // The keys that were there before stay.
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    // (plus, since issue 12, whether sites and types are estimates)
+    // (plus, since issue 12, whether sites and types are estimates; since
+    // issue 16, the objects grouped and the edges types ruled out)
     assert_eq!(
         keys,
         [
             "estimated",
+            "object_groups",
             "objects",
+            "pointer_free_edges",
             "sites",
             "stack_sample_interval_bytes",
             "total_bytes",

@@ -18,7 +18,7 @@ use heapdump_formats::testing::DumpBuilder;
 
 /// Stacks 1-4 as the export tests name them (1 boxes an `app::Node` in
 /// `app::build`, 2 makes a `Vec<u64>` buffer in `app::fill`, 3 is
-/// `alloc@app::make:7`, 4 a `String` buffer); stack 5 boxes an
+/// `alloc@app::make:7`, 4 a `Vec<&str>` buffer); stack 5 boxes an
 /// `app::Node` too, but in `app::grow`: same type, another site.
 fn frames_of(stack: u32) -> anyhow::Result<Vec<Frame>> {
     if stack != 5 {
@@ -196,7 +196,7 @@ fn a_tree_of_boxed_nodes_retains_its_nodes_once_as_a_type() {
             ("Vec<u64> buffer", 448, 2, true),
             ("app::Node", 7 * 32 + 64 + 16, 1, true),
             ("alloc@app::make:7", 24, 1, false),
-            ("String buffer", 16, 1, true),
+            ("Vec<&str> buffer", 16, 1, true),
         ]
     );
     let node = type_row(&report.types, "app::Node");
@@ -437,7 +437,7 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
             (8, "Vec<u64> buffer".to_owned(), 384),
             (9, "Vec<u64> buffer".to_owned(), 256),
             (7, "Vec<u64> buffer".to_owned(), 64),
-            (10, "String buffer".to_owned(), 16),
+            (10, "Vec<&str> buffer".to_owned(), 16),
         ]
     );
     // -n limits the blocks.
@@ -527,7 +527,7 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
             ("alloc@app::make:7", 24, 1),
         ]
     );
-    // The String buffer's row is the one the limit left out.
+    // The Vec<&str> buffer's row is the one the limit left out.
     assert_eq!(
         (top.omitted_rows, top.omitted_bytes, top.omitted_count),
         (1, 16, 1)
@@ -553,7 +553,7 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
     assert_eq!(
         retained_labels,
         [
-            "String buffer",
+            "Vec<&str> buffer",
             "Vec<u64> buffer",
             "alloc@app::make:7",
             "app::Node"

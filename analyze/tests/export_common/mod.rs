@@ -27,7 +27,8 @@ pub fn frame(function: &str, file: &str, line: u32, inlined: bool) -> Frame {
 
 /// The symbolized stacks of the test dump, by stack id: 1 boxes an
 /// `app::Node`, 2 makes a `Vec<u64>`, 3 is the program's own allocation
-/// (no constructor frame), 4 makes a `String`.
+/// (no constructor frame), 4 makes a `Vec<&str>` (a buffer of pointers:
+/// a `String`'s bytes would hold none).
 pub fn frames_of(stack: u32) -> anyhow::Result<Vec<Frame>> {
     let alloc = frame("__rust_alloc", "/app/src/main.rs", 1, true);
     let app = |name: &str, line| frame(name, "/app/src/main.rs", line, false);
@@ -56,8 +57,8 @@ pub fn frames_of(stack: u32) -> anyhow::Result<Vec<Frame>> {
         4 => vec![
             alloc,
             frame(
-                "<alloc::string::String>::with_capacity",
-                &format!("{STD}/alloc/src/string.rs"),
+                "with_capacity_in<&str, alloc::alloc::Global>",
+                &format!("{STD}/alloc/src/raw_vec/mod.rs"),
                 4,
                 true,
             ),
