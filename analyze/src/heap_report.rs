@@ -31,7 +31,7 @@ use crate::leaks::{ClassTotal, Heuristic, HeuristicTotal, Heuristics, LeakAnalys
 use crate::paths::shortest_root_paths;
 use crate::report::{human_bytes, root_kind_name, string};
 use crate::sampling::StackSampling;
-use crate::site::{OwnCode, SOURCE_TREE, Site, site_index};
+use crate::site::{LABEL_WIDTH, OwnCode, SOURCE_TREE, Site, abbreviate_type, site_index};
 use crate::symbolize::{Frame, Symbolizer};
 use crate::types::{AllocationName, TypeName};
 
@@ -708,7 +708,7 @@ fn object_line(o: &ObjectInfo) -> String {
         human_bytes(o.size),
         human_bytes(o.retained),
         o.class.words(),
-        o.type_name,
+        abbreviate_type(&o.type_name, LABEL_WIDTH),
         o.site.text()
     )
 }
@@ -737,7 +737,7 @@ fn group_line(g: &ObjectGroup) -> String {
         human_bytes(g.bytes),
         range,
         g.largest.class.words(),
-        g.largest.type_name,
+        abbreviate_type(&g.largest.type_name, LABEL_WIDTH),
         g.largest.site.text()
     )
 }
@@ -1103,7 +1103,7 @@ impl RetainedReport {
                 row.retained,
                 row.percent,
                 row.objects,
-                row.type_name.clone(),
+                abbreviate_type(&row.type_name, LABEL_WIDTH),
             )
         });
         retained_table(&mut o, "types", "type", types);
@@ -1762,7 +1762,7 @@ impl DiffReport {
         for r in &self.rows {
             let key = match &r.key {
                 DiffKey::Site(site) => site.text(),
-                DiffKey::Type(label) => label.clone(),
+                DiffKey::Type(label) => abbreviate_type(label, LABEL_WIDTH),
             };
             let _ = writeln!(
                 o,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::heap_report::StackFrames;
 use crate::sampling::StackSampling;
-use crate::site::{OwnCode, OwnFrame, Site, trim_allocator_frames};
+use crate::site::{LABEL_WIDTH, OwnCode, OwnFrame, Site, abbreviate_type, trim_allocator_frames};
 use crate::symbolize::{Frame, hex};
 use crate::types::AllocationName;
 
@@ -1021,7 +1021,9 @@ impl TopReport {
                 GroupBy::Function | GroupBy::OwnFunction => {
                     row.function.clone().unwrap_or_default()
                 }
-                GroupBy::Type => row.type_label.clone().unwrap_or_default(),
+                GroupBy::Type => {
+                    abbreviate_type(row.type_label.as_deref().unwrap_or_default(), LABEL_WIDTH)
+                }
                 GroupBy::Site => {
                     let mut label = row.function.clone().unwrap_or_default();
                     if let Some(file) = &row.file {

@@ -440,6 +440,110 @@ pub fn strip_generics(name: &str) -> String {
     out
 }
 
+/// The longest type label the text tables and graph labels show whole;
+/// longer ones are abbreviated ([`abbreviate_type`]). JSON keeps them in
+/// full.
+pub const LABEL_WIDTH: usize = 100;
+
+/// `name` in at most `max` characters where its generic arguments allow:
+/// paths inside generic arguments first keep only their last segment
+/// (`FlatMap<core::iter::adapters::map::Map<I, F>, …>` becomes
+/// `FlatMap<Map<I, F>, …>`), then arguments are elided from the deepest
+/// level up (`FlatMap<Map<…>, …>`, then `FlatMap<…>`). The outer path and
+/// the kind of buffer stay, so rows still say what they are.
+pub fn abbreviate_type(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_owned();
+    }
+    let short = last_segments_in_generics(name);
+    let mut depth = generic_depth(&short);
+    let mut out = short;
+    while out.chars().count() > max && depth > 0 {
+        depth -= 1;
+        out = elide_generics_below(&out, depth);
+    }
+    out
+}
+
+/// Generic brackets in `name`: `(is '<', is '>')` for `c` after `prev`;
+/// the `>` of a `->` is no bracket.
+fn bracket(c: char, prev: Option<char>) -> (bool, bool) {
+    (c == '<', c == '>' && prev != Some('-'))
+}
+
+/// Paths inside generic arguments cut to their last segment.
+fn last_segments_in_generics(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let (mut depth, mut token_start, mut prev) = (0usize, 0usize, None);
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        let (open, close) = bracket(c, prev);
+        if c == ':' && chars.peek() == Some(&':') && depth > 0 {
+            chars.next();
+            out.truncate(token_start);
+            prev = Some(':');
+            continue;
+        }
+        out.push(c);
+        if open {
+            depth += 1;
+        } else if close {
+            depth = depth.saturating_sub(1);
+        }
+        if !(c.is_alphanumeric() || c == '_' || c == '{' || c == '}' || c == '#') {
+            token_start = out.len();
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+/// How deep generic brackets nest in `name`.
+fn generic_depth(name: &str) -> usize {
+    let (mut depth, mut deepest, mut prev) = (0usize, 0usize, None);
+    for c in name.chars() {
+        let (open, close) = bracket(c, prev);
+        if open {
+            depth += 1;
+            deepest = deepest.max(depth);
+        } else if close {
+            depth = depth.saturating_sub(1);
+        }
+        prev = Some(c);
+    }
+    deepest
+}
+
+/// `name` with the contents of generic brackets deeper than `keep` levels
+/// replaced by `…`.
+fn elide_generics_below(name: &str, keep: usize) -> String {
+    let mut out = String::with_capacity(name.len());
+    let (mut depth, mut prev) = (0usize, None);
+    for c in name.chars() {
+        let (open, close) = bracket(c, prev);
+        prev = Some(c);
+        if open {
+            depth += 1;
+            if depth == keep + 1 {
+                out.push_str("<…");
+            }
+            if depth > keep {
+                continue;
+            }
+        } else if close {
+            depth = depth.saturating_sub(1);
+            if depth == keep {
+                out.push('>');
+                continue;
+            }
+        }
+        if depth <= keep {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The index `N` of a closure name without a path, `{closure#N}` (generic
 /// arguments allowed after it), as line-tables-only debug info names
 /// inlined closures. `Some("")` for the legacy `{{closure}}`; `None` for
@@ -613,7 +717,7 @@ impl Site {
     /// The site as one line: `function  file:line`, and for a site in a
     /// dependency `  (from own_function  file:line)`.
     pub fn text(&self) -> String {
-        let mut s = self.function.clone();
+        let mut s = abbreviate_type(&self.function, LABEL_WIDTH);
         if let Some(file) = &self.file {
             s.push_str("  ");
             s.push_str(file);
@@ -1176,5 +1280,39 @@ mod tests {
             "<alloc::vec::Vec as core::clone::Clone>::clone"
         );
         assert_eq!(strip_generics("blocks::main"), "blocks::main");
+    }
+
+    #[test]
+    fn long_generic_types_are_abbreviated_from_the_deepest_arguments_up() {
+        let flat_map = "core::iter::adapters::flatten::FlatMap<core::iter::adapters::map::Map<alloc::vec::into_iter::IntoIter<jaq_json::Val>, jaq_core::filter::run::{closure_env#0}>, core::option::Option<jaq_json::Val>, jaq_core::filter::run::{closure_env#1}>";
+        // Short enough: unchanged.
+        assert_eq!(abbreviate_type("Vec<u8> buffer", 20), "Vec<u8> buffer");
+        assert_eq!(abbreviate_type(flat_map, 1000), flat_map);
+        // Paths inside the arguments keep their last segment first.
+        assert_eq!(
+            abbreviate_type(flat_map, 105),
+            "core::iter::adapters::flatten::FlatMap<Map<IntoIter<Val>, {closure_env#0}>, Option<Val>, {closure_env#1}>"
+        );
+        assert_eq!(
+            abbreviate_type(flat_map, 103),
+            "core::iter::adapters::flatten::FlatMap<Map<IntoIter<…>, {closure_env#0}>, Option<Val>, {closure_env#1}>"
+        );
+        // Then arguments go, deepest first.
+        assert_eq!(
+            abbreviate_type(flat_map, 80),
+            "core::iter::adapters::flatten::FlatMap<Map<…>, Option<…>, {closure_env#1}>"
+        );
+        assert_eq!(
+            abbreviate_type(flat_map, 40),
+            "core::iter::adapters::flatten::FlatMap<…>"
+        );
+        // A buffer's kind stays after its element is elided; `->` is no bracket.
+        assert_eq!(
+            abbreviate_type(
+                "Vec<fn(app::very::long::Input) -> app::very::long::Output> buffer",
+                30
+            ),
+            "Vec<…> buffer"
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::filter::{self, TypeMatch};
 use crate::leaks::LeakClass;
 use crate::report::human_bytes;
 use crate::sampling::StackSampling;
+use crate::site::{LABEL_WIDTH, abbreviate_type};
 
 /// What one node of a grouped graph stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -381,14 +382,22 @@ fn objects_graph(
         let size = format!("{} ({} B) at {:#x}", human_bytes(a.size), a.size, a.address);
         let retained = model.retained(node);
         let retains = format!("retains {}", human_bytes(retained));
-        let mut parts = vec![model.type_label(node), size.as_str()];
+        // Long generic types are abbreviated in the label; the tooltip
+        // has the full name.
+        let type_label = model.type_label(node);
+        let short_type = abbreviate_type(type_label, LABEL_WIDTH);
+        let mut parts = vec![short_type.as_str(), size.as_str()];
         if retained > a.size {
             parts.push(retains.as_str());
         }
         if let Some(note) = note {
             parts.push(note);
         }
-        let site = format!("site: {}", model.site_label(node));
+        let site = if short_type.len() < type_label.len() {
+            format!("{type_label}\nsite: {}", model.site_label(node))
+        } else {
+            format!("site: {}", model.site_label(node))
+        };
         let _ = writeln!(
             text,
             "  a{node} [label={}, fillcolor=\"{fill}\"{}, tooltip={}];",
@@ -590,10 +599,12 @@ fn grouped_graph(
             group.lost_count.round() as u64,
             group.lost_bytes.round() as u64,
         );
-        let name = match by {
+        let full_name = match by {
             GroupBy::Type => model.types[g as usize].label.as_str(),
             GroupBy::Site => model.sites[g as usize].label.as_str(),
         };
+        let name = abbreviate_type(full_name, LABEL_WIDTH);
+        let name = name.as_str();
         let totals = format!(
             "{about}{count} object{}, {about}{} ({about}{bytes} B)",
             if count == 1 { "" } else { "s" },
@@ -613,8 +624,9 @@ fn grouped_graph(
         };
         let _ = writeln!(
             text,
-            "  {prefix}{g} [label={}, fillcolor=\"{fill}\"];",
-            lines(&parts)
+            "  {prefix}{g} [label={}, fillcolor=\"{fill}\", tooltip={}];",
+            lines(&parts),
+            quote(full_name)
         );
     }
     let mut edges = 0usize;
