@@ -69,7 +69,7 @@ impl HeapAnalysis {
 
     /// [`new`](Self::new), with the blocks' types recovered from their
     /// stacks (`frames` symbolizes each distinct stack once) so that, with
-    /// [`Heuristic::PointerFreeTypes`](crate::leaks::Heuristic::PointerFreeTypes),
+    /// [`Heuristic::PointerFreeTypes`],
     /// the out-edges of blocks whose type holds no pointer are left out.
     /// Costs a symbolization of every stack (cached by the symbolizer, so
     /// the reports that follow pay less).
@@ -125,11 +125,16 @@ impl HeapAnalysis {
 
 /// Which blocks of `view` have a recovered type that holds no pointer
 /// ([`TypeName::holds_no_pointer`]), by node; a block with an unknown or
-/// unreadable stack is not one.
+/// unreadable stack is not one. None in a dump with sampled stacks: only
+/// the sampled blocks have a type there, so leaving out their edges alone
+/// would make the leak classes depend on the sample, where they are exact.
 pub fn pointer_free_blocks<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     frames: &mut S,
 ) -> Vec<bool> {
+    if view.process().stack_sample_interval > 0 {
+        return vec![false; view.allocations().len()];
+    }
     let mut by_stack: HashMap<u32, bool> = HashMap::new();
     view.allocations()
         .iter()
@@ -937,10 +942,17 @@ pub fn top_retained<S: StackFrames + ?Sized>(
         node_type.push(ty);
     }
     // Objects by (type, site): count, bytes and range of retained sizes,
-    // with the group's largest block.
-    let mut groups: HashMap<(u32, u32), (u64, u64, u64, u32)> = HashMap::new();
+    // with the group's largest block. A block outside a stack sample has
+    // neither, so it is a group of its own: one row of all of them would
+    // hide the largest retainers among unrelated blocks.
+    let mut groups: HashMap<(u32, u32, u32), (u64, u64, u64, u32)> = HashMap::new();
     for node in 0..n as u32 {
-        let key = (node_type[node as usize], node_site[node as usize]);
+        let unsampled = sampling.is_sampled() && weights[node as usize] == 0.0;
+        let key = (
+            node_type[node as usize],
+            node_site[node as usize],
+            if unsampled { node } else { u32::MAX },
+        );
         let r = retained[node as usize];
         let size = graph.size(node);
         let g = groups.entry(key).or_insert((0, 0, r, node));

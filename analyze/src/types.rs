@@ -172,22 +172,19 @@ impl TypeName {
     }
 }
 
-/// Whether a type expression is plain data: a Rust or C numeric type,
-/// `bool`, `char`, `str`, or an array, slice or tuple of plain data.
+/// Whether a type expression is plain data: a Rust or C numeric type
+/// narrower than a pointer, a float, `bool`, `char`, `str`, or an array,
+/// slice or tuple of plain data. Pointer-wide integers (`usize`, `u64`, C's
+/// `long`, ...) are not: programs keep addresses in them (handles,
+/// `uintptr_t`), and memcheck follows those words.
 fn is_plain_data(ty: &str) -> bool {
     const SCALARS: &[&str] = &[
         "u8",
         "u16",
         "u32",
-        "u64",
-        "u128",
-        "usize",
         "i8",
         "i16",
         "i32",
-        "i64",
-        "i128",
-        "isize",
         "f32",
         "f64",
         "bool",
@@ -200,10 +197,6 @@ fn is_plain_data(ty: &str) -> bool {
         "unsigned short",
         "int",
         "unsigned int",
-        "long",
-        "unsigned long",
-        "long long",
-        "unsigned long long",
         "float",
         "double",
         "long double",
@@ -1254,10 +1247,15 @@ mod tests {
         assert!(holds_none(TypeKind::VecBuffer, "(u32, f64)"));
         assert!(holds_none(TypeKind::Box, "[u8; 4096]"));
         assert!(holds_none(TypeKind::Box, "[[u16; 2]]"));
-        assert!(holds_none(TypeKind::RcInner, "[u64; 4]"));
-        assert!(holds_none(TypeKind::HashTable, "(u64, u32)"));
-        assert!(holds_none(TypeKind::CxxVectorBuffer, "unsigned long"));
+        assert!(holds_none(TypeKind::RcInner, "[u32; 4]"));
+        assert!(holds_none(TypeKind::HashTable, "(i32, u32)"));
+        assert!(holds_none(TypeKind::CxxVectorBuffer, "unsigned int"));
         assert!(holds_none(TypeKind::CxxArray, "double"));
+        // Pointer-wide integers may hold addresses (handles, uintptr_t).
+        assert!(!holds_none(TypeKind::VecBuffer, "usize"));
+        assert!(!holds_none(TypeKind::RcInner, "[u64; 4]"));
+        assert!(!holds_none(TypeKind::HashTable, "(u64, u32)"));
+        assert!(!holds_none(TypeKind::CxxVectorBuffer, "unsigned long"));
         // Anything that may hold a pointer keeps its edges.
         assert!(!holds_none(TypeKind::VecBuffer, "String"));
         assert!(!holds_none(TypeKind::VecBuffer, "(u32, Box<u8>)"));

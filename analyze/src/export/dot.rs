@@ -393,7 +393,7 @@ fn objects_graph(
         if let Some(note) = note {
             parts.push(note);
         }
-        let site = if short_type.len() < type_label.len() {
+        let site = if short_type != type_label {
             format!("{type_label}\nsite: {}", model.site_label(node))
         } else {
             format!("site: {}", model.site_label(node))
