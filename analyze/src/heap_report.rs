@@ -945,7 +945,10 @@ pub fn top_retained<S: StackFrames + ?Sized>(
     // with the group's largest block. A block outside a stack sample has
     // neither, so it is a group of its own: one row of all of them would
     // hide the largest retainers among unrelated blocks.
-    let mut groups: HashMap<(u32, u32, u32), (u64, u64, u64, u32)> = HashMap::new();
+    // (type, site, the node when unsampled) -> (count, bytes, least
+    // retained, largest node).
+    type GroupKey = (u32, u32, u32);
+    let mut groups: HashMap<GroupKey, (u64, u64, u64, u32)> = HashMap::new();
     for node in 0..n as u32 {
         let unsampled = sampling.is_sampled() && weights[node as usize] == 0.0;
         let key = (
