@@ -5,7 +5,7 @@
 //! `app::Node`), or text the label contains, the best kind of match found
 //! winning.
 
-use crate::site::Site;
+use crate::site::{LABEL_WIDTH, Site, abbreviate_type};
 
 /// How a type label matches the text given, best first: when one label
 /// matches in a better way, the worse matches are left out.
@@ -20,9 +20,10 @@ pub enum TypeMatch {
     Contains,
 }
 
-/// How `label` matches `text`, if at all.
+/// How `label` matches `text`, if at all. The label as text tables print
+/// it when it is long (abbreviated) is the label too.
 pub fn type_match(label: &str, text: &str) -> Option<TypeMatch> {
-    if label == text {
+    if label == text || abbreviate_type(label, LABEL_WIDTH) == text {
         Some(TypeMatch::Exact)
     } else if label
         .strip_suffix(text)
@@ -169,6 +170,14 @@ mod tests {
         );
         assert_eq!(pick("Missing"), Vec::<&str>::new());
         assert_eq!(type_match("app::Node", "Node"), Some(TypeMatch::Name));
+        // A long label, given as the tables print it.
+        let long = format!(
+            "Vec<({}, app::Leaf)> buffer",
+            ["app::module::Item"; 8].join(", ")
+        );
+        let printed = abbreviate_type(&long, LABEL_WIDTH);
+        assert_ne!(printed, long);
+        assert_eq!(type_match(&long, &printed), Some(TypeMatch::Exact));
         assert_eq!(type_match("app::MyNode", "Node"), Some(TypeMatch::Contains));
     }
 }

@@ -238,10 +238,11 @@ enum Command {
         "JSON (stable): {\"heuristics\": [str], \"summary\": [{\"class\", \"blocks\", \"bytes\"}],\n",
         "  \"reachable_via_heuristic\": [{\"heuristic\", \"blocks\", \"bytes\"}], \"shown\": [class],\n",
         "  \"record_count\": usize, \"records\": [{\"number\", \"class\", \"blocks\", \"direct_bytes\",\n",
-        "  \"indirect_bytes\", \"stack\": u32, \"site\": {\"function\", \"file\", \"line\", \"inlined_into\"},\n",
+        "  \"indirect_bytes\", \"stack\": u32, \"site\": {\"function\", \"file\", \"line\", \"inlined_into\",\n",
+        "  \"own_frame\" (as in top)},\n",
         "  \"frames\": [frame as in top], \"examples\": [\"0x..\"],\n",
         "  \"block_list\": [{\"address\": \"0x..\", \"size\"}] (with --blocks only)}],\n",
-        "  \"omitted_records\", \"omitted_bytes\"}\n",
+        "  \"omitted_records\", \"omitted_bytes\", \"pointer_free_edges\": u64}\n",
         "class is definitely_lost | indirectly_lost | possibly_lost | still_reachable."
     ))]
     Leaks {
