@@ -87,9 +87,10 @@ pub fn fork() -> Forked {
     }
     // Every signal blocked across the fork: the child keeps this mask, so
     // no handler of the program ever runs in it.
-    // SAFETY: zeroed sigsets are valid out-parameters, filled before use.
-    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) =
-        unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) = {
+        // SAFETY: zeroed sigsets are valid out-parameters, filled before use.
+        unsafe { (core::mem::zeroed(), core::mem::zeroed()) }
+    };
     // SAFETY: valid sigset pointers; changing this thread's mask only.
     unsafe {
         libc::sigfillset(&mut all);

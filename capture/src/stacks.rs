@@ -704,10 +704,11 @@ impl StackInterner {
                 break;
             }
             if word & !0xffff_ffff == tag {
-                // SAFETY: ids in the table were fully stored before they
-                // were published under this lock.
-                let same =
-                    unsafe { Self::stored_equals(stacks, frame_store, word as u32, frames, flags) };
+                let same = {
+                    // SAFETY: ids in the table were fully stored before they
+                    // were published under this lock.
+                    unsafe { Self::stored_equals(stacks, frame_store, word as u32, frames, flags) }
+                };
                 if same {
                     return word as u32;
                 }

@@ -185,10 +185,11 @@ pub fn alive_tids(out: &mut [u32]) -> usize {
     let mut found = 0;
     let mut buffer = [0u8; 4096];
     'read: loop {
-        // SAFETY: `buffer` is writable for its length; getdents64 fills it
-        // with whole records.
-        let n =
-            unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) };
+        let n = {
+            // SAFETY: `buffer` is writable for its length; getdents64 fills
+            // it with whole records.
+            unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) }
+        };
         if n <= 0 {
             break;
         }

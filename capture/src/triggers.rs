@@ -336,9 +336,10 @@ extern "C" fn on_trigger_signal(
     // registered at the first allocation, which may come too early in a
     // process's start for them to take.)
     // SAFETY: getpid is async-signal-safe.
+    let pid = unsafe { libc::getpid() } as u32;
     let no_dumps = PASSIVE.load(Ordering::Acquire)
         || TRIGGER_TID.load(Ordering::Acquire) == 0
-        || TRIGGER_PID.load(Ordering::Acquire) != unsafe { libc::getpid() } as u32;
+        || TRIGGER_PID.load(Ordering::Acquire) != pid;
     if signals::ends_process_by_default(signal)
         && signals::previous_disposition(signal) == libc::SIG_DFL
     {

@@ -245,11 +245,12 @@ mod cfi {
         if info.dlpi_phdr.is_null() {
             return 0;
         }
-        // SAFETY: the loader guarantees `dlpi_phnum` program headers at
-        // `dlpi_phdr`, mapped while the object is loaded, which it stays
-        // while the loader's lock is held for this callback.
-        let phdrs =
-            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+        let phdrs = {
+            // SAFETY: the loader guarantees `dlpi_phnum` program headers at
+            // `dlpi_phdr`, mapped while the object is loaded, which it stays
+            // while the loader's lock is held for this callback.
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
         let bias = info.dlpi_addr as usize;
         let segment = |phdr: &libc::Elf64_Phdr| {
             let start = bias.wrapping_add(phdr.p_vaddr as usize);
@@ -288,11 +289,12 @@ mod cfi {
         segment_end: &dyn Fn(usize) -> Option<usize>,
         context: &mut Context,
     ) -> Rule {
-        // SAFETY: the header's segment is mapped and readable while the
-        // module is loaded (the loader maps PT_GNU_EH_FRAME inside a
-        // PT_LOAD), and we are inside the loader's lock.
-        let hdr_bytes =
-            unsafe { core::slice::from_raw_parts(hdr_start as *const u8, hdr_end - hdr_start) };
+        let hdr_bytes = {
+            // SAFETY: the header lies inside a loaded segment of the module
+            // (the caller checked), mapped and readable while the module is
+            // loaded, and we are inside the loader's lock.
+            unsafe { core::slice::from_raw_parts(hdr_start as *const u8, hdr_end - hdr_start) }
+        };
         let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_start as u64);
         let Ok(hdr) = EhFrameHdr::new(hdr_bytes, LittleEndian).parse(&bases, 8) else {
             return Rule::FRAME_POINTER;
