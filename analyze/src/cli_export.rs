@@ -148,6 +148,27 @@ fn export<E: Export>(
     Ok(summary)
 }
 
+/// The whole of an export command that writes one model of one dump:
+/// the destination (refused before the long analysis if it cannot take
+/// `options`' format), the dump opened and modelled, the export written.
+/// Returns what the export reports and where it went.
+fn export_dump<E: Export>(
+    options: &E,
+    dump: &Path,
+    binary: Option<PathBuf>,
+    output: Option<&Path>,
+    types: Types,
+    model_options: &ModelOptions,
+    message: &'static str,
+) -> anyhow::Result<(E::Summary, Destination)> {
+    let to = Destination::from_option(output);
+    to.check(options)?;
+    let file = heapdump_analyze::open_dump(dump)?;
+    let model = build_model(file.view(), dump, binary, types, model_options)?;
+    let summary = export(options, &model, &to, message)?;
+    Ok((summary, to))
+}
+
 /// `heapdump todot`.
 pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     let file = heapdump_analyze::open_dump(&args.dump)?;
@@ -385,20 +406,16 @@ pub struct TohprofArgs {
 
 /// `heapdump tohprof`.
 pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
-    let to = Destination::from_option(args.output.as_deref());
-    // Refused before the (long) analysis rather than after it.
-    let options = HprofOptions::default();
-    to.check(&options)?;
-    let file = heapdump_analyze::open_dump(&args.dump)?;
-    let model = build_model(
-        file.view(),
+    let start = std::time::Instant::now();
+    let (summary, to) = export_dump(
+        &HprofOptions::default(),
         &args.dump,
         args.binary,
+        args.output.as_deref(),
         Types::Load,
         &ModelOptions::default(),
+        "writing the HPROF file",
     )?;
-    let start = std::time::Instant::now();
-    let summary = export(&options, &model, &to, "writing the HPROF file")?;
     let target = to.describe();
     eprintln!(
         "wrote {target}: {} instances ({} bytes), {} classes ({} for heap types), {} GC roots, {} threads, {} stack traces in {:.2} s",
@@ -564,20 +581,18 @@ pub struct TopprofArgs {
 
 /// `heapdump topprof`.
 pub fn topprof(args: TopprofArgs) -> anyhow::Result<ExitCode> {
-    let to = Destination::from_option(args.output.as_deref());
     let options = PprofOptions {
         dump_name: display(&args.dump),
     };
-    to.check(&options)?;
-    let file = heapdump_analyze::open_dump(&args.dump)?;
-    let model = build_model(
-        file.view(),
+    let (summary, to) = export_dump(
+        &options,
         &args.dump,
         args.binary,
+        args.output.as_deref(),
         Types::Skip,
         &ModelOptions { graph: false },
+        "writing the profile",
     )?;
-    let summary = export(&options, &model, &to, "writing the profile")?;
     eprintln!(
         "wrote {}: {} samples, {} locations, {} functions, {} mappings; inuse_space {}{} bytes, inuse_objects {}{}",
         to.describe(),
@@ -623,18 +638,15 @@ pub struct ToheapsnapshotArgs {
 
 /// `heapdump toheapsnapshot`.
 pub fn toheapsnapshot(args: ToheapsnapshotArgs) -> anyhow::Result<ExitCode> {
-    let to = Destination::from_option(args.output.as_deref());
-    let options = HeapSnapshotOptions::default();
-    to.check(&options)?;
-    let file = heapdump_analyze::open_dump(&args.dump)?;
-    let model = build_model(
-        file.view(),
+    let (summary, to) = export_dump(
+        &HeapSnapshotOptions::default(),
         &args.dump,
         args.binary,
+        args.output.as_deref(),
         Types::Load,
         &ModelOptions::default(),
+        "writing the heap snapshot",
     )?;
-    let summary = export(&options, &model, &to, "writing the heap snapshot")?;
     eprintln!(
         "wrote {}: {} objects, {} synthetic root nodes, {} edges ({} definitely-lost blocks under (lost))",
         to.describe(),
