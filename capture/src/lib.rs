@@ -31,9 +31,11 @@
 //! interned stacks, the threads and the loaded modules, in the `.hdump`
 //! format that `heapdump-formats` documents.
 //!
-//! **Build with frame pointers.** Stacks are walked by frame pointer, so the
-//! application's crates need `-C force-frame-pointers=yes` (Rust's standard
-//! library for x86_64 Linux already has them):
+//! **Frame pointers are optional.** Stacks are unwound frame by frame with
+//! each module's call frame information (`.eh_frame`), at the same cost with
+//! or without frame pointers; the walk falls back on the frame pointer only
+//! where that information cannot be used (see the crate's README), so
+//! building with them still helps there:
 //!
 //! ```toml
 //! # .cargo/config.toml
