@@ -181,6 +181,13 @@ fn has_bit(bits: &[u64], node: u32) -> bool {
         .is_some_and(|w| w & (1 << (node % 64)) != 0)
 }
 
+/// Whether the graph keeps edge record `e` (`valid` for the dump) as an
+/// out-edge: not a root's, and not out of a block whose type holds no
+/// pointer. The build and [`HeapGraph::edge_records`] must agree on it.
+fn keeps_out_edge(e: &EdgeRecord, valid: bool, pointer_free: &[u64]) -> bool {
+    e.flags & edge_flags::FROM_ROOT == 0 && valid && !has_bit(pointer_free, e.source)
+}
+
 /// Hashbrown's control-group width for the dumped machine: 16 with SSE2
 /// (x86, x86_64), 8 elsewhere (NEON on aarch64, the generic `u64` group).
 pub fn hashbrown_group_width(machine: u32) -> u64 {
@@ -370,10 +377,7 @@ impl HeapGraph {
             let mut cursor: Vec<u32> = start[..n].to_vec();
             edges = vec![PackedEdge(0); total];
             for e in records() {
-                if e.flags & edge_flags::FROM_ROOT != 0
-                    || !valid(&e)
-                    || has_bit(&pointer_free, e.source)
-                {
+                if !keeps_out_edge(&e, valid(&e), &pointer_free) {
                     continue;
                 }
                 let heuristic = heuristic_of(&e);
@@ -554,10 +558,8 @@ impl HeapGraph {
         let mut cursor: Vec<u32> = self.out.start[..n].to_vec();
         let mut records = vec![0u32; self.out.edges.len()];
         for (i, e) in view.edges().iter().enumerate() {
-            if e.flags & edge_flags::FROM_ROOT != 0
-                || !is_valid_edge(&e, &self.sizes, roots)
-                || has_bit(&self.pointer_free, e.source)
-            {
+            let valid = is_valid_edge(&e, &self.sizes, roots);
+            if !keeps_out_edge(&e, valid, &self.pointer_free) {
                 continue;
             }
             let slot = &mut cursor[e.source as usize];
