@@ -19,7 +19,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use heapdump_analyze::dominators::DominatorTree;
 use heapdump_analyze::graph::HeapGraph;
-use heapdump_analyze::leaks::{Heuristics, LeakAnalysis};
+use heapdump_analyze::heuristics::Heuristics;
+use heapdump_analyze::leaks::LeakAnalysis;
 use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, ProcessRecord, RootRecord, SectionKind, ThreadRecord, edge_flags,
     owner_kind, process_flags, root_kind, thread_flags,

@@ -15,15 +15,10 @@ use heapdump_analyze::export::hprof::HprofOptions;
 use heapdump_analyze::export::pprof::PprofOptions;
 use heapdump_analyze::export::sqlite::SqliteOptions;
 use heapdump_analyze::export::{Destination, Export, HeapModel, ModelOptions, write_export};
-use heapdump_analyze::fields::FieldIndex;
-use heapdump_analyze::heap_report::{StackFrames, TypedFrames};
-use heapdump_analyze::site::OwnCode;
-use heapdump_analyze::symbolize::{Frame, Symbolizer};
-use heapdump_analyze::types::TypeName;
+use heapdump_analyze::stacks::Types;
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::module_flags;
 
-use crate::{display, own_code, spinner, symbolizer_for, warn_once};
+use crate::{display, namer, spinner};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = concat!(
@@ -81,36 +76,8 @@ pub struct TodotArgs {
     group_by: Option<GroupBy>,
 }
 
-/// The program's struct layouts and generic instances, from the DWARF of
-/// its executable: a bonus, since a binary without DWARF types (anything
-/// below debug = 2) keeps byte offsets; the index is then empty, and the
-/// [`Namer`] warns. Nothing from a binary that is missing or not the one
-/// that wrote the dump (its build-id differs): the symbolizer says so once,
-/// and names functions from the dump.
-fn load_fields(view: &DumpView<'_>, executable: Option<&Path>) -> Option<FieldIndex> {
-    let executable = executable?;
-    if !is_dumped_binary(view, executable) {
-        return None;
-    }
-    match FieldIndex::load(executable) {
-        Ok(fields) => Some(fields),
-        Err(error) => {
-            warn_once(&format!("no field names: {error:#}"));
-            None
-        }
-    }
-}
-
-/// Which of the executable's DWARF a [`Namer`] loads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Types {
-    /// None: sites and functions only.
-    Skip,
-    /// Generic instances and struct layouts.
-    Load,
-}
-
-/// Builds the export model of `view`, named by a [`Namer`] (so type labels
+/// Builds the export model of `view`, named by a
+/// [`Namer`](heapdump_analyze::stacks::Namer) (so type labels
 /// and fields are those of `top --retained` and `retainers`), with a
 /// spinner, and prints its warnings.
 fn build_model<'a>(
@@ -120,7 +87,7 @@ fn build_model<'a>(
     types: Types,
     options: &ModelOptions,
 ) -> anyhow::Result<HeapModel<'a>> {
-    let namer = Namer::with_types(&view, dump, binary, types)?;
+    let namer = namer(&view, dump, binary, types)?;
     let spinner = spinner(if options.graph {
         "symbolizing and building the heap graph"
     } else {
@@ -227,119 +194,6 @@ pub struct TosqliteArgs {
     /// The database file to write (replaced if it exists).
     #[arg(short = 'o', long = "output", value_name = "FILE.db", required = true)]
     output: PathBuf,
-}
-
-/// What names a dump's stacks and, when asked, its types the way the
-/// exports do (`top --retained`, `retainers`, `diff --by type`): the
-/// symbolizer, and the executable's generic instances from its DWARF
-/// (BINARY, or the path the dump records).
-pub(crate) struct Namer {
-    symbolizer: Symbolizer,
-    fields: Option<FieldIndex>,
-    module: String,
-    own: OwnCode,
-}
-
-impl Namer {
-    /// `types`: whether to load the executable's DWARF (only type names
-    /// need it, and it takes a while on a big binary).
-    pub(crate) fn new(
-        view: &DumpView<'_>,
-        dump: &Path,
-        binary: Option<PathBuf>,
-        types: bool,
-    ) -> anyhow::Result<Namer> {
-        let types = if types { Types::Load } else { Types::Skip };
-        Self::with_types(view, dump, binary, types)
-    }
-
-    /// [`new`](Self::new), saying how much DWARF to load.
-    pub(crate) fn with_types(
-        view: &DumpView<'_>,
-        dump: &Path,
-        binary: Option<PathBuf>,
-        types: Types,
-    ) -> anyhow::Result<Namer> {
-        let executable = executable(view, binary.as_deref());
-        let fields = match types {
-            Types::Skip => None,
-            Types::Load => load_fields(view, executable.as_deref()),
-        };
-        // Whether the binary has DWARF types, for the warning about what
-        // it lacks; not asked when types are not named.
-        let has_types = fields.as_ref().map(|fields| !fields.is_empty());
-        let fields = fields.filter(|fields| !fields.is_empty());
-        Ok(Namer {
-            symbolizer: symbolizer_for(view, dump, binary, has_types)?,
-            fields,
-            module: executable.as_deref().map(display).unwrap_or_default(),
-            own: own_code().clone(),
-        })
-    }
-
-    /// The frames source the reports take.
-    pub(crate) fn frames(&mut self) -> TypedFrames<'_> {
-        TypedFrames {
-            symbolizer: &mut self.symbolizer,
-            fields: self.fields.as_ref(),
-            module: self.module.clone(),
-            own: &self.own,
-        }
-    }
-}
-
-/// The export model owns its namer: names, statics and fields all come
-/// from it, as for the reports.
-impl StackFrames for Namer {
-    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
-        self.frames().stack_frames(view, stack)
-    }
-
-    fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
-        self.fields.as_ref()?.field_of(ty, offset)
-    }
-
-    fn symbol_at(&self, address: u64) -> Option<String> {
-        self.symbolizer.symbol_at(address)
-    }
-
-    fn own_code(&self) -> &OwnCode {
-        &self.own
-    }
-}
-
-/// Whether `executable` exists and has the build-id the dump records for
-/// its main module (or the dump records none).
-fn is_dumped_binary(view: &DumpView<'_>, executable: &Path) -> bool {
-    let recorded = view
-        .modules()
-        .iter()
-        .find(|m| m.flags & module_flags::MAIN_EXECUTABLE != 0)
-        .and_then(|m| view.string(m.build_id).ok())
-        .unwrap_or_default();
-    if !executable.exists() {
-        return false;
-    }
-    recorded.is_empty()
-        || heapdump_analyze::symbolize::elf_build_id(executable)
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(recorded)
-}
-
-/// The program's executable: BINARY if given, else the main module's path
-/// as the dump records it.
-fn executable(view: &DumpView<'_>, binary: Option<&Path>) -> Option<PathBuf> {
-    if let Some(binary) = binary {
-        return Some(binary.to_path_buf());
-    }
-    let module = view
-        .modules()
-        .iter()
-        .find(|m| m.flags & module_flags::MAIN_EXECUTABLE != 0)?;
-    let path = view.string_lossy(module.path).ok()?;
-    (!path.is_empty()).then(|| PathBuf::from(path.into_owned()))
 }
 
 /// `heapdump tosqlite`.

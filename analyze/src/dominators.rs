@@ -17,7 +17,7 @@
 //! ```
 //! use heapdump_analyze::dominators::{DominatorTree, Dominator};
 //! use heapdump_analyze::graph::{GraphEdge, HeapGraph, RootEdge};
-//! use heapdump_analyze::leaks::Heuristics;
+//! use heapdump_analyze::heuristics::Heuristics;
 //! // root -> 0 -> {1, 2}
 //! let e = |source, target| GraphEdge { source, target, target_offset: 0 };
 //! let g = HeapGraph::from_parts(vec![10, 20, 30], &[e(0, 1), e(0, 2)],
@@ -598,7 +598,8 @@ fn radix_sort_high(keys: &mut Vec<u64>, bound: usize) {
 mod tests {
     use super::*;
     use crate::graph::{GraphEdge, RootEdge};
-    use crate::leaks::{Heuristics, LeakAnalysis};
+    use crate::heuristics::Heuristics;
+    use crate::leaks::LeakAnalysis;
     use heapdump_formats::testing::SplitMix64;
 
     fn e(source: u32, target: u32) -> GraphEdge {

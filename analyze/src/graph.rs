@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use heapdump_analyze::graph::{HeapGraph, GraphEdge, RootEdge};
-//! use heapdump_analyze::leaks::Heuristics;
+//! use heapdump_analyze::heuristics::Heuristics;
 //! // Root 0 -> node 0 -> node 1 (interior pointer, 8 bytes in).
 //! let graph = HeapGraph::from_parts(
 //!     vec![32, 64],
@@ -29,7 +29,7 @@ use anyhow::bail;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{AllocationRecord, EdgeRecord, edge_flags};
 
-use crate::leaks::{Heuristic, Heuristics};
+use crate::heuristics::{Heuristic, Heuristics};
 
 /// Bit of a packed edge target: the pointer is interior and no heuristic
 /// turned it into a start pointer.

@@ -2,8 +2,9 @@
 //! `retainers` and `diff`, as serializable structs with `to_text()`.
 //!
 //! ```no_run
-//! use heapdump_analyze::heap_report::{self, HeapAnalysis, LeaksOptions};
-//! use heapdump_analyze::leaks::Heuristics;
+//! use heapdump_analyze::analysis::HeapAnalysis;
+//! use heapdump_analyze::heap_report::{self, LeaksOptions};
+//! use heapdump_analyze::heuristics::Heuristics;
 //! use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
 //!
 //! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
@@ -20,335 +21,21 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{owner_kind, process_flags, register_name, root_kind};
+use heapdump_formats::records::{owner_kind, register_name, root_kind};
 use serde::Serialize;
 
-use crate::dominators::{DominatorTree, GroupRetained};
-use crate::fields::FieldIndex;
+use crate::analysis::HeapAnalysis;
+use crate::dominators::GroupRetained;
 use crate::filter;
-use crate::graph::{HeapGraph, edge_offsets, find_allocation};
-use crate::leaks::{ClassTotal, Heuristic, HeuristicTotal, Heuristics, LeakAnalysis, LeakClass};
+use crate::graph::{edge_offsets, find_allocation};
+use crate::heuristics::Heuristics;
+use crate::leaks::{ClassTotal, HeuristicTotal, LeakClass};
 use crate::paths::shortest_root_paths;
-use crate::report::{human_bytes, root_kind_name, string};
 use crate::sampling::StackSampling;
-use crate::site::{LABEL_WIDTH, OwnCode, SOURCE_TREE, Site, abbreviate_type, site_index};
-use crate::symbolize::{Frame, Symbolizer};
-use crate::types::{AllocationName, TypeName};
-
-/// The graph, the leak classes and (when asked for) the dominator tree of
-/// one dump: built once, shared by every report.
-#[derive(Debug)]
-pub struct HeapAnalysis {
-    /// The heap graph.
-    pub graph: HeapGraph,
-    /// Leak classes.
-    pub leaks: LeakAnalysis,
-    /// Dominators and retained sizes, if computed.
-    pub dominators: Option<DominatorTree>,
-}
-
-impl HeapAnalysis {
-    /// Builds the graph, classifies, and with `dominators` computes the
-    /// dominator tree (the super-root's children: root targets and
-    /// definitely-lost blocks). Fails for a dump without a scan (no roots
-    /// and edges: every block would look lost). Without types, every edge
-    /// is kept ([`with_types`](Self::with_types) knows which blocks hold no
-    /// pointer).
-    pub fn new(
-        view: &DumpView<'_>,
-        heuristics: &Heuristics,
-        dominators: bool,
-    ) -> anyhow::Result<HeapAnalysis> {
-        if view.process().flags & process_flags::HAS_SCAN == 0 {
-            bail!(
-                "the dump has no roots and edges (process flag HAS_SCAN is not set): it was written without the conservative scan, so reachability cannot be computed"
-            );
-        }
-        Self::assemble(HeapGraph::build(view, heuristics)?, dominators)
-    }
-
-    /// [`new`](Self::new), with the blocks' types recovered from their
-    /// stacks (`frames` symbolizes each distinct stack once) so that, with
-    /// [`Heuristic::PointerFreeTypes`],
-    /// the out-edges of blocks whose type holds no pointer are left out.
-    /// Costs a symbolization of every stack (cached by the symbolizer, so
-    /// the reports that follow pay less).
-    pub fn with_types<S: StackFrames + ?Sized>(
-        view: &DumpView<'_>,
-        heuristics: &Heuristics,
-        dominators: bool,
-        frames: &mut S,
-    ) -> anyhow::Result<HeapAnalysis> {
-        if view.process().flags & process_flags::HAS_SCAN == 0 {
-            // `new` says why.
-            return Self::new(view, heuristics, dominators);
-        }
-        let pointer_free = if heuristics.contains(Heuristic::PointerFreeTypes) {
-            pointer_free_blocks(view, frames)
-        } else {
-            Vec::new()
-        };
-        let graph = HeapGraph::build_typed(view, heuristics, &pointer_free)?;
-        Self::assemble(graph, dominators)
-    }
-
-    fn assemble(graph: HeapGraph, dominators: bool) -> anyhow::Result<HeapAnalysis> {
-        let (leaks, dominators) = if dominators {
-            let (leaks, tree) = DominatorTree::compute_with_leaks(&graph);
-            (leaks, Some(tree))
-        } else {
-            (LeakAnalysis::compute(&graph), None)
-        };
-        Ok(HeapAnalysis {
-            graph,
-            leaks,
-            dominators,
-        })
-    }
-
-    /// Edges left out because their source's type holds no pointer.
-    pub fn pointer_free_edges(&self) -> u64 {
-        self.graph.pointer_free_edges()
-    }
-
-    /// A warning about edges the graph could not use, if any.
-    pub fn warnings(&self) -> Vec<String> {
-        let skipped = self.graph.skipped_edges();
-        if skipped == 0 {
-            return Vec::new();
-        }
-        vec![format!(
-            "{skipped} malformed edges (index out of range or offset past the block) were ignored; run `heapdump verify`"
-        )]
-    }
-}
-
-/// Which blocks of `view` have a recovered type that holds no pointer
-/// ([`TypeName::holds_no_pointer`]), by node; a block with an unknown or
-/// unreadable stack is not one. None in a dump with sampled stacks: only
-/// the sampled blocks have a type there, so leaving out their edges alone
-/// would make the leak classes depend on the sample, where they are exact.
-pub fn pointer_free_blocks<S: StackFrames + ?Sized>(
-    view: &DumpView<'_>,
-    frames: &mut S,
-) -> Vec<bool> {
-    if view.process().stack_sample_interval > 0 {
-        return vec![false; view.allocations().len()];
-    }
-    let mut by_stack: HashMap<u32, bool> = HashMap::new();
-    view.allocations()
-        .iter()
-        .map(|a| {
-            if a.stack == 0 {
-                return false;
-            }
-            *by_stack.entry(a.stack).or_insert_with(|| {
-                frames.stack_frames(view, a.stack).is_ok_and(|stack| {
-                    crate::types::recover_type(&stack).is_some_and(|t| t.holds_no_pointer())
-                })
-            })
-        })
-        .collect()
-}
-
-/// Where the reports get the symbolized frames of a stack: the
-/// [`Symbolizer`], or any `FnMut(stack_id) -> anyhow::Result<Vec<Frame>>`
-/// (frames innermost first), as [`crate::export::HeapModel::build`] takes.
-pub trait StackFrames {
-    /// The frames of stack `stack` of `view`, innermost first.
-    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>>;
-
-    /// The field at byte `offset` of a block of recovered type `ty`
-    /// (`next`, `[2].next`, `value.next`), as the DOT export labels edges
-    /// ([`FieldIndex::field_of`]); `None` without the program's DWARF
-    /// layouts, which only [`TypedFrames`] has.
-    fn field_of(&self, _ty: &TypeName, _offset: u64) -> Option<String> {
-        None
-    }
-
-    /// The symbol (`app::CACHE+0x8`) at `address`, for naming a static that
-    /// holds a root pointer ([`Symbolizer::symbol_at`]); `None` for a source
-    /// without a symbolizer.
-    fn symbol_at(&self, _address: u64) -> Option<String> {
-        None
-    }
-
-    /// Which code is the program's own, for the frame a site in a
-    /// dependency also names ([`Site::of_stack_in`]).
-    fn own_code(&self) -> &OwnCode {
-        &SOURCE_TREE
-    }
-}
-
-impl StackFrames for Symbolizer {
-    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
-        self.symbolize_stack(view, stack)
-    }
-
-    fn symbol_at(&self, address: u64) -> Option<String> {
-        Symbolizer::symbol_at(self, address)
-    }
-}
-
-impl<F: FnMut(u32) -> anyhow::Result<Vec<Frame>>> StackFrames for F {
-    fn stack_frames(&mut self, _: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
-        self(stack)
-    }
-}
-
-/// Frames as the exports name types from them: symbolized, then, for the
-/// main executable's frames, with the generic parameters its DWARF gives
-/// back ([`FieldIndex::resolve_stack`]; full debug info names a generic
-/// function without them).
-#[derive(Debug)]
-pub struct TypedFrames<'s> {
-    /// Symbolizes the return addresses.
-    pub symbolizer: &'s mut Symbolizer,
-    /// The executable's generic instances, if its DWARF could be read.
-    pub fields: Option<&'s FieldIndex>,
-    /// The executable as frames name their module.
-    pub module: String,
-    /// Which code is the program's own.
-    pub own: &'s OwnCode,
-}
-
-impl StackFrames for TypedFrames<'_> {
-    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
-        let mut frames = self.symbolizer.symbolize_stack(view, stack)?;
-        if let Some(fields) = self.fields {
-            fields.resolve_stack(&mut frames, &self.module);
-        }
-        Ok(frames)
-    }
-
-    fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
-        self.fields?.field_of(ty, offset)
-    }
-
-    fn symbol_at(&self, address: u64) -> Option<String> {
-        self.symbolizer.symbol_at(address)
-    }
-
-    fn own_code(&self) -> &OwnCode {
-        self.own
-    }
-}
-
-/// What the reports know about one stack.
-struct StackInfo {
-    /// Recovered type (or site fallback) and site, as the exports name them.
-    name: AllocationName,
-    /// The type label the exports show ([`AllocationName::type_label`]).
-    type_label: String,
-    frames: Vec<Frame>,
-    /// Index of the site frame in `frames`.
-    site_frame: usize,
-}
-
-/// Symbolizes each stack once and names it: site and type.
-struct Stacks<'s, S: StackFrames + ?Sized> {
-    source: &'s mut S,
-    cache: HashMap<u32, StackInfo>,
-    bad: u64,
-}
-
-impl<'s, S: StackFrames + ?Sized> Stacks<'s, S> {
-    fn new(source: &'s mut S) -> Stacks<'s, S> {
-        Stacks {
-            source,
-            cache: HashMap::new(),
-            bad: 0,
-        }
-    }
-
-    /// Names, frames and the index of the site frame of `stack`.
-    fn get(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> &StackInfo {
-        if !self.cache.contains_key(&stack) {
-            let frames = match self.source.stack_frames(view, stack) {
-                Ok(frames) => frames,
-                Err(e) => {
-                    self.bad += 1;
-                    if self.bad <= 5 {
-                        warnings.push(format!(
-                            "stack {stack} unreadable, counted as <unknown>: {e}"
-                        ));
-                    }
-                    Vec::new()
-                }
-            };
-            let name = AllocationName::of_stack_in(&frames, self.source.own_code());
-            let info = StackInfo {
-                type_label: name.type_label(),
-                name,
-                site_frame: site_index(&frames).unwrap_or(0),
-                frames,
-            };
-            self.cache.insert(stack, info);
-        }
-        &self.cache[&stack]
-    }
-
-    /// The site frame and up to `count - 1` of its callers, stopping at
-    /// the runtime's entry frame.
-    fn frames(
-        &mut self,
-        view: &DumpView<'_>,
-        stack: u32,
-        count: usize,
-        warnings: &mut Vec<String>,
-    ) -> Vec<Frame> {
-        let info = self.get(view, stack, warnings);
-        info.frames
-            .iter()
-            .skip(info.site_frame)
-            .take_while(|f| !crate::site::is_runtime_entry(f))
-            .take(count)
-            .cloned()
-            .collect()
-    }
-
-    fn site(&mut self, view: &DumpView<'_>, stack: u32, warnings: &mut Vec<String>) -> Site {
-        self.get(view, stack, warnings).name.site.clone()
-    }
-
-    /// The type label of `stack`, as `top --retained` and the exports show it.
-    fn type_label(
-        &mut self,
-        view: &DumpView<'_>,
-        stack: u32,
-        warnings: &mut Vec<String>,
-    ) -> String {
-        self.get(view, stack, warnings).type_label.clone()
-    }
-
-    /// The field at `offset` of a block allocated at `stack`, when its type
-    /// was recovered and the source has the layout.
-    fn field_of(
-        &mut self,
-        view: &DumpView<'_>,
-        stack: u32,
-        offset: u64,
-        warnings: &mut Vec<String>,
-    ) -> Option<String> {
-        let ty = self.get(view, stack, warnings).name.recovered.clone()?;
-        self.source.field_of(&ty, offset)
-    }
-
-    /// The site or the type of `stack`, as `diff` groups it.
-    fn diff_key(
-        &mut self,
-        view: &DumpView<'_>,
-        stack: u32,
-        by: DiffBy,
-        warnings: &mut Vec<String>,
-    ) -> DiffKey {
-        let info = self.get(view, stack, warnings);
-        match by {
-            DiffBy::Site => DiffKey::Site(info.name.site.clone()),
-            DiffBy::Type => DiffKey::Type(info.type_label.clone()),
-        }
-    }
-}
+use crate::site::{LABEL_WIDTH, Site, abbreviate_type};
+use crate::stacks::{StackFrames, Stacks};
+use crate::symbolize::Frame;
+use crate::text::{commas, hex_address, human_bytes, root_kind_name, string};
 
 fn stack_of(view: &DumpView<'_>, node: u32) -> u32 {
     view.allocations().get(node as usize).map_or(0, |a| a.stack)
@@ -359,25 +46,6 @@ fn address_of(view: &DumpView<'_>, node: u32) -> u64 {
         .get(node as usize)
         .map_or(0, |a| a.address)
 }
-
-/// Writes `n` with thousands separators, as valgrind does.
-fn commas(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn hex_address(a: u64) -> String {
-    format!("{a:#x}")
-}
-
-// ---------------------------------------------------------------- leaks
 
 /// Options of `leaks`.
 #[derive(Clone, Debug)]
@@ -1405,7 +1073,7 @@ pub fn retainers<S: StackFrames + ?Sized>(
                 PathInfo {
                     root: root_info(
                         view,
-                        &*stacks.source,
+                        stacks.source(),
                         p.root_edge.root,
                         p.root_edge.source_offset,
                     ),
@@ -1499,6 +1167,21 @@ impl RetainersReport {
 }
 
 // ---------------------------------------------------------------- diff
+
+/// The site or the type of `stack`, as `diff` groups it.
+fn diff_key<S: StackFrames + ?Sized>(
+    stacks: &mut Stacks<'_, S>,
+    view: &DumpView<'_>,
+    stack: u32,
+    by: DiffBy,
+    warnings: &mut Vec<String>,
+) -> DiffKey {
+    let info = stacks.get(view, stack, warnings);
+    match by {
+        DiffBy::Site => DiffKey::Site(info.name.site.clone()),
+        DiffBy::Type => DiffKey::Type(info.type_label.clone()),
+    }
+}
 
 /// One side of a diff.
 #[derive(Clone, Debug, Serialize)]
@@ -1657,7 +1340,7 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
     }
     for (stack, (bytes, count)) in by_stack.drain() {
         let row = rows
-            .entry(old_stacks.diff_key(old, stack, by, warnings))
+            .entry(diff_key(&mut old_stacks, old, stack, by, warnings))
             .or_default();
         row.old_bytes = row.old_bytes.saturating_add(round(bytes));
         row.old_count += round(count);
@@ -1693,7 +1376,7 @@ pub fn diff<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
     let mut new_stacks = Stacks::new(new_symbolizer);
     for (stack, (bytes, count, objects, object_bytes)) in new_by_stack {
         let row = rows
-            .entry(new_stacks.diff_key(new, stack, by, warnings))
+            .entry(diff_key(&mut new_stacks, new, stack, by, warnings))
             .or_default();
         row.new_bytes = row.new_bytes.saturating_add(round(bytes));
         row.new_count += round(count);

@@ -38,19 +38,23 @@ use std::path::Path;
 
 use heapdump_formats::read::Dump;
 
+pub mod analysis;
 pub mod dominators;
 pub mod export;
 pub mod fields;
 pub mod filter;
 pub mod graph;
 pub mod heap_report;
+pub mod heuristics;
 pub mod leaks;
 pub mod paths;
 mod prefetch;
 pub mod report;
 pub mod sampling;
 pub mod site;
+pub mod stacks;
 pub mod symbolize;
+pub mod text;
 pub mod types;
 
 /// Opens and validates a dump. The error names the file and, for a corrupt

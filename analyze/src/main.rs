@@ -7,14 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use cli_export::Namer;
-use heapdump_analyze::heap_report::{
-    self, DiffBy, HeapAnalysis, LeaksOptions, RetainersQuery, StackFrames,
-};
-use heapdump_analyze::leaks::{Heuristic, Heuristics, LeakClass};
+use heapdump_analyze::analysis::HeapAnalysis;
+use heapdump_analyze::heap_report::{self, DiffBy, LeaksOptions, RetainersQuery};
+use heapdump_analyze::heuristics::{Heuristic, Heuristics};
+use heapdump_analyze::leaks::LeakClass;
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::site::OwnCode;
-use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
+use heapdump_analyze::stacks::{Namer, StackFrames, Types};
 use serde::Serialize;
 
 mod cli_export;
@@ -418,24 +417,28 @@ fn parse_address(s: &str) -> Result<u64, String> {
     })
 }
 
-/// The symbolizer of `view`, with its warnings printed, and the one about
-/// what the executable lacks (`types`: whether its DWARF has types, `None`
-/// when the command names no types).
-fn symbolizer_for(
+/// The namer of `view` (see [`Namer::new`]), with its warnings printed
+/// once each.
+fn namer(
     view: &heapdump_formats::read::DumpView<'_>,
     dump: &Path,
     binary: Option<PathBuf>,
-    types: Option<bool>,
-) -> anyhow::Result<Symbolizer> {
-    let symbolizer = Symbolizer::new(view, &SymbolizeOptions { binary })
-        .with_context(|| format!("cannot symbolize {}", display(dump)))?;
-    for warning in symbolizer.warnings() {
+    types: Types,
+) -> anyhow::Result<Namer> {
+    let namer = Namer::new(view, dump, binary, types, own_code().clone())?;
+    for warning in namer.warnings() {
         warn_once(warning);
     }
-    if let Some(warning) = symbolizer.debug_info_warning(types) {
-        warn_once(&warning);
+    Ok(namer)
+}
+
+/// [`Types::Load`] when a command names types, else [`Types::Skip`].
+fn types_if(names_types: bool) -> Types {
+    if names_types {
+        Types::Load
+    } else {
+        Types::Skip
     }
-    Ok(symbolizer)
 }
 
 /// Prints `warning: MESSAGE` on stderr unless this process printed it
@@ -526,7 +529,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let mut namer = Namer::new(&view, &dump, binary, true)?;
+            let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
             let mut warnings = Vec::new();
@@ -553,7 +556,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Which blocks hold no pointer is told by their types, which
             // need the executable's generic instances.
             let types = heuristics.contains(Heuristic::PointerFreeTypes);
-            let mut namer = Namer::new(&view, &dump, binary, types)?;
+            let mut namer = namer(&view, &dump, binary, types_if(types))?;
             let analysis = analyze(&view, &dump, &heuristics, false, &mut namer.frames())?;
             let mut warnings = Vec::new();
             let options = LeaksOptions {
@@ -621,7 +624,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let file = heapdump_analyze::open_dump(&dump)?;
             let view = file.view();
-            let mut namer = Namer::new(&view, &dump, binary, true)?;
+            let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
             let mut warnings = Vec::new();
@@ -661,8 +664,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (old_view, new_view) = (old_file.view(), new_file.view());
             // Types need the executables' generic instances (as the exports
             // name them); sites do not.
-            let mut old_namer = Namer::new(&old_view, &old, binary.clone(), by == DiffBy::Type)?;
-            let mut new_namer = Namer::new(&new_view, &new, binary, by == DiffBy::Type)?;
+            let mut old_namer = namer(
+                &old_view,
+                &old,
+                binary.clone(),
+                types_if(by == DiffBy::Type),
+            )?;
+            let mut new_namer = namer(&new_view, &new, binary, types_if(by == DiffBy::Type))?;
             let mut warnings = Vec::new();
             let report = heap_report::diff(
                 &old_view,
@@ -694,7 +702,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Types are named as `top --retained` and the exports name
             // them, with the executable's generic instances; only --by type
             // reads its DWARF.
-            let mut namer = Namer::new(&view, &dump, binary, by == GroupBy::Type)?;
+            let mut namer = namer(&view, &dump, binary, types_if(by == GroupBy::Type))?;
             let progress = progress_bar("symbolizing stacks");
             let mut warnings = Vec::new();
             let top = report::top(

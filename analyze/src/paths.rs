@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use heapdump_analyze::graph::{GraphEdge, HeapGraph, RootEdge};
-//! use heapdump_analyze::leaks::Heuristics;
+//! use heapdump_analyze::heuristics::Heuristics;
 //! use heapdump_analyze::paths::shortest_root_paths;
 //! let e = |source, target| GraphEdge { source, target, target_offset: 0 };
 //! // root -> 0 -> 1 -> 2 and root -> 3 -> 2: the shortest path is 3, 2.
@@ -71,7 +71,7 @@ pub fn shortest_root_paths(graph: &HeapGraph, target: u32, max_paths: usize) -> 
 mod tests {
     use super::*;
     use crate::graph::GraphEdge;
-    use crate::leaks::Heuristics;
+    use crate::heuristics::Heuristics;
 
     #[test]
     fn lost_block_has_no_root_path_and_cycles_terminate() {

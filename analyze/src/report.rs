@@ -6,26 +6,17 @@ use std::fmt::Write as _;
 
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{
-    StrRef, allocation_flags, edge_flags, module_flags, process_flags, root_kind, stack_flags,
-    thread_flags,
+    allocation_flags, edge_flags, module_flags, process_flags, stack_flags, thread_flags,
 };
 use heapdump_formats::verify::verify;
 use serde::Serialize;
 
-use crate::heap_report::StackFrames;
 use crate::sampling::StackSampling;
 use crate::site::{LABEL_WIDTH, OwnCode, OwnFrame, Site, abbreviate_type, trim_allocator_frames};
+use crate::stacks::StackFrames;
 use crate::symbolize::{Frame, hex};
+use crate::text::{human_bytes, root_kind_name, string, utc_timestamp};
 use crate::types::AllocationName;
-
-/// A string of the dump, or a note saying why it cannot be read (a dump
-/// that `verify` would reject must still be describable).
-pub(crate) fn string(view: &DumpView<'_>, s: StrRef) -> String {
-    match view.string_lossy(s) {
-        Ok(s) => s.into_owned(),
-        Err(e) => format!("<unreadable string: {e}>"),
-    }
-}
 
 fn flag_names(flags: u32, names: &[(u32, &'static str)]) -> Vec<String> {
     let mut out: Vec<String> = names
@@ -62,57 +53,6 @@ const MODULE_FLAGS: &[(u32, &str)] = &[
     (module_flags::MAIN_EXECUTABLE, "MAIN_EXECUTABLE"),
     (module_flags::VDSO, "VDSO"),
 ];
-
-pub(crate) fn root_kind_name(kind: u16) -> String {
-    match kind {
-        root_kind::REGISTERS => "REGISTERS".into(),
-        root_kind::THREAD_STACK => "THREAD_STACK".into(),
-        root_kind::STATIC_TLS => "STATIC_TLS".into(),
-        root_kind::DYNAMIC_TLS => "DYNAMIC_TLS".into(),
-        root_kind::DATA_SEGMENT => "DATA_SEGMENT".into(),
-        root_kind::OTHER => "OTHER".into(),
-        other => format!("unknown kind {other}"),
-    }
-}
-
-/// Bytes in a human unit (binary prefixes).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for nanoseconds since the Unix epoch.
-pub fn utc_timestamp(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
-}
 
 /// `heapdump info`: everything the dump says about itself.
 #[derive(Clone, Debug, Serialize)]
@@ -871,7 +811,7 @@ fn group_key(frames: &[Frame], by: GroupBy, own: &OwnCode) -> GroupKey {
 /// distinct stack. Stacks that cannot be read count as `<unknown>` and are
 /// reported in `warnings`. `symbolizer` is a [`crate::symbolize::Symbolizer`],
 /// or, for type labels with the generic parameters the exports show, a
-/// [`crate::heap_report::TypedFrames`].
+/// [`crate::stacks::TypedFrames`].
 pub fn top<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     symbolizer: &mut S,

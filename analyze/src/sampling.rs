@@ -64,7 +64,7 @@ impl StackSampling {
     pub fn note(&self) -> String {
         format!(
             "figures by stack are estimates from a stack sample (mean interval {}): each sampled block counts 1/(1 - exp(-size/{})) times; totals are exact",
-            crate::report::human_bytes(self.interval),
+            crate::text::human_bytes(self.interval),
             self.interval
         )
     }

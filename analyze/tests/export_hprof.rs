@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use heapdump_analyze::export::HeapModel;
 use heapdump_analyze::export::hprof::{HprofOptions, write_hprof};
-use heapdump_analyze::heap_report::StackFrames;
+use heapdump_analyze::stacks::StackFrames;
 use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::{Dump, DumpView};
 use heapdump_formats::records::{

@@ -5,8 +5,9 @@
 mod export_common;
 
 use export_common::{STD, frame};
-use heapdump_analyze::heap_report::{self, DiffBy, DiffKey, HeapAnalysis, RetainedType};
-use heapdump_analyze::leaks::Heuristics;
+use heapdump_analyze::analysis::HeapAnalysis;
+use heapdump_analyze::heap_report::{self, DiffBy, DiffKey, RetainedType};
+use heapdump_analyze::heuristics::Heuristics;
 use heapdump_analyze::report::{self, GroupBy, TopOptions};
 use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::Dump;
@@ -360,7 +361,7 @@ fn diff_by_type_merges_sites_of_one_type_and_by_site_keeps_them_apart() {
 /// pointer `left` at 8 and `right` at 16.
 struct NodeLayout;
 
-impl heap_report::StackFrames for NodeLayout {
+impl heapdump_analyze::stacks::StackFrames for NodeLayout {
     fn stack_frames(
         &mut self,
         _: &heapdump_formats::read::DumpView<'_>,

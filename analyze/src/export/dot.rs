@@ -21,9 +21,9 @@ use heapdump_formats::records::root_kind;
 use super::{HeapModel, root_kind_name, root_offset_label};
 use crate::filter::{self, TypeMatch};
 use crate::leaks::LeakClass;
-use crate::report::human_bytes;
 use crate::sampling::StackSampling;
 use crate::site::{LABEL_WIDTH, abbreviate_type};
+use crate::text::human_bytes;
 
 /// What one node of a grouped graph stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

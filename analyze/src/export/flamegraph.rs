@@ -26,8 +26,8 @@ use anyhow::{Context as _, Result};
 use inferno::flamegraph::{self, Options, color};
 
 use super::HeapModel;
-use crate::report::human_bytes;
 use crate::sampling::StackSampling;
+use crate::text::human_bytes;
 
 /// What a frame's width measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

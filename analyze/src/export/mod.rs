@@ -26,11 +26,13 @@ use anyhow::bail;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, register_name, root_kind};
 
+use crate::analysis::HeapAnalysis;
 use crate::dominators::Dominator;
 use crate::fields::FieldIndex;
-use crate::heap_report::{HeapAnalysis, StackFrames};
-use crate::leaks::{Heuristics, LeakClass};
+use crate::heuristics::Heuristics;
+use crate::leaks::LeakClass;
 use crate::site::{Site, is_runtime_entry, trim_allocator_frames};
+use crate::stacks::StackFrames;
 use crate::symbolize::Frame;
 use crate::types::{AllocationName, TypeName, site_label};
 
@@ -190,7 +192,7 @@ impl<'a> HeapModel<'a> {
     /// Builds the whole model (names, frames, graph and analysis).
     /// `names` symbolizes stacks (innermost first): a
     /// [`Symbolizer`](crate::symbolize::Symbolizer), a
-    /// [`TypedFrames`](crate::heap_report::TypedFrames), or a closure
+    /// [`TypedFrames`](crate::stacks::TypedFrames), or a closure
     /// `FnMut(u32) -> anyhow::Result<Vec<Frame>>`. It is asked once per
     /// distinct stack id; a stack it cannot symbolize is named `<unknown>`
     /// with a warning. Fails for a dump without a scan.

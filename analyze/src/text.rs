@@ -1,0 +1,86 @@
+//! Text formatting shared by the reports and the exports: byte counts,
+//! thousands separators, addresses, timestamps, and the dump's strings and
+//! names as the reports print them. Below every report, so that none of
+//! them imports another for a helper.
+
+use heapdump_formats::read::DumpView;
+use heapdump_formats::records::{StrRef, root_kind};
+
+/// A string of the dump, or a note saying why it cannot be read (a dump
+/// that `verify` would reject must still be describable).
+pub fn string(view: &DumpView<'_>, s: StrRef) -> String {
+    match view.string_lossy(s) {
+        Ok(s) => s.into_owned(),
+        Err(e) => format!("<unreadable string: {e}>"),
+    }
+}
+
+/// The name of a root kind, as FORMAT.md spells it.
+pub fn root_kind_name(kind: u16) -> String {
+    match kind {
+        root_kind::REGISTERS => "REGISTERS".into(),
+        root_kind::THREAD_STACK => "THREAD_STACK".into(),
+        root_kind::STATIC_TLS => "STATIC_TLS".into(),
+        root_kind::DYNAMIC_TLS => "DYNAMIC_TLS".into(),
+        root_kind::DATA_SEGMENT => "DATA_SEGMENT".into(),
+        root_kind::OTHER => "OTHER".into(),
+        other => format!("unknown kind {other}"),
+    }
+}
+
+/// Bytes in a human unit (binary prefixes).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` for nanoseconds since the Unix epoch.
+pub fn utc_timestamp(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ns % 1_000_000_000
+    )
+}
+
+/// Writes `n` with thousands separators, as valgrind does.
+pub fn commas(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An address as the reports print it: `0x` and lowercase hex.
+pub fn hex_address(a: u64) -> String {
+    format!("{a:#x}")
+}
