@@ -113,7 +113,7 @@ impl HeapAnalysis {
 }
 
 /// Which blocks of `view` have a recovered type that holds no pointer
-/// ([`TypeName::holds_no_pointer`]), by node; a block with an unknown or
+/// ([`TypeName::holds_no_pointer`](crate::types::TypeName::holds_no_pointer)), by node; a block with an unknown or
 /// unreadable stack is not one. None in a dump with sampled stacks: only
 /// the sampled blocks have a type there, so leaving out their edges alone
 /// would make the leak classes depend on the sample, where they are exact.

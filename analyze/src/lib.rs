@@ -3,36 +3,45 @@
 //! prints as text or JSON. The CLI only parses arguments and calls these.
 //!
 //! ```no_run
-//! use heapdump_analyze::report::{self, GroupBy, TopOptions};
-//! use heapdump_analyze::symbolize::{SymbolizeOptions, Symbolizer};
+//! use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
+//! use heapdump_analyze::site::OwnCode;
+//! use heapdump_analyze::stacks::{Namer, Types};
 //!
-//! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
+//! let path = std::path::Path::new("app.hdump");
+//! let dump = heapdump_analyze::open_dump(path)?;
 //! let view = dump.view();
-//! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
+//! let mut namer = Namer::new(&view, path, None, Types::Skip, OwnCode::default())?;
 //! let options = TopOptions { by: GroupBy::Site, limit: 10 };
-//! let top = report::top(&view, &mut symbolizer, &options, &indicatif::ProgressBar::hidden(), &mut Vec::new());
-//! print!("{}", top.to_text());
+//! let top = TopReport::build(&view, &mut namer.frames(), &options, &indicatif::ProgressBar::hidden());
+//! print!("{top}"); // what `heapdump top -n 10` prints; serde_json gives its --json
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
-//! Modules, lowest layer first (nothing points upward):
+//! Modules, lowest layer first (each uses only modules of the layers
+//! before it, and of its own layer those listed before it):
 //!
-//! - Names: [`symbolize`] (return addresses to inlined, demangled frames,
-//!   the main executable checked against the dump's build-id), [`site`]
-//!   (which frame of a stack is the allocation site), [`types`] (what an
+//! - Names: [`text`] (byte counts, addresses, timestamps and the dump's
+//!   strings as the reports print them), [`symbolize`] (return addresses
+//!   to inlined, demangled frames, the main executable checked against the
+//!   dump's build-id), [`site`] (which frame of a stack is the allocation
+//!   site, and which code is the program's own), [`types`] (what an
 //!   allocation holds, from its constructor frames), [`fields`] (field
-//!   names and generic instances from the program's DWARF), [`sampling`]
-//!   (the weights of blocks in a production-mode dump), [`filter`] (what
-//!   `--site` and `--type` accept).
-//! - Graph: [`graph`] (the heap graph as CSR, with its pointer
-//!   heuristics' edges).
-//! - Analysis: [`leaks`] (memcheck's leak classes and the Rust
-//!   heuristics), [`dominators`] (dominator tree, retained sizes),
-//!   [`paths`] (shortest paths from roots).
-//! - Reports and exports: [`report`] (`info`, `verify`, `top`),
-//!   [`heap_report`] (`leaks`, `top --retained`, `retainers`, `diff`),
-//!   [`export`] (DOT, SQLite, HPROF, flame graph, pprof and Chrome heap
-//!   snapshot over one model).
+//!   names and generic instances from the program's DWARF), [`stacks`]
+//!   (the [`stacks::StackFrames`] source of names, [`stacks::Namer`], and
+//!   the per-stack cache the reports share), [`sampling`] (the weights of
+//!   blocks in a production-mode dump), [`filter`] (what `--site` and
+//!   `--type` accept).
+//! - Graph: [`heuristics`] (which interior pointers count as start
+//!   pointers), [`graph`] (the heap graph as CSR, its edges marked by the
+//!   heuristics).
+//! - Analysis: [`leaks`] (memcheck's leak classes), [`dominators`]
+//!   (dominator tree, retained sizes), [`paths`] (shortest paths from
+//!   roots), [`analysis`] ([`analysis::HeapAnalysis`]: the graph, classes
+//!   and dominators of one dump, built once).
+//! - Reports and exports: [`report`] (one module per command: `info`,
+//!   `verify`, `top`, `leaks`, `top --retained`, `retainers`, `diff`, each a
+//!   `Serialize + Display` struct), [`export`] (DOT, SQLite, HPROF, flame
+//!   graph, pprof and Chrome heap snapshot over one model).
 
 use std::path::Path;
 
@@ -44,7 +53,6 @@ pub mod export;
 pub mod fields;
 pub mod filter;
 pub mod graph;
-pub mod heap_report;
 pub mod heuristics;
 pub mod leaks;
 pub mod paths;

@@ -8,10 +8,15 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use heapdump_analyze::analysis::HeapAnalysis;
-use heapdump_analyze::heap_report::{self, DiffBy, LeaksOptions, RetainersQuery};
 use heapdump_analyze::heuristics::{Heuristic, Heuristics};
 use heapdump_analyze::leaks::LeakClass;
-use heapdump_analyze::report::{self, GroupBy, TopOptions};
+use heapdump_analyze::report::diff::{DiffBy, DiffReport};
+use heapdump_analyze::report::info::InfoReport;
+use heapdump_analyze::report::leaks::{LeaksOptions, LeaksReport};
+use heapdump_analyze::report::retained::{RetainedOptions, RetainedReport};
+use heapdump_analyze::report::retainers::{RetainersQuery, RetainersReport};
+use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
+use heapdump_analyze::report::verify::VerifyReport;
 use heapdump_analyze::site::OwnCode;
 use heapdump_analyze::stacks::{Namer, StackFrames, Types};
 use serde::Serialize;
@@ -503,14 +508,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info { dump, json } => {
             let file = heapdump_analyze::open_dump(&dump)?;
-            let report = report::info(&file.view(), &display(&dump));
-            emit(json, &report, || report.to_text())?;
+            let report = InfoReport::build(&file.view(), &display(&dump));
+            emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dump, json } => {
             let file = heapdump_analyze::open_dump(&dump)?;
-            let report = report::verify_report(&file.view(), &display(&dump));
-            emit(json, &report, || report.to_text())?;
+            let report = VerifyReport::build(&file.view(), &display(&dump));
+            emit(json, &report)?;
             Ok(if report.problems.is_empty() {
                 ExitCode::SUCCESS
             } else {
@@ -532,13 +537,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
-            let mut warnings = Vec::new();
-            let report =
-                heap_report::top_retained(&view, &analysis, &mut frames, n, &mut warnings)?;
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            emit(json, &report, || report.to_text_with(per_object))?;
+            let options = RetainedOptions {
+                limit: n,
+                per_object,
+            };
+            let report = RetainedReport::build(&view, &analysis, &mut frames, &options)?;
+            print_warnings(&report.warnings);
+            emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Leaks {
@@ -558,24 +563,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let types = heuristics.contains(Heuristic::PointerFreeTypes);
             let mut namer = namer(&view, &dump, binary, types_if(types))?;
             let analysis = analyze(&view, &dump, &heuristics, false, &mut namer.frames())?;
-            let mut warnings = Vec::new();
             let options = LeaksOptions {
                 show: show.0,
                 limit: n,
                 blocks,
                 ..LeaksOptions::default()
             };
-            let report = heap_report::leaks(
-                &view,
-                &analysis,
-                &mut namer.frames(),
-                &options,
-                &mut warnings,
-            );
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            emit(json, &report, || report.to_text())?;
+            let report = LeaksReport::build(&view, &analysis, &mut namer.frames(), &options);
+            print_warnings(&report.warnings);
+            emit(json, &report)?;
             Ok(if fail_on_leak && report.lost_bytes() > 0 {
                 ExitCode::FAILURE
             } else {
@@ -627,21 +623,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
-            let mut warnings = Vec::new();
-            let report = heap_report::retainers(
-                &view,
-                &analysis,
-                &mut frames,
-                &query,
-                n,
-                paths,
-                &mut warnings,
-            )
-            .with_context(|| display(&dump))?;
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            emit(json, &report, || report.to_text())?;
+            let report = RetainersReport::build(&view, &analysis, &mut frames, &query, n, paths)
+                .with_context(|| display(&dump))?;
+            print_warnings(&report.warnings);
+            emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => cli_run::run(args),
@@ -671,8 +656,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 types_if(by == DiffBy::Type),
             )?;
             let mut new_namer = namer(&new_view, &new, binary, types_if(by == DiffBy::Type))?;
-            let mut warnings = Vec::new();
-            let report = heap_report::diff(
+            let report = DiffReport::build(
                 &old_view,
                 &display(&old),
                 &mut old_namer.frames(),
@@ -681,12 +665,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut new_namer.frames(),
                 by,
                 n,
-                &mut warnings,
             );
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            emit(json, &report, || report.to_text())?;
+            print_warnings(&report.warnings);
+            emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Top {
@@ -704,32 +685,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // reads its DWARF.
             let mut namer = namer(&view, &dump, binary, types_if(by == GroupBy::Type))?;
             let progress = progress_bar("symbolizing stacks");
-            let mut warnings = Vec::new();
-            let top = report::top(
-                &view,
-                &mut namer.frames(),
-                &TopOptions { by, limit: n },
-                &progress,
-                &mut warnings,
-            );
+            let options = TopOptions { by, limit: n };
+            let top = TopReport::build(&view, &mut namer.frames(), &options, &progress);
             progress.finish_and_clear();
-            let process = view.process();
-            if process.live_bytes != top.total_bytes || process.live_count != top.total_count {
-                warnings.push(format!(
-                    "the dump's process record says {} bytes in {} allocations, but its allocations add up to {} in {}; run `heapdump verify`",
-                    process.live_bytes, process.live_count, top.total_bytes, top.total_count
-                ));
-            }
-            if process.dropped_allocations != 0 {
-                warnings.push(format!(
-                    "{} live allocations were not recorded by the tracker and are missing here",
-                    process.dropped_allocations
-                ));
-            }
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            emit(json, &top, || top.to_text())?;
+            print_warnings(&top.warnings);
+            emit(json, &top)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -778,17 +738,24 @@ fn spinner(message: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
-/// Prints JSON or text to stdout. A closed pipe comes back as an
-/// `io::Error` of kind `BrokenPipe`, which `main` turns into a quiet exit.
-fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
-    let mut out = if json {
-        serde_json::to_string_pretty(value)?
-    } else {
-        text()
-    };
-    if json {
-        out.push('\n');
+/// Prints a report's warnings on stderr.
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
     }
+}
+
+/// Prints a report to stdout, as JSON or as its text. A closed pipe comes
+/// back as an `io::Error` of kind `BrokenPipe`, which `main` turns into a
+/// quiet exit.
+fn emit<T: Serialize + std::fmt::Display>(json: bool, report: &T) -> anyhow::Result<()> {
+    let out = if json {
+        let mut out = serde_json::to_string_pretty(report)?;
+        out.push('\n');
+        out
+    } else {
+        report.to_string()
+    };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
     stdout.flush()?;

@@ -84,3 +84,36 @@ pub fn commas(n: u64) -> String {
 pub fn hex_address(a: u64) -> String {
     format!("{a:#x}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_rfc3339() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            utc_timestamp(1_700_000_000_000_000_123),
+            "2023-11-14T22:13:20.000000123Z"
+        );
+        assert_eq!(
+            utc_timestamp(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn human_bytes_uses_binary_units() {
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn commas_group_thousands() {
+        assert_eq!(commas(0), "0");
+        assert_eq!(commas(999), "999");
+        assert_eq!(commas(4752), "4,752");
+        assert_eq!(commas(1_234_567), "1,234,567");
+    }
+}

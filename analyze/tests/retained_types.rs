@@ -6,9 +6,11 @@ mod export_common;
 
 use export_common::{STD, frame};
 use heapdump_analyze::analysis::HeapAnalysis;
-use heapdump_analyze::heap_report::{self, DiffBy, DiffKey, RetainedType};
 use heapdump_analyze::heuristics::Heuristics;
-use heapdump_analyze::report::{self, GroupBy, TopOptions};
+use heapdump_analyze::report::diff::{DiffBy, DiffKey, DiffReport};
+use heapdump_analyze::report::retained::{RetainedOptions, RetainedReport, RetainedType};
+use heapdump_analyze::report::retainers::RetainersReport;
+use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
 use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::Dump;
 use heapdump_formats::records::{
@@ -167,16 +169,20 @@ fn type_row<'r>(rows: &'r [RetainedType], name: &str) -> &'r RetainedType {
         .unwrap_or_else(|| panic!("no type row {name} in {rows:#?}"))
 }
 
+/// `top --retained -n 10`, grouped.
+const TOP_10: RetainedOptions = RetainedOptions {
+    limit: 10,
+    per_object: false,
+};
+
 #[test]
 fn a_tree_of_boxed_nodes_retains_its_nodes_once_as_a_type() {
     let dump = tree_heap(1).dump();
     let view = dump.view();
     let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
-    let mut warnings = Vec::new();
     let mut frames = frames_of;
-    let report =
-        heap_report::top_retained(&view, &analysis, &mut frames, 10, &mut warnings).unwrap();
-    assert_eq!(warnings, Vec::<String>::new());
+    let report = RetainedReport::build(&view, &analysis, &mut frames, &TOP_10).unwrap();
+    assert_eq!(report.warnings, Vec::<String>::new());
     assert_eq!(report.total_bytes, 712);
 
     // The tree's root retains the 7 nodes, the leaf's vector and the
@@ -221,7 +227,7 @@ fn a_tree_of_boxed_nodes_retains_its_nodes_once_as_a_type() {
         ]
     );
 
-    let text = report.to_text();
+    let text = report.to_string();
     assert!(text.contains("\ntypes retaining the most:\n"), "{text}");
     assert!(
         text.contains("           304      304 B  42.7%         1  app::Node\n"),
@@ -270,8 +276,7 @@ fn diff_by_type_merges_sites_of_one_type_and_by_site_keeps_them_apart() {
     let (old_view, new_view) = (old.view(), new.view());
 
     let diff = |by| {
-        let mut warnings = Vec::new();
-        let report = heap_report::diff(
+        let report = DiffReport::build(
             &old_view,
             "old.hdump",
             &mut frames_of,
@@ -280,9 +285,8 @@ fn diff_by_type_merges_sites_of_one_type_and_by_site_keeps_them_apart() {
             &mut frames_of,
             by,
             20,
-            &mut warnings,
         );
-        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(report.warnings, Vec::<String>::new());
         report
     };
 
@@ -325,7 +329,7 @@ fn diff_by_type_merges_sites_of_one_type_and_by_site_keeps_them_apart() {
     assert_eq!(json["by"], "type");
     assert_eq!(json["rows"][0]["type"], "app::Node");
     assert!(json["rows"][0].get("site").is_none());
-    let text = by_type.to_text();
+    let text = by_type.to_string();
     assert!(text.contains("  type\n"), "{text}");
     assert!(
         text.contains("           +64        +2             64         2  app::Node\n"),
@@ -381,25 +385,19 @@ impl heapdump_analyze::stacks::StackFrames for NodeLayout {
 
 #[test]
 fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields() {
-    use heapdump_analyze::heap_report::RetainersQuery;
+    use heapdump_analyze::report::retainers::RetainersQuery;
 
     let dump = tree_heap(1).dump();
     let view = dump.view();
     let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
     let mut warnings = Vec::new();
     let mut select = |query: RetainersQuery, limit: usize| {
-        heap_report::retainers(
-            &view,
-            &analysis,
-            &mut NodeLayout,
-            &query,
-            limit,
-            1,
-            &mut warnings,
-        )
-        .unwrap()
+        let report =
+            RetainersReport::build(&view, &analysis, &mut NodeLayout, &query, limit, 1).unwrap();
+        warnings.extend(report.warnings.iter().cloned());
+        report
     };
-    let picked = |report: &heap_report::RetainersReport| -> Vec<(u32, String, u64)> {
+    let picked = |report: &RetainersReport| -> Vec<(u32, String, u64)> {
         report
             .objects
             .iter()
@@ -467,10 +465,11 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
     let json = serde_json::to_value(&r.paths[0].steps[2]).unwrap();
     assert_eq!(json["field"], "right");
     assert_eq!(json["object"]["type"], "app::Node");
-    let text = heap_report::RetainersReport {
+    let text = RetainersReport {
         objects: vec![r.clone()],
+        warnings: Vec::new(),
     }
-    .to_text();
+    .to_string();
     assert!(
         text.contains("    [0x8 .left] -> 0x2000 32 B app::Node  app::build"),
         "{text}"
@@ -481,14 +480,13 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
     );
 
     // Nothing of that type.
-    let none = heap_report::retainers(
+    let none = RetainersReport::build(
         &view,
         &analysis,
         &mut NodeLayout,
         &RetainersQuery::Type("app::Missing".into()),
         10,
         1,
-        &mut Vec::new(),
     );
     assert!(none.is_err());
     assert_eq!(warnings, Vec::<String>::new());
@@ -498,9 +496,8 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
 fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
     let dump = tree_heap(1).dump();
     let view = dump.view();
-    let mut warnings = Vec::new();
     let mut frames = frames_of;
-    let top = report::top(
+    let top = TopReport::build(
         &view,
         &mut frames,
         &TopOptions {
@@ -508,9 +505,8 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
             limit: 3,
         },
         &indicatif::ProgressBar::hidden(),
-        &mut warnings,
     );
-    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(top.warnings, Vec::<String>::new());
     assert_eq!((top.total_bytes, top.total_count), (712, 12));
     assert_eq!(top.by, GroupBy::Type);
     let rows: Vec<(&str, u64, u64)> = top
@@ -543,8 +539,8 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
 
     // The labels are those of `top --retained`'s types table.
     let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
-    let retained =
-        heap_report::top_retained(&view, &analysis, &mut frames, 10, &mut warnings).unwrap();
+    let retained = RetainedReport::build(&view, &analysis, &mut frames, &TOP_10).unwrap();
+    assert_eq!(retained.warnings, Vec::<String>::new());
     let mut retained_labels: Vec<&str> = retained
         .types
         .iter()
@@ -567,7 +563,7 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
     assert_eq!(json["rows"][0]["type"], "Vec<u64> buffer");
     assert_eq!(json["rows"][0]["bytes"], 448);
     assert_eq!(json["rows"][0]["function"], serde_json::Value::Null);
-    let text = top.to_text();
+    let text = top.to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
