@@ -26,6 +26,7 @@
 use std::sync::OnceLock;
 
 use anyhow::bail;
+use heapdump_formats::constants::Machine;
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{AllocationRecord, EdgeRecord, edge_flags};
 
@@ -188,15 +189,6 @@ fn keeps_out_edge(e: &EdgeRecord, valid: bool, pointer_free: &[u64]) -> bool {
     e.flags & edge_flags::FROM_ROOT == 0 && valid && !has_bit(pointer_free, e.source)
 }
 
-/// Hashbrown's control-group width for the dumped machine: 16 with SSE2
-/// (x86, x86_64), 8 elsewhere (NEON on aarch64, the generic `u64` group).
-pub fn hashbrown_group_width(machine: u32) -> u64 {
-    match machine {
-        3 | 62 => 16,
-        _ => 8,
-    }
-}
-
 impl HeapGraph {
     /// Builds the graph of a dump. Edges whose source or target index is
     /// out of range, or whose target offset is past the target's end, are
@@ -226,7 +218,7 @@ impl HeapGraph {
         let sizes: Vec<u64> = allocations.iter().map(|a| a.size).collect();
         let aligns: Vec<u32> = allocations.iter().map(|a| a.align).collect();
         let roots = view.roots().len();
-        let group_width = hashbrown_group_width(view.process().machine);
+        let group_width = Machine(view.process().machine).hashbrown_group_width();
         let edges = view.edges();
         if edges.len() >= u32::MAX as usize {
             bail!(

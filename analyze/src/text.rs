@@ -1,10 +1,10 @@
 //! Text formatting shared by the reports and the exports: byte counts,
-//! thousands separators, addresses, timestamps, and the dump's strings and
-//! names as the reports print them. Below every report, so that none of
+//! thousands separators, addresses, timestamps, and the dump's strings as
+//! the reports print them. Below every report, so that none of
 //! them imports another for a helper.
 
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{StrRef, root_kind};
+use heapdump_formats::records::StrRef;
 
 /// A string of the dump, or a note saying why it cannot be read (a dump
 /// that `verify` would reject must still be describable).
@@ -12,19 +12,6 @@ pub fn string(view: &DumpView<'_>, s: StrRef) -> String {
     match view.string_lossy(s) {
         Ok(s) => s.into_owned(),
         Err(e) => format!("<unreadable string: {e}>"),
-    }
-}
-
-/// The name of a root kind, as FORMAT.md spells it.
-pub fn root_kind_name(kind: u16) -> String {
-    match kind {
-        root_kind::REGISTERS => "REGISTERS".into(),
-        root_kind::THREAD_STACK => "THREAD_STACK".into(),
-        root_kind::STATIC_TLS => "STATIC_TLS".into(),
-        root_kind::DYNAMIC_TLS => "DYNAMIC_TLS".into(),
-        root_kind::DATA_SEGMENT => "DATA_SEGMENT".into(),
-        root_kind::OTHER => "OTHER".into(),
-        other => format!("unknown kind {other}"),
     }
 }
 

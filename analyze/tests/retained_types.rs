@@ -15,7 +15,7 @@ use heapdump_analyze::symbolize::Frame;
 use heapdump_formats::read::Dump;
 use heapdump_formats::records::{
     AllocationRecord, EdgeRecord, ProcessRecord, RootRecord, StrRef, ThreadRecord, edge_flags,
-    owner_kind, process_flags, root_kind, thread_flags,
+    machine, owner_kind, process_flags, root_kind, thread_flags,
 };
 use heapdump_formats::testing::DumpBuilder;
 
@@ -572,4 +572,49 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
     assert!(lines[2].ends_with("  Vec<u64> buffer"), "{text}");
     assert!(lines[3].ends_with("  app::Node"), "{text}");
     assert!(lines[5].ends_with("(1 more groups)"), "{text}");
+}
+
+/// `retainers` names a REGISTERS root's slot by the dumped machine's
+/// register: x86_64's `rsp` for slot 15, and on aarch64 (whose registers
+/// heapdump-capture does not save under names) `register 15`, never an
+/// x86_64 name.
+#[test]
+fn register_roots_are_named_by_the_dumped_machines_registers() {
+    use heapdump_analyze::report::retainers::RetainersQuery;
+
+    let location = |machine: u32| {
+        let mut h = Heap::new(1);
+        h.b.process.machine = machine;
+        h.alloc(0, 32, NODE);
+        h.b.roots.push(RootRecord {
+            kind: root_kind::REGISTERS,
+            owner_kind: owner_kind::THREAD,
+            owner: 0,
+            address: 0,
+            size: 23 * 8,
+            name: StrRef::EMPTY,
+            reserved: 0,
+        });
+        // Slot 15 of root 1 (the registers) holds block 0.
+        h.b.edges.push(EdgeRecord {
+            source: 1,
+            target: 0,
+            source_offset: 15 * 8,
+            target_offset: 0,
+            flags: edge_flags::FROM_ROOT,
+            reserved: 0,
+        });
+        let dump = h.dump();
+        let view = dump.view();
+        let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+        let query = RetainersQuery::Address(0x1000);
+        let report =
+            RetainersReport::build(&view, &analysis, &mut frames_of, &query, 1, 1).unwrap();
+        assert_eq!(report.warnings, Vec::<String>::new());
+        let root = &report.objects[0].paths[0].root;
+        assert_eq!(root.kind, "REGISTERS");
+        root.location.clone()
+    };
+    assert_eq!(location(machine::X86_64), "rsp");
+    assert_eq!(location(machine::AARCH64), "register 15");
 }

@@ -18,6 +18,9 @@
 //!
 //! - [`records`]: every record layout, described once (the spec in prose is
 //!   `FORMAT.md`).
+//! - [`constants`]: the format's vocabulary as named types (root and owner
+//!   kinds, machines, registers, every record's flags), each with its
+//!   names and a `Display`.
 //! - [`packed`]: version 2's packed allocation and edge forms, which the
 //!   writer and reader translate to and from the records transparently.
 //! - [`mod@write`]: the allocation-free streaming writer used inside the traced
@@ -30,6 +33,7 @@
 //!   the truncation/bit-flip robustness check, for this crate's tests, the
 //!   end-to-end tests and the fuzz target.
 
+pub mod constants;
 pub mod crc32;
 pub mod packed;
 pub mod records;

@@ -577,28 +577,15 @@ pub mod root_kind {
     pub const OTHER: u16 = 6;
 }
 
-/// Machines ([`ProcessRecord::machine`], ELF `e_machine`).
+/// Machines ([`ProcessRecord::machine`], ELF `e_machine`); named, with
+/// their registers, by [`crate::constants::Machine`].
 pub mod machine {
+    /// 32-bit x86 (`EM_386`).
+    pub const X86: u32 = 3;
     /// x86_64 (`EM_X86_64`).
     pub const X86_64: u32 = 62;
     /// aarch64 (`EM_AARCH64`).
     pub const AARCH64: u32 = 183;
-}
-
-/// The name of general-purpose register `number` of a REGISTERS root on
-/// `machine` (an edge's source offset there is `number` × 8): x86_64's
-/// `mcontext_t` `gregs` order, as heapdump-capture writes them. `None` for
-/// other machines (heapdump-capture saves no registers there) and numbers
-/// past the table.
-pub fn register_name(machine: u32, number: u64) -> Option<&'static str> {
-    const X86_64_GREGS: [&str; 23] = [
-        "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi", "rbp", "rbx", "rdx",
-        "rax", "rcx", "rsp", "rip", "eflags", "csgsfs", "err", "trapno", "oldmask", "cr2",
-    ];
-    match machine {
-        machine::X86_64 => X86_64_GREGS.get(usize::try_from(number).ok()?).copied(),
-        _ => None,
-    }
 }
 
 /// Owner kinds ([`RootRecord::owner_kind`]).
@@ -787,17 +774,6 @@ pub fn encode_trailer(table_offset: u64, section_count: u32, table_crc: u32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn registers_are_named_on_x86_64_only_and_within_its_gregs() {
-        assert_eq!(register_name(machine::X86_64, 0), Some("r8"));
-        assert_eq!(register_name(machine::X86_64, 15), Some("rsp"));
-        assert_eq!(register_name(machine::X86_64, 22), Some("cr2"));
-        assert_eq!(register_name(machine::X86_64, 23), None);
-        assert_eq!(register_name(machine::X86_64, u64::MAX), None);
-        // aarch64 dumps carry no saved registers: no x86_64 names for them.
-        assert_eq!(register_name(machine::AARCH64, 15), None);
-    }
 
     fn check_layout<R: Record>() {
         let mut end = 0;

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use anyhow::{Result, bail};
+use heapdump_formats::constants::Machine;
 use heapdump_formats::records::root_kind;
 
 use super::{HeapModel, root_kind_name, root_offset_label};
@@ -414,7 +415,7 @@ fn objects_graph(
     // Roots that point at drawn objects, with one edge per (root, target)
     // labelled with the first pointer's offset (a stack often holds the
     // same pointer several times).
-    let machine = model.view().process().machine;
+    let machine = Machine(model.view().process().machine);
     let roots = model.view().roots();
     let mut root_links: BTreeMap<(u32, u32), (String, usize)> = BTreeMap::new();
     for edge in model.root_edges() {

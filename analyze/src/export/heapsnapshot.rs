@@ -31,6 +31,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use heapdump_formats::constants::Machine;
 use heapdump_formats::records::root_kind;
 
 use super::{Export, HeapModel, Output, OutputKind, root_offset_label};
@@ -131,7 +132,7 @@ impl Export for HeapSnapshotOptions {
 
     fn write(&self, model: &HeapModel<'_>, out: &mut Output) -> anyhow::Result<Self::Summary> {
         let view = model.view();
-        let machine = view.process().machine;
+        let machine = Machine(view.process().machine);
         let mut strings = Strings::default();
         strings.id("");
 

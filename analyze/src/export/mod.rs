@@ -23,8 +23,9 @@
 use std::collections::HashMap;
 
 use anyhow::bail;
+use heapdump_formats::constants::{Machine, Register, RootKind};
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags, register_name, root_kind};
+use heapdump_formats::records::{EdgeRecord, RootRecord, edge_flags};
 
 use crate::analysis::HeapAnalysis;
 use crate::dominators::Dominator;
@@ -567,25 +568,17 @@ impl<'a> HeapModel<'a> {
     }
 }
 
-/// The name of a root kind as FORMAT.md spells it.
+/// The name of a root kind as FORMAT.md spells it, `UNKNOWN` for a kind
+/// it does not define (an export's column or label takes one word).
 pub fn root_kind_name(kind: u16) -> &'static str {
-    match kind {
-        root_kind::REGISTERS => "REGISTERS",
-        root_kind::THREAD_STACK => "THREAD_STACK",
-        root_kind::STATIC_TLS => "STATIC_TLS",
-        root_kind::DYNAMIC_TLS => "DYNAMIC_TLS",
-        root_kind::DATA_SEGMENT => "DATA_SEGMENT",
-        root_kind::OTHER => "OTHER",
-        _ => "UNKNOWN",
-    }
+    RootKind(kind).name().unwrap_or("UNKNOWN")
 }
 
 /// How to label the pointer at `offset` in `root`: a register name for
 /// x86_64 registers, else `+0x…`.
-pub fn root_offset_label(machine: u32, root: &RootRecord, offset: u64) -> String {
-    if root.kind == root_kind::REGISTERS
-        && offset.is_multiple_of(8)
-        && let Some(name) = register_name(machine, offset / 8)
+pub fn root_offset_label(machine: Machine, root: &RootRecord, offset: u64) -> String {
+    if RootKind(root.kind) == RootKind::REGISTERS
+        && let Some(name) = Register::at_offset(machine, offset).and_then(Register::name)
     {
         return name.to_owned();
     }

@@ -4,50 +4,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use heapdump_formats::constants::{FlagSet, ModuleFlags, ProcessFlags, RootKind, ThreadFlags};
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{
-    allocation_flags, edge_flags, module_flags, process_flags, stack_flags, thread_flags,
-};
+use heapdump_formats::records::{allocation_flags, edge_flags, process_flags, stack_flags};
 use serde::Serialize;
 
 use crate::symbolize::hex;
-use crate::text::{human_bytes, root_kind_name, string, utc_timestamp};
+use crate::text::{human_bytes, string, utc_timestamp};
 
-fn flag_names(flags: u32, names: &[(u32, &'static str)]) -> Vec<String> {
-    let mut out: Vec<String> = names
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| (*name).to_owned())
-        .collect();
-    let known = names.iter().fold(0, |acc, (bit, _)| acc | bit);
-    if flags & !known != 0 {
-        out.push(format!("{:#x}", flags & !known));
+/// Flags as `info` lists them: the names of the defined flags set, then
+/// the undefined bits in hex, if any.
+fn flag_names(flags: impl FlagSet) -> Vec<String> {
+    let mut out: Vec<String> = flags.names().map(str::to_owned).collect();
+    if flags.unknown_bits() != 0 {
+        out.push(format!("{:#x}", flags.unknown_bits()));
     }
     out
 }
-
-const PROCESS_FLAGS: &[(u32, &str)] = &[
-    (process_flags::HAS_CONTENTS, "HAS_CONTENTS"),
-    (process_flags::HAS_SCAN, "HAS_SCAN"),
-    (process_flags::WORLD_STOPPED, "WORLD_STOPPED"),
-    (process_flags::INCOMPLETE_STOP, "INCOMPLETE_STOP"),
-    (process_flags::DROPPED_RECORDS, "DROPPED_RECORDS"),
-    (process_flags::FORKED, "FORKED"),
-    (process_flags::FORK_FAILED, "FORK_FAILED"),
-];
-
-const THREAD_FLAGS: &[(u32, &str)] = &[
-    (thread_flags::ALIVE, "ALIVE"),
-    (thread_flags::DUMPING, "DUMPING"),
-    (thread_flags::MAIN, "MAIN"),
-    (thread_flags::STOPPED, "STOPPED"),
-    (thread_flags::NOT_STOPPED, "NOT_STOPPED"),
-];
-
-const MODULE_FLAGS: &[(u32, &str)] = &[
-    (module_flags::MAIN_EXECUTABLE, "MAIN_EXECUTABLE"),
-    (module_flags::VDSO, "VDSO"),
-];
 
 /// `heapdump info`: everything the dump says about itself.
 #[derive(Clone, Debug, Serialize)]
@@ -274,7 +247,7 @@ impl InfoReport {
                 index,
                 tid: t.tid,
                 name: string(view, t.name),
-                flags: flag_names(t.flags, THREAD_FLAGS),
+                flags: flag_names(ThreadFlags(t.flags)),
                 live_count: t.live_count,
             })
             .collect();
@@ -287,7 +260,7 @@ impl InfoReport {
                 start: format!("{:#x}", m.start),
                 end: format!("{:#x}", m.end),
                 load_bias: format!("{:#x}", m.load_bias),
-                flags: flag_names(m.flags, MODULE_FLAGS),
+                flags: flag_names(ModuleFlags(m.flags)),
             })
             .collect();
 
@@ -327,7 +300,9 @@ impl InfoReport {
 
         let mut roots_by_kind = BTreeMap::new();
         for r in view.roots().iter() {
-            *roots_by_kind.entry(root_kind_name(r.kind)).or_insert(0) += 1;
+            *roots_by_kind
+                .entry(RootKind(r.kind).to_string())
+                .or_insert(0) += 1;
         }
         let mut scan = ScanInfo {
             captured: p.flags & process_flags::HAS_SCAN != 0,
@@ -411,7 +386,7 @@ impl InfoReport {
                 machine: p.machine,
                 pointer_size: p.pointer_size,
                 page_size: p.page_size,
-                flags: flag_names(p.flags, PROCESS_FLAGS),
+                flags: flag_names(ProcessFlags(p.flags)),
                 mode: if p.flags & process_flags::FORKED != 0 {
                     "fork"
                 } else {
@@ -590,7 +565,7 @@ mod tests {
     #[test]
     fn unknown_flag_bits_are_shown_in_hex() {
         assert_eq!(
-            flag_names(0x05 | 0x100, PROCESS_FLAGS),
+            flag_names(ProcessFlags(0x05 | 0x100)),
             ["HAS_CONTENTS", "WORLD_STOPPED", "0x100"]
         );
     }

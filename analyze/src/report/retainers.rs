@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 
 use anyhow::bail;
+use heapdump_formats::constants::{Machine, OwnerKind, Register, RootKind};
 use heapdump_formats::read::DumpView;
-use heapdump_formats::records::{owner_kind, register_name, root_kind};
 use serde::Serialize;
 
 use crate::analysis::HeapAnalysis;
@@ -15,7 +15,7 @@ use crate::graph::{edge_offsets, find_allocation};
 use crate::paths::shortest_root_paths;
 use crate::report::objects::{ObjectInfo, object_info, object_line, stack_of};
 use crate::stacks::{StackFrames, Stacks};
-use crate::text::{hex_address, human_bytes, root_kind_name, string};
+use crate::text::{hex_address, human_bytes, string};
 
 /// `heapdump retainers`: why blocks are alive.
 #[derive(Clone, Debug, Serialize)]
@@ -117,11 +117,12 @@ fn root_info<S: StackFrames + ?Sized>(
             source_offset,
         };
     };
-    let symbol = (root.kind == root_kind::DATA_SEGMENT)
+    let kind = RootKind(root.kind);
+    let symbol = (kind == RootKind::DATA_SEGMENT)
         .then(|| symbolizer.symbol_at(root.address.wrapping_add(source_offset)))
         .flatten();
-    let owner = match root.owner_kind {
-        owner_kind::THREAD => view.threads().get(root.owner as usize).map(|t| {
+    let owner = match OwnerKind(root.owner_kind) {
+        OwnerKind::THREAD => view.threads().get(root.owner as usize).map(|t| {
             let name = string(view, t.name);
             if name.is_empty() {
                 format!("thread {}", t.tid)
@@ -129,22 +130,21 @@ fn root_info<S: StackFrames + ?Sized>(
                 format!("thread {} \"{name}\"", t.tid)
             }
         }),
-        owner_kind::MODULE => view
+        OwnerKind::MODULE => view
             .modules()
             .get(root.owner as usize)
             .map(|m| string(view, m.path)),
         _ => None,
     };
     let name = Some(string(view, root.name)).filter(|s| !s.is_empty());
-    let location = if root.kind == root_kind::REGISTERS {
-        register_name(view.process().machine, source_offset / 8)
-            .map_or_else(|| format!("register {}", source_offset / 8), str::to_owned)
+    let location = if kind == RootKind::REGISTERS {
+        Register::new(Machine(view.process().machine), source_offset / 8).to_string()
     } else {
         hex_address(root.address.wrapping_add(source_offset))
     };
     RootInfo {
         index,
-        kind: root_kind_name(root.kind),
+        kind: kind.to_string(),
         owner,
         name,
         location,
