@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::constants::{EdgeFlags, OwnerKind, RootKind};
 use crate::read::{DumpView, Table};
 use crate::records::*;
 
@@ -238,8 +239,9 @@ fn check_edge_escapes<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
 /// Checks the semantic rules of the format over `view` and returns every
 /// problem found (at most [`MAX_PROBLEMS_PER_CHECK`] per rule, plus one
 /// summary per rule that had more). An empty list means the dump is sound.
-/// Each table's rules are one function below, run in the order of the
-/// sections, so problems are listed in that order.
+/// Each rule is one function below; each table's function runs its rules
+/// over its records in order, and the tables run in the order of the
+/// sections, so problems are listed by section, record and rule.
 ///
 /// Runs in O(n log n) time in the number of records and allocates O(n).
 pub fn verify(view: &DumpView<'_>) -> Vec<Problem> {
@@ -275,83 +277,140 @@ fn check_process_strings<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     p.string(&process_table, 0, "cmdline", process.cmdline);
 }
 
+/// Record `index` of `table`, as a rule sees it.
+struct At<'t, 'a, R: Record> {
+    table: &'t Table<'a, R>,
+    index: usize,
+    record: R,
+}
+
+impl<'a, R: Record> At<'_, 'a, R> {
+    /// Lists a problem of rule `check` with this record.
+    fn report(
+        &self,
+        p: &mut Problems<'_, 'a>,
+        check: &'static str,
+        message: impl FnOnce() -> String,
+    ) {
+        p.record(check, self.table, self.index, message);
+    }
+}
+
+/// Calls `rules` with every record of `table`, in order.
+fn each_record<'a, R: Record>(table: &Table<'a, R>, mut rules: impl FnMut(&At<'_, 'a, R>)) {
+    for (index, record) in table.iter().enumerate() {
+        rules(&At {
+            table,
+            index,
+            record,
+        });
+    }
+}
+
 /// `strings.bounds` of thread names, `threads.stack_range`.
 fn check_threads<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let threads = view.threads();
-    for (i, thread) in threads.iter().enumerate() {
-        p.string(&threads, i, "name", thread.name);
-        if thread.stack_low > thread.stack_high {
-            p.record("threads.stack_range", &threads, i, || {
-                format!(
-                    "stack_low {:#x} is above stack_high {:#x}",
-                    thread.stack_low, thread.stack_high
-                )
-            });
-        }
+    each_record(&view.threads(), |at| {
+        p.string(at.table, at.index, "name", at.record.name);
+        thread_stack_range(p, at);
+    });
+}
+
+/// `threads.stack_range`.
+fn thread_stack_range<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, ThreadRecord>) {
+    let thread = at.record;
+    if thread.stack_low > thread.stack_high {
+        at.report(p, "threads.stack_range", || {
+            format!(
+                "stack_low {:#x} is above stack_high {:#x}",
+                thread.stack_low, thread.stack_high
+            )
+        });
     }
 }
 
 /// `strings.bounds` of module paths and build-ids, `modules.range`.
 fn check_modules<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let modules = view.modules();
-    for (i, module) in modules.iter().enumerate() {
-        p.string(&modules, i, "path", module.path);
-        p.string(&modules, i, "build_id", module.build_id);
-        if module.start > module.end {
-            p.record("modules.range", &modules, i, || {
-                format!("start {:#x} is above end {:#x}", module.start, module.end)
-            });
-        }
+    each_record(&view.modules(), |at| {
+        p.string(at.table, at.index, "path", at.record.path);
+        p.string(at.table, at.index, "build_id", at.record.build_id);
+        module_range(p, at);
+    });
+}
+
+/// `modules.range`.
+fn module_range<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, ModuleRecord>) {
+    let module = at.record;
+    if module.start > module.end {
+        at.report(p, "modules.range", || {
+            format!("start {:#x} is above end {:#x}", module.start, module.end)
+        });
     }
 }
 
 /// `segments.module`, `segments.range`.
 fn check_segments<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let (segments, modules) = (view.segments(), view.modules());
-    for (i, segment) in segments.iter().enumerate() {
-        if segment.module as usize >= modules.len() {
-            p.record("segments.module", &segments, i, || {
-                format!(
-                    "module index {} does not exist ({} modules)",
-                    segment.module,
-                    modules.len()
-                )
-            });
-        }
-        if segment.start > segment.end {
-            p.record("segments.range", &segments, i, || {
-                format!("start {:#x} is above end {:#x}", segment.start, segment.end)
-            });
-        }
+    let modules = view.modules().len();
+    each_record(&view.segments(), |at| {
+        segment_module(p, at, modules);
+        segment_range(p, at);
+    });
+}
+
+/// `segments.module`: the module index exists (`modules` of them).
+fn segment_module<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, SegmentRecord>, modules: usize) {
+    let segment = at.record;
+    if segment.module as usize >= modules {
+        at.report(p, "segments.module", || {
+            format!(
+                "module index {} does not exist ({modules} modules)",
+                segment.module
+            )
+        });
+    }
+}
+
+/// `segments.range`.
+fn segment_range<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, SegmentRecord>) {
+    let segment = at.record;
+    if segment.start > segment.end {
+        at.report(p, "segments.range", || {
+            format!("start {:#x} is above end {:#x}", segment.start, segment.end)
+        });
     }
 }
 
 /// `stacks.zero_not_empty`, `stacks.frames`.
 fn check_stacks<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let (stacks, frames) = (view.stacks(), view.frames());
-    if let Some(first) = stacks.get(0)
-        && first.frame_count != 0
-    {
-        p.record("stacks.zero_not_empty", &stacks, 0, || {
+    let frames = view.frames().len() as u64;
+    each_record(&view.stacks(), |at| {
+        stack_zero_not_empty(p, at);
+        stack_frames(p, at, frames);
+    });
+}
+
+/// `stacks.zero_not_empty`: stack 0, "unknown", has no frames.
+fn stack_zero_not_empty<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, StackRecord>) {
+    if at.index == 0 && at.record.frame_count != 0 {
+        at.report(p, "stacks.zero_not_empty", || {
             format!(
                 "stack 0 (\"unknown\") must be empty but has {} frames",
-                first.frame_count
+                at.record.frame_count
             )
         });
     }
-    for (i, stack) in stacks.iter().enumerate() {
-        let end = stack.first_frame.checked_add(u64::from(stack.frame_count));
-        if end.is_none_or(|end| end > frames.len() as u64) {
-            p.record("stacks.frames", &stacks, i, || {
-                format!(
-                    "frames {}..{}+{} lie outside the {} records of Frames",
-                    stack.first_frame,
-                    stack.first_frame,
-                    stack.frame_count,
-                    frames.len()
-                )
-            });
-        }
+}
+
+/// `stacks.frames`: the stack's frames lie in `Frames` (`frames` records).
+fn stack_frames<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, StackRecord>, frames: u64) {
+    let stack = at.record;
+    let end = stack.first_frame.checked_add(u64::from(stack.frame_count));
+    if end.is_none_or(|end| end > frames) {
+        at.report(p, "stacks.frames", || {
+            format!(
+                "frames {}..{}+{} lie outside the {frames} records of Frames",
+                stack.first_frame, stack.first_frame, stack.frame_count,
+            )
+        });
     }
 }
 
@@ -377,6 +436,16 @@ fn check_frame_names<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     }
 }
 
+/// What the rules of an allocation record's place compare it with: the
+/// records before it.
+#[derive(Default)]
+struct Preceding {
+    /// The previous record's address.
+    address: Option<u64>,
+    /// The earlier record that reaches furthest: (index, address, end).
+    furthest: Option<(usize, u64, u64)>,
+}
+
 /// The rules of each allocation record and of their order:
 /// `allocations.zero_size`, `.wraps`, `.align`, `.thread`, `.stack`,
 /// `.order`, `.duplicate`, `.overlap`, `.sequence`. Returns what they add
@@ -386,101 +455,165 @@ fn check_allocations<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) -> LiveT
     let mut live_bytes: u128 = 0;
     let mut per_thread = vec![0u64; threads.len()];
     let mut sequences: Vec<(u64, u32)> = Vec::with_capacity(allocations.len());
-    // The earlier record that reaches furthest: (index, address, end).
-    let mut furthest: Option<(usize, u64, u64)> = None;
-    let mut previous_address: Option<u64> = None;
-    for (i, a) in allocations.iter().enumerate() {
+    let mut preceding = Preceding::default();
+    each_record(&allocations, |at| {
+        let a = at.record;
         live_bytes += u128::from(a.size);
-        sequences.push((a.sequence, i as u32));
-        if a.size == 0 {
-            p.record("allocations.zero_size", &allocations, i, || {
-                format!(
-                    "block at {:#x} has size 0 (GlobalAlloc never hands out zero-size blocks)",
-                    a.address
-                )
-            });
-        }
-        let end = a.address.checked_add(a.size);
-        if end.is_none() {
-            p.record("allocations.wraps", &allocations, i, || {
-                format!(
-                    "block at {:#x} of {} bytes runs past the end of the address space",
-                    a.address, a.size
-                )
-            });
-        }
-        if !a.align.is_power_of_two() {
-            p.record("allocations.align", &allocations, i, || {
-                format!("alignment {} is not a power of two", a.align)
-            });
-        }
-        if a.thread != UNKNOWN_THREAD && a.thread as usize >= threads.len() {
-            p.record("allocations.thread", &allocations, i, || {
-                format!(
-                    "thread index {} does not exist ({} threads)",
-                    a.thread,
-                    threads.len()
-                )
-            });
-        }
+        sequences.push((a.sequence, at.index as u32));
         if let Some(count) = per_thread.get_mut(a.thread as usize) {
             *count += 1;
         }
-        if a.stack != 0 && a.stack as usize >= stacks.len() {
-            p.record("allocations.stack", &allocations, i, || {
-                format!(
-                    "stack id {} does not exist ({} stacks)",
-                    a.stack,
-                    stacks.len()
-                )
-            });
+        allocation_zero_size(p, at);
+        allocation_wraps(p, at);
+        allocation_align(p, at);
+        allocation_thread(p, at, threads.len());
+        allocation_stack(p, at, stacks.len());
+        allocation_order(p, at, &preceding);
+        allocation_duplicate(p, at, &preceding);
+        allocation_overlap(p, at, &preceding);
+        preceding.address = Some(a.address);
+        let end = a.address.saturating_add(a.size);
+        if preceding.furthest.is_none_or(|(_, _, far)| end > far) {
+            preceding.furthest = Some((at.index, a.address, end));
         }
-        match previous_address {
-            Some(prev) if a.address < prev => {
-                p.record("allocations.order", &allocations, i, || {
-                    format!(
-                        "address {:#x} is below record {}'s {prev:#x}: not sorted by address",
-                        a.address,
-                        i - 1
-                    )
-                });
-            }
-            Some(prev) if a.address == prev => {
-                p.record("allocations.duplicate", &allocations, i, || {
-                    format!("same address {:#x} as record {}", a.address, i - 1)
-                });
-            }
-            _ => {
-                if let Some((j, start, end)) = furthest
-                    && a.address < end
-                {
-                    p.record("allocations.overlap", &allocations, i, || {
-                        format!("overlaps record {j} ({start:#x}..{end:#x})")
-                    });
-                }
-            }
-        }
-        previous_address = Some(a.address);
-        let end = end.unwrap_or(u64::MAX);
-        if furthest.is_none_or(|(_, _, far)| end > far) {
-            furthest = Some((i, a.address, end));
-        }
+    });
+    allocation_sequences(p, &allocations, sequences);
+    LiveTotals {
+        bytes: live_bytes,
+        per_thread,
     }
+}
+
+/// `allocations.zero_size`.
+fn allocation_zero_size<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, AllocationRecord>) {
+    if at.record.size == 0 {
+        at.report(p, "allocations.zero_size", || {
+            format!(
+                "block at {:#x} has size 0 (GlobalAlloc never hands out zero-size blocks)",
+                at.record.address
+            )
+        });
+    }
+}
+
+/// `allocations.wraps`: the block ends inside the address space.
+fn allocation_wraps<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, AllocationRecord>) {
+    let a = at.record;
+    if a.address.checked_add(a.size).is_none() {
+        at.report(p, "allocations.wraps", || {
+            format!(
+                "block at {:#x} of {} bytes runs past the end of the address space",
+                a.address, a.size
+            )
+        });
+    }
+}
+
+/// `allocations.align`.
+fn allocation_align<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, AllocationRecord>) {
+    if !at.record.align.is_power_of_two() {
+        at.report(p, "allocations.align", || {
+            format!("alignment {} is not a power of two", at.record.align)
+        });
+    }
+}
+
+/// `allocations.thread`: the thread index exists (`threads` of them), or
+/// is [`UNKNOWN_THREAD`].
+fn allocation_thread<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, AllocationRecord>,
+    threads: usize,
+) {
+    let thread = at.record.thread;
+    if thread != UNKNOWN_THREAD && thread as usize >= threads {
+        at.report(p, "allocations.thread", || {
+            format!("thread index {thread} does not exist ({threads} threads)")
+        });
+    }
+}
+
+/// `allocations.stack`: the stack id exists (`stacks` of them).
+fn allocation_stack<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, AllocationRecord>,
+    stacks: usize,
+) {
+    let stack = at.record.stack;
+    if stack != 0 && stack as usize >= stacks {
+        at.report(p, "allocations.stack", || {
+            format!("stack id {stack} does not exist ({stacks} stacks)")
+        });
+    }
+}
+
+/// `allocations.order`: the address is not below the previous record's.
+fn allocation_order<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, AllocationRecord>,
+    preceding: &Preceding,
+) {
+    let address = at.record.address;
+    if let Some(previous) = preceding.address
+        && address < previous
+    {
+        at.report(p, "allocations.order", || {
+            format!(
+                "address {address:#x} is below record {}'s {previous:#x}: not sorted by address",
+                at.index - 1
+            )
+        });
+    }
+}
+
+/// `allocations.duplicate`: the address is not the previous record's.
+fn allocation_duplicate<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, AllocationRecord>,
+    preceding: &Preceding,
+) {
+    let address = at.record.address;
+    if preceding.address == Some(address) {
+        at.report(p, "allocations.duplicate", || {
+            format!("same address {address:#x} as record {}", at.index - 1)
+        });
+    }
+}
+
+/// `allocations.overlap`: a block above the previous one starts past the
+/// end of every earlier block (one out of order or a duplicate is
+/// reported as that instead).
+fn allocation_overlap<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, AllocationRecord>,
+    preceding: &Preceding,
+) {
+    let address = at.record.address;
+    if preceding.address.is_none_or(|previous| address > previous)
+        && let Some((j, start, end)) = preceding.furthest
+        && address < end
+    {
+        at.report(p, "allocations.overlap", || {
+            format!("overlaps record {j} ({start:#x}..{end:#x})")
+        });
+    }
+}
+
+/// `allocations.sequence`: no two records share a sequence number
+/// (`sequences`: each record's, with its index).
+fn allocation_sequences<'a>(
+    p: &mut Problems<'_, 'a>,
+    allocations: &Table<'a, AllocationRecord>,
+    mut sequences: Vec<(u64, u32)>,
+) {
     sequences.sort_unstable();
     for pair in sequences.windows(2) {
         let ((seq, first), (next, second)) = (pair[0], pair[1]);
         if seq == next {
-            p.record(
-                "allocations.sequence",
-                &allocations,
-                second as usize,
-                || format!("sequence {seq} is also record {first}'s"),
-            );
+            p.record("allocations.sequence", allocations, second as usize, || {
+                format!("sequence {seq} is also record {first}'s")
+            });
         }
-    }
-    LiveTotals {
-        bytes: live_bytes,
-        per_thread,
     }
 }
 
@@ -525,130 +658,232 @@ fn check_live_totals<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>, totals: 
 /// `strings.bounds` of root names, `roots.kind`, `.owner_kind`, `.owner`,
 /// `.wraps`.
 fn check_roots<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let (roots, threads, modules) = (view.roots(), view.threads(), view.modules());
-    for (i, root) in roots.iter().enumerate() {
-        p.string(&roots, i, "name", root.name);
-        if !(root_kind::REGISTERS..=root_kind::OTHER).contains(&root.kind) {
-            p.record("roots.kind", &roots, i, || {
-                format!("kind {} is not a known root kind", root.kind)
-            });
-        }
-        let owners = match root.owner_kind {
-            owner_kind::NONE => None,
-            owner_kind::THREAD => Some(("thread", threads.len())),
-            owner_kind::MODULE => Some(("module", modules.len())),
-            other => {
-                p.record("roots.owner_kind", &roots, i, || {
-                    format!("owner kind {other} is not a known owner kind")
-                });
-                None
-            }
-        };
-        if let Some((what, len)) = owners
-            && root.owner as usize >= len
-        {
-            p.record("roots.owner", &roots, i, || {
-                format!(
-                    "owner {what} index {} does not exist ({len} {what}s)",
-                    root.owner
-                )
-            });
-        }
-        if root.address.checked_add(root.size).is_none() {
-            p.record("roots.wraps", &roots, i, || {
-                format!(
-                    "range at {:#x} of {} bytes runs past the end of the address space",
-                    root.address, root.size
-                )
-            });
+    let (threads, modules) = (view.threads().len(), view.modules().len());
+    each_record(&view.roots(), |at| {
+        p.string(at.table, at.index, "name", at.record.name);
+        root_kind(p, at);
+        root_owner_kind(p, at);
+        root_owner(p, at, threads, modules);
+        root_wraps(p, at);
+    });
+}
+
+/// `roots.kind`: a kind FORMAT.md defines.
+fn root_kind<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, RootRecord>) {
+    let kind = RootKind(at.record.kind);
+    if kind.name().is_none() {
+        at.report(p, "roots.kind", || {
+            format!("kind {} is not a known root kind", kind.0)
+        });
+    }
+}
+
+/// `roots.owner_kind`: an owner kind FORMAT.md defines.
+fn root_owner_kind<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, RootRecord>) {
+    let owner_kind = OwnerKind(at.record.owner_kind);
+    if owner_kind.name().is_none() {
+        at.report(p, "roots.owner_kind", || {
+            format!("owner kind {} is not a known owner kind", owner_kind.0)
+        });
+    }
+}
+
+/// `roots.owner`: the thread or module the root names exists (`threads`
+/// and `modules` of them).
+fn root_owner<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, RootRecord>,
+    threads: usize,
+    modules: usize,
+) {
+    let (what, len) = match OwnerKind(at.record.owner_kind) {
+        OwnerKind::THREAD => ("thread", threads),
+        OwnerKind::MODULE => ("module", modules),
+        _ => return,
+    };
+    if at.record.owner as usize >= len {
+        at.report(p, "roots.owner", || {
+            format!(
+                "owner {what} index {} does not exist ({len} {what}s)",
+                at.record.owner
+            )
+        });
+    }
+}
+
+/// `roots.wraps`: the range ends inside the address space.
+fn root_wraps<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, RootRecord>) {
+    let root = at.record;
+    if root.address.checked_add(root.size).is_none() {
+        at.report(p, "roots.wraps", || {
+            format!(
+                "range at {:#x} of {} bytes runs past the end of the address space",
+                root.address, root.size
+            )
+        });
+    }
+}
+
+/// What the edge rules look records up in.
+struct EdgeContext<'a> {
+    roots: Table<'a, RootRecord>,
+    allocations: Table<'a, AllocationRecord>,
+    /// Bytes of a pointer in the dumped process.
+    word: u64,
+}
+
+impl EdgeContext<'_> {
+    /// Whether the edge comes from a root (else from an allocation).
+    fn from_root(edge: &EdgeRecord) -> bool {
+        EdgeFlags(edge.flags).contains(EdgeFlags::FROM_ROOT)
+    }
+
+    /// The size of the edge's source, `None` when it does not exist.
+    fn source_size(&self, edge: &EdgeRecord) -> Option<u64> {
+        if Self::from_root(edge) {
+            self.roots.get(edge.source as usize).map(|r| r.size)
+        } else {
+            self.allocations.get(edge.source as usize).map(|a| a.size)
         }
     }
 }
 
 /// `edges.source`, `.source_offset`, `.target`, `.target_offset`, `.order`.
 fn check_edges<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
-    let process = view.process();
-    let (edges, roots, allocations) = (view.edges(), view.roots(), view.allocations());
-    let word = if process.pointer_size == 4 { 4 } else { 8 };
-    let mut previous_key: Option<(u32, u32, u64)> = None;
-    for (i, edge) in edges.iter().enumerate() {
-        let from_root = edge.flags & edge_flags::FROM_ROOT != 0;
-        let source_size = if from_root {
-            roots.get(edge.source as usize).map(|r| r.size)
+    let context = EdgeContext {
+        roots: view.roots(),
+        allocations: view.allocations(),
+        word: if view.process().pointer_size == 4 {
+            4
         } else {
-            allocations.get(edge.source as usize).map(|a| a.size)
-        };
-        match source_size {
-            None => {
-                let (what, len) = if from_root {
-                    ("root", roots.len())
-                } else {
-                    ("allocation", allocations.len())
-                };
-                p.record("edges.source", &edges, i, || {
-                    format!(
-                        "source {what} index {} does not exist ({len} {what}s)",
-                        edge.source
-                    )
-                });
-            }
-            Some(size) => {
-                if edge
-                    .source_offset
-                    .checked_add(word)
-                    .is_none_or(|end| end > size)
-                {
-                    p.record("edges.source_offset", &edges, i, || {
-                        format!(
-                            "pointer word at source offset {} does not fit in the {size}-byte source",
-                            edge.source_offset
-                        )
-                    });
-                }
-            }
-        }
-        match allocations.get(edge.target as usize) {
-            None => p.record("edges.target", &edges, i, || {
-                format!(
-                    "target allocation index {} does not exist ({} allocations)",
-                    edge.target,
-                    allocations.len()
-                )
-            }),
-            Some(target) => {
-                if edge.target_offset >= target.size {
-                    p.record("edges.target_offset", &edges, i, || {
-                        format!(
-                            "target offset {} is outside the {}-byte target",
-                            edge.target_offset, target.size
-                        )
-                    });
-                }
-            }
-        }
-        let key = (
-            edge.flags & edge_flags::FROM_ROOT,
-            edge.source,
-            edge.source_offset,
-        );
-        if let Some(prev) = previous_key
-            && key <= prev
-        {
-            p.record("edges.order", &edges, i, || {
-                if key == prev {
-                    format!(
-                        "same source and source offset as record {}: duplicate edge",
-                        i - 1
-                    )
-                } else {
-                    format!(
-                        "not sorted by (FROM_ROOT, source, source_offset): ({}, {}, {}) follows ({}, {}, {})",
-                        key.0, key.1, key.2, prev.0, prev.1, prev.2
-                    )
-                }
-            });
-        }
+            8
+        },
+    };
+    let mut previous_key: Option<(u32, u32, u64)> = None;
+    each_record(&view.edges(), |at| {
+        edge_source(p, at, &context);
+        edge_source_offset(p, at, &context);
+        edge_target(p, at, &context);
+        edge_target_offset(p, at, &context);
+        let key = edge_order_key(&at.record);
+        edge_order(p, at, key, previous_key);
         previous_key = Some(key);
+    });
+}
+
+/// `edges.source`: the root or allocation the edge comes from exists.
+fn edge_source<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, EdgeRecord>,
+    context: &EdgeContext<'a>,
+) {
+    let edge = at.record;
+    if context.source_size(&edge).is_none() {
+        let (what, len) = if EdgeContext::from_root(&edge) {
+            ("root", context.roots.len())
+        } else {
+            ("allocation", context.allocations.len())
+        };
+        at.report(p, "edges.source", || {
+            format!(
+                "source {what} index {} does not exist ({len} {what}s)",
+                edge.source
+            )
+        });
+    }
+}
+
+/// `edges.source_offset`: the pointer word lies inside its source.
+fn edge_source_offset<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, EdgeRecord>,
+    context: &EdgeContext<'a>,
+) {
+    let edge = at.record;
+    if let Some(size) = context.source_size(&edge)
+        && edge
+            .source_offset
+            .checked_add(context.word)
+            .is_none_or(|end| end > size)
+    {
+        at.report(p, "edges.source_offset", || {
+            format!(
+                "pointer word at source offset {} does not fit in the {size}-byte source",
+                edge.source_offset
+            )
+        });
+    }
+}
+
+/// `edges.target`: the target allocation exists.
+fn edge_target<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, EdgeRecord>,
+    context: &EdgeContext<'a>,
+) {
+    let edge = at.record;
+    if context.allocations.get(edge.target as usize).is_none() {
+        at.report(p, "edges.target", || {
+            format!(
+                "target allocation index {} does not exist ({} allocations)",
+                edge.target,
+                context.allocations.len()
+            )
+        });
+    }
+}
+
+/// `edges.target_offset`: the pointer points inside its target.
+fn edge_target_offset<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, EdgeRecord>,
+    context: &EdgeContext<'a>,
+) {
+    let edge = at.record;
+    if let Some(target) = context.allocations.get(edge.target as usize)
+        && edge.target_offset >= target.size
+    {
+        at.report(p, "edges.target_offset", || {
+            format!(
+                "target offset {} is outside the {}-byte target",
+                edge.target_offset, target.size
+            )
+        });
+    }
+}
+
+/// What edges are sorted by: (FROM_ROOT, source, source_offset).
+fn edge_order_key(edge: &EdgeRecord) -> (u32, u32, u64) {
+    (
+        edge.flags & edge_flags::FROM_ROOT,
+        edge.source,
+        edge.source_offset,
+    )
+}
+
+/// `edges.order`: sorted by [`edge_order_key`], no two with one key.
+fn edge_order<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, EdgeRecord>,
+    key: (u32, u32, u64),
+    previous: Option<(u32, u32, u64)>,
+) {
+    if let Some(prev) = previous
+        && key <= prev
+    {
+        at.report(p, "edges.order", || {
+            if key == prev {
+                format!(
+                    "same source and source offset as record {}: duplicate edge",
+                    at.index - 1
+                )
+            } else {
+                format!(
+                    "not sorted by (FROM_ROOT, source, source_offset): ({}, {}, {}) follows ({}, {}, {})",
+                    key.0, key.1, key.2, prev.0, prev.1, prev.2
+                )
+            }
+        });
     }
 }
 
@@ -656,36 +891,73 @@ fn check_edges<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
 fn check_contents<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) {
     let content_len = view.byte_section(SectionKind::ContentBytes).len() as u64;
     let (contents, allocations) = (view.contents(), view.allocations());
-    for (i, content) in contents.iter().enumerate() {
-        match content.offset.checked_add(content.len) {
-            Some(end) if end <= content_len => {}
-            _ => p.record("contents.bounds", &contents, i, || {
-                format!(
-                    "bytes {}..{}+{} lie outside the {content_len}-byte ContentBytes section",
-                    content.offset, content.offset, content.len
-                )
-            }),
-        }
-        match allocations.get(content.allocation as usize) {
-            None => p.record("contents.allocation", &contents, i, || {
-                format!(
-                    "allocation index {} does not exist ({} allocations)",
-                    content.allocation,
-                    allocations.len()
-                )
-            }),
-            Some(a) if content.len > a.size => {
-                p.record("contents.len", &contents, i, || {
-                    format!(
-                        "stores {} bytes of a {}-byte allocation",
-                        content.len, a.size
-                    )
-                });
-            }
-            Some(_) => {}
-        }
+    each_record(&contents, |at| {
+        content_bounds(p, at, content_len);
+        content_allocation(p, at, &allocations);
+        content_len_fits(p, at, &allocations);
+    });
+    contents_orphan_bytes(p, contents.is_empty(), content_len);
+}
+
+/// `contents.bounds`: the bytes lie in `ContentBytes` (`content_len` of
+/// them).
+fn content_bounds<'a>(p: &mut Problems<'_, 'a>, at: &At<'_, 'a, ContentRecord>, content_len: u64) {
+    let content = at.record;
+    if content
+        .offset
+        .checked_add(content.len)
+        .is_none_or(|end| end > content_len)
+    {
+        at.report(p, "contents.bounds", || {
+            format!(
+                "bytes {}..{}+{} lie outside the {content_len}-byte ContentBytes section",
+                content.offset, content.offset, content.len
+            )
+        });
     }
-    if contents.is_empty() && content_len != 0 {
+}
+
+/// `contents.allocation`: the allocation exists.
+fn content_allocation<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, ContentRecord>,
+    allocations: &Table<'a, AllocationRecord>,
+) {
+    let content = at.record;
+    if allocations.get(content.allocation as usize).is_none() {
+        at.report(p, "contents.allocation", || {
+            format!(
+                "allocation index {} does not exist ({} allocations)",
+                content.allocation,
+                allocations.len()
+            )
+        });
+    }
+}
+
+/// `contents.len`: no more bytes than the allocation has.
+fn content_len_fits<'a>(
+    p: &mut Problems<'_, 'a>,
+    at: &At<'_, 'a, ContentRecord>,
+    allocations: &Table<'a, AllocationRecord>,
+) {
+    let content = at.record;
+    if let Some(a) = allocations.get(content.allocation as usize)
+        && content.len > a.size
+    {
+        at.report(p, "contents.len", || {
+            format!(
+                "stores {} bytes of a {}-byte allocation",
+                content.len, a.size
+            )
+        });
+    }
+}
+
+/// `contents.orphan_bytes`: `ContentBytes` is empty when no record refers
+/// to it.
+fn contents_orphan_bytes(p: &mut Problems<'_, '_>, no_records: bool, content_len: u64) {
+    if no_records && content_len != 0 {
         p.section(
             "contents.orphan_bytes",
             SectionKind::ContentBytes,
