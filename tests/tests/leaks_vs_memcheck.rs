@@ -14,7 +14,8 @@ use std::path::Path;
 use std::process::Command;
 
 use heapdump_analyze::graph::HeapGraph;
-use heapdump_analyze::leaks::{Heuristics, LeakAnalysis, LeakClass};
+use heapdump_analyze::heuristics::Heuristics;
+use heapdump_analyze::leaks::{LeakAnalysis, LeakClass};
 use heapdump_formats::read::Dump;
 use heapdump_tests::{binary, compile_program, heapdump_run, scratch_dir, the_dump};
 
