@@ -132,9 +132,12 @@ fn side(view: &DumpView<'_>, file: &str) -> DumpSide {
 }
 
 impl DiffReport {
-    /// Compares two dumps of the same process, site by site or type by type.
-    /// Each dump is symbolized with its own symbolizer (same binary, but its
-    /// own modules), or closure.
+    /// `heapdump diff OLD NEW --by BY -n LIMIT`: compares two dumps of the
+    /// same process (`old` read from the file `old_file`, `new` from
+    /// `new_file`, names the report shows), site by site or type by type,
+    /// the `limit` rows that grew most. Each dump is named by its own
+    /// frames source (same binary, but its own modules). Dumps of
+    /// different processes, or in the wrong order, give a warning.
     #[allow(clippy::too_many_arguments)]
     pub fn build<O: StackFrames + ?Sized, N: StackFrames + ?Sized>(
         old: &DumpView<'_>,

@@ -108,8 +108,10 @@ pub struct LostBlock {
 }
 
 impl LeaksReport {
-    /// Classifies, groups the blocks of the shown classes by (class, stack),
-    /// and symbolizes the records that are listed.
+    /// `heapdump leaks`: the leak classes of `analysis` as memcheck's
+    /// summary, the blocks of the shown classes grouped by (class, stack)
+    /// into loss records, and the listed records' stacks named by
+    /// `symbolizer`.
     pub fn build<S: StackFrames + ?Sized>(
         view: &DumpView<'_>,
         analysis: &HeapAnalysis,

@@ -147,8 +147,11 @@ pub struct RetainedOptions {
 }
 
 impl RetainedReport {
-    /// Biggest retainers, `limit` objects, `limit` sites and `limit` types.
-    /// `frames` symbolizes stacks: a [`Symbolizer`](crate::symbolize::Symbolizer), or a closure.
+    /// `heapdump top --retained`: the biggest retainers, `options.limit`
+    /// objects (and groups), sites and types. Needs the dominator tree
+    /// (an `analysis` built with `dominators`). `frames` names stacks: a
+    /// [`Namer`](crate::stacks::Namer)'s, as the CLI does, a
+    /// [`Symbolizer`](crate::symbolize::Symbolizer), or a closure.
     pub fn build<S: StackFrames + ?Sized>(
         view: &DumpView<'_>,
         analysis: &HeapAnalysis,

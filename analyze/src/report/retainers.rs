@@ -154,8 +154,10 @@ fn root_info<S: StackFrames + ?Sized>(
 }
 
 impl RetainersReport {
-    /// Dominator chains and up to `max_paths` shortest root paths for the
-    /// blocks `query` selects. Needs the dominator tree. `frames` symbolizes
+    /// `heapdump retainers QUERY -n LIMIT --paths MAX_PATHS`: dominator
+    /// chains and up to `max_paths` shortest root paths for the `limit`
+    /// blocks `query` selects that retain the most; an error when it
+    /// selects none. Needs the dominator tree. `frames` symbolizes
     /// stacks; with [`TypedFrames`](crate::stacks::TypedFrames) objects get their generic types and path
     /// steps their field names, as in the exports.
     #[allow(clippy::too_many_arguments)]

@@ -33,7 +33,8 @@ pub struct ProblemInfo {
 }
 
 impl VerifyReport {
-    /// Runs the format's semantic checks.
+    /// `heapdump verify`: runs the format's semantic checks over `view`,
+    /// read from `file`.
     pub fn build(view: &DumpView<'_>, file: &str) -> Self {
         let problems: Vec<ProblemInfo> = verify(view)
             .into_iter()
