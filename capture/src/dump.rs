@@ -97,7 +97,7 @@ struct Unlocked<'s> {
     incomplete: bool,
 }
 
-fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError> {
+fn gather_unlocked(scratch: &Scratch) -> Result<Unlocked<'_>, DumpError> {
     let strings = scratch
         .take::<u8>(STRINGS_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
@@ -315,7 +315,7 @@ fn snapshot_and_write(
     let pid = unsafe { libc::getpid() } as u32;
     let me = sys::gettid();
 
-    let mut scratch = Scratch::new(
+    let scratch = Scratch::new(
         STRINGS_BYTES
             + WRITE_BUFFER_BYTES
             + CMDLINE_BYTES
@@ -328,7 +328,7 @@ fn snapshot_and_write(
             + 16 * sys::PAGE,
     )
     .ok_or(DumpError::OutOfMemory)?;
-    let mut unlocked = gather_unlocked(&mut scratch)?;
+    let mut unlocked = gather_unlocked(&scratch)?;
     let write_buffer = scratch
         .take::<u8>(WRITE_BUFFER_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
@@ -397,7 +397,7 @@ fn snapshot_and_write(
 
     // The live set, sorted by address.
     let count: u64 = shards.iter().map(|s| s.count).sum();
-    let mut snapshot_memory = Scratch::new((count as usize).max(1) * (size_of::<Slot>() + 16))
+    let snapshot_memory = Scratch::new((count as usize).max(1) * (size_of::<Slot>() + 16))
         .ok_or(DumpError::OutOfMemory)?;
     let slots = snapshot_memory
         .take::<Slot>(count as usize)
@@ -425,7 +425,7 @@ fn snapshot_and_write(
     // Threads: every registered one (its index is what allocations carry),
     // then the alive ones that never allocated.
     let registered = threads::registered_count() as usize;
-    let mut thread_memory = Scratch::new(
+    let thread_memory = Scratch::new(
         (registered + unlocked.alive.len()) * (size_of::<ThreadRecord>() + 8 + 8) + 64,
     )
     .ok_or(DumpError::OutOfMemory)?;
@@ -511,7 +511,7 @@ fn snapshot_and_write(
     let own_thread_pointer = world::thread_pointer();
     let tls = unlocked.tls;
     let root_capacity = thread_count * (2 + tls.len()) + unlocked.segments.len() + 8;
-    let mut root_memory =
+    let root_memory =
         Scratch::new(root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>()) + 64)
             .ok_or(DumpError::OutOfMemory)?;
     let mut roots = Roots {
@@ -641,9 +641,9 @@ fn snapshot_and_write(
         *start = slot.address();
         *end = slot.address() + slot.size();
     }
-    let mut index_memory =
+    let index_memory =
         Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
-    let index = PointerIndex::new(starts, ends, &mut index_memory).ok_or(DumpError::OutOfMemory)?;
+    let index = PointerIndex::new(starts, ends, &index_memory).ok_or(DumpError::OutOfMemory)?;
     let mut edges = EdgeBuffer::new();
     let mut scanned_bytes = 0u64;
     for (source, slot) in slots.iter().enumerate() {
@@ -746,7 +746,10 @@ fn snapshot_and_write(
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
         LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
 
-    let live_stacks = LiveStacks::gather(&stacks, slots).ok_or(DumpError::OutOfMemory)?;
+    let stack_memory =
+        Scratch::new(LiveStacks::scratch_bytes(&stacks)).ok_or(DumpError::OutOfMemory)?;
+    let live_stacks =
+        LiveStacks::gather(&stack_memory, &stacks, slots).ok_or(DumpError::OutOfMemory)?;
 
     let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
     writer.section(records.iter().copied())?;
@@ -917,23 +920,35 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
 /// of distinct stacks over its run, a few hundred thousand in use at once)
 /// would otherwise write the frames of every freed block's stack, and have
 /// each of those frames named.
-struct LiveStacks {
+struct LiveStacks<'s> {
     /// `renumber[id]`: the id of interned stack `id` in the dump (0: unused).
-    renumber: &'static [u32],
+    renumber: &'s [u32],
     /// The dump's stack records; the first is the empty stack 0.
-    records: &'static [StackRecord],
+    records: &'s [StackRecord],
     /// Their frames, each stack's contiguous, innermost first.
-    frames: &'static [u64],
-    /// Owns the three arrays above.
-    _memory: [Scratch; 2],
+    frames: &'s [u64],
 }
 
-impl LiveStacks {
-    /// `None` when scratch memory cannot be mapped.
-    fn gather(stacks: &StacksSnapshot, slots: &[Slot]) -> Option<LiveStacks> {
+impl<'s> LiveStacks<'s> {
+    /// Scratch bytes [`gather`](Self::gather) may need: room for every
+    /// interned stack and frame (address space only: the mapping's
+    /// untouched pages cost nothing).
+    fn scratch_bytes(stacks: &StacksSnapshot) -> usize {
         let interned = stacks.stacks.len();
-        let mut marks = Scratch::new(interned.max(1) * size_of::<u32>())?;
-        let renumber = marks.take::<u32>(interned)?;
+        interned * size_of::<u32>()
+            + (interned + 1) * size_of::<StackRecord>()
+            + size_of_val(stacks.frames)
+            + 64
+    }
+
+    /// `None` when `scratch` is too small.
+    fn gather(
+        scratch: &'s Scratch,
+        stacks: &StacksSnapshot,
+        slots: &[Slot],
+    ) -> Option<LiveStacks<'s>> {
+        let interned = stacks.stacks.len();
+        let renumber = scratch.take::<u32>(interned)?;
         for slot in slots {
             let id = slot.unpack().stack as usize;
             if let Some(mark) = renumber.get_mut(id) {
@@ -952,11 +967,8 @@ impl LiveStacks {
                 frame_count += stack.frame_count as usize;
             }
         }
-        let mut memory = Scratch::new(
-            kept * size_of::<StackRecord>() + frame_count.max(1) * size_of::<u64>() + 64,
-        )?;
-        let records = memory.take::<StackRecord>(kept)?;
-        let frames = memory.take::<u64>(frame_count)?;
+        let records = scratch.take::<StackRecord>(kept)?;
+        let frames = scratch.take::<u64>(frame_count)?;
         let mut next_frame = 0;
         for (&id, stack) in renumber.iter().zip(stacks.stacks) {
             if id == 0 {
@@ -984,7 +996,6 @@ impl LiveStacks {
             renumber,
             records,
             frames,
-            _memory: [marks, memory],
         })
     }
 
