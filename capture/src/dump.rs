@@ -18,7 +18,7 @@ use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 use core::fmt::Write as _;
 
 use crate::child::{self, Child, Forked};
-use crate::live::{FOOTER_BYTES, Slot};
+use crate::live::{FOOTER_BYTES, ShardTable, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::settings::Mode;
@@ -396,28 +396,14 @@ fn snapshot_and_write(
     }
 
     // The live set, sorted by address.
-    let count: u64 = shards.iter().map(|s| s.count).sum();
-    let snapshot_memory = Scratch::new((count as usize).max(1) * (size_of::<Slot>() + 16))
-        .ok_or(DumpError::OutOfMemory)?;
-    let slots = snapshot_memory
-        .take::<Slot>(count as usize)
-        .ok_or(DumpError::OutOfMemory)?;
-    let mut filled = 0;
-    let (mut total_allocations, mut total_frees, mut live_tracking_bytes) = (0, 0, 0);
-    for shard in &shards {
-        for slot in shard.live() {
-            if let Some(out) = slots.get_mut(filled) {
-                *out = *slot;
-                filled += 1;
-            }
-        }
-        total_allocations += shard.total_allocations;
-        total_frees += shard.total_frees;
-        live_tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
-    }
-    let slots = &mut slots[..filled];
-    slots.sort_unstable_by_key(|slot| slot.address());
-    let slots = drop_stale_records(slots);
+    let snapshot_memory =
+        Scratch::new(LiveSet::scratch_bytes(&shards)).ok_or(DumpError::OutOfMemory)?;
+    let LiveSet {
+        slots,
+        total_allocations,
+        total_frees,
+        tracking_bytes: live_tracking_bytes,
+    } = LiveSet::gather(&shards, &snapshot_memory)?;
     let stacks = STACKS.snapshot();
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
@@ -631,87 +617,13 @@ fn snapshot_and_write(
 
     // The scan.
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
-    let starts = snapshot_memory
-        .take::<u64>(slots.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    let ends = snapshot_memory
-        .take::<u64>(slots.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    for ((slot, start), end) in slots.iter().zip(starts.iter_mut()).zip(ends.iter_mut()) {
-        *start = slot.address();
-        *end = slot.address() + slot.size();
-    }
-    let index_memory =
-        Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
-    let index = PointerIndex::new(starts, ends, &index_memory).ok_or(DumpError::OutOfMemory)?;
-    let mut edges = EdgeBuffer::new();
-    let mut scanned_bytes = 0u64;
-    for (source, slot) in slots.iter().enumerate() {
-        let (start, end) = (slot.address(), slot.address() + slot.size());
-        // Clipped to readable memory, in case the program protected part
-        // of a block; normally the whole block, minus a tail shorter than
-        // a word.
-        for (from, to) in maps.readable(start, end) {
-            // SAFETY: `from..to` is readable and inside a live block, which
-            // stays allocated while we hold every shard lock (freeing one
-            // takes its shard's lock first).
-            unsafe {
-                scan_words(
-                    &index,
-                    from as *const u64,
-                    ((to - from) / 8) as usize,
-                    from - start,
-                    source as u32,
-                    0,
-                    &mut edges,
-                );
-            }
-            scanned_bytes += to - from;
-        }
-    }
-    for (source, (root, kind)) in roots.records[..root_count]
-        .iter()
-        .zip(roots.sources.iter())
-        .enumerate()
-    {
-        match *kind {
-            RootSource::Registers(registers) => {
-                // SAFETY: the array of saved registers lives in scratch
-                // memory that outlives the scan.
-                unsafe {
-                    scan_words(
-                        &index,
-                        registers,
-                        SAVED_REGISTERS,
-                        0,
-                        source as u32,
-                        FROM_ROOT,
-                        &mut edges,
-                    );
-                }
-                scanned_bytes += root.size;
-            }
-            RootSource::Memory => {
-                for (from, to) in maps.readable(root.address, root.address + root.size) {
-                    // SAFETY: `from..to` lies in a readable mapping; roots
-                    // are stacks of stopped threads, TLS blocks and module
-                    // segments, none of which is unmapped during the stop.
-                    unsafe {
-                        scan_words(
-                            &index,
-                            from as *const u64,
-                            ((to - from) / 8) as usize,
-                            from - root.address,
-                            source as u32,
-                            FROM_ROOT,
-                            &mut edges,
-                        );
-                    }
-                    scanned_bytes += to - from;
-                }
-            }
-        }
-    }
+    let (edges, scanned_bytes) = scan(
+        slots,
+        &roots.records[..root_count],
+        &roots.sources[..root_count],
+        &maps,
+        &snapshot_memory,
+    )?;
     let scan_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(scanning);
 
     world.resume();
@@ -914,6 +826,146 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
 /// a Rust allocation, or a free made while the thread was inside the
 /// tracker) and its memory handed out again: the older record is stale.
 /// `slots` is sorted by address; returns the kept prefix.
+/// The live records of every shard, sorted by address, with the shards'
+/// counters; read while the dump holds every shard lock.
+struct LiveSet<'s> {
+    slots: &'s [Slot],
+    total_allocations: u64,
+    total_frees: u64,
+    /// The shards' memory and the live blocks' footers.
+    tracking_bytes: u64,
+}
+
+impl<'s> LiveSet<'s> {
+    /// Scratch for the records and, later, the [`scan`]'s start and end of
+    /// every block.
+    fn scratch_bytes(shards: &[SpinGuard<'_, ShardTable>]) -> usize {
+        let count: u64 = shards.iter().map(|s| s.count).sum();
+        (count as usize).max(1) * (size_of::<Slot>() + 2 * size_of::<u64>())
+    }
+
+    fn gather(
+        shards: &[SpinGuard<'_, ShardTable>],
+        memory: &'s Scratch,
+    ) -> Result<LiveSet<'s>, DumpError> {
+        let count: u64 = shards.iter().map(|s| s.count).sum();
+        let slots = memory
+            .take::<Slot>(count as usize)
+            .ok_or(DumpError::OutOfMemory)?;
+        let mut filled = 0;
+        let (mut total_allocations, mut total_frees, mut tracking_bytes) = (0, 0, 0);
+        for shard in shards {
+            for slot in shard.live() {
+                if let Some(out) = slots.get_mut(filled) {
+                    *out = *slot;
+                    filled += 1;
+                }
+            }
+            total_allocations += shard.total_allocations;
+            total_frees += shard.total_frees;
+            tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
+        }
+        let slots = &mut slots[..filled];
+        slots.sort_unstable_by_key(|slot| slot.address());
+        Ok(LiveSet {
+            slots: drop_stale_records(slots),
+            total_allocations,
+            total_frees,
+            tracking_bytes,
+        })
+    }
+}
+
+/// Scans every live block and every root for words that point into a live
+/// block: the edges, and the bytes read. Runs while the world is stopped
+/// and every shard lock is held, so no block is freed under it.
+fn scan(
+    slots: &[Slot],
+    roots: &[RootRecord],
+    sources: &[RootSource],
+    maps: &Mappings<'_>,
+    memory: &Scratch,
+) -> Result<(EdgeBuffer, u64), DumpError> {
+    let starts = memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let ends = memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    for ((slot, start), end) in slots.iter().zip(starts.iter_mut()).zip(ends.iter_mut()) {
+        *start = slot.address();
+        *end = slot.address() + slot.size();
+    }
+    let index_memory =
+        Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
+    let index = PointerIndex::new(starts, ends, &index_memory).ok_or(DumpError::OutOfMemory)?;
+    let mut edges = EdgeBuffer::new();
+    let mut scanned_bytes = 0u64;
+    for (source, slot) in slots.iter().enumerate() {
+        let (start, end) = (slot.address(), slot.address() + slot.size());
+        // Clipped to readable memory, in case the program protected part
+        // of a block; normally the whole block, minus a tail shorter than
+        // a word.
+        for (from, to) in maps.readable(start, end) {
+            // SAFETY: `from..to` is readable and inside a live block, which
+            // stays allocated while the dump holds every shard lock
+            // (freeing one takes its shard's lock first).
+            unsafe {
+                scan_words(
+                    &index,
+                    from as *const u64,
+                    ((to - from) / 8) as usize,
+                    from - start,
+                    source as u32,
+                    0,
+                    &mut edges,
+                );
+            }
+            scanned_bytes += to - from;
+        }
+    }
+    for (source, (root, kind)) in roots.iter().zip(sources).enumerate() {
+        match *kind {
+            RootSource::Registers(registers) => {
+                // SAFETY: the array of saved registers lives in scratch
+                // memory that outlives the scan.
+                unsafe {
+                    scan_words(
+                        &index,
+                        registers,
+                        SAVED_REGISTERS,
+                        0,
+                        source as u32,
+                        FROM_ROOT,
+                        &mut edges,
+                    );
+                }
+                scanned_bytes += root.size;
+            }
+            RootSource::Memory => {
+                for (from, to) in maps.readable(root.address, root.address + root.size) {
+                    // SAFETY: `from..to` lies in a readable mapping; roots
+                    // are stacks of stopped threads, TLS blocks and module
+                    // segments, none of which is unmapped during the stop.
+                    unsafe {
+                        scan_words(
+                            &index,
+                            from as *const u64,
+                            ((to - from) / 8) as usize,
+                            from - root.address,
+                            source as u32,
+                            FROM_ROOT,
+                            &mut edges,
+                        );
+                    }
+                    scanned_bytes += to - from;
+                }
+            }
+        }
+    }
+    Ok((edges, scanned_bytes))
+}
+
 /// The stacks the dump's allocations use, renumbered densely in the order
 /// they were interned, with their frames. The interner keeps every stack a
 /// block was ever allocated from; a program whose call paths vary (millions
