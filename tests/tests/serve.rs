@@ -34,18 +34,18 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the URL line");
-        let url = line
+        let Some(url) = line
             .split_whitespace()
             .find(|word| word.starts_with("http://"))
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                let output = child.wait_with_output().expect("wait");
-                panic!(
-                    "serve printed no URL: {line:?}\nstderr:\n{}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
-            .to_owned();
+            .map(str::to_owned)
+        else {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait");
+            panic!(
+                "serve printed no URL: {line:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        };
         Server { child, url }
     }
 

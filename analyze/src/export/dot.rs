@@ -400,7 +400,13 @@ fn objects_graph(
                 .filter(|&a| model.leak_class(a) == LeakClass::DefinitelyLost)
                 .collect();
             lost.sort_by_key(|&a| std::cmp::Reverse(walk.size(a)));
-            let reserve = lost.len().min(options.max_nodes / 4);
+            // Only lost objects that will be drawn (of at least
+            // --min-size) take from the roots' budget.
+            let drawable_lost = lost
+                .iter()
+                .filter(|&&a| walk.size(a) >= options.min_size)
+                .count();
+            let reserve = drawable_lost.min(options.max_nodes / 4);
             let mut root_targets = Vec::new();
             for edge in model.root_edges() {
                 root_targets.push(edge.target);
