@@ -104,6 +104,10 @@ const POLL: Duration = Duration::from_millis(200);
 /// of the URL alone, but URLs (addresses, offsets) are unbounded.
 const MAX_KEPT_ANSWERS: usize = 512;
 
+/// The most blocks of one level `/api/dominators` gives at once: a page
+/// of the top level of a big heap would otherwise be the whole heap.
+const MAX_LEVEL_PAGE: usize = 100_000;
+
 /// `heapdump serve`.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -300,8 +304,9 @@ struct Served<'a> {
     /// `retainers` do (the executable's DWARF).
     typed: Namer,
     heuristics: Heuristics,
-    analysis: HeapAnalysis,
-    levels: DominatorLevels,
+    /// The graph, leak classes and dominator tree with its levels, or why
+    /// there are none (a dump written without the scan).
+    graph: Result<(HeapAnalysis, DominatorLevels), String>,
     old: Option<OldDump<'a>>,
     flamegraph: Vec<u8>,
     diff_flamegraph: Option<Vec<u8>>,
@@ -318,8 +323,18 @@ impl<'a> Served<'a> {
         let mut plain = Namer::new(&view, dump, args.binary.clone(), false)?;
         let mut typed = Namer::new(&view, dump, args.binary.clone(), true)?;
         // As `top --retained` and `retainers` build it.
-        let analysis = analyze(&view, dump, &args.heuristics, true, &mut typed.frames())?;
-        let levels = DominatorLevels::new(&analysis)?;
+        // Without a graph (a dump written without the scan) the summary,
+        // the flame graph, top and diff still have what they need.
+        let graph = analyze(&view, dump, &args.heuristics, true, &mut typed.frames())
+            .and_then(|analysis| Ok((DominatorLevels::new(&analysis)?, analysis)))
+            .map(|(levels, analysis)| (analysis, levels))
+            .map_err(|error| {
+                let error = format!("{error:#}");
+                eprintln!(
+                    "warning: {error}; the page has no retained sizes, dominator tree, retainers or leaks"
+                );
+                error
+            });
         let mut old = match (old, &args.diff) {
             (Some((old_view, name)), Some(path)) => Some(OldDump {
                 plain: Namer::new(&old_view, path, args.binary.clone(), false)?,
@@ -360,8 +375,7 @@ impl<'a> Served<'a> {
             plain,
             typed,
             heuristics: args.heuristics.clone(),
-            analysis,
-            levels,
+            graph,
             old,
             flamegraph,
             diff_flamegraph,
@@ -459,9 +473,10 @@ impl<'a> Served<'a> {
     fn retained(&mut self, query: &Query) -> Result<Answer, ApiError> {
         query.only(&["n"])?;
         let limit = query.number("n", 20)?;
+        let (analysis, _) = graph_of(&self.graph)?;
         let report = heap_report::top_retained(
             &self.view,
-            &self.analysis,
+            analysis,
             &mut self.typed.frames(),
             limit,
             &mut Vec::new(),
@@ -491,9 +506,10 @@ impl<'a> Served<'a> {
         } else {
             &mut self.plain
         };
+        let (analysis, _) = graph_of(&self.graph)?;
         let report = heap_report::leaks(
             &self.view,
-            &self.analysis,
+            analysis,
             &mut namer.frames(),
             &options,
             &mut Vec::new(),
@@ -522,9 +538,10 @@ impl<'a> Served<'a> {
             ));
         };
         let selector = selector.map_err(ApiError::BadRequest)?;
+        let (analysis, _) = graph_of(&self.graph)?;
         let report = heap_report::retainers(
             &self.view,
-            &self.analysis,
+            analysis,
             &mut self.typed.frames(),
             &selector,
             query.number("n", 3)?,
@@ -593,16 +610,33 @@ impl<'a> Served<'a> {
                 Some(node)
             }
         };
-        let level = self.levels.level(
+        let limit = query.number("limit", 100)?;
+        if limit > MAX_LEVEL_PAGE {
+            return Err(ApiError::BadRequest(format!(
+                "limit={limit}: at most {MAX_LEVEL_PAGE} blocks a page (take the next with offset)"
+            )));
+        }
+        let (analysis, levels) = graph_of(&self.graph)?;
+        let level = levels.level(
             &self.view,
-            &self.analysis,
+            analysis,
             &mut self.typed.frames(),
             parent,
             query.number("offset", 0)?,
-            query.number("limit", 100)?,
+            limit,
             &mut Vec::new(),
         );
         Ok(Answer::json(&level))
+    }
+}
+
+/// The graph and the tree's levels, or a 404 saying why there are none.
+fn graph_of(
+    graph: &Result<(HeapAnalysis, DominatorLevels), String>,
+) -> Result<(&HeapAnalysis, &DominatorLevels), ApiError> {
+    match graph {
+        Ok((analysis, levels)) => Ok((analysis, levels)),
+        Err(error) => Err(ApiError::NotFound(error.clone())),
     }
 }
 

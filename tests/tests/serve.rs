@@ -173,10 +173,7 @@ fn endpoints_answer_exactly_what_the_commands_print_with_json() {
                 os("1"),
             ],
         ),
-        (
-            "/api/diff".into(),
-            vec![os("diff"), old.as_os_str(), d],
-        ),
+        ("/api/diff".into(), vec![os("diff"), old.as_os_str(), d]),
         (
             "/api/diff?by=type&n=3".into(),
             vec![
@@ -193,7 +190,11 @@ fn endpoints_answer_exactly_what_the_commands_print_with_json() {
     for (path, args) in &pairs {
         let (status, body) = server.get(path);
         assert_eq!(status, 200, "{path}: {body}");
-        assert_eq!(body, cli_json(args), "{path} differs from heapdump {args:?} --json");
+        assert_eq!(
+            body,
+            cli_json(args),
+            "{path} differs from heapdump {args:?} --json"
+        );
     }
 
     // The flame graphs are toflamegraph's, byte for byte.
@@ -227,6 +228,7 @@ fn endpoints_answer_exactly_what_the_commands_print_with_json() {
         ("/api/retainers", 400, "exactly one of"),
         ("/api/retainers?address=0x10", 404, "0x10"),
         ("/api/dominators?node=99999999", 404, "the dump has"),
+        ("/api/dominators?limit=100001", 400, "at most 100000"),
         ("/nothing", 404, "no page /nothing"),
     ] {
         let (got, body) = server.get(path);
@@ -309,7 +311,65 @@ fn dominator_levels_add_up_to_retained_sizes() {
         assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "largest first");
         opened += 1;
     }
-    assert!(opened > 0, "the demo's heap has blocks that dominate others");
+    assert!(
+        opened > 0,
+        "the demo's heap has blocks that dominate others"
+    );
+}
+
+/// A dump written without the conservative scan has no graph: the page
+/// still has its summary, flame graph and top sites, and the graph views
+/// answer 404 saying why.
+#[test]
+fn a_dump_without_a_scan_is_served_without_the_graph_views() {
+    use heapdump_formats::records::AllocationRecord;
+    use heapdump_formats::testing::DumpBuilder;
+
+    let dir = scratch_dir("serve_no_scan");
+    let mut b = DumpBuilder::default();
+    b.process.pointer_size = 8;
+    b.stack(&[]);
+    b.stack(&[0x1000]);
+    for i in 0..3u64 {
+        b.allocations.push(AllocationRecord {
+            address: 0x10_000 * (i + 1),
+            size: 64 << i,
+            sequence: i,
+            stack: 1,
+            thread: 0,
+            align: 8,
+            flags: 0,
+        });
+    }
+    let dump = dir.join("no-scan.hdump");
+    std::fs::write(&dump, b.to_bytes()).expect("write the dump");
+    let server = Server::start(&[dump.as_os_str()]);
+    let (status, body) = server.get("/api/top");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, cli_json(&[os("top"), dump.as_os_str()]));
+    let top: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (top["total_bytes"].as_u64(), top["total_count"].as_u64()),
+        (Some(448), Some(3))
+    );
+    for path in [
+        "/api/leaks",
+        "/api/retained",
+        "/api/dominators",
+        "/api/retainers?address=0x10000",
+    ] {
+        let (status, body) = server.get(path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("HAS_SCAN"), "{path}: {body}");
+    }
+    let (status, _) = server.get("/flamegraph.svg");
+    assert_eq!(status, 200);
+    let (status, stderr) = server.interrupt();
+    assert!(status.success());
+    assert!(
+        stderr.contains("the page has no retained sizes"),
+        "{stderr}"
+    );
 }
 
 /// The `chromium` binary, or why the test cannot use it.
@@ -352,7 +412,10 @@ fn chromium_renders_the_biggest_site_and_an_opened_dominator_level() {
     let dir = scratch_dir("serve_chromium");
     let dump = demo_dump(&dir, "demo.hdump");
     let top = heapdump_json(&[os("top"), dump.as_os_str()]);
-    let biggest_site = top["rows"][0]["function"].as_str().expect("a site").to_owned();
+    let biggest_site = top["rows"][0]["function"]
+        .as_str()
+        .expect("a site")
+        .to_owned();
     let server = Server::start(&[dump.as_os_str()]);
 
     let profile = dir.join("profile");
@@ -388,9 +451,7 @@ fn chromium_renders_the_biggest_site_and_an_opened_dominator_level() {
     let below: Value = serde_json::from_str(&body).unwrap();
     assert!(below["child_count"].as_u64().unwrap() > 0);
     assert!(
-        dom.contains(&format!(
-            "data-node=\"{first_index}\" data-open=\"true\""
-        )),
+        dom.contains(&format!("data-node=\"{first_index}\" data-open=\"true\"")),
         "block {first_index} is not open:\n{dom}"
     );
     let shown_nodes = dom.matches("<li data-node=").count() as u64;
@@ -408,7 +469,11 @@ fn chromium_renders_the_biggest_site_and_an_opened_dominator_level() {
         &[&screenshot, "--window-size=1400,900", &user_data],
         &format!("{}?expand=1", server.url),
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
