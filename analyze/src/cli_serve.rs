@@ -374,7 +374,7 @@ impl<'a> Served<'a> {
             view,
             plain,
             typed,
-            heuristics: args.heuristics.clone(),
+            heuristics: args.heuristics,
             graph,
             old,
             flamegraph,
