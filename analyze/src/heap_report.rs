@@ -246,14 +246,14 @@ struct StackInfo {
 }
 
 /// Symbolizes each stack once and names it: site and type.
-struct Stacks<'s, S: StackFrames + ?Sized> {
+pub(crate) struct Stacks<'s, S: StackFrames + ?Sized> {
     source: &'s mut S,
     cache: HashMap<u32, StackInfo>,
     bad: u64,
 }
 
 impl<'s, S: StackFrames + ?Sized> Stacks<'s, S> {
-    fn new(source: &'s mut S) -> Stacks<'s, S> {
+    pub(crate) fn new(source: &'s mut S) -> Stacks<'s, S> {
         Stacks {
             source,
             cache: HashMap::new(),
@@ -686,7 +686,7 @@ pub struct ObjectInfo {
     pub type_name: String,
 }
 
-fn object_info<S: StackFrames + ?Sized>(
+pub(crate) fn object_info<S: StackFrames + ?Sized>(
     view: &DumpView<'_>,
     analysis: &HeapAnalysis,
     stacks: &mut Stacks<'_, S>,

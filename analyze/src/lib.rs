@@ -28,7 +28,8 @@
 //!   heuristics' edges).
 //! - Analysis: [`leaks`] (memcheck's leak classes and the Rust
 //!   heuristics), [`dominators`] (dominator tree, retained sizes),
-//!   [`paths`] (shortest paths from roots).
+//!   [`paths`] (shortest paths from roots), [`dominator_levels`] (the
+//!   tree a level at a time, for browsing).
 //! - Reports and exports: [`report`] (`info`, `verify`, `top`),
 //!   [`heap_report`] (`leaks`, `top --retained`, `retainers`, `diff`),
 //!   [`export`] (DOT, SQLite, HPROF, flame graph, pprof and Chrome heap
@@ -38,6 +39,7 @@ use std::path::Path;
 
 use heapdump_formats::read::Dump;
 
+pub mod dominator_levels;
 pub mod dominators;
 pub mod export;
 pub mod fields;

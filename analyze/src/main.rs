@@ -19,6 +19,7 @@ use serde::Serialize;
 
 mod cli_export;
 mod cli_run;
+mod cli_serve;
 
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -377,6 +378,9 @@ enum Command {
     Topprof(cli_export::TopprofArgs),
     /// The heap as a Chrome DevTools heap snapshot (Memory tab, memlab), with retained sizes.
     Toheapsnapshot(cli_export::ToheapsnapshotArgs),
+    /// A local web page over one dump: summary, flame graph, top sites and types,
+    /// dominator tree, retainers, leaks, diff; JSON endpoints as the commands' --json.
+    Serve(cli_serve::ServeArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -648,6 +652,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Toflamegraph(args) => cli_export::toflamegraph(args),
         Command::Topprof(args) => cli_export::topprof(args),
         Command::Toheapsnapshot(args) => cli_export::toheapsnapshot(args),
+        Command::Serve(args) => cli_serve::serve(args),
         Command::Diff {
             old,
             new,
@@ -770,17 +775,18 @@ fn spinner(message: &'static str) -> indicatif::ProgressBar {
     bar
 }
 
+/// A report as `--json` prints it (and `serve` answers it): pretty JSON
+/// and a newline.
+fn json_text<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let mut out = serde_json::to_string_pretty(value)?;
+    out.push('\n');
+    Ok(out)
+}
+
 /// Prints JSON or text to stdout. A closed pipe comes back as an
 /// `io::Error` of kind `BrokenPipe`, which `main` turns into a quiet exit.
 fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
-    let mut out = if json {
-        serde_json::to_string_pretty(value)?
-    } else {
-        text()
-    };
-    if json {
-        out.push('\n');
-    }
+    let out = if json { json_text(value)? } else { text() };
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
     stdout.flush()?;
