@@ -28,8 +28,13 @@ use crate::{display, namer, spinner};
     "    heapdump todot /tmp/app.hdump --group-by type | dot -Tsvg > types.svg\n",
     "    heapdump todot /tmp/app.hdump --from 'app::Node' --depth 3\n",
     "    heapdump todot /tmp/app.hdump --from 0x55d0c0a01f20 --max-nodes 50\n",
-    "    heapdump todot /tmp/app.hdump --min-size 4096 --max-nodes 500\n\n",
-    "Without --group-by, each drawn object is one box: its type (recovered from the\n",
+    "    heapdump todot /tmp/app.hdump --min-size 4096 --max-nodes 500\n",
+    "    heapdump todot /tmp/app.hdump --group-by object --max-nodes 100   # objects, however many\n\n",
+    "Without --group-by, the objects are drawn when they fit in --max-nodes (or with\n",
+    "--from); a bigger heap is drawn as its type graph (--group-by type) instead, as\n",
+    "a slice of it would show one container's insides; stderr and the picture's title\n",
+    "say so. --group-by object draws objects however many there are.\n",
+    "Each drawn object is one box: its type (recovered from the\n",
     "allocation stack's constructor frames, or alloc@SITE), size and address; the\n",
     "tooltip names the allocation site. Objects are drawn breadth-first from the\n",
     "roots, nearest first, up to --max-nodes; a quarter of that is kept for objects\n",
@@ -71,7 +76,8 @@ pub struct TodotArgs {
     /// Leave out objects (or groups) smaller than this many bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     min_size: u64,
-    /// One node per type or per allocation site.
+    /// One node per object, per type or per allocation site. Default:
+    /// objects when they fit in --max-nodes, else types.
     #[arg(long, value_enum)]
     group_by: Option<GroupBy>,
 }
@@ -155,11 +161,22 @@ pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
     };
     let to = Destination::from_option(args.output.as_deref());
     let summary = export(&options, &model, &to, "writing the DOT graph")?;
-    if summary.cut > 0 {
-        let what = if options.group_by.is_some() {
-            "groups"
-        } else {
-            "objects"
+    if let Some(objects) = summary.types_instead_of {
+        eprintln!(
+            "note: {objects} objects are more than --max-nodes {}: drew the type graph instead ({} types{}); --group-by object draws the {} objects nearest the roots, --from ADDR|TYPE|SITE the part of the heap around some",
+            options.max_nodes,
+            summary.nodes,
+            if summary.cut > 0 {
+                format!(", {} smaller ones left out", summary.cut)
+            } else {
+                String::new()
+            },
+            options.max_nodes
+        );
+    } else if summary.cut > 0 {
+        let what = match options.group_by {
+            Some(GroupBy::Type | GroupBy::Site) => "groups",
+            Some(GroupBy::Object) | None => "objects",
         };
         eprintln!(
             "note: drew {} {what}; {} more were left out by --max-nodes {} (narrow with --from, --depth, --min-size or --group-by)",

@@ -40,7 +40,8 @@
 //!   and dominators of one dump, built once).
 //! - Reports and exports: [`report`] (one module per command: `info`,
 //!   `verify`, `top`, `leaks`, `top --retained`, `retainers`, `diff`, each a
-//!   `Serialize + Display` struct), [`export`] (DOT, SQLite, HPROF, flame
+//!   `Serialize + Display` struct), [`dominator_levels`] (the dominator
+//!   tree a level at a time, for browsing), [`export`] (DOT, SQLite, HPROF, flame
 //!   graph, pprof and Chrome heap snapshot over one model).
 
 use std::path::Path;
@@ -48,6 +49,7 @@ use std::path::Path;
 use heapdump_formats::read::Dump;
 
 pub mod analysis;
+pub mod dominator_levels;
 pub mod dominators;
 pub mod export;
 pub mod fields;

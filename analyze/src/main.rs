@@ -23,6 +23,7 @@ use serde::Serialize;
 
 mod cli_export;
 mod cli_run;
+mod cli_serve;
 
 const EXIT_STATUS: &str = "\
 EXIT STATUS:
@@ -381,6 +382,9 @@ enum Command {
     Topprof(cli_export::TopprofArgs),
     /// The heap as a Chrome DevTools heap snapshot (Memory tab, memlab), with retained sizes.
     Toheapsnapshot(cli_export::ToheapsnapshotArgs),
+    /// A local web page over one dump: summary, flame graph, top sites and types,
+    /// dominator tree, retainers, leaks, diff; JSON endpoints as the commands' --json.
+    Serve(cli_serve::ServeArgs),
 }
 
 /// Leak classes chosen with `--show`.
@@ -636,6 +640,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Toflamegraph(args) => cli_export::toflamegraph(args),
         Command::Topprof(args) => cli_export::topprof(args),
         Command::Toheapsnapshot(args) => cli_export::toheapsnapshot(args),
+        Command::Serve(args) => cli_serve::serve(args),
         Command::Diff {
             old,
             new,
@@ -745,14 +750,20 @@ fn print_warnings(warnings: &[String]) {
     }
 }
 
+/// A report as `--json` prints it (and `serve` answers it): pretty JSON
+/// and a newline.
+fn json_text<T: Serialize>(value: &T) -> anyhow::Result<String> {
+    let mut out = serde_json::to_string_pretty(value)?;
+    out.push('\n');
+    Ok(out)
+}
+
 /// Prints a report to stdout, as JSON or as its text. A closed pipe comes
 /// back as an `io::Error` of kind `BrokenPipe`, which `main` turns into a
 /// quiet exit.
 fn emit<T: Serialize + std::fmt::Display>(json: bool, report: &T) -> anyhow::Result<()> {
     let out = if json {
-        let mut out = serde_json::to_string_pretty(report)?;
-        out.push('\n');
-        out
+        json_text(report)?
     } else {
         report.to_string()
     };

@@ -324,6 +324,27 @@ impl StackFrames for Namer {
     }
 }
 
+/// A namer lent to a model that lives shorter than it (`serve` draws its
+/// flame graph with the namer its reports then use, so stacks are
+/// symbolized once).
+impl StackFrames for &mut Namer {
+    fn stack_frames(&mut self, view: &DumpView<'_>, stack: u32) -> anyhow::Result<Vec<Frame>> {
+        (**self).stack_frames(view, stack)
+    }
+
+    fn field_of(&self, ty: &TypeName, offset: u64) -> Option<String> {
+        (**self).field_of(ty, offset)
+    }
+
+    fn symbol_at(&self, address: u64) -> Option<String> {
+        (**self).symbol_at(address)
+    }
+
+    fn own_code(&self) -> &OwnCode {
+        (**self).own_code()
+    }
+}
+
 /// Whether `executable` exists and has the build-id the dump records for
 /// its main module (or the dump records none).
 fn is_dumped_binary(view: &DumpView<'_>, executable: &Path) -> bool {

@@ -117,7 +117,8 @@ fn objects_graph_draws_every_object_used_root_and_pointer() {
         DotSummary {
             nodes: 7,
             edges: 8,
-            cut: 0
+            cut: 0,
+            types_instead_of: None,
         }
     );
     // Types, leak classes, root kinds and edge labels.
@@ -168,6 +169,7 @@ fn min_size_hides_small_objects_and_bridges_paths_through_them() {
 fn max_nodes_keeps_the_nearest_objects_and_counts_the_rest() {
     let (_, summary, plain) = render(&DotOptions {
         max_nodes: 2,
+        group_by: Some(GroupBy::Object),
         ..DotOptions::default()
     });
     assert_eq!(plain.nodes, set(&["a0", "a1", "r0", "r2"]));
@@ -180,9 +182,68 @@ fn max_nodes_keeps_the_nearest_objects_and_counts_the_rest() {
     // A quarter of the budget is kept for unreachable objects.
     let (_, _, plain) = render(&DotOptions {
         max_nodes: 4,
+        group_by: Some(GroupBy::Object),
         ..DotOptions::default()
     });
     assert_eq!(plain.nodes, set(&["a0", "a1", "a2", "a3", "r0", "r2"]));
+}
+
+/// By default, a heap with more objects than --max-nodes is drawn as its
+/// type graph (the same as --group-by type, with a title saying why); one
+/// that fits, or a walk from --from, as objects.
+#[test]
+fn more_objects_than_max_nodes_draw_the_type_graph_instead() {
+    let (text, summary, plain) = render(&DotOptions {
+        max_nodes: 6,
+        ..DotOptions::default()
+    });
+    assert_eq!(plain.nodes, set(&["t0", "t1", "t2", "t3", "k1", "k2"]));
+    assert_eq!(plain.edges.len(), 7);
+    assert_eq!(
+        summary,
+        DotSummary {
+            nodes: 4,
+            edges: 7,
+            cut: 0,
+            types_instead_of: Some(7),
+        }
+    );
+    assert!(text.contains(
+        "label=\"one node per type: 7 objects are more than --max-nodes 6 (todot --group-by object draws objects)\"; labelloc=t;"
+    ));
+    let (grouped, _, _) = render(&DotOptions {
+        max_nodes: 6,
+        group_by: Some(GroupBy::Type),
+        ..DotOptions::default()
+    });
+    let without_title: String = text
+        .lines()
+        .filter(|l| !l.contains("labelloc=t"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(without_title, grouped);
+
+    // Seven objects fit in seven nodes; four of at least 20 bytes in four.
+    let (_, summary, plain) = render(&DotOptions {
+        max_nodes: 7,
+        ..DotOptions::default()
+    });
+    assert_eq!((summary.nodes, summary.types_instead_of), (7, None));
+    assert!(plain.nodes.contains("a6"));
+    let (_, summary, _) = render(&DotOptions {
+        max_nodes: 4,
+        min_size: 20,
+        ..DotOptions::default()
+    });
+    assert_eq!((summary.nodes, summary.types_instead_of), (4, None));
+    // A walk from --from stays a walk of objects, cut at --max-nodes.
+    let (_, summary, plain) = render(&DotOptions {
+        max_nodes: 2,
+        from: Some("0x2000".into()),
+        ..DotOptions::default()
+    });
+    assert_eq!((summary.nodes, summary.types_instead_of), (2, None));
+    assert_eq!(plain.nodes, set(&["a1", "a2", "r2"]));
 }
 
 #[test]
@@ -306,6 +367,23 @@ fn cli_writes_dot_to_a_file_and_refuses_bad_from() {
     assert!(status.success());
     let text = std::fs::read_to_string(&out).expect("DOT written");
     assert_eq!(graphviz_plain(&text).nodes.len(), 9);
+
+    // Too many objects for --max-nodes: the type graph, and stderr says so.
+    let output = Command::new(env!("CARGO_BIN_EXE_heapdump"))
+        .args(["todot", "--max-nodes", "3"])
+        .arg(&path)
+        .output()
+        .expect("run heapdump");
+    assert!(output.status.success());
+    let plain = graphviz_plain(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(plain.nodes, set(&["t0", "t1", "t2", "k1", "k2"]));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(
+            "note: 7 objects are more than --max-nodes 3: drew the type graph instead (3 types, 1 smaller ones left out)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let output = Command::new(env!("CARGO_BIN_EXE_heapdump"))
         .args(["todot", "--from", "nothing-like-this"])

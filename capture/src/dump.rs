@@ -408,89 +408,22 @@ fn snapshot_and_write(
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
 
-    // Threads: every registered one (its index is what allocations carry),
-    // then the alive ones that never allocated.
-    let registered = threads::registered_count() as usize;
-    let thread_memory = Scratch::new(
-        (registered + unlocked.alive.len()) * (size_of::<ThreadRecord>() + 8 + 8) + 64,
-    )
-    .ok_or(DumpError::OutOfMemory)?;
-    let records = thread_memory
-        .take::<ThreadRecord>(registered + unlocked.alive.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    // For each thread record, its entry in `stopped` + 1 (0: none).
-    let stop_entry = thread_memory
-        .take::<u64>(registered + unlocked.alive.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    let claimed = thread_memory
-        .take::<u8>(unlocked.alive.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    let mut thread_count = 0;
-    for (record, thread) in records.iter_mut().zip(threads::registered()) {
-        *record = ThreadRecord {
-            tid: thread.tid,
-            stack_low: thread.stack_low,
-            stack_high: thread.stack_high,
-            ..ThreadRecord::default()
-        };
-        thread_count += 1;
-    }
-    // A kernel id can be reused after a thread exits: the latest
-    // registration with that id is the living one.
-    for record in records[..thread_count].iter_mut().rev() {
-        if let Ok(at) = unlocked.alive.binary_search(&record.tid)
-            && claimed[at] == 0
-        {
-            claimed[at] = 1;
-            record.flags |= thread_flags::ALIVE;
-        }
-    }
-    for (&tid, _) in unlocked
-        .alive
-        .iter()
-        .zip(claimed.iter())
-        .filter(|(_, c)| **c == 0)
-    {
-        if let Some(record) = records.get_mut(thread_count) {
-            *record = ThreadRecord {
-                tid,
-                flags: thread_flags::ALIVE,
-                ..ThreadRecord::default()
-            };
-            thread_count += 1;
-        }
-    }
-    let records = &mut records[..thread_count];
-    let mut threads_stopped = 0;
-    let mut threads_not_stopped = 0;
-    for (index, record) in records.iter_mut().enumerate() {
-        if record.tid == pid {
-            record.flags |= thread_flags::MAIN;
-        }
-        if record.flags & thread_flags::ALIVE == 0 {
-            continue;
-        }
-        if record.tid == me {
-            record.flags |= thread_flags::DUMPING;
-            record.stack_pointer = caller.stack_pointer;
-            continue;
-        }
-        if let Ok(at) = others.binary_search(&record.tid) {
-            let thread = &stopped[at];
-            if thread.stopped {
-                record.flags |= thread_flags::STOPPED;
-                record.stack_pointer = thread.stack_pointer;
-                threads_stopped += 1;
-            } else if thread.gone {
-                // It exited between the listing and the stop request.
-                record.flags &= !thread_flags::ALIVE;
-            } else {
-                record.flags |= thread_flags::NOT_STOPPED;
-                threads_not_stopped += 1;
-            }
-            stop_entry[index] = at as u64 + 1;
-        }
-    }
+    let thread_memory =
+        Scratch::new(Threads::scratch_bytes(unlocked.alive)).ok_or(DumpError::OutOfMemory)?;
+    let Threads {
+        records,
+        stop_entry,
+        stopped: threads_stopped,
+        not_stopped: threads_not_stopped,
+    } = Threads::gather(
+        &thread_memory,
+        unlocked.alive,
+        others,
+        stopped,
+        (pid, me),
+        caller.stack_pointer,
+    )?;
+    let thread_count = records.len();
 
     // Roots.
     let maps = Mappings::read(maps_text, maps_ranges);
@@ -826,6 +759,113 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
 /// a Rust allocation, or a free made while the thread was inside the
 /// tracker) and its memory handed out again: the older record is stale.
 /// `slots` is sorted by address; returns the kept prefix.
+/// The dump's thread records: every registered thread (its index is what
+/// allocations carry), then the alive ones that never allocated, each
+/// marked with how the stop went for it.
+struct Threads<'s> {
+    records: &'s mut [ThreadRecord],
+    /// For each record, its entry in the stop's `stopped` + 1 (0: none).
+    stop_entry: &'s [u64],
+    stopped: u64,
+    not_stopped: u64,
+}
+
+impl<'s> Threads<'s> {
+    fn scratch_bytes(alive: &[u32]) -> usize {
+        let registered = threads::registered_count() as usize;
+        (registered + alive.len()) * (size_of::<ThreadRecord>() + 8 + 8) + 64
+    }
+
+    /// `alive`: the process's threads (sorted kernel ids); `others` and
+    /// `stopped`: the threads the stop asked, and how each answered;
+    /// `(pid, me)`: the main thread's and the dumping thread's ids.
+    fn gather(
+        memory: &'s Scratch,
+        alive: &[u32],
+        others: &[u32],
+        stopped: &[StoppedThread],
+        (pid, me): (u32, u32),
+        caller_stack_pointer: u64,
+    ) -> Result<Threads<'s>, DumpError> {
+        let registered = threads::registered_count() as usize;
+        let records = memory
+            .take::<ThreadRecord>(registered + alive.len())
+            .ok_or(DumpError::OutOfMemory)?;
+        let stop_entry = memory
+            .take::<u64>(registered + alive.len())
+            .ok_or(DumpError::OutOfMemory)?;
+        let claimed = memory
+            .take::<u8>(alive.len())
+            .ok_or(DumpError::OutOfMemory)?;
+        let mut thread_count = 0;
+        for (record, thread) in records.iter_mut().zip(threads::registered()) {
+            *record = ThreadRecord {
+                tid: thread.tid,
+                stack_low: thread.stack_low,
+                stack_high: thread.stack_high,
+                ..ThreadRecord::default()
+            };
+            thread_count += 1;
+        }
+        // A kernel id can be reused after a thread exits: the latest
+        // registration with that id is the living one.
+        for record in records[..thread_count].iter_mut().rev() {
+            if let Ok(at) = alive.binary_search(&record.tid)
+                && claimed[at] == 0
+            {
+                claimed[at] = 1;
+                record.flags |= thread_flags::ALIVE;
+            }
+        }
+        for (&tid, _) in alive.iter().zip(claimed.iter()).filter(|(_, c)| **c == 0) {
+            if let Some(record) = records.get_mut(thread_count) {
+                *record = ThreadRecord {
+                    tid,
+                    flags: thread_flags::ALIVE,
+                    ..ThreadRecord::default()
+                };
+                thread_count += 1;
+            }
+        }
+        let records = &mut records[..thread_count];
+        let (mut threads_stopped, mut threads_not_stopped) = (0, 0);
+        for (index, record) in records.iter_mut().enumerate() {
+            if record.tid == pid {
+                record.flags |= thread_flags::MAIN;
+            }
+            if record.flags & thread_flags::ALIVE == 0 {
+                continue;
+            }
+            if record.tid == me {
+                record.flags |= thread_flags::DUMPING;
+                record.stack_pointer = caller_stack_pointer;
+                continue;
+            }
+            if let Ok(at) = others.binary_search(&record.tid) {
+                let thread = &stopped[at];
+                if thread.stopped {
+                    record.flags |= thread_flags::STOPPED;
+                    record.stack_pointer = thread.stack_pointer;
+                    threads_stopped += 1;
+                } else if thread.gone {
+                    // It exited between the listing and the stop request.
+                    record.flags &= !thread_flags::ALIVE;
+                } else {
+                    record.flags |= thread_flags::NOT_STOPPED;
+                    threads_not_stopped += 1;
+                }
+                stop_entry[index] = at as u64 + 1;
+            }
+        }
+        Ok(Threads {
+            records,
+            stop_entry: &stop_entry[..thread_count],
+            stopped: threads_stopped,
+            not_stopped: threads_not_stopped,
+        })
+    }
+}
+
 /// The live records of every shard, sorted by address, with the shards'
 /// counters; read while the dump holds every shard lock.
 struct LiveSet<'s> {

@@ -4,8 +4,11 @@
 //! readable, so the export draws a bounded part of it: a breadth-first walk
 //! from the roots (or from `--from` objects), at most `max_nodes` objects,
 //! nearest first; or one node per type or site (`group_by`), with edges
-//! aggregated. Objects no root reaches are drawn in red (definitely lost)
-//! or orange (indirectly lost); roots are drawn by kind.
+//! aggregated. By default the objects are drawn when they fit in
+//! `max_nodes`, and the type graph otherwise: a slice of a big heap is one
+//! container's insides, the type graph is its shape. Objects no root
+//! reaches are drawn in red (definitely lost) or orange (indirectly lost);
+//! roots are drawn by kind.
 //!
 //! Node ids are stable so tests and scripts can find them: `a<N>` is
 //! allocation N of the dump, `r<N>` root N, `t<N>`/`s<N>` the N-th type or
@@ -26,12 +29,22 @@ use crate::sampling::StackSampling;
 use crate::site::{LABEL_WIDTH, abbreviate_type};
 use crate::text::human_bytes;
 
-/// What one node of a grouped graph stands for.
+/// What one node stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
+    /// One node per object, however many there are (at most `max_nodes`,
+    /// nearest the roots first).
+    Object,
     /// One node per type label (recovered type, or `alloc@site`).
     Type,
     /// One node per allocation site.
+    Site,
+}
+
+/// The groupings of a grouped graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grouping {
+    Type,
     Site,
 }
 
@@ -50,7 +63,8 @@ pub struct DotOptions {
     /// a dotted edge stands for the path); in a grouped graph, groups
     /// smaller than this in total.
     pub min_size: u64,
-    /// Draw one node per type or site instead of one per object.
+    /// What a node stands for. `None`: objects when they fit in
+    /// `max_nodes` (or `from` is given), else types.
     pub group_by: Option<GroupBy>,
 }
 
@@ -75,6 +89,10 @@ pub struct DotSummary {
     pub edges: usize,
     /// Objects or groups that qualified but were left out by `max_nodes`.
     pub cut: usize,
+    /// `Some(N)`: with no `group_by` and no `from`, the N objects of at
+    /// least `min_size` bytes were more than `max_nodes`, so the type
+    /// graph was drawn instead.
+    pub types_instead_of: Option<usize>,
 }
 
 impl super::Export for DotOptions {
@@ -108,9 +126,38 @@ pub fn write_dot(
     out: &mut dyn Write,
 ) -> Result<DotSummary> {
     let mut text = String::new();
-    let summary = match options.group_by {
-        None => objects_graph(model, options, &mut text)?,
-        Some(by) => grouped_graph(model, options, by, &mut text)?,
+    let summary = match (options.group_by, &options.from) {
+        (Some(GroupBy::Object), _) | (None, Some(_)) => objects_graph(model, options, &mut text)?,
+        (None, None) => {
+            let objects = model
+                .view()
+                .allocations()
+                .iter()
+                .filter(|a| a.size >= options.min_size)
+                .count();
+            if objects > options.max_nodes {
+                let summary = grouped_graph(model, options, Grouping::Type, &mut text)?;
+                // Said in the picture too, for whoever gets the file alone.
+                let title = format!(
+                    "  label={}; labelloc=t;\n",
+                    quote(&format!(
+                        "one node per type: {objects} objects are more than --max-nodes {} (todot --group-by object draws objects)",
+                        options.max_nodes
+                    ))
+                );
+                if let Some(at) = text.find('\n') {
+                    text.insert_str(at + 1, &title);
+                }
+                DotSummary {
+                    types_instead_of: Some(objects),
+                    ..summary
+                }
+            } else {
+                objects_graph(model, options, &mut text)?
+            }
+        }
+        (Some(GroupBy::Type), _) => grouped_graph(model, options, Grouping::Type, &mut text)?,
+        (Some(GroupBy::Site), _) => grouped_graph(model, options, Grouping::Site, &mut text)?,
     };
     out.write_all(text.as_bytes())?;
     Ok(summary)
@@ -354,7 +401,13 @@ fn objects_graph(
                 .filter(|&a| model.leak_class(a) == LeakClass::DefinitelyLost)
                 .collect();
             lost.sort_by_key(|&a| std::cmp::Reverse(walk.size(a)));
-            let reserve = lost.len().min(options.max_nodes / 4);
+            // Only lost objects that will be drawn (of at least
+            // --min-size) take from the roots' budget.
+            let drawable_lost = lost
+                .iter()
+                .filter(|&&a| walk.size(a) >= options.min_size)
+                .count();
+            let reserve = drawable_lost.min(options.max_nodes / 4);
             let mut root_targets = Vec::new();
             for edge in model.root_edges() {
                 root_targets.push(edge.target);
@@ -487,6 +540,7 @@ fn objects_graph(
         nodes: walk.drawn.len(),
         edges,
         cut: walk.cut,
+        types_instead_of: None,
     })
 }
 
@@ -503,7 +557,7 @@ struct Group {
 fn grouped_graph(
     model: &HeapModel<'_>,
     options: &DotOptions,
-    by: GroupBy,
+    by: Grouping,
     text: &mut String,
 ) -> Result<DotSummary> {
     let n = model.node_count();
@@ -531,13 +585,13 @@ fn grouped_graph(
     };
     let group_of = |node: u32| -> u32 {
         match by {
-            GroupBy::Type => model.alloc_type[node as usize],
-            GroupBy::Site => model.alloc_site[node as usize],
+            Grouping::Type => model.alloc_type[node as usize],
+            Grouping::Site => model.alloc_site[node as usize],
         }
     };
     let group_count = match by {
-        GroupBy::Type => model.types.len(),
-        GroupBy::Site => model.sites.len(),
+        Grouping::Type => model.types.len(),
+        Grouping::Site => model.sites.len(),
     };
     // Production mode: only sampled blocks have a type or site; each
     // stands for 1/p blocks, the others are left out (and so are their
@@ -580,8 +634,8 @@ fn grouped_graph(
         shown[g as usize] = true;
     }
     let prefix = match by {
-        GroupBy::Type => "t",
-        GroupBy::Site => "s",
+        Grouping::Type => "t",
+        Grouping::Site => "s",
     };
 
     header(model, text);
@@ -601,8 +655,8 @@ fn grouped_graph(
             group.lost_bytes.round() as u64,
         );
         let full_name = match by {
-            GroupBy::Type => model.types[g as usize].label.as_str(),
-            GroupBy::Site => model.sites[g as usize].label.as_str(),
+            Grouping::Type => model.types[g as usize].label.as_str(),
+            Grouping::Site => model.sites[g as usize].label.as_str(),
         };
         let name = abbreviate_type(full_name, LABEL_WIDTH);
         let name = name.as_str();
@@ -689,6 +743,7 @@ fn grouped_graph(
         nodes: order.len(),
         edges,
         cut,
+        types_instead_of: None,
     })
 }
 
