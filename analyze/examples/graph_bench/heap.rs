@@ -348,7 +348,7 @@ impl LocalHeap {
             return Some(region);
         }
         let h = mix(i ^ 0x0A11_0C47);
-        if h % 8 == 0 {
+        if h.is_multiple_of(8) {
             return Some(head);
         }
         let distance =
@@ -359,7 +359,7 @@ impl LocalHeap {
     /// Block `i`'s `k`th pointer to an older block, and its target offset.
     fn back_pointer(&self, i: u64, k: u64) -> (u64, u64) {
         let h = mix(i.wrapping_mul(2).wrapping_add(k) ^ 0xBAC4_0000);
-        let target = if h % 16 == 0 {
+        let target = if h.is_multiple_of(16) {
             self.hubs[((h >> 4) % self.hubs.len() as u64) as usize]
         } else if h % 64 == 1 {
             (h >> 8) % i
@@ -368,7 +368,7 @@ impl LocalHeap {
                 1 + (h >> 6) % 16 + 16 * u64::from(((h >> 12) | 1 << 40).trailing_zeros().min(8));
             i.saturating_sub(distance)
         };
-        let interior = if (h >> 48) % 16 == 0 { 8 } else { 0 };
+        let interior = if (h >> 48).is_multiple_of(16) { 8 } else { 0 };
         (target, interior)
     }
 
