@@ -22,6 +22,7 @@ use crate::live::{FOOTER_BYTES, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::settings::Mode;
+use crate::stacks::StacksSnapshot;
 use crate::sys::{self, Scratch, SpinGuard, Zeroable};
 use crate::world::{self, SAVED_REGISTERS, StoppedThread};
 use crate::{DumpError, DumpStats, LIVE, SEQUENCE, STACKS, threads};
@@ -32,6 +33,8 @@ unsafe impl Zeroable for ThreadRecord {}
 unsafe impl Zeroable for heapdump_formats::records::ModuleRecord {}
 // SAFETY: as above.
 unsafe impl Zeroable for heapdump_formats::records::SegmentRecord {}
+// SAFETY: as above.
+unsafe impl Zeroable for StackRecord {}
 
 /// Paths, thread names and the frames' function names (one string per
 /// distinct function, ~100 bytes mangled): room for ~300k functions. Only
@@ -743,6 +746,8 @@ fn snapshot_and_write(
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
         LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
 
+    let live_stacks = LiveStacks::gather(&stacks, slots).ok_or(DumpError::OutOfMemory)?;
+
     let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
     writer.section(records.iter().copied())?;
     writer.section(unlocked.modules.iter().copied())?;
@@ -754,7 +759,7 @@ fn snapshot_and_write(
             address: entry.address,
             size: entry.size,
             sequence: entry.sequence,
-            stack: entry.stack,
+            stack: live_stacks.id_in_dump(entry.stack),
             thread: if (entry.thread as usize) < thread_count {
                 entry.thread
             } else {
@@ -765,25 +770,8 @@ fn snapshot_and_write(
         })?;
     }
     writer.end_section()?;
-    writer.begin_section(SectionKind::Stacks)?;
-    for (id, stack) in stacks.stacks.iter().enumerate() {
-        // Id 0 is the empty stack by definition; its slot is never written.
-        let record = if id == 0 {
-            StackRecord::default()
-        } else {
-            StackRecord {
-                first_frame: stack.first_frame,
-                frame_count: stack.frame_count,
-                flags: stack.flags,
-            }
-        };
-        writer.write_record(&record)?;
-    }
-    if stacks.stacks.is_empty() {
-        writer.write_record(&StackRecord::default())?;
-    }
-    writer.end_section()?;
-    writer.section(stacks.frames.iter().map(|&pc| FrameRecord { pc }))?;
+    writer.section(live_stacks.records.iter().copied())?;
+    writer.section(live_stacks.frames.iter().map(|&pc| FrameRecord { pc }))?;
     // The frames' function names, from the modules' symbol tables, so the
     // dump reads without the binary. Only here, after `world.resume()` and
     // with the tracker's locks released: it opens and maps files, which may
@@ -793,7 +781,7 @@ fn snapshot_and_write(
     crate::symbols::write_frame_names(
         &mut writer,
         unlocked.modules,
-        stacks.frames,
+        live_stacks.frames,
         &mut unlocked.strings,
     )?;
     writer.section(roots.records[..root_count].iter().copied())?;
@@ -844,7 +832,7 @@ fn snapshot_and_write(
     Ok(DumpStats {
         allocations: slots.len() as u64,
         live_bytes,
-        stacks: stacks.stacks.len().saturating_sub(1) as u64,
+        stacks: live_stacks.records.len().saturating_sub(1) as u64,
         threads: thread_count as u64,
         modules: unlocked.modules.len() as u64,
         bytes_written,
@@ -923,6 +911,89 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
 /// a Rust allocation, or a free made while the thread was inside the
 /// tracker) and its memory handed out again: the older record is stale.
 /// `slots` is sorted by address; returns the kept prefix.
+/// The stacks the dump's allocations use, renumbered densely in the order
+/// they were interned, with their frames. The interner keeps every stack a
+/// block was ever allocated from; a program whose call paths vary (millions
+/// of distinct stacks over its run, a few hundred thousand in use at once)
+/// would otherwise write the frames of every freed block's stack, and have
+/// each of those frames named.
+struct LiveStacks {
+    /// `renumber[id]`: the id of interned stack `id` in the dump (0: unused).
+    renumber: &'static [u32],
+    /// The dump's stack records; the first is the empty stack 0.
+    records: &'static [StackRecord],
+    /// Their frames, each stack's contiguous, innermost first.
+    frames: &'static [u64],
+    /// Owns the three arrays above.
+    _memory: [Scratch; 2],
+}
+
+impl LiveStacks {
+    /// `None` when scratch memory cannot be mapped.
+    fn gather(stacks: &StacksSnapshot, slots: &[Slot]) -> Option<LiveStacks> {
+        let interned = stacks.stacks.len();
+        let mut marks = Scratch::new(interned.max(1) * size_of::<u32>())?;
+        let renumber = marks.take::<u32>(interned)?;
+        for slot in slots {
+            let id = slot.unpack().stack as usize;
+            if let Some(mark) = renumber.get_mut(id) {
+                *mark = 1;
+            }
+        }
+        // Id 0 is the empty stack, and stays 0.
+        if let Some(empty) = renumber.first_mut() {
+            *empty = 0;
+        }
+        let (mut kept, mut frame_count) = (1usize, 0usize);
+        for (mark, stack) in renumber.iter_mut().zip(stacks.stacks) {
+            if *mark != 0 {
+                *mark = kept as u32;
+                kept += 1;
+                frame_count += stack.frame_count as usize;
+            }
+        }
+        let mut memory = Scratch::new(
+            kept * size_of::<StackRecord>() + frame_count.max(1) * size_of::<u64>() + 64,
+        )?;
+        let records = memory.take::<StackRecord>(kept)?;
+        let frames = memory.take::<u64>(frame_count)?;
+        let mut next_frame = 0;
+        for (&id, stack) in renumber.iter().zip(stacks.stacks) {
+            if id == 0 {
+                continue;
+            }
+            let from = stack.first_frame as usize;
+            let count = stack.frame_count as usize;
+            // Always in range (a stack's frames are stored before its
+            // record), but a dump must not panic inside the program.
+            let (Some(source), Some(target)) = (
+                stacks.frames.get(from..from + count),
+                frames.get_mut(next_frame..next_frame + count),
+            ) else {
+                continue;
+            };
+            target.copy_from_slice(source);
+            records[id as usize] = StackRecord {
+                first_frame: next_frame as u64,
+                frame_count: stack.frame_count,
+                flags: stack.flags,
+            };
+            next_frame += count;
+        }
+        Some(LiveStacks {
+            renumber,
+            records,
+            frames,
+            _memory: [marks, memory],
+        })
+    }
+
+    /// The dump's id for interned stack `id`.
+    fn id_in_dump(&self, id: u32) -> u32 {
+        self.renumber.get(id as usize).copied().unwrap_or(0)
+    }
+}
+
 fn drop_stale_records(slots: &mut [Slot]) -> &mut [Slot] {
     let mut kept = 0;
     for i in 0..slots.len() {

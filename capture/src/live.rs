@@ -22,6 +22,14 @@
 //! (so its lock's cache line stays with it), frees go to the shard the
 //! footer names. Slabs grow by doubling with `mremap`, which moves page
 //! tables, not records.
+//!
+//! After a spike the memory goes back: when most of a shard's records are
+//! free, it is trimmed ([`ShardTable::trim`]). Records cannot move (blocks
+//! name them by index), so a trim returns what is wholly free: the end of
+//! the slab past the last live record, and every group of 512 records
+//! (three pages) with no live record, whose indices leave the free stack
+//! until the stack runs dry. New records then fill the lowest free ones
+//! first, so what lives is packed low and the next trim finds more.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -161,6 +169,15 @@ impl Slot {
 /// Records a shard starts with: one page.
 const FIRST_CAPACITY: usize = sys::PAGE / size_of::<Slot>();
 
+/// Records per reclaim group: 512 records of 24 bytes are exactly three
+/// 4 KiB pages, so a group that is wholly free gives back whole pages.
+const GROUP_RECORDS: usize = 512;
+const _: () = assert!((GROUP_RECORDS * size_of::<Slot>()).is_multiple_of(sys::PAGE));
+/// A shard is trimmed only with at least this many free records on its
+/// free stack (smaller ones are not worth the pass), so up to this many
+/// free records (~240 KB) may stay resident per shard after a spike.
+const TRIM_MIN_FREE: usize = 1 << 13;
+
 /// A byte per record that says whether it is live: 0 when free, else a
 /// hash of the block's address (never 0). A free checks the footer's index
 /// against it instead of reading the record, which for a long-lived block
@@ -239,6 +256,17 @@ pub struct ShardTable {
     slots: Grown<Slot>,
     tags: Grown<u8>,
     free: Grown<u32>,
+    /// A bit per group of [`GROUP_RECORDS`] records below `used`: set when
+    /// the group is wholly free, its pages given back by a trim, and its
+    /// indices not on the free stack.
+    reclaimed: Grown<u64>,
+    reclaimed_groups: usize,
+    /// Records taken out by [`detach`](Self::detach) and not yet given
+    /// back: their indices are reserved though their tags are 0, so no trim
+    /// may run meanwhile.
+    detached: usize,
+    /// The free-stack depth at which the next trim may run.
+    next_trim: usize,
     /// Records the shard can hold: all three mappings have room for them.
     capacity: usize,
     /// Records ever used: `slots[..used]` are records, live or free; the
@@ -263,6 +291,10 @@ impl ShardTable {
             slots: Grown::new(),
             tags: Grown::new(),
             free: Grown::new(),
+            reclaimed: Grown::new(),
+            reclaimed_groups: 0,
+            detached: 0,
+            next_trim: TRIM_MIN_FREE,
             capacity: 0,
             used: 0,
             free_count: 0,
@@ -286,6 +318,7 @@ impl ShardTable {
             || !self.slots.grow_to(wanted)
             || !self.tags.grow_to(wanted)
             || !self.free.grow_to(wanted)
+            || !self.reclaimed.grow_to(wanted.div_ceil(GROUP_RECORDS * 64))
         {
             return false;
         }
@@ -296,7 +329,7 @@ impl ShardTable {
     /// Stores a record; its index, or `None` when the shard is full.
     #[inline]
     fn insert(&mut self, slot: Slot) -> Option<u32> {
-        let index = if self.free_count > 0 {
+        let index = if self.free_count > 0 || self.refill() {
             self.free_count -= 1;
             self.free.as_slice()[self.free_count] as usize
         } else {
@@ -339,7 +372,9 @@ impl ShardTable {
         let recorded = self.slots.as_slice()[..self.used]
             .get(index)
             .map(Slot::address);
-        recorded == Some(address) && self.detach_tagged(index, address, size)
+        let detached = recorded == Some(address) && self.detach_tagged(index, address, size);
+        self.detached += usize::from(detached);
+        detached
     }
 
     /// The size in the record at `index` if that record is live, tagged for
@@ -377,6 +412,7 @@ impl ShardTable {
     /// block's own record when the reallocation failed).
     #[inline]
     fn attach(&mut self, index: usize, slot: Slot) {
+        self.detached = self.detached.saturating_sub(1);
         self.slots.as_mut_slice()[index] = slot;
         self.tags.as_mut_slice()[index] = address_tag(slot.address());
         self.count += 1;
@@ -390,6 +426,130 @@ impl ShardTable {
         self.free.as_mut_slice()[free_count] = index as u32;
         self.free_count += 1;
         self.free_peak = self.free_peak.max(self.free_count);
+    }
+
+    /// Puts a detached record's index on the free stack (its reallocation
+    /// made a block that cannot be recorded).
+    fn release_detached(&mut self, index: usize) {
+        self.detached = self.detached.saturating_sub(1);
+        self.release(index);
+    }
+
+    /// Takes the lowest reclaimed group back into use: its indices go on
+    /// the free stack, lowest on top. `false` when there is none.
+    #[cold]
+    fn refill(&mut self) -> bool {
+        if self.reclaimed_groups == 0 {
+            return false;
+        }
+        let bitmap = self.reclaimed.as_mut_slice();
+        let Some((word, bits)) = bitmap.iter_mut().enumerate().find(|(_, bits)| **bits != 0) else {
+            return false;
+        };
+        let group = word * 64 + bits.trailing_zeros() as usize;
+        *bits &= *bits - 1;
+        self.reclaimed_groups -= 1;
+        let free = self.free.as_mut_slice();
+        for (slot, index) in free[self.free_count..self.free_count + GROUP_RECORDS]
+            .iter_mut()
+            .zip((group * GROUP_RECORDS..(group + 1) * GROUP_RECORDS).rev())
+        {
+            *slot = index as u32;
+        }
+        self.free_count += GROUP_RECORDS;
+        self.free_peak = self.free_peak.max(self.free_count);
+        true
+    }
+
+    /// Whether enough of the shard is free for a [`trim`](Self::trim) to
+    /// pay: most records free, and the free stack at least twice as deep
+    /// as the last trim left it (so trims cost a bounded number of tag
+    /// reads per free), and no reallocation under way.
+    #[inline]
+    fn trim_due(&self) -> bool {
+        self.free_count >= self.next_trim
+            && self.free_count / 3 > self.count as usize
+            && self.detached == 0
+    }
+
+    /// Gives the memory of wholly free records back to the kernel: the
+    /// slab past the last live record (`used` shrinks to it) and every
+    /// wholly free group of [`GROUP_RECORDS`] records below it (marked in
+    /// `reclaimed`). The free stack is rebuilt from the tags with the free
+    /// records of the other groups only, lowest index on top. Records,
+    /// tags and live blocks' footers are unchanged.
+    #[cold]
+    fn trim(&mut self) {
+        let old_used = self.used;
+        let tags = &self.tags.as_slice()[..old_used];
+        let bitmap = self.reclaimed.as_mut_slice();
+        let reclaimed = |bitmap: &[u64], group: usize| bitmap[group / 64] >> (group % 64) & 1 != 0;
+        // Only groups not reclaimed before are read (those are all free),
+        // so a trim costs in proportion to the live and stacked records,
+        // which the frees since the last trim pay for.
+        let groups = old_used.div_ceil(GROUP_RECORDS);
+        let group_records = |group: usize, end: usize| {
+            group * GROUP_RECORDS..((group + 1) * GROUP_RECORDS).min(end)
+        };
+        let high = (0..groups)
+            .rev()
+            .filter(|&group| !reclaimed(bitmap, group))
+            .find_map(|group| {
+                let records = group_records(group, old_used);
+                let last = tags[records.clone()].iter().rposition(|&tag| tag != 0)?;
+                Some(records.start + last + 1)
+            })
+            .unwrap_or(0);
+        let kept_groups = high.div_ceil(GROUP_RECORDS);
+        for group in kept_groups..groups {
+            bitmap[group / 64] &= !(1 << (group % 64));
+        }
+        let free = self.free.as_mut_slice();
+        let (mut free_count, mut reclaimed_groups) = (0, 0);
+        // A run of groups reclaimed by this trim, `run.0 .. run.1`, whose
+        // pages go back to the kernel in one call.
+        let mut run = (0, 0);
+        for group in (0..kept_groups).rev() {
+            if reclaimed(bitmap, group) {
+                reclaimed_groups += 1;
+                continue;
+            }
+            let records = group_records(group, high);
+            let group_tags = &tags[records.clone()];
+            if group_tags.len() == GROUP_RECORDS && group_tags.iter().all(|&tag| tag == 0) {
+                bitmap[group / 64] |= 1 << (group % 64);
+                reclaimed_groups += 1;
+                if run.0 != records.end {
+                    discard_records(&self.slots, &self.tags, run.0, run.1);
+                    run.1 = records.end;
+                }
+                run.0 = records.start;
+                continue;
+            }
+            for index in records.rev() {
+                if tags[index] == 0 {
+                    free[free_count] = index as u32;
+                    free_count += 1;
+                }
+            }
+        }
+        discard_records(&self.slots, &self.tags, run.0, run.1);
+        discard_records(&self.slots, &self.tags, high, old_used);
+        if !self.free.base.is_null() {
+            // SAFETY: the free stack's mapping holds `capacity >= free_peak`
+            // entries; those past `free_count` are no longer on the stack.
+            unsafe {
+                sys::discard(
+                    self.free.base.add(free_count).cast(),
+                    (self.free_peak.saturating_sub(free_count)) * size_of::<u32>(),
+                );
+            }
+        }
+        self.used = high;
+        self.free_count = free_count;
+        self.free_peak = free_count;
+        self.reclaimed_groups = reclaimed_groups;
+        self.next_trim = TRIM_MIN_FREE.max(2 * free_count);
     }
 
     /// The live slots, in slab order.
@@ -406,9 +566,27 @@ impl ShardTable {
     /// Memory the shard has touched (the untouched rest of the mappings
     /// costs no memory).
     pub fn used_bytes(&self) -> usize {
-        sys::round_to_pages(self.used * size_of::<Slot>())
-            + sys::round_to_pages(self.used)
+        let resident = self.used - self.reclaimed_groups * GROUP_RECORDS;
+        sys::round_to_pages(resident * size_of::<Slot>())
+            + sys::round_to_pages(resident)
             + sys::round_to_pages(self.free_peak * size_of::<u32>())
+            + sys::round_to_pages(self.used.div_ceil(GROUP_RECORDS * 64) * size_of::<u64>())
+    }
+}
+
+/// Gives back the pages of a shard's records `from..to`, all free and none
+/// on the free stack: they read as zeros (free tags) when touched again.
+fn discard_records(slots: &Grown<Slot>, tags: &Grown<u8>, from: usize, to: usize) {
+    if from >= to || slots.base.is_null() || tags.base.is_null() {
+        return;
+    }
+    // SAFETY: `from..to` lies below the shard's `used`, inside the slab and
+    // tag mappings, and no live or reserved record is in it (all tags are
+    // 0, no reallocation is under way, and none of these indices is on the
+    // free stack), so nothing needs their contents.
+    unsafe {
+        sys::discard(slots.base.add(from).cast(), (to - from) * size_of::<Slot>());
+        sys::discard(tags.base.add(from), to - from);
     }
 }
 
@@ -549,6 +727,9 @@ impl LiveTable {
         let mut table = shard.table.lock();
         table.total_frees += 1;
         if footer != NO_RECORD && table.remove(index_of_footer(footer), address, size) {
+            if table.trim_due() {
+                table.trim();
+            }
             shard.publish(&table);
         }
     }
@@ -568,6 +749,9 @@ impl LiveTable {
         if let Some(size) = table.recorded_size(index, address)
             && table.remove(index, address, size)
         {
+            if table.trim_due() {
+                table.trim();
+            }
             shard.publish(&table);
         }
     }
@@ -644,7 +828,7 @@ impl LiveTable {
         table.total_allocations += u64::from(moved);
         table.total_frees += u64::from(moved);
         let Some(slot) = Slot::pack(entry) else {
-            table.release(index_of_footer(footer));
+            table.release_detached(index_of_footer(footer));
             drop(table);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return NO_RECORD;
@@ -827,6 +1011,109 @@ mod tests {
         // each plus a tag byte and the free stack's high-water mark.
         let per_address = totals.used_bytes as f64 / 50_000.0;
         assert!(per_address < 32.0, "{per_address} bytes per address");
+    }
+
+    #[test]
+    fn after_a_spike_the_memory_of_free_records_goes_back() {
+        let table = LiveTable::new();
+        let spike = 300_000u64;
+        let footers: Vec<u32> = (0..spike)
+            .map(|i| table.insert(&entry(0x10_0000 + i * 16, 24), true, 0))
+            .collect();
+        let at_peak = table.totals().used_bytes;
+        assert!(at_peak >= spike * 25, "{at_peak} bytes at the peak");
+        // Three survivors: the first record, one in the middle, one near
+        // the end (which keeps the slab's end where it was).
+        let survivors = [0u64, 150_000, 299_990];
+        for i in 0..spike {
+            if !survivors.contains(&i) {
+                table.remove(footers[i as usize], 0x10_0000 + i * 16, 24);
+            }
+        }
+        let trimmed = table.totals();
+        assert_eq!(trimmed.live_count, 3);
+        // Three groups of 512 records stay (three pages of records each),
+        // with their tags, free indices and the group bitmap, and at most
+        // the free records that were not worth a last trim: against
+        // ~8.7 MB at the peak.
+        let bound = 3 * GROUP_RECORDS * 29 + TRIM_MIN_FREE * 29 + 8 * 4096;
+        assert!(
+            trimmed.used_bytes <= bound as u64,
+            "{} bytes after the spike",
+            trimmed.used_bytes
+        );
+        let expected: Vec<Entry> = survivors
+            .iter()
+            .map(|&i| entry(0x10_0000 + i * 16, 24))
+            .collect();
+        let mut live = live_entries(&table);
+        live.sort_by_key(|e| e.address);
+        assert_eq!(live, expected);
+        // New records reuse free indices (the slab does not grow past its
+        // old end), never a survivor's, and the survivors' footers still
+        // name their records.
+        let mut fresh = std::collections::HashSet::new();
+        for i in 0..100_000u64 {
+            let footer = table.insert(&entry(0x100_0000 + i * 16, 8), true, 0);
+            assert!(fresh.insert(footer), "footer {footer} handed out twice");
+            for &s in &survivors {
+                assert_ne!(footer, footers[s as usize]);
+            }
+        }
+        assert!(fresh.iter().all(|&footer| u64::from(footer) < spike));
+        for &s in &survivors {
+            table.remove(footers[s as usize], 0x10_0000 + s * 16, 24);
+        }
+        let totals = table.totals();
+        assert_eq!((totals.live_count, totals.live_bytes), (100_000, 800_000));
+    }
+
+    #[test]
+    fn trimmed_tables_match_a_model_through_spikes_and_reallocations() {
+        let table = LiveTable::new();
+        let mut model: std::collections::HashMap<u64, (Entry, u32)> =
+            std::collections::HashMap::new();
+        let mut state = 0x9876_5432_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut address = 0x10_0000u64;
+        for round in 0..4u64 {
+            // Grow to a spike...
+            for _ in 0..(150_000 + round * 20_000) {
+                address += 16;
+                let e = entry(address, next() % 200 + 1);
+                let footer = table.insert(&e, true, 1);
+                model.insert(address, (e, footer));
+            }
+            // ...then free most of it, in random order, reallocating some.
+            let mut addresses: Vec<u64> = model.keys().copied().collect();
+            addresses.sort_unstable();
+            for &at in &addresses {
+                let roll = next() % 100;
+                let (e, footer) = model[&at];
+                if roll < 3 {
+                    let detached = table.detach(footer, at, e.size);
+                    assert!(detached.is_some());
+                    let grown = entry(at, e.size + 8);
+                    let again = table.reattach(detached, &grown, false, 1);
+                    model.insert(at, (grown, again));
+                } else if roll < 96 {
+                    table.remove(footer, at, e.size);
+                    model.remove(&at);
+                }
+            }
+            let mut live = live_entries(&table);
+            let mut expected: Vec<Entry> = model.values().map(|m| m.0).collect();
+            live.sort_by_key(|e| e.address);
+            expected.sort_by_key(|e| e.address);
+            assert_eq!(live, expected, "round {round}");
+            let totals = table.totals();
+            assert_eq!(totals.live_count as usize, model.len());
+        }
     }
 
     #[test]

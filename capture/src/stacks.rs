@@ -119,6 +119,7 @@ fn same_frames(a: &[u64], b: &[u64]) -> bool {
 const CHAIN_SEED: u64 = 0x6A09_E667_F3BC_C908;
 
 /// The hash [`Walker::hash`] gives for these frames (innermost first).
+#[cfg(test)]
 fn hash_frames(frames: &[u64]) -> u64 {
     let chained = frames
         .iter()
@@ -561,8 +562,19 @@ unsafe impl sys::Zeroable for StoredStack {}
 
 const INTERN_SHARDS: usize = 16;
 
+/// Where the probe for a table word (or its tag, `hash >> 32 << 32`) starts.
+#[inline(always)]
+fn home_slot(word: u64, mask: usize) -> usize {
+    (word >> 32) as usize & mask
+}
+
 /// One shard of the lookup table: open addressing over `hash << 32 | id`
 /// words, 0 meaning empty.
+///
+/// A stack's shard comes from the low bits of its hash and its home slot
+/// from the high 32 bits the word keeps, so growing a shard moves words
+/// without reading a single stored frame: rehashing every stack's frames
+/// was most of the interner's time on programs with millions of stacks.
 struct InternShard {
     slots: *mut u64,
     capacity: usize,
@@ -691,11 +703,11 @@ impl StackInterner {
     ) -> u32 {
         let tag = (hash >> 32) << 32;
         let mut shard = self.shards[(hash as usize) % INTERN_SHARDS].lock();
-        if shard.count * 10 >= shard.capacity * 7 && !self.grow(&mut shard, stacks, frame_store) {
+        if shard.count * 10 >= shard.capacity * 7 && !self.grow(&mut shard) {
             return self.drop_one();
         }
         let mask = shard.capacity - 1;
-        let mut position = (hash as usize >> 4) & mask;
+        let mut position = home_slot(tag, mask);
         loop {
             // SAFETY: `position <= mask < capacity` and the shard's mapping
             // holds `capacity` words; we hold the shard's lock.
@@ -757,7 +769,7 @@ impl StackInterner {
     }
 
     /// Doubles a shard's lookup table (power-of-two sizes keep probing a mask).
-    fn grow(&self, shard: &mut InternShard, stacks: *mut StoredStack, frames: *mut u64) -> bool {
+    fn grow(&self, shard: &mut InternShard) -> bool {
         let capacity = if shard.capacity == 0 {
             sys::PAGE / size_of::<u64>()
         } else {
@@ -774,16 +786,7 @@ impl StackInterner {
             if word == 0 {
                 continue;
             }
-            // SAFETY: a published id's record and frames are stored.
-            let stored = unsafe { *stacks.add(word as u32 as usize) };
-            // SAFETY: as above.
-            let stored_frames = unsafe {
-                core::slice::from_raw_parts(
-                    frames.add(stored.first_frame as usize),
-                    stored.frame_count as usize,
-                )
-            };
-            let mut position = (hash_frames(stored_frames) as usize >> 4) & mask;
+            let mut position = home_slot(word, mask);
             // SAFETY: positions stay below the new capacity (masked); the
             // new table has free slots (it is twice the old one's size).
             unsafe {

@@ -73,6 +73,47 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
     }
 }
 
+/// The system's page size (4096 where `sysconf` fails), read once.
+pub fn page_size() -> usize {
+    static SIZE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    match SIZE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions and does not allocate.
+            let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|size| size.is_power_of_two())
+                .unwrap_or(PAGE);
+            SIZE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
+}
+
+/// Gives the whole pages inside `[start, start + bytes)` of a private
+/// anonymous mapping back to the kernel; they read as zeros when touched
+/// again. The partial pages at either end are left alone, so bytes outside
+/// the range are never lost, whatever the page size.
+///
+/// # Safety
+/// The range must lie inside one mapping made by [`map_zeroed`] or
+/// [`remap`], and nothing may need its current contents.
+pub unsafe fn discard(start: *mut u8, bytes: usize) {
+    let page = page_size();
+    let first = (start as usize).next_multiple_of(page);
+    let end = (start as usize + bytes) / page * page;
+    if end <= first {
+        return;
+    }
+    // SAFETY: `first..end` lies inside the caller's range, is page-aligned,
+    // and its contents are not needed (per the contract). A failure leaves
+    // the pages as they were, which costs memory only.
+    unsafe {
+        libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
+    }
+}
+
 /// The mapping published in `cell`, made on first use: `bytes` of zeroed
 /// memory that is never unmapped. Threads racing to make it agree on one;
 /// the losers return theirs.

@@ -90,7 +90,9 @@ static TERMINATE_WITH: AtomicU32 = AtomicU32::new(0);
 /// The trigger thread's kernel id (0 until it runs): dumps do not stop it
 /// (it holds no heap pointer and no lock a dump needs).
 static TRIGGER_TID: AtomicU32 = AtomicU32::new(0);
-/// The process the trigger thread runs in.
+/// The process the trigger thread runs in, set by the thread that creates
+/// it as soon as it is created: a signal that comes before the new thread
+/// first runs is still served (the thread finds it pending when it starts).
 static TRIGGER_PID: AtomicU32 = AtomicU32::new(0);
 /// Whether `dir` could be used at start; triggered dumps are off if not.
 static DIR_USABLE: AtomicBool = AtomicBool::new(true);
@@ -337,9 +339,7 @@ extern "C" fn on_trigger_signal(
     // process's start for them to take.)
     // SAFETY: getpid is async-signal-safe.
     let pid = unsafe { libc::getpid() } as u32;
-    let no_dumps = PASSIVE.load(Ordering::Acquire)
-        || TRIGGER_TID.load(Ordering::Acquire) == 0
-        || TRIGGER_PID.load(Ordering::Acquire) != pid;
+    let no_dumps = PASSIVE.load(Ordering::Acquire) || TRIGGER_PID.load(Ordering::Acquire) != pid;
     if signals::ends_process_by_default(signal)
         && signals::previous_disposition(signal) == libc::SIG_DFL
     {
@@ -374,6 +374,9 @@ fn spawn_trigger_thread() {
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         let created = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
+        if created == 0 {
+            TRIGGER_PID.store(libc::getpid() as u32, Ordering::Release);
+        }
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &previous, core::ptr::null_mut());
         if created != 0 {
@@ -392,8 +395,6 @@ fn spawn_trigger_thread() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Whatever this thread allocates is the tracker's, never tracked.
     core::mem::forget(Busy::enter_always());
-    // SAFETY: getpid has no preconditions.
-    TRIGGER_PID.store(unsafe { libc::getpid() } as u32, Ordering::Release);
     TRIGGER_TID.store(sys::gettid(), Ordering::Release);
     // SAFETY: names the calling thread; the name is NUL-terminated.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"heapdump".as_ptr()) };
