@@ -275,15 +275,21 @@ fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSum
     Ok(summary)
 }
 
-/// The `INSERT` statement of `table`, one parameter per column.
-fn insert_statement(table: &Table) -> String {
+/// Rows per `INSERT` statement: one statement that inserts many rows costs
+/// far less per row than a statement per row (SQLite's per-statement work
+/// is paid once), within SQLite's limit of 32,766 parameters.
+const ROWS_PER_INSERT: usize = 128;
+
+/// The `INSERT` statement of `table` for `rows` rows, one parameter per
+/// column and row.
+fn insert_statement(table: &Table, rows: usize) -> String {
     let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-    let parameters: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+    let row = format!("({})", vec!["?"; names.len()].join(", "));
     format!(
-        "INSERT INTO {} ({}) VALUES ({})",
+        "INSERT INTO {} ({}) VALUES {}",
         table.name,
         names.join(", "),
-        parameters.join(", ")
+        vec![row; rows].join(", ")
     )
 }
 
@@ -293,31 +299,99 @@ fn load_table(
     source: &TableSource<'_, '_>,
 ) -> Result<u64> {
     let mut sink = InsertRows {
-        insert: tx.prepare(&insert_statement(table))?,
+        tx,
+        table,
+        batch: tx.prepare(&insert_statement(table, ROWS_PER_INSERT))?,
+        values: Vec::with_capacity(ROWS_PER_INSERT * table.columns.len()),
+        text: String::new(),
+        rows: 0,
     };
-    table.write_rows(source, &mut sink)
+    let rows = table.write_rows(source, &mut sink)?;
+    sink.finish()?;
+    Ok(rows)
 }
 
-/// Binds each row to the table's prepared `INSERT` and runs it.
-struct InsertRows<'c> {
-    insert: rusqlite::Statement<'c>,
+/// A value waiting in [`InsertRows`]; text lives in its `text` buffer.
+enum Pending {
+    Integer(i64),
+    Real(f64),
+    Text(std::ops::Range<usize>),
+    Null,
 }
 
-impl RowSink for InsertRows<'_> {
-    fn row(&mut self, values: &[Value<'_>]) -> Result<()> {
+/// Collects rows and inserts them [`ROWS_PER_INSERT`] at a time with one
+/// prepared statement, the last few with a statement of their own.
+struct InsertRows<'c, 't> {
+    tx: &'c rusqlite::Transaction<'c>,
+    table: &'t Table,
+    batch: rusqlite::Statement<'c>,
+    /// The pending rows' values, row after row.
+    values: Vec<Pending>,
+    /// The pending rows' text.
+    text: String,
+    rows: usize,
+}
+
+impl InsertRows<'_, '_> {
+    /// Binds the pending rows to `statement` (made for exactly that many)
+    /// and runs it.
+    fn insert(
+        statement: &mut rusqlite::Statement<'_>,
+        values: &[Pending],
+        text: &str,
+    ) -> rusqlite::Result<()> {
         for (i, value) in values.iter().enumerate() {
             let index = i + 1;
-            match *value {
-                Value::Integer(v) => self.insert.raw_bind_parameter(index, v)?,
-                Value::Real(v) => self.insert.raw_bind_parameter(index, v)?,
-                Value::Text(v) => self.insert.raw_bind_parameter(index, v)?,
-                Value::Boolean(v) => self.insert.raw_bind_parameter(index, v)?,
-                Value::Null => self
-                    .insert
-                    .raw_bind_parameter(index, rusqlite::types::Null)?,
+            match value {
+                Pending::Integer(v) => statement.raw_bind_parameter(index, v)?,
+                Pending::Real(v) => statement.raw_bind_parameter(index, v)?,
+                Pending::Text(range) => {
+                    statement.raw_bind_parameter(index, &text[range.clone()])?
+                }
+                Pending::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
             }
         }
-        self.insert.raw_execute()?;
+        statement.raw_execute()?;
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.text.clear();
+        self.rows = 0;
+    }
+
+    /// Inserts the rows still pending.
+    fn finish(&mut self) -> Result<()> {
+        if self.rows > 0 {
+            let mut last = self.tx.prepare(&insert_statement(self.table, self.rows))?;
+            Self::insert(&mut last, &self.values, &self.text)?;
+            self.clear();
+        }
+        Ok(())
+    }
+}
+
+impl RowSink for InsertRows<'_, '_> {
+    fn row(&mut self, values: &[Value<'_>]) -> Result<()> {
+        for value in values {
+            self.values.push(match *value {
+                Value::Integer(v) => Pending::Integer(v),
+                Value::Real(v) => Pending::Real(v),
+                Value::Boolean(v) => Pending::Integer(v.into()),
+                Value::Text(v) => {
+                    let start = self.text.len();
+                    self.text.push_str(v);
+                    Pending::Text(start..self.text.len())
+                }
+                Value::Null => Pending::Null,
+            });
+        }
+        self.rows += 1;
+        if self.rows == ROWS_PER_INSERT {
+            Self::insert(&mut self.batch, &self.values, &self.text)?;
+            self.clear();
+        }
         Ok(())
     }
 }
