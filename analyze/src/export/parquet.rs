@@ -334,7 +334,15 @@ impl ColumnBuffer {
         match (&mut self.values, value) {
             (ColumnValues::Integer(values), Value::Integer(v)) => values.push(*v),
             (ColumnValues::Real(values), Value::Real(v)) => values.push(*v),
-            (ColumnValues::Text(values), Value::Text(v)) => values.push(ByteArray::from(*v)),
+            (ColumnValues::Text(values), Value::Text(v)) => {
+                // A repeated value (leak classes, kinds) shares the bytes
+                // of the one before it instead of a copy of its own.
+                let value = match values.last() {
+                    Some(last) if last.data() == v.as_bytes() => last.clone(),
+                    _ => ByteArray::from(*v),
+                };
+                values.push(value);
+            }
             (ColumnValues::Boolean(values), Value::Boolean(v)) => values.push(*v),
             _ => anyhow::bail!("a value of another type than its column's: {value:?}"),
         }
