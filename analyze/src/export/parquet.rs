@@ -111,7 +111,8 @@ fn process_key(view: &DumpView<'_>) -> u64 {
     fnv1a(hash, main_build_id(view).as_bytes())
 }
 
-/// The `process` column: [`process_key`] in hex.
+/// The `process` column: 16 hex digits of a hash of the pid, executable,
+/// command line and main build-id.
 pub fn process_id(view: &DumpView<'_>) -> String {
     format!("{:016x}", process_key(view))
 }
