@@ -18,7 +18,7 @@ use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 use core::fmt::Write as _;
 
 use crate::child::{self, Child, Forked};
-use crate::live::{FOOTER_BYTES, Slot};
+use crate::live::{FOOTER_BYTES, ShardTable, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::settings::Mode;
@@ -97,7 +97,7 @@ struct Unlocked<'s> {
     incomplete: bool,
 }
 
-fn gather_unlocked(scratch: &mut Scratch) -> Result<Unlocked<'static>, DumpError> {
+fn gather_unlocked(scratch: &Scratch) -> Result<Unlocked<'_>, DumpError> {
     let strings = scratch
         .take::<u8>(STRINGS_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
@@ -315,7 +315,7 @@ fn snapshot_and_write(
     let pid = unsafe { libc::getpid() } as u32;
     let me = sys::gettid();
 
-    let mut scratch = Scratch::new(
+    let scratch = Scratch::new(
         STRINGS_BYTES
             + WRITE_BUFFER_BYTES
             + CMDLINE_BYTES
@@ -328,7 +328,7 @@ fn snapshot_and_write(
             + 16 * sys::PAGE,
     )
     .ok_or(DumpError::OutOfMemory)?;
-    let mut unlocked = gather_unlocked(&mut scratch)?;
+    let mut unlocked = gather_unlocked(&scratch)?;
     let write_buffer = scratch
         .take::<u8>(WRITE_BUFFER_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
@@ -396,28 +396,14 @@ fn snapshot_and_write(
     }
 
     // The live set, sorted by address.
-    let count: u64 = shards.iter().map(|s| s.count).sum();
-    let mut snapshot_memory = Scratch::new((count as usize).max(1) * (size_of::<Slot>() + 16))
-        .ok_or(DumpError::OutOfMemory)?;
-    let slots = snapshot_memory
-        .take::<Slot>(count as usize)
-        .ok_or(DumpError::OutOfMemory)?;
-    let mut filled = 0;
-    let (mut total_allocations, mut total_frees, mut live_tracking_bytes) = (0, 0, 0);
-    for shard in &shards {
-        for slot in shard.live() {
-            if let Some(out) = slots.get_mut(filled) {
-                *out = *slot;
-                filled += 1;
-            }
-        }
-        total_allocations += shard.total_allocations;
-        total_frees += shard.total_frees;
-        live_tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
-    }
-    let slots = &mut slots[..filled];
-    slots.sort_unstable_by_key(|slot| slot.address());
-    let slots = drop_stale_records(slots);
+    let snapshot_memory =
+        Scratch::new(LiveSet::scratch_bytes(&shards)).ok_or(DumpError::OutOfMemory)?;
+    let LiveSet {
+        slots,
+        total_allocations,
+        total_frees,
+        tracking_bytes: live_tracking_bytes,
+    } = LiveSet::gather(&shards, &snapshot_memory)?;
     let stacks = STACKS.snapshot();
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
@@ -425,7 +411,7 @@ fn snapshot_and_write(
     // Threads: every registered one (its index is what allocations carry),
     // then the alive ones that never allocated.
     let registered = threads::registered_count() as usize;
-    let mut thread_memory = Scratch::new(
+    let thread_memory = Scratch::new(
         (registered + unlocked.alive.len()) * (size_of::<ThreadRecord>() + 8 + 8) + 64,
     )
     .ok_or(DumpError::OutOfMemory)?;
@@ -511,7 +497,7 @@ fn snapshot_and_write(
     let own_thread_pointer = world::thread_pointer();
     let tls = unlocked.tls;
     let root_capacity = thread_count * (2 + tls.len()) + unlocked.segments.len() + 8;
-    let mut root_memory =
+    let root_memory =
         Scratch::new(root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>()) + 64)
             .ok_or(DumpError::OutOfMemory)?;
     let mut roots = Roots {
@@ -631,87 +617,13 @@ fn snapshot_and_write(
 
     // The scan.
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
-    let starts = snapshot_memory
-        .take::<u64>(slots.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    let ends = snapshot_memory
-        .take::<u64>(slots.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    for ((slot, start), end) in slots.iter().zip(starts.iter_mut()).zip(ends.iter_mut()) {
-        *start = slot.address();
-        *end = slot.address() + slot.size();
-    }
-    let mut index_memory =
-        Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
-    let index = PointerIndex::new(starts, ends, &mut index_memory).ok_or(DumpError::OutOfMemory)?;
-    let mut edges = EdgeBuffer::new();
-    let mut scanned_bytes = 0u64;
-    for (source, slot) in slots.iter().enumerate() {
-        let (start, end) = (slot.address(), slot.address() + slot.size());
-        // Clipped to readable memory, in case the program protected part
-        // of a block; normally the whole block, minus a tail shorter than
-        // a word.
-        for (from, to) in maps.readable(start, end) {
-            // SAFETY: `from..to` is readable and inside a live block, which
-            // stays allocated while we hold every shard lock (freeing one
-            // takes its shard's lock first).
-            unsafe {
-                scan_words(
-                    &index,
-                    from as *const u64,
-                    ((to - from) / 8) as usize,
-                    from - start,
-                    source as u32,
-                    0,
-                    &mut edges,
-                );
-            }
-            scanned_bytes += to - from;
-        }
-    }
-    for (source, (root, kind)) in roots.records[..root_count]
-        .iter()
-        .zip(roots.sources.iter())
-        .enumerate()
-    {
-        match *kind {
-            RootSource::Registers(registers) => {
-                // SAFETY: the array of saved registers lives in scratch
-                // memory that outlives the scan.
-                unsafe {
-                    scan_words(
-                        &index,
-                        registers,
-                        SAVED_REGISTERS,
-                        0,
-                        source as u32,
-                        FROM_ROOT,
-                        &mut edges,
-                    );
-                }
-                scanned_bytes += root.size;
-            }
-            RootSource::Memory => {
-                for (from, to) in maps.readable(root.address, root.address + root.size) {
-                    // SAFETY: `from..to` lies in a readable mapping; roots
-                    // are stacks of stopped threads, TLS blocks and module
-                    // segments, none of which is unmapped during the stop.
-                    unsafe {
-                        scan_words(
-                            &index,
-                            from as *const u64,
-                            ((to - from) / 8) as usize,
-                            from - root.address,
-                            source as u32,
-                            FROM_ROOT,
-                            &mut edges,
-                        );
-                    }
-                    scanned_bytes += to - from;
-                }
-            }
-        }
-    }
+    let (edges, scanned_bytes) = scan(
+        slots,
+        &roots.records[..root_count],
+        &roots.sources[..root_count],
+        &maps,
+        &snapshot_memory,
+    )?;
     let scan_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(scanning);
 
     world.resume();
@@ -746,7 +658,10 @@ fn snapshot_and_write(
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
         LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
 
-    let live_stacks = LiveStacks::gather(&stacks, slots).ok_or(DumpError::OutOfMemory)?;
+    let stack_memory =
+        Scratch::new(LiveStacks::scratch_bytes(&stacks)).ok_or(DumpError::OutOfMemory)?;
+    let live_stacks =
+        LiveStacks::gather(&stack_memory, &stacks, slots).ok_or(DumpError::OutOfMemory)?;
 
     let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
     writer.section(records.iter().copied())?;
@@ -911,29 +826,181 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
 /// a Rust allocation, or a free made while the thread was inside the
 /// tracker) and its memory handed out again: the older record is stale.
 /// `slots` is sorted by address; returns the kept prefix.
+/// The live records of every shard, sorted by address, with the shards'
+/// counters; read while the dump holds every shard lock.
+struct LiveSet<'s> {
+    slots: &'s [Slot],
+    total_allocations: u64,
+    total_frees: u64,
+    /// The shards' memory and the live blocks' footers.
+    tracking_bytes: u64,
+}
+
+impl<'s> LiveSet<'s> {
+    /// Scratch for the records and, later, the [`scan`]'s start and end of
+    /// every block.
+    fn scratch_bytes(shards: &[SpinGuard<'_, ShardTable>]) -> usize {
+        let count: u64 = shards.iter().map(|s| s.count).sum();
+        (count as usize).max(1) * (size_of::<Slot>() + 2 * size_of::<u64>())
+    }
+
+    fn gather(
+        shards: &[SpinGuard<'_, ShardTable>],
+        memory: &'s Scratch,
+    ) -> Result<LiveSet<'s>, DumpError> {
+        let count: u64 = shards.iter().map(|s| s.count).sum();
+        let slots = memory
+            .take::<Slot>(count as usize)
+            .ok_or(DumpError::OutOfMemory)?;
+        let mut filled = 0;
+        let (mut total_allocations, mut total_frees, mut tracking_bytes) = (0, 0, 0);
+        for shard in shards {
+            for slot in shard.live() {
+                if let Some(out) = slots.get_mut(filled) {
+                    *out = *slot;
+                    filled += 1;
+                }
+            }
+            total_allocations += shard.total_allocations;
+            total_frees += shard.total_frees;
+            tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
+        }
+        let slots = &mut slots[..filled];
+        slots.sort_unstable_by_key(|slot| slot.address());
+        Ok(LiveSet {
+            slots: drop_stale_records(slots),
+            total_allocations,
+            total_frees,
+            tracking_bytes,
+        })
+    }
+}
+
+/// Scans every live block and every root for words that point into a live
+/// block: the edges, and the bytes read. Runs while the world is stopped
+/// and every shard lock is held, so no block is freed under it.
+fn scan(
+    slots: &[Slot],
+    roots: &[RootRecord],
+    sources: &[RootSource],
+    maps: &Mappings<'_>,
+    memory: &Scratch,
+) -> Result<(EdgeBuffer, u64), DumpError> {
+    let starts = memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let ends = memory
+        .take::<u64>(slots.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    for ((slot, start), end) in slots.iter().zip(starts.iter_mut()).zip(ends.iter_mut()) {
+        *start = slot.address();
+        *end = slot.address() + slot.size();
+    }
+    let index_memory =
+        Scratch::new(PointerIndex::scratch_bytes(starts, ends)).ok_or(DumpError::OutOfMemory)?;
+    let index = PointerIndex::new(starts, ends, &index_memory).ok_or(DumpError::OutOfMemory)?;
+    let mut edges = EdgeBuffer::new();
+    let mut scanned_bytes = 0u64;
+    for (source, slot) in slots.iter().enumerate() {
+        let (start, end) = (slot.address(), slot.address() + slot.size());
+        // Clipped to readable memory, in case the program protected part
+        // of a block; normally the whole block, minus a tail shorter than
+        // a word.
+        for (from, to) in maps.readable(start, end) {
+            // SAFETY: `from..to` is readable and inside a live block, which
+            // stays allocated while the dump holds every shard lock
+            // (freeing one takes its shard's lock first).
+            unsafe {
+                scan_words(
+                    &index,
+                    from as *const u64,
+                    ((to - from) / 8) as usize,
+                    from - start,
+                    source as u32,
+                    0,
+                    &mut edges,
+                );
+            }
+            scanned_bytes += to - from;
+        }
+    }
+    for (source, (root, kind)) in roots.iter().zip(sources).enumerate() {
+        match *kind {
+            RootSource::Registers(registers) => {
+                // SAFETY: the array of saved registers lives in scratch
+                // memory that outlives the scan.
+                unsafe {
+                    scan_words(
+                        &index,
+                        registers,
+                        SAVED_REGISTERS,
+                        0,
+                        source as u32,
+                        FROM_ROOT,
+                        &mut edges,
+                    );
+                }
+                scanned_bytes += root.size;
+            }
+            RootSource::Memory => {
+                for (from, to) in maps.readable(root.address, root.address + root.size) {
+                    // SAFETY: `from..to` lies in a readable mapping; roots
+                    // are stacks of stopped threads, TLS blocks and module
+                    // segments, none of which is unmapped during the stop.
+                    unsafe {
+                        scan_words(
+                            &index,
+                            from as *const u64,
+                            ((to - from) / 8) as usize,
+                            from - root.address,
+                            source as u32,
+                            FROM_ROOT,
+                            &mut edges,
+                        );
+                    }
+                    scanned_bytes += to - from;
+                }
+            }
+        }
+    }
+    Ok((edges, scanned_bytes))
+}
+
 /// The stacks the dump's allocations use, renumbered densely in the order
 /// they were interned, with their frames. The interner keeps every stack a
 /// block was ever allocated from; a program whose call paths vary (millions
 /// of distinct stacks over its run, a few hundred thousand in use at once)
 /// would otherwise write the frames of every freed block's stack, and have
 /// each of those frames named.
-struct LiveStacks {
+struct LiveStacks<'s> {
     /// `renumber[id]`: the id of interned stack `id` in the dump (0: unused).
-    renumber: &'static [u32],
+    renumber: &'s [u32],
     /// The dump's stack records; the first is the empty stack 0.
-    records: &'static [StackRecord],
+    records: &'s [StackRecord],
     /// Their frames, each stack's contiguous, innermost first.
-    frames: &'static [u64],
-    /// Owns the three arrays above.
-    _memory: [Scratch; 2],
+    frames: &'s [u64],
 }
 
-impl LiveStacks {
-    /// `None` when scratch memory cannot be mapped.
-    fn gather(stacks: &StacksSnapshot, slots: &[Slot]) -> Option<LiveStacks> {
+impl<'s> LiveStacks<'s> {
+    /// Scratch bytes [`gather`](Self::gather) may need: room for every
+    /// interned stack and frame (address space only: the mapping's
+    /// untouched pages cost nothing).
+    fn scratch_bytes(stacks: &StacksSnapshot) -> usize {
         let interned = stacks.stacks.len();
-        let mut marks = Scratch::new(interned.max(1) * size_of::<u32>())?;
-        let renumber = marks.take::<u32>(interned)?;
+        interned * size_of::<u32>()
+            + (interned + 1) * size_of::<StackRecord>()
+            + size_of_val(stacks.frames)
+            + 64
+    }
+
+    /// `None` when `scratch` is too small.
+    fn gather(
+        scratch: &'s Scratch,
+        stacks: &StacksSnapshot,
+        slots: &[Slot],
+    ) -> Option<LiveStacks<'s>> {
+        let interned = stacks.stacks.len();
+        let renumber = scratch.take::<u32>(interned)?;
         for slot in slots {
             let id = slot.unpack().stack as usize;
             if let Some(mark) = renumber.get_mut(id) {
@@ -952,11 +1019,8 @@ impl LiveStacks {
                 frame_count += stack.frame_count as usize;
             }
         }
-        let mut memory = Scratch::new(
-            kept * size_of::<StackRecord>() + frame_count.max(1) * size_of::<u64>() + 64,
-        )?;
-        let records = memory.take::<StackRecord>(kept)?;
-        let frames = memory.take::<u64>(frame_count)?;
+        let records = scratch.take::<StackRecord>(kept)?;
+        let frames = scratch.take::<u64>(frame_count)?;
         let mut next_frame = 0;
         for (&id, stack) in renumber.iter().zip(stacks.stacks) {
             if id == 0 {
@@ -984,7 +1048,6 @@ impl LiveStacks {
             renumber,
             records,
             frames,
-            _memory: [marks, memory],
         })
     }
 

@@ -88,6 +88,7 @@ mod sys;
 mod threads;
 mod triggers;
 mod unwind;
+mod walk;
 mod world;
 
 pub use sampling::DEFAULT_SAMPLE_INTERVAL;

@@ -54,7 +54,7 @@ impl<'a> PointerIndex<'a> {
     pub fn new(
         starts: &'a [u64],
         ends: &'a [u64],
-        scratch: &mut Scratch,
+        scratch: &'a Scratch,
     ) -> Option<PointerIndex<'a>> {
         let capacity = Self::capacity(starts, ends);
         let chunks = scratch.take::<ChunkEntry>(capacity)?;
@@ -351,8 +351,8 @@ mod tests {
     fn index_finds_starts_interiors_and_nothing_between() {
         let starts = [0x1000, 0x1040, 0x20_0000, 0x7f00_0000_0000];
         let ends = [0x1030, 0x1100, 0x30_0010, 0x7f00_0000_0010];
-        let mut scratch = Scratch::new(1 << 20).unwrap();
-        let index = PointerIndex::new(&starts, &ends, &mut scratch).unwrap();
+        let scratch = Scratch::new(1 << 20).unwrap();
+        let index = PointerIndex::new(&starts, &ends, &scratch).unwrap();
         assert_eq!(index.find(0x1000), Some((0, 0)));
         assert_eq!(index.find(0x102f), Some((0, 0x2f)));
         assert_eq!(index.find(0x1030), None);
@@ -386,8 +386,8 @@ mod tests {
                 at += 1 << 24;
             }
         }
-        let mut scratch = Scratch::new(1 << 22).unwrap();
-        let index = PointerIndex::new(&starts, &ends, &mut scratch).unwrap();
+        let scratch = Scratch::new(1 << 22).unwrap();
+        let index = PointerIndex::new(&starts, &ends, &scratch).unwrap();
         for _ in 0..20_000 {
             let probe = starts[0] - 100 + next() % (ends[ends.len() - 1] - starts[0] + 200);
             let expected = starts

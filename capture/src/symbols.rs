@@ -232,26 +232,33 @@ unsafe impl Zeroable for FunctionSymbol {}
 unsafe impl Zeroable for StrRef {}
 
 /// The function symbols of a table, sorted by start, in scratch memory.
-pub struct SortedFunctions {
-    /// Keeps `list` mapped.
-    _memory: Scratch,
-    list: &'static mut [FunctionSymbol],
+pub struct SortedFunctions<'s> {
+    list: &'s mut [FunctionSymbol],
 }
 
-impl SortedFunctions {
-    /// Collects and sorts; `None` when there are none or no memory.
-    pub fn new(symbols: &ElfSymbols<'_>) -> Option<SortedFunctions> {
+impl<'s> SortedFunctions<'s> {
+    /// Scratch memory for the function symbols of `symbols`; `None` when
+    /// there are none or no memory.
+    pub fn scratch(symbols: &ElfSymbols<'_>) -> Option<Scratch> {
         let count = (0..symbols.len())
             .filter(|&i| symbols.function(i).is_some())
             .count();
         if count == 0 {
             return None;
         }
-        let mut memory = Scratch::new(
+        Scratch::new(
             count
                 .checked_mul(size_of::<FunctionSymbol>())?
                 .checked_add(64)?,
-        )?;
+        )
+    }
+
+    /// Collects and sorts, in `memory` from [`scratch`](Self::scratch) for
+    /// the same symbols; `None` when it is too small.
+    pub fn new(symbols: &ElfSymbols<'_>, memory: &'s Scratch) -> Option<SortedFunctions<'s>> {
+        let count = (0..symbols.len())
+            .filter(|&i| symbols.function(i).is_some())
+            .count();
         let list = memory.take::<FunctionSymbol>(count)?;
         let mut filled = 0;
         for function in (0..symbols.len()).filter_map(|i| symbols.function(i)) {
@@ -267,10 +274,7 @@ impl SortedFunctions {
             Ordering::Equal => (a.end, a.name).cmp(&(b.end, b.name)),
             other => other,
         });
-        Some(SortedFunctions {
-            _memory: memory,
-            list,
-        })
+        Some(SortedFunctions { list })
     }
 
     /// The index of a function whose extent holds `address`.
@@ -414,7 +418,10 @@ pub fn name_frames(
         let Some(symbols) = ElfSymbols::parse(bytes) else {
             continue;
         };
-        let Some(functions) = SortedFunctions::new(&symbols) else {
+        let Some(memory) = SortedFunctions::scratch(&symbols) else {
+            continue;
+        };
+        let Some(functions) = SortedFunctions::new(&symbols, &memory) else {
             continue;
         };
         for (pc, name) in pcs.iter().zip(out.iter_mut()) {
@@ -455,7 +462,7 @@ pub fn write_frame_names<S: Sink>(
     pcs: &[u64],
     strings: &mut StringTable<'_>,
 ) -> Result<usize, WriteError<S::Error>> {
-    let Some(mut memory) = Scratch::new(pcs.len().saturating_mul(size_of::<StrRef>())) else {
+    let Some(memory) = Scratch::new(pcs.len().saturating_mul(size_of::<StrRef>())) else {
         return Ok(0);
     };
     let Some(names) = memory.take::<StrRef>(pcs.len()) else {
@@ -506,7 +513,8 @@ mod tests {
     fn resolves_a_known_function_of_this_test_binary() {
         let file = own_executable();
         let symbols = ElfSymbols::parse(&file).expect("the test binary has a symbol table");
-        let functions = SortedFunctions::new(&symbols).unwrap();
+        let memory = SortedFunctions::scratch(&symbols).unwrap();
+        let functions = SortedFunctions::new(&symbols, &memory).unwrap();
         let here = a_function_with_a_known_name as *const () as u64;
         assert_eq!(a_function_with_a_known_name(2), 6);
         // A return address just past the function's first byte.

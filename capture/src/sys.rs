@@ -158,7 +158,7 @@ unsafe impl Zeroable for (u64, u64) {}
 pub struct Scratch {
     base: *mut u8,
     len: usize,
-    used: usize,
+    used: core::cell::Cell<usize>,
 }
 
 impl Scratch {
@@ -166,25 +166,30 @@ impl Scratch {
     pub fn new(bytes: usize) -> Option<Scratch> {
         let len = round_to_pages(bytes.max(1));
         let base = map_zeroed(len)?;
-        Some(Scratch { base, len, used: 0 })
+        Some(Scratch {
+            base,
+            len,
+            used: core::cell::Cell::new(0),
+        })
     }
 
     /// Carves a zeroed slice of `count` values; `None` when the mapping is
-    /// exhausted. The slice lives as long as the borrow of `self`, and the
-    /// pieces never overlap, so several may be held at once.
-    pub fn take<T: Zeroable>(&mut self, count: usize) -> Option<&'static mut [T]> {
+    /// exhausted. The slice borrows the scratch, so it cannot outlive the
+    /// mapping, and the pieces never overlap (the cursor only moves on), so
+    /// several may be held at once, as an arena hands them out.
+    #[allow(clippy::mut_from_ref)]
+    pub fn take<T: Zeroable>(&self, count: usize) -> Option<&mut [T]> {
         let align = core::mem::align_of::<T>();
-        let start = self.used.checked_add(align - 1)? & !(align - 1);
+        let start = self.used.get().checked_add(align - 1)? & !(align - 1);
         let bytes = count.checked_mul(core::mem::size_of::<T>())?;
         let end = start.checked_add(bytes)?;
         if end > self.len {
             return None;
         }
-        self.used = end;
-        // The 'static lifetime is an internal shortcut: every caller keeps the
-        // slices only while the `Scratch` lives (locals of one dump function).
+        self.used.set(end);
         // SAFETY: `start..end` is inside our mapping, aligned, never handed
-        // out before (the cursor only moves on), and zero is a valid `T`.
+        // out before (the cursor only moves on) and so not aliased, zero is
+        // a valid `T`, and the borrow of `self` keeps the mapping alive.
         Some(unsafe { core::slice::from_raw_parts_mut(self.base.add(start).cast::<T>(), count) })
     }
 }
@@ -649,7 +654,7 @@ mod tests {
 
     #[test]
     fn scratch_hands_out_disjoint_aligned_zeroed_slices() {
-        let mut scratch = Scratch::new(100).unwrap();
+        let scratch = Scratch::new(100).unwrap();
         let bytes = scratch.take::<u8>(3).unwrap();
         let words = scratch.take::<u64>(10).unwrap();
         assert_eq!(words.as_ptr() as usize % 8, 0);

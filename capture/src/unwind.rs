@@ -2,7 +2,7 @@
 //! found through `.eh_frame_hdr`), so that allocation stacks go through code
 //! built without frame pointers: most C and C++ a distribution ships.
 //!
-//! The stack walk ([`crate::stacks::Walker`]) asks, for each frame, how to
+//! The stack walk ([`crate::walk::Walker`]) asks, for each frame, how to
 //! find its caller: a [`Rule`] (where the canonical frame address is, and
 //! where the caller's frame pointer was saved). A rule depends only on the
 //! code address, so it is computed from CFI once per address and kept in a
