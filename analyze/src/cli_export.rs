@@ -1,5 +1,5 @@
-//! The export commands of `heapdump` (`todot`, `tosqlite`, `tohprof`,
-//! `toflamegraph`, `topprof`): argument structs and the glue from them to
+//! The export commands of `heapdump` (`todot`, `tosqlite`, `toparquet`,
+//! `tohprof`, `toflamegraph`, `topprof`, `toheapsnapshot`): argument structs and the glue from them to
 //! `heapdump_analyze::export`. Every one builds the one model and writes
 //! one [`Export`] to its destination. Kept out of `main.rs` so that file
 //! stays a list of commands.
@@ -12,6 +12,7 @@ use heapdump_analyze::export::dot::{DotOptions, GroupBy};
 use heapdump_analyze::export::flamegraph::{FlameGraphOptions, FlameView, FlameWeight};
 use heapdump_analyze::export::heapsnapshot::HeapSnapshotOptions;
 use heapdump_analyze::export::hprof::HprofOptions;
+use heapdump_analyze::export::parquet::{ParquetOptions, dump_id, existing_partitions};
 use heapdump_analyze::export::pprof::PprofOptions;
 use heapdump_analyze::export::sqlite::SqliteOptions;
 use heapdump_analyze::export::{Destination, Export, HeapModel, ModelOptions, write_export};
@@ -244,6 +245,87 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
         summary.load_seconds,
         rows as f64 / summary.load_seconds.max(1e-9),
         summary.index_seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = concat!(
+    "EXAMPLES:\n",
+    "    heapdump toparquet /tmp/app.1.hdump -o heaps/\n",
+    "    heapdump toparquet /tmp/app.2.hdump ./target/release/app -o heaps/\n",
+    "    for d in /dumps/*.hdump; do heapdump toparquet \"$d\" -o heaps/; done\n",
+    "    duckdb -c \"SELECT dump, sum(size) FROM read_parquet('heaps/objects/*/*.parquet', hive_partitioning = true) GROUP BY dump\"\n\n",
+    "Writes the tables of tosqlite (objects, edges, roots, types, sites, stacks,\n",
+    "stack_frames, frames, threads, modules, root_edges, meta) and a one-row `dumps`\n",
+    "table (pid, exe, time, totals) as Parquet files, one partition per dump:\n",
+    "DIR/TABLE/dump=ID/part-0.parquet. ID (p<pid>-<hash>) is derived from the dump\n",
+    "itself, so the same dump always lands in the same partition, and the dumps of a\n",
+    "fleet exported into one DIR form one dataset; engines add the `dump` column\n",
+    "from the directory name, which joins the tables of one dump. An existing\n",
+    "partition of the dump is refused unless --force. The partitions are written\n",
+    "in a hidden directory inside DIR and moved into place when all are complete.\n",
+    "analyze/EXPORTS.md documents the columns and queries across dumps (growth by\n",
+    "site between the dumps of a process, top retained types across a fleet)."
+))]
+pub struct ToparquetArgs {
+    /// The .hdump file.
+    dump: PathBuf,
+    /// The program's executable, if not at the path the dump records.
+    binary: Option<PathBuf>,
+    /// The dataset directory (created if missing; other dumps in it are kept).
+    #[arg(short = 'o', long = "output", value_name = "DIR", required = true)]
+    output: PathBuf,
+    /// Replace this dump's partitions if it was exported into DIR before.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `heapdump toparquet`.
+pub fn toparquet(args: ToparquetArgs) -> anyhow::Result<ExitCode> {
+    let file = heapdump_analyze::open_dump(&args.dump)?;
+    let id = dump_id(&file.view());
+    // Refused before the long analysis; checked again when the
+    // partitions are moved into place.
+    if !args.force
+        && let Some(existing) = existing_partitions(&args.output, &id).first()
+    {
+        anyhow::bail!(
+            "{} exists already ({} was exported into {} before); pass --force to replace it",
+            existing.display(),
+            display(&args.dump),
+            display(&args.output)
+        );
+    }
+    let to = Destination::Directory {
+        path: args.output.clone(),
+        replace: args.force,
+    };
+    let model = build_model(
+        file.view(),
+        &args.dump,
+        args.binary,
+        Types::Load,
+        &ModelOptions::default(),
+    )?;
+    let options = ParquetOptions {
+        dump_name: display(&args.dump),
+    };
+    let summary = export(&options, &model, &to, "writing the Parquet files")?;
+    let rows = summary.rows();
+    let tables: Vec<String> = summary
+        .tables
+        .iter()
+        .map(|(table, n)| format!("{table} {n}"))
+        .collect();
+    eprintln!(
+        "wrote dump={} into {}: {rows} rows ({}), {} bytes in {:.2} s ({:.0} rows/s)",
+        summary.dump_id,
+        display(&args.output),
+        tables.join(", "),
+        summary.bytes,
+        summary.seconds,
+        rows as f64 / summary.seconds.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
 }

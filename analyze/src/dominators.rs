@@ -428,6 +428,22 @@ impl DominatorTree {
         totals
     }
 
+    /// Per grouping, whether each block is a topmost block of its group:
+    /// reached from the roots (or hung from the super-root as lost), and
+    /// dominated by no other block of its group. The retained sizes of a
+    /// group's topmost blocks add up to its [`Self::retained_by_group`]
+    /// figure, so an export can leave that sum to a query.
+    ///
+    /// # Panics
+    ///
+    /// As [`Self::retained_by_group`].
+    pub fn topmost_of_groups<const N: usize>(&self, groupings: [&[u32]; N]) -> [Vec<bool>; N] {
+        let n = self.idom.len();
+        let mut topmost = [(); N].map(|()| vec![false; n]);
+        self.visit_topmost(groupings, |g, _, v| topmost[g][v as usize] = true);
+        topmost
+    }
+
     /// [`Self::retained_by_group`] for a sample of blocks: each topmost
     /// block counts `weights[v]` times (its retained size and itself), so
     /// with `weights[v]` the inverse of the probability that `v` was

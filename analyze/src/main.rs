@@ -374,6 +374,8 @@ enum Command {
     Todot(cli_export::TodotArgs),
     /// The heap as a SQLite database: objects, edges, roots, types, sites, stacks, frames.
     Tosqlite(cli_export::TosqliteArgs),
+    /// The SQLite export's tables as Parquet, one partition per dump: many dumps in one directory are one dataset (DuckDB, Spark).
+    Toparquet(cli_export::ToparquetArgs),
     /// The heap as a Java HPROF file that VisualVM opens: classes per type, instances, roots, allocation stacks.
     Tohprof(cli_export::TohprofArgs),
     /// Live memory by allocation stack (or retained along the dominator tree) as an SVG flame graph.
@@ -636,6 +638,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => cli_run::run(args),
         Command::Todot(args) => cli_export::todot(args),
         Command::Tosqlite(args) => cli_export::tosqlite(args),
+        Command::Toparquet(args) => cli_export::toparquet(args),
         Command::Tohprof(args) => cli_export::tohprof(args),
         Command::Toflamegraph(args) => cli_export::toflamegraph(args),
         Command::Topprof(args) => cli_export::topprof(args),

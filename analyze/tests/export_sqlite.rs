@@ -202,7 +202,7 @@ fn the_documented_schema_is_the_one_written() {
             &db,
             "SELECT value FROM meta WHERE key IN ('schema_version', 'live_count', 'typed_bytes') ORDER BY key;"
         ),
-        "7\n1\n264\n"
+        "7\n2\n264\n"
     );
 }
 

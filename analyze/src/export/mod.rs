@@ -42,8 +42,10 @@ pub mod flamegraph;
 pub mod heapsnapshot;
 pub mod hprof;
 mod output;
+pub mod parquet;
 pub mod pprof;
 pub mod sqlite;
+pub mod tables;
 
 pub use output::{Destination, Output, OutputKind};
 
@@ -456,6 +458,13 @@ impl<'a> HeapModel<'a> {
         self.analyzed().analysis.leaks.class(node)
     }
 
+    /// For a definitely-lost `node`, the bytes of the indirectly-lost
+    /// blocks it holds (memcheck's indirect bytes of its loss record);
+    /// 0 for any other.
+    pub fn indirect_bytes(&self, node: u32) -> u64 {
+        self.analyzed().analysis.leaks.indirect_bytes(node)
+    }
+
     /// Bytes freed if `node` were freed: its own size plus everything only
     /// it keeps alive (its subtree in the dominator tree).
     pub fn retained(&self, node: u32) -> u64 {
@@ -468,6 +477,14 @@ impl<'a> HeapModel<'a> {
             .dominators
             .as_ref()
             .expect("built with its dominator tree")
+    }
+
+    /// Per allocation, whether no other allocation of its type (first
+    /// vector) or of its site (second) dominates it: the blocks whose
+    /// retained sizes add up to `top --retained`'s figures by type and site.
+    pub fn topmost_of_types_and_sites(&self) -> [Vec<bool>; 2] {
+        self.dominator_tree()
+            .topmost_of_groups([&self.alloc_type, &self.alloc_site])
     }
 
     /// The block every path from the roots to `node` goes through last;

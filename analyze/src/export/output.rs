@@ -1,7 +1,8 @@
 //! Where an export goes: a file, replaced only once the export is complete,
-//! or stdout. Every export goes through [`Output`], so the rules (no binary
-//! on a terminal, no half-written file under the requested name, errors
-//! naming the file) are written once.
+//! stdout, or partitions of a dataset directory, moved into place only once
+//! all are complete. Every export goes through [`Output`], so the rules (no
+//! binary on a terminal, no half-written file under the requested name, no
+//! partition replaced unless asked, errors naming the file) are written once.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal as _, Write};
@@ -18,6 +19,15 @@ pub enum Destination {
     Stdout,
     /// A file, replaced if it exists.
     File(PathBuf),
+    /// A directory of partitions (a dataset), created if missing. Other
+    /// partitions in it are left alone; one this export writes is replaced
+    /// only if `replace` is set, else the export fails.
+    Directory {
+        /// The dataset's directory.
+        path: PathBuf,
+        /// Whether existing partitions of the export may be replaced.
+        replace: bool,
+    },
 }
 
 impl Destination {
@@ -34,8 +44,19 @@ impl Destination {
     /// by [`Output::create`]; a command checks first to fail before a long
     /// analysis.
     pub fn check<E: Export + ?Sized>(&self, export: &E) -> anyhow::Result<()> {
+        let (name, file) = (export.name(), export.file_name());
+        match (self, export.kind()) {
+            (Destination::Directory { .. }, OutputKind::Directory) => return Ok(()),
+            (Destination::Directory { path, .. }, _) => bail!(
+                "the {name} is one file, not a directory of partitions; pass -o {file}, not {}",
+                path.display()
+            ),
+            (_, OutputKind::Directory) => {
+                bail!("the {name} is a directory of partitions; pass -o {file}")
+            }
+            _ => {}
+        }
         if *self == Destination::Stdout {
-            let (name, file) = (export.name(), export.file_name());
             match export.kind() {
                 OutputKind::FileOnly => {
                     bail!("the {name} is written to a file, not a stream; pass -o {file}")
@@ -53,7 +74,9 @@ impl Destination {
     pub fn describe(&self) -> String {
         match self {
             Destination::Stdout => "stdout".to_owned(),
-            Destination::File(path) => path.display().to_string(),
+            Destination::File(path) | Destination::Directory { path, .. } => {
+                path.display().to_string()
+            }
         }
     }
 }
@@ -67,6 +90,9 @@ pub enum OutputKind {
     Binary,
     /// A file written by a library that needs a path (SQLite): never stdout.
     FileOnly,
+    /// Partition directories of a dataset (Parquet): never stdout, and
+    /// only to a [`Destination::Directory`].
+    Directory,
 }
 
 enum Sink {
@@ -81,11 +107,30 @@ pub struct Output {
     sink: Option<Sink>,
     /// The temporary file beside the target, and the target.
     file: Option<(PathBuf, PathBuf)>,
+    /// For a dataset: where its partitions are written first.
+    dataset: Option<Staging>,
+}
+
+/// A dataset's partitions while they are written: in a hidden directory
+/// inside the dataset's (the same file system, so moving them into place
+/// is a rename, and engines skip names starting with a dot).
+#[derive(Debug)]
+struct Staging {
+    /// The hidden directory.
+    staging: PathBuf,
+    /// The dataset's directory.
+    target: PathBuf,
+    replace: bool,
+    /// Partition directories written, relative to both.
+    partitions: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Output {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Output").field("file", &self.file).finish()
+        f.debug_struct("Output")
+            .field("file", &self.file)
+            .field("dataset", &self.dataset)
+            .finish()
     }
 }
 
@@ -104,9 +149,30 @@ impl Output {
                         std::io::stdout(),
                     ))),
                     file: None,
+                    dataset: None,
+                })
+            }
+            Destination::Directory { path, replace } => {
+                to.check(export)?;
+                std::fs::create_dir_all(path)
+                    .with_context(|| format!("cannot create the directory {}", path.display()))?;
+                let staging = path.join(format!(".heapdump-staging-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&staging);
+                std::fs::create_dir(&staging)
+                    .with_context(|| format!("cannot create {}", staging.display()))?;
+                Ok(Output {
+                    sink: None,
+                    file: None,
+                    dataset: Some(Staging {
+                        staging,
+                        target: path.clone(),
+                        replace: *replace,
+                        partitions: Vec::new(),
+                    }),
                 })
             }
             Destination::File(target) => {
+                to.check(export)?;
                 let temporary = temporary_path(target);
                 let _ = std::fs::remove_file(&temporary);
                 let file = File::create(&temporary)
@@ -114,6 +180,7 @@ impl Output {
                 Ok(Output {
                     sink: Some(Sink::File(BufWriter::with_capacity(BUFFER, file))),
                     file: Some((temporary, target.clone())),
+                    dataset: None,
                 })
             }
         }
@@ -125,18 +192,40 @@ impl Output {
         self.file.as_ref().map(|(temporary, _)| temporary.as_path())
     }
 
+    /// For a dataset: a new directory for the partition `relative` (as
+    /// `objects/dump=ID`), where the export writes its files; moved to
+    /// `DIR/relative` by [`finish`](Self::finish).
+    pub fn stage_directory(&mut self, relative: &Path) -> anyhow::Result<PathBuf> {
+        let Some(dataset) = &mut self.dataset else {
+            bail!("partitions are written to a directory (-o DIR)");
+        };
+        let dir = dataset.staging.join(relative);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        dataset.partitions.push(relative.to_path_buf());
+        Ok(dir)
+    }
+
     /// Adds the destination to an export's error, and removes the
-    /// temporary file.
+    /// temporary file or partitions.
     pub fn fail(&mut self, error: anyhow::Error) -> anyhow::Error {
         self.discard();
-        match &self.file {
-            Some((_, target)) => error.context(format!("cannot write {}", target.display())),
-            None => error,
+        match (&self.file, &self.dataset) {
+            (Some((_, target)), _) => error.context(format!("cannot write {}", target.display())),
+            (None, Some(dataset)) => {
+                error.context(format!("cannot write into {}", dataset.target.display()))
+            }
+            (None, None) => error,
         }
     }
 
-    /// Flushes, and moves a file into place.
+    /// Flushes, and moves a file or the partitions into place.
     pub fn finish(mut self) -> anyhow::Result<()> {
+        if let Some(dataset) = self.dataset.take() {
+            let result = dataset.move_into_place();
+            let _ = std::fs::remove_dir_all(&dataset.staging);
+            return result;
+        }
         let target = self.file.as_ref().map(|(_, t)| t.clone());
         let describe = || {
             target
@@ -175,12 +264,48 @@ impl Output {
         if let Some((temporary, _)) = &self.file {
             let _ = std::fs::remove_file(temporary);
         }
+        if let Some(dataset) = &self.dataset {
+            let _ = std::fs::remove_dir_all(&dataset.staging);
+        }
+    }
+}
+
+impl Staging {
+    /// Moves every staged partition to its place: all or none when one is
+    /// there already and may not be replaced (checked before any moves).
+    fn move_into_place(&self) -> anyhow::Result<()> {
+        let existing: Vec<PathBuf> = self
+            .partitions
+            .iter()
+            .map(|p| self.target.join(p))
+            .filter(|p| p.exists())
+            .collect();
+        if !existing.is_empty() && !self.replace {
+            bail!(
+                "{} exists already (this dump was exported before); pass --force to replace it",
+                existing[0].display()
+            );
+        }
+        for old in &existing {
+            std::fs::remove_dir_all(old)
+                .with_context(|| format!("cannot replace {}", old.display()))?;
+        }
+        for relative in &self.partitions {
+            let (from, to) = (self.staging.join(relative), self.target.join(relative));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if self.file.is_some() {
+        if self.file.is_some() || self.dataset.is_some() {
             self.discard();
         }
     }
@@ -191,7 +316,9 @@ impl Write for Output {
         match &mut self.sink {
             Some(Sink::Stdout(out)) => out.write(buf),
             Some(Sink::File(out)) => out.write(buf),
-            None => Err(std::io::Error::other("the output was closed")),
+            None => Err(std::io::Error::other(
+                "the output was closed, or is a directory",
+            )),
         }
     }
 

@@ -3,8 +3,9 @@
 //! queries people run are documented in `analyze/EXPORTS.md`; a test runs
 //! every query there with the `sqlite3` command and checks the answers.
 //!
-//! The load is one transaction with one prepared statement per table, and
-//! indexes are created after the rows are in (building an index once is
+//! The rows are those of [`super::tables`], which the Parquet export
+//! writes too. The load is one transaction with one prepared statement per
+//! table, and indexes are created after the rows are in (building an index once is
 //! cheaper than updating it a million times). Through
 //! [`super::write_export`], the database is written to a temporary file
 //! beside the target and renamed into place, so a failed export never
@@ -14,18 +15,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use heapdump_formats::records::{UNKNOWN_THREAD, owner_kind, stack_flags, thread_flags};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
-use super::{HeapModel, root_kind_name};
-use crate::leaks::LeakClass;
-use crate::sampling::StackSampling;
-use crate::symbolize::hex;
+use super::HeapModel;
+use super::tables::{RowSink, TABLES, Table, TableSource, Value};
+pub use super::tables::{SCHEMA_VERSION, leak_class_name};
 
-/// Version of the schema below; stored in `meta` as `schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// The tables. Kept byte-for-byte in `analyze/EXPORTS.md` (a test checks).
+/// The tables. Kept byte-for-byte in `analyze/EXPORTS.md` (a test checks),
+/// with the columns of [`super::tables::TABLES`] (a test checks that too).
 pub const SCHEMA: &str = "\
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -95,7 +92,10 @@ CREATE TABLE objects (
     leak_class TEXT NOT NULL,       -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
     retained   INTEGER NOT NULL,    -- bytes freed if this object were freed (its dominator subtree)
     dominator  INTEGER REFERENCES objects(id) DEFERRABLE INITIALLY DEFERRED, -- immediate dominator; NULL: the roots, or unreachable
-    stack_weight REAL NOT NULL      -- blocks this one stands for by site or type: 1; with sampled stacks 1/(1 - exp(-size/S)) if sampled, else 0
+    stack_weight REAL NOT NULL,     -- blocks this one stands for by site or type: 1; with sampled stacks 1/(1 - exp(-size/S)) if sampled, else 0
+    type_topmost INTEGER NOT NULL,  -- 1 if no other object of its type dominates it: sum(retained) of these is the type's retained bytes (top --retained)
+    site_topmost INTEGER NOT NULL,  -- the same for its site
+    indirect_bytes INTEGER NOT NULL -- definitely lost: bytes of the objects only it holds (indirectly lost; memcheck's loss records); else 0
 );
 CREATE TABLE roots (
     id        INTEGER PRIMARY KEY,  -- root index in the dump
@@ -183,22 +183,6 @@ impl SqliteSummary {
     }
 }
 
-/// The name `objects.leak_class` uses.
-pub fn leak_class_name(class: LeakClass) -> &'static str {
-    match class {
-        LeakClass::DefinitelyLost => "definitely_lost",
-        LeakClass::IndirectlyLost => "indirectly_lost",
-        LeakClass::PossiblyLost => "possibly_lost",
-        LeakClass::StillReachable => "still_reachable",
-    }
-}
-
-/// SQLite integers are signed 64-bit; user-space addresses fit, and
-/// anything above `i64::MAX` keeps its bits (reads back negative).
-fn int(value: u64) -> i64 {
-    value as i64
-}
-
 /// Options of the SQLite export.
 #[derive(Clone, Debug, Default)]
 pub struct SqliteOptions {
@@ -268,253 +252,200 @@ fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSum
     db.execute_batch(SCHEMA).with_context(context)?;
     let mut summary = SqliteSummary::default();
     let tx = db.transaction().with_context(context)?;
-    load_rows(model, &tx, dump_name, &mut summary).with_context(context)?;
+    let source = TableSource { model, dump_name };
+    for table in &TABLES {
+        let rows = load_table(&tx, table, &source)
+            .with_context(|| format!("table {}", table.name))
+            .with_context(context)?;
+        summary.tables.push((table.name, rows));
+    }
     tx.commit().with_context(context)?;
     summary.load_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
+    // Index builds sort with a helper thread; ANALYZE samples each index
+    // (enough for the planner's choices, not a full scan of every one).
+    db.execute_batch("PRAGMA threads = 2;")
+        .with_context(context)?;
     db.execute_batch(INDEXES).with_context(context)?;
     db.execute_batch(VIEWS).with_context(context)?;
-    db.execute_batch("ANALYZE;").with_context(context)?;
+    db.execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")
+        .with_context(context)?;
     db.close().map_err(|(_, e)| e).with_context(context)?;
     summary.index_seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }
 
-fn load_rows(
-    model: &HeapModel<'_>,
-    tx: &rusqlite::Transaction<'_>,
-    dump_name: &str,
-    summary: &mut SqliteSummary,
-) -> rusqlite::Result<()> {
-    let view = model.view();
-    let process = view.process();
-    let (typed, total) = model.typed_bytes();
-    let (major, minor) = view.version();
-    let lossy = |s| {
-        view.string_lossy(s)
-            .map(|s| s.into_owned())
-            .unwrap_or_default()
-    };
-    {
-        let mut insert = tx.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
-        let meta: [(&str, String); 13] = [
-            ("schema_version", SCHEMA_VERSION.to_string()),
-            ("heapdump_version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("dump_file", dump_name.to_owned()),
-            ("format_version", format!("{major}.{minor}")),
-            ("pid", process.pid.to_string()),
-            ("exe", lossy(process.exe)),
-            ("timestamp_ns", process.timestamp_ns.to_string()),
-            ("pointer_size", process.pointer_size.to_string()),
-            ("live_bytes", total.to_string()),
-            ("live_count", model.node_count().to_string()),
-            ("typed_bytes", typed.to_string()),
-            (
-                "stack_sample_interval",
-                process.stack_sample_interval.to_string(),
-            ),
-            ("skipped_edges", model.skipped_edges().to_string()),
-        ];
-        for (key, value) in &meta {
-            insert.execute(params![key, value])?;
-        }
-        summary.tables.push(("meta", meta.len() as u64));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO threads (id, tid, name, alive, main, live_count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let threads = view.threads();
-        for (i, t) in threads.iter().enumerate() {
-            let name = lossy(t.name);
-            insert.execute(params![
-                i as i64,
-                t.tid,
-                (!name.is_empty()).then_some(name),
-                t.flags & thread_flags::ALIVE != 0,
-                t.flags & thread_flags::MAIN != 0,
-                int(t.live_count),
-            ])?;
-        }
-        summary.tables.push(("threads", threads.len() as u64));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO modules (id, path, build_id, load_bias, start_address, end_address, main) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        let modules = view.modules();
-        for (i, m) in modules.iter().enumerate() {
-            let build_id = view.string(m.build_id).map(hex).unwrap_or_default();
-            insert.execute(params![
-                i as i64,
-                lossy(m.path),
-                build_id,
-                int(m.load_bias),
-                int(m.start),
-                int(m.end),
-                m.flags & heapdump_formats::records::module_flags::MAIN_EXECUTABLE != 0,
-            ])?;
-        }
-        summary.tables.push(("modules", modules.len() as u64));
-    }
-    {
-        let mut insert =
-            tx.prepare("INSERT INTO types (id, name, recovered) VALUES (?1, ?2, ?3)")?;
-        for (i, t) in model.types.iter().enumerate() {
-            insert.execute(params![i as i64, t.label, t.recovered])?;
-        }
-        summary.tables.push(("types", model.types.len() as u64));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO sites (id, name, function, file, line, inlined_into) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for (i, s) in model.sites.iter().enumerate() {
-            insert.execute(params![
-                i as i64,
-                s.label,
-                s.site.function,
-                s.site.file,
-                s.site.line,
-                s.site.inlined_into,
-            ])?;
-        }
-        summary.tables.push(("sites", model.sites.len() as u64));
-    }
-    load_stacks(model, tx, summary)?;
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO objects (id, address, size, type_id, site_id, stack_id, thread_id, sequence, leak_class, retained, dominator, stack_weight) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
-        let allocations = view.allocations();
-        let sampling = StackSampling::of(view);
-        for (i, a) in allocations.iter().enumerate() {
-            let node = i as u32;
-            insert.execute(params![
-                i as i64,
-                int(a.address),
-                int(a.size),
-                model.alloc_type[i],
-                model.alloc_site[i],
-                a.stack,
-                (a.thread != UNKNOWN_THREAD && (a.thread as usize) < view.threads().len())
-                    .then_some(a.thread),
-                int(a.sequence),
-                leak_class_name(model.leak_class(node)),
-                int(model.retained(node)),
-                model.dominator(node),
-                sampling.weight(&a),
-            ])?;
-        }
-        summary.tables.push(("objects", allocations.len() as u64));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO roots (id, kind, name, thread_id, module_id, address, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        let roots = view.roots();
-        for (i, r) in roots.iter().enumerate() {
-            let thread = (r.owner_kind == owner_kind::THREAD
-                && (r.owner as usize) < view.threads().len())
-            .then_some(r.owner);
-            let module = (r.owner_kind == owner_kind::MODULE
-                && (r.owner as usize) < view.modules().len())
-            .then_some(r.owner);
-            insert.execute(params![
-                i as i64,
-                root_kind_name(r.kind),
-                model.root_label(&r),
-                thread,
-                module,
-                int(r.address),
-                int(r.size),
-            ])?;
-        }
-        summary.tables.push(("roots", roots.len() as u64));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO edges (source, target, source_offset, target_offset, field) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        let mut count = 0u64;
-        for e in model.allocation_edges() {
-            insert.execute(params![
-                e.source,
-                e.target,
-                int(e.source_offset),
-                int(e.target_offset),
-                model.field_label(e.source, e.source_offset),
-            ])?;
-            count += 1;
-        }
-        summary.tables.push(("edges", count));
-    }
-    {
-        let mut insert = tx.prepare(
-            "INSERT INTO root_edges (root_id, target, source_offset, target_offset) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        let mut count = 0u64;
-        for e in model.root_edges() {
-            insert.execute(params![
-                e.source,
-                e.target,
-                int(e.source_offset),
-                int(e.target_offset)
-            ])?;
-            count += 1;
-        }
-        summary.tables.push(("root_edges", count));
-    }
-    Ok(())
+/// Rows per `INSERT` statement: one statement that inserts many rows costs
+/// far less per row than a statement per row (SQLite's per-statement work
+/// is paid once), within SQLite's limit of 32,766 parameters.
+const ROWS_PER_INSERT: usize = 128;
+
+/// The `INSERT` statement of `table` for `rows` rows, one parameter per
+/// column and row.
+fn insert_statement(table: &Table, rows: usize) -> String {
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+    let row = format!("({})", vec!["?"; names.len()].join(", "));
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        table.name,
+        names.join(", "),
+        vec![row; rows].join(", ")
+    )
 }
 
-/// `stacks`, `frames` and `stack_frames`.
-fn load_stacks(
-    model: &HeapModel<'_>,
+fn load_table(
     tx: &rusqlite::Transaction<'_>,
-    summary: &mut SqliteSummary,
-) -> rusqlite::Result<()> {
-    let view = model.view();
-    let mut stack_ids: Vec<(u32, (u32, u32))> = model
-        .stack_names
-        .iter()
-        .map(|(&s, &ids)| (s, ids))
-        .collect();
-    stack_ids.sort_unstable();
-    let mut insert_stack =
-        tx.prepare("INSERT INTO stacks (id, type_id, site_id, truncated) VALUES (?1, ?2, ?3, ?4)")?;
-    let mut insert_frame = tx.prepare(
-        "INSERT INTO frames (id, pc, function, file, line, inlined, module, module_offset) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    let mut insert_link =
-        tx.prepare("INSERT INTO stack_frames (stack_id, position, frame_id) VALUES (?1, ?2, ?3)")?;
-    for (id, frame) in model.frames().iter().enumerate() {
-        insert_frame.execute(params![
-            id as i64,
-            int(frame.pc),
-            frame.function,
-            frame.file,
-            frame.line,
-            frame.inlined,
-            frame.module,
-            frame.module_offset.map(int),
-        ])?;
+    table: &Table,
+    source: &TableSource<'_, '_>,
+) -> Result<u64> {
+    let mut sink = InsertRows {
+        tx,
+        table,
+        batch: tx.prepare(&insert_statement(table, ROWS_PER_INSERT))?,
+        values: Vec::with_capacity(ROWS_PER_INSERT * table.columns.len()),
+        text: String::new(),
+        rows: 0,
+    };
+    let rows = table.write_rows(source, &mut sink)?;
+    sink.finish()?;
+    Ok(rows)
+}
+
+/// A value waiting in [`InsertRows`]; text lives in its `text` buffer.
+enum Pending {
+    Integer(i64),
+    Real(f64),
+    Text(std::ops::Range<usize>),
+    Null,
+}
+
+/// Collects rows and inserts them [`ROWS_PER_INSERT`] at a time with one
+/// prepared statement, the last few with a statement of their own.
+struct InsertRows<'c, 't> {
+    tx: &'c rusqlite::Transaction<'c>,
+    table: &'t Table,
+    batch: rusqlite::Statement<'c>,
+    /// The pending rows' values, row after row.
+    values: Vec<Pending>,
+    /// The pending rows' text.
+    text: String,
+    rows: usize,
+}
+
+impl InsertRows<'_, '_> {
+    /// Binds the pending rows to `statement` (made for exactly that many)
+    /// and runs it.
+    fn insert(
+        statement: &mut rusqlite::Statement<'_>,
+        values: &[Pending],
+        text: &str,
+    ) -> rusqlite::Result<()> {
+        for (i, value) in values.iter().enumerate() {
+            let index = i + 1;
+            match value {
+                Pending::Integer(v) => statement.raw_bind_parameter(index, v)?,
+                Pending::Real(v) => statement.raw_bind_parameter(index, v)?,
+                Pending::Text(range) => {
+                    statement.raw_bind_parameter(index, &text[range.clone()])?
+                }
+                Pending::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
+            }
+        }
+        statement.raw_execute()?;
+        Ok(())
     }
-    let (mut stack_rows, mut link_rows) = (0u64, 0u64);
-    for &(stack, (type_id, site_id)) in &stack_ids {
-        let truncated = view
-            .stacks()
-            .get(stack as usize)
-            .is_some_and(|s| s.flags & stack_flags::TRUNCATED != 0);
-        insert_stack.execute(params![stack, type_id, site_id, truncated])?;
-        stack_rows += 1;
-        for (position, &frame_id) in model.stack_frames(stack).iter().enumerate() {
-            insert_link.execute(params![stack, position as i64, frame_id])?;
-            link_rows += 1;
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.text.clear();
+        self.rows = 0;
+    }
+
+    /// Inserts the rows still pending.
+    fn finish(&mut self) -> Result<()> {
+        if self.rows > 0 {
+            let mut last = self.tx.prepare(&insert_statement(self.table, self.rows))?;
+            Self::insert(&mut last, &self.values, &self.text)?;
+            self.clear();
+        }
+        Ok(())
+    }
+}
+
+impl RowSink for InsertRows<'_, '_> {
+    fn row(&mut self, values: &[Value<'_>]) -> Result<()> {
+        for value in values {
+            self.values.push(match *value {
+                Value::Integer(v) => Pending::Integer(v),
+                Value::Real(v) => Pending::Real(v),
+                Value::Boolean(v) => Pending::Integer(v.into()),
+                Value::Text(v) => {
+                    let start = self.text.len();
+                    self.text.push_str(v);
+                    Pending::Text(start..self.text.len())
+                }
+                Value::Null => Pending::Null,
+            });
+        }
+        self.rows += 1;
+        if self.rows == ROWS_PER_INSERT {
+            Self::insert(&mut self.batch, &self.values, &self.text)?;
+            self.clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::tables::ColumnType;
+
+    /// The DDL and the shared table description agree: same tables, same
+    /// columns in the same order, SQLite's declared type for each kind, and
+    /// NOT NULL where the description says a column is never NULL.
+    #[test]
+    fn schema_has_the_columns_of_the_shared_tables() {
+        let db = Connection::open_in_memory().unwrap();
+        db.execute_batch(SCHEMA).unwrap();
+        let mut names: Vec<String> = db
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY rowid")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut described: Vec<String> = TABLES.iter().map(|t| t.name.to_owned()).collect();
+        names.sort();
+        described.sort();
+        assert_eq!(names, described);
+        for table in &TABLES {
+            let columns: Vec<(String, String, bool, i64)> = db
+                .prepare(&format!("PRAGMA table_info({})", table.name))
+                .unwrap()
+                .query_map([], |row| {
+                    Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(5)?))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(columns.len(), table.columns.len(), "{}", table.name);
+            for ((name, sql_type, not_null, key), column) in columns.iter().zip(table.columns) {
+                assert_eq!(name, column.name, "{}", table.name);
+                let expected = match column.ty {
+                    ColumnType::Integer | ColumnType::Boolean => "INTEGER",
+                    ColumnType::Real => "REAL",
+                    ColumnType::Text => "TEXT",
+                };
+                assert_eq!(sql_type, expected, "{}.{name}", table.name);
+                // A key column is never NULL without saying so.
+                assert_eq!(
+                    *not_null || *key > 0,
+                    !column.nullable,
+                    "{}.{name}: NOT NULL in one and nullable in the other",
+                    table.name
+                );
+            }
         }
     }
-    summary.tables.push(("stacks", stack_rows));
-    summary.tables.push(("frames", model.frames().len() as u64));
-    summary.tables.push(("stack_frames", link_rows));
-    Ok(())
 }
