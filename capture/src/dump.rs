@@ -754,11 +754,6 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
     }
 }
 
-/// Keeps, of records whose blocks overlap, only the newest. Overlaps mean a
-/// block was freed without the tracker seeing it (C code calling `free` on
-/// a Rust allocation, or a free made while the thread was inside the
-/// tracker) and its memory handed out again: the older record is stale.
-/// `slots` is sorted by address; returns the kept prefix.
 /// The dump's thread records: every registered thread (its index is what
 /// allocations carry), then the alive ones that never allocated, each
 /// marked with how the stop went for it.
@@ -1097,6 +1092,11 @@ impl<'s> LiveStacks<'s> {
     }
 }
 
+/// Keeps, of records whose blocks overlap, only the newest. Overlaps mean a
+/// block was freed without the tracker seeing it (C code calling `free` on
+/// a Rust allocation, or a free made while the thread was inside the
+/// tracker) and its memory handed out again: the older record is stale.
+/// `slots` is sorted by address; returns the kept prefix.
 fn drop_stale_records(slots: &mut [Slot]) -> &mut [Slot] {
     let mut kept = 0;
     for i in 0..slots.len() {

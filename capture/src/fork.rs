@@ -56,4 +56,5 @@ extern "C" fn release_in_child() {
     unsafe { DUMP_LOCK.force_unlock() };
     crate::triggers::forget_in_child();
     release();
+    LIVE.forget_detached_in_child();
 }

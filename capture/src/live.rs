@@ -173,6 +173,17 @@ const FIRST_CAPACITY: usize = sys::PAGE / size_of::<Slot>();
 /// 4 KiB pages, so a group that is wholly free gives back whole pages.
 const GROUP_RECORDS: usize = 512;
 const _: () = assert!((GROUP_RECORDS * size_of::<Slot>()).is_multiple_of(sys::PAGE));
+/// Tags per 4 KiB page: the groups of eight consecutive reclaim groups.
+const TAGS_PER_PAGE: usize = sys::PAGE;
+const _: () = assert!(TAGS_PER_PAGE.is_multiple_of(GROUP_RECORDS));
+
+/// Whether every group whose tags lie in tag page `page` is reclaimed.
+fn tag_page_reclaimed(bitmap: &[u64], page: usize) -> bool {
+    let groups_per_page = TAGS_PER_PAGE / GROUP_RECORDS;
+    let first = page * groups_per_page;
+    (first..first + groups_per_page).all(|group| bitmap[group / 64] >> (group % 64) & 1 != 0)
+}
+
 /// A shard is trimmed only with at least this many free records on its
 /// free stack (smaller ones are not worth the pass), so up to this many
 /// free records (~240 KB) may stay resident per shard after a spike.
@@ -265,12 +276,15 @@ pub struct ShardTable {
     /// back: their indices are reserved though their tags are 0, so no trim
     /// may run meanwhile.
     detached: usize,
-    /// The free-stack depth at which the next trim may run.
+    /// Frees since the last trim, and how many the next one waits for: a
+    /// sixteenth of the records the last trim read, so trims cost at most
+    /// about sixteen tag reads (a quarter of a cache line) per free.
+    frees_since_trim: usize,
     next_trim: usize,
     /// Records the shard can hold: all three mappings have room for them.
     capacity: usize,
-    /// Records ever used: `slots[..used]` are records, live or free; the
-    /// pages past them were never touched.
+    /// Records in use or free: `slots[..used]` are records, live or free;
+    /// past them every tag is 0 (never touched, or given back by a trim).
     used: usize,
     /// Free indices on the stack, and the most there ever were.
     free_count: usize,
@@ -294,6 +308,7 @@ impl ShardTable {
             reclaimed: Grown::new(),
             reclaimed_groups: 0,
             detached: 0,
+            frees_since_trim: 0,
             next_trim: TRIM_MIN_FREE,
             capacity: 0,
             used: 0,
@@ -354,6 +369,7 @@ impl ShardTable {
         if !self.detach_tagged(index, address, size) {
             return false;
         }
+        self.frees_since_trim += 1;
         self.release(index);
         // The next insertion writes this record: start fetching its line
         // now rather than stall on it then.
@@ -462,14 +478,15 @@ impl ShardTable {
     }
 
     /// Whether enough of the shard is free for a [`trim`](Self::trim) to
-    /// pay: most records free, and the free stack at least twice as deep
-    /// as the last trim left it (so trims cost a bounded number of tag
-    /// reads per free), and no reallocation under way.
+    /// pay: most records free, and enough frees since the last trim to pay
+    /// for the records it read, or the shard just became empty after at
+    /// least [`TRIM_MIN_FREE`] frees (the end of a spike: everything goes
+    /// back); and no reallocation under way.
     #[inline]
     fn trim_due(&self) -> bool {
-        self.free_count >= self.next_trim
-            && self.free_count / 3 > self.count as usize
-            && self.detached == 0
+        let paid = self.frees_since_trim >= self.next_trim
+            || (self.count == 0 && self.frees_since_trim >= TRIM_MIN_FREE);
+        paid && self.free_count / 3 > self.count as usize && self.detached == 0
     }
 
     /// Gives the memory of wholly free records back to the kernel: the
@@ -506,6 +523,7 @@ impl ShardTable {
         }
         let free = self.free.as_mut_slice();
         let (mut free_count, mut reclaimed_groups) = (0, 0);
+        let mut records_read = old_used - high;
         // A run of groups reclaimed by this trim, `run.0 .. run.1`, whose
         // pages go back to the kernel in one call.
         let mut run = (0, 0);
@@ -515,6 +533,7 @@ impl ShardTable {
                 continue;
             }
             let records = group_records(group, high);
+            records_read += records.len();
             let group_tags = &tags[records.clone()];
             if group_tags.len() == GROUP_RECORDS && group_tags.iter().all(|&tag| tag == 0) {
                 bitmap[group / 64] |= 1 << (group % 64);
@@ -549,7 +568,39 @@ impl ShardTable {
         self.free_count = free_count;
         self.free_peak = free_count;
         self.reclaimed_groups = reclaimed_groups;
-        self.next_trim = TRIM_MIN_FREE.max(2 * free_count);
+        self.discard_reclaimed_tags();
+        self.frees_since_trim = 0;
+        self.next_trim = TRIM_MIN_FREE.max(records_read / 16);
+    }
+
+    /// Gives back every page of tags whose groups are all reclaimed (runs
+    /// reclaimed by different trims included), in one call per run.
+    fn discard_reclaimed_tags(&mut self) {
+        let bitmap = self.reclaimed.as_slice();
+        let pages = self.used / TAGS_PER_PAGE;
+        let mut page = 0;
+        while page < pages {
+            if !tag_page_reclaimed(bitmap, page) {
+                page += 1;
+                continue;
+            }
+            let first = page;
+            while page < pages && tag_page_reclaimed(bitmap, page) {
+                page += 1;
+            }
+            if !self.tags.base.is_null() {
+                // SAFETY: these tag pages lie below `used`, inside the tag
+                // mapping, and every record they describe is in a
+                // reclaimed group: free, reserved by nobody, its tag 0,
+                // which is what a discarded page reads as.
+                unsafe {
+                    sys::discard(
+                        self.tags.base.add(first * TAGS_PER_PAGE),
+                        (page - first) * TAGS_PER_PAGE,
+                    );
+                }
+            }
+        }
     }
 
     /// The live slots, in slab order.
@@ -567,8 +618,13 @@ impl ShardTable {
     /// costs no memory).
     pub fn used_bytes(&self) -> usize {
         let resident = self.used - self.reclaimed_groups * GROUP_RECORDS;
+        let bitmap = self.reclaimed.as_slice();
+        let tag_pages = self.used.div_ceil(TAGS_PER_PAGE);
+        let discarded_tag_pages = (0..self.used / TAGS_PER_PAGE)
+            .filter(|&page| tag_page_reclaimed(bitmap, page))
+            .count();
         sys::round_to_pages(resident * size_of::<Slot>())
-            + sys::round_to_pages(resident)
+            + (tag_pages - discarded_tag_pages) * sys::PAGE
             + sys::round_to_pages(self.free_peak * size_of::<u32>())
             + sys::round_to_pages(self.used.div_ceil(GROUP_RECORDS * 64) * size_of::<u64>())
     }
@@ -580,10 +636,10 @@ fn discard_records(slots: &Grown<Slot>, tags: &Grown<u8>, from: usize, to: usize
     if from >= to || slots.base.is_null() || tags.base.is_null() {
         return;
     }
-    // SAFETY: `from..to` lies below the shard's `used`, inside the slab and
-    // tag mappings, and no live or reserved record is in it (all tags are
-    // 0, no reallocation is under way, and none of these indices is on the
-    // free stack), so nothing needs their contents.
+    // SAFETY: `from..to` lies inside the slab and tag mappings (below the
+    // shard's old `used`), and no live or reserved record is in it (all
+    // tags are 0, no reallocation is under way, and none of these indices
+    // is on the free stack), so nothing needs their contents.
     unsafe {
         sys::discard(slots.base.add(from).cast(), (to - from) * size_of::<Slot>());
         sys::discard(tags.base.add(from), to - from);
@@ -840,6 +896,15 @@ impl LiveTable {
         footer
     }
 
+    /// In a child of `fork`: a record detached by another thread of the
+    /// parent (mid-reallocation) will never be given back here, so it no
+    /// longer holds trims off; its index is lost to this process.
+    pub fn forget_detached_in_child(&self) {
+        for shard in &self.shards {
+            shard.table.lock().detached = 0;
+        }
+    }
+
     /// Counts a deallocation whose record was already removed (a
     /// reallocation that moved), in shard `home`.
     pub fn count_free(&self, home: usize) {
@@ -1036,7 +1101,7 @@ mod tests {
         // with their tags, free indices and the group bitmap, and at most
         // the free records that were not worth a last trim: against
         // ~8.7 MB at the peak.
-        let bound = 3 * GROUP_RECORDS * 29 + TRIM_MIN_FREE * 29 + 8 * 4096;
+        let bound = 3 * GROUP_RECORDS * 29 + (spike as usize / 16) * 29 + 8 * 4096;
         assert!(
             trimmed.used_bytes <= bound as u64,
             "{} bytes after the spike",
@@ -1066,6 +1131,38 @@ mod tests {
         }
         let totals = table.totals();
         assert_eq!((totals.live_count, totals.live_bytes), (100_000, 800_000));
+    }
+
+    #[test]
+    fn a_spike_freed_in_random_order_is_given_back_too() {
+        let table = LiveTable::new();
+        let spike = 300_000u64;
+        let mut blocks: Vec<(u64, u32)> = (0..spike)
+            .map(|i| {
+                let address = 0x10_0000 + i * 16;
+                (address, table.insert(&entry(address, 24), true, 0))
+            })
+            .collect();
+        // Fisher-Yates with a fixed xorshift.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for i in (1..blocks.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            blocks.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        for &(address, footer) in &blocks {
+            table.remove(footer, address, 24);
+        }
+        let totals = table.totals();
+        assert_eq!(totals.live_count, 0);
+        // Nothing: the last free emptied the shard, which trims it whole.
+        let bound = 2 * 4096;
+        assert!(
+            totals.used_bytes <= bound as u64,
+            "{} bytes after freeing everything",
+            totals.used_bytes
+        );
     }
 
     #[test]

@@ -857,6 +857,9 @@ pub fn forget_in_child() {
     // a thread that does not exist here, and nothing references its value.
     unsafe { CONFIG.force_unlock() };
     TRIGGER_TID.store(0, Ordering::Relaxed);
+    // Not this process's trigger thread (its pid could even be equal, in
+    // another pid namespace).
+    TRIGGER_PID.store(0, Ordering::Relaxed);
     TAKEN.store(0, Ordering::Relaxed);
     PENDING.store(0, Ordering::Relaxed);
     if THIS_PROCESS_ONLY.load(Ordering::Relaxed) {
