@@ -108,6 +108,11 @@ const POLL: Duration = Duration::from_millis(200);
 /// Answers kept before the oldest are dropped: every answer is a function
 /// of the URL alone, but URLs (addresses, offsets) are unbounded.
 const MAX_KEPT_ANSWERS: usize = 512;
+/// Bytes of kept answers, and the largest answer kept: a few big pages of
+/// the dominator tree or leak blocks must not grow the server without
+/// bound.
+const MAX_KEPT_BYTES: usize = 256 << 20;
+const MAX_KEPT_ANSWER_BYTES: usize = 4 << 20;
 
 /// The most blocks of one level `/api/dominators` gives at once: a page
 /// of the top level of a big heap would otherwise be the whole heap.
@@ -179,6 +184,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 403,
                 "this server answers requests for 127.0.0.1 or localhost only",
             )
+        } else if from_another_site(&request) {
+            Answer::error(403, "this server answers its own page only")
         } else if *request.method() != tiny_http::Method::Get
             && *request.method() != tiny_http::Method::Head
         {
@@ -205,6 +212,17 @@ fn page_url(bound: SocketAddr) -> String {
         IpAddr::V4(ip) => format!("http://{ip}:{}/", bound.port()),
         IpAddr::V6(ip) => format!("http://[{ip}]:{}/", bound.port()),
     }
+}
+
+/// Whether a browser says the request comes from another site's page (an
+/// `<img>` or a form there pointing here): such a page cannot read the
+/// answer, but could still make the server build big ones.
+fn from_another_site(request: &tiny_http::Request) -> bool {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Sec-Fetch-Site"))
+        .is_some_and(|h| matches!(h.value.as_str(), "cross-site" | "same-site"))
 }
 
 /// Whether the request's Host header names this machine's loopback
@@ -316,6 +334,7 @@ struct Served<'a> {
     flamegraph: Vec<u8>,
     diff_flamegraph: Option<Vec<u8>>,
     kept: HashMap<String, Answer>,
+    kept_bytes: usize,
 }
 
 impl<'a> Served<'a> {
@@ -385,6 +404,7 @@ impl<'a> Served<'a> {
             flamegraph,
             diff_flamegraph,
             kept: HashMap::new(),
+            kept_bytes: 0,
         })
     }
 
@@ -410,10 +430,17 @@ impl<'a> Served<'a> {
             return answer.clone();
         }
         let answer = self.route(url);
-        if answer.status == 200 && answer.content_type == "application/json" {
-            if self.kept.len() >= MAX_KEPT_ANSWERS {
+        if answer.status == 200
+            && answer.content_type == "application/json"
+            && answer.body.len() <= MAX_KEPT_ANSWER_BYTES
+        {
+            if self.kept.len() >= MAX_KEPT_ANSWERS
+                || self.kept_bytes + answer.body.len() > MAX_KEPT_BYTES
+            {
                 self.kept.clear();
+                self.kept_bytes = 0;
             }
+            self.kept_bytes += answer.body.len();
             self.kept.insert(url.to_owned(), answer.clone());
         }
         answer

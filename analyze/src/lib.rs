@@ -42,7 +42,7 @@
 //!   `verify`, `top`, `leaks`, `top --retained`, `retainers`, `diff`, each a
 //!   `Serialize + Display` struct), [`dominator_levels`] (the dominator
 //!   tree a level at a time, for browsing), [`export`] (DOT, SQLite, HPROF, flame
-//!   graph, pprof and Chrome heap snapshot over one model).
+//!   graph, pprof, Chrome heap snapshot and Parquet over one model).
 
 use std::path::Path;
 

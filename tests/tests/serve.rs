@@ -51,7 +51,7 @@ impl Server {
 
     /// `path` (starting with `/`) of this server: status and body.
     fn get(&self, path: &str) -> (u16, String) {
-        get_with_host(&format!("{}{}", self.url, &path[1..]), None)
+        get_with_headers(&format!("{}{}", self.url, &path[1..]), &[])
     }
 
     /// Sends SIGINT (Ctrl-C) and returns the exit status and stderr.
@@ -73,14 +73,14 @@ impl Drop for Server {
     }
 }
 
-fn get_with_host(url: &str, host: Option<&str>) -> (u16, String) {
+fn get_with_headers(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut request = agent.get(url);
-    if let Some(host) = host {
-        request = request.header("Host", host);
+    for &(name, value) in headers {
+        request = request.header(name, value);
     }
     let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
@@ -238,8 +238,24 @@ fn endpoints_answer_exactly_what_the_commands_print_with_json() {
         assert!(message.contains(words), "{path}: {message}");
     }
     // On loopback, a request for another host name (DNS rebinding) is refused.
-    let (status, _) = get_with_host(&format!("{}api/info", server.url), Some("evil.example"));
+    let (status, _) = get_with_headers(
+        &format!("{}api/info", server.url),
+        &[("Host", "evil.example")],
+    );
     assert_eq!(status, 403);
+    // A request a browser says another site's page made is refused; one
+    // from the page itself is answered.
+    for (site, expected) in [
+        ("cross-site", 403),
+        ("same-site", 403),
+        ("same-origin", 200),
+    ] {
+        let (status, _) = get_with_headers(
+            &format!("{}api/info", server.url),
+            &[("Sec-Fetch-Site", site)],
+        );
+        assert_eq!(status, expected, "Sec-Fetch-Site: {site}");
+    }
 
     let (status, stderr) = server.interrupt();
     assert!(status.success(), "serve ended with {status}: {stderr}");
@@ -385,7 +401,10 @@ fn chromium() -> PathBuf {
 /// `chromium --headless` with the flags it needs here: as root it runs only
 /// without its sandbox, and there is no GPU.
 fn headless(extra: &[&str], url: &str) -> std::process::Output {
-    Command::new(chromium())
+    // Bounded: a hung browser must fail the test, not stall CI.
+    Command::new("timeout")
+        .arg("120")
+        .arg(chromium())
         .args([
             "--headless",
             "--no-sandbox",

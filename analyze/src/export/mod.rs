@@ -1,11 +1,12 @@
 //! Exports of a heap snapshot to formats other tools read: Graphviz DOT
 //! ([`dot`]), SQLite ([`sqlite`]), Java HPROF ([`hprof`]), SVG flame
-//! graphs ([`flamegraph`]), pprof profiles ([`pprof`]) and Chrome DevTools
-//! heap snapshots ([`heapsnapshot`]). All read one
-//! [`HeapModel`] (the dump, its graph and analysis, every allocation's name,
-//! the symbolized frames of every stack, and the symbols and field layouts
-//! of the program), and all are an [`Export`], written to a file or stdout
-//! by [`write_export`].
+//! graphs ([`flamegraph`]), pprof profiles ([`pprof`]), Chrome DevTools
+//! heap snapshots ([`heapsnapshot`]) and Parquet datasets ([`parquet`]; the
+//! tables it shares with SQLite are described once, in [`tables`]). All read
+//! one [`HeapModel`] (the dump, its graph and analysis, every allocation's
+//! name, the symbolized frames of every stack, and the symbols and field
+//! layouts of the program), and all are an [`Export`], written to a file,
+//! stdout or (Parquet) a directory by [`write_export`].
 //!
 //! ```no_run
 //! use heapdump_analyze::export::{Destination, HeapModel, dot, write_export};

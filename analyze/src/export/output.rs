@@ -156,8 +156,17 @@ impl Output {
                 to.check(export)?;
                 std::fs::create_dir_all(path)
                     .with_context(|| format!("cannot create the directory {}", path.display()))?;
-                let staging = path.join(format!(".heapdump-staging-{}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&staging);
+                // Unique to this run: exporters on other machines or in
+                // other containers may write into the same directory with
+                // the same process id. `create_dir` fails rather than reuse
+                // another's.
+                let unique = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos());
+                let staging = path.join(format!(
+                    ".heapdump-staging-{}-{unique:x}",
+                    std::process::id()
+                ));
                 std::fs::create_dir(&staging)
                     .with_context(|| format!("cannot create {}", staging.display()))?;
                 Ok(Output {
