@@ -21,7 +21,7 @@ fn read_with_memlab(file: &std::path::Path) -> HashMap<u64, Value> {
     let node_dir = workspace_root().join("tests/node");
     assert!(
         node_dir.join("node_modules/@memlab/heap-analysis").exists(),
-        "memlab is not installed: run `npm ci` in tests/node (.ci/run does)"
+        "memlab is not installed: run `npm ci` in tests/node (scripts/test.sh does)"
     );
     let output = run_ok(
         Command::new("node")

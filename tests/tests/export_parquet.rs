@@ -1,7 +1,7 @@
 //! `heapdump toparquet`: three dumps of two processes (two of `triggered`
 //! growing, written by its growth trigger, and one of `leaks`) exported into
 //! one directory are one dataset; DuckDB (the `duckdb` package from PyPI,
-//! installed by `.ci/run` into a virtual environment under the target
+//! installed by `scripts/test.sh` into a virtual environment under the target
 //! directory) runs every dataset query of `analyze/EXPORTS.md` on it as
 //! written there, and each answer is exactly what the `heapdump` command
 //! says of the same dumps (`diff --json`, `top --retained --json`,
@@ -17,17 +17,20 @@ use heapdump_tests::{binary, heapdump, heapdump_json, run_ok, scratch_dir, works
 use serde_json::Value;
 
 /// The Python with `duckdb`: `HEAPDUMP_TEST_PYTHON`, else the virtual
-/// environment `.ci/run` makes in the target directory.
+/// environment `scripts/test.sh` makes in the target directory (a relative
+/// `CARGO_TARGET_DIR` is relative to the workspace root, where the script
+/// runs).
 fn duckdb_python() -> PathBuf {
     if let Some(python) = std::env::var_os("HEAPDUMP_TEST_PYTHON") {
         return PathBuf::from(python);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let target = workspace_root().join(target);
     let python = target.join("python/bin/python3");
     assert!(
         python.exists(),
-        "{} is missing: this test needs DuckDB from PyPI, installed by .ci/run \
+        "{} is missing: this test needs DuckDB from PyPI, installed by scripts/test.sh \
          (python3 -m venv {}/python && {}/python/bin/pip install duckdb==2.0.1), \
          or set HEAPDUMP_TEST_PYTHON to a Python that has it",
         python.display(),
