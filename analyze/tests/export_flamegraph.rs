@@ -124,37 +124,41 @@ fn live_bytes_by_stack_outermost_first_with_bytes_blocks_and_share() {
     assert_eq!(
         titles(&frames),
         [
-            (0, 296, "all: 296 bytes (296 B), 7 blocks, 100.00% of bytes"),
+            (
+                0,
+                296,
+                "all (296 bytes = 296 B, 7 blocks, 100.00% of bytes)"
+            ),
             (
                 1,
                 64,
-                "app::build: 64 bytes (64 B), 2 blocks, 21.62% of bytes"
+                "app::build (64 bytes = 64 B, 2 blocks, 21.62% of bytes)"
             ),
             (
                 1,
                 192,
-                "app::fill: 192 bytes (192 B), 2 blocks, 64.86% of bytes"
+                "app::fill (192 bytes = 192 B, 2 blocks, 64.86% of bytes)"
             ),
             (
                 1,
                 32,
-                "app::make: 32 bytes (32 B), 2 blocks, 10.81% of bytes"
+                "app::make (32 bytes = 32 B, 2 blocks, 10.81% of bytes)"
             ),
-            (1, 8, "app::name: 8 bytes (8 B), 1 block, 2.70% of bytes"),
+            (1, 8, "app::name (8 bytes = 8 B, 1 block, 2.70% of bytes)"),
             (
                 2,
                 64,
-                "new<app::Node> (inlined): 64 bytes (64 B), 2 blocks, 21.62% of bytes"
+                "new<app::Node> (inlined) (64 bytes = 64 B, 2 blocks, 21.62% of bytes)"
             ),
             (
                 2,
                 192,
-                "with_capacity_in<u64, alloc::alloc::Global> (inlined): 192 bytes (192 B), 2 blocks, 64.86% of bytes"
+                "with_capacity_in<u64, alloc::alloc::Global> (inlined) (192 bytes = 192 B, 2 blocks, 64.86% of bytes)"
             ),
             (
                 2,
                 8,
-                "with_capacity_in<&str, alloc::alloc::Global> (inlined): 8 bytes (8 B), 1 block, 2.70% of bytes"
+                "with_capacity_in<&str, alloc::alloc::Global> (inlined) (8 bytes = 8 B, 1 block, 2.70% of bytes)"
             ),
         ]
     );
@@ -171,7 +175,7 @@ fn count_weighs_frames_by_blocks() {
     let widths: BTreeMap<String, u64> = draw(&model, &options)
         .into_iter()
         .filter(|d| d.level <= 1)
-        .map(|d| (d.title.split(": ").next().unwrap().to_owned(), d.width))
+        .map(|d| (d.title.split(" (").next().unwrap().to_owned(), d.width))
         .collect();
     let expected: BTreeMap<String, u64> = [
         ("all", 7),
@@ -211,17 +215,17 @@ fn diff_draws_the_newer_dump_and_titles_the_change() {
             (
                 0,
                 224,
-                "all: 224 bytes (224 B), 4 blocks, 100.00% of bytes; before: 72 bytes, 2 blocks; change: +152 bytes, +2 blocks"
+                "all (224 bytes = 224 B, 4 blocks, 100.00% of bytes; before: 72 bytes, 2 blocks; change: +152 bytes, +2 blocks)"
             ),
             (
                 1,
                 192,
-                "app::fill: 192 bytes (192 B), 2 blocks, 85.71% of bytes; before: 64 bytes, 1 blocks; change: +128 bytes, +1 blocks"
+                "app::fill (192 bytes = 192 B, 2 blocks, 85.71% of bytes; before: 64 bytes, 1 blocks; change: +128 bytes, +1 blocks)"
             ),
             (
                 1,
                 32,
-                "app::make: 32 bytes (32 B), 2 blocks, 14.29% of bytes; before: 0 bytes, 0 blocks; change: +32 bytes, +2 blocks"
+                "app::make (32 bytes = 32 B, 2 blocks, 14.29% of bytes; before: 0 bytes, 0 blocks; change: +32 bytes, +2 blocks)"
             ),
         ]
     );
@@ -243,31 +247,35 @@ fn retained_follows_the_dominator_tree_by_type() {
     assert_eq!(
         titles(&frames),
         [
-            (0, 296, "all: 296 bytes (296 B), 7 blocks, 100.00% of bytes"),
+            (
+                0,
+                296,
+                "all (296 bytes = 296 B, 7 blocks, 100.00% of bytes)"
+            ),
             (
                 1,
                 64,
-                "Vec<u64> buffer: 64 bytes (64 B), 1 block, 21.62% of bytes"
+                "Vec<u64> buffer (64 bytes = 64 B, 1 block, 21.62% of bytes)"
             ),
             (
                 1,
                 32,
-                "alloc@app::make:7: 32 bytes (32 B), 2 blocks, 10.81% of bytes"
+                "alloc@app::make:7 (32 bytes = 32 B, 2 blocks, 10.81% of bytes)"
             ),
             (
                 1,
                 200,
-                "app::Node: 200 bytes (200 B), 4 blocks, 67.57% of bytes"
+                "app::Node (200 bytes = 200 B, 4 blocks, 67.57% of bytes)"
             ),
             (
                 2,
                 136,
-                "Vec<&str> buffer: 136 bytes (136 B), 2 blocks, 45.95% of bytes"
+                "Vec<&str> buffer (136 bytes = 136 B, 2 blocks, 45.95% of bytes)"
             ),
             (
                 3,
                 128,
-                "Vec<u64> buffer: 128 bytes (128 B), 1 block, 43.24% of bytes"
+                "Vec<u64> buffer (128 bytes = 128 B, 1 block, 43.24% of bytes)"
             ),
         ]
     );

@@ -343,6 +343,9 @@ pub fn write_flamegraph(
         "Function:".to_owned()
     };
     inferno.colors = color::Palette::Basic(color::BasicPalette::Mem);
+    // A narrow frame keeps the start of its name (the crate and function),
+    // not its end (`..(inlined)`).
+    inferno.text_truncate_direction = flamegraph::TextTruncateDirection::Right;
     // The same dump gives the same picture.
     inferno.hash = true;
     inferno.deterministic = true;
@@ -377,8 +380,10 @@ fn add(to: &mut Figures, f: &Figures) {
     to.old_blocks += f.old_blocks;
 }
 
-/// `app::fill: 4096 bytes (4.0 KiB), 2 blocks, 12.50% of 32768 bytes`, and
-/// the change with a base.
+/// `app::fill (4096 bytes = 4.0 KiB, 2 blocks, 12.50% of bytes)`, and the
+/// change with a base, all in one trailing group without inner
+/// parentheses: inferno's script labels a frame with its title minus such
+/// a group, so a narrow frame shows the start of its name, not figures.
 fn frame_title(name: &str, f: &Figures, total: &Figures, diff: bool, estimated: bool) -> String {
     let name = name
         .strip_suffix("_[i]")
@@ -390,7 +395,7 @@ fn frame_title(name: &str, f: &Figures, total: &Figures, diff: bool, estimated: 
     };
     let about = if estimated { "≈" } else { "" };
     let mut title = format!(
-        "{name}: {about}{} bytes ({}), {about}{} block{}, {share:.2}% of bytes",
+        "{name} ({about}{} bytes = {}, {about}{} block{}, {share:.2}% of bytes",
         f.bytes,
         human_bytes(f.bytes),
         f.blocks,
@@ -404,6 +409,7 @@ fn frame_title(name: &str, f: &Figures, total: &Figures, diff: bool, estimated: 
             f.old_bytes, f.old_blocks
         ));
     }
+    title.push(')');
     title
 }
 
