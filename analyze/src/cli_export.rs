@@ -233,15 +233,11 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = export(&options, &model, &to, "writing the database")?;
     let rows = summary.rows();
-    let tables: Vec<String> = summary
-        .tables
-        .iter()
-        .map(|(table, n)| format!("{table} {n}"))
-        .collect();
+    let tables = table_counts(&summary.tables);
     eprintln!(
         "wrote {}: {rows} rows ({}) loaded in {:.2} s ({:.0} rows/s), indexed in {:.2} s",
         display(&args.output),
-        tables.join(", "),
+        tables,
         summary.load_seconds,
         rows as f64 / summary.load_seconds.max(1e-9),
         summary.index_seconds
@@ -313,16 +309,12 @@ pub fn toparquet(args: ToparquetArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = export(&options, &model, &to, "writing the Parquet files")?;
     let rows = summary.rows();
-    let tables: Vec<String> = summary
-        .tables
-        .iter()
-        .map(|(table, n)| format!("{table} {n}"))
-        .collect();
+    let tables = table_counts(&summary.tables);
     eprintln!(
         "wrote dump={} into {}: {rows} rows ({}), {} bytes in {:.2} s ({:.0} rows/s)",
         summary.dump_id,
         display(&args.output),
-        tables.join(", "),
+        tables,
         summary.bytes,
         summary.seconds,
         rows as f64 / summary.seconds.max(1e-9)
@@ -609,4 +601,14 @@ pub fn toheapsnapshot(args: ToheapsnapshotArgs) -> anyhow::Result<ExitCode> {
         summary.lost
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `objects 12, edges 30, …`: the rows each table got, as the exports'
+/// closing lines print them.
+fn table_counts<T: std::fmt::Display, N: std::fmt::Display>(tables: &[(T, N)]) -> String {
+    tables
+        .iter()
+        .map(|(table, n)| format!("{table} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -589,10 +589,10 @@ impl ShardTable {
                 page += 1;
             }
             if !self.tags.base.is_null() {
-                // SAFETY: these tag pages lie below `used`, inside the tag
-                // mapping, and every record they describe is in a
-                // reclaimed group: free, reserved by nobody, its tag 0,
-                // which is what a discarded page reads as.
+                // Every record these tag pages describe is in a reclaimed
+                // group: free, reserved by nobody, its tag the 0 that a
+                // discarded page reads as.
+                // SAFETY: the pages lie below `used`, in the tag mapping.
                 unsafe {
                     sys::discard(
                         self.tags.base.add(first * TAGS_PER_PAGE),
@@ -636,10 +636,10 @@ fn discard_records(slots: &Grown<Slot>, tags: &Grown<u8>, from: usize, to: usize
     if from >= to || slots.base.is_null() || tags.base.is_null() {
         return;
     }
-    // SAFETY: `from..to` lies inside the slab and tag mappings (below the
-    // shard's old `used`), and no live or reserved record is in it (all
-    // tags are 0, no reallocation is under way, and none of these indices
-    // is on the free stack), so nothing needs their contents.
+    // No live or reserved record is in `from..to` (all tags are 0, no
+    // reallocation is under way, none of these indices is on the free
+    // stack), so nothing needs their contents.
+    // SAFETY: `from..to` lies in the slab and tag mappings (below `used`).
     unsafe {
         sys::discard(slots.base.add(from).cast(), (to - from) * size_of::<Slot>());
         sys::discard(tags.base.add(from), to - from);
