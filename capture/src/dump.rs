@@ -128,9 +128,9 @@ fn gather_unlocked(scratch: &Scratch) -> Result<Unlocked<'_>, DumpError> {
     let text = scratch
         .take::<u8>(CMDLINE_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
-    let n = modules::read_link(b"/proc/self/exe\0", text);
+    let n = sys::read_link(c"/proc/self/exe", text);
     let exe = strings.add_or_empty(&text[..n]);
-    let mut n = sys::read_file(b"/proc/self/cmdline\0", text);
+    let mut n = sys::read_file(c"/proc/self/cmdline", text);
     if n > 0 && text[n - 1] == 0 {
         n -= 1;
     }
@@ -313,7 +313,7 @@ fn snapshot_and_write(
     let timestamp_ns = sys::clock_ns(libc::CLOCK_REALTIME);
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
-    let me = sys::gettid();
+    let me = sys::thread_id();
 
     let scratch = Scratch::new(
         STRINGS_BYTES
@@ -736,22 +736,7 @@ pub fn create(path: &[u8]) -> Result<i32, DumpError> {
     if !c_path.push(path) {
         return Err(DumpError::InvalidPath);
     }
-    let c_path = c_path.as_c_bytes();
-    // SAFETY: `c_path` is NUL-terminated; the flags create a new file only.
-    let fd = unsafe {
-        libc::open(
-            c_path.as_ptr().cast(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        Err(DumpError::Open {
-            errno: sys::errno(),
-        })
-    } else {
-        Ok(fd)
-    }
+    sys::create_new_file(c_path.as_c_str(), 0o600).map_err(|errno| DumpError::Open { errno })
 }
 
 /// The dump's thread records: every registered thread (its index is what

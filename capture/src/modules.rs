@@ -6,8 +6,12 @@
 //! a thread inside `dlopen` may allocate while holding that lock, so modules
 //! are gathered before the dump locks the live table, never after.
 
+use core::ops::ControlFlow;
+
 use heapdump_formats::records::{ModuleRecord, SegmentRecord, module_flags};
 use heapdump_formats::write::StringTable;
+
+use crate::sys::{self, LoadedObject};
 
 /// Where [`gather`] puts what it finds.
 pub struct Modules<'a, 's> {
@@ -46,51 +50,27 @@ const NT_GNU_BUILD_ID: u32 = 3;
 
 /// Fills `out` with the objects loaded now.
 pub fn gather(out: &mut Modules<'_, '_>) {
-    // SAFETY: the callback only touches `out` through the pointer we pass,
-    // which stays valid for the whole call, and it never unwinds.
-    unsafe {
-        libc::dl_iterate_phdr(Some(visit), (out as *mut Modules<'_, '_>).cast());
-    }
+    sys::for_each_loaded_object(|object| {
+        add(out, object);
+        ControlFlow::Continue(())
+    });
 }
 
-unsafe extern "C" fn visit(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut libc::c_void,
-) -> libc::c_int {
-    // SAFETY: `data` is the `&mut Modules` passed by `gather`, alive for
-    // the iteration and not aliased meanwhile.
-    let out = unsafe { &mut *data.cast::<Modules<'_, '_>>() };
-    // SAFETY: the loader passes a valid `dl_phdr_info` for the duration of
-    // the callback.
-    let info = unsafe { &*info };
+/// Adds `object`, its segments and its TLS to `out`.
+fn add(out: &mut Modules<'_, '_>, object: &LoadedObject<'_>) {
     if out.module_count >= out.modules.len() {
         out.overflowed = true;
-        return 0;
+        return;
     }
     let module_index = out.module_count as u32;
-    let bias = info.dlpi_addr;
-    let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
-        &[]
-    } else {
-        // SAFETY: the loader guarantees `dlpi_phnum` program headers at
-        // `dlpi_phdr`, mapped for as long as the object is loaded (which it
-        // is while we hold the loader's lock).
-        unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-    };
-
-    let name: &[u8] = if info.dlpi_name.is_null() {
-        &[]
-    } else {
-        // SAFETY: a non-null `dlpi_name` is a NUL-terminated string owned by
-        // the loader.
-        unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes()
-    };
+    let bias = object.bias();
+    let phdrs = object.program_headers();
+    let name = object.name();
     let mut flags = 0;
     let mut exe_path = [0u8; 4096];
     let path = if name.is_empty() && module_index == 0 {
         flags |= module_flags::MAIN_EXECUTABLE;
-        let n = read_link(b"/proc/self/exe\0", &mut exe_path);
+        let n = sys::read_link(c"/proc/self/exe", &mut exe_path);
         &exe_path[..n]
     } else {
         if name.starts_with(b"linux-vdso") || name.starts_with(b"linux-gate") {
@@ -125,8 +105,8 @@ unsafe extern "C" fn visit(
                 if out.tls_count < out.tls.len() {
                     out.tls[out.tls_count] = TlsModule {
                         module: module_index,
-                        id: info.dlpi_tls_modid as u64,
-                        block: info.dlpi_tls_data as u64,
+                        id: object.tls_module_id(),
+                        block: object.tls_block(),
                         size: phdr.p_memsz,
                     };
                     out.tls_count += 1;
@@ -159,7 +139,6 @@ unsafe extern "C" fn visit(
         reserved: 0,
     };
     out.module_count += 1;
-    0
 }
 
 /// The descriptor of the first `NT_GNU_BUILD_ID` note in `notes`.
@@ -186,20 +165,6 @@ pub(crate) fn find_build_id(notes: &[u8]) -> &[u8] {
         at = next;
     }
     &[]
-}
-
-/// `readlink` into `out`; the length read, 0 on error.
-pub fn read_link(path: &[u8], out: &mut [u8]) -> usize {
-    if path.last() != Some(&0) {
-        return 0;
-    }
-    // SAFETY: `path` is NUL-terminated and `out` is writable for its length.
-    let n = unsafe { libc::readlink(path.as_ptr().cast(), out.as_mut_ptr().cast(), out.len()) };
-    if n < 0 {
-        0
-    } else {
-        (n as usize).min(out.len())
-    }
 }
 
 /// Scratch sizes a dump reserves for modules.

@@ -280,7 +280,7 @@ pub struct Mappings<'a> {
 impl<'a> Mappings<'a> {
     /// Parses `/proc/self/maps` into `out`, keeping readable ranges only.
     pub fn read(text: &mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
-        let len = sys::read_file(b"/proc/self/maps\0", text);
+        let len = sys::read_file(c"/proc/self/maps", text);
         let mut count = 0;
         for line in text[..len].split(|&b| b == b'\n') {
             let Some((range, perms)) = parse_maps_line(line) else {

@@ -154,7 +154,7 @@ pub fn die_of(signal: i32) {
         libc::syscall(
             libc::SYS_tgkill,
             libc::getpid(),
-            sys::gettid() as libc::pid_t,
+            sys::thread_id() as libc::pid_t,
             signal,
         );
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());

@@ -18,6 +18,7 @@
 //! one). The dump names frames after it has resumed the world.
 
 use core::cmp::Ordering;
+use core::ffi::CStr;
 
 use heapdump_formats::records::{FrameNameRecord, ModuleRecord, StrRef, module_flags};
 use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
@@ -290,55 +291,23 @@ impl<'s> SortedFunctions<'s> {
 
 /// A module's file, mapped read-only for as long as this lives.
 struct MappedFile {
-    base: *mut libc::c_void,
+    base: *const u8,
     len: usize,
 }
 
 impl MappedFile {
-    /// Maps the file at the NUL-terminated `path`; `None` on any error (a
-    /// missing or empty file, not a regular file).
-    fn open(path: &[u8]) -> Option<MappedFile> {
-        if path.last() != Some(&0) {
-            return None;
-        }
-        // SAFETY: `path` is NUL-terminated (checked above).
-        let fd = unsafe {
-            libc::open(
-                path.as_ptr().cast(),
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: `stat` is plain data; all-zero is a valid value.
-        let mut stat: libc::stat = unsafe { core::mem::zeroed() };
-        // SAFETY: `fd` is open and `stat` a valid out-pointer.
-        let ok = unsafe { libc::fstat(fd, &mut stat) } == 0
-            && stat.st_mode & libc::S_IFMT == libc::S_IFREG
-            && stat.st_size > 0;
-        let len = if ok { stat.st_size as usize } else { 0 };
-        let base = if len == 0 {
-            libc::MAP_FAILED
-        } else {
-            // SAFETY: a private read-only mapping of a file we opened, at
-            // no address hint; the result is checked for MAP_FAILED.
-            unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ,
-                    libc::MAP_PRIVATE,
-                    fd,
-                    0,
-                )
-            }
-        };
-        // SAFETY: `fd` is ours and closed once; the mapping stays valid.
-        unsafe {
-            libc::close(fd);
-        }
-        (base != libc::MAP_FAILED).then_some(MappedFile { base, len })
+    /// Maps the file at `path`; `None` on any error (a missing or empty
+    /// file, not a regular file).
+    fn open(path: &CStr) -> Option<MappedFile> {
+        let fd = sys::open_read_only(path).ok()?;
+        let len = sys::regular_file_size(fd).and_then(|size| usize::try_from(size).ok());
+        let base = len.and_then(|len| sys::map_file_read_only(fd, len));
+        // The mapping stays valid once the file is closed.
+        let _ = sys::close(fd);
+        Some(MappedFile {
+            base: base?,
+            len: len?,
+        })
     }
 
     fn bytes(&self) -> &[u8] {
@@ -346,16 +315,14 @@ impl MappedFile {
         // pages past its new end (SIGBUS), as any reader of a mapped file
         // risks; modules' files are replaced by rename, not truncated.
         // SAFETY: `base..base + len` is our readable mapping, alive until drop.
-        unsafe { core::slice::from_raw_parts(self.base.cast::<u8>(), self.len) }
+        unsafe { core::slice::from_raw_parts(self.base, self.len) }
     }
 }
 
 impl Drop for MappedFile {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `open`, no longer borrowed.
-        unsafe {
-            libc::munmap(self.base, self.len);
-        }
+        unsafe { sys::unmap(self.base.cast_mut(), self.len) }
     }
 }
 
@@ -401,7 +368,7 @@ pub fn name_frames(
         if !pushed {
             continue;
         }
-        let Some(file) = MappedFile::open(path.as_c_bytes()) else {
+        let Some(file) = MappedFile::open(path.as_c_str()) else {
             continue;
         };
         let bytes = file.bytes();

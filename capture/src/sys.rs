@@ -1,9 +1,16 @@
-//! The few operating-system services the tracker needs, each wrapped so the
-//! rest of the crate stays free of raw `libc` calls: anonymous mappings, a
-//! spin lock, thread ids, clocks and whole-file reads. Nothing here
-//! allocates on the heap.
+//! The operating-system services the tracker needs, each wrapped so the
+//! rest of the crate stays free of raw `libc` calls (it names `libc`'s
+//! constants and types, never its functions): mappings, a spin lock and
+//! futexes, thread and process ids, clocks, signals, files and
+//! directories, threads, the fork of a snapshot and the loader's list of
+//! objects. Nothing here allocates on the heap or panics; a wrapper that
+//! can fail returns the `errno` it saw (so no caller depends on `errno`
+//! surviving until it reads it), and the ones on the allocation path are
+//! `#[inline]`.
 
 use core::cell::UnsafeCell;
+use core::ffi::CStr;
+use core::ops::ControlFlow;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -19,32 +26,77 @@ pub const fn round_to_pages(bytes: usize) -> usize {
 /// Maps `bytes` of zeroed, private, read-write memory outside the tracked
 /// heap. `None` when the kernel refuses.
 pub fn map_zeroed(bytes: usize) -> Option<*mut u8> {
+    map_anonymous(
+        bytes,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+    )
+}
+
+/// Maps `bytes` of zeroed read-write memory that a process forked from
+/// this one shares with it (writes on either side are seen by the other).
+pub fn map_shared_zeroed(bytes: usize) -> Option<*mut u8> {
+    map_anonymous(bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED)
+}
+
+/// Reserves `bytes` of address space that cannot be touched
+/// (`PROT_NONE`): it costs no memory, only room in the address space.
+pub fn reserve_address_space(bytes: usize) -> Option<*mut u8> {
+    map_anonymous(
+        bytes,
+        libc::PROT_NONE,
+        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+    )
+}
+
+/// An anonymous mapping (`MAP_ANONYMOUS` is added to `flags`) with no
+/// address hint; `None` for 0 bytes or when the kernel refuses.
+fn map_anonymous(bytes: usize, protection: i32, flags: i32) -> Option<*mut u8> {
     if bytes == 0 {
         return None;
     }
-    // SAFETY: an anonymous private mapping with no address hint touches no
+    // SAFETY: an anonymous mapping with no address hint touches no
     // existing memory; the result is checked for MAP_FAILED.
     let ptr = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            protection,
+            flags | libc::MAP_ANONYMOUS,
             -1,
             0,
         )
     };
-    if ptr == libc::MAP_FAILED {
-        None
-    } else {
-        Some(ptr.cast())
-    }
+    (ptr != libc::MAP_FAILED).then_some(ptr.cast())
 }
 
-/// Returns a mapping made by [`map_zeroed`].
+/// Maps the first `len` bytes of the open file `fd` read-only and
+/// private; the mapping stays valid after `fd` is closed. `None` for 0
+/// bytes or when the kernel refuses. Release it with [`unmap`].
+pub fn map_file_read_only(fd: i32, len: usize) -> Option<*const u8> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: a new read-only mapping at no address hint touches no
+    // existing memory; a bad `fd` fails (checked for MAP_FAILED).
+    let ptr = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    (ptr != libc::MAP_FAILED).then_some(ptr.cast_const().cast())
+}
+
+/// Returns a mapping made by one of the `map_*` functions above,
+/// [`reserve_address_space`] or [`remap`].
 ///
 /// # Safety
-/// `ptr` and `bytes` must describe exactly one earlier `map_zeroed` result
+/// `ptr` and `bytes` must describe exactly one earlier mapping result
 /// that nothing uses any more.
 pub unsafe fn unmap(ptr: *mut u8, bytes: usize) {
     // SAFETY: the caller guarantees the range is ours and unused. A failure
@@ -243,10 +295,7 @@ impl<T> SpinLock<T> {
                     core::hint::spin_loop();
                     spins += 1;
                 } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe {
-                        libc::sched_yield();
-                    }
+                    yield_now();
                 }
             }
             if self
@@ -346,11 +395,384 @@ pub fn futex_wake(word: &AtomicU32, count: i32) {
     }
 }
 
+/// Gives the CPU to another thread.
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}
+
+/// Sleeps for `ns` nanoseconds (less if a signal interrupts it).
+pub fn sleep_ns(ns: u64) {
+    let duration = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: a valid duration; a null remainder pointer is allowed.
+    unsafe {
+        libc::nanosleep(&duration, core::ptr::null_mut());
+    }
+}
+
+// ---- Processes and threads ------------------------------------------------
+
 /// The calling thread's kernel id.
-pub fn gettid() -> u32 {
+#[inline]
+pub fn thread_id() -> u32 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as u32 }
 }
+
+/// This process's id. Async-signal-safe.
+pub fn process_id() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// The real user id of this process.
+pub fn user_id() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Ends the process at once with `status`: no exit handlers, no
+/// destructors, no flushing of the C library's buffers.
+pub fn exit_immediately(status: i32) -> ! {
+    // SAFETY: `_exit` runs nothing of the program's and never returns.
+    unsafe { libc::_exit(status) }
+}
+
+/// Forks the process with a raw `clone` system call: no `pthread_atfork`
+/// handlers run, and the child's exit signal is 0 (not `SIGCHLD`), so only
+/// a wait with `__WALL` ([`wait_for_child`]) sees it. `Ok(0)` in the
+/// child, `Ok(pid)` in the parent, `Err(errno)` when there is no child.
+///
+/// # Safety
+/// The child is a copy of the whole process with only the calling thread:
+/// it must not allocate, take a lock another thread may hold, call into
+/// pthreads (the C library's cached thread id is the parent's), or return
+/// or unwind into the program; it ends with [`exit_immediately`].
+pub unsafe fn fork_without_handlers() -> Result<u32, i32> {
+    // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
+    // the address space and continues here on a copy of this stack; the
+    // caller keeps the child to what is safe there.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid as u32)
+    }
+}
+
+/// Waits for the child `pid` to end (retrying after signals) and returns
+/// its wait status; `Err(errno)` if it cannot be waited for (`ECHILD`:
+/// someone else reaped it). `__WALL`: children whose exit signal is not
+/// `SIGCHLD` count too.
+pub fn wait_for_child(pid: u32) -> Result<i32, i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid out-pointer.
+        let got = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) };
+        if got == pid as libc::pid_t {
+            return Ok(status);
+        }
+        let errno = errno();
+        if got < 0 && errno == libc::EINTR {
+            continue;
+        }
+        return Err(errno);
+    }
+}
+
+/// The soft limit on the main thread's stack size (`RLIMIT_STACK`);
+/// `None` when unlimited or unknown.
+pub fn stack_size_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
+    (got && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Starts a detached thread running `run` (with a null argument); it
+/// inherits the calling thread's signal mask. `false` if it cannot start.
+pub fn spawn_detached_thread(run: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> bool {
+    // SAFETY: zeroed attributes and thread id are valid out-parameters,
+    // initialized by pthread_attr_init before use and destroyed once;
+    // `run` is an `extern "C"` function, which aborts rather than unwinds.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut thread: libc::pthread_t = core::mem::zeroed();
+        if libc::pthread_attr_init(&mut attr) != 0 {
+            return false;
+        }
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let created = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        created == 0
+    }
+}
+
+/// Names the calling thread (up to 15 bytes show, in `/proc` and
+/// debuggers).
+pub fn set_thread_name(name: &CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated name for this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+    }
+}
+
+/// Registers `handler` to run at `exit` (and when `main` returns).
+/// `false` if it cannot be registered.
+pub fn at_exit(handler: extern "C" fn()) -> bool {
+    // SAFETY: an `extern "C"` function, which aborts rather than unwinds.
+    unsafe { libc::atexit(handler) == 0 }
+}
+
+/// Registers the three handlers of `pthread_atfork`: `prepare` before a
+/// `fork`, `parent` and `child` after it on each side.
+pub fn register_fork_handlers(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) {
+    // SAFETY: `extern "C"` functions, which abort rather than unwind;
+    // registration has no other precondition.
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+    }
+}
+
+/// The value of the environment variable `name`, pointing into the
+/// environment block: valid until the program changes the environment,
+/// so callers copy what they keep at once. getenv neither allocates nor
+/// locks in glibc.
+pub fn environment_variable(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    Some(unsafe { CStr::from_ptr(value) }.to_bytes())
+}
+
+/// The address of the function `name` in the C library the process has
+/// loaded (`libc.so.6`, looked up there and in its dependencies, never
+/// with `RTLD_NEXT`); `None` if there is no such library or symbol. The
+/// loader may allocate (its error string).
+pub fn c_library_symbol(name: &CStr) -> Option<usize> {
+    // SAFETY: NUL-terminated names; RTLD_NOLOAD only returns a handle to
+    // a library already loaded (every glibc process has it), and the
+    // handle is not closed, as it was not opened.
+    let found = unsafe {
+        let handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        if handle.is_null() {
+            return None;
+        }
+        libc::dlsym(handle, name.as_ptr()) as usize
+    };
+    (found != 0).then_some(found)
+}
+
+/// One object the dynamic loader has loaded (the executable, a shared
+/// library, the vDSO), as [`for_each_loaded_object`] shows it.
+pub struct LoadedObject<'a> {
+    info: &'a libc::dl_phdr_info,
+}
+
+impl LoadedObject<'_> {
+    /// How far the object was loaded from the addresses its headers say.
+    pub fn bias(&self) -> u64 {
+        self.info.dlpi_addr
+    }
+
+    /// The path the loader knows it by; empty for the executable.
+    pub fn name(&self) -> &[u8] {
+        if self.info.dlpi_name.is_null() {
+            return &[];
+        }
+        // SAFETY: a non-null `dlpi_name` is a NUL-terminated string owned
+        // by the loader, alive while the object stays loaded.
+        unsafe { CStr::from_ptr(self.info.dlpi_name) }.to_bytes()
+    }
+
+    /// The object's TLS module id (its index in each thread's DTV); 0 if
+    /// it has no thread-local storage.
+    pub fn tls_module_id(&self) -> u64 {
+        self.info.dlpi_tls_modid as u64
+    }
+
+    /// The calling thread's TLS block of the object (0 if the object has
+    /// none, or this thread's is not allocated yet).
+    pub fn tls_block(&self) -> u64 {
+        self.info.dlpi_tls_data as u64
+    }
+
+    /// The program headers.
+    pub fn program_headers(&self) -> &[libc::Elf64_Phdr] {
+        if self.info.dlpi_phdr.is_null() {
+            return &[];
+        }
+        // SAFETY: the loader guarantees `dlpi_phnum` program headers at
+        // `dlpi_phdr`, mapped while the object is loaded, which it stays
+        // while the loader's lock is held for the callback.
+        unsafe {
+            core::slice::from_raw_parts(self.info.dlpi_phdr, usize::from(self.info.dlpi_phnum))
+        }
+    }
+}
+
+/// Calls `visit` with each object loaded now, in the loader's order (the
+/// executable first), until it breaks. The loader's lock is held
+/// meanwhile, so no object is unloaded under `visit`, and `visit` must not
+/// load or unload one, nor allocate (another thread's allocation may be
+/// waiting for that lock).
+pub fn for_each_loaded_object<F>(mut visit: F)
+where
+    F: FnMut(&LoadedObject<'_>) -> ControlFlow<()>,
+{
+    unsafe extern "C" fn trampoline<F>(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int
+    where
+        F: FnMut(&LoadedObject<'_>) -> ControlFlow<()>,
+    {
+        // SAFETY: `data` is the `&mut F` passed below, alive for the whole
+        // iteration and not used elsewhere meanwhile.
+        let visit = unsafe { &mut *data.cast::<F>() };
+        // SAFETY: the loader passes a valid `dl_phdr_info` for the
+        // duration of the callback.
+        let object = LoadedObject {
+            info: unsafe { &*info },
+        };
+        match visit(&object) {
+            ControlFlow::Continue(()) => 0,
+            ControlFlow::Break(()) => 1,
+        }
+    }
+    // SAFETY: `trampoline::<F>` has the callback's signature and uses
+    // `data` only as the `F` passed here, which outlives the call; an
+    // `extern "C"` function aborts rather than unwinds.
+    unsafe {
+        libc::dl_iterate_phdr(Some(trampoline::<F>), (&mut visit as *mut F).cast());
+    }
+}
+
+// ---- Signals ---------------------------------------------------------------
+
+/// The set of every signal.
+pub fn all_signals() -> libc::sigset_t {
+    // SAFETY: a zeroed sigset is a valid value for sigfillset to fill.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut set);
+        set
+    }
+}
+
+/// Blocks every signal on the calling thread (glibc's two internal ones
+/// excepted: they cannot be blocked) and returns the mask it had, for
+/// [`set_signal_mask`].
+pub fn block_all_signals() -> libc::sigset_t {
+    let all = all_signals();
+    // SAFETY: a zeroed sigset is a valid out-parameter, filled before use.
+    let mut previous: libc::sigset_t = unsafe { core::mem::zeroed() };
+    // SAFETY: valid sigset pointers; only this thread's mask changes.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    previous
+}
+
+/// Makes `mask` the calling thread's signal mask.
+pub fn set_signal_mask(mask: &libc::sigset_t) {
+    // SAFETY: a valid sigset; only this thread's mask changes.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, mask, core::ptr::null_mut());
+    }
+}
+
+/// Unblocks `signal` on the calling thread.
+pub fn unblock_signal(signal: i32) {
+    // SAFETY: a zeroed sigset is valid to fill; only this thread's mask
+    // changes.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+    }
+}
+
+/// The action installed for `signal`; `None` if there is no such signal.
+pub fn signal_action(signal: i32) -> Option<libc::sigaction> {
+    // SAFETY: an all-zero sigaction is a valid value to fill in.
+    let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: querying only; `current` is a valid out-pointer.
+    let got = unsafe { libc::sigaction(signal, core::ptr::null(), &mut current) } == 0;
+    got.then_some(current)
+}
+
+/// Installs `action` for `signal`; `false` if the signal cannot be
+/// handled (an invalid number, `SIGKILL`, `SIGSTOP`).
+pub fn set_signal_action(signal: i32, action: &libc::sigaction) -> bool {
+    // SAFETY: `action` is a valid sigaction; its handler, if any, is the
+    // caller's choice and runs only when the signal arrives.
+    unsafe { libc::sigaction(signal, action, core::ptr::null_mut()) == 0 }
+}
+
+/// Sends `signal` to the thread `thread` of this process.
+pub fn signal_thread(thread: u32, signal: i32) -> Result<(), i32> {
+    // SAFETY: a plain system call on this process's own thread.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            thread as libc::pid_t,
+            signal,
+        )
+    };
+    if sent == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Queues `signal` with `info` (`rt_tgsigqueueinfo`) for the thread
+/// `thread` of this process; `Err(errno)` (`EAGAIN`: the queue of
+/// pending signals is full; `ESRCH`: no such thread).
+pub fn queue_signal_to_thread(
+    thread: u32,
+    signal: i32,
+    info: &mut libc::siginfo_t,
+) -> Result<(), i32> {
+    // SAFETY: `info` is a valid siginfo; the target is this process's own
+    // thread.
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::getpid(),
+            thread as libc::pid_t,
+            signal,
+            info as *mut libc::siginfo_t,
+        )
+    };
+    if sent == 0 { Ok(()) } else { Err(errno()) }
+}
+
+// ---- Clocks and errno -----------------------------------------------------
 
 /// Nanoseconds on `clock` (`CLOCK_MONOTONIC` or `CLOCK_REALTIME`).
 pub fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -367,69 +789,217 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-/// The current `errno`.
+/// The calling thread's `errno`. Async-signal-safe.
+#[inline]
 pub fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    // SAFETY: errno is thread-local; its location is valid for the thread.
+    unsafe { *libc::__errno_location() }
 }
 
-/// Reads the file at the NUL-terminated `path` into `out`; returns the
-/// bytes read (a longer file is cut at `out.len()`), 0 on any error.
-pub fn read_file(path: &[u8], out: &mut [u8]) -> usize {
-    if path.last() != Some(&0) {
-        return 0;
+/// Sets the calling thread's `errno`: the C contract of a failing
+/// allocation, and how a signal handler gives back the value it found.
+#[inline]
+pub fn set_errno(value: i32) {
+    // SAFETY: errno is thread-local; its location is valid for the thread.
+    unsafe { *libc::__errno_location() = value };
+}
+
+// ---- Files and directories ------------------------------------------------
+
+/// Opens the file at `path` for reading (close-on-exec, and without
+/// blocking: a FIFO reads as empty instead of waiting for a writer).
+pub fn open_read_only(path: &CStr) -> Result<i32, i32> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// Opens the directory at `path` to list it with [`read_directory`].
+pub fn open_directory(path: &CStr) -> Result<i32, i32> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// Creates a new file at `path` with `mode` and opens it for writing:
+/// never following a symlink, never replacing an existing file (`EEXIST`).
+pub fn create_new_file(path: &CStr, mode: u32) -> Result<i32, i32> {
+    // SAFETY: `path` is NUL-terminated; the flags create a new file only.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// Closes `fd`, which the caller owns and uses no more. A failed close
+/// can mean written data never reached the disk (NFS): `Err(errno)`.
+pub fn close(fd: i32) -> Result<(), i32> {
+    // SAFETY: closing a descriptor touches no memory; the caller owns it.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
     }
-    // SAFETY: `path` is NUL-terminated (checked above).
-    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return 0;
+}
+
+/// Reads into `out` from `fd`, retrying after signals: the bytes read
+/// (0 at the end), or `Err(errno)`.
+pub fn read(fd: i32, out: &mut [u8]) -> Result<usize, i32> {
+    loop {
+        // SAFETY: `out` is writable for its length.
+        let n = unsafe { libc::read(fd, out.as_mut_ptr().cast(), out.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let errno = errno();
+        if errno != libc::EINTR {
+            return Err(errno);
+        }
     }
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and signals;
+/// `Err(errno)` on failure (`EIO` if the file takes no more bytes).
+pub fn write_all(fd: i32, mut bytes: &[u8]) -> Result<(), i32> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid readable buffer of its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let errno = errno();
+            if errno == libc::EINTR {
+                continue;
+            }
+            return Err(errno);
+        }
+        if n == 0 {
+            return Err(libc::EIO);
+        }
+        bytes = bytes.get(n as usize..).unwrap_or(&[]);
+    }
+    Ok(())
+}
+
+/// The size of the open file `fd` if it is a regular file; `None` for
+/// anything else or on error.
+pub fn regular_file_size(fd: i32) -> Option<u64> {
+    // SAFETY: `stat` is plain data; all-zero is a valid value.
+    let mut status: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `status` is a valid out-pointer; a bad `fd` fails.
+    let ok = unsafe { libc::fstat(fd, &mut status) } == 0;
+    (ok && status.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(status.st_size as u64)
+}
+
+/// Whether `path` (symlinks followed) is a directory; `Err(errno)` when it
+/// cannot be looked at (missing, no permission).
+pub fn is_directory(path: &CStr) -> Result<bool, i32> {
+    // SAFETY: `stat` is plain data; all-zero is a valid value.
+    let mut status: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `status` a valid out-pointer.
+    if unsafe { libc::stat(path.as_ptr(), &mut status) } != 0 {
+        return Err(errno());
+    }
+    Ok(status.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Creates the directory `path` with `mode` (less the umask);
+/// `Err(errno)`, `EEXIST` included, if it cannot.
+pub fn make_directory(path: &CStr, mode: u32) -> Result<(), i32> {
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::mkdir(path.as_ptr(), mode as libc::mode_t) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Removes the file at `path`; `Err(errno)` if it cannot.
+pub fn remove_file(path: &CStr) -> Result<(), i32> {
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::unlink(path.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Writes the working directory into `out`; its length, `None` if it
+/// cannot be read or does not fit (with room for a NUL).
+pub fn current_directory(out: &mut [u8]) -> Option<usize> {
+    // SAFETY: `out` is writable for its length; getcwd NUL-terminates
+    // what it writes and does not allocate when given a buffer.
+    let got = unsafe { libc::getcwd(out.as_mut_ptr().cast(), out.len()) };
+    if got.is_null() {
+        return None;
+    }
+    out.iter().position(|&b| b == 0)
+}
+
+/// Reads the next directory entries of `fd` (opened with
+/// [`open_directory`]) into `out` as `linux_dirent64` records: the bytes
+/// filled (0 at the end), or `Err(errno)`.
+pub fn read_directory(fd: i32, out: &mut [u8]) -> Result<usize, i32> {
+    // SAFETY: `out` is writable for its length; getdents64 fills it with
+    // whole records.
+    let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, out.as_mut_ptr(), out.len()) };
+    if n < 0 { Err(errno()) } else { Ok(n as usize) }
+}
+
+/// Where the symlink at `path` points, written into `out`; the length
+/// read (cut at `out.len()`), 0 on any error.
+pub fn read_link(path: &CStr, out: &mut [u8]) -> usize {
+    // SAFETY: `path` is NUL-terminated and `out` is writable for its length.
+    let n = unsafe { libc::readlink(path.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    if n < 0 {
+        0
+    } else {
+        (n as usize).min(out.len())
+    }
+}
+
+/// Reads the file at `path` into `out`; returns the bytes read (a longer
+/// file is cut at `out.len()`), 0 on any error.
+pub fn read_file(path: &CStr, out: &mut [u8]) -> usize {
+    let Ok(fd) = open_read_only(path) else {
+        return 0;
+    };
     let mut filled = 0;
     while filled < out.len() {
-        let rest = &mut out[filled..];
-        // SAFETY: `rest` is a valid writable buffer of `rest.len()` bytes.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        if n < 0 && errno() == libc::EINTR {
-            continue;
+        match read(fd, &mut out[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
         }
-        if n <= 0 {
-            break;
-        }
-        filled += n as usize;
     }
-    // SAFETY: `fd` is ours and closed once.
-    unsafe {
-        libc::close(fd);
-    }
+    let _ = close(fd);
     filled
 }
 
 /// The `[start, end)` of the mapping of `/proc/self/maps` that holds
 /// `address`, read through a small buffer on the stack (no heap).
 pub fn mapping_containing(address: u64) -> Option<(u64, u64)> {
-    // SAFETY: the path is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/maps".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
+    let fd = open_read_only(c"/proc/self/maps").ok()?;
     let mut buffer = [0u8; 4096];
     let mut filled = 0;
     let mut found = None;
     'read: loop {
-        let rest = &mut buffer[filled..];
-        // SAFETY: `rest` is writable for its length.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        if n < 0 && errno() == libc::EINTR {
-            continue;
-        }
-        if n <= 0 {
-            break;
-        }
-        filled += n as usize;
+        let n = match read(fd, &mut buffer[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        filled += n;
         let mut consumed = 0;
         while let Some(end) = buffer[consumed..filled].iter().position(|&b| b == b'\n') {
             let line = &buffer[consumed..consumed + end];
@@ -449,8 +1019,7 @@ pub fn mapping_containing(address: u64) -> Option<(u64, u64)> {
         buffer.copy_within(consumed..filled, 0);
         filled -= consumed;
     }
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
+    let _ = close(fd);
     found
 }
 
@@ -498,12 +1067,13 @@ impl<const N: usize> PathBuf<N> {
     }
 
     /// Appends bytes; `false` (and nothing appended) when they do not fit
-    /// with room for the final NUL.
+    /// with room for the final NUL, or hold a NUL (which would cut the
+    /// path short in a system call).
     pub fn push(&mut self, bytes: &[u8]) -> bool {
         let Some(end) = self.len.checked_add(bytes.len()) else {
             return false;
         };
-        if end >= N {
+        if end >= N || bytes.contains(&0) {
             return false;
         }
         self.bytes[self.len..end].copy_from_slice(bytes);
@@ -526,14 +1096,15 @@ impl<const N: usize> PathBuf<N> {
         self.push(&digits[at..])
     }
 
-    /// The first `len` bytes followed by a NUL, for system calls; call
+    /// The first `len` bytes as a C string, for system calls; call
     /// [`restore_after_prefix`](Self::restore_after_prefix) with the same
     /// `len` before using the rest again.
-    pub fn c_prefix(&mut self, len: usize) -> &[u8] {
+    pub fn c_prefix(&mut self, len: usize) -> &CStr {
         let len = len.min(self.len);
         self.saved = self.bytes[len];
         self.bytes[len] = 0;
-        &self.bytes[..=len]
+        // `push` lets no NUL in, so the only one is the last.
+        CStr::from_bytes_with_nul(&self.bytes[..=len]).unwrap_or(c"")
     }
 
     /// Undoes [`c_prefix`](Self::c_prefix).
@@ -542,10 +1113,11 @@ impl<const N: usize> PathBuf<N> {
         self.bytes[len] = self.saved;
     }
 
-    /// The bytes followed by a NUL, for system calls.
-    pub fn as_c_bytes(&mut self) -> &[u8] {
+    /// The bytes as a C string, for system calls.
+    pub fn as_c_str(&mut self) -> &CStr {
         self.bytes[self.len] = 0;
-        &self.bytes[..=self.len]
+        // `push` lets no NUL in, so the only one is the last.
+        CStr::from_bytes_with_nul(&self.bytes[..=self.len]).unwrap_or(c"")
     }
 }
 
@@ -671,7 +1243,9 @@ mod tests {
         assert!(path.push(b"/proc/self/task/"));
         assert!(path.push_decimal(12345));
         assert!(path.push(b"/comm"));
-        assert_eq!(path.as_c_bytes(), b"/proc/self/task/12345/comm\0");
+        assert_eq!(path.as_c_str(), c"/proc/self/task/12345/comm");
+        assert!(!path.push(b"a\0b"));
+        assert_eq!(path.as_c_str(), c"/proc/self/task/12345/comm");
         let mut tiny = PathBuf::<4>::new();
         assert!(tiny.push(b"abc"));
         assert!(!tiny.push(b"d"));
@@ -689,9 +1263,8 @@ mod tests {
     #[test]
     fn read_file_reads_proc_files() {
         let mut buf = [0u8; 64];
-        let n = read_file(b"/proc/self/comm\0", &mut buf);
+        let n = read_file(c"/proc/self/comm", &mut buf);
         assert!(n > 1 && buf[n - 1] == b'\n');
-        assert_eq!(read_file(b"/nonexistent/file\0", &mut buf), 0);
-        assert_eq!(read_file(b"/proc/self/comm", &mut buf), 0);
+        assert_eq!(read_file(c"/nonexistent/file", &mut buf), 0);
     }
 }

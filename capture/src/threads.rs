@@ -69,7 +69,7 @@ fn register() -> CurrentThread {
                 slot.stack_high.store(stack.1 as u64, Ordering::Relaxed);
                 // The tid goes last: a dump treats tid 0 as a slot still
                 // being filled.
-                slot.tid.store(sys::gettid(), Ordering::Release);
+                slot.tid.store(sys::thread_id(), Ordering::Release);
                 index
             } else {
                 heapdump_formats::records::UNKNOWN_THREAD
@@ -143,7 +143,7 @@ pub fn current_stack_bounds() -> (usize, usize) {
         return (0, 0);
     };
     // SAFETY: getpid has no preconditions.
-    if sys::gettid() == unsafe { libc::getpid() } as u32 {
+    if sys::thread_id() == unsafe { libc::getpid() } as u32 {
         // The main thread's stack mapping grows down on demand, up to the
         // stack size limit: its low end now says nothing of deeper frames
         // later.
@@ -244,7 +244,7 @@ pub fn thread_name(pid: u32, tid: u32, out: &mut [u8]) -> usize {
         && path.push(b"/task/")
         && path.push_decimal(u64::from(tid))
         && path.push(b"/comm");
-    let n = sys::read_file(path.as_c_bytes(), out);
+    let n = sys::read_file(path.as_c_str(), out);
     // `comm` ends with a newline.
     if n > 0 && out[n - 1] == b'\n' {
         n - 1
@@ -264,13 +264,13 @@ mod tests {
 
     #[test]
     fn alive_tids_lists_this_thread_and_a_spawned_one() {
-        let me = sys::gettid();
+        let me = sys::thread_id();
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("lister-probe".into())
             .spawn(move || {
-                tx.send(sys::gettid()).unwrap();
+                tx.send(sys::thread_id()).unwrap();
                 done_rx.recv().unwrap();
             })
             .unwrap();

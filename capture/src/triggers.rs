@@ -193,8 +193,7 @@ fn start(code: &Settings) {
     if triggers.any() && !EXIT_HANDLER_REGISTERED.swap(true, Ordering::AcqRel) {
         // Even without `on=exit`: the exit handler waits for a dump in
         // progress, so the process never ends in the middle of one.
-        // SAFETY: registers an `extern "C"` function that never unwinds.
-        unsafe { libc::atexit(at_exit) };
+        sys::at_exit(at_exit);
     }
     if triggers.oom {
         reserve();
@@ -248,13 +247,9 @@ fn absolute(dir: &[u8]) -> Result<PathBuf<4096>, &'static str> {
     let mut path = PathBuf::new();
     if dir.first() != Some(&b'/') {
         let mut cwd = [0u8; 4096];
-        // SAFETY: `cwd` is writable for its length; getcwd NUL-terminates
-        // what it writes and does not allocate when given a buffer.
-        let got = unsafe { libc::getcwd(cwd.as_mut_ptr().cast(), cwd.len()) };
-        if got.is_null() {
+        let Some(len) = sys::current_directory(&mut cwd) else {
             return Err("the working directory cannot be read, and the path is relative");
-        }
-        let len = cwd.iter().position(|&b| b == 0).unwrap_or(0);
+        };
         let _ = path.push(&cwd[..len]);
         if !dir.is_empty() && !path.push(b"/") {
             return Err("the path is too long");
@@ -330,15 +325,13 @@ extern "C" fn on_trigger_signal(
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
-    // SAFETY: errno is thread-local; the location is valid for the thread.
-    let saved_errno = unsafe { *libc::__errno_location() };
+    let saved_errno = sys::errno();
     // No trigger thread here (a child of the program's fork, a passive
     // process): the signal does what it would do without the tracker.
     // (By process id too: the fork handlers that reset the thread id are
     // registered at the first allocation, which may come too early in a
     // process's start for them to take.)
-    // SAFETY: getpid is async-signal-safe.
-    let pid = unsafe { libc::getpid() } as u32;
+    let pid = sys::process_id();
     let no_dumps = PASSIVE.load(Ordering::Acquire) || TRIGGER_PID.load(Ordering::Acquire) != pid;
     if signals::ends_process_by_default(signal)
         && signals::previous_disposition(signal) == libc::SIG_DFL
@@ -354,39 +347,26 @@ extern "C" fn on_trigger_signal(
         wake(PENDING_SIGNAL);
     }
     signals::forward(signal, info, context);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
+    sys::set_errno(saved_errno);
 }
 
 fn spawn_trigger_thread() {
     // Every signal is blocked around the creation, so the new thread
     // starts with them blocked (it inherits the mask) and never runs a
     // handler of the program's.
-    // SAFETY: zeroed attributes, thread id and sigsets are valid
-    // out-parameters; the thread function never unwinds.
-    unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        let mut thread: libc::pthread_t = core::mem::zeroed();
-        let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) =
-            (core::mem::zeroed(), core::mem::zeroed());
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let created = libc::pthread_create(&mut thread, &attr, run, core::ptr::null_mut());
-        if created == 0 {
-            TRIGGER_PID.store(libc::getpid() as u32, Ordering::Release);
-        }
-        libc::pthread_attr_destroy(&mut attr);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, core::ptr::null_mut());
-        if created != 0 {
-            let mut line = StderrLine::new();
-            let _ = write!(
-                line,
-                "heapdump: cannot start the tracker's thread; signal, growth and interval dumps are off"
-            );
-            line.emit();
-        }
+    let previous = sys::block_all_signals();
+    let created = sys::spawn_detached_thread(run);
+    if created {
+        TRIGGER_PID.store(sys::process_id(), Ordering::Release);
+    }
+    sys::set_signal_mask(&previous);
+    if !created {
+        let mut line = StderrLine::new();
+        let _ = write!(
+            line,
+            "heapdump: cannot start the tracker's thread; signal, growth and interval dumps are off"
+        );
+        line.emit();
     }
 }
 
@@ -395,17 +375,10 @@ fn spawn_trigger_thread() {
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     // Whatever this thread allocates is the tracker's, never tracked.
     core::mem::forget(Busy::enter_always());
-    TRIGGER_TID.store(sys::gettid(), Ordering::Release);
-    // SAFETY: names the calling thread; the name is NUL-terminated.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"heapdump".as_ptr()) };
+    TRIGGER_TID.store(sys::thread_id(), Ordering::Release);
+    sys::set_thread_name(c"heapdump");
     // Signals are for the program's threads; dumps do not stop this one.
-    // SAFETY: a zeroed sigset is valid to fill; only this thread's mask
-    // changes.
-    unsafe {
-        let mut mask: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut mask);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, core::ptr::null_mut());
-    }
+    sys::block_all_signals();
     let (interval_ns, signals) = {
         let config = CONFIG.lock();
         (config.triggers.interval_ns, config.triggers.signals)
@@ -576,8 +549,7 @@ fn write_numbered(
     caller: &Caller,
     serialized: &sys::SpinGuard<'_, ()>,
 ) -> Result<DumpStats, Failure> {
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() } as u64;
+    let pid = u64::from(sys::process_id());
     for attempt in 0..100u32 {
         path.clear();
         {
@@ -623,20 +595,16 @@ fn write_file(
 ) -> Result<DumpStats, Failure> {
     let fd = dump::create(path.as_bytes()).map_err(Failure::Dump)?;
     let result = dump::write(fd, caller, configured_mode(), serialized);
-    // SAFETY: `fd` was opened above and is closed once.
-    let closed = unsafe { libc::close(fd) };
-    let result = match result {
-        Ok(_) if closed != 0 => Err(DumpError::Write {
-            errno: sys::errno(),
-        }),
-        result => result,
+    let closed = sys::close(fd);
+    let result = match (result, closed) {
+        (Ok(_), Err(errno)) => Err(DumpError::Write { errno }),
+        (result, _) => result,
     };
     if result.is_err() {
         // A partial dump is useless and may fill the disk further.
         scratch.clear();
         if scratch.push(path.as_bytes()) {
-            // SAFETY: a NUL-terminated path we just created.
-            unsafe { libc::unlink(scratch.as_c_bytes().as_ptr().cast()) };
+            let _ = sys::remove_file(scratch.as_c_str());
         }
     }
     result.map_err(Failure::Dump)
@@ -655,29 +623,20 @@ fn make_dir(dir: &mut PathBuf<4096>) -> Result<(), i32> {
         if !end_of_component || dir.as_bytes()[at - 1] == b'/' {
             continue;
         }
-        let c_path = dir.c_prefix(at);
-        // SAFETY: a NUL-terminated path.
-        let made = unsafe { libc::mkdir(c_path.as_ptr().cast(), 0o700) };
-        let errno = sys::errno();
+        let made = sys::make_directory(dir.c_prefix(at), 0o700);
         dir.restore_after_prefix(at);
-        if made != 0 && errno != libc::EEXIST {
-            return Err(errno);
+        match made {
+            Ok(()) | Err(libc::EEXIST) => {}
+            Err(errno) => return Err(errno),
         }
     }
     // It may exist as something else: say so before open says ENOTDIR
     // about the file inside.
-    let c_path = dir.as_c_bytes();
-    // SAFETY: an all-zero stat is a valid out-parameter; the path is
-    // NUL-terminated.
-    let mut status: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::stat(c_path.as_ptr().cast(), &mut status) } != 0 {
-        return Err(sys::errno());
+    match sys::is_directory(dir.as_c_str()) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(libc::ENOTDIR),
+        Err(errno) => Err(errno),
     }
-    if status.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(libc::ENOTDIR);
-    }
-    Ok(())
 }
 
 fn announce(trigger: Trigger, path: &[u8], stats: &DumpStats) {
@@ -769,16 +728,7 @@ extern "C" fn at_exit() {
             line.emit();
             return;
         }
-        // SAFETY: plain sleep of 1 ms; a null remainder pointer is allowed.
-        unsafe {
-            libc::nanosleep(
-                &libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 1_000_000,
-                },
-                core::ptr::null_mut(),
-            )
-        };
+        sys::sleep_ns(1_000_000);
     };
     // What was asked for before exit and not yet written (the trigger
     // thread takes requests under the same lock, so none is lost or
@@ -815,18 +765,7 @@ fn reserve() {
     if !RESERVE.load(Ordering::Acquire).is_null() {
         return;
     }
-    // SAFETY: a new inaccessible anonymous mapping; the result is checked.
-    let memory = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            RESERVE_BYTES,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if memory != libc::MAP_FAILED
+    if let Some(memory) = sys::reserve_address_space(RESERVE_BYTES)
         && RESERVE
             .compare_exchange(
                 core::ptr::null_mut(),
@@ -837,7 +776,7 @@ fn reserve() {
             .is_err()
     {
         // SAFETY: our fresh mapping, which lost the race and nobody saw.
-        unsafe { libc::munmap(memory, RESERVE_BYTES) };
+        unsafe { sys::unmap(memory, RESERVE_BYTES) };
     }
 }
 
@@ -845,7 +784,7 @@ fn release_reserve() {
     let memory = RESERVE.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !memory.is_null() {
         // SAFETY: the reserve mapping, taken out of `RESERVE` by us alone.
-        unsafe { libc::munmap(memory.cast(), RESERVE_BYTES) };
+        unsafe { sys::unmap(memory.cast(), RESERVE_BYTES) };
     }
 }
 

@@ -167,7 +167,7 @@ fn stop_here(epoch: u32, context: *mut libc::c_void) {
     // SAFETY: the slot mapping is never unmapped and holds `count` slots
     // published before the signal was sent.
     let slots = unsafe { core::slice::from_raw_parts(slots, count) };
-    let tid = sys::gettid();
+    let tid = sys::thread_id();
     let Ok(index) = slots.binary_search_by_key(&tid, |s| s.tid.load(Ordering::Relaxed)) else {
         return;
     };
