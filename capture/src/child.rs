@@ -49,7 +49,7 @@ pub enum Forked {
 
 /// The parent's handle on the child.
 pub struct Parent {
-    pid: i32,
+    pid: u32,
     shared: *mut Shared,
 }
 
@@ -62,16 +62,16 @@ pub struct Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        // SAFETY: ends this (child) process without running anything of
-        // the program's; the parent sees no result and reports the status.
-        unsafe { libc::_exit(127) }
+        // Ends this (child) process without running anything of the
+        // program's; the parent sees no result and reports the status.
+        sys::exit_immediately(127)
     }
 }
 
 /// Forks the calling process. The caller holds every tracker lock and has
 /// the other threads stopped; both sides return here.
 pub fn fork() -> Forked {
-    let Some(memory) = map_shared(size_of::<Shared>()) else {
+    let Some(memory) = sys::map_shared_zeroed(size_of::<Shared>()) else {
         return Forked::Failed(libc::ENOMEM);
     };
     let shared = memory.cast::<Shared>();
@@ -87,65 +87,28 @@ pub fn fork() -> Forked {
     }
     // Every signal blocked across the fork: the child keeps this mask, so
     // no handler of the program ever runs in it.
-    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) = {
-        // SAFETY: zeroed sigsets are valid out-parameters, filled before use.
-        unsafe { (core::mem::zeroed(), core::mem::zeroed()) }
-    };
-    // SAFETY: valid sigset pointers; changing this thread's mask only.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-    }
+    let previous = sys::block_all_signals();
     // What the child may do is narrow, and the dump keeps to it: never
     // return or unwind into the program (`Child` ends the process when
     // dropped), no allocation and no lock another thread may hold, and no
     // pthread call or `raise` (glibc's cached thread id is the parent's
     // there). `pthread_sigmask` above cannot block glibc's two internal
     // signals, which only target threads of the parent by id.
-    // SAFETY: a clone without CLONE_VM is a fork: the child gets a copy of
-    // the address space and continues here on a copy of this stack.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if pid == 0 {
+    // SAFETY: the child keeps to the above (`Child` ends it at the latest
+    // when dropped).
+    let forked = unsafe { sys::fork_without_handlers() };
+    if forked == Ok(0) {
         return Forked::Child(Child { shared });
     }
-    let errno = sys::errno();
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, core::ptr::null_mut());
+    sys::set_signal_mask(&previous);
+    match forked {
+        Ok(pid) => Forked::Parent(Parent { pid, shared }),
+        Err(errno) => {
+            // SAFETY: our mapping, unused by anyone else (there is no child).
+            unsafe { sys::unmap(memory, size_of::<Shared>()) };
+            Forked::Failed(errno)
+        }
     }
-    if pid < 0 {
-        // SAFETY: our mapping, unused by anyone else (there is no child).
-        unsafe { libc::munmap(memory.cast(), size_of::<Shared>()) };
-        return Forked::Failed(errno);
-    }
-    Forked::Parent(Parent {
-        pid: pid as i32,
-        shared,
-    })
-}
-
-fn map_shared(bytes: usize) -> Option<*mut u8> {
-    // SAFETY: a new anonymous shared mapping; the result is checked.
-    let memory = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    (memory != libc::MAP_FAILED).then_some(memory.cast())
 }
 
 impl Parent {
@@ -159,21 +122,9 @@ impl Parent {
 
     /// Waits for the child and returns what it wrote.
     pub fn wait(self) -> Result<DumpStats, DumpError> {
-        let mut status = 0;
-        loop {
-            // SAFETY: waits for our own child; `status` is a valid
-            // out-pointer. `__WALL`: the child's exit signal is not SIGCHLD.
-            let got = unsafe { libc::waitpid(self.pid, &mut status, libc::__WALL) };
-            if got == self.pid {
-                break;
-            }
-            if got < 0 && sys::errno() == libc::EINTR {
-                continue;
-            }
-            // ECHILD: someone reaped it with __WALL; the shared state still
-            // says how it ended.
-            break;
-        }
+        // An error (ECHILD: someone reaped it with __WALL) leaves the
+        // status unknown; the shared state still says how it ended.
+        let status = sys::wait_for_child(self.pid).unwrap_or(0);
         // SAFETY: the child has exited; the mapping is ours to read and
         // then to unmap.
         let result = unsafe {
@@ -185,7 +136,7 @@ impl Parent {
             }
         };
         // SAFETY: the mapping made in `fork`; nobody uses it any more.
-        unsafe { libc::munmap(self.shared.cast(), size_of::<Shared>()) };
+        unsafe { sys::unmap(self.shared.cast(), size_of::<Shared>()) };
         result
     }
 }
@@ -201,8 +152,7 @@ impl Child {
             if ns != 0 || sys::clock_ns(libc::CLOCK_MONOTONIC) > deadline {
                 return ns;
             }
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            sys::yield_now();
         }
     }
 
@@ -224,7 +174,7 @@ impl Child {
                     (*shared).state.store(FAILED, Ordering::Release);
                 }
             }
-            libc::_exit(0)
         }
+        sys::exit_immediately(0)
     }
 }

@@ -13,7 +13,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{DUMP_LOCK, LIVE, STACKS, threads};
+use crate::{DUMP_LOCK, LIVE, STACKS, sys, threads};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -22,11 +22,7 @@ pub fn install_handlers() {
     if INSTALLED.swap(true, Ordering::AcqRel) {
         return;
     }
-    // SAFETY: the three handlers are `extern "C"` functions that never
-    // unwind; registration has no other precondition.
-    unsafe {
-        libc::pthread_atfork(Some(prepare), Some(release), Some(release_in_child));
-    }
+    sys::register_fork_handlers(prepare, release, release_in_child);
 }
 
 extern "C" fn prepare() {
