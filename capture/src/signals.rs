@@ -64,12 +64,9 @@ pub fn take_over(signal: i32, handler: Handler, mask_all: bool) -> TakeOver {
     };
     let ours = handler as *const () as usize;
     note_tracker_handler(ours);
-    // SAFETY: an all-zero sigaction is a valid value to fill in.
-    let mut current: libc::sigaction = unsafe { core::mem::zeroed() };
-    // SAFETY: querying only; `current` is a valid out-pointer.
-    if unsafe { libc::sigaction(signal, core::ptr::null(), &mut current) } != 0 {
+    let Some(current) = sys::signal_action(signal) else {
         return TakeOver::Failed;
-    }
+    };
     if current.sa_sigaction == ours {
         return TakeOver::AlreadyOurs;
     }
@@ -90,13 +87,9 @@ pub fn take_over(signal: i32, handler: Handler, mask_all: bool) -> TakeOver {
     action.sa_sigaction = ours;
     action.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | libc::SA_ONSTACK;
     if mask_all {
-        // SAFETY: `sa_mask` is a valid sigset to fill.
-        unsafe {
-            libc::sigfillset(&mut action.sa_mask);
-        }
+        action.sa_mask = sys::all_signals();
     }
-    // SAFETY: `action` is initialized.
-    if unsafe { libc::sigaction(signal, &action, core::ptr::null_mut()) } == 0 {
+    if sys::set_signal_action(signal, &action) {
         TakeOver::Installed
     } else {
         TakeOver::Failed
@@ -142,23 +135,12 @@ pub fn ends_process_by_default(signal: i32) -> bool {
 /// back to `SIG_DFL` and the signal is sent to the calling thread, with
 /// it unblocked there.
 pub fn die_of(signal: i32) {
-    // SAFETY: plain system calls on this process and thread; a zeroed
-    // sigaction with SIG_DFL and a zeroed sigset are valid arguments.
-    unsafe {
-        let mut action: libc::sigaction = core::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(signal, &action, core::ptr::null_mut());
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        libc::syscall(
-            libc::SYS_tgkill,
-            libc::getpid(),
-            sys::thread_id() as libc::pid_t,
-            signal,
-        );
-        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
-    }
+    // SAFETY: an all-zero sigaction (no flags, empty mask) is valid.
+    let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    sys::set_signal_action(signal, &action);
+    let _ = sys::signal_thread(sys::thread_id(), signal);
+    sys::unblock_signal(signal);
 }
 
 /// Calls the handler the program had for `signal` before [`take_over`],

@@ -128,8 +128,7 @@ pub fn thread_pointer() -> u64 {
 }
 
 extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
-    // SAFETY: errno is thread-local; the location is valid for the thread.
-    let saved_errno = unsafe { *libc::__errno_location() };
+    let saved_errno = sys::errno();
     INSIDE.fetch_add(1, Ordering::SeqCst);
     let epoch = ACTIVE_EPOCH.load(Ordering::SeqCst);
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
@@ -141,8 +140,7 @@ extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *
             info.si_value().sival_ptr as usize as u32,
         )
     };
-    // SAFETY: getpid is async-signal-safe.
-    let ours = code == libc::SI_QUEUE && pid == unsafe { libc::getpid() };
+    let ours = code == libc::SI_QUEUE && pid as u32 == sys::process_id();
     if !ours {
         INSIDE.fetch_sub(1, Ordering::SeqCst);
         signals::forward(signal, info, context);
@@ -154,8 +152,7 @@ extern "C" fn on_stop_signal(signal: i32, info: *mut libc::siginfo_t, context: *
         // signal blocked until now): nothing to do.
         INSIDE.fetch_sub(1, Ordering::SeqCst);
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
+    sys::set_errno(saved_errno);
 }
 
 fn stop_here(epoch: u32, context: *mut libc::c_void) {
@@ -243,8 +240,7 @@ pub fn stop(tids: &[u32], out: &mut [StoppedThread]) -> Result<World, DumpError>
         released: false,
     };
 
-    // SAFETY: getpid/getuid have no preconditions.
-    let (pid, uid) = unsafe { (libc::getpid(), libc::getuid()) };
+    let (pid, uid) = (sys::process_id(), sys::user_id());
     let mut sent = 0u32;
     for (i, &tid) in tids[..count].iter().enumerate() {
         out[i] = StoppedThread::default();
@@ -285,7 +281,7 @@ pub fn stop(tids: &[u32], out: &mut [StoppedThread]) -> Result<World, DumpError>
 }
 
 /// Sends one stop request; `false` if the thread is gone.
-fn send(pid: i32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
+fn send(pid: u32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
     // SAFETY: an all-zero siginfo is valid; we fill the queue fields.
     let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
     info.si_signo = signal;
@@ -296,7 +292,7 @@ fn send(pid: i32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
     // SAFETY: offsets 16, 20 and 24 lie inside the 128-byte siginfo_t and
     // are the kernel's `_sifields._rt` layout on 64-bit Linux.
     unsafe {
-        fields.add(16).cast::<i32>().write_unaligned(pid);
+        fields.add(16).cast::<u32>().write_unaligned(pid);
         fields.add(20).cast::<u32>().write_unaligned(uid);
         fields
             .add(24)
@@ -304,26 +300,11 @@ fn send(pid: i32, uid: u32, tid: u32, signal: i32, epoch: u32) -> bool {
             .write_unaligned(u64::from(epoch));
     }
     loop {
-        // SAFETY: `info` is a valid siginfo for this process's own thread.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_rt_tgsigqueueinfo,
-                pid,
-                tid as libc::pid_t,
-                signal,
-                &mut info as *mut libc::siginfo_t,
-            )
-        };
-        if result == 0 {
-            return true;
-        }
-        match sys::errno() {
+        match sys::queue_signal_to_thread(tid, signal, &mut info) {
+            Ok(()) => return true,
             // The queue of pending signals is full: retry shortly.
-            libc::EAGAIN => {
-                // SAFETY: sched_yield has no preconditions.
-                unsafe { libc::sched_yield() };
-            }
-            _ => return false,
+            Err(libc::EAGAIN) => sys::yield_now(),
+            Err(_) => return false,
         }
     }
 }
@@ -348,8 +329,7 @@ impl World {
         let deadline = sys::clock_ns(libc::CLOCK_MONOTONIC) + 1_000_000_000;
         while INSIDE.load(Ordering::SeqCst) != 0 && sys::clock_ns(libc::CLOCK_MONOTONIC) < deadline
         {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            sys::yield_now();
         }
         SLOTS_IN_USE.store(0, Ordering::Release);
     }
