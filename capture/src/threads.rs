@@ -142,8 +142,7 @@ pub fn current_stack_bounds() -> (usize, usize) {
     let Some((low, high)) = sys::mapping_containing(here) else {
         return (0, 0);
     };
-    // SAFETY: getpid has no preconditions.
-    if sys::thread_id() == unsafe { libc::getpid() } as u32 {
+    if sys::thread_id() == sys::process_id() {
         // The main thread's stack mapping grows down on demand, up to the
         // stack size limit: its low end now says nothing of deeper frames
         // later.
@@ -154,47 +153,25 @@ pub fn current_stack_bounds() -> (usize, usize) {
 
 /// The lowest address the main thread's stack may grow down to.
 fn main_stack_low(high: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid out-pointer.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut limit) } == 0;
     // Unlimited (or unknown): 1 GiB, far beyond any real stack.
-    let size = if got && limit.rlim_cur != libc::RLIM_INFINITY {
-        limit.rlim_cur.min(1 << 30)
-    } else {
-        1 << 30
-    };
+    let size = sys::stack_size_limit().map_or(1 << 30, |limit| limit.min(1 << 30));
     high.saturating_sub(size)
 }
 
 /// Kernel ids of the threads alive now, from `/proc/self/task`; fills
 /// `out` and returns how many it wrote (more threads than fit are left out).
 pub fn alive_tids(out: &mut [u32]) -> usize {
-    // SAFETY: the path is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/self/task".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
+    let Ok(fd) = sys::open_directory(c"/proc/self/task") else {
         return 0;
-    }
+    };
     let mut found = 0;
     let mut buffer = [0u8; 4096];
     'read: loop {
-        let n = {
-            // SAFETY: `buffer` is writable for its length; getdents64 fills
-            // it with whole records.
-            unsafe { libc::syscall(libc::SYS_getdents64, fd, buffer.as_mut_ptr(), buffer.len()) }
+        let n = match sys::read_directory(fd, &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
         };
-        if n <= 0 {
-            break;
-        }
         let mut at = 0usize;
-        let n = n as usize;
         // linux_dirent64: ino u64, off i64, reclen u16, type u8, name.
         while at + 19 < n {
             let reclen = u16::from_ne_bytes([buffer[at + 16], buffer[at + 17]]) as usize;
@@ -213,10 +190,7 @@ pub fn alive_tids(out: &mut [u32]) -> usize {
             at += reclen;
         }
     }
-    // SAFETY: `fd` is ours and closed once.
-    unsafe {
-        libc::close(fd);
-    }
+    let _ = sys::close(fd);
     found
 }
 
