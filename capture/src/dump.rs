@@ -55,23 +55,8 @@ struct FdSink(i32);
 
 impl Sink for FdSink {
     type Error = i32;
-    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), i32> {
-        while !bytes.is_empty() {
-            // SAFETY: `bytes` is a valid readable buffer of its length.
-            let n = unsafe { libc::write(self.0, bytes.as_ptr().cast(), bytes.len()) };
-            if n < 0 {
-                let errno = sys::errno();
-                if errno == libc::EINTR {
-                    continue;
-                }
-                return Err(errno);
-            }
-            if n == 0 {
-                return Err(libc::EIO);
-            }
-            bytes = bytes.get(n as usize..).unwrap_or(&[]);
-        }
-        Ok(())
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), i32> {
+        sys::write_all(self.0, bytes)
     }
 }
 
@@ -311,8 +296,7 @@ fn snapshot_and_write(
     let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let dump_number = DUMPS_WRITTEN.fetch_add(1, Ordering::Relaxed) + 1;
     let timestamp_ns = sys::clock_ns(libc::CLOCK_REALTIME);
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() } as u32;
+    let pid = sys::process_id();
     let me = sys::thread_id();
 
     let scratch = Scratch::new(
@@ -654,8 +638,7 @@ fn snapshot_and_write(
     writer.section([ProcessRecord {
         pid,
         pointer_size: size_of::<usize>() as u32,
-        // SAFETY: sysconf has no preconditions.
-        page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32,
+        page_size: sys::page_size() as u32,
         flags,
         timestamp_ns,
         dump_number,
