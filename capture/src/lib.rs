@@ -717,13 +717,10 @@ fn dump_to_path_from(
     let _busy = Busy::enter_always();
     let fd = dump::create(path)?;
     let result = write_heap_dump_from(fd, caller, mode);
-    // SAFETY: `fd` was opened above and is closed once.
-    let closed = unsafe { libc::close(fd) };
-    match result {
+    let closed = sys::close(fd);
+    match (result, closed) {
         // A failed close can mean the data never reached the disk (NFS).
-        Ok(_) if closed != 0 => Err(DumpError::Write {
-            errno: sys::errno(),
-        }),
-        result => result,
+        (Ok(_), Err(errno)) => Err(DumpError::Write { errno }),
+        (result, _) => result,
     }
 }
