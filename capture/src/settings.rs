@@ -523,15 +523,11 @@ impl core::fmt::Display for Shown<'_> {
 /// `heapdump: HEAPDUMP: ...`. The returned slices point into the
 /// environment block, so callers copy what they keep.
 pub(crate) fn from_environment() -> FromEnvironment<'static> {
-    // SAFETY: the name is NUL-terminated; getenv neither allocates nor
-    // locks in glibc, and the value stays valid unless the program changes
-    // the environment, which the caller guards against by copying at once.
-    let value = unsafe { libc::getenv(c"HEAPDUMP".as_ptr()) };
-    if value.is_null() {
+    // The value stays valid unless the program changes the environment,
+    // which the caller guards against by copying at once.
+    let Some(text) = crate::sys::environment_variable(c"HEAPDUMP") else {
         return FromEnvironment::default();
-    }
-    // SAFETY: getenv returned a NUL-terminated string.
-    let text = unsafe { core::ffi::CStr::from_ptr(value) }.to_bytes();
+    };
     parse(text, &mut |problem| {
         let mut line = StderrLine::new();
         let _ = write!(line, "heapdump: HEAPDUMP: {problem}; ignored");
