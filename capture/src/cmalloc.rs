@@ -29,7 +29,8 @@
 use core::ffi::c_void;
 
 use crate::live::{FOOTER_BYTES, NO_RECORD};
-use crate::{Busy, LIVE, REALLOCATED, ZEROED, new_entry, triggers};
+use crate::sys::set_errno;
+use crate::{Busy, LIVE, REALLOCATED, ZEROED, new_entry, sys, triggers};
 
 /// The thread's guard for tracking a C call: `None` when the call must pass
 /// straight through (the thread is inside the tracker, or the process is
@@ -84,15 +85,8 @@ unsafe fn real_usable_size(block: *mut c_void) -> usize {
 fn resolve_usable_size() -> usize {
     // dlsym may allocate (its error string): that passes through.
     let _busy = Busy::enter_always();
-    // SAFETY: NUL-terminated names; RTLD_NOLOAD only returns a handle to
-    // the C library the process already has (every glibc process does),
-    // and the symbol is looked up in that object and its dependencies.
-    let found = unsafe {
-        let libc_handle = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
-        if libc_handle.is_null() {
-            return 0;
-        }
-        libc::dlsym(libc_handle, c"malloc_usable_size".as_ptr()) as usize
+    let Some(found) = sys::c_library_symbol(c"malloc_usable_size") else {
+        return 0;
     };
     // Never ourselves: that would recurse.
     if found == malloc_usable_size as *const () as usize {
@@ -163,11 +157,6 @@ unsafe fn footer_of(block: *mut c_void) -> u32 {
         Some(at) => unsafe { at.cast::<u32>().read_unaligned() },
         None => NO_RECORD,
     }
-}
-
-fn set_errno(errno: i32) {
-    // SAFETY: errno is thread-local; the location is valid for the thread.
-    unsafe { *libc::__errno_location() = errno };
 }
 
 /// The minimum alignment glibc's `malloc` gives.
