@@ -183,7 +183,10 @@ mod cfi {
         RegisterRule, UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
     };
 
+    use core::ops::ControlFlow;
+
     use super::Rule;
+    use crate::sys::{self, LoadedObject};
 
     /// Fixed storage for gimli's evaluation of CFI programs: register rules
     /// and `DW_CFA_remember_state` depth. Compilers use a handful of
@@ -202,14 +205,6 @@ mod cfi {
     const PT_LOAD: u32 = 1;
     const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
 
-    /// What the `dl_iterate_phdr` callback is asked and answers.
-    struct Query<'a> {
-        address: usize,
-        context: &'a mut Context,
-        /// `None` until the module holding `address` is found.
-        rule: Option<Rule>,
-    }
-
     #[cold]
     #[inline(never)]
     pub(super) fn rule_from_cfi(address: usize, context: &mut Option<Context>) -> Rule {
@@ -217,41 +212,28 @@ mod cfi {
         // constant. The allocating thread holds the tracker's reentrancy
         // guard, so no nested walk on this thread uses it meanwhile.
         let context = context.get_or_insert_with(Context::new_in);
-        let mut query = Query {
-            address,
-            context,
-            rule: None,
-        };
-        // SAFETY: `visit` matches the callback's signature and only uses
-        // `data` as the `Query` passed here, which outlives the call.
-        unsafe {
-            libc::dl_iterate_phdr(Some(visit), (&mut query as *mut Query<'_>).cast());
-        }
+        let mut rule = None;
+        sys::for_each_loaded_object(|object| {
+            rule = rule_in_object(address, object, context);
+            if rule.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
         // Code outside every module (generated at run time) has no CFI.
-        query.rule.unwrap_or(Rule::FRAME_POINTER)
+        rule.unwrap_or(Rule::FRAME_POINTER)
     }
 
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut libc::c_void,
-    ) -> libc::c_int {
-        // SAFETY: `data` is the `Query` passed by `rule_from_cfi`, alive for
-        // the iteration and not aliased meanwhile.
-        let query = unsafe { &mut *data.cast::<Query<'_>>() };
-        // SAFETY: the loader passes a valid `dl_phdr_info` for the duration
-        // of the callback.
-        let info = unsafe { &*info };
-        if info.dlpi_phdr.is_null() {
-            return 0;
-        }
-        let phdrs = {
-            // SAFETY: the loader guarantees `dlpi_phnum` program headers at
-            // `dlpi_phdr`, mapped while the object is loaded, which it stays
-            // while the loader's lock is held for this callback.
-            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
-        };
-        let bias = info.dlpi_addr as usize;
+    /// The rule at `address` if `object` holds it (inside the loader's
+    /// lock, so the object stays mapped); `None` if it does not.
+    fn rule_in_object(
+        address: usize,
+        object: &LoadedObject<'_>,
+        context: &mut Context,
+    ) -> Option<Rule> {
+        let phdrs = object.program_headers();
+        let bias = object.bias() as usize;
         let segment = |phdr: &libc::Elf64_Phdr| {
             let start = bias.wrapping_add(phdr.p_vaddr as usize);
             (start, start.saturating_add(phdr.p_memsz as usize))
@@ -262,10 +244,8 @@ mod cfi {
                 (start..end).contains(&address).then_some(end)
             })
         };
-        if holds(query.address).is_none() {
-            return 0;
-        }
-        query.rule = Some(
+        holds(address)?;
+        Some(
             phdrs
                 .iter()
                 .find(|p| p.p_type == PT_GNU_EH_FRAME)
@@ -273,10 +253,9 @@ mod cfi {
                 // Only a header inside a loaded segment is read.
                 .filter(|&(start, end)| holds(start).is_some_and(|loaded| end <= loaded))
                 .map_or(Rule::FRAME_POINTER, |(hdr_start, hdr_end)| {
-                    module_rule(query.address, hdr_start, hdr_end, &holds, query.context)
+                    module_rule(address, hdr_start, hdr_end, &holds, context)
                 }),
-        );
-        1
+        )
     }
 
     /// The rule at `address` from the module whose `.eh_frame_hdr` spans
