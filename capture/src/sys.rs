@@ -657,9 +657,8 @@ where
         let visit = unsafe { &mut *data.cast::<F>() };
         // SAFETY: the loader passes a valid `dl_phdr_info` for the
         // duration of the callback.
-        let object = LoadedObject {
-            info: unsafe { &*info },
-        };
+        let info = unsafe { &*info };
+        let object = LoadedObject { info };
         match visit(&object) {
             ControlFlow::Continue(()) => 0,
             ControlFlow::Break(()) => 1,
