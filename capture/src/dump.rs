@@ -9,9 +9,9 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use heapdump_formats::records::{
-    AllocationRecord, FrameRecord, ProcessRecord, RootRecord, SectionKind, StackRecord, StrRef,
-    ThreadRecord, UNKNOWN_THREAD, owner_kind, process_flags, root_kind, segment_flags,
-    thread_flags,
+    AllocationRecord, FrameRecord, ModuleRecord, ProcessRecord, RootRecord, SectionKind,
+    SegmentRecord, StackRecord, StrRef, ThreadRecord, UNKNOWN_THREAD, owner_kind, process_flags,
+    root_kind, segment_flags, thread_flags,
 };
 use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 
@@ -73,8 +73,8 @@ impl From<WriteError<i32>> for DumpError {
 /// What the dump learned before taking any lock.
 struct Unlocked<'s> {
     strings: StringTable<'s>,
-    modules: &'s [heapdump_formats::records::ModuleRecord],
-    segments: &'s [heapdump_formats::records::SegmentRecord],
+    modules: &'s [ModuleRecord],
+    segments: &'s [SegmentRecord],
     alive: &'s [u32],
     tls: &'s [TlsModule],
     exe: heapdump_formats::records::StrRef,
@@ -211,13 +211,204 @@ enum RootSource {
 // SAFETY: a plain enum of integers/pointers; all-zero is `Memory`.
 unsafe impl Zeroable for RootSource {}
 
+/// The dump's roots, with where each one's bytes are read from.
 struct Roots<'a> {
     records: &'a mut [RootRecord],
     sources: &'a mut [RootSource],
     count: usize,
 }
 
-impl Roots<'_> {
+/// How the stop left each thread, for its roots: the dumping thread's own
+/// context (`me`, `caller`), and each stopped thread's saved one.
+struct StopState<'a> {
+    me: u32,
+    caller: &'a Caller,
+    own_thread_pointer: u64,
+    /// Per thread record, its entry in `stopped` + 1 (0: none).
+    stop_entry: &'a [u64],
+    stopped: &'a [StoppedThread],
+}
+
+/// Where a thread's roots start: its saved registers (if any), its stack
+/// pointer and its thread pointer (0 when unknown).
+struct ThreadContext {
+    registers: Option<*const u64>,
+    stack_pointer: u64,
+    thread_pointer: u64,
+}
+
+impl StopState<'_> {
+    fn context_of(&self, index: usize, record: &ThreadRecord) -> ThreadContext {
+        if record.tid == self.me {
+            return ThreadContext {
+                registers: Some(self.caller.registers.as_ptr()),
+                stack_pointer: self.caller.stack_pointer,
+                thread_pointer: self.own_thread_pointer,
+            };
+        }
+        let stopped = (self.stop_entry[index] as usize)
+            .checked_sub(1)
+            .and_then(|at| self.stopped.get(at))
+            .filter(|t| t.stopped);
+        match stopped {
+            // The red zone below the interrupted stack pointer may hold
+            // live values of a leaf function.
+            Some(thread) => ThreadContext {
+                registers: Some(thread.registers.as_ptr()),
+                stack_pointer: thread.stack_pointer.saturating_sub(RED_ZONE),
+                thread_pointer: thread.thread_pointer,
+            },
+            None => ThreadContext {
+                registers: None,
+                stack_pointer: 0,
+                thread_pointer: 0,
+            },
+        }
+    }
+}
+
+impl<'a> Roots<'a> {
+    /// Scratch bytes [`gather`](Self::gather) needs for `thread_count`
+    /// threads and the modules in `unlocked`.
+    fn scratch_bytes(thread_count: usize, unlocked: &Unlocked<'_>) -> usize {
+        Self::capacity(thread_count, unlocked) * (size_of::<RootRecord>() + size_of::<RootSource>())
+            + 64
+    }
+
+    /// Registers, stack and TLS blocks per thread, and the writable
+    /// segments.
+    fn capacity(thread_count: usize, unlocked: &Unlocked<'_>) -> usize {
+        thread_count * (2 + unlocked.tls.len()) + unlocked.segments.len() + 8
+    }
+
+    /// Every alive thread's registers, stack (from its stack pointer) and
+    /// TLS blocks, then every writable segment of every module.
+    fn gather(
+        memory: &'a Scratch,
+        threads: &[ThreadRecord],
+        stop: &StopState<'_>,
+        unlocked: &Unlocked<'_>,
+        maps: &Mappings<'_>,
+    ) -> Result<Roots<'a>, DumpError> {
+        let capacity = Self::capacity(threads.len(), unlocked);
+        let mut roots = Roots {
+            records: memory
+                .take::<RootRecord>(capacity)
+                .ok_or(DumpError::OutOfMemory)?,
+            sources: memory
+                .take::<RootSource>(capacity)
+                .ok_or(DumpError::OutOfMemory)?,
+            count: 0,
+        };
+        for (index, record) in threads.iter().enumerate() {
+            if record.flags & thread_flags::ALIVE != 0 {
+                let context = stop.context_of(index, record);
+                roots.push_thread(
+                    index,
+                    record,
+                    &context,
+                    stop.own_thread_pointer,
+                    unlocked,
+                    maps,
+                );
+            }
+        }
+        for segment in unlocked.segments {
+            if segment.flags & segment_flags::WRITE != 0 {
+                roots.push(
+                    RootRecord {
+                        kind: root_kind::DATA_SEGMENT,
+                        owner_kind: owner_kind::MODULE,
+                        owner: segment.module,
+                        address: segment.start,
+                        size: segment.end - segment.start,
+                        ..RootRecord::default()
+                    },
+                    RootSource::Memory,
+                );
+            }
+        }
+        Ok(roots)
+    }
+
+    /// The roots of thread record `index`.
+    fn push_thread(
+        &mut self,
+        index: usize,
+        record: &ThreadRecord,
+        context: &ThreadContext,
+        own_thread_pointer: u64,
+        unlocked: &Unlocked<'_>,
+        maps: &Mappings<'_>,
+    ) {
+        let thread_root = |kind: u16, address: u64, size: u64| RootRecord {
+            kind,
+            owner_kind: owner_kind::THREAD,
+            owner: index as u32,
+            address,
+            size,
+            ..RootRecord::default()
+        };
+        if let Some(registers) = context.registers {
+            self.push(
+                thread_root(root_kind::REGISTERS, 0, (SAVED_REGISTERS * 8) as u64),
+                RootSource::Registers(registers),
+            );
+        }
+        // The stack: from the stack pointer to the top the thread's
+        // attributes gave, or to the end of the mapping holding it. A
+        // thread that did not stop is scanned whole, as it runs.
+        let (low, high) = (record.stack_low, record.stack_high);
+        let stack_pointer = context.stack_pointer;
+        let range = if stack_pointer != 0 {
+            if (low..high).contains(&stack_pointer) {
+                Some((stack_pointer, high))
+            } else {
+                maps.containing(stack_pointer)
+                    .map(|(_, end)| (stack_pointer, end))
+            }
+        } else if low < high {
+            Some((low, high))
+        } else {
+            None
+        };
+        if let Some((from, to)) = range {
+            self.push(
+                thread_root(root_kind::THREAD_STACK, from, to - from),
+                RootSource::Memory,
+            );
+        }
+        let thread_pointer = context.thread_pointer;
+        if thread_pointer == 0 {
+            return;
+        }
+        for module in unlocked.tls {
+            // Named after the module whose thread-locals they are.
+            let name = unlocked
+                .modules
+                .get(module.module as usize)
+                .map_or(StrRef::EMPTY, |m| m.path);
+            if let Some(offset) = static_tls_offset(module, own_thread_pointer, maps) {
+                let address = thread_pointer - offset;
+                self.push(
+                    RootRecord {
+                        name,
+                        ..thread_root(root_kind::STATIC_TLS, address, module.size)
+                    },
+                    RootSource::Memory,
+                );
+            } else if let Some(block) = dynamic_tls_block(thread_pointer, module.id, maps) {
+                self.push(
+                    RootRecord {
+                        name,
+                        ..thread_root(root_kind::DYNAMIC_TLS, block, module.size)
+                    },
+                    RootSource::Memory,
+                );
+            }
+        }
+    }
+
     fn push(&mut self, record: RootRecord, source: RootSource) {
         if record.size == 0 || self.count >= self.records.len() {
             return;
@@ -225,6 +416,14 @@ impl Roots<'_> {
         self.records[self.count] = record;
         self.sources[self.count] = source;
         self.count += 1;
+    }
+
+    fn records(&self) -> &[RootRecord] {
+        &self.records[..self.count]
+    }
+
+    fn sources(&self) -> &[RootSource] {
+        &self.sources[..self.count]
     }
 }
 
@@ -287,6 +486,10 @@ pub fn write(
     result
 }
 
+/// The phases of a dump, in order: gather what needs no lock, take the
+/// tracker's locks and stop the world, fork (`mode=fork`), snapshot the
+/// live set and the threads, record the roots, scan, resume, then name
+/// the threads and write the file.
 fn snapshot_and_write(
     fd: i32,
     caller: &Caller,
@@ -316,22 +519,7 @@ fn snapshot_and_write(
     let write_buffer = scratch
         .take::<u8>(WRITE_BUFFER_BYTES)
         .ok_or(DumpError::OutOfMemory)?;
-    let others = scratch
-        .take::<u32>(unlocked.alive.len())
-        .ok_or(DumpError::OutOfMemory)?;
-    let mut other_count = 0;
-    // The tracker's trigger thread is not stopped: it holds no heap
-    // pointer and no lock the dump needs, and blocks every signal.
-    let trigger_thread = crate::triggers::trigger_thread_tid();
-    for &tid in unlocked
-        .alive
-        .iter()
-        .filter(|&&tid| tid != me && tid != trigger_thread)
-    {
-        others[other_count] = tid;
-        other_count += 1;
-    }
-    let others = &others[..other_count];
+    let others = threads_to_stop(&scratch, unlocked.alive, me)?;
     let stopped = scratch
         .take::<StoppedThread>(others.len())
         .ok_or(DumpError::OutOfMemory)?;
@@ -409,135 +597,23 @@ fn snapshot_and_write(
     )?;
     let thread_count = records.len();
 
-    // Roots.
     let maps = Mappings::read(maps_text, maps_ranges);
-    let own_thread_pointer = world::thread_pointer();
-    let tls = unlocked.tls;
-    let root_capacity = thread_count * (2 + tls.len()) + unlocked.segments.len() + 8;
-    let root_memory =
-        Scratch::new(root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>()) + 64)
-            .ok_or(DumpError::OutOfMemory)?;
-    let mut roots = Roots {
-        records: root_memory
-            .take::<RootRecord>(root_capacity)
-            .ok_or(DumpError::OutOfMemory)?,
-        sources: root_memory
-            .take::<RootSource>(root_capacity)
-            .ok_or(DumpError::OutOfMemory)?,
-        count: 0,
+    let stop = StopState {
+        me,
+        caller,
+        own_thread_pointer: world::thread_pointer(),
+        stop_entry,
+        stopped,
     };
-    let thread_root = |kind: u16, owner: usize, address: u64, size: u64| RootRecord {
-        kind,
-        owner_kind: owner_kind::THREAD,
-        owner: owner as u32,
-        address,
-        size,
-        ..RootRecord::default()
-    };
-    for (index, record) in records.iter().enumerate() {
-        if record.flags & thread_flags::ALIVE == 0 {
-            continue;
-        }
-        let (registers, stack_pointer, thread_pointer) = if record.tid == me {
-            (
-                Some(caller.registers.as_ptr()),
-                caller.stack_pointer,
-                own_thread_pointer,
-            )
-        } else if let Some(thread) = (stop_entry[index] as usize)
-            .checked_sub(1)
-            .and_then(|at| stopped.get(at))
-            .filter(|t| t.stopped)
-        {
-            // The red zone below the interrupted stack pointer may hold
-            // live values of a leaf function.
-            (
-                Some(thread.registers.as_ptr()),
-                thread.stack_pointer.saturating_sub(RED_ZONE),
-                thread.thread_pointer,
-            )
-        } else {
-            (None, 0, 0)
-        };
-        if let Some(registers) = registers {
-            roots.push(
-                thread_root(root_kind::REGISTERS, index, 0, (SAVED_REGISTERS * 8) as u64),
-                RootSource::Registers(registers),
-            );
-        }
-        // The stack: from the stack pointer to the top the thread's
-        // attributes gave, or to the end of the mapping holding it. A
-        // thread that did not stop is scanned whole, as it runs.
-        let (low, high) = (record.stack_low, record.stack_high);
-        let range = if stack_pointer != 0 {
-            if (low..high).contains(&stack_pointer) {
-                Some((stack_pointer, high))
-            } else {
-                maps.containing(stack_pointer)
-                    .map(|(_, end)| (stack_pointer, end))
-            }
-        } else if low < high {
-            Some((low, high))
-        } else {
-            None
-        };
-        if let Some((from, to)) = range {
-            roots.push(
-                thread_root(root_kind::THREAD_STACK, index, from, to - from),
-                RootSource::Memory,
-            );
-        }
-        if thread_pointer != 0 {
-            for module in tls.iter() {
-                // Named after the module whose thread-locals they are.
-                let name = unlocked
-                    .modules
-                    .get(module.module as usize)
-                    .map_or(StrRef::EMPTY, |m| m.path);
-                if let Some(offset) = static_tls_offset(module, own_thread_pointer, &maps) {
-                    let address = thread_pointer - offset;
-                    roots.push(
-                        RootRecord {
-                            name,
-                            ..thread_root(root_kind::STATIC_TLS, index, address, module.size)
-                        },
-                        RootSource::Memory,
-                    );
-                } else if let Some(block) = dynamic_tls_block(thread_pointer, module.id, &maps) {
-                    roots.push(
-                        RootRecord {
-                            name,
-                            ..thread_root(root_kind::DYNAMIC_TLS, index, block, module.size)
-                        },
-                        RootSource::Memory,
-                    );
-                }
-            }
-        }
-    }
-    for segment in unlocked.segments {
-        if segment.flags & segment_flags::WRITE != 0 {
-            roots.push(
-                RootRecord {
-                    kind: root_kind::DATA_SEGMENT,
-                    owner_kind: owner_kind::MODULE,
-                    owner: segment.module,
-                    address: segment.start,
-                    size: segment.end - segment.start,
-                    ..RootRecord::default()
-                },
-                RootSource::Memory,
-            );
-        }
-    }
-    let root_count = roots.count;
+    let root_memory = Scratch::new(Roots::scratch_bytes(thread_count, &unlocked))
+        .ok_or(DumpError::OutOfMemory)?;
+    let roots = Roots::gather(&root_memory, records, &stop, &unlocked, &maps)?;
 
-    // The scan.
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let (edges, scanned_bytes) = scan(
         slots,
-        &roots.records[..root_count],
-        &roots.sources[..root_count],
+        roots.records(),
+        roots.sources(),
         &maps,
         &snapshot_memory,
     )?;
@@ -558,41 +634,186 @@ fn snapshot_and_write(
     };
     let writing = sys::clock_ns(libc::CLOCK_MONOTONIC);
 
-    let mut name = [0u8; THREAD_NAME_BYTES];
-    for record in records.iter_mut() {
-        if record.flags & thread_flags::ALIVE != 0 {
-            let n = threads::thread_name(pid, record.tid, &mut name);
-            record.name = unlocked.strings.add_or_empty(&name[..n]);
-        }
-    }
-    let mut live_bytes = 0u64;
-    for slot in slots.iter() {
-        live_bytes += slot.size();
-        if let Some(record) = records.get_mut(slot.unpack().thread as usize) {
-            record.live_count += 1;
-        }
-    }
+    name_threads(records, pid, &mut unlocked.strings);
+    let live_bytes = count_live_blocks(records, slots);
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
         LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
-
     let stack_memory =
         Scratch::new(LiveStacks::scratch_bytes(&stacks)).ok_or(DumpError::OutOfMemory)?;
     let live_stacks =
         LiveStacks::gather(&stack_memory, &stacks, slots).ok_or(DumpError::OutOfMemory)?;
 
-    let mut writer = DumpWriter::new(FdSink(fd), write_buffer)?;
-    writer.section(records.iter().copied())?;
-    writer.section(unlocked.modules.iter().copied())?;
-    writer.section(unlocked.segments.iter().copied())?;
+    let mut flags = process_flags::HAS_SCAN | process_flags::WORLD_STOPPED;
+    if in_child.is_some() {
+        flags |= process_flags::FORKED;
+    }
+    if fork_failed.is_some() {
+        flags |= process_flags::FORK_FAILED;
+    }
+    if threads_not_stopped != 0 {
+        flags |= process_flags::INCOMPLETE_STOP;
+    }
+    if dropped_allocations != 0 || dropped_stacks != 0 || unlocked.incomplete || edges.overflowed {
+        flags |= process_flags::DROPPED_RECORDS;
+    }
+    let process = ProcessRecord {
+        pid,
+        pointer_size: size_of::<usize>() as u32,
+        page_size: sys::page_size() as u32,
+        flags,
+        timestamp_ns,
+        dump_number,
+        machine: ELF_MACHINE,
+        exe: unlocked.exe,
+        cmdline: unlocked.cmdline,
+        live_bytes,
+        live_count: slots.len() as u64,
+        peak_live_bytes,
+        total_allocations,
+        total_frees,
+        dropped_allocations,
+        dropped_stacks,
+        tracking_bytes: live_tracking_bytes + STACKS.tracking_bytes() + threads::tracking_bytes(),
+        next_sequence,
+        pause_ns,
+        // Set by `write_file`, just before it writes the record.
+        write_ns: 0,
+        peak_live_count,
+        stack_sample_interval: crate::sampling::interval(),
+    };
+    let bytes_written = write_file(
+        FdSink(fd),
+        write_buffer,
+        Contents {
+            threads: records,
+            modules: unlocked.modules,
+            segments: unlocked.segments,
+            slots,
+            live_stacks: &live_stacks,
+            roots: roots.records(),
+            edges: &edges,
+            strings: &mut unlocked.strings,
+        },
+        process,
+        writing,
+    )?;
+    Ok(DumpStats {
+        allocations: slots.len() as u64,
+        live_bytes,
+        stacks: live_stacks.records.len().saturating_sub(1) as u64,
+        threads: thread_count as u64,
+        modules: unlocked.modules.len() as u64,
+        bytes_written,
+        pause_ns,
+        total_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
+        stop_ns: world.stop_ns,
+        scan_ns,
+        scanned_bytes,
+        roots: roots.records().len() as u64,
+        edges: edges.len(),
+        threads_stopped,
+        threads_not_stopped,
+        mode: if in_child.is_some() {
+            Mode::Fork
+        } else {
+            Mode::Stop
+        },
+    })
+}
+
+/// The threads the dump stops: every alive one but the dumping thread
+/// (`me`) and the tracker's trigger thread, which holds no heap pointer and
+/// no lock the dump needs, and blocks every signal.
+fn threads_to_stop<'s>(
+    scratch: &'s Scratch,
+    alive: &[u32],
+    me: u32,
+) -> Result<&'s [u32], DumpError> {
+    let others = scratch
+        .take::<u32>(alive.len())
+        .ok_or(DumpError::OutOfMemory)?;
+    let trigger_thread = crate::triggers::trigger_thread_tid();
+    let mut count = 0;
+    for &tid in alive
+        .iter()
+        .filter(|&&tid| tid != me && tid != trigger_thread)
+    {
+        others[count] = tid;
+        count += 1;
+    }
+    Ok(&others[..count])
+}
+
+/// Gives each alive thread its name, from `/proc` (which the program's
+/// threads may change at any time, so read only now).
+fn name_threads(records: &mut [ThreadRecord], pid: u32, strings: &mut StringTable<'_>) {
+    let mut name = [0u8; THREAD_NAME_BYTES];
+    for record in records.iter_mut() {
+        if record.flags & thread_flags::ALIVE != 0 {
+            let n = threads::thread_name(pid, record.tid, &mut name);
+            record.name = strings.add_or_empty(&name[..n]);
+        }
+    }
+}
+
+/// Counts each thread's live blocks into its record; returns the live
+/// bytes.
+fn count_live_blocks(records: &mut [ThreadRecord], slots: &[Slot]) -> u64 {
+    let mut live_bytes = 0u64;
+    for slot in slots {
+        live_bytes += slot.size();
+        if let Some(record) = records.get_mut(slot.unpack().thread as usize) {
+            record.live_count += 1;
+        }
+    }
+    live_bytes
+}
+
+/// Everything the file holds but the process record, gathered.
+struct Contents<'a, 's> {
+    threads: &'a [ThreadRecord],
+    modules: &'a [ModuleRecord],
+    segments: &'a [SegmentRecord],
+    slots: &'a [Slot],
+    live_stacks: &'a LiveStacks<'a>,
+    roots: &'a [RootRecord],
+    edges: &'a EdgeBuffer,
+    strings: &'a mut StringTable<'s>,
+}
+
+/// Streams the dump's sections to `sink` through `buffer`, the process
+/// record last (with `write_ns`: the time since `writing`); returns the
+/// bytes written.
+fn write_file(
+    sink: FdSink,
+    buffer: &mut [u8],
+    contents: Contents<'_, '_>,
+    mut process: ProcessRecord,
+    writing: u64,
+) -> Result<u64, DumpError> {
+    let Contents {
+        threads,
+        modules,
+        segments,
+        slots,
+        live_stacks,
+        roots,
+        edges,
+        strings,
+    } = contents;
+    let mut writer = DumpWriter::new(sink, buffer)?;
+    writer.section(threads.iter().copied())?;
+    writer.section(modules.iter().copied())?;
+    writer.section(segments.iter().copied())?;
     writer.begin_section(SectionKind::Allocations)?;
-    for slot in slots.iter() {
+    for slot in slots {
         let entry = slot.unpack();
         writer.write_record(&AllocationRecord {
             address: entry.address,
             size: entry.size,
             sequence: entry.sequence,
             stack: live_stacks.id_in_dump(entry.stack),
-            thread: if (entry.thread as usize) < thread_count {
+            thread: if (entry.thread as usize) < threads.len() {
                 entry.thread
             } else {
                 UNKNOWN_THREAD
@@ -610,78 +831,14 @@ fn snapshot_and_write(
     // block, and a stopped thread may hold a lock that needs (the dynamic
     // loader's). Never move it before the resume; it must precede the
     // Strings section, which receives the names.
-    crate::symbols::write_frame_names(
-        &mut writer,
-        unlocked.modules,
-        live_stacks.frames,
-        &mut unlocked.strings,
-    )?;
-    writer.section(roots.records[..root_count].iter().copied())?;
+    crate::symbols::write_frame_names(&mut writer, modules, live_stacks.frames, strings)?;
+    writer.section(roots.iter().copied())?;
     writer.section(edges.iter())?;
-    writer.byte_section(SectionKind::Strings, unlocked.strings.as_bytes())?;
-
-    let mut flags = process_flags::HAS_SCAN | process_flags::WORLD_STOPPED;
-    if in_child.is_some() {
-        flags |= process_flags::FORKED;
-    }
-    if fork_failed.is_some() {
-        flags |= process_flags::FORK_FAILED;
-    }
-    if threads_not_stopped != 0 {
-        flags |= process_flags::INCOMPLETE_STOP;
-    }
-    if dropped_allocations != 0 || dropped_stacks != 0 || unlocked.incomplete || edges.overflowed {
-        flags |= process_flags::DROPPED_RECORDS;
-    }
-    let tracking_bytes = live_tracking_bytes + STACKS.tracking_bytes() + threads::tracking_bytes();
-    let write_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(writing);
-    writer.section([ProcessRecord {
-        pid,
-        pointer_size: size_of::<usize>() as u32,
-        page_size: sys::page_size() as u32,
-        flags,
-        timestamp_ns,
-        dump_number,
-        machine: ELF_MACHINE,
-        exe: unlocked.exe,
-        cmdline: unlocked.cmdline,
-        live_bytes,
-        live_count: slots.len() as u64,
-        peak_live_bytes,
-        total_allocations,
-        total_frees,
-        dropped_allocations,
-        dropped_stacks,
-        tracking_bytes,
-        next_sequence,
-        pause_ns,
-        write_ns,
-        peak_live_count,
-        stack_sample_interval: crate::sampling::interval(),
-    }])?;
+    writer.byte_section(SectionKind::Strings, strings.as_bytes())?;
+    process.write_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(writing);
+    writer.section([process])?;
     let (_, bytes_written) = writer.finish()?;
-    Ok(DumpStats {
-        allocations: slots.len() as u64,
-        live_bytes,
-        stacks: live_stacks.records.len().saturating_sub(1) as u64,
-        threads: thread_count as u64,
-        modules: unlocked.modules.len() as u64,
-        bytes_written,
-        pause_ns,
-        total_ns: sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(started),
-        stop_ns: world.stop_ns,
-        scan_ns,
-        scanned_bytes,
-        roots: root_count as u64,
-        edges: edges.len(),
-        threads_stopped,
-        threads_not_stopped,
-        mode: if in_child.is_some() {
-            Mode::Fork
-        } else {
-            Mode::Stop
-        },
-    })
+    Ok(bytes_written)
 }
 
 /// Says once per process that `mode=fork` fell back to stopping the
