@@ -49,47 +49,30 @@ pub fn reserve_address_space(bytes: usize) -> Option<*mut u8> {
     )
 }
 
-/// An anonymous mapping (`MAP_ANONYMOUS` is added to `flags`) with no
-/// address hint; `None` for 0 bytes or when the kernel refuses.
+/// An anonymous mapping (`MAP_ANONYMOUS` is added to `flags`); `None`
+/// for 0 bytes or when the kernel refuses.
 fn map_anonymous(bytes: usize, protection: i32, flags: i32) -> Option<*mut u8> {
-    if bytes == 0 {
-        return None;
-    }
-    // SAFETY: an anonymous mapping with no address hint touches no
-    // existing memory; the result is checked for MAP_FAILED.
-    let ptr = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            bytes,
-            protection,
-            flags | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    (ptr != libc::MAP_FAILED).then_some(ptr.cast())
+    map_new(bytes, protection, flags | libc::MAP_ANONYMOUS, -1)
 }
 
 /// Maps the first `len` bytes of the open file `fd` read-only and
 /// private; the mapping stays valid after `fd` is closed. `None` for 0
 /// bytes or when the kernel refuses. Release it with [`unmap`].
 pub fn map_file_read_only(fd: i32, len: usize) -> Option<*const u8> {
-    if len == 0 {
+    map_new(len, libc::PROT_READ, libc::MAP_PRIVATE, fd).map(|ptr| ptr.cast_const())
+}
+
+/// A new mapping at no address hint, of `fd` or (with `MAP_ANONYMOUS`)
+/// of fresh zeroed memory; `None` for 0 bytes or when the kernel refuses.
+fn map_new(bytes: usize, protection: i32, flags: i32, fd: i32) -> Option<*mut u8> {
+    if bytes == 0 {
         return None;
     }
-    // SAFETY: a new read-only mapping at no address hint touches no
-    // existing memory; a bad `fd` fails (checked for MAP_FAILED).
-    let ptr = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            fd,
-            0,
-        )
-    };
-    (ptr != libc::MAP_FAILED).then_some(ptr.cast_const().cast())
+    // SAFETY: a new mapping with no address hint and without MAP_FIXED
+    // touches no existing memory; a bad `fd` fails, and the result is
+    // checked for MAP_FAILED.
+    let ptr = unsafe { libc::mmap(core::ptr::null_mut(), bytes, protection, flags, fd, 0) };
+    (ptr != libc::MAP_FAILED).then_some(ptr.cast())
 }
 
 /// Returns a mapping made by one of the `map_*` functions above,
@@ -746,7 +729,7 @@ pub fn signal_thread(thread: u32, signal: i32) -> Result<(), i32> {
             signal,
         )
     };
-    if sent == 0 { Ok(()) } else { Err(errno()) }
+    zero_or_errno(sent)
 }
 
 /// Queues `signal` with `info` (`rt_tgsigqueueinfo`) for the thread
@@ -768,7 +751,7 @@ pub fn queue_signal_to_thread(
             info as *mut libc::siginfo_t,
         )
     };
-    if sent == 0 { Ok(()) } else { Err(errno()) }
+    zero_or_errno(sent)
 }
 
 // ---- Clocks and errno -----------------------------------------------------
@@ -808,51 +791,45 @@ pub fn set_errno(value: i32) {
 /// Opens the file at `path` for reading (close-on-exec, and without
 /// blocking: a FIFO reads as empty instead of waiting for a writer).
 pub fn open_read_only(path: &CStr) -> Result<i32, i32> {
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
-    if fd < 0 { Err(errno()) } else { Ok(fd) }
+    open(path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
 }
 
 /// Opens the directory at `path` to list it with [`read_directory`].
 pub fn open_directory(path: &CStr) -> Result<i32, i32> {
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 { Err(errno()) } else { Ok(fd) }
+    open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)
 }
 
 /// Creates a new file at `path` with `mode` and opens it for writing:
 /// never following a symlink, never replacing an existing file (`EEXIST`).
 pub fn create_new_file(path: &CStr, mode: u32) -> Result<i32, i32> {
-    // SAFETY: `path` is NUL-terminated; the flags create a new file only.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    };
+    open(
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        mode,
+    )
+}
+
+/// `open(2)` with `flags | O_CLOEXEC` (and `mode` for a file it creates).
+fn open(path: &CStr, flags: i32, mode: u32) -> Result<i32, i32> {
+    // SAFETY: `path` is NUL-terminated; opening touches no memory of ours.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) };
     if fd < 0 { Err(errno()) } else { Ok(fd) }
+}
+
+/// `Ok` for a system call's 0, else `Err(errno)`.
+fn zero_or_errno(result: impl Into<i64>) -> Result<(), i32> {
+    if result.into() == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
 }
 
 /// Closes `fd`, which the caller owns and uses no more. A failed close
 /// can mean written data never reached the disk (NFS): `Err(errno)`.
 pub fn close(fd: i32) -> Result<(), i32> {
     // SAFETY: closing a descriptor touches no memory; the caller owns it.
-    if unsafe { libc::close(fd) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
+    zero_or_errno(unsafe { libc::close(fd) })
 }
 
 /// Reads into `out` from `fd`, retrying after signals: the bytes read
@@ -918,21 +895,13 @@ pub fn is_directory(path: &CStr) -> Result<bool, i32> {
 /// `Err(errno)`, `EEXIST` included, if it cannot.
 pub fn make_directory(path: &CStr, mode: u32) -> Result<(), i32> {
     // SAFETY: `path` is NUL-terminated.
-    if unsafe { libc::mkdir(path.as_ptr(), mode as libc::mode_t) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
+    zero_or_errno(unsafe { libc::mkdir(path.as_ptr(), mode as libc::mode_t) })
 }
 
 /// Removes the file at `path`; `Err(errno)` if it cannot.
 pub fn remove_file(path: &CStr) -> Result<(), i32> {
     // SAFETY: `path` is NUL-terminated.
-    if unsafe { libc::unlink(path.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
+    zero_or_errno(unsafe { libc::unlink(path.as_ptr()) })
 }
 
 /// Writes the working directory into `out`; its length, `None` if it
