@@ -1229,6 +1229,60 @@ mod tests {
     }
 
     #[test]
+    fn loaded_objects_start_with_the_executable_and_stop_when_told() {
+        let mut seen = 0;
+        let mut first_name_len = None;
+        for_each_loaded_object(|object| {
+            seen += 1;
+            first_name_len.get_or_insert(object.name().len());
+            assert!(!object.program_headers().is_empty());
+            ControlFlow::Break(())
+        });
+        assert_eq!(seen, 1);
+        // The loader names the executable with an empty string.
+        assert_eq!(first_name_len, Some(0));
+        let mut all = 0;
+        for_each_loaded_object(|_| {
+            all += 1;
+            ControlFlow::Continue(())
+        });
+        assert!(all > 1, "only {all} loaded object");
+    }
+
+    #[test]
+    fn file_calls_return_the_errno_they_saw() {
+        let mut dir = PathBuf::<256>::new();
+        assert!(dir.push(std::env::temp_dir().as_os_str().as_encoded_bytes()));
+        assert!(dir.push(b"/heapdump-sys-test-"));
+        assert!(dir.push_decimal(u64::from(process_id())));
+        let _ = remove_file(dir.as_c_str());
+        assert_eq!(make_directory(dir.as_c_str(), 0o700), Ok(()));
+        assert_eq!(make_directory(dir.as_c_str(), 0o700), Err(libc::EEXIST));
+        assert_eq!(is_directory(dir.as_c_str()), Ok(true));
+        let dir_len = dir.as_bytes().len();
+        assert!(dir.push(b"/file"));
+        let fd = create_new_file(dir.as_c_str(), 0o600).unwrap();
+        assert_eq!(write_all(fd, b"twelve bytes"), Ok(()));
+        assert_eq!(close(fd), Ok(()));
+        assert_eq!(close(fd), Err(libc::EBADF));
+        assert_eq!(create_new_file(dir.as_c_str(), 0o600), Err(libc::EEXIST));
+        assert_eq!(is_directory(dir.as_c_str()), Ok(false));
+        let mut out = [0u8; 64];
+        assert_eq!(read_file(dir.as_c_str(), &mut out), 12);
+        assert_eq!(&out[..12], b"twelve bytes");
+        assert_eq!(remove_file(dir.as_c_str()), Ok(()));
+        assert_eq!(remove_file(dir.as_c_str()), Err(libc::ENOENT));
+        assert_eq!(is_directory(dir.as_c_str()), Err(libc::ENOENT));
+        assert_eq!(
+            make_directory(dir.c_prefix(dir_len), 0o700),
+            Err(libc::EEXIST)
+        );
+        dir.restore_after_prefix(dir_len);
+        // SAFETY: the path is the directory made above, now empty.
+        assert_eq!(unsafe { libc::rmdir(dir.c_prefix(dir_len).as_ptr()) }, 0);
+    }
+
+    #[test]
     fn read_file_reads_proc_files() {
         let mut buf = [0u8; 64];
         let n = read_file(c"/proc/self/comm", &mut buf);
