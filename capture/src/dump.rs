@@ -226,6 +226,103 @@ enum RootSource {
 // SAFETY: a plain enum of integers/pointers; all-zero is `Memory`.
 unsafe impl Zeroable for RootSource {}
 
+/// Roots for runs of resident pages of the program's anonymous mappings;
+/// past this many (a fragmented address space), the rest go unscanned.
+/// Address space only: the scratch's untouched pages cost nothing.
+const MAX_ANONYMOUS_ROOTS: usize = 1 << 16;
+
+/// Pages whose residency one `mincore` call asks for (64 MiB of memory).
+const RESIDENCY_PAGES: usize = 1 << 14;
+
+/// Blocks at least this big are their own mappings in the C allocator
+/// (glibc's `mmap` threshold starts at 128 KiB): the pages of such a block
+/// are left out of an anonymous mapping the kernel merged it into. A
+/// smaller block marks allocator memory (an arena), whose free parts hold
+/// stale words, so a range holding one is not scanned as a root.
+const OWN_MAPPING_BLOCK: u64 = 128 << 10;
+
+/// The ranges that are not the program's own anonymous memory, sorted by
+/// start (in `out`): the tracker's mappings (its tables hold every block's
+/// address), every thread's whole stack (below a stack pointer lie dead
+/// frames), and the roots already taken (TLS blocks, data segments).
+fn not_the_programs_memory<'o>(
+    out: &'o mut [(u64, u64)],
+    roots: &[RootRecord],
+    threads: &[ThreadRecord],
+) -> &'o [(u64, u64)] {
+    let mut count = 0;
+    let mut add = |start: u64, end: u64| {
+        if start < end && count < out.len() {
+            out[count] = (start, end);
+            count += 1;
+        }
+    };
+    sys::for_each_own_mapping(|start, end| add(start as u64, end as u64));
+    for thread in threads {
+        add(thread.stack_low, thread.stack_high);
+    }
+    for root in roots
+        .iter()
+        .filter(|root| root.kind != root_kind::REGISTERS)
+    {
+        add(root.address, root.address.saturating_add(root.size));
+    }
+    let out = &mut out[..count];
+    out.sort_unstable();
+    out
+}
+
+/// Calls `each(from, to)` for the parts of the anonymous mapping `[start,
+/// end)` that are the program's own memory: without the `obstacles`
+/// (sorted), the pages of big blocks, and the parts that hold a smaller
+/// live block (allocator memory). `slots` is sorted by address.
+fn for_each_program_range(
+    start: u64,
+    end: u64,
+    obstacles: &[(u64, u64)],
+    slots: &[Slot],
+    mut each: impl FnMut(u64, u64),
+) {
+    let page = sys::page_size() as u64;
+    let mut piece = |from: u64, to: u64| {
+        let first = slots.partition_point(|slot| slot.address() < from);
+        let inside = || slots[first..].iter().take_while(|slot| slot.address() < to);
+        if inside().any(|slot| slot.size() < OWN_MAPPING_BLOCK) {
+            return;
+        }
+        // Around the big blocks.
+        let mut at = from;
+        for slot in inside() {
+            let block_start = slot.address() / page * page;
+            let block_end = slot
+                .address()
+                .saturating_add(slot.size())
+                .next_multiple_of(page);
+            if at < block_start {
+                each(at, block_start.min(to));
+            }
+            at = at.max(block_end);
+        }
+        if at < to {
+            each(at, to);
+        }
+    };
+    let mut at = start;
+    // Sorted by start; ranges may overlap, so ends are not sorted.
+    for &(s, e) in obstacles.iter().take_while(|&&(s, _)| s < end) {
+        if e <= at {
+            continue;
+        }
+        if at < s {
+            piece(at, s);
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        piece(at, end);
+    }
+}
+
 struct Roots<'a> {
     records: &'a mut [RootRecord],
     sources: &'a mut [RootSource],
@@ -429,10 +526,17 @@ fn snapshot_and_write(
     let maps = Mappings::read(maps_text, maps_ranges);
     let own_thread_pointer = world::thread_pointer();
     let tls = unlocked.tls;
-    let root_capacity = thread_count * (2 + tls.len()) + unlocked.segments.len() + 8;
-    let root_memory =
-        Scratch::new(root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>()) + 64)
-            .ok_or(DumpError::OutOfMemory)?;
+    let root_capacity =
+        thread_count * (2 + tls.len()) + unlocked.segments.len() + MAX_ANONYMOUS_ROOTS + 8;
+    // The records, the ranges that are not the program's anonymous memory
+    // (`not_the_programs_memory`), and `mincore`'s answers.
+    let root_memory = Scratch::new(
+        root_capacity * (size_of::<RootRecord>() + size_of::<RootSource>())
+            + (root_capacity + sys::MAX_OWN_MAPPINGS) * size_of::<(u64, u64)>()
+            + RESIDENCY_PAGES
+            + 64,
+    )
+    .ok_or(DumpError::OutOfMemory)?;
     let mut roots = Roots {
         records: root_memory
             .take::<RootRecord>(root_capacity)
@@ -545,6 +649,32 @@ fn snapshot_and_write(
                 RootSource::Memory,
             );
         }
+    }
+    // The program's anonymous memory: its own arenas, a runtime's heap
+    // (Python's objects, V8's), as memcheck scans it.
+    let covered = roots.count;
+    let obstacles = root_memory
+        .take::<(u64, u64)>(root_capacity + sys::MAX_OWN_MAPPINGS)
+        .ok_or(DumpError::OutOfMemory)?;
+    let residency = root_memory
+        .take::<u8>(RESIDENCY_PAGES)
+        .ok_or(DumpError::OutOfMemory)?;
+    let obstacles = not_the_programs_memory(obstacles, &roots.records[..covered], records);
+    for (start, end) in maps.anonymous_writable() {
+        for_each_program_range(start, end, obstacles, slots, |from, to| {
+            sys::resident_runs(from as usize, to as usize, residency, |from, to| {
+                roots.push(
+                    RootRecord {
+                        kind: root_kind::ANONYMOUS_MAPPING,
+                        owner_kind: owner_kind::NONE,
+                        address: from as u64,
+                        size: (to - from) as u64,
+                        ..RootRecord::default()
+                    },
+                    RootSource::Memory,
+                );
+            });
+        });
     }
     let root_count = roots.count;
 
