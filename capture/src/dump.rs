@@ -211,6 +211,103 @@ enum RootSource {
 // SAFETY: a plain enum of integers/pointers; all-zero is `Memory`.
 unsafe impl Zeroable for RootSource {}
 
+/// Roots for runs of resident pages of the program's anonymous mappings;
+/// past this many (a fragmented address space), the rest go unscanned.
+/// Address space only: the scratch's untouched pages cost nothing.
+const MAX_ANONYMOUS_ROOTS: usize = 1 << 16;
+
+/// Pages whose residency one `mincore` call asks for (64 MiB of memory).
+const RESIDENCY_PAGES: usize = 1 << 14;
+
+/// Blocks at least this big are their own mappings in the C allocator
+/// (glibc's `mmap` threshold starts at 128 KiB): the pages of such a block
+/// are left out of an anonymous mapping the kernel merged it into. A
+/// smaller block marks allocator memory (an arena), whose free parts hold
+/// stale words, so a range holding one is not scanned as a root.
+const OWN_MAPPING_BLOCK: u64 = 128 << 10;
+
+/// The ranges that are not the program's own anonymous memory, sorted by
+/// start (in `out`): the tracker's mappings (its tables hold every block's
+/// address), every thread's whole stack (below a stack pointer lie dead
+/// frames), and the roots already taken (TLS blocks, data segments).
+fn not_the_programs_memory<'o>(
+    out: &'o mut [(u64, u64)],
+    roots: &[RootRecord],
+    threads: &[ThreadRecord],
+) -> &'o [(u64, u64)] {
+    let mut count = 0;
+    let mut add = |start: u64, end: u64| {
+        if start < end && count < out.len() {
+            out[count] = (start, end);
+            count += 1;
+        }
+    };
+    sys::for_each_own_mapping(|start, end| add(start as u64, end as u64));
+    for thread in threads {
+        add(thread.stack_low, thread.stack_high);
+    }
+    for root in roots
+        .iter()
+        .filter(|root| root.kind != root_kind::REGISTERS)
+    {
+        add(root.address, root.address.saturating_add(root.size));
+    }
+    let out = &mut out[..count];
+    out.sort_unstable();
+    out
+}
+
+/// Calls `each(from, to)` for the parts of the anonymous mapping `[start,
+/// end)` that are the program's own memory: without the `obstacles`
+/// (sorted), the pages of big blocks, and the parts that hold a smaller
+/// live block (allocator memory). `slots` is sorted by address.
+fn for_each_program_range(
+    start: u64,
+    end: u64,
+    obstacles: &[(u64, u64)],
+    slots: &[Slot],
+    mut each: impl FnMut(u64, u64),
+) {
+    let page = sys::page_size() as u64;
+    let mut piece = |from: u64, to: u64| {
+        let first = slots.partition_point(|slot| slot.address() < from);
+        let inside = || slots[first..].iter().take_while(|slot| slot.address() < to);
+        if inside().any(|slot| slot.size() < OWN_MAPPING_BLOCK) {
+            return;
+        }
+        // Around the big blocks.
+        let mut at = from;
+        for slot in inside() {
+            let block_start = slot.address() / page * page;
+            let block_end = slot
+                .address()
+                .saturating_add(slot.size())
+                .next_multiple_of(page);
+            if at < block_start {
+                each(at, block_start.min(to));
+            }
+            at = at.max(block_end);
+        }
+        if at < to {
+            each(at, to);
+        }
+    };
+    let mut at = start;
+    // Sorted by start; ranges may overlap, so ends are not sorted.
+    for &(s, e) in obstacles.iter().take_while(|&&(s, _)| s < end) {
+        if e <= at {
+            continue;
+        }
+        if at < s {
+            piece(at, s);
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        piece(at, end);
+    }
+}
+
 /// The dump's roots, with where each one's bytes are read from.
 struct Roots<'a> {
     records: &'a mut [RootRecord],
@@ -271,24 +368,31 @@ impl<'a> Roots<'a> {
     /// Scratch bytes [`gather`](Self::gather) needs for `thread_count`
     /// threads and the modules in `unlocked`.
     fn scratch_bytes(thread_count: usize, unlocked: &Unlocked<'_>) -> usize {
-        Self::capacity(thread_count, unlocked) * (size_of::<RootRecord>() + size_of::<RootSource>())
+        let capacity = Self::capacity(thread_count, unlocked);
+        // The records, the ranges that are not the program's anonymous
+        // memory (`not_the_programs_memory`), and `mincore`'s answers.
+        capacity * (size_of::<RootRecord>() + size_of::<RootSource>())
+            + (capacity + sys::MAX_OWN_MAPPINGS) * size_of::<(u64, u64)>()
+            + RESIDENCY_PAGES
             + 64
     }
 
-    /// Registers, stack and TLS blocks per thread, and the writable
-    /// segments.
+    /// Registers, stack and TLS blocks per thread, the writable segments
+    /// and the runs of the program's anonymous memory.
     fn capacity(thread_count: usize, unlocked: &Unlocked<'_>) -> usize {
-        thread_count * (2 + unlocked.tls.len()) + unlocked.segments.len() + 8
+        thread_count * (2 + unlocked.tls.len()) + unlocked.segments.len() + MAX_ANONYMOUS_ROOTS + 8
     }
 
     /// Every alive thread's registers, stack (from its stack pointer) and
-    /// TLS blocks, then every writable segment of every module.
+    /// TLS blocks, every writable segment of every module, then the
+    /// program's anonymous memory. `slots`: the live blocks, by address.
     fn gather(
         memory: &'a Scratch,
         threads: &[ThreadRecord],
         stop: &StopState<'_>,
         unlocked: &Unlocked<'_>,
         maps: &Mappings<'_>,
+        slots: &[Slot],
     ) -> Result<Roots<'a>, DumpError> {
         let capacity = Self::capacity(threads.len(), unlocked);
         let mut roots = Roots {
@@ -328,7 +432,44 @@ impl<'a> Roots<'a> {
                 );
             }
         }
+        roots.push_anonymous_memory(memory, threads, maps, slots)?;
         Ok(roots)
+    }
+
+    /// The program's anonymous memory: its own arenas, a runtime's heap
+    /// (Python's objects, V8's), as memcheck scans it; resident pages only,
+    /// and none of what the roots so far cover.
+    fn push_anonymous_memory(
+        &mut self,
+        memory: &Scratch,
+        threads: &[ThreadRecord],
+        maps: &Mappings<'_>,
+        slots: &[Slot],
+    ) -> Result<(), DumpError> {
+        let obstacles = memory
+            .take::<(u64, u64)>(self.records.len() + sys::MAX_OWN_MAPPINGS)
+            .ok_or(DumpError::OutOfMemory)?;
+        let residency = memory
+            .take::<u8>(RESIDENCY_PAGES)
+            .ok_or(DumpError::OutOfMemory)?;
+        let obstacles = not_the_programs_memory(obstacles, self.records(), threads);
+        for (start, end) in maps.anonymous_writable() {
+            for_each_program_range(start, end, obstacles, slots, |from, to| {
+                sys::resident_runs(from as usize, to as usize, residency, |from, to| {
+                    self.push(
+                        RootRecord {
+                            kind: root_kind::ANONYMOUS_MAPPING,
+                            owner_kind: owner_kind::NONE,
+                            address: from as u64,
+                            size: (to - from) as u64,
+                            ..RootRecord::default()
+                        },
+                        RootSource::Memory,
+                    );
+                });
+            });
+        }
+        Ok(())
     }
 
     /// The roots of thread record `index`.
@@ -607,7 +748,7 @@ fn snapshot_and_write(
     };
     let root_memory = Scratch::new(Roots::scratch_bytes(thread_count, &unlocked))
         .ok_or(DumpError::OutOfMemory)?;
-    let roots = Roots::gather(&root_memory, records, &stop, &unlocked, &maps)?;
+    let roots = Roots::gather(&root_memory, records, &stop, &unlocked, &maps, slots)?;
 
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let (edges, scanned_bytes) = scan(

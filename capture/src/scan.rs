@@ -275,11 +275,13 @@ pub const FROM_ROOT: u32 = edge_flags::FROM_ROOT;
 /// Readable mappings of the process, from `/proc/self/maps`.
 pub struct Mappings<'a> {
     ranges: &'a [(u64, u64)],
+    /// The file's text, as read.
+    text: &'a [u8],
 }
 
 impl<'a> Mappings<'a> {
     /// Parses `/proc/self/maps` into `out`, keeping readable ranges only.
-    pub fn read(text: &mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
+    pub fn read(text: &'a mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
         let len = sys::read_file(c"/proc/self/maps", text);
         let mut count = 0;
         for line in text[..len].split(|&b| b == b'\n') {
@@ -298,7 +300,26 @@ impl<'a> Mappings<'a> {
         }
         Mappings {
             ranges: &out[..count],
+            text: &text[..len],
         }
+    }
+
+    /// The anonymous read-write mappings (named ones, `[anon:NAME]`,
+    /// included), private or shared, but not the main heap (`[heap]`, whose
+    /// blocks are scanned one by one) or the other special ones (`[stack]`,
+    /// `[vvar]`, ...): where a program keeps its own arenas and runtimes
+    /// their heaps (Python's objects, V8's).
+    pub fn anonymous_writable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.text.split(|&b| b == b'\n').filter_map(|line| {
+            let (range, perms) = parse_maps_line(line)?;
+            // Fields: range, perms, offset, device, inode, then the path.
+            let path = line
+                .split(|&b| b == b' ')
+                .filter(|field| !field.is_empty())
+                .nth(5);
+            let anonymous = path.is_none_or(|path| path.starts_with(b"[anon:"));
+            (perms.starts_with(b"rw") && anonymous).then_some(range)
+        })
     }
 
     /// The readable parts of `[start, end)`, aligned to 8 bytes.

@@ -23,8 +23,67 @@ pub const fn round_to_pages(bytes: usize) -> usize {
     bytes.div_ceil(PAGE) * PAGE
 }
 
+/// The tracker's own mappings, so that a dump can tell them from the
+/// program's anonymous memory (which it scans for pointers: the tracker's
+/// tables hold every block's address). Lock-free slots of `start, end`:
+/// taking a lock here could leave a forked dump child waiting for a lock
+/// held by a thread that does not exist in it.
+mod own {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    pub const SLOTS: usize = 1024;
+    /// `START[i]`: the start of a mapping (0: a free slot); `END[i]` its end.
+    static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static END: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+    /// Records `[start, start + bytes)` as the tracker's. With every slot
+    /// taken (more mappings than the tracker ever makes) it is not recorded,
+    /// and a dump could take it for the program's.
+    pub fn add(start: usize, bytes: usize) {
+        for (slot, end) in START.iter().zip(&END) {
+            if slot
+                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                end.store(start + bytes, Ordering::Release);
+                return;
+            }
+        }
+    }
+
+    /// Forgets the mapping that starts at `start`.
+    pub fn remove(start: usize) {
+        if let Some(index) = START
+            .iter()
+            .position(|s| s.load(Ordering::Acquire) == start)
+        {
+            END[index].store(0, Ordering::Release);
+            START[index].store(0, Ordering::Release);
+        }
+    }
+
+    /// Calls `each(start, end)` for every mapping of the tracker's.
+    pub fn for_each(mut each: impl FnMut(usize, usize)) {
+        for (s, e) in START.iter().zip(&END) {
+            let (s, e) = (s.load(Ordering::Acquire), e.load(Ordering::Acquire));
+            if s != 0 {
+                each(s, e.max(s + 1));
+            }
+        }
+    }
+}
+
+/// At most this many mappings of the tracker's are recorded.
+pub const MAX_OWN_MAPPINGS: usize = own::SLOTS;
+
+/// Calls `each(start, end)` for every mapping the tracker made for itself
+/// (its tables, a dump's scratch): never the program's memory.
+pub fn for_each_own_mapping(each: impl FnMut(usize, usize)) {
+    own::for_each(each);
+}
+
 /// Maps `bytes` of zeroed, private, read-write memory outside the tracked
-/// heap. `None` when the kernel refuses.
+/// heap, recorded as the tracker's. `None` when the kernel refuses.
 pub fn map_zeroed(bytes: usize) -> Option<*mut u8> {
     map_anonymous(
         bytes,
@@ -49,10 +108,12 @@ pub fn reserve_address_space(bytes: usize) -> Option<*mut u8> {
     )
 }
 
-/// An anonymous mapping (`MAP_ANONYMOUS` is added to `flags`); `None`
-/// for 0 bytes or when the kernel refuses.
+/// An anonymous mapping (`MAP_ANONYMOUS` is added to `flags`), recorded
+/// as the tracker's; `None` for 0 bytes or when the kernel refuses.
 fn map_anonymous(bytes: usize, protection: i32, flags: i32) -> Option<*mut u8> {
-    map_new(bytes, protection, flags | libc::MAP_ANONYMOUS, -1)
+    let ptr = map_new(bytes, protection, flags | libc::MAP_ANONYMOUS, -1)?;
+    own::add(ptr as usize, bytes);
+    Some(ptr)
 }
 
 /// Maps the first `len` bytes of the open file `fd` read-only and
@@ -87,6 +148,7 @@ pub unsafe fn unmap(ptr: *mut u8, bytes: usize) {
     unsafe {
         libc::munmap(ptr.cast(), bytes);
     }
+    own::remove(ptr as usize);
 }
 
 /// Grows a mapping made by [`map_zeroed`] (or by this function) from
@@ -104,7 +166,60 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
     if moved == libc::MAP_FAILED {
         None
     } else {
+        own::remove(ptr as usize);
+        own::add(moved as usize, new_bytes);
         Some(moved.cast())
+    }
+}
+
+/// Calls `run(from, to)` for each run of resident pages of the mapping
+/// `[start, end)` (page-aligned, as `/proc/self/maps` gives it), asking
+/// the kernel `residency.len()` pages at a time. Pages never touched are
+/// not resident (reading them would only find zeros), nor are pages
+/// swapped out. Nothing is called if the kernel cannot say.
+pub fn resident_runs(
+    start: usize,
+    end: usize,
+    residency: &mut [u8],
+    mut run: impl FnMut(usize, usize),
+) {
+    let page = page_size();
+    if residency.is_empty() || !start.is_multiple_of(page) {
+        return;
+    }
+    let mut open: Option<usize> = None;
+    let mut at = start;
+    while at < end {
+        let pages = ((end - at).div_ceil(page)).min(residency.len());
+        // SAFETY: `at` is page-aligned and `[at, at + pages * page)` lies
+        // in one mapping (rounded up to its last page); `residency` has
+        // room for one byte per page.
+        let answered = unsafe {
+            libc::mincore(
+                at as *mut libc::c_void,
+                pages * page,
+                residency.as_mut_ptr(),
+            )
+        };
+        if answered != 0 {
+            // The mapping changed under us (or is not one): give up on it.
+            return;
+        }
+        for (index, &state) in residency[..pages].iter().enumerate() {
+            let page_start = at + index * page;
+            match (state & 1 != 0, open) {
+                (true, None) => open = Some(page_start),
+                (false, Some(from)) => {
+                    run(from, page_start);
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        at += pages * page;
+    }
+    if let Some(from) = open {
+        run(from, end);
     }
 }
 

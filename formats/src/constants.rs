@@ -83,6 +83,8 @@ named_values! {
         DATA_SEGMENT = root_kind::DATA_SEGMENT => "DATA_SEGMENT",
         /// Any other range the capture side declared live.
         OTHER = root_kind::OTHER => "OTHER",
+        /// Resident pages of the program's anonymous read-write memory.
+        ANONYMOUS_MAPPING = root_kind::ANONYMOUS_MAPPING => "ANONYMOUS_MAPPING",
     }
 }
 

@@ -575,6 +575,9 @@ pub mod root_kind {
     pub const DATA_SEGMENT: u16 = 5;
     /// Any other range the capture side declared live.
     pub const OTHER: u16 = 6;
+    /// Resident pages of an anonymous read-write mapping of the program's
+    /// (its own arenas, a runtime's heap), as memcheck scans them.
+    pub const ANONYMOUS_MAPPING: u16 = 7;
 }
 
 /// Machines ([`ProcessRecord::machine`], ELF `e_machine`); named, with

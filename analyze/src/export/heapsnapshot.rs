@@ -78,6 +78,7 @@ fn kind_node_name(kind: u16) -> &'static str {
         root_kind::STATIC_TLS => "(static TLS)",
         root_kind::DYNAMIC_TLS => "(dynamic TLS)",
         root_kind::DATA_SEGMENT => "(data segments)",
+        root_kind::ANONYMOUS_MAPPING => "(anonymous memory)",
         _ => "(other roots)",
     }
 }

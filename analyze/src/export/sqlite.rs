@@ -99,7 +99,7 @@ CREATE TABLE objects (
 );
 CREATE TABLE roots (
     id        INTEGER PRIMARY KEY,  -- root index in the dump
-    kind      TEXT NOT NULL,        -- REGISTERS, THREAD_STACK, STATIC_TLS, DYNAMIC_TLS, DATA_SEGMENT, OTHER
+    kind      TEXT NOT NULL,        -- REGISTERS, THREAD_STACK, STATIC_TLS, DYNAMIC_TLS, DATA_SEGMENT, OTHER, ANONYMOUS_MAPPING
     name      TEXT NOT NULL,        -- kind and owner, as todot labels it
     thread_id INTEGER REFERENCES threads(id),
     module_id INTEGER REFERENCES modules(id),

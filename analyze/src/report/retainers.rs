@@ -54,7 +54,8 @@ pub struct PathInfo {
 pub struct RootInfo {
     /// Index in `Roots`.
     pub index: u32,
-    /// REGISTERS, THREAD_STACK, STATIC_TLS, DYNAMIC_TLS, DATA_SEGMENT, OTHER.
+    /// REGISTERS, THREAD_STACK, STATIC_TLS, DYNAMIC_TLS, DATA_SEGMENT, OTHER,
+    /// ANONYMOUS_MAPPING.
     pub kind: String,
     /// `thread TID "name"`, a module path, or null.
     pub owner: Option<String>,

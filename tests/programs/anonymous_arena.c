@@ -1,0 +1,24 @@
+/* Pointers kept only in the program's own anonymous memory, as arenas and
+ * runtimes keep them (Python's objects, V8's heap): memcheck counts a block
+ * held there as reachable, and so must heapdump (tests/tests/run.rs). A
+ * block of 4321 bytes held from an mmap'd arena, and one of 1234 bytes
+ * whose only pointer was in a mapping the program unmapped (lost). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+void **arena;
+__attribute__((noinline)) void keep(void) { arena[7] = malloc(4321); }
+__attribute__((noinline)) void forget(void) {
+  void **gone = mmap(0, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  gone[3] = malloc(1234);
+  munmap(gone, 1 << 16);
+}
+/* Overwrites the dead frames below main's, where the pointers passed. */
+__attribute__((noinline)) void scrub(void) { volatile char junk[8192]; memset((char *)junk, 0, sizeof junk); }
+int main(void) {
+  arena = mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  keep();
+  forget();
+  scrub();
+  return 0;
+}
