@@ -148,7 +148,7 @@ pub fn resident_runs(
     mut run: impl FnMut(usize, usize),
 ) {
     let page = page_size();
-    if residency.is_empty() || start % page != 0 {
+    if residency.is_empty() || !start.is_multiple_of(page) {
         return;
     }
     let mut open: Option<usize> = None;
