@@ -17,7 +17,7 @@ use heapdump_analyze::report::retained::{RetainedOptions, RetainedReport};
 use heapdump_analyze::report::retainers::{RetainersQuery, RetainersReport};
 use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
 use heapdump_analyze::report::verify::VerifyReport;
-use heapdump_analyze::site::OwnCode;
+use heapdump_analyze::site::{Names, OwnCode};
 use heapdump_analyze::stacks::{Namer, StackFrames, Types};
 use serde::Serialize;
 
@@ -199,6 +199,10 @@ enum Command {
         /// Heuristics for the leak class shown with --retained (see `leaks --help`).
         #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
         heuristics: Heuristics,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -272,6 +276,10 @@ enum Command {
         /// block_list), not three examples.
         #[arg(long)]
         blocks: bool,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -331,6 +339,10 @@ enum Command {
         /// Heuristics for the leak class shown (see `leaks --help`).
         #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
         heuristics: Heuristics,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -366,6 +378,10 @@ enum Command {
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         n: usize,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -478,7 +494,7 @@ fn analyze(
     } else {
         "building the heap graph and leak classes"
     });
-    let analysis = HeapAnalysis::with_types(view, heuristics, dominators, frames)
+    let analysis = HeapAnalysis::new(view, heuristics, dominators, frames)
         .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
     for warning in analysis.warnings() {
@@ -535,6 +551,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retained: true,
             per_object,
             heuristics,
+            full_names,
             json,
             ..
         } => {
@@ -547,7 +564,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit: n,
                 per_object,
             };
-            let report = RetainedReport::build(&view, &analysis, &mut frames, &options)?;
+            let mut report = RetainedReport::build(&view, &analysis, &mut frames, &options)?;
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -560,6 +578,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             n,
             fail_on_leak,
             blocks,
+            full_names,
             json,
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
@@ -575,7 +594,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 blocks,
                 ..LeaksOptions::default()
             };
-            let report = LeaksReport::build(&view, &analysis, &mut namer.frames(), &options);
+            let mut report = LeaksReport::build(&view, &analysis, &mut namer.frames(), &options);
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(if fail_on_leak && report.lost_bytes() > 0 {
@@ -592,6 +612,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             n,
             paths,
             heuristics,
+            full_names,
             json,
         } => {
             // --site and --type exclude each other through their clap group;
@@ -629,8 +650,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
-            let report = RetainersReport::build(&view, &analysis, &mut frames, &query, n, paths)
-                .with_context(|| display(&dump))?;
+            let mut report =
+                RetainersReport::build(&view, &analysis, &mut frames, &query, n, paths)
+                    .with_context(|| display(&dump))?;
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -650,6 +673,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             by,
             n,
+            full_names,
             json,
         } => {
             let old_file = heapdump_analyze::open_dump(&old)?;
@@ -664,7 +688,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 types_if(by == DiffBy::Type),
             )?;
             let mut new_namer = namer(&new_view, &new, binary, types_if(by == DiffBy::Type))?;
-            let report = DiffReport::build(
+            let mut report = DiffReport::build(
                 &old_view,
                 &display(&old),
                 &mut old_namer.frames(),
@@ -674,6 +698,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 by,
                 n,
             );
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -683,6 +708,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             by,
             n,
+            full_names,
             json,
             ..
         } => {
@@ -694,7 +720,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, types_if(by == GroupBy::Type))?;
             let progress = progress_bar("symbolizing stacks");
             let options = TopOptions { by, limit: n };
-            let top = TopReport::build(&view, &mut namer.frames(), &options, &progress);
+            let mut top = TopReport::build(&view, &mut namer.frames(), &options, &progress);
+            top.names = Names::full(full_names);
             progress.finish_and_clear();
             print_warnings(&top.warnings);
             emit(json, &top)?;
