@@ -131,8 +131,10 @@ fn hide_in_numbers() {
         Some(Box::new(reading(in_box, Unit::Kelvin(273)))); // site: boxed Reading
     let in_vec = Box::into_raw(Box::new([5u32; 24])) as usize; // site: hidden by a Vec<Reading>
     let mut readings = Vec::with_capacity(2); // site: Reading buffer
-    readings.push(reading(0, Unit::Celsius));
-    readings.push(reading(in_vec, Unit::Fahrenheit { offset: 32 }));
+    readings.extend([
+        reading(0, Unit::Celsius),
+        reading(in_vec, Unit::Fahrenheit { offset: 32 }),
+    ]);
     *READINGS.lock().unwrap_or_else(|e| e.into_inner()) = readings;
     *KEEPER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(Keeper {
         id: 1,
