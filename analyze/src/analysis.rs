@@ -8,12 +8,13 @@
 //!
 //! use heapdump_analyze::site::OwnCode;
 //! use heapdump_analyze::stacks::{Namer, Types};
+//! use heapdump_analyze::symbolize::SymbolizeOptions;
 //!
 //! let path = std::path::Path::new("app.hdump");
 //! let dump = heapdump_analyze::open_dump(path)?;
 //! let view = dump.view();
 //! // Names stacks and types (which blocks hold no pointer) as the CLI does.
-//! let mut namer = Namer::new(&view, path, None, Types::Load, OwnCode::default())?;
+//! let mut namer = Namer::new(&view, path, SymbolizeOptions::default(), Types::Load, OwnCode::default())?;
 //! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut namer.frames())?;
 //! println!("{} blocks definitely lost", analysis.leaks.definitely_lost().count());
 //! # Ok::<(), anyhow::Error>(())
