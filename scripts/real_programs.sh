@@ -9,8 +9,9 @@
 #
 #   scripts/real_programs.sh [WORKDIR]      (default target/real-programs)
 #
-# Needs cargo (to install both programs from crates.io with line tables, so
-# stacks have names and types can be recovered) and jq. Nothing is vendored.
+# Needs cargo (to install both programs from crates.io with full debug
+# info, so stacks have names, types can be recovered, and DWARF says which
+# of their own types hold no pointer) and jq. Nothing is vendored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-target/real-programs}
@@ -21,20 +22,24 @@ work=$(cd "$work" && pwd)
 heapdump=${HEAPDUMP_ANALYZER:-}
 if [[ -z $heapdump ]]; then
     cargo build --release --locked -p heapdump-analyze --bin heapdump
-    heapdump=$PWD/target/release/heapdump
+    heapdump=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release/heapdump
 fi
 
-if [[ ! -x $work/bin/rg || ! -x $work/bin/jaq ]]; then
-    # Line tables (for names and types) and frame pointers (fast stacks);
-    # the programs' allocator is the C one, which the preload library wraps.
-    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
+# The stamp says the programs were built with full debug info (an earlier
+# version of this script built them with line tables only).
+if [[ ! -x $work/bin/rg || ! -x $work/bin/jaq || ! -e $work/debug-full ]]; then
+    # Full debug info (names, types, struct layouts) and frame pointers
+    # (fast stacks); the programs' allocator is the C one, which the
+    # preload library wraps.
+    CARGO_PROFILE_RELEASE_DEBUG=full CARGO_PROFILE_RELEASE_STRIP=none \
         RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR="$work/target" \
-        cargo install --root "$work" ripgrep
+        cargo install --force --root "$work" ripgrep
     # jaq's default feature links mimalloc, which the preload library
     # cannot see: without it jaq allocates through the C library.
-    CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \
+    CARGO_PROFILE_RELEASE_DEBUG=full CARGO_PROFILE_RELEASE_STRIP=none \
         RUSTFLAGS="-C force-frame-pointers=yes" CARGO_TARGET_DIR="$work/target" \
-        cargo install --root "$work" --no-default-features jaq
+        cargo install --force --root "$work" --no-default-features jaq
+    touch "$work/debug-full"
 fi
 
 # A JSON document of nested objects and strings, for jaq to parse and keep.

@@ -6,8 +6,16 @@
 //! use heapdump_analyze::analysis::HeapAnalysis;
 //! use heapdump_analyze::heuristics::Heuristics;
 //!
-//! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
-//! let analysis = HeapAnalysis::new(&dump.view(), &Heuristics::default(), true)?;
+//! use heapdump_analyze::site::OwnCode;
+//! use heapdump_analyze::stacks::{Namer, Types};
+//! use heapdump_analyze::symbolize::SymbolizeOptions;
+//!
+//! let path = std::path::Path::new("app.hdump");
+//! let dump = heapdump_analyze::open_dump(path)?;
+//! let view = dump.view();
+//! // Names stacks and types (which blocks hold no pointer) as the CLI does.
+//! let mut namer = Namer::new(&view, path, SymbolizeOptions::default(), Types::Load, OwnCode::default())?;
+//! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut namer.frames())?;
 //! println!("{} blocks definitely lost", analysis.leaks.definitely_lost().count());
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -39,38 +47,26 @@ pub struct HeapAnalysis {
 impl HeapAnalysis {
     /// Builds the graph, classifies, and with `dominators` computes the
     /// dominator tree (the super-root's children: root targets and
-    /// definitely-lost blocks). Fails for a dump without a scan (no roots
-    /// and edges: every block would look lost). Without types, every edge
-    /// is kept ([`with_types`](Self::with_types) knows which blocks hold no
-    /// pointer).
-    pub fn new(
-        view: &DumpView<'_>,
-        heuristics: &Heuristics,
-        dominators: bool,
-    ) -> anyhow::Result<HeapAnalysis> {
-        if view.process().flags & process_flags::HAS_SCAN == 0 {
-            bail!(
-                "the dump has no roots and edges (process flag HAS_SCAN is not set): it was written without the conservative scan, so reachability cannot be computed"
-            );
-        }
-        Self::assemble(HeapGraph::build(view, heuristics)?, dominators)
-    }
-
-    /// [`new`](Self::new), with the blocks' types recovered from their
-    /// stacks (`frames` symbolizes each distinct stack once) so that, with
-    /// [`Heuristic::PointerFreeTypes`],
-    /// the out-edges of blocks whose type holds no pointer are left out.
-    /// Costs a symbolization of every stack (cached by the symbolizer, so
-    /// the reports that follow pay less).
-    pub fn with_types<S: StackFrames + ?Sized>(
+    /// definitely-lost blocks). `frames` names the blocks' stacks: with
+    /// [`Heuristic::PointerFreeTypes`] (in [`Heuristics::default`], as for
+    /// the `heapdump` commands) the out-edges of blocks whose recovered
+    /// type holds no pointer ([`StackFrames::holds_no_pointer`]) are left
+    /// out; a source that names nothing (`&mut |_| Ok(Vec::new())`) leaves
+    /// every edge in. Fails for a dump without a scan (no roots and edges:
+    /// every block would look lost).
+    ///
+    /// With that heuristic, costs a symbolization of every distinct stack
+    /// (cached by the symbolizer, so the reports that follow pay less).
+    pub fn new<S: StackFrames + ?Sized>(
         view: &DumpView<'_>,
         heuristics: &Heuristics,
         dominators: bool,
         frames: &mut S,
     ) -> anyhow::Result<HeapAnalysis> {
         if view.process().flags & process_flags::HAS_SCAN == 0 {
-            // `new` says why.
-            return Self::new(view, heuristics, dominators);
+            bail!(
+                "the dump has no roots and edges (process flag HAS_SCAN is not set): it was written without the conservative scan, so reachability cannot be computed"
+            );
         }
         let pointer_free = if heuristics.contains(Heuristic::PointerFreeTypes) {
             pointer_free_blocks(view, frames)
@@ -113,7 +109,7 @@ impl HeapAnalysis {
 }
 
 /// Which blocks of `view` have a recovered type that holds no pointer
-/// ([`TypeName::holds_no_pointer`](crate::types::TypeName::holds_no_pointer)), by node; a block with an unknown or
+/// ([`StackFrames::holds_no_pointer`]), by node; a block with an unknown or
 /// unreadable stack is not one. None in a dump with sampled stacks: only
 /// the sampled blocks have a type there, so leaving out their edges alone
 /// would make the leak classes depend on the sample, where they are exact.
@@ -133,7 +129,7 @@ pub fn pointer_free_blocks<S: StackFrames + ?Sized>(
             }
             *by_stack.entry(a.stack).or_insert_with(|| {
                 frames.stack_frames(view, a.stack).is_ok_and(|stack| {
-                    crate::types::recover_type(&stack).is_some_and(|t| t.holds_no_pointer())
+                    crate::types::recover_type(&stack).is_some_and(|t| frames.holds_no_pointer(&t))
                 })
             })
         })

@@ -16,6 +16,7 @@ use heapdump_analyze::export::parquet::{ParquetOptions, dump_id, existing_partit
 use heapdump_analyze::export::pprof::PprofOptions;
 use heapdump_analyze::export::sqlite::SqliteOptions;
 use heapdump_analyze::export::{Destination, Export, HeapModel, ModelOptions, write_export};
+use heapdump_analyze::site::Names;
 use heapdump_analyze::stacks::Types;
 use heapdump_formats::read::DumpView;
 
@@ -81,6 +82,10 @@ pub struct TodotArgs {
     /// objects when they fit in --max-nodes, else types.
     #[arg(long, value_enum)]
     group_by: Option<GroupBy>,
+    /// Label nodes with long type and site names in full (by default those
+    /// over 100 characters are abbreviated; tooltips are in full).
+    #[arg(long)]
+    full_names: bool,
 }
 
 /// Builds the export model of `view`, named by a
@@ -159,6 +164,7 @@ pub fn todot(args: TodotArgs) -> anyhow::Result<ExitCode> {
         max_nodes: args.max_nodes,
         min_size: args.min_size,
         group_by: args.group_by,
+        names: Names::full(args.full_names),
     };
     let to = Destination::from_option(args.output.as_deref());
     let summary = export(&options, &model, &to, "writing the DOT graph")?;
@@ -335,8 +341,9 @@ pub fn toparquet(args: ToparquetArgs) -> anyhow::Result<ExitCode> {
     "the scan found, named by DWARF (debug = 2) or by byte offset (+0x18). Thread\n",
     "stacks, registers and TLS are roots of one java.lang.Thread per thread; pointers\n",
     "in data segments are static fields of a `statics of MODULE` class, named by\n",
-    "symbol. Each instance's stack trace is its allocation stack. analyze/EXPORTS.md\n",
-    "documents the mapping and its limits.\n\n",
+    "symbol. Each instance's stack trace is its allocation stack. Class names of\n",
+    "types over 100 characters are abbreviated (FlatMap<Map<…>, …>; --full-names\n",
+    "keeps them whole). analyze/EXPORTS.md documents the mapping and its limits.\n\n",
     "Without -o the file goes to stdout, which must not be a terminal."
 ))]
 pub struct TohprofArgs {
@@ -347,13 +354,20 @@ pub struct TohprofArgs {
     /// Write the HPROF file here instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE.hprof")]
     output: Option<PathBuf>,
+    /// Name classes after long types in full (by default types over 100
+    /// characters are abbreviated, as in the text tables).
+    #[arg(long)]
+    full_names: bool,
 }
 
 /// `heapdump tohprof`.
 pub fn tohprof(args: TohprofArgs) -> anyhow::Result<ExitCode> {
     let start = std::time::Instant::now();
     let (summary, to) = export_dump(
-        &HprofOptions::default(),
+        &HprofOptions {
+            names: Names::full(args.full_names),
+            ..HprofOptions::default()
+        },
         &args.dump,
         args.binary,
         args.output.as_deref(),

@@ -12,7 +12,7 @@
 //! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
 //! let view = dump.view();
 //! let mut symbolizer = Symbolizer::new(&view, &SymbolizeOptions::default())?;
-//! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true)?;
+//! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut symbolizer)?;
 //! let levels = DominatorLevels::new(&analysis)?;
 //! let top = levels.level(&view, &analysis, &mut symbolizer, None, 0, 20, &mut Vec::new());
 //! println!("{}", serde_json::to_string_pretty(&top)?);

@@ -17,7 +17,7 @@
 //! ```
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -55,6 +55,46 @@ pub struct FieldIndex {
     /// the entry itself, its abstract origin). Sorted by `begin` after
     /// loading, and kept only for those with template parameters.
     code: Vec<CodeRange>,
+    /// Shortened names of the types that can hold no pointer: every
+    /// member, recursively through structs, unions, enum variants and
+    /// arrays, is a number narrower than an address, a float, `bool`,
+    /// `char`, or a C enumeration ([`pointer_free_names`]).
+    pointer_free: HashSet<String>,
+}
+
+/// What one type entry is made of, as far as holding a pointer goes: read
+/// while the units are walked, then reduced to
+/// [`FieldIndex::is_pointer_free`]'s set of names.
+#[derive(Debug, Default)]
+struct PointerShapes {
+    /// Named structs, unions and enums (their first definition): the type
+    /// entries of every member, those of enum variants included.
+    named: HashMap<String, Vec<Option<usize>>>,
+    /// Named scalars, pointers and C enumerations.
+    named_leaves: HashMap<String, Leaf>,
+    /// Names defined more than once with different sizes (two versions of
+    /// a crate): never pointer-free, since which one a block is is unknown.
+    ambiguous: HashSet<String>,
+    /// Structs and unions without a name (C's anonymous members).
+    anonymous: HashMap<usize, Vec<Option<usize>>>,
+    /// Entries that are another entry under a typedef or a qualifier
+    /// (`const`, `volatile`, `restrict`, `_Atomic`).
+    aliases: HashMap<usize, Option<usize>>,
+    /// Leaves without a name (C's pointer types).
+    unnamed_leaves: HashMap<usize, Leaf>,
+}
+
+/// A type with no members to look into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaf {
+    /// A pointer or reference (thin: fat ones are structs of pointers).
+    Pointer,
+    /// An integer as wide as an address or wider (`usize`, `u64`, C's
+    /// `long`): programs keep addresses in them (handles, `uintptr_t`),
+    /// and memcheck follows those words.
+    AddressWideInteger,
+    /// A narrower integer, a float, `bool`, `char`, or a C enumeration.
+    Plain,
 }
 
 /// Where one function instance or inlined call lies in the code.
@@ -71,6 +111,15 @@ struct CodeRange {
 enum Scope {
     Namespace(String),
     Struct(String),
+    /// Another unit's copy of a struct already indexed: its name scopes
+    /// the types nested in it (an enum's variants), its members are not
+    /// read again.
+    Duplicate(String),
+    /// A struct or union without a name, by entry.
+    Anonymous(usize),
+    /// An enum's variant part or one variant: its members are the
+    /// enclosing enum's.
+    Variant,
     Array(usize),
     Function(usize),
     Other,
@@ -106,11 +155,13 @@ impl FieldIndex {
         })?;
         let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
         let mut index = FieldIndex::default();
+        let mut shapes = PointerShapes::default();
         let mut units = dwarf.units();
         while let Some(header) = units.next()? {
             let unit = dwarf.unit(header)?;
-            index.read_unit(&dwarf, &unit)?;
+            index.read_unit(&dwarf, &unit, &mut shapes)?;
         }
+        index.pointer_free = pointer_free_names(&shapes, &index.names, &index.arrays);
         for members in index.structs.values_mut() {
             members.sort_by_key(|m| m.offset);
         }
@@ -125,6 +176,7 @@ impl FieldIndex {
         &mut self,
         dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
         unit: &gimli::Unit<EndianSlice<'_, RunTimeEndian>>,
+        shapes: &mut PointerShapes,
     ) -> Result<()> {
         let global = |offset: gimli::UnitOffset| -> Option<usize> {
             offset
@@ -163,7 +215,7 @@ impl FieldIndex {
                             path.push_str("::");
                         }
                         // A struct's name is already its full path.
-                        Scope::Struct(full) => {
+                        Scope::Struct(full) | Scope::Duplicate(full) => {
                             path.clear();
                             path.push_str(full);
                             path.push_str("::");
@@ -187,19 +239,48 @@ impl FieldIndex {
                         if let Some(here) = here {
                             self.names.insert(here, full.clone());
                         }
-                        self.sizes.entry(full.clone()).or_insert(size);
+                        let first_size = *self.sizes.entry(full.clone()).or_insert(size);
+                        if first_size != size {
+                            shapes.ambiguous.insert(full.clone());
+                        }
                         if tag == gimli::DW_TAG_enumeration_type {
+                            // Its values are numbers, whatever their width.
+                            shapes.named_leaves.insert(full, Leaf::Plain);
                             Scope::Other
                         } else {
                             // Another codegen unit's copy of the same type
                             // adds nothing: keep the first.
                             if self.structs.contains_key(&full) {
-                                Scope::Other
+                                Scope::Duplicate(full)
                             } else {
                                 self.structs.insert(full.clone(), Vec::new());
+                                shapes.named.insert(full.clone(), Vec::new());
                                 Scope::Struct(full)
                             }
                         }
+                    }
+                    // Another unit defines it: its name finds that one.
+                    (Some(name), _) if declaration => {
+                        if let Some(here) = here {
+                            self.names
+                                .insert(here, shorten_type(&format!("{}{name}", path())));
+                        }
+                        Scope::Other
+                    }
+                    (None, _) if !declaration && tag != gimli::DW_TAG_enumeration_type => {
+                        match here {
+                            Some(here) => {
+                                shapes.anonymous.insert(here, Vec::new());
+                                Scope::Anonymous(here)
+                            }
+                            None => Scope::Other,
+                        }
+                    }
+                    (None, _) if !declaration => {
+                        if let Some(here) = here {
+                            shapes.unnamed_leaves.insert(here, Leaf::Plain);
+                        }
+                        Scope::Other
                     }
                     _ => Scope::Other,
                 }
@@ -212,14 +293,56 @@ impl FieldIndex {
                     (tag == gimli::DW_TAG_pointer_type)
                         .then(|| u64::from(unit.header.address_size()))
                 });
-                if let (Some(name), Some(size)) = (name, byte_size) {
-                    let name = shorten_type(&name);
-                    if let Some(here) = here {
-                        self.names.insert(here, name.clone());
+                let leaf = if tag == gimli::DW_TAG_pointer_type {
+                    Leaf::Pointer
+                } else {
+                    let encoding = match entry.attr_value(gimli::DW_AT_encoding) {
+                        Some(AttributeValue::Encoding(encoding)) => Some(encoding),
+                        _ => None,
+                    };
+                    base_type_leaf(encoding, byte_size, unit.header.address_size())
+                };
+                match (name, byte_size) {
+                    (Some(name), Some(size)) => {
+                        let name = shorten_type(&name);
+                        if let Some(here) = here {
+                            self.names.insert(here, name.clone());
+                        }
+                        self.sizes.entry(name.clone()).or_insert(size);
+                        // Two meanings of one name (C's `char` and Rust's):
+                        // the one that may hold an address wins.
+                        let known = shapes.named_leaves.entry(name).or_insert(leaf);
+                        if leaf != Leaf::Plain {
+                            *known = leaf;
+                        }
                     }
-                    self.sizes.entry(name).or_insert(size);
+                    _ => {
+                        if let Some(here) = here {
+                            shapes.unnamed_leaves.insert(here, leaf);
+                        }
+                    }
                 }
                 Scope::Other
+            } else if tag == gimli::DW_TAG_reference_type
+                || tag == gimli::DW_TAG_rvalue_reference_type
+                || tag == gimli::DW_TAG_ptr_to_member_type
+            {
+                if let Some(here) = here {
+                    shapes.unnamed_leaves.insert(here, Leaf::Pointer);
+                }
+                Scope::Other
+            } else if tag == gimli::DW_TAG_typedef
+                || tag == gimli::DW_TAG_const_type
+                || tag == gimli::DW_TAG_volatile_type
+                || tag == gimli::DW_TAG_restrict_type
+                || tag == gimli::DW_TAG_atomic_type
+            {
+                if let Some(here) = here {
+                    shapes.aliases.insert(here, type_ref);
+                }
+                Scope::Other
+            } else if tag == gimli::DW_TAG_variant_part || tag == gimli::DW_TAG_variant {
+                Scope::Variant
             } else if tag == gimli::DW_TAG_array_type {
                 if let Some(here) = here {
                     self.arrays.insert(here, (type_ref, None));
@@ -271,11 +394,31 @@ impl FieldIndex {
                         .push((name, type_ref));
                 }
                 Scope::Other
-            } else if tag == gimli::DW_TAG_member {
-                // Only members directly inside a struct: those inside an
-                // enum's variant part belong to one variant.
-                if let (Some((parent_depth, Scope::Struct(owner))), Some(name)) =
-                    (scopes.last(), name)
+            } else if tag == gimli::DW_TAG_member || tag == gimli::DW_TAG_inheritance {
+                // Whether the type can hold a pointer looks at every
+                // member, an enum's variants and a C++ class's bases too.
+                match scopes
+                    .iter()
+                    .rev()
+                    .find(|(_, s)| !matches!(s, Scope::Variant))
+                {
+                    Some((_, Scope::Struct(owner))) => {
+                        if let Some(members) = shapes.named.get_mut(owner) {
+                            members.push(type_ref);
+                        }
+                    }
+                    Some((_, Scope::Anonymous(owner))) => {
+                        if let Some(members) = shapes.anonymous.get_mut(owner) {
+                            members.push(type_ref);
+                        }
+                    }
+                    _ => {}
+                }
+                // Field names: only members directly inside a struct, as
+                // those inside an enum's variant part belong to one variant.
+                if tag == gimli::DW_TAG_member
+                    && let (Some((parent_depth, Scope::Struct(owner))), Some(name)) =
+                        (scopes.last(), name)
                     && *parent_depth == depth - 1
                 {
                     let offset = entry
@@ -403,6 +546,16 @@ impl FieldIndex {
     /// Number of struct and union layouts indexed.
     pub fn len(&self) -> usize {
         self.structs.len()
+    }
+
+    /// Whether the type with shortened name `ty` (`app::Pixel`,
+    /// `Option<u32>`) can hold no pointer, by its DWARF: every member,
+    /// recursively through structs, unions, enum variants and arrays, is
+    /// a float, `bool`, `char`, a C enumeration or an integer narrower
+    /// than an address. `false` for a type this binary does not describe.
+    /// [`TypeName::holds_no_pointer_by`] applies it to a recovered type.
+    pub fn is_pointer_free(&self, ty: &str) -> bool {
+        self.pointer_free.contains(ty)
     }
 
     /// Byte size of the type with shortened name `ty`, if known.
@@ -533,6 +686,118 @@ impl FieldIndex {
             | TypeKind::CxxSharedBlock => None,
         }
     }
+}
+
+/// What a base type is (`DW_TAG_base_type` of `encoding`, `byte_size` bytes, on a machine
+/// with `address_size`-byte addresses): an integer as wide as an address
+/// may hold one; floats, `bool`, `char` and narrower integers cannot.
+fn base_type_leaf(
+    encoding: Option<gimli::DwAte>,
+    byte_size: Option<u64>,
+    address_size: u8,
+) -> Leaf {
+    let narrow = byte_size.is_some_and(|size| size < u64::from(address_size));
+    match encoding {
+        Some(
+            gimli::DW_ATE_float
+            | gimli::DW_ATE_complex_float
+            | gimli::DW_ATE_boolean
+            | gimli::DW_ATE_UTF
+            | gimli::DW_ATE_signed_char
+            | gimli::DW_ATE_unsigned_char,
+        ) => Leaf::Plain,
+        Some(gimli::DW_ATE_address) => Leaf::Pointer,
+        // Integers (and encodings this does not know) by their width.
+        _ if narrow => Leaf::Plain,
+        _ => Leaf::AddressWideInteger,
+    }
+}
+
+/// The names of the types in `shapes` that can hold no pointer, judged
+/// member by member (`names` and `arrays` resolve the members' type
+/// entries). A member whose type is unknown, a pointer or an address-wide
+/// integer makes its type hold a pointer; so does a type defined twice
+/// differently, or one nested deeper than 64 levels.
+fn pointer_free_names(
+    shapes: &PointerShapes,
+    names: &HashMap<usize, String>,
+    arrays: &HashMap<usize, (Option<usize>, Option<u64>)>,
+) -> HashSet<String> {
+    /// Memoized judgement of named types: `None` while being judged (a
+    /// type cannot contain itself by value: a cycle holds a pointer).
+    struct Judge<'a> {
+        shapes: &'a PointerShapes,
+        names: &'a HashMap<usize, String>,
+        arrays: &'a HashMap<usize, (Option<usize>, Option<u64>)>,
+        by_name: HashMap<&'a str, Option<bool>>,
+    }
+    impl<'a> Judge<'a> {
+        fn entry_is_free(&mut self, entry: Option<usize>, depth: u32) -> bool {
+            let Some(entry) = entry else {
+                return false;
+            };
+            if depth > 64 {
+                return false;
+            }
+            if let Some(&(element, _)) = self.arrays.get(&entry) {
+                return self.entry_is_free(element, depth + 1);
+            }
+            if let Some(&target) = self.shapes.aliases.get(&entry) {
+                return self.entry_is_free(target, depth + 1);
+            }
+            if let Some(&leaf) = self.shapes.unnamed_leaves.get(&entry) {
+                return leaf == Leaf::Plain;
+            }
+            if let Some(members) = self.shapes.anonymous.get(&entry) {
+                return members.iter().all(|&m| self.entry_is_free(m, depth + 1));
+            }
+            match self.names.get(&entry) {
+                Some(name) => self.name_is_free(name, depth + 1),
+                None => false,
+            }
+        }
+
+        fn name_is_free(&mut self, name: &'a str, depth: u32) -> bool {
+            if let Some(&leaf) = self.shapes.named_leaves.get(name) {
+                return leaf == Leaf::Plain && !self.shapes.ambiguous.contains(name);
+            }
+            match self.by_name.get(name) {
+                Some(Some(known)) => return *known,
+                Some(None) => return false,
+                None => {}
+            }
+            let Some(members) = self.shapes.named.get(name) else {
+                return false;
+            };
+            if self.shapes.ambiguous.contains(name) || depth > 64 {
+                return false;
+            }
+            self.by_name.insert(name, None);
+            let free = members.iter().all(|&m| self.entry_is_free(m, depth + 1));
+            self.by_name.insert(name, Some(free));
+            free
+        }
+    }
+    let mut judge = Judge {
+        shapes,
+        names,
+        arrays,
+        by_name: HashMap::new(),
+    };
+    let mut free: HashSet<String> = shapes
+        .named
+        .keys()
+        .filter(|name| judge.name_is_free(name, 0))
+        .cloned()
+        .collect();
+    free.extend(
+        shapes
+            .named_leaves
+            .iter()
+            .filter(|(name, leaf)| **leaf == Leaf::Plain && !shapes.ambiguous.contains(*name))
+            .map(|(name, _)| name.clone()),
+    );
+    free
 }
 
 /// Replaces the generic parameters named in `substitutions` (`T`, `A`)

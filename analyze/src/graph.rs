@@ -193,7 +193,10 @@ impl HeapGraph {
     /// Builds the graph of a dump. Edges whose source or target index is
     /// out of range, or whose target offset is past the target's end, are
     /// skipped and counted ([`skipped_edges`](Self::skipped_edges));
-    /// `heapdump verify` says what is wrong with them.
+    /// `heapdump verify` says what is wrong with them. The graph knows no
+    /// types, so every edge is kept even with
+    /// [`Heuristic::PointerFreeTypes`]: [`crate::analysis::HeapAnalysis::new`]
+    /// recovers them and calls [`build_typed`](Self::build_typed).
     pub fn build(view: &DumpView<'_>, heuristics: &Heuristics) -> anyhow::Result<HeapGraph> {
         Self::build_typed(view, heuristics, &[])
     }

@@ -45,7 +45,8 @@ pub enum Heuristic {
     AnyInterior,
     /// Not an interior-pointer shape but a rule about sources: a block
     /// whose recovered type holds no pointer (a byte or string buffer, an
-    /// array of numbers; [`crate::types::TypeName::holds_no_pointer`]) has
+    /// array of numbers, a struct whose DWARF members are all numbers;
+    /// [`crate::stacks::StackFrames::holds_no_pointer`]) has
     /// no out-edges, so words of data or stale words in its spare capacity
     /// keep nothing alive. Memcheck has no types and follows every word:
     /// `none` does too.

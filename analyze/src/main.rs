@@ -17,7 +17,7 @@ use heapdump_analyze::report::retained::{RetainedOptions, RetainedReport};
 use heapdump_analyze::report::retainers::{RetainersQuery, RetainersReport};
 use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
 use heapdump_analyze::report::verify::VerifyReport;
-use heapdump_analyze::site::OwnCode;
+use heapdump_analyze::site::{Names, OwnCode};
 use heapdump_analyze::stacks::{Namer, StackFrames, Types};
 use heapdump_analyze::symbolize::SymbolizeOptions;
 use serde::Serialize;
@@ -144,7 +144,9 @@ enum Command {
         "BINARY must have the build-id the dump records; shared libraries that are\n",
         "missing are shown as module+0xoffset. A closure that debug info names only\n",
         "{closure#N} is shown with the function that defines it (app::load::{closure#0}).\n",
-        "The text shows \"inlined into\" names without generic arguments; JSON has them in full.\n",
+        "The text abbreviates types and functions over 100 characters (FlatMap<Map<…>, …>)\n",
+        "and shows \"inlined into\" names without generic arguments; --full-names prints\n",
+        "them whole, as JSON always has them.\n",
         "With --by type, the type is the label `top --retained` and the exports use: the\n",
         "recovered type (app::Node, Vec<u8> buffer, [u8; 4096]; in C++ std::vector<int>\n",
         "buffer, std::shared_ptr<Widget> block), or alloc@function:line\n",
@@ -211,6 +213,10 @@ enum Command {
         /// Heuristics for the leak class shown with --retained (see `leaks --help`).
         #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
         heuristics: Heuristics,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -237,9 +243,13 @@ enum Command {
         "    any-interior  any interior pointer (sub-slices, field pointers); off by default\n",
         "and one judges where a pointer was found:\n",
         "    pointer-free-types  no edge out of a block whose recovered type holds no\n",
-        "                  pointer (String and Vec<u8> buffers, arrays of numbers): such\n",
-        "                  words are data or stale words in spare capacity. The report\n",
-        "                  says how many were left out (JSON: pointer_free_edges).\n",
+        "                  pointer (String and Vec<u8> buffers, arrays of numbers, and with\n",
+        "                  DWARF types, debug = 2, structs and enums of the program and its\n",
+        "                  dependencies whose members are all numbers narrower than an\n",
+        "                  address, floats, bool, char): such words are data or stale\n",
+        "                  words in spare capacity. usize and u64 may hold addresses and\n",
+        "                  keep their edges. The report says how many were left out\n",
+        "                  (JSON: pointer_free_edges).\n",
         "Memcheck has no Rust heuristics and follows every word. `--heuristics none`\n",
         "gives the classes of memcheck run with --leak-check-heuristics=none. Valgrind's\n",
         "default is all of its own (stdstring, length64, newarray, multipleinheritance):\n",
@@ -284,6 +294,10 @@ enum Command {
         /// block_list), not three examples.
         #[arg(long)]
         blocks: bool,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -343,6 +357,10 @@ enum Command {
         /// Heuristics for the leak class shown (see `leaks --help`).
         #[arg(long, default_value_t = Heuristics::default(), value_parser = parse_heuristics)]
         heuristics: Heuristics,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -378,6 +396,10 @@ enum Command {
         /// Rows to show.
         #[arg(short = 'n', long = "limit", default_value_t = 20)]
         n: usize,
+        /// Print long type and function names in full (the text abbreviates
+        /// those over 100 characters; JSON always has them in full).
+        #[arg(long)]
+        full_names: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -497,7 +519,7 @@ fn analyze(
     } else {
         "building the heap graph and leak classes"
     });
-    let analysis = HeapAnalysis::with_types(view, heuristics, dominators, frames)
+    let analysis = HeapAnalysis::new(view, heuristics, dominators, frames)
         .with_context(|| format!("cannot analyze {}", display(dump)))?;
     spinner.finish_and_clear();
     for warning in analysis.warnings() {
@@ -561,6 +583,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             retained: true,
             per_object,
             heuristics,
+            full_names,
             json,
             ..
         } => {
@@ -573,7 +596,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 limit: n,
                 per_object,
             };
-            let report = RetainedReport::build(&view, &analysis, &mut frames, &options)?;
+            let mut report = RetainedReport::build(&view, &analysis, &mut frames, &options)?;
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -586,6 +610,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             n,
             fail_on_leak,
             blocks,
+            full_names,
             json,
         } => {
             let file = heapdump_analyze::open_dump(&dump)?;
@@ -601,7 +626,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 blocks,
                 ..LeaksOptions::default()
             };
-            let report = LeaksReport::build(&view, &analysis, &mut namer.frames(), &options);
+            let mut report = LeaksReport::build(&view, &analysis, &mut namer.frames(), &options);
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(if fail_on_leak && report.lost_bytes() > 0 {
@@ -618,6 +644,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             n,
             paths,
             heuristics,
+            full_names,
             json,
         } => {
             // --site and --type exclude each other through their clap group;
@@ -655,8 +682,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, Types::Load)?;
             let mut frames = namer.frames();
             let analysis = analyze(&view, &dump, &heuristics, true, &mut frames)?;
-            let report = RetainersReport::build(&view, &analysis, &mut frames, &query, n, paths)
-                .with_context(|| display(&dump))?;
+            let mut report =
+                RetainersReport::build(&view, &analysis, &mut frames, &query, n, paths)
+                    .with_context(|| display(&dump))?;
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -676,6 +705,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             by,
             n,
+            full_names,
             json,
         } => {
             let old_file = heapdump_analyze::open_dump(&old)?;
@@ -690,7 +720,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 types_if(by == DiffBy::Type),
             )?;
             let mut new_namer = namer(&new_view, &new, binary, types_if(by == DiffBy::Type))?;
-            let report = DiffReport::build(
+            let mut report = DiffReport::build(
                 &old_view,
                 &display(&old),
                 &mut old_namer.frames(),
@@ -700,6 +730,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 by,
                 n,
             );
+            report.names = Names::full(full_names);
             print_warnings(&report.warnings);
             emit(json, &report)?;
             Ok(ExitCode::SUCCESS)
@@ -709,6 +740,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             binary,
             by,
             n,
+            full_names,
             json,
             ..
         } => {
@@ -720,7 +752,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut namer = namer(&view, &dump, binary, types_if(by == GroupBy::Type))?;
             let progress = progress_bar("symbolizing stacks");
             let options = TopOptions { by, limit: n };
-            let top = TopReport::build(&view, &mut namer.frames(), &options, &progress);
+            let mut top = TopReport::build(&view, &mut namer.frames(), &options, &progress);
+            top.names = Names::full(full_names);
             progress.finish_and_clear();
             print_warnings(&top.warnings);
             emit(json, &top)?;

@@ -16,8 +16,40 @@
 //! field types `retainers` shows name the *pointing* field, not a block's
 //! own type).
 
+use std::collections::HashMap;
+
 use heapdump_formats::read::DumpView;
 use heapdump_formats::records::{AllocationRecord, allocation_flags};
+
+/// Live bytes and blocks of one stack, each block counted
+/// [`StackSampling::weight`] times: exact in a dump with every stack, an
+/// estimate in a sampled one.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StackFigures {
+    /// Weighted bytes.
+    pub bytes: f64,
+    /// Weighted blocks.
+    pub blocks: f64,
+}
+
+impl StackFigures {
+    /// Bytes and blocks rounded to whole numbers, as the reports print
+    /// them (rounded once per stack, after summing).
+    pub fn rounded(&self) -> (u64, u64) {
+        (self.bytes.round() as u64, self.blocks.round() as u64)
+    }
+}
+
+/// Live figures by stack id ([`StackSampling::live_by_stack`]).
+#[derive(Clone, Debug, Default)]
+pub struct LiveByStack {
+    /// Weighted figures of each stack id that some counted block has.
+    pub stacks: HashMap<u32, StackFigures>,
+    /// Bytes of the blocks outside the stack sample (exact), in no stack.
+    pub unsampled_bytes: u64,
+    /// How many blocks are outside the stack sample.
+    pub unsampled_count: u64,
+}
 
 /// How the dump's stacks were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +92,29 @@ impl StackSampling {
         }
     }
 
+    /// Live bytes and blocks of `allocations` (a dump's, or some of them)
+    /// by stack id, each block counted [`weight`](Self::weight) times, the
+    /// blocks outside the sample counted apart: what every report and
+    /// export by stack (`top`, `diff`, the flame graph, pprof) sums.
+    pub fn live_by_stack(
+        &self,
+        allocations: impl IntoIterator<Item = AllocationRecord>,
+    ) -> LiveByStack {
+        let mut live = LiveByStack::default();
+        for a in allocations {
+            let weight = self.weight(&a);
+            if weight == 0.0 {
+                live.unsampled_bytes = live.unsampled_bytes.saturating_add(a.size);
+                live.unsampled_count += 1;
+                continue;
+            }
+            let figures = live.stacks.entry(a.stack).or_default();
+            figures.bytes += a.size as f64 * weight;
+            figures.blocks += weight;
+        }
+        live
+    }
+
     /// The note reports print under figures that are estimates.
     pub fn note(&self) -> String {
         format!(
@@ -96,5 +151,33 @@ mod tests {
             sampled.weight(&block(1 << 20, allocation_flags::SAMPLED)),
             1.0
         );
+    }
+
+    #[test]
+    fn live_figures_by_stack_sum_weights_and_count_unsampled_blocks_apart() {
+        let on = |stack: u32, size: u64, flags: u32| AllocationRecord {
+            stack,
+            ..block(size, flags)
+        };
+        let sampled = StackSampling { interval: 1000 };
+        let live = sampled.live_by_stack([
+            on(1, 1000, allocation_flags::SAMPLED),
+            on(1, 3000, allocation_flags::SAMPLED),
+            on(2, 500, allocation_flags::SAMPLED),
+            on(0, 200, 0),
+            on(0, 300, 0),
+        ]);
+        assert_eq!(
+            live.stacks[&1],
+            StackFigures {
+                bytes: 4000.0,
+                blocks: 2.0
+            }
+        );
+        let p = 1.0 - (-0.5f64).exp();
+        assert!((live.stacks[&2].bytes - 500.0 / p).abs() < 1e-9);
+        assert_eq!(live.stacks[&2].rounded(), (1271, 3));
+        assert_eq!((live.unsampled_bytes, live.unsampled_count), (500, 2));
+        assert_eq!(live.stacks.len(), 2);
     }
 }

@@ -445,6 +445,48 @@ pub fn strip_generics(name: &str) -> String {
 /// full.
 pub const LABEL_WIDTH: usize = 100;
 
+/// How the text tables, DOT labels and HPROF class names print long type
+/// and function names. JSON always has them in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Names {
+    /// Types and functions longer than [`LABEL_WIDTH`] characters
+    /// abbreviated ([`abbreviate_type`]), and the functions a site was
+    /// inlined into or called from without their generic arguments: what
+    /// the commands print by default.
+    #[default]
+    Abbreviated,
+    /// Every name in full (`--full-names`).
+    Full,
+}
+
+impl Names {
+    /// [`Names::Full`] when `full`, as `--full-names` asks.
+    pub fn full(full: bool) -> Names {
+        if full {
+            Names::Full
+        } else {
+            Names::Abbreviated
+        }
+    }
+
+    /// A type or function name as a row or label shows it.
+    pub fn name(self, name: &str) -> String {
+        match self {
+            Names::Abbreviated => abbreviate_type(name, LABEL_WIDTH),
+            Names::Full => name.to_owned(),
+        }
+    }
+
+    /// A function named beside a site (inlined into, called from), which
+    /// matters less than the site's own.
+    pub fn caller(self, name: &str) -> String {
+        match self {
+            Names::Abbreviated => strip_generics(name),
+            Names::Full => name.to_owned(),
+        }
+    }
+}
+
 /// `name` in at most `max` characters where its generic arguments allow:
 /// paths inside generic arguments first keep only their last segment
 /// (`FlatMap<core::iter::adapters::map::Map<I, F>, …>` becomes
@@ -654,17 +696,23 @@ pub struct OwnFrame {
 }
 
 impl OwnFrame {
-    /// `function  file:line`, the function without generic arguments.
-    pub fn text(&self) -> String {
-        let mut s = strip_generics(&self.function);
-        if let Some(file) = &self.file {
-            s.push_str("  ");
-            s.push_str(file);
-            if let Some(line) = self.line {
-                s.push_str(&format!(":{line}"));
-            }
-        }
+    /// `function  file:line`, the function as `names` names a caller
+    /// (without generic arguments unless in full).
+    pub fn text(&self, names: Names) -> String {
+        let mut s = names.caller(&self.function);
+        push_location(&mut s, self.file.as_deref(), self.line);
         s
+    }
+}
+
+/// `  file:line` (or `  file`; nothing without a file).
+fn push_location(s: &mut String, file: Option<&str>, line: Option<u32>) {
+    if let Some(file) = file {
+        s.push_str("  ");
+        s.push_str(file);
+        if let Some(line) = line {
+            s.push_str(&format!(":{line}"));
+        }
     }
 }
 
@@ -715,18 +763,26 @@ impl Site {
     }
 
     /// The site as one line: `function  file:line`, and for a site in a
-    /// dependency `  (from own_function  file:line)`.
-    pub fn text(&self) -> String {
-        let mut s = abbreviate_type(&self.function, LABEL_WIDTH);
-        if let Some(file) = &self.file {
-            s.push_str("  ");
-            s.push_str(file);
-            if let Some(line) = self.line {
-                s.push_str(&format!(":{line}"));
-            }
+    /// dependency `  (from own_function  file:line)`, named as `names`
+    /// says.
+    pub fn text(&self, names: Names) -> String {
+        self.line_of_text(names, false)
+    }
+
+    /// [`text`](Self::text) with `  (inlined into function)` after the
+    /// line of an inlined site, as `top --by site` shows its rows.
+    pub fn text_with_inlining(&self, names: Names) -> String {
+        self.line_of_text(names, true)
+    }
+
+    fn line_of_text(&self, names: Names, inlining: bool) -> String {
+        let mut s = names.name(&self.function);
+        push_location(&mut s, self.file.as_deref(), self.line);
+        if inlining && let Some(into) = &self.inlined_into {
+            s.push_str(&format!("  (inlined into {})", names.caller(into)));
         }
         if let Some(own) = &self.own_frame {
-            s.push_str(&format!("  (from {})", own.text()));
+            s.push_str(&format!("  (from {})", own.text(names)));
         }
         s
     }
@@ -998,10 +1054,10 @@ mod tests {
             })
         );
         assert!(
-            site.text()
+            site.text(Names::Abbreviated)
                 .ends_with("core.rs:215  (from words::index_words  /home/u/words/src/index.rs:12)"),
             "{}",
-            site.text()
+            site.text(Names::Abbreviated)
         );
         // A site in the program's own code names nothing more.
         let own = Site::of_stack(&frames[4..]);

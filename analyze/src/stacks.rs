@@ -59,6 +59,23 @@ pub trait StackFrames {
     fn own_code(&self) -> &OwnCode {
         &SOURCE_TREE
     }
+
+    /// Whether a block of recovered type `ty` can hold no pointer, for
+    /// [`Heuristic::PointerFreeTypes`](crate::heuristics::Heuristic::PointerFreeTypes):
+    /// by its name ([`TypeName::holds_no_pointer`]), and with the
+    /// program's DWARF layouts, which only [`TypedFrames`] has, by the
+    /// members of its own types too ([`TypeName::holds_no_pointer_by`]).
+    fn holds_no_pointer(&self, ty: &TypeName) -> bool {
+        ty.holds_no_pointer()
+    }
+}
+
+/// [`StackFrames::holds_no_pointer`] with the layouts of `fields`, if any.
+fn holds_no_pointer_in(fields: Option<&FieldIndex>, ty: &TypeName) -> bool {
+    match fields {
+        Some(fields) => ty.holds_no_pointer_by(&|name| fields.is_pointer_free(name)),
+        None => ty.holds_no_pointer(),
+    }
 }
 
 impl StackFrames for Symbolizer {
@@ -112,6 +129,10 @@ impl StackFrames for TypedFrames<'_> {
 
     fn own_code(&self) -> &OwnCode {
         self.own
+    }
+
+    fn holds_no_pointer(&self, ty: &TypeName) -> bool {
+        holds_no_pointer_in(self.fields, ty)
     }
 }
 
@@ -322,6 +343,10 @@ impl StackFrames for Namer {
     fn own_code(&self) -> &OwnCode {
         &self.own
     }
+
+    fn holds_no_pointer(&self, ty: &TypeName) -> bool {
+        holds_no_pointer_in(self.fields.as_ref(), ty)
+    }
 }
 
 /// A namer lent to a model that lives shorter than it (`serve` draws its
@@ -342,6 +367,10 @@ impl StackFrames for &mut Namer {
 
     fn own_code(&self) -> &OwnCode {
         (**self).own_code()
+    }
+
+    fn holds_no_pointer(&self, ty: &TypeName) -> bool {
+        (**self).holds_no_pointer(ty)
     }
 }
 

@@ -153,8 +153,21 @@ impl TypeName {
     /// hash table of `(u64, u32)`). Any word a conservative scan finds in
     /// such a block is data or a stale word in spare capacity, never a
     /// reference. Types of the program (`app::Pixel`) are not judged: their
-    /// fields may hold pointers.
+    /// fields may hold pointers: [`holds_no_pointer_by`](Self::holds_no_pointer_by)
+    /// judges them with the program's DWARF.
     pub fn holds_no_pointer(&self) -> bool {
+        self.holds_no_pointer_by(&|_| false)
+    }
+
+    /// [`holds_no_pointer`](Self::holds_no_pointer), where a type the names
+    /// alone cannot judge (the program's `app::Pixel`, an `Option<u32>`,
+    /// as an argument, an array's element or a tuple's member) holds no
+    /// pointer when `pointer_free` says so
+    /// ([`FieldIndex::is_pointer_free`](crate::fields::FieldIndex::is_pointer_free):
+    /// its DWARF says no member, recursively, is a pointer or an
+    /// address-wide integer). An `Rc`'s or `Arc`'s counts are the library's
+    /// numbers, never addresses: the value alone is judged.
+    pub fn holds_no_pointer_by(&self, pointer_free: &dyn Fn(&str) -> bool) -> bool {
         match self.kind {
             TypeKind::StringBuffer | TypeKind::CxxStringBuffer => true,
             TypeKind::Box
@@ -164,7 +177,7 @@ impl TypeName {
             | TypeKind::ArcInner
             | TypeKind::HashTable
             | TypeKind::CxxVectorBuffer
-            | TypeKind::CxxArray => is_plain_data(&self.argument),
+            | TypeKind::CxxArray => is_plain_data(&self.argument, pointer_free),
             // A B-tree node has edges to its children; a shared_ptr block
             // and a C++ node have the library's pointers.
             TypeKind::BTreeNode | TypeKind::CxxSharedBlock | TypeKind::CxxNode => false,
@@ -176,8 +189,9 @@ impl TypeName {
 /// narrower than a pointer, a float, `bool`, `char`, `str`, or an array,
 /// slice or tuple of plain data. Pointer-wide integers (`usize`, `u64`, C's
 /// `long`, ...) are not: programs keep addresses in them (handles,
-/// `uintptr_t`), and memcheck follows those words.
-fn is_plain_data(ty: &str) -> bool {
+/// `uintptr_t`), and memcheck follows those words. Any other type is plain
+/// data when `pointer_free` says so.
+fn is_plain_data(ty: &str, pointer_free: &dyn Fn(&str) -> bool) -> bool {
     const SCALARS: &[&str] = &[
         "u8",
         "u16",
@@ -212,15 +226,19 @@ fn is_plain_data(ty: &str) -> bool {
             [element] => *element,
             _ => return false,
         };
-        return is_plain_data(element);
+        return is_plain_data(element, pointer_free);
     }
-    if let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
-        return split_top_level(inner, ',')
+    if let Some(inner) = ty.strip_prefix('(').and_then(|t| t.strip_suffix(')'))
+        && split_top_level(inner, ',')
             .into_iter()
             .filter(|t| !t.trim().is_empty())
-            .all(is_plain_data);
+            .all(|t| is_plain_data(t, pointer_free))
+    {
+        return true;
     }
-    false
+    // DWARF names a tuple type as the program spells it, so a tuple of
+    // the program's types is judged whole too.
+    pointer_free(ty)
 }
 
 /// `s` split at `sep` outside brackets.
@@ -1265,5 +1283,25 @@ mod tests {
         assert!(!holds_none(TypeKind::Box, "[app::Node; 2]"));
         assert!(!holds_none(TypeKind::BTreeNode, "u64, u64"));
         assert!(!holds_none(TypeKind::CxxSharedBlock, "int"));
+    }
+
+    #[test]
+    fn the_programs_own_types_hold_no_pointer_when_dwarf_says_so() {
+        // As `FieldIndex::is_pointer_free` would answer for a program
+        // whose `app::Pixel` is numbers only.
+        let dwarf = |ty: &str| ty == "app::Pixel" || ty == "(app::Pixel, app::Pixel)";
+        let holds_none = |kind, argument| TypeName::new(kind, argument).holds_no_pointer_by(&dwarf);
+        assert!(holds_none(TypeKind::Box, "app::Pixel"));
+        assert!(holds_none(TypeKind::VecBuffer, "app::Pixel"));
+        assert!(holds_none(TypeKind::VecBuffer, "[app::Pixel; 4]"));
+        assert!(holds_none(TypeKind::VecBuffer, "(u32, app::Pixel)"));
+        assert!(holds_none(TypeKind::HashTable, "(app::Pixel, app::Pixel)"));
+        // Counts are the library's: an Rc's value alone is judged.
+        assert!(holds_none(TypeKind::RcInner, "app::Pixel"));
+        assert!(!holds_none(TypeKind::Box, "app::Node"));
+        assert!(!holds_none(TypeKind::VecBuffer, "(usize, app::Pixel)"));
+        // Nodes and shared blocks have the library's pointers.
+        assert!(!holds_none(TypeKind::BTreeNode, "app::Pixel"));
+        assert!(!holds_none(TypeKind::CxxSharedBlock, "app::Pixel"));
     }
 }

@@ -500,6 +500,7 @@ fn segments_split_big_heaps_and_timestamps_change() {
     let mut out = Vec::new();
     let options = HprofOptions {
         timestamp_ms: 1_700_000_000_123,
+        ..HprofOptions::default()
     };
     let summary = write_hprof(&model, &options, &mut out).expect("export");
     let p = parse(&out);

@@ -179,7 +179,7 @@ const TOP_10: RetainedOptions = RetainedOptions {
 fn a_tree_of_boxed_nodes_retains_its_nodes_once_as_a_type() {
     let dump = tree_heap(1).dump();
     let view = dump.view();
-    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut frames_of).unwrap();
     let mut frames = frames_of;
     let report = RetainedReport::build(&view, &analysis, &mut frames, &TOP_10).unwrap();
     assert_eq!(report.warnings, Vec::<String>::new());
@@ -389,7 +389,7 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
 
     let dump = tree_heap(1).dump();
     let view = dump.view();
-    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut frames_of).unwrap();
     let mut warnings = Vec::new();
     let mut select = |query: RetainersQuery, limit: usize| {
         let report =
@@ -467,6 +467,7 @@ fn retainers_by_type_take_the_exact_label_else_substrings_and_name_path_fields()
     assert_eq!(json["object"]["type"], "app::Node");
     let text = RetainersReport {
         objects: vec![r.clone()],
+        names: heapdump_analyze::site::Names::Abbreviated,
         warnings: Vec::new(),
     }
     .to_string();
@@ -538,7 +539,7 @@ fn top_by_type_sums_live_bytes_per_retained_type_label_across_sites() {
     }
 
     // The labels are those of `top --retained`'s types table.
-    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+    let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut frames_of).unwrap();
     let retained = RetainedReport::build(&view, &analysis, &mut frames, &TOP_10).unwrap();
     assert_eq!(retained.warnings, Vec::<String>::new());
     let mut retained_labels: Vec<&str> = retained
@@ -606,7 +607,8 @@ fn register_roots_are_named_by_the_dumped_machines_registers() {
         });
         let dump = h.dump();
         let view = dump.view();
-        let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true).unwrap();
+        let analysis =
+            HeapAnalysis::new(&view, &Heuristics::default(), true, &mut frames_of).unwrap();
         let query = RetainersQuery::Address(0x1000);
         let report =
             RetainersReport::build(&view, &analysis, &mut frames_of, &query, 1, 1).unwrap();

@@ -453,7 +453,11 @@ impl<'a> Roots<'a> {
             .take::<u8>(RESIDENCY_PAGES)
             .ok_or(DumpError::OutOfMemory)?;
         let obstacles = not_the_programs_memory(obstacles, self.records(), threads);
-        for (start, end) in maps.anonymous_writable() {
+        // Under valgrind the tool's memory looks like the program's (memcheck
+        // itself knows which is which).
+        let under_valgrind = maps.under_valgrind();
+        let anonymous = maps.anonymous_writable().filter(|_| !under_valgrind);
+        for (start, end) in anonymous {
             for_each_program_range(start, end, obstacles, slots, |from, to| {
                 sys::resident_runs(from as usize, to as usize, residency, |from, to| {
                     self.push(

@@ -304,6 +304,15 @@ impl<'a> Mappings<'a> {
         }
     }
 
+    /// Whether the process runs under valgrind (its preloaded libraries
+    /// are mapped): the tool's own memory then looks like the program's
+    /// anonymous memory, and holds every block's address.
+    pub fn under_valgrind(&self) -> bool {
+        self.text
+            .split(|&b| b == b'\n')
+            .any(|line| line.windows(11).any(|window| window == b"/vgpreload_"))
+    }
+
     /// The anonymous read-write mappings (named ones, `[anon:NAME]`,
     /// included), private or shared, but not the main heap (`[heap]`, whose
     /// blocks are scanned one by one) or the other special ones (`[stack]`,

@@ -17,8 +17,10 @@ __attribute__((noinline)) void forget(void) {
 __attribute__((noinline)) void scrub(void) { volatile char junk[8192]; memset((char *)junk, 0, sizeof junk); }
 int main(void) {
   arena = mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  keep();
+  /* The lost block first: the C allocator's own pointer to the memory
+   * after its last block points into that block's last bytes. */
   forget();
+  keep();
   scrub();
   return 0;
 }

@@ -325,3 +325,46 @@ fn visualvm_sees_one_thread_object_per_thread_and_every_root_kind_of_the_demo() 
         "{by_kind:?} {roots:?}"
     );
 }
+
+#[test]
+fn visualvm_shows_long_type_names_abbreviated_unless_asked_in_full() {
+    let dir = scratch_dir("export_hprof_visualvm_names");
+    let (dump, hprof) = dump_and_export(&dir, "real_heaps");
+    // `real_heaps`'s 10-byte block: a `Box` of six nested `Wrapper`s.
+    let full = format!(
+        "{}[u16; 5]{}",
+        "real_heaps::Wrapper<".repeat(6),
+        ">".repeat(6)
+    );
+    let short = format!(
+        "real_heaps::{}[u16; 5]{}",
+        "Wrapper<".repeat(6),
+        ">".repeat(6)
+    );
+    assert!(full.chars().count() > 100 && short.chars().count() <= 100);
+    // Class name -> (instances, bytes), as VisualVM shows them.
+    let classes = |hprof: &Path| -> BTreeMap<String, (String, String)> {
+        visualvm(&dir, hprof, &[])
+            .into_iter()
+            .filter(|l| l[0] == "class")
+            .map(|l| (l[1].clone(), (l[2].clone(), l[3].clone())))
+            .collect()
+    };
+    let one = ("1".to_owned(), "10".to_owned());
+    let abbreviated = classes(&hprof);
+    assert_eq!(abbreviated.get(&short), Some(&one), "{abbreviated:#?}");
+    assert!(!abbreviated.contains_key(&full), "{abbreviated:#?}");
+
+    let in_full = dir.join("full.hprof");
+    run_ok(
+        Command::new(binary("heapdump"))
+            .arg("tohprof")
+            .arg(&dump)
+            .arg("--full-names")
+            .arg("-o")
+            .arg(&in_full),
+    );
+    let in_full = classes(&in_full);
+    assert_eq!(in_full.get(&full), Some(&one), "{in_full:#?}");
+    assert!(!in_full.contains_key(&short), "{in_full:#?}");
+}

@@ -8,7 +8,9 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use heapdump_tests::{binary, heapdump_json, line_of, run_ok, scratch_dir, workspace_root};
+use heapdump_tests::{
+    binary, heapdump, heapdump_json, line_of, run_ok, scratch_dir, workspace_root,
+};
 
 fn real_heaps_dump(test: &str) -> PathBuf {
     let dump = scratch_dir(test).join("real.hdump");
@@ -116,10 +118,25 @@ fn class_total(leaks: &serde_json::Value, class: &str) -> (u64, u64) {
 fn bytes_in_a_byte_buffer_keep_nothing_alive_unless_heuristics_are_none() {
     let dump = real_heaps_dump("real_heaps_pointer_free");
     let leaks = heapdump_json(&[OsStr::new("leaks"), dump.as_os_str()]);
-    assert_eq!(class_total(&leaks, "definitely_lost"), (1, 72), "{leaks:#}");
-    assert_eq!(leaks["pointer_free_edges"], 1, "{leaks:#}");
-    let record = &leaks["records"][0];
-    assert_eq!(record["site"]["function"], "real_heaps::hide_in_bytes");
+    // The 72-byte block, and the two that `Reading`s hide (see the next
+    // test).
+    assert_eq!(
+        class_total(&leaks, "definitely_lost"),
+        (3, 72 + 88 + 96),
+        "{leaks:#}"
+    );
+    assert_eq!(leaks["pointer_free_edges"], 3, "{leaks:#}");
+    let record = leaks["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["site"]["function"] == "real_heaps::hide_in_bytes")
+        .unwrap_or_else(|| panic!("no hide_in_bytes record in {leaks:#}"));
+    assert_eq!(record["class"], "definitely_lost");
+    assert_eq!(
+        (&record["blocks"], &record["direct_bytes"]),
+        (&1.into(), &72.into())
+    );
     assert_eq!(
         record["site"]["line"],
         line_of(&source(), "// site: hidden block")
@@ -137,7 +154,7 @@ fn bytes_in_a_byte_buffer_keep_nothing_alive_unless_heuristics_are_none() {
     let reachable = class_total(&memcheck, "still_reachable");
     assert_eq!(
         class_total(&leaks, "still_reachable"),
-        (reachable.0 - 1, reachable.1 - 72)
+        (reachable.0 - 3, reachable.1 - 72 - 88 - 96)
     );
 
     // Retention follows: the byte buffer retains only itself, or, by
@@ -165,8 +182,72 @@ fn bytes_in_a_byte_buffer_keep_nothing_alive_unless_heuristics_are_none() {
             site["retained"].clone(),
         )
     };
-    assert_eq!(buffer_retains("default"), (1.into(), 64.into()));
+    assert_eq!(buffer_retains("default"), (3.into(), 64.into()));
     assert_eq!(buffer_retains("none"), (0.into(), (64 + 72).into()));
+}
+
+#[test]
+fn dwarf_says_which_of_the_programs_own_structs_hold_no_pointer() {
+    let dump = real_heaps_dump("real_heaps_dwarf_pointer_free");
+    let leaks = |heuristics: &str| {
+        heapdump_json(&[
+            OsStr::new("leaks"),
+            dump.as_os_str(),
+            OsStr::new("--show"),
+            OsStr::new("all"),
+            OsStr::new("--heuristics"),
+            OsStr::new(heuristics),
+        ])
+    };
+    // The class, blocks and bytes of the loss record whose site is the
+    // line marked `marker`.
+    let record = |leaks: &serde_json::Value, marker: &str| {
+        let line = line_of(&source(), marker);
+        let found: Vec<&serde_json::Value> = leaks["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .filter(|r| r["site"]["line"] == line)
+            .collect();
+        assert_eq!(found.len(), 1, "{marker}: {found:#?}");
+        (
+            found[0]["class"].as_str().unwrap().to_owned(),
+            found[0]["blocks"].as_u64().unwrap(),
+            found[0]["direct_bytes"].as_u64().unwrap(),
+        )
+    };
+    let typed = leaks("default");
+    let lost = |bytes: u64| ("definitely_lost".to_owned(), 1, bytes);
+    let reachable = |bytes: u64| ("still_reachable".to_owned(), 1, bytes);
+    // A `Reading` is numbers only, an enum's variants among them: the f64
+    // that holds an address is no pointer, in a `Box<Reading>` and in a
+    // `Vec<Reading>` buffer alike.
+    assert_eq!(record(&typed, "// site: hidden by a Reading"), lost(88));
+    assert_eq!(
+        record(&typed, "// site: hidden by a Vec<Reading>"),
+        lost(96)
+    );
+    assert_eq!(record(&typed, "// site: boxed Reading"), reachable(32));
+    assert_eq!(record(&typed, "// site: Reading buffer"), reachable(64));
+    // A `Box` field is a pointer, and a `usize` may hold an address.
+    assert_eq!(
+        record(&typed, "// site: kept by a Box field"),
+        reachable(104)
+    );
+    assert_eq!(record(&typed, "// site: held by a usize"), reachable(112));
+    assert_eq!(typed["pointer_free_edges"], 3, "{typed:#}");
+
+    // Memcheck's rules: every word is a pointer.
+    let memcheck = leaks("none");
+    assert_eq!(
+        record(&memcheck, "// site: hidden by a Reading"),
+        reachable(88)
+    );
+    assert_eq!(
+        record(&memcheck, "// site: hidden by a Vec<Reading>"),
+        reachable(96)
+    );
+    assert_eq!(class_total(&memcheck, "definitely_lost"), (0, 0));
 }
 
 #[test]
@@ -208,9 +289,9 @@ fn many_holders_from_one_site_are_one_row_with_the_range_they_retain() {
         .map(|g| g["retained_max"].as_u64().unwrap())
         .collect();
     assert!(maxima.windows(2).all(|w| w[0] >= w[1]), "{maxima:?}");
-    assert_eq!(report["objects"].as_array().map(Vec::len), Some(31));
+    assert_eq!(report["objects"].as_array().map(Vec::len), Some(40));
     let listed: u64 = groups.iter().map(|g| g["count"].as_u64().unwrap()).sum();
-    assert_eq!(listed, 31);
+    assert_eq!(listed, 40);
 
     // Blocks std allocates before `main` are sited in its runtime, not in
     // a bare `main` without a file.
@@ -226,4 +307,66 @@ fn many_holders_from_one_site_are_one_row_with_the_range_they_retain() {
             .any(|r| r["function"] == "std::rt::init"),
         "{top:#}"
     );
+}
+
+#[test]
+fn long_type_names_are_abbreviated_in_text_unless_asked_in_full_and_whole_in_json() {
+    let dump = real_heaps_dump("real_heaps_full_names");
+    // The 10-byte block: six nested `Wrapper`s.
+    let deep = format!(
+        "{}[u16; 5]{}",
+        "real_heaps::Wrapper<".repeat(6),
+        ">".repeat(6)
+    );
+    let short = format!(
+        "real_heaps::{}[u16; 5]{}",
+        "Wrapper<".repeat(6),
+        ">".repeat(6)
+    );
+    let text = |args: &[&str]| {
+        let mut all = vec![OsStr::new(args[0]), dump.as_os_str()];
+        all.extend(args[1..].iter().map(OsStr::new));
+        heapdump(&all)
+    };
+    // `top --by type`: the 10-byte block's row.
+    let row = |table: &str| -> String {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(["10", "10"]))
+            .unwrap_or_else(|| panic!("no 10-byte row in\n{table}"))
+            .to_owned()
+    };
+    let by_type = text(&["top", "--by", "type", "-n", "100"]);
+    assert!(row(&by_type).ends_with(&format!("  {short}")), "{by_type}");
+    let by_type = text(&["top", "--by", "type", "-n", "100", "--full-names"]);
+    assert!(row(&by_type).ends_with(&format!("  {deep}")), "{by_type}");
+    // JSON has the name whole, with or without the flag.
+    let json = heapdump_json(&[
+        OsStr::new("top"),
+        dump.as_os_str(),
+        OsStr::new("--by"),
+        OsStr::new("type"),
+        OsStr::new("-n"),
+        OsStr::new("100"),
+    ]);
+    let rows = json["rows"].as_array().expect("rows");
+    assert!(rows.iter().any(|r| r["type"] == deep.as_str()), "{json:#}");
+    // `top --retained` names the block's type the same way.
+    let retained = text(&["top", "--retained", "-n", "100"]);
+    assert!(
+        retained.contains(&short) && !retained.contains(&deep),
+        "{retained}"
+    );
+    let retained = text(&["top", "--retained", "-n", "100", "--full-names"]);
+    assert!(
+        retained.contains(&deep) && !retained.contains(&short),
+        "{retained}"
+    );
+    // And `todot`'s labels; its tooltips have the name whole either way.
+    let dot = text(&["todot", "--group-by", "type"]);
+    assert!(dot.contains(&format!("label=\"{short}\\n")), "{dot}");
+    assert!(dot.contains(&format!("tooltip=\"{deep}\"")), "{dot}");
+    let dot = text(&["todot", "--group-by", "type", "--full-names"]);
+    assert!(dot.contains(&format!("label=\"{deep}\\n")), "{dot}");
+    assert!(!dot.contains(&short), "{dot}");
 }

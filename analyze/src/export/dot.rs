@@ -26,7 +26,7 @@ use super::{HeapModel, root_kind_name, root_offset_label};
 use crate::filter::{self, TypeMatch};
 use crate::leaks::LeakClass;
 use crate::sampling::StackSampling;
-use crate::site::{LABEL_WIDTH, abbreviate_type};
+use crate::site::Names;
 use crate::text::human_bytes;
 
 /// What one node stands for.
@@ -66,6 +66,9 @@ pub struct DotOptions {
     /// What a node stands for. `None`: objects when they fit in
     /// `max_nodes` (or `from` is given), else types.
     pub group_by: Option<GroupBy>,
+    /// How labels name long types and functions (`--full-names`); the
+    /// tooltips have them in full either way.
+    pub names: Names,
 }
 
 impl Default for DotOptions {
@@ -76,6 +79,7 @@ impl Default for DotOptions {
             max_nodes: 200,
             min_size: 0,
             group_by: None,
+            names: Names::Abbreviated,
         }
     }
 }
@@ -439,7 +443,7 @@ fn objects_graph(
         // Long generic types are abbreviated in the label; the tooltip
         // has the full name.
         let type_label = model.type_label(node);
-        let short_type = abbreviate_type(type_label, LABEL_WIDTH);
+        let short_type = options.names.name(type_label);
         let mut parts = vec![short_type.as_str(), size.as_str()];
         if retained > a.size {
             parts.push(retains.as_str());
@@ -658,7 +662,7 @@ fn grouped_graph(
             Grouping::Type => model.types[g as usize].label.as_str(),
             Grouping::Site => model.sites[g as usize].label.as_str(),
         };
-        let name = abbreviate_type(full_name, LABEL_WIDTH);
+        let name = options.names.name(full_name);
         let name = name.as_str();
         let totals = format!(
             "{about}{count} object{}, {about}{} ({about}{bytes} B)",

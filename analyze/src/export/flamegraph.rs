@@ -100,17 +100,7 @@ fn paths(model: &HeapModel<'_>, view: FlameView) -> Result<(Paths, bool)> {
     match view {
         FlameView::Stacks => {
             let sampling = StackSampling::of(model.view());
-            let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
-            for a in allocations.iter() {
-                let weight = sampling.weight(&a);
-                if weight == 0.0 {
-                    continue;
-                }
-                let entry = by_stack.entry(a.stack).or_default();
-                entry.0 += a.size as f64 * weight;
-                entry.1 += weight;
-            }
-            for (stack, (bytes, blocks)) in by_stack {
+            for (stack, figures) in sampling.live_by_stack(allocations.iter()).stacks {
                 let mut path: Vec<String> = model
                     .profile_frames(stack)
                     .iter()
@@ -131,8 +121,8 @@ fn paths(model: &HeapModel<'_>, view: FlameView) -> Result<(Paths, bool)> {
                     path.push("[no stack]".to_owned());
                 }
                 let entry = out.entry(path).or_default();
-                entry.0 += bytes;
-                entry.1 += blocks;
+                entry.0 += figures.bytes;
+                entry.1 += figures.blocks;
             }
             Ok((out, sampling.is_sampled()))
         }

@@ -7,8 +7,11 @@
 //!   objects, stack frames, strings and continuation objects get synthetic
 //!   ids at `0xC000…` and above, which no user-space address reaches.
 //! - One class per recovered type and allocation size (VisualVM's shallow
-//!   size is the class's instance size, exactly), named after the type,
-//!   with ` [N bytes]` appended when the type has several sizes. Its
+//!   size is the class's instance size, exactly), named after the type
+//!   (abbreviated past 100 characters as the text tables are, unless
+//!   [`HprofOptions::names`] says in full), with ` [N bytes]` appended
+//!   when the type has several sizes, and ` (2)`, ` (3)` when two types
+//!   abbreviate to one name. Its
 //!   fields are the offsets where the scan found pointers in any of its
 //!   objects, named by DWARF (`next`, `[3].value`) or `+0x18`, all of type
 //!   Object. Bytes without pointers are not written as fields: the
@@ -37,6 +40,7 @@ use anyhow::{Context as _, Result};
 use heapdump_formats::records::{owner_kind, root_kind, thread_flags};
 
 use super::HeapModel;
+use crate::site::Names;
 
 /// Most fields one class may have (VisualVM reads the count as i16).
 pub const MAX_FIELDS: usize = 32_767;
@@ -79,6 +83,9 @@ pub struct HprofOptions {
     /// Header timestamp, milliseconds since the Unix epoch. VisualVM keys
     /// its index cache on it, so it must change between exports.
     pub timestamp_ms: u64,
+    /// How class names name long types (`--full-names`): abbreviated by
+    /// default, as the text tables and DOT labels are.
+    pub names: Names,
 }
 
 impl Default for HprofOptions {
@@ -88,6 +95,7 @@ impl Default for HprofOptions {
             .unwrap_or_default();
         HprofOptions {
             timestamp_ms: now.as_millis() as u64,
+            names: Names::Abbreviated,
         }
     }
 }
@@ -347,6 +355,9 @@ fn write<W: Write>(
         *sizes_per_type.entry(class.type_index).or_default() += 1;
     }
     let continued = strings.id("continued");
+    // Abbreviation can give two long types one name: the later classes
+    // of a name are told apart by a number.
+    let mut names_used: HashMap<String, u32> = HashMap::new();
     for class in &mut heap {
         class.slots.sort_unstable();
         class.slots.dedup();
@@ -354,13 +365,19 @@ fn write<W: Write>(
             .types
             .get(class.type_index as usize)
             .map_or("alloc@<unknown>", |t| t.label.as_str());
+        let label = options.names.name(label);
         let mut name = if label.starts_with('[') {
             format!("rust {label}")
         } else {
-            label.to_owned()
+            label
         };
         if sizes_per_type.get(&class.type_index).copied().unwrap_or(0) > 1 {
             name.push_str(&format!(" [{} bytes]", class.size));
+        }
+        let uses = names_used.entry(name.clone()).or_default();
+        *uses += 1;
+        if *uses > 1 {
+            name.push_str(&format!(" ({uses})"));
         }
         let instance_size = if class.size > i32::MAX as u64 {
             i32::MAX as u32

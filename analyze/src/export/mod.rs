@@ -219,8 +219,7 @@ impl<'a> HeapModel<'a> {
         // refusal of a dump without a scan, where every block would look
         // lost).
         let analysis = if options.graph {
-            let analysis =
-                HeapAnalysis::with_types(&view, &Heuristics::default(), true, &mut *names)?;
+            let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut *names)?;
             if analysis.dominators.is_none() {
                 bail!("the dominator tree was not computed");
             }

@@ -263,17 +263,12 @@ fn profile(model: &HeapModel<'_>, options: &PprofOptions) -> (proto::Profile, Pp
 
     // Figures by stack, weighted as `top` weighs them.
     let sampling = StackSampling::of(view);
-    let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
-    for a in view.allocations().iter() {
-        let weight = sampling.weight(&a);
-        if weight == 0.0 {
-            continue;
-        }
-        let e = by_stack.entry(a.stack).or_default();
-        e.0 += weight;
-        e.1 += a.size as f64 * weight;
-    }
-    let mut stacks: Vec<(u32, (f64, f64))> = by_stack.into_iter().collect();
+    let mut stacks: Vec<(u32, (f64, f64))> = sampling
+        .live_by_stack(view.allocations().iter())
+        .stacks
+        .into_iter()
+        .map(|(stack, figures)| (stack, (figures.blocks, figures.bytes)))
+        .collect();
     stacks.sort_unstable_by_key(|&(stack, _)| stack);
 
     let mut functions: Vec<proto::Function> = Vec::new();

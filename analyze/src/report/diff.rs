@@ -7,7 +7,7 @@ use heapdump_formats::read::DumpView;
 use serde::Serialize;
 
 use crate::sampling::StackSampling;
-use crate::site::{LABEL_WIDTH, Site, abbreviate_type};
+use crate::site::{Names, Site};
 use crate::stacks::{StackFrames, Stacks};
 use crate::text::{human_bytes, string};
 
@@ -86,6 +86,10 @@ pub struct DiffReport {
     /// `1/(1 - exp(-size/S))` times and its other blocks in no row. The
     /// sides' totals and `new_objects`/`new_object_bytes` are exact.
     pub estimated: bool,
+    /// How the text names long types and functions (`--full-names`); JSON
+    /// has them in full.
+    #[serde(skip)]
+    pub names: Names,
     /// What the report could not do or the reader should not miss (stacks
     /// that could not be read, totals that disagree), one sentence each:
     /// the CLI prints them on stderr; not part of the JSON.
@@ -176,33 +180,20 @@ impl DiffReport {
         }
         let mut rows: HashMap<DiffKey, Row> = HashMap::new();
         let (old_sampling, new_sampling) = (StackSampling::of(old), StackSampling::of(new));
-        // Weighted sums are f64 (a stack sample's weights are fractional),
-        // rounded once per stack.
-        let round = |x: f64| x.round() as u64;
         let mut old_stacks = Stacks::new(old_symbolizer);
-        let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
-        for a in old.allocations().iter() {
-            let weight = old_sampling.weight(&a);
-            if weight == 0.0 {
-                continue;
-            }
-            let e = by_stack.entry(a.stack).or_default();
-            e.0 += a.size as f64 * weight;
-            e.1 += weight;
-        }
-        for (stack, (bytes, count)) in by_stack.drain() {
+        for (stack, figures) in old_sampling.live_by_stack(old.allocations().iter()).stacks {
+            let (bytes, count) = figures.rounded();
             let row = rows
                 .entry(diff_key(&mut old_stacks, old, stack, by, &mut warnings))
                 .or_default();
-            row.old_bytes = row.old_bytes.saturating_add(round(bytes));
-            row.old_count += round(count);
+            row.old_bytes = row.old_bytes.saturating_add(bytes);
+            row.old_count += count;
         }
         // Both sides are sorted by address: a merge finds the blocks of NEW
         // that OLD had too (same address and same sequence number).
-        let mut new_by_stack: HashMap<u32, (f64, f64, f64, f64)> = HashMap::new();
         let mut old_iter = old.allocations().iter().peekable();
         let (mut new_objects, mut new_object_bytes) = (0u64, 0u64);
-        for a in new.allocations().iter() {
+        let fresh = new.allocations().iter().filter(|a| {
             while old_iter.peek().is_some_and(|o| o.address < a.address) {
                 old_iter.next();
             }
@@ -213,27 +204,23 @@ impl DiffReport {
                 new_objects += 1;
                 new_object_bytes = new_object_bytes.saturating_add(a.size);
             }
-            let weight = new_sampling.weight(&a);
-            if weight == 0.0 {
-                continue;
-            }
-            let e = new_by_stack.entry(a.stack).or_default();
-            e.0 += a.size as f64 * weight;
-            e.1 += weight;
-            if !seen {
-                e.2 += weight;
-                e.3 += a.size as f64 * weight;
-            }
-        }
+            !seen
+        });
+        let mut new_by_stack = new_sampling.live_by_stack(new.allocations().iter()).stacks;
+        let fresh_by_stack = new_sampling.live_by_stack(fresh).stacks;
         let mut new_stacks = Stacks::new(new_symbolizer);
-        for (stack, (bytes, count, objects, object_bytes)) in new_by_stack {
+        for (stack, figures) in new_by_stack.drain() {
+            let (bytes, count) = figures.rounded();
+            let (objects_bytes, objects) = fresh_by_stack
+                .get(&stack)
+                .map_or((0, 0), |fresh| fresh.rounded());
             let row = rows
                 .entry(diff_key(&mut new_stacks, new, stack, by, &mut warnings))
                 .or_default();
-            row.new_bytes = row.new_bytes.saturating_add(round(bytes));
-            row.new_count += round(count);
-            row.new_objects += round(objects);
-            row.new_object_bytes = row.new_object_bytes.saturating_add(round(object_bytes));
+            row.new_bytes = row.new_bytes.saturating_add(bytes);
+            row.new_count += count;
+            row.new_objects += objects;
+            row.new_object_bytes = row.new_object_bytes.saturating_add(objects_bytes);
         }
         let mut out: Vec<DiffRow> = rows
             .into_iter()
@@ -269,6 +256,7 @@ impl DiffReport {
             rows: out,
             omitted_rows: omitted,
             estimated: old_sampling.is_sampled() || new_sampling.is_sampled(),
+            names: Names::default(),
             warnings,
         }
     }
@@ -312,8 +300,8 @@ impl fmt::Display for DiffReport {
         )?;
         for r in &self.rows {
             let key = match &r.key {
-                DiffKey::Site(site) => site.text(),
-                DiffKey::Type(label) => abbreviate_type(label, LABEL_WIDTH),
+                DiffKey::Site(site) => site.text(self.names),
+                DiffKey::Type(label) => self.names.name(label),
             };
             writeln!(
                 f,

@@ -10,7 +10,7 @@ use crate::analysis::HeapAnalysis;
 use crate::heuristics::Heuristics;
 use crate::leaks::{ClassTotal, HeuristicTotal, LeakClass};
 use crate::report::objects::pointer_free_note;
-use crate::site::Site;
+use crate::site::{Names, Site};
 use crate::stacks::{StackFrames, Stacks};
 use crate::symbolize::Frame;
 use crate::text::{commas, hex_address};
@@ -64,6 +64,10 @@ pub struct LeaksReport {
     /// Pointers between blocks left out because their source block's
     /// type holds no pointer (heuristic `pointer-free-types`).
     pub pointer_free_edges: u64,
+    /// How the text names long types and functions (`--full-names`); JSON
+    /// has them in full.
+    #[serde(skip)]
+    pub names: Names,
     /// What the report could not do or the reader should not miss (stacks
     /// that could not be read, totals that disagree), one sentence each:
     /// the CLI prints them on stderr; not part of the JSON.
@@ -199,6 +203,7 @@ impl LeaksReport {
             omitted_records: omitted.len(),
             omitted_bytes: omitted.iter().map(|(_, g)| g.direct).sum(),
             pointer_free_edges: graph.pointer_free_edges(),
+            names: Names::default(),
             warnings,
         }
     }
@@ -238,7 +243,7 @@ impl fmt::Display for LeaksReport {
                 r.number,
                 self.record_count
             )?;
-            writeln!(f, "   site: {}", r.site.text())?;
+            writeln!(f, "   site: {}", r.site.text(self.names))?;
             for (i, frame) in r.frames.iter().enumerate() {
                 let word = if i == 0 { "at" } else { "by" };
                 writeln!(f, "   {word} {frame}")?;

@@ -41,7 +41,7 @@
 //! let dump = heapdump_analyze::open_dump(path)?;
 //! let view = dump.view();
 //! let mut namer = Namer::new(&view, path, SymbolizeOptions::default(), Types::Load, OwnCode::default())?;
-//! let analysis = HeapAnalysis::with_types(&view, &Heuristics::default(), true, &mut namer.frames())?;
+//! let analysis = HeapAnalysis::new(&view, &Heuristics::default(), true, &mut namer.frames())?;
 //!
 //! let leaks = LeaksReport::build(&view, &analysis, &mut namer.frames(), &LeaksOptions::default());
 //! print!("{leaks}"); // what `heapdump leaks` prints

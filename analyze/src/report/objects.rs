@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::analysis::HeapAnalysis;
 use crate::leaks::LeakClass;
-use crate::site::{LABEL_WIDTH, Site, abbreviate_type};
+use crate::site::{Names, Site};
 use crate::stacks::{StackFrames, Stacks};
 use crate::text::{commas, hex_address, human_bytes};
 
@@ -60,16 +60,16 @@ pub(crate) fn object_info<S: StackFrames + ?Sized>(
 }
 
 /// A block on one line: address, size, retained size, leak class, type
-/// label and site.
-pub(crate) fn object_line(o: &ObjectInfo) -> String {
+/// label and site, named as `names` says.
+pub(crate) fn object_line(o: &ObjectInfo, names: Names) -> String {
     format!(
         "{:<14} {:>10} retains {:>10}  {:<15}  {}  {}",
         o.address,
         human_bytes(o.size),
         human_bytes(o.retained),
         o.class.words(),
-        abbreviate_type(&o.type_name, LABEL_WIDTH),
-        o.site.text()
+        names.name(&o.type_name),
+        o.site.text(names)
     )
 }
 

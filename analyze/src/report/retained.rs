@@ -12,7 +12,7 @@ use crate::analysis::HeapAnalysis;
 use crate::dominators::GroupRetained;
 use crate::report::objects::{ObjectInfo, object_info, object_line, pointer_free_note};
 use crate::sampling::StackSampling;
-use crate::site::{LABEL_WIDTH, Site, abbreviate_type};
+use crate::site::{Names, Site};
 use crate::stacks::{StackFrames, Stacks};
 use crate::text::human_bytes;
 
@@ -47,6 +47,10 @@ pub struct RetainedReport {
     /// Pointers between blocks left out of retention because their source
     /// block's type holds no pointer (heuristic `pointer-free-types`).
     pub pointer_free_edges: u64,
+    /// How the text names long types and functions (`--full-names`); JSON
+    /// has them in full.
+    #[serde(skip)]
+    pub names: Names,
     /// What the report could not do or the reader should not miss (stacks
     /// that could not be read, totals that disagree), one sentence each:
     /// the CLI prints them on stderr; not part of the JSON.
@@ -348,6 +352,7 @@ impl RetainedReport {
             stack_sample_interval_bytes: sampling.interval,
             pointer_free_edges: graph.pointer_free_edges(),
             per_object: options.per_object,
+            names: Names::default(),
             warnings,
         })
     }
@@ -376,7 +381,7 @@ impl fmt::Display for RetainedReport {
                 "address", "size", "retained", "class"
             )?;
             for obj in &self.objects {
-                writeln!(f, "{}", object_line(obj))?;
+                writeln!(f, "{}", object_line(obj, self.names))?;
             }
         } else {
             writeln!(
@@ -385,7 +390,7 @@ impl fmt::Display for RetainedReport {
                 "objects", "bytes", "retained each", "class"
             )?;
             for g in &self.object_groups {
-                writeln!(f, "{}", group_line(g))?;
+                writeln!(f, "{}", group_line(g, self.names))?;
             }
         }
         if self.estimated {
@@ -399,7 +404,7 @@ impl fmt::Display for RetainedReport {
             )?;
         }
         let sites = self.sites.iter().map(|row| {
-            let label = row.site.text();
+            let label = row.site.text(self.names);
             (row.retained, row.percent, row.objects, label)
         });
         retained_table(f, "sites", "site", sites)?;
@@ -408,7 +413,7 @@ impl fmt::Display for RetainedReport {
                 row.retained,
                 row.percent,
                 row.objects,
-                abbreviate_type(&row.type_name, LABEL_WIDTH),
+                self.names.name(&row.type_name),
             )
         });
         retained_table(f, "types", "type", types)?;
@@ -446,8 +451,9 @@ fn retained_table(
 
 /// A group of blocks on one line: count, bytes, the range of retained
 /// sizes, the class, type label and site of its largest block (whose
-/// address is shown when the group is that one block).
-fn group_line(g: &ObjectGroup) -> String {
+/// address is shown when the group is that one block), named as `names`
+/// says.
+fn group_line(g: &ObjectGroup, names: Names) -> String {
     let range = if g.retained_min == g.retained_max {
         human_bytes(g.retained_max)
     } else {
@@ -468,7 +474,7 @@ fn group_line(g: &ObjectGroup) -> String {
         human_bytes(g.bytes),
         range,
         g.largest.class.words(),
-        abbreviate_type(&g.largest.type_name, LABEL_WIDTH),
-        g.largest.site.text()
+        names.name(&g.largest.type_name),
+        g.largest.site.text(names)
     )
 }

@@ -14,6 +14,7 @@ use crate::filter;
 use crate::graph::{edge_offsets, find_allocation};
 use crate::paths::shortest_root_paths;
 use crate::report::objects::{ObjectInfo, object_info, object_line, stack_of};
+use crate::site::Names;
 use crate::stacks::{StackFrames, Stacks};
 use crate::text::{hex_address, human_bytes, string};
 
@@ -22,6 +23,10 @@ use crate::text::{hex_address, human_bytes, string};
 pub struct RetainersReport {
     /// One entry per block asked about.
     pub objects: Vec<Retainers>,
+    /// How the text names long types and functions (`--full-names`); JSON
+    /// has them in full.
+    #[serde(skip)]
+    pub names: Names,
     /// What the report could not do or the reader should not miss (stacks
     /// that could not be read, totals that disagree), one sentence each:
     /// the CLI prints them on stderr; not part of the JSON.
@@ -294,7 +299,11 @@ impl RetainersReport {
                 paths,
             });
         }
-        Ok(RetainersReport { objects, warnings })
+        Ok(RetainersReport {
+            objects,
+            names: Names::default(),
+            warnings,
+        })
     }
 }
 
@@ -305,7 +314,7 @@ impl fmt::Display for RetainersReport {
             if i > 0 {
                 f.write_char('\n')?;
             }
-            writeln!(f, "{}", object_line(&r.object))?;
+            writeln!(f, "{}", object_line(&r.object, self.names))?;
             if r.dominators.is_empty() {
                 writeln!(
                     f,
@@ -314,7 +323,7 @@ impl fmt::Display for RetainersReport {
             } else {
                 writeln!(f, "  dominated by (immediate first):")?;
                 for d in &r.dominators {
-                    writeln!(f, "    {}", object_line(d))?;
+                    writeln!(f, "    {}", object_line(d, self.names))?;
                 }
             }
             if r.paths.is_empty() {
@@ -363,8 +372,8 @@ impl fmt::Display for RetainersReport {
                         "    [{field}] -> {}{target} {} {}  {}",
                         step.object.address,
                         human_bytes(step.object.size),
-                        step.object.type_name,
-                        step.object.site.text()
+                        self.names.name(&step.object.type_name),
+                        step.object.site.text(self.names)
                     )?;
                 }
             }

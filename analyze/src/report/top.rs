@@ -2,13 +2,13 @@
 //! or recovered type.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use heapdump_formats::read::DumpView;
 use serde::Serialize;
 
 use crate::sampling::StackSampling;
-use crate::site::{LABEL_WIDTH, OwnCode, OwnFrame, Site, abbreviate_type, trim_allocator_frames};
+use crate::site::{Names, OwnCode, OwnFrame, Site, trim_allocator_frames};
 use crate::stacks::StackFrames;
 use crate::symbolize::Frame;
 use crate::text::human_bytes;
@@ -72,6 +72,10 @@ pub struct TopReport {
     pub unsampled_bytes: u64,
     /// Production mode: how many blocks are outside the stack sample.
     pub unsampled_count: u64,
+    /// How the text names long types and functions (`--full-names`); JSON
+    /// has them in full.
+    #[serde(skip)]
+    pub names: Names,
     /// What the report could not do or the reader should not miss (stacks
     /// that could not be read, totals that disagree), one sentence each:
     /// the CLI prints them on stderr; not part of the JSON.
@@ -188,27 +192,21 @@ impl TopReport {
     ) -> Self {
         let mut warnings = Vec::new();
         let sampling = StackSampling::of(view);
-        // Bytes and counts as f64: weights of a stack sample are fractional.
-        let mut by_stack: HashMap<u32, (f64, f64)> = HashMap::new();
         let mut total_bytes = 0u64;
         let mut total_count = 0u64;
-        let (mut unsampled_bytes, mut unsampled_count) = (0u64, 0u64);
         for a in view.allocations().iter() {
             total_bytes = total_bytes.saturating_add(a.size);
             total_count += 1;
-            let weight = sampling.weight(&a);
-            if weight == 0.0 {
-                unsampled_bytes = unsampled_bytes.saturating_add(a.size);
-                unsampled_count += 1;
-                continue;
-            }
-            let entry = by_stack.entry(a.stack).or_default();
-            entry.0 += a.size as f64 * weight;
-            entry.1 += weight;
         }
-        let mut stacks: Vec<(u32, u64, u64)> = by_stack
+        let live = sampling.live_by_stack(view.allocations().iter());
+        let (unsampled_bytes, unsampled_count) = (live.unsampled_bytes, live.unsampled_count);
+        let mut stacks: Vec<(u32, u64, u64)> = live
+            .stacks
             .into_iter()
-            .map(|(id, (bytes, count))| (id, bytes.round() as u64, count.round() as u64))
+            .map(|(id, figures)| {
+                let (bytes, count) = figures.rounded();
+                (id, bytes, count)
+            })
             .collect();
         // Biggest first, so a group's example is its biggest stack.
         stacks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -296,7 +294,21 @@ impl TopReport {
             stack_sample_interval_bytes: sampling.interval,
             unsampled_bytes,
             unsampled_count,
+            names: Names::default(),
             warnings,
+        }
+    }
+}
+
+impl TopRow {
+    /// The site of a row grouped by site (its parts, as JSON has them).
+    pub fn site(&self) -> Site {
+        Site {
+            function: self.function.clone().unwrap_or_default(),
+            file: self.file.clone(),
+            line: self.line,
+            inlined_into: self.inlined_into.clone(),
+            own_frame: self.own_frame.clone(),
         }
     }
 }
@@ -341,29 +353,12 @@ impl fmt::Display for TopReport {
             let label = match self.by {
                 GroupBy::File | GroupBy::OwnFile => row.file.clone().unwrap_or_default(),
                 GroupBy::Function | GroupBy::OwnFunction => {
-                    row.function.clone().unwrap_or_default()
+                    self.names.name(row.function.as_deref().unwrap_or_default())
                 }
-                GroupBy::Type => {
-                    abbreviate_type(row.type_label.as_deref().unwrap_or_default(), LABEL_WIDTH)
-                }
-                GroupBy::Site => {
-                    let mut label = row.function.clone().unwrap_or_default();
-                    if let Some(file) = &row.file {
-                        let _ = write!(label, "  {file}");
-                        if let Some(line) = row.line {
-                            let _ = write!(label, ":{line}");
-                        }
-                    }
-                    if let Some(into) = &row.inlined_into {
-                        // Full name in JSON; without generic arguments here.
-                        let into = crate::site::strip_generics(into);
-                        let _ = write!(label, "  (inlined into {into})");
-                    }
-                    if let Some(own) = &row.own_frame {
-                        let _ = write!(label, "  (from {})", own.text());
-                    }
-                    label
-                }
+                GroupBy::Type => self
+                    .names
+                    .name(row.type_label.as_deref().unwrap_or_default()),
+                GroupBy::Site => row.site().text_with_inlining(self.names),
             };
             writeln!(
                 f,
@@ -423,6 +418,7 @@ mod tests {
             stack_sample_interval_bytes: 0,
             unsampled_bytes: 0,
             unsampled_count: 0,
+            names: Names::Abbreviated,
             warnings: Vec::new(),
         };
         let text = report.to_string();
@@ -435,8 +431,67 @@ mod tests {
         );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["rows"][0]["inlined_into"], into);
+        // With full names, the text has them as JSON does.
+        let full = TopReport {
+            names: Names::Full,
+            ..report.clone()
+        };
+        let text = full.to_string();
+        let row = text.lines().nth(2).unwrap();
+        assert!(row.ends_with(&format!("(inlined into {into})")), "{row}");
         // Only rows grouped by type have a "type" member.
         assert_eq!(json["by"], "site");
         assert!(json["rows"][0].get("type").is_none(), "{json}");
+    }
+
+    #[test]
+    fn long_function_names_are_abbreviated_in_rows_by_site_and_by_function() {
+        let long = format!(
+            "app::visit<{}u8{}>",
+            "core::iter::adapters::map::Map<".repeat(4),
+            ">".repeat(4)
+        );
+        let short = "app::visit<Map<Map<Map<Map<u8>>>>>";
+        let row = |by: GroupBy, names: Names| {
+            let report = TopReport {
+                total_bytes: 64,
+                total_count: 1,
+                by,
+                rows: vec![TopRow {
+                    bytes: 64,
+                    count: 1,
+                    percent: 100.0,
+                    function: Some(long.clone()),
+                    file: (by == GroupBy::Site).then(|| "src/visit.rs".to_owned()),
+                    line: (by == GroupBy::Site).then_some(7),
+                    inlined_into: None,
+                    own_frame: None,
+                    type_label: None,
+                    stack_example: Vec::new(),
+                }],
+                omitted_rows: 0,
+                omitted_bytes: 0,
+                omitted_count: 0,
+                estimated: false,
+                stack_sample_interval_bytes: 0,
+                unsampled_bytes: 0,
+                unsampled_count: 0,
+                names,
+                warnings: Vec::new(),
+            };
+            let text = report.to_string();
+            text.lines().nth(2).unwrap().to_owned()
+        };
+        assert!(long.len() > 100);
+        assert!(
+            row(GroupBy::Function, Names::Abbreviated).ends_with(&format!("  {short}")),
+            "{}",
+            row(GroupBy::Function, Names::Abbreviated)
+        );
+        assert!(row(GroupBy::Function, Names::Full).ends_with(&format!("  {long}")));
+        assert!(
+            row(GroupBy::Site, Names::Abbreviated).ends_with(&format!("  {short}  src/visit.rs:7"))
+        );
+        assert!(row(GroupBy::Site, Names::Full).ends_with(&format!("  {long}  src/visit.rs:7")));
     }
 }
