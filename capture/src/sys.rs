@@ -45,7 +45,11 @@ mod own {
                 .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                end.store(start + bytes, Ordering::Release);
+                // The kernel maps whole pages: so does the record.
+                end.store(
+                    start + bytes.next_multiple_of(super::page_size()),
+                    Ordering::Release,
+                );
                 return;
             }
         }
@@ -172,11 +176,11 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
     }
 }
 
-/// Calls `run(from, to)` for each run of resident pages of the mapping
-/// `[start, end)` (page-aligned, as `/proc/self/maps` gives it), asking
-/// the kernel `residency.len()` pages at a time. Pages never touched are
-/// not resident (reading them would only find zeros), nor are pages
-/// swapped out. Nothing is called if the kernel cannot say.
+/// Calls `run(from, to)` for each run of resident pages within `[start,
+/// end)` (one mapping), clipped to that range, asking the kernel
+/// `residency.len()` pages at a time. Pages never touched are not resident
+/// (reading them would only find zeros), nor are pages swapped out.
+/// Nothing is called if the kernel cannot say.
 pub fn resident_runs(
     start: usize,
     end: usize,
@@ -184,11 +188,12 @@ pub fn resident_runs(
     mut run: impl FnMut(usize, usize),
 ) {
     let page = page_size();
-    if residency.is_empty() || !start.is_multiple_of(page) {
+    if residency.is_empty() || start >= end {
         return;
     }
+    let mut run = |from: usize, to: usize| run(from.max(start), to.min(end));
     let mut open: Option<usize> = None;
-    let mut at = start;
+    let mut at = start / page * page;
     while at < end {
         let pages = ((end - at).div_ceil(page)).min(residency.len());
         // SAFETY: `at` is page-aligned and `[at, at + pages * page)` lies
