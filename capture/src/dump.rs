@@ -234,6 +234,58 @@ const MAX_ANONYMOUS_ROOTS: usize = 1 << 16;
 /// Pages whose residency one `mincore` call asks for (64 MiB of memory).
 const RESIDENCY_PAGES: usize = 1 << 14;
 
+/// Whether the parent process (the program, in a dump's forked child) has
+/// anonymous read-write memory of some size that this child lacks: memory
+/// the program marked `MADV_DONTFORK`. `None` from the kernel, or no room
+/// to read the parent's map, counts as nothing missing.
+fn parents_memory_missing(maps: &Mappings<'_>) -> bool {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let mut path = [0u8; 32];
+    let mut length = 0;
+    for &byte in b"/proc/" {
+        path[length] = byte;
+        length += 1;
+    }
+    let mut digits = [0u8; 10];
+    let mut count = 0;
+    let mut value = parent as u32;
+    loop {
+        digits[count] = b'0' + (value % 10) as u8;
+        count += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in digits[..count].iter().rev() {
+        path[length] = digit;
+        length += 1;
+    }
+    for &byte in b"/maps\0" {
+        path[length] = byte;
+        length += 1;
+    }
+    let Some(scratch) = Scratch::new(MAPS_BYTES + MAX_MAPPINGS * 16 + 64) else {
+        return false;
+    };
+    let (Some(text), Some(ranges)) = (
+        scratch.take::<u8>(MAPS_BYTES),
+        scratch.take::<(u64, u64)>(MAX_MAPPINGS),
+    ) else {
+        return false;
+    };
+    let parents = Mappings::read_file(&path[..length], text, ranges);
+    parents
+        .anonymous_writable()
+        .any(|(start, end)| end - start >= NOT_FORKED_MINIMUM && maps.containing(start).is_none())
+}
+
+/// Smaller mappings missing from a child are not reported. (A thread the
+/// program starts between the fork and this check adds a stack the child
+/// lacks: then the dump says memory is missing when none was.)
+const NOT_FORKED_MINIMUM: u64 = 64 << 10;
+
 /// Blocks at least this big are their own mappings in the C allocator
 /// (glibc's `mmap` threshold starts at 128 KiB): the pages of such a block
 /// are left out of an anonymous mapping the kernel merged it into. A
@@ -681,6 +733,9 @@ fn snapshot_and_write(
         });
     }
     let root_count = roots.count;
+    // A forked child misses what the program marked MADV_DONTFORK: its
+    // parent, the program, still has it. Said in the dump, not scanned.
+    let memory_not_forked = in_child.is_some() && !under_valgrind && parents_memory_missing(&maps);
 
     // The scan.
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
@@ -776,6 +831,9 @@ fn snapshot_and_write(
     }
     if fork_failed.is_some() {
         flags |= process_flags::FORK_FAILED;
+    }
+    if memory_not_forked {
+        flags |= process_flags::MEMORY_NOT_FORKED;
     }
     if threads_not_stopped != 0 {
         flags |= process_flags::INCOMPLETE_STOP;

@@ -282,7 +282,12 @@ pub struct Mappings<'a> {
 impl<'a> Mappings<'a> {
     /// Parses `/proc/self/maps` into `out`, keeping readable ranges only.
     pub fn read(text: &'a mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
-        let len = sys::read_file(b"/proc/self/maps\0", text);
+        Self::read_file(b"/proc/self/maps\0", text, out)
+    }
+
+    /// [`read`](Self::read) of another process's map (`path`, NUL-terminated).
+    pub fn read_file(path: &[u8], text: &'a mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
+        let len = sys::read_file(path, text);
         let mut count = 0;
         for line in text[..len].split(|&b| b == b'\n') {
             let Some((range, perms)) = parse_maps_line(line) else {
