@@ -219,6 +219,36 @@ const MAX_ANONYMOUS_ROOTS: usize = 1 << 16;
 /// Pages whose residency one `mincore` call asks for (64 MiB of memory).
 const RESIDENCY_PAGES: usize = 1 << 14;
 
+/// Whether the parent process (the program, in a dump's forked child) has
+/// anonymous read-write memory of some size that this child lacks: memory
+/// the program marked `MADV_DONTFORK`. `None` from the kernel, or no room
+/// to read the parent's map, counts as nothing missing.
+fn parents_memory_missing(maps: &Mappings<'_>) -> bool {
+    let mut path = sys::PathBuf::<32>::new();
+    // A path that does not fit reads as no mapping: nothing missing.
+    let _ = path.push(b"/proc/")
+        && path.push_decimal(u64::from(sys::parent_process_id()))
+        && path.push(b"/maps");
+    let Some(scratch) = Scratch::new(MAPS_BYTES + MAX_MAPPINGS * 16 + 64) else {
+        return false;
+    };
+    let (Some(text), Some(ranges)) = (
+        scratch.take::<u8>(MAPS_BYTES),
+        scratch.take::<(u64, u64)>(MAX_MAPPINGS),
+    ) else {
+        return false;
+    };
+    let parents = Mappings::read_file(path.as_c_str(), text, ranges);
+    parents
+        .anonymous_writable()
+        .any(|(start, end)| end - start >= NOT_FORKED_MINIMUM && maps.containing(start).is_none())
+}
+
+/// Smaller mappings missing from a child are not reported. (A thread the
+/// program starts between the fork and this check adds a stack the child
+/// lacks: then the dump says memory is missing when none was.)
+const NOT_FORKED_MINIMUM: u64 = 64 << 10;
+
 /// Blocks at least this big are their own mappings in the C allocator
 /// (glibc's `mmap` threshold starts at 128 KiB): the pages of such a block
 /// are left out of an anonymous mapping the kernel merged it into. A
@@ -753,6 +783,10 @@ fn snapshot_and_write(
     let root_memory = Scratch::new(Roots::scratch_bytes(thread_count, &unlocked))
         .ok_or(DumpError::OutOfMemory)?;
     let roots = Roots::gather(&root_memory, records, &stop, &unlocked, &maps, slots)?;
+    // A forked child misses what the program marked MADV_DONTFORK: its
+    // parent, the program, still has it. Said in the dump, not scanned.
+    let memory_not_forked =
+        in_child.is_some() && !maps.under_valgrind() && parents_memory_missing(&maps);
 
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let (edges, scanned_bytes) = scan(
@@ -794,6 +828,9 @@ fn snapshot_and_write(
     }
     if fork_failed.is_some() {
         flags |= process_flags::FORK_FAILED;
+    }
+    if memory_not_forked {
+        flags |= process_flags::MEMORY_NOT_FORKED;
     }
     if threads_not_stopped != 0 {
         flags |= process_flags::INCOMPLETE_STOP;

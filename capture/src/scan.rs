@@ -8,6 +8,8 @@
 //! search, and only over the allocations of their 64 KiB chunk. Each chunk entry
 //! remembers the range of allocation indices overlapping it.
 
+use core::ffi::CStr;
+
 use heapdump_formats::records::{EdgeRecord, edge_flags};
 
 use crate::sys::{self, Scratch, Zeroable};
@@ -282,7 +284,12 @@ pub struct Mappings<'a> {
 impl<'a> Mappings<'a> {
     /// Parses `/proc/self/maps` into `out`, keeping readable ranges only.
     pub fn read(text: &'a mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
-        let len = sys::read_file(c"/proc/self/maps", text);
+        Self::read_file(c"/proc/self/maps", text, out)
+    }
+
+    /// [`read`](Self::read) of another process's map (`path`).
+    pub fn read_file(path: &CStr, text: &'a mut [u8], out: &'a mut [(u64, u64)]) -> Mappings<'a> {
+        let len = sys::read_file(path, text);
         let mut count = 0;
         for line in text[..len].split(|&b| b == b'\n') {
             let Some((range, perms)) = parse_maps_line(line) else {

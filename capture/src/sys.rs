@@ -533,6 +533,13 @@ pub fn process_id() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
+/// The id of this process's parent (in a dump's forked child: the
+/// program).
+pub fn parent_process_id() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
 /// The real user id of this process.
 pub fn user_id() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.

@@ -267,6 +267,7 @@ flag_set! {
         DROPPED_RECORDS = process_flags::DROPPED_RECORDS,
         FORKED = process_flags::FORKED,
         FORK_FAILED = process_flags::FORK_FAILED,
+        MEMORY_NOT_FORKED = process_flags::MEMORY_NOT_FORKED,
     }
 }
 

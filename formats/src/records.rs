@@ -331,6 +331,10 @@ pub mod process_flags {
     /// `mode=fork` was asked for but `fork` failed (seccomp, `ENOMEM`,
     /// `RLIMIT_NPROC`): the world stayed stopped for the whole scan.
     pub const FORK_FAILED: u32 = 1 << 6;
+    /// `mode=fork`: some anonymous memory of the program's was not in the
+    /// child (the program marked it `MADV_DONTFORK`, as V8 marks its heap),
+    /// so it was not scanned: blocks only it points to look lost.
+    pub const MEMORY_NOT_FORKED: u32 = 1 << 7;
 }
 
 record! {

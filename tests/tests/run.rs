@@ -478,7 +478,11 @@ fn pointers_in_the_programs_anonymous_memory_hold_blocks_as_memcheck_says() {
         )
     };
     assert_eq!(class("definitely_lost"), (1, 1234), "{leaks}");
-    assert_eq!(class("still_reachable"), (9, 4321 + 8 * 3000 + 28), "{leaks}");
+    assert_eq!(
+        class("still_reachable"),
+        (9, 4321 + 8 * 3000 + 28),
+        "{leaks}"
+    );
     // The arena is a root of its own kind.
     let anonymous = heapdump_formats::records::root_kind::ANONYMOUS_MAPPING;
     assert!(
@@ -501,6 +505,49 @@ fn pointers_in_the_programs_anonymous_memory_hold_blocks_as_memcheck_says() {
         report.contains("still reachable: 28,349 bytes in 9 blocks"),
         "{report}"
     );
+}
+
+/// Memory the program marked `MADV_DONTFORK` (V8's heap) is not in a
+/// fork-mode dump's child: the dump says so and `leaks` warns; a stop-mode
+/// dump scans it, and its block is reachable.
+#[test]
+fn memory_the_program_keeps_from_forks_is_said_missing_or_scanned_in_stop_mode() {
+    let dir = scratch_dir("run_dontfork_arena");
+    let program = compile_program(
+        &dir,
+        "dontfork_arena.c",
+        "gcc",
+        "dontfork_arena",
+        &["-O1", "-g"],
+    );
+    let not_forked = heapdump_formats::records::process_flags::MEMORY_NOT_FORKED;
+    for mode in ["fork", "stop"] {
+        let dumps = dir.join(mode);
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--mode"),
+                OsStr::new(mode),
+                OsStr::new("--"),
+                program.as_os_str(),
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        let (path, dump) = the_dump(&dumps);
+        let flags = dump.view().process().flags;
+        let (leaks, stderr) = heapdump_json_and_stderr(&[OsStr::new("leaks"), path.as_os_str()]);
+        let lost = &leaks["summary"][0];
+        assert_eq!(lost["class"], "definitely_lost");
+        if mode == "fork" {
+            assert_ne!(flags & not_forked, 0, "{mode}");
+            assert!(stderr.contains("MADV_DONTFORK"), "{stderr}");
+            assert_eq!(lost["bytes"], 2222, "{leaks}");
+        } else {
+            assert_eq!(flags & not_forked, 0, "{mode}");
+            assert!(!stderr.contains("MADV_DONTFORK"), "{stderr}");
+            assert_eq!(lost["bytes"], 0, "{leaks}");
+        }
+    }
 }
 
 /// A fixed-address executable whose code takes `malloc`'s address (as

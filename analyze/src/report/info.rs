@@ -360,6 +360,9 @@ impl InfoReport {
                 .into(),
         );
         }
+        if let Some(warning) = memory_not_forked_warning(p.flags) {
+            warnings.push(warning.into());
+        }
         if p.flags & process_flags::INCOMPLETE_STOP != 0 {
             warnings.push(
                 "some threads could not be stopped; their stacks were scanned while they ran"
@@ -556,6 +559,15 @@ fn none_if_empty(flags: &[String]) -> String {
     } else {
         flags.join(" ")
     }
+}
+
+/// The warning for a dump whose forked child missed memory of the
+/// program's (marked `MADV_DONTFORK`), if `flags` (the process record's)
+/// say so: shared by `info` and `leaks`.
+pub fn memory_not_forked_warning(flags: u32) -> Option<&'static str> {
+    (flags & process_flags::MEMORY_NOT_FORKED != 0).then_some(
+        "the dump's forked child lacked memory the program marked MADV_DONTFORK (V8's heap, for one), so it was not scanned: blocks only it points to may be classed lost; dump with mode=stop (heapdump run --mode stop)",
+    )
 }
 
 #[cfg(test)]

@@ -122,7 +122,11 @@ impl LeaksReport {
         symbolizer: &mut S,
         options: &LeaksOptions,
     ) -> Self {
-        let mut warnings = Vec::new();
+        let mut warnings: Vec<String> =
+            super::info::memory_not_forked_warning(view.process().flags)
+                .into_iter()
+                .map(String::from)
+                .collect();
         let graph = &analysis.graph;
         let classes = &analysis.leaks;
         let (summary, reachable_via_heuristic) = classes.totals(graph);
