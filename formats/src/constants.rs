@@ -344,7 +344,8 @@ mod tests {
                 "STATIC_TLS",
                 "DYNAMIC_TLS",
                 "DATA_SEGMENT",
-                "OTHER"
+                "OTHER",
+                "ANONYMOUS_MAPPING"
             ]
         );
         assert_eq!(RootKind(0).to_string(), "unknown kind 0");
