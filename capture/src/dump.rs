@@ -414,15 +414,16 @@ impl<'a> Roots<'a> {
     }
 
     /// Every alive thread's registers, stack (from its stack pointer) and
-    /// TLS blocks, every writable segment of every module, then the
-    /// program's anonymous memory. `slots`: the live blocks, by address.
+    /// TLS blocks, every writable segment of every module, then, if
+    /// `anonymous`, the program's anonymous memory. `slots`: the live
+    /// blocks, by address.
     fn gather(
         memory: &'a Scratch,
         threads: &[ThreadRecord],
         stop: &StopState<'_>,
         unlocked: &Unlocked<'_>,
         maps: &Mappings<'_>,
-        slots: &[Slot],
+        (slots, anonymous): (&[Slot], bool),
     ) -> Result<Roots<'a>, DumpError> {
         let capacity = Self::capacity(threads.len(), unlocked);
         let mut roots = Roots {
@@ -462,7 +463,9 @@ impl<'a> Roots<'a> {
                 );
             }
         }
-        roots.push_anonymous_memory(memory, threads, maps, slots)?;
+        if anonymous {
+            roots.push_anonymous_memory(memory, threads, maps, slots)?;
+        }
         Ok(roots)
     }
 
@@ -782,7 +785,18 @@ fn snapshot_and_write(
     };
     let root_memory = Scratch::new(Roots::scratch_bytes(thread_count, &unlocked))
         .ok_or(DumpError::OutOfMemory)?;
-    let roots = Roots::gather(&root_memory, records, &stop, &unlocked, &maps, slots)?;
+    // The program's anonymous memory is read only where no thread of it
+    // runs: in the fork's child, or with every thread stopped (one that
+    // could not be stopped may unmap it under the scan).
+    let anonymous = in_child.is_some() || threads_not_stopped == 0;
+    let roots = Roots::gather(
+        &root_memory,
+        records,
+        &stop,
+        &unlocked,
+        &maps,
+        (slots, anonymous),
+    )?;
     // A forked child misses what the program marked MADV_DONTFORK: its
     // parent, the program, still has it. Said in the dump, not scanned.
     let memory_not_forked =

@@ -271,6 +271,9 @@ pub unsafe fn scan_words(
     }
 }
 
+/// The largest inaccessible mapping taken for a thread stack's guard.
+const GUARD_MAX: u64 = 64 << 10;
+
 /// `FROM_ROOT`, for callers that scan roots.
 pub const FROM_ROOT: u32 = edge_flags::FROM_ROOT;
 
@@ -322,19 +325,31 @@ impl<'a> Mappings<'a> {
 
     /// The anonymous read-write mappings (named ones, `[anon:NAME]`,
     /// included), private or shared, but not the main heap (`[heap]`, whose
-    /// blocks are scanned one by one) or the other special ones (`[stack]`,
-    /// `[vvar]`, ...): where a program keeps its own arenas and runtimes
-    /// their heaps (Python's objects, V8's).
+    /// blocks are scanned one by one), the other special ones (`[stack]`,
+    /// `[vvar]`, ...), or one right above a small inaccessible mapping: a
+    /// thread stack above its guard page, which, when the thread has ended
+    /// (the C library keeps such stacks for reuse), holds only stale words.
+    /// Where a program keeps its own arenas and runtimes their heaps
+    /// (Python's objects, V8's).
     pub fn anonymous_writable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.text.split(|&b| b == b'\n').filter_map(|line| {
-            let (range, perms) = parse_maps_line(line)?;
+        // The end of the last inaccessible anonymous mapping of at most
+        // `GUARD_MAX` bytes.
+        let mut guard_end = 0;
+        self.text.split(|&b| b == b'\n').filter_map(move |line| {
+            let ((start, end), perms) = parse_maps_line(line)?;
             // Fields: range, perms, offset, device, inode, then the path.
             let path = line
                 .split(|&b| b == b' ')
                 .filter(|field| !field.is_empty())
                 .nth(5);
             let anonymous = path.is_none_or(|path| path.starts_with(b"[anon:"));
-            (perms.starts_with(b"rw") && anonymous).then_some(range)
+            let above_guard = guard_end == start;
+            guard_end = if anonymous && perms.starts_with(b"---") && end - start <= GUARD_MAX {
+                end
+            } else {
+                0
+            };
+            (perms.starts_with(b"rw") && anonymous && !above_guard).then_some((start, end))
         })
     }
 
