@@ -66,19 +66,24 @@ fn cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// Wall and CPU time of one phase.
+/// Wall and CPU time of one phase, and the peak resident set size while
+/// it ran (the peak is reset to the current size as the phase starts).
 struct Phase {
     wall: Duration,
     cpu: Duration,
+    /// KiB; `None` where the kernel cannot reset the peak.
+    peak_rss: Option<u64>,
 }
 
 impl Phase {
     fn time<T>(work: impl FnOnce() -> T) -> (T, Phase) {
+        let resettable = reset_peak_rss();
         let (wall, cpu) = (Instant::now(), cpu_time());
         let value = work();
         let phase = Phase {
             wall: wall.elapsed(),
             cpu: cpu_time().saturating_sub(cpu),
+            peak_rss: status_kib("VmHWM:").filter(|_| resettable),
         };
         (value, phase)
     }
@@ -90,33 +95,43 @@ impl std::ops::Add for &Phase {
         Phase {
             wall: self.wall + other.wall,
             cpu: self.cpu + other.cpu,
+            peak_rss: self.peak_rss.max(other.peak_rss),
         }
     }
 }
 
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2?} | {:.2?}", self.wall, self.cpu)
+        write!(
+            f,
+            "{:.2?} | {:.2?} | {}",
+            self.wall,
+            self.cpu,
+            mib(self.peak_rss)
+        )
     }
 }
 
-fn peak_rss_mib() -> String {
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "?".into(), |kib| format!("{} MiB", kib / 1024))
+}
+
+/// A `KiB` line of `/proc/self/status` (`VmHWM:` the peak, `VmRSS:` now).
+fn status_kib(key: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .map_or_else(|| "?".into(), |kb| format!("{} MiB", kb / 1024))
 }
 
 /// Resets the peak RSS to the current RSS (Linux 4.0+), so the figure
-/// printed is the analysis's, not the generator's.
-fn reset_peak_rss() {
-    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
-        eprintln!("note: cannot reset the peak RSS; it includes writing the dump");
-    }
+/// printed is the analysis's, not the generator's, and each phase's is
+/// its own.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -138,7 +153,10 @@ fn main() -> anyhow::Result<()> {
     if args.write_only {
         return Ok(());
     }
-    reset_peak_rss();
+    if !reset_peak_rss() {
+        eprintln!("note: cannot reset the peak RSS; it includes writing the dump");
+    }
+    let start_rss = status_kib("VmRSS:");
 
     let (dump, open) = Phase::time(|| heapdump_analyze::open_dump(path));
     let dump = dump?;
@@ -157,14 +175,18 @@ fn main() -> anyhow::Result<()> {
     let ((leaks, tree), both) = Phase::time(|| DominatorTree::compute_with_leaks(&graph));
     let all = &(&open + &build) + &both;
     let (totals, _) = leaks.totals(&graph);
-    println!("| step | wall | CPU (all threads) |\n|---|---:|---:|");
+    println!("| step | wall | CPU (all threads) | peak RSS |\n|---|---:|---:|---:|");
     println!("| open + validate (mmap, CRCs) | {open} |");
     println!("| build graph (CSR) | {build} |");
     println!("| leak classes (alone) | {classes} |");
     println!("| dominators + retained sizes (alone) | {dominators} |");
     println!("| classes + dominators + retained (2 threads) | {both} |");
     println!("| **total** (open + build + 2 threads) | {all} |");
-    println!("peak RSS: {}", peak_rss_mib());
+    println!(
+        "peak RSS of the whole analysis: {} (the process held {} before it)",
+        mib(all.peak_rss),
+        mib(start_rss)
+    );
     for t in totals {
         println!(
             "{}: {} blocks, {} bytes",
