@@ -743,7 +743,7 @@ impl<'a, R: Record> Table<'a, R> {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = R> + DoubleEndedIterator + 'a {
         let record_size = self.record_size;
         let (packed, first_index, escapes) = (self.packed, self.first_index, self.escapes);
-        let (map, bytes) = (self.map, self.bytes);
+        let (map, bytes, count) = (self.map, self.bytes, self.count);
         self.bytes
             .chunks_exact(record_size.max(1))
             .take(self.count)
@@ -753,10 +753,10 @@ impl<'a, R: Record> Table<'a, R> {
             // cannot fail.
             .map(move |(index, chunk)| {
                 if let Some(map) = map {
-                    // The last record of a stretch going forward, or the
-                    // first going backward, ends it.
+                    // The last record of a stretch (or of the table) going
+                    // forward, or the first going backward, ends it.
                     let place = index % RELEASE_STRETCH;
-                    if place == 0 || place == RELEASE_STRETCH - 1 {
+                    if place == 0 || place == RELEASE_STRETCH - 1 || index + 1 == count {
                         let first = index - place;
                         let stretch = first * record_size..(first + RELEASE_STRETCH) * record_size;
                         release_map_range(map, bytes, stretch);
@@ -1031,5 +1031,66 @@ mod tests {
         let _ = std::fs::remove_file(&garbage);
         assert!(matches!(err, ReadError::Format { .. }), "{err:?}");
         assert!(err.source().is_none());
+    }
+
+    /// Resident KiB of the mapping that starts at `start`, from
+    /// `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn resident_kib(start: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", start as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        assert!(lines.next().is_some(), "no mapping at {head}");
+        let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_the_resident_set_and_read_back_the_same_records() {
+        let bytes = DumpBuilder::realistic(400_000).to_bytes();
+        let path = std::env::temp_dir().join(format!(
+            "heapdump-formats-release-{}.hdump",
+            std::process::id()
+        ));
+        std::fs::write(&path, &bytes).unwrap();
+        let dump = Dump::open(&path);
+        let _ = std::fs::remove_file(&path);
+        let dump = dump.unwrap();
+        let in_memory = DumpView::parse(&bytes).unwrap();
+        let view = dump.view();
+        let start = dump.bytes().as_ptr();
+        // The checksum pass read every byte; `open` released them.
+        assert!(resident_kib(start) < 64, "{} KiB", resident_kib(start));
+
+        let allocations: Vec<AllocationRecord> = view.allocations().iter().collect();
+        // Pages at the ends of a released stretch may stay mapped (the
+        // kernel maps a file's large folios whole, up to 2 MiB each).
+        let allocation_kib = (view.allocations().len() * 24 / 1024) as u64;
+        assert!(allocation_kib > 8 * 1024, "{allocation_kib} KiB");
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        assert_eq!(
+            allocations,
+            in_memory.allocations().iter().collect::<Vec<_>>()
+        );
+        let edges = view.edges();
+        assert!(edges.len() * 12 > 4 << 20, "{} edges", edges.len());
+        // A pass releases the stretches it has read (here the whole table
+        // is one stretch, released as the pass starts and as it ends);
+        // backwards too.
+        let forward: Vec<EdgeRecord> = edges.iter().collect();
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        let mut backward: Vec<EdgeRecord> = edges.iter().rev().collect();
+        backward.reverse();
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        assert_eq!(forward, backward);
+        assert_eq!(forward, in_memory.edges().iter().collect::<Vec<_>>());
+        // Random reads after a release see the file's bytes again.
+        view.release_resident_pages();
+        assert!(resident_kib(start) < 64, "{} KiB", resident_kib(start));
+        for i in [0, edges.len() / 2, edges.len() - 1] {
+            assert_eq!(edges.get(i), in_memory.edges().get(i));
+        }
+        assert_eq!(dump.bytes(), &bytes[..]);
     }
 }

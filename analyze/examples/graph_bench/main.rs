@@ -38,6 +38,10 @@ struct Args {
     /// Only write the dump (for measuring other commands on it).
     #[arg(long)]
     write_only: bool,
+    /// Analyze the dump already at PATH (written by an earlier run with
+    /// the same --heap and block count) instead of writing it again.
+    #[arg(long, conflicts_with = "write_only")]
+    reuse: bool,
     /// Number of blocks.
     #[arg(default_value_t = 10_000_000)]
     blocks: u64,
@@ -137,19 +141,26 @@ fn reset_peak_rss() -> bool {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let path = &args.path;
-    let t = Instant::now();
-    let written = heap::write_dump(path, args.blocks, args.heap)?;
-    let size = std::fs::metadata(path)?.len();
-    println!(
-        "wrote {} ({} MiB, {:?} heap): {} allocations ({} bytes), {} edges in {:.2?}",
-        path.display(),
-        size >> 20,
-        args.heap,
-        written.blocks,
-        written.live_bytes,
-        written.edges,
-        t.elapsed()
-    );
+    if args.reuse {
+        let size = std::fs::metadata(path)
+            .map_err(|e| anyhow::anyhow!("--reuse: cannot read {}: {e}", path.display()))?
+            .len();
+        println!("reusing {} ({} MiB)", path.display(), size >> 20);
+    } else {
+        let t = Instant::now();
+        let written = heap::write_dump(path, args.blocks, args.heap)?;
+        let size = std::fs::metadata(path)?.len();
+        println!(
+            "wrote {} ({} MiB, {:?} heap): {} allocations ({} bytes), {} edges in {:.2?}",
+            path.display(),
+            size >> 20,
+            args.heap,
+            written.blocks,
+            written.live_bytes,
+            written.edges,
+            t.elapsed()
+        );
+    }
     if args.write_only {
         return Ok(());
     }
