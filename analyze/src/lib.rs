@@ -6,11 +6,12 @@
 //! use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
 //! use heapdump_analyze::site::OwnCode;
 //! use heapdump_analyze::stacks::{Namer, Types};
+//! use heapdump_analyze::symbolize::SymbolizeOptions;
 //!
 //! let path = std::path::Path::new("app.hdump");
 //! let dump = heapdump_analyze::open_dump(path)?;
 //! let view = dump.view();
-//! let mut namer = Namer::new(&view, path, None, Types::Skip, OwnCode::default())?;
+//! let mut namer = Namer::new(&view, path, SymbolizeOptions::default(), Types::Skip, OwnCode::default())?;
 //! let options = TopOptions { by: GroupBy::Site, limit: 10 };
 //! let top = TopReport::build(&view, &mut namer.frames(), &options, &indicatif::ProgressBar::hidden());
 //! print!("{top}"); // what `heapdump top -n 10` prints; serde_json gives its --json

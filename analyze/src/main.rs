@@ -19,6 +19,7 @@ use heapdump_analyze::report::top::{GroupBy, TopOptions, TopReport};
 use heapdump_analyze::report::verify::VerifyReport;
 use heapdump_analyze::site::OwnCode;
 use heapdump_analyze::stacks::{Namer, StackFrames, Types};
+use heapdump_analyze::symbolize::SymbolizeOptions;
 use serde::Serialize;
 
 mod cli_export;
@@ -49,6 +50,13 @@ struct Cli {
     /// `cargo install`, or to see one crate of a workspace.
     #[arg(long, global = true, value_delimiter = ',', value_name = "CRATE")]
     own_crate: Vec<String>,
+    /// A directory of separate debug files (repeat), searched before
+    /// /usr/lib/debug for a stripped program or library: by build-id
+    /// (DIR/.build-id/xx/REST.debug) and by the file's .gnu_debuglink
+    /// (DIR/PATH-OF-ITS-DIRECTORY/NAME). The file's own directory and its
+    /// .debug subdirectory are always searched for a debuglink.
+    #[arg(long, global = true, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
 }
 
 /// The `--own-crate` choice, set once before any command runs: every
@@ -59,6 +67,10 @@ static OWN_CODE: std::sync::OnceLock<OwnCode> = std::sync::OnceLock::new();
 pub(crate) fn own_code() -> &'static OwnCode {
     OWN_CODE.get_or_init(OwnCode::default)
 }
+
+/// The `--debug-dir` directories followed by the system's, set once
+/// before any command runs.
+static DEBUG_DIRS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -436,7 +448,14 @@ fn namer(
     binary: Option<PathBuf>,
     types: Types,
 ) -> anyhow::Result<Namer> {
-    let namer = Namer::new(view, dump, binary, types, own_code().clone())?;
+    let options = SymbolizeOptions {
+        binary,
+        debug_dirs: DEBUG_DIRS
+            .get()
+            .cloned()
+            .unwrap_or_else(|| SymbolizeOptions::default().debug_dirs),
+    };
+    let namer = Namer::new(view, dump, options, types, own_code().clone())?;
     for warning in namer.warnings() {
         warn_once(warning);
     }
@@ -490,6 +509,13 @@ fn analyze(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = OWN_CODE.set(OwnCode::crates(&cli.own_crate));
+    let _ = DEBUG_DIRS.set(
+        cli.debug_dir
+            .iter()
+            .cloned()
+            .chain(SymbolizeOptions::default().debug_dirs)
+            .collect(),
+    );
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

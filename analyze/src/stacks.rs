@@ -7,10 +7,11 @@
 //! ```no_run
 //! use heapdump_analyze::site::OwnCode;
 //! use heapdump_analyze::stacks::{Namer, StackFrames, Types};
+//! use heapdump_analyze::symbolize::SymbolizeOptions;
 //!
 //! let dump = heapdump_analyze::open_dump("app.hdump".as_ref())?;
 //! let view = dump.view();
-//! let mut namer = Namer::new(&view, "app.hdump".as_ref(), None, Types::Load, OwnCode::default())?;
+//! let mut namer = Namer::new(&view, "app.hdump".as_ref(), SymbolizeOptions::default(), Types::Load, OwnCode::default())?;
 //! for warning in namer.warnings() {
 //!     eprintln!("warning: {warning}");
 //! }
@@ -256,23 +257,22 @@ impl Namer {
     pub fn new(
         view: &DumpView<'_>,
         dump: &Path,
-        binary: Option<PathBuf>,
+        options: SymbolizeOptions,
         types: Types,
         own: OwnCode,
     ) -> anyhow::Result<Namer> {
-        let mut warnings = Vec::new();
-        let executable = executable(view, binary.as_deref());
+        let executable = executable(view, options.binary.as_deref());
+        let symbolizer = Symbolizer::new(view, &options)
+            .with_context(|| format!("cannot symbolize {}", dump.display()))?;
+        let mut warnings = symbolizer.warnings().to_vec();
         let fields = match types {
             Types::Skip => None,
-            Types::Load => load_fields(view, executable.as_deref(), &mut warnings),
+            Types::Load => load_fields(symbolizer.main_debug_source(), &mut warnings),
         };
         // Whether the binary has DWARF types, for the warning about what
         // it lacks; not asked when types are not named.
         let has_types = fields.as_ref().map(|fields| !fields.is_empty());
         let fields = fields.filter(|fields| !fields.is_empty());
-        let symbolizer = Symbolizer::new(view, &SymbolizeOptions { binary })
-            .with_context(|| format!("cannot symbolize {}", dump.display()))?;
-        warnings.extend(symbolizer.warnings().iter().cloned());
         warnings.extend(symbolizer.debug_info_warning(has_types));
         Ok(Namer {
             symbolizer,
@@ -345,26 +345,6 @@ impl StackFrames for &mut Namer {
     }
 }
 
-/// Whether `executable` exists and has the build-id the dump records for
-/// its main module (or the dump records none).
-fn is_dumped_binary(view: &DumpView<'_>, executable: &Path) -> bool {
-    let recorded = view
-        .modules()
-        .iter()
-        .find(|m| m.flags & module_flags::MAIN_EXECUTABLE != 0)
-        .and_then(|m| view.string(m.build_id).ok())
-        .unwrap_or_default();
-    if !executable.exists() {
-        return false;
-    }
-    recorded.is_empty()
-        || crate::symbolize::elf_build_id(executable)
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(recorded)
-}
-
 /// The program's executable: BINARY if given, else the main module's path
 /// as the dump records it.
 fn executable(view: &DumpView<'_>, binary: Option<&Path>) -> Option<PathBuf> {
@@ -379,22 +359,15 @@ fn executable(view: &DumpView<'_>, binary: Option<&Path>) -> Option<PathBuf> {
     (!path.is_empty()).then(|| PathBuf::from(path.into_owned()))
 }
 
-/// The program's struct layouts and generic instances, from the DWARF of
-/// its executable: a bonus, since a binary without DWARF types (anything
-/// below debug = 2) keeps byte offsets; the index is then empty, and the
-/// [`Namer`] warns. Nothing from a binary that is missing or not the one
-/// that wrote the dump (its build-id differs): the symbolizer says so once,
-/// and names functions from the dump.
-fn load_fields(
-    view: &DumpView<'_>,
-    executable: Option<&Path>,
-    warnings: &mut Vec<String>,
-) -> Option<FieldIndex> {
-    let executable = executable?;
-    if !is_dumped_binary(view, executable) {
-        return None;
-    }
-    match FieldIndex::load(executable) {
+/// The program's struct layouts and generic instances, from the DWARF in
+/// `source` (the executable's own, or its separate debug file's): a bonus,
+/// since a binary without DWARF types (anything below debug = 2) keeps
+/// byte offsets; the index is then empty, and the [`Namer`] warns. Nothing
+/// when the executable was not used (missing, or not the one that wrote
+/// the dump: the symbolizer says so once, and names functions from the
+/// dump).
+fn load_fields(source: Option<&Path>, warnings: &mut Vec<String>) -> Option<FieldIndex> {
+    match FieldIndex::load(source?) {
         Ok(fields) => Some(fields),
         Err(error) => {
             warnings.push(format!("no field names: {error:#}"));

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -32,11 +33,27 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use serde::Serialize;
 
 /// How to find the files to symbolize with.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SymbolizeOptions {
     /// The main executable to use instead of the path recorded in the dump
     /// (for a dump analyzed on another machine, or a binary that moved).
     pub binary: Option<PathBuf>,
+    /// Directories of separate debug files, searched in order for a module
+    /// stripped of its symbols or line tables (see [`separate_debug_file`]).
+    pub debug_dirs: Vec<PathBuf>,
+}
+
+/// Where distributions install separate debug files (Debian's `-dbgsym`
+/// and `-dbg` packages, Fedora's `-debuginfo`): searched by default.
+pub const SYSTEM_DEBUG_DIR: &str = "/usr/lib/debug";
+
+impl Default for SymbolizeOptions {
+    fn default() -> Self {
+        SymbolizeOptions {
+            binary: None,
+            debug_dirs: vec![PathBuf::from(SYSTEM_DEBUG_DIR)],
+        }
+    }
 }
 
 /// One symbolized frame. A return address yields one frame per inlined
@@ -193,6 +210,101 @@ pub fn elf_build_id(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(id.map(<[u8]>::to_vec))
 }
 
+/// The separate debug file of the ELF file at `binary`, if one is found:
+/// by build-id, `DIR/.build-id/xx/rest.debug` for each of `debug_dirs`
+/// (the file must carry the same build-id); then by the binary's
+/// `.gnu_debuglink`, the named file next to the binary, in its `.debug`
+/// directory, or under each of `debug_dirs` at the binary's own directory
+/// (the file must carry the same build-id, or match the link's CRC when
+/// the binary has none). These are the places and checks gdb uses, and
+/// where distributions install debug packages.
+pub fn separate_debug_file(binary: &Path, debug_dirs: &[PathBuf]) -> Option<PathBuf> {
+    let file = File::open(binary).ok()?;
+    let cache = object::ReadCache::new(file);
+    let object = object::File::parse(&cache).ok()?;
+    let build_id = object.build_id().ok().flatten().map(<[u8]>::to_vec);
+    let same_build = |candidate: &Path| -> bool {
+        candidate != binary
+            && match &build_id {
+                Some(id) => elf_build_id(candidate).ok().flatten().as_ref() == Some(id),
+                None => false,
+            }
+    };
+    if let Some(id) = build_id.as_deref().filter(|id| id.len() >= 2) {
+        let name = hex(id);
+        let (directory, file) = name.split_at(2);
+        for dir in debug_dirs {
+            let candidate = dir
+                .join(".build-id")
+                .join(directory)
+                .join(format!("{file}.debug"));
+            if same_build(&candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+    let (link, crc) = object.gnu_debuglink().ok().flatten()?;
+    let link = Path::new(std::ffi::OsStr::from_bytes(link));
+    // A link names a file, never a path.
+    if link.components().count() != 1 {
+        return None;
+    }
+    let binary_dir = std::fs::canonicalize(binary)
+        .ok()
+        .and_then(|real| real.parent().map(Path::to_path_buf))?;
+    let mut candidates = vec![binary_dir.join(link), binary_dir.join(".debug").join(link)];
+    let relative = binary_dir.strip_prefix("/").unwrap_or(&binary_dir);
+    candidates.extend(debug_dirs.iter().map(|dir| dir.join(relative).join(link)));
+    candidates.into_iter().find(|candidate| {
+        candidate.is_file()
+            && if build_id.is_some() {
+                same_build(candidate)
+            } else {
+                file_crc32(candidate).is_some_and(|actual| actual == crc)
+            }
+    })
+}
+
+/// The CRC-32 of a file's bytes, as `.gnu_debuglink` records it.
+fn file_crc32(path: &Path) -> Option<u32> {
+    use std::io::Read as _;
+    let mut file = File::open(path).ok()?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Some(hasher.finalize()),
+            Ok(read) => hasher.update(&buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The file to read `binary`'s symbols and DWARF from, and what it
+/// carries: the binary itself, or its separate debug file when the binary
+/// lacks symbols or line tables and one is found in `debug_dirs`.
+pub fn debug_source(binary: &Path, debug_dirs: &[PathBuf]) -> Result<(PathBuf, DebugInfo)> {
+    let info = DebugInfo::of_file(binary)?;
+    if info.symbols && info.line_tables {
+        return Ok((binary.to_owned(), info));
+    }
+    if let Some(separate) = separate_debug_file(binary, debug_dirs)
+        && let Ok(found) = DebugInfo::of_file(&separate)
+        && (found.symbols || found.line_tables)
+    {
+        return Ok((
+            separate,
+            DebugInfo {
+                symbols: info.symbols || found.symbols,
+                line_tables: info.line_tables || found.line_tables,
+                rust: info.rust || found.rust,
+            },
+        ));
+    }
+    Ok((binary.to_owned(), info))
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -235,6 +347,9 @@ pub struct Symbolizer {
     main_from_dump: bool,
     /// The main executable's path and what it carries, when it was used.
     main_debug_info: Option<(String, DebugInfo)>,
+    /// The file its debug information was read from: the executable, or
+    /// its separate debug file.
+    main_debug_source: Option<PathBuf>,
 }
 
 impl Symbolizer {
@@ -253,6 +368,7 @@ impl Symbolizer {
             dump_names: HashMap::new(),
             main_from_dump: false,
             main_debug_info: None,
+            main_debug_source: None,
         };
         let has_names = match view.frame_names() {
             Ok(names) => names.is_some(),
@@ -275,9 +391,16 @@ impl Symbolizer {
                 None
             } else if is_main {
                 have_main = true;
-                match load_main(view, &module, &recorded, options.binary.as_deref()) {
-                    Ok((loader, path, info)) => {
+                match load_main(
+                    view,
+                    &module,
+                    &recorded,
+                    options.binary.as_deref(),
+                    &options.debug_dirs,
+                ) {
+                    Ok((loader, path, source, info)) => {
                         symbolizer.main_debug_info = Some((path.display().to_string(), info));
+                        symbolizer.main_debug_source = Some(source);
                         Some(loader)
                     }
                     Err(problem) if has_names && problem.falls_back() => {
@@ -292,7 +415,7 @@ impl Symbolizer {
                     Err(problem) => return Err(problem.into_error()),
                 }
             } else {
-                match load_library(view, &module, &recorded) {
+                match load_library(view, &module, &recorded, &options.debug_dirs) {
                     Ok(loader) => Some(loader),
                     Err(error) => {
                         names_from_dump = has_names;
@@ -342,6 +465,13 @@ impl Symbolizer {
     /// (types, fields) cannot be used either.
     pub fn main_from_dump(&self) -> bool {
         self.main_from_dump
+    }
+
+    /// The file the main executable's symbols and DWARF were read from
+    /// (the executable, or its separate debug file); `None` when the
+    /// executable was not used.
+    pub fn main_debug_source(&self) -> Option<&Path> {
+        self.main_debug_source.as_deref()
     }
 
     /// The one warning about what the main executable lacks for naming
@@ -454,6 +584,10 @@ pub struct DebugInfo {
     /// DWARF line tables (`.debug_line`): without them, sites have no
     /// file:line and inlined frames are not seen.
     pub line_tables: bool,
+    /// Built by rustc (its `.comment` says so): the advice for what is
+    /// missing is then Cargo's settings, else a C compiler's and
+    /// distributions' debug packages.
+    pub rust: bool,
 }
 
 impl DebugInfo {
@@ -474,6 +608,14 @@ impl DebugInfo {
             line_tables: object
                 .section_by_name(".debug_line")
                 .is_some_and(|section| section.size() > 0),
+            rust: object
+                .section_by_name(".comment")
+                .and_then(|section| section.data().ok())
+                .is_some_and(|comment| {
+                    comment
+                        .split(|&byte| byte == 0)
+                        .any(|line| line.starts_with(b"rustc version"))
+                }),
         })
     }
 }
@@ -500,6 +642,14 @@ pub fn debug_info_warning(binary: &str, info: DebugInfo, types: Option<bool>) ->
     if missing.is_empty() {
         return None;
     }
+    if !info.rust {
+        // C and C++ programs, whose debug information comes from the
+        // compiler's -g or from the distribution's debug package.
+        return Some(format!(
+            "{binary} has {}; build it with -g, or install its separate debug file (Debian: the package's -dbgsym or -dbg package) under {SYSTEM_DEBUG_DIR} or a directory named with --debug-dir",
+            missing.join(", ")
+        ));
+    }
     let mut settings = Vec::new();
     if no_types {
         settings.push("`debug = 2`");
@@ -523,14 +673,17 @@ pub fn debug_info_warning(binary: &str, info: DebugInfo, types: Option<bool>) ->
     ))
 }
 
-/// Checks the main executable against the dump and loads it; returns the
-/// loader, the path used and what it carries.
+/// Checks the main executable against the dump and loads its debug
+/// information; returns the loader, the executable's path, the file the
+/// loader read (the executable or its separate debug file) and what that
+/// carries.
 fn load_main(
     view: &DumpView<'_>,
     module: &ModuleRecord,
     recorded: &str,
     binary: Option<&Path>,
-) -> Result<(addr2line::Loader, PathBuf, DebugInfo), MainProblem> {
+    debug_dirs: &[PathBuf],
+) -> Result<(addr2line::Loader, PathBuf, PathBuf, DebugInfo), MainProblem> {
     let path = match binary {
         Some(binary) => {
             if !binary.exists() {
@@ -556,20 +709,21 @@ fn load_main(
             return Err(MainProblem::WrongBuild(path, actual, hex(expected)));
         }
     }
-    let loader = addr2line::Loader::new(&path).map_err(|e| {
+    let (source, info) = debug_source(&path, debug_dirs).map_err(MainProblem::Other)?;
+    let loader = addr2line::Loader::new(&source).map_err(|e| {
         MainProblem::Other(anyhow!(
             "cannot read debug information from {}: {e}",
-            path.display()
+            source.display()
         ))
     })?;
-    let info = DebugInfo::of_file(&path).map_err(MainProblem::Other)?;
-    Ok((loader, path, info))
+    Ok((loader, path, source, info))
 }
 
 fn load_library(
     view: &DumpView<'_>,
     module: &ModuleRecord,
     recorded: &str,
+    debug_dirs: &[PathBuf],
 ) -> Result<addr2line::Loader> {
     let path = Path::new(recorded);
     if !path.exists() {
@@ -588,7 +742,10 @@ fn load_library(
             );
         }
     }
-    addr2line::Loader::new(path)
+    // A distribution's libraries are stripped to their dynamic symbols;
+    // their debug package names the internal functions too.
+    let (source, _) = debug_source(path, debug_dirs)?;
+    addr2line::Loader::new(&source)
         .map_err(|e| anyhow!("cannot read symbols from shared library {recorded}: {e}"))
 }
 

@@ -284,6 +284,125 @@ fn a_cxx_programs_sites_are_its_demangled_functions_and_its_blocks_are_typed_by_
     );
 }
 
+/// `heapdump ARGS...`'s stdout (JSON) and stderr; fails the test if it fails.
+fn heapdump_json_and_stderr(args: &[&OsStr]) -> (serde_json::Value, String) {
+    let output = run_ok(Command::new(binary("heapdump")).args(args).arg("--json"));
+    let json = serde_json::from_slice(&output.stdout).expect("heapdump printed no JSON");
+    (json, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// `(function, file name, line)` of each frame of `top --json`'s example
+/// stack for the row of `function`.
+fn stack_locations(top: &serde_json::Value, function: &str) -> Vec<(String, String, u64)> {
+    let row = top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["function"] == function)
+        .unwrap_or_else(|| panic!("no row for {function}: {top}"));
+    row["stack_example"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|frame| {
+            let file = frame["file"].as_str().unwrap_or("");
+            (
+                frame["function"].as_str().unwrap_or("").to_string(),
+                file.rsplit('/').next().unwrap_or("").to_string(),
+                frame["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// A stripped program, as distributions ship them, is named from its
+/// separate debug file: found through the `.gnu_debuglink` next to it, and
+/// by build-id under `--debug-dir`; the C library from its debug package
+/// (libc6-dbg) under /usr/lib/debug. Without the file, the warning says
+/// what a C program needs.
+#[test]
+fn a_stripped_program_is_named_from_its_separate_debug_file() {
+    let dir = scratch_dir("run_separate_debug");
+    let program = compile(&dir, "known_heap", &["-O1", "-g", "-Wl,--build-id"]);
+    let debug_file = dir.join("known_heap.debug");
+    run_ok(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&program)
+            .arg(&debug_file),
+    );
+    run_ok(Command::new("strip").arg("--strip-all").arg(&program));
+    run_ok(
+        Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug_file.display()))
+            .arg(&program),
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(&dumps, &[OsStr::new("--"), program.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    let (path, dump) = the_dump(&dumps);
+    let source = workspace_root().join("tests/programs/known_heap.c");
+    let expected = |function: &str, marker: &str| {
+        (
+            function.to_string(),
+            "known_heap.c".to_string(),
+            u64::from(line_of(&source, marker)),
+        )
+    };
+
+    // The debug file next to the program, through its debuglink.
+    let (top, stderr) = heapdump_json_and_stderr(&[OsStr::new("top"), path.as_os_str()]);
+    assert!(!stderr.contains("no symbol table"), "{stderr}");
+    let stack = stack_locations(&top, "make_kept");
+    assert_eq!(stack[0], expected("make_kept", "kept[i] = malloc(1000)"));
+    assert_eq!(stack[1], expected("main", "make_kept(); make_list()"));
+    // Between main and __libc_start_main, the C library's own
+    // __libc_start_call_main, which only its debug package names (it is
+    // not an exported symbol), with its source file.
+    let start = stack
+        .iter()
+        .position(|(function, _, _)| function == "__libc_start_call_main")
+        .unwrap_or_else(|| panic!("libc6-dbg is needed for this test: {stack:?}"));
+    assert_eq!(stack[start].1, "libc_start_call_main.h", "{stack:?}");
+    assert!(stack[start].2 > 0, "{stack:?}");
+    assert_eq!(stack[start - 1].0, "main", "{stack:?}");
+
+    // Moved to a build-id directory: found with --debug-dir only.
+    let view = dump.view();
+    let build_id = view
+        .modules()
+        .iter()
+        .find(|m| m.flags & heapdump_formats::records::module_flags::MAIN_EXECUTABLE != 0)
+        .map(|m| view.string(m.build_id).unwrap().to_vec())
+        .unwrap();
+    assert!(build_id.len() >= 2);
+    let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+    let by_id = dir.join("debug").join(".build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&by_id).unwrap();
+    std::fs::rename(&debug_file, by_id.join(format!("{}.debug", &hex[2..]))).unwrap();
+    let (top, stderr) = heapdump_json_and_stderr(&[OsStr::new("top"), path.as_os_str()]);
+    assert!(
+        stderr.contains("has no symbol table") && stderr.contains("build it with -g"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Cargo.toml"), "{stderr}");
+    let rows = top["rows"].as_array().unwrap();
+    assert!(
+        rows.iter().all(|row| row["function"] != "make_kept"),
+        "{top}"
+    );
+    let debug_dir = dir.join("debug");
+    let (top, stderr) = heapdump_json_and_stderr(&[
+        OsStr::new("top"),
+        path.as_os_str(),
+        OsStr::new("--debug-dir"),
+        debug_dir.as_os_str(),
+    ]);
+    assert!(!stderr.contains("no symbol table"), "{stderr}");
+    let stack = stack_locations(&top, "make_kept");
+    assert_eq!(stack[0], expected("make_kept", "kept[i] = malloc(1000)"));
+}
+
 #[test]
 fn statically_linked_and_setuid_programs_are_refused() {
     let dir = scratch_dir("run_refusals");

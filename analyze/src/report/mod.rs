@@ -35,11 +35,12 @@
 //! use heapdump_analyze::report::retained::{RetainedOptions, RetainedReport};
 //! use heapdump_analyze::site::OwnCode;
 //! use heapdump_analyze::stacks::{Namer, Types};
+//! use heapdump_analyze::symbolize::SymbolizeOptions;
 //!
 //! let path = std::path::Path::new("app.hdump");
 //! let dump = heapdump_analyze::open_dump(path)?;
 //! let view = dump.view();
-//! let mut namer = Namer::new(&view, path, None, Types::Load, OwnCode::default())?;
+//! let mut namer = Namer::new(&view, path, SymbolizeOptions::default(), Types::Load, OwnCode::default())?;
 //! let analysis = HeapAnalysis::with_types(&view, &Heuristics::default(), true, &mut namer.frames())?;
 //!
 //! let leaks = LeaksReport::build(&view, &analysis, &mut namer.frames(), &LeaksOptions::default());
