@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use heapdump_analyze::dominators::DominatorTree;
+use heapdump_analyze::dominators::{Dominator, DominatorTree};
 use heapdump_analyze::graph::HeapGraph;
 use heapdump_analyze::heuristics::Heuristics;
 use heapdump_analyze::leaks::LeakAnalysis;
@@ -206,6 +206,18 @@ fn main() -> anyhow::Result<()> {
             t.bytes
         );
     }
+    // A digest of every idom and retained size, to compare builds.
+    let digest = (0..graph.node_count() as u32).fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        let idom = match tree.idom(v) {
+            Dominator::Node(d) => u64::from(d),
+            Dominator::SuperRoot => u64::MAX - 1,
+            Dominator::Unreachable => u64::MAX,
+        };
+        [idom, tree.retained(v), leaks.class(v) as u64]
+            .iter()
+            .fold(h, |h, &x| (h ^ x).wrapping_mul(0x0100_0000_01b3))
+    });
+    println!("digest of idoms, retained sizes and classes: {digest:016x}");
     let max = tree.retained_sizes().iter().max().copied().unwrap_or(0);
     println!(
         "reached from super-root: {}, largest retained: {max} bytes",
