@@ -139,14 +139,18 @@ const RECENT_RULES: usize = 64;
 /// evaluation context for cache misses (~3 KiB, made at the first miss).
 pub struct RecentRules {
     entries: [u64; RECENT_RULES],
-    context: Option<cfi::Context>,
+    /// Never dropped: its rows are stored inline (no heap), and a type
+    /// without drop glue keeps the thread-local walker that holds it usable
+    /// after the thread's destructors ran (C exit handlers and Rust
+    /// thread-local destructors still allocate then).
+    context: core::mem::ManuallyDrop<Option<cfi::Context>>,
 }
 
 impl RecentRules {
     pub const fn new() -> RecentRules {
         RecentRules {
             entries: [0; RECENT_RULES],
-            context: None,
+            context: core::mem::ManuallyDrop::new(None),
         }
     }
 

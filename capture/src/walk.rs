@@ -491,6 +491,12 @@ impl Walker {
     }
 }
 
+// A walker needs no destructor, so its thread-local is never destroyed:
+// the allocations of exit handlers and of thread-local destructors, which
+// run after the thread's destructors, are walked like any other (a
+// destroyed thread-local would panic inside the program's `malloc`).
+const _: () = assert!(!core::mem::needs_drop::<Walker>());
+
 thread_local! {
     /// The calling thread's walker, with its last walk. No destructor: it
     /// stays usable in thread-local destructors.

@@ -52,21 +52,40 @@ extern "C" fn start() {
 static START: extern "C" fn() = start;
 
 /// Whether the `malloc` the process uses is the one in this library: the
-/// object that defines the `malloc` symbol found first is this one.
+/// object that defines the `malloc` symbol found first is this one, or
+/// that symbol is a stub. A fixed-address (non-PIE) executable whose code
+/// takes `malloc`'s address (Debian's `node`) holds malloc's "canonical
+/// PLT" entry, an undefined symbol with an address, so that the function
+/// has one address in the whole process: every lookup of `malloc` finds
+/// that stub, which jumps to the real definition, ours when we are
+/// preloaded. Only a definition in another object means another allocator
+/// serves the process.
 fn our_malloc_is_the_process_malloc() -> bool {
-    // SAFETY: dlsym and dladdr read the loader's tables; the info structs
-    // are valid out-parameters; `start` is a function of this library.
+    /// `dladdr1`'s request for the symbol table entry (`<dlfcn.h>`).
+    const RTLD_DL_SYMENT: libc::c_int = 1;
+    /// The section index of an undefined symbol (`<elf.h>`).
+    const SHN_UNDEF: u16 = 0;
+    #[cfg(target_pointer_width = "64")]
+    type ElfSymbol = libc::Elf64_Sym;
+    #[cfg(target_pointer_width = "32")]
+    type ElfSymbol = libc::Elf32_Sym;
+    // SAFETY: dlsym, dladdr and dladdr1 read the loader's tables; the info
+    // structs and the symbol pointer are valid out-parameters; `start` is
+    // a function of this library; a symbol dladdr1 returns points into
+    // its object's mapped symbol table.
     unsafe {
         let found = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
         let mut theirs: libc::Dl_info = core::mem::zeroed();
         let mut ours: libc::Dl_info = core::mem::zeroed();
+        let mut symbol: *mut libc::c_void = core::ptr::null_mut();
         if found.is_null()
-            || libc::dladdr(found, &mut theirs) == 0
+            || libc::dladdr1(found, &mut theirs, &mut symbol, RTLD_DL_SYMENT) == 0
             || libc::dladdr(start as *const libc::c_void, &mut ours) == 0
         {
             // Cannot tell: track (the usual case).
             return true;
         }
-        theirs.dli_fbase == ours.dli_fbase
+        let stub = !symbol.is_null() && (*symbol.cast::<ElfSymbol>()).st_shndx == SHN_UNDEF;
+        theirs.dli_fbase == ours.dli_fbase || stub
     }
 }

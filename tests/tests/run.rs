@@ -403,6 +403,69 @@ fn a_stripped_program_is_named_from_its_separate_debug_file() {
     assert_eq!(stack[0], expected("make_kept", "kept[i] = malloc(1000)"));
 }
 
+/// The sites of `top --json`'s rows, by bytes.
+fn sites_by_bytes(top: &serde_json::Value) -> Vec<(u64, String)> {
+    top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["bytes"].as_u64().unwrap(),
+                row["function"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Exit handlers run after the C library destroyed the main thread's
+/// thread-locals, and allocate (OpenSSL's cleanup, in every program linked
+/// with it): the tracker walks their stacks as any other and the program
+/// ends normally (it used to abort inside `malloc`).
+#[test]
+fn allocations_in_exit_handlers_are_tracked() {
+    let dir = scratch_dir("run_exit_allocations");
+    let program = compile_program(
+        &dir,
+        "exit_allocations.c",
+        "gcc",
+        "exit_allocations",
+        &["-O1", "-g"],
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(&dumps, &[OsStr::new("--"), program.as_os_str()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let (path, _) = the_dump(&dumps);
+    let top = heapdump_json(&[OsStr::new("top"), path.as_os_str()]);
+    assert_eq!(
+        sites_by_bytes(&top),
+        [(777, "main".to_string()), (555, "cleanup".to_string())]
+    );
+}
+
+/// A fixed-address executable whose code takes `malloc`'s address (as
+/// Debian's node does) holds the symbol's canonical PLT entry, which the
+/// preload library's check for another allocator finds first: it is a
+/// stub that leads to our `malloc`, so the program is tracked.
+#[test]
+fn a_non_pie_program_that_takes_mallocs_address_is_tracked() {
+    let dir = scratch_dir("run_malloc_address");
+    let program = compile_program(
+        &dir,
+        "malloc_address.c",
+        "gcc",
+        "malloc_address",
+        &["-O1", "-fno-pie", "-no-pie"],
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(&dumps, &[OsStr::new("--"), program.as_os_str()]);
+    assert!(output.status.success(), "{output:?}");
+    let (_, dump) = the_dump(&dumps);
+    let mut sizes: Vec<u64> = dump.view().allocations().iter().map(|a| a.size).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, (1000..1010).collect::<Vec<u64>>());
+}
+
 #[test]
 fn statically_linked_and_setuid_programs_are_refused() {
     let dir = scratch_dir("run_refusals");
