@@ -1,13 +1,14 @@
 //! Heap-graph benchmark: writes a synthetic dump of N allocations and about
 //! 3N edges with the format's writer, then times opening it, building the
-//! graph, leak classes, and dominators with retained sizes, and prints the
-//! peak resident set size of the analysis. Timing is printed, never
-//! asserted.
+//! graph, leak classes, and dominators with retained sizes, and prints
+//! each phase's peak resident set size and a digest of the results (to
+//! compare builds). Timing is printed, never asserted.
 //!
 //! ```sh
 //! cargo run --release -p heapdump-analyze --example graph_bench -- 10000000 /tmp/bench.hdump
 //! cargo run --release -p heapdump-analyze --example graph_bench -- --heap local 10000000 /tmp/local.hdump
 //! cargo run --release -p heapdump-analyze --example graph_bench -- --write-only 1000000 /tmp/1m.hdump
+//! cargo run --release -p heapdump-analyze --example graph_bench -- --reuse --heap local 10000000 /tmp/local.hdump
 //! ```
 //!
 //! `--heap uniform` (the default) is the worst case for caches: uniformly
