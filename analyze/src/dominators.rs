@@ -206,34 +206,27 @@ impl Dfs {
         }
         drop(pre);
 
-        // 2. Predecessors grouped by target: a radix sort of the pairs on
-        //    their target (sequential passes, no random writes). The sizes
-        //    in preorder (a random gather) are loaded meanwhile on a second
-        //    thread.
-        let sizes = graph.sizes();
-        let (mut retained, preds, pred_start) = std::thread::scope(|scope| {
-            let gather = scope.spawn(|| {
-                let mut retained: Vec<u64> = Vec::with_capacity(m);
-                retained.push(0);
-                retained.extend(order[1..].iter().map(|&v| sizes[v as usize]));
-                retained
-            });
-            radix_sort_high(&mut pairs, m);
-            let mut pred_start = vec![0u32; m + 1];
-            for &p in &pairs {
-                pred_start[(p >> 32) as usize + 1] += 1;
-            }
-            for i in 0..m {
-                pred_start[i + 1] += pred_start[i];
-            }
-            let preds: Vec<u32> = pairs.iter().map(|&p| p as u32).collect();
-            drop(pairs);
-            let retained = match gather.join() {
-                Ok(r) => r,
-                Err(panic) => std::panic::resume_unwind(panic),
-            };
-            (retained, preds, pred_start)
-        });
+        // 2. Predecessors grouped by target: a counting sort of the pairs
+        //    on their target, written straight into the 4-byte sources
+        //    (no second 8-byte copy of the pairs, as a radix sort needs).
+        //    `pred_start[t]` serves as row t's cursor, so afterwards it
+        //    holds row t's end, and one shift makes it the starts again.
+        let mut pred_start = vec![0u32; m + 1];
+        for &p in &pairs {
+            pred_start[(p >> 32) as usize + 1] += 1;
+        }
+        for i in 0..m {
+            pred_start[i + 1] += pred_start[i];
+        }
+        let mut preds = vec![0u32; pairs.len()];
+        for &p in &pairs {
+            let cursor = &mut pred_start[(p >> 32) as usize];
+            preds[*cursor as usize] = p as u32;
+            *cursor += 1;
+        }
+        drop(pairs);
+        pred_start.copy_within(0..m, 1);
+        pred_start[0] = 0;
 
         // 3. Semidominators, in reverse preorder. `forest[v]` is, once v
         //    is processed (v > w), its parent in the link forest and the
@@ -279,15 +272,31 @@ impl Dfs {
         drop(forest);
 
         // 4. Immediate dominators: the nearest common ancestor of the parent
-        //    and the semidominator, walking up already-final idoms.
-        let mut idom = parent;
-        for w in 1..m {
-            let mut d = idom[w];
-            while d > semi[w] {
-                d = idom[d as usize];
+        //    and the semidominator, walking up already-final idoms. The
+        //    sizes in preorder (a random gather) are loaded meanwhile on a
+        //    second thread, now that the arrays of step 3 are gone.
+        let sizes = graph.sizes();
+        let (idom, mut retained) = std::thread::scope(|scope| {
+            let gather = scope.spawn(|| {
+                let mut retained: Vec<u64> = Vec::with_capacity(m);
+                retained.push(0);
+                retained.extend(order[1..].iter().map(|&v| sizes[v as usize]));
+                retained
+            });
+            let mut idom = parent;
+            for w in 1..m {
+                let mut d = idom[w];
+                while d > semi[w] {
+                    d = idom[d as usize];
+                }
+                idom[w] = d;
             }
-            idom[w] = d;
-        }
+            let retained = match gather.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (idom, retained)
+        });
         drop(semi);
 
         // 5. Retained sizes: children come after their dominator in preorder.
@@ -570,46 +579,6 @@ fn eval(v: u32, w: u32, forest: &mut [(u32, u32)], path: &mut Vec<u32>) -> u32 {
     forest[v as usize].1
 }
 
-/// Sorts `keys` by their high 32 bits, which are below `bound` (an LSD
-/// radix sort: as many passes of at most 12 bits as `bound` needs). The
-/// order among equal high halves is not kept.
-fn radix_sort_high(keys: &mut Vec<u64>, bound: usize) {
-    let bits = usize::BITS - bound.saturating_sub(1).leading_zeros();
-    if keys.len() < 2 || bits == 0 {
-        return;
-    }
-    let passes = bits.div_ceil(12);
-    let digit = bits.div_ceil(passes);
-    let mut from = std::mem::take(keys);
-    let mut to = vec![0u64; from.len()];
-    let buckets = 1usize << digit;
-    let mask = (buckets - 1) as u64;
-    // All the passes' digit counts in one read of the keys.
-    let mut counts = vec![0usize; buckets * passes as usize];
-    for &k in &from {
-        for pass in 0..passes {
-            let b = ((k >> (32 + pass * digit)) & mask) as usize;
-            counts[pass as usize * buckets + b] += 1;
-        }
-    }
-    for (pass, count) in counts.chunks_exact_mut(buckets).enumerate() {
-        let shift = 32 + pass as u32 * digit;
-        let mut sum = 0;
-        for c in count.iter_mut() {
-            let here = *c;
-            *c = sum;
-            sum += here;
-        }
-        for &k in &from {
-            let b = ((k >> shift) & mask) as usize;
-            to[count[b]] = k;
-            count[b] += 1;
-        }
-        std::mem::swap(&mut from, &mut to);
-    }
-    *keys = from;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,24 +721,6 @@ mod tests {
                 Some(idom)
             })
             .collect()
-    }
-
-    #[test]
-    fn radix_sort_orders_by_the_high_half() {
-        let mut rng = SplitMix64(7);
-        for bound in [1usize, 2, 5, 4096, 4097, 1 << 20, (1 << 25) + 3] {
-            let mut keys: Vec<u64> = (0..1000)
-                .map(|_| (rng.below(bound as u64) << 32) | rng.below(1 << 32))
-                .collect();
-            let mut want = keys.clone();
-            want.sort_unstable_by_key(|k| k >> 32);
-            radix_sort_high(&mut keys, bound);
-            let high = |v: &[u64]| v.iter().map(|k| k >> 32).collect::<Vec<_>>();
-            assert_eq!(high(&keys), high(&want), "bound {bound}");
-            keys.sort_unstable();
-            want.sort_unstable();
-            assert_eq!(keys, want, "bound {bound}");
-        }
     }
 
     #[test]

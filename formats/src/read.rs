@@ -142,6 +142,10 @@ pub struct SectionInfo {
     pub kind: Option<SectionKind>,
 }
 
+/// Bytes the checksum pass of [`Dump::open`] reads between two releases
+/// of the file's resident pages.
+const CHECKSUM_STRETCH: usize = 32 << 20;
+
 /// Upper bound on sections read, known or not, so a corrupt count cannot
 /// make the reader walk gigabytes of "table".
 const MAX_READ_SECTIONS: u64 = 4096;
@@ -153,6 +157,9 @@ pub struct DumpView<'a> {
     bytes: &'a [u8],
     version: (u16, u16),
     sections: Vec<SectionInfo>,
+    /// The file mapping `bytes` is, when the view comes from
+    /// [`Dump::open`] (for [`release_resident_pages`](Self::release_resident_pages)).
+    map: Option<&'a memmap2::Mmap>,
 }
 
 impl<'a> DumpView<'a> {
@@ -160,6 +167,13 @@ impl<'a> DumpView<'a> {
     /// cross-references between records are checked by
     /// `heapdump verify` and on access.
     pub fn parse(bytes: &'a [u8]) -> Result<DumpView<'a>, FormatError> {
+        Self::parse_releasing(bytes, &|| {})
+    }
+
+    /// [`parse`](Self::parse), calling `release` after each stretch of
+    /// [`CHECKSUM_STRETCH`] bytes the checksums have read (so a mapped
+    /// file's pages can leave the resident set as the pass goes).
+    fn parse_releasing(bytes: &'a [u8], release: &dyn Fn()) -> Result<DumpView<'a>, FormatError> {
         let len = bytes.len() as u64;
         let min = (HEADER_SIZE + TRAILER_SIZE) as u64;
         if len < min {
@@ -223,7 +237,7 @@ impl<'a> DumpView<'a> {
             let mut fixed = [0u8; SectionEntry::SIZE];
             fixed.copy_from_slice(raw);
             let entry = SectionEntry::decode(&fixed);
-            let info = check_entry(bytes, table_offset, entry, major)?;
+            let info = check_entry(bytes, table_offset, entry, major, release)?;
             if let Some(kind) = info.kind
                 && sections.iter().any(|s: &SectionInfo| s.kind == Some(kind))
             {
@@ -256,6 +270,7 @@ impl<'a> DumpView<'a> {
             bytes,
             version: (major, minor),
             sections,
+            map: None,
         };
         match view.section(SectionKind::Process) {
             Some(info) if info.entry.count == 1 => {}
@@ -313,6 +328,7 @@ impl<'a> DumpView<'a> {
                     packed,
                     first_index: 0,
                     escapes,
+                    map: self.map,
                     _record: PhantomData,
                 }
             }
@@ -396,6 +412,18 @@ impl<'a> DumpView<'a> {
     /// Roots.
     pub fn roots(&self) -> Table<'a, RootRecord> {
         self.table()
+    }
+
+    /// Takes the file's pages out of this process's resident set (the
+    /// kernel keeps them in its page cache while memory allows, and a read
+    /// maps them back in), so that a pass over gigabytes of records does
+    /// not leave them counted against the process. Does nothing for a view
+    /// of bytes in memory ([`parse`](Self::parse), [`Dump::from_vec`]). A
+    /// hint: failure is ignored.
+    pub fn release_resident_pages(&self) {
+        if let Some(map) = self.map {
+            release_map(map);
+        }
     }
 
     /// Edges.
@@ -529,6 +557,7 @@ fn check_entry(
     table_offset: u64,
     entry: SectionEntry,
     major: u16,
+    release: &dyn Fn(),
 ) -> Result<SectionInfo, FormatError> {
     let bad = |problem: String| FormatError::BadSection {
         section: SectionId(entry.kind),
@@ -595,7 +624,14 @@ fn check_entry(
         }
     }
     let body = &bytes[entry.offset as usize..(entry.offset + entry.length) as usize];
-    if crc32fast::hash(body) != entry.crc32 {
+    let mut crc = crc32fast::Hasher::new();
+    for stretch in body.chunks(CHECKSUM_STRETCH) {
+        crc.update(stretch);
+        if stretch.len() == CHECKSUM_STRETCH {
+            release();
+        }
+    }
+    if crc.finalize() != entry.crc32 {
         return Err(bad(
             "checksum mismatch: the section's bytes are corrupt".into()
         ));
@@ -618,6 +654,9 @@ pub struct Table<'a, R> {
     first_index: usize,
     /// The dump's `EdgeEscapes`, for a version-2 `Edges` table.
     escapes: EscapeRecords<'a>,
+    /// The file mapping `bytes` lie in, for a table of a [`Dump::open`]ed
+    /// file: [`iter`](Self::iter) releases the pages it has read.
+    map: Option<&'a memmap2::Mmap>,
     _record: PhantomData<R>,
 }
 
@@ -642,6 +681,7 @@ impl<'a, R: Record> Table<'a, R> {
             packed: false,
             first_index: 0,
             escapes: EscapeRecords::default(),
+            map: None,
             _record: PhantomData,
         }
     }
@@ -691,14 +731,19 @@ impl<'a, R: Record> Table<'a, R> {
             packed: self.packed,
             first_index: self.first_index + start,
             escapes: self.escapes,
+            map: self.map,
             _record: PhantomData,
         }
     }
 
-    /// All records in order.
+    /// All records in order. For a table of a [`Dump::open`]ed file, each
+    /// stretch of [`RELEASE_STRETCH`] records read leaves the process's
+    /// resident set as the pass ends it (either way round):
+    /// a pass over a table of gigabytes holds a few MiB of it at a time.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = R> + DoubleEndedIterator + 'a {
         let record_size = self.record_size;
         let (packed, first_index, escapes) = (self.packed, self.first_index, self.escapes);
+        let (map, bytes, count) = (self.map, self.bytes, self.count);
         self.bytes
             .chunks_exact(record_size.max(1))
             .take(self.count)
@@ -707,6 +752,16 @@ impl<'a, R: Record> Table<'a, R> {
             // dump's version (checked when the table was read), so decoding
             // cannot fail.
             .map(move |(index, chunk)| {
+                if let Some(map) = map {
+                    // The last record of a stretch (or of the table) going
+                    // forward, or the first going backward, ends it.
+                    let place = index % RELEASE_STRETCH;
+                    if place == 0 || place == RELEASE_STRETCH - 1 || index + 1 == count {
+                        let first = index - place;
+                        let stretch = first * record_size..(first + RELEASE_STRETCH) * record_size;
+                        release_map_range(map, bytes, stretch);
+                    }
+                }
                 if packed {
                     R::decode_packed(chunk, (first_index + index) as u64, escapes)
                 } else {
@@ -715,6 +770,51 @@ impl<'a, R: Record> Table<'a, R> {
                 .unwrap_or_default()
             })
     }
+}
+
+/// [`DumpView::release_resident_pages`] for a dump's mapping.
+fn release_map(map: &memmap2::Mmap) {
+    // SAFETY: the map is a read-only private mapping of a file that is
+    // never written in place (the reader contract in `Dump::open`), and
+    // nothing writes through it, so it has no copy-on-write pages:
+    // MADV_DONTNEED only drops the page table entries, and the next read
+    // of any byte maps the same file page again, so every borrow of the
+    // bytes keeps seeing the same values.
+    let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+}
+
+/// Records a table's [`Table::iter`] reads between two releases of the
+/// pages it has read.
+pub const RELEASE_STRETCH: usize = 1 << 20;
+
+/// Alignment of the pages [`release_map_range`] releases: a multiple of
+/// every page size Linux uses on the machines the format is read on.
+const RELEASE_ALIGN: usize = 64 << 10;
+
+/// Releases the whole pages of `map` that lie within `range` of `bytes`
+/// (a slice of `map`), as [`release_map`] does for all of it.
+fn release_map_range(map: &memmap2::Mmap, bytes: &[u8], range: std::ops::Range<usize>) {
+    let base = map.as_ptr() as usize;
+    let start = (bytes.as_ptr() as usize).saturating_sub(base);
+    if start.saturating_add(bytes.len()) > map.len() {
+        return;
+    }
+    let end = base + start + range.end.min(bytes.len());
+    let start = base + start + range.start.min(bytes.len());
+    // Whole aligned pages inside the range only: the neighbours' records
+    // may still be wanted.
+    let first = start.next_multiple_of(RELEASE_ALIGN);
+    let last = end / RELEASE_ALIGN * RELEASE_ALIGN;
+    if last <= first {
+        return;
+    }
+    let (first, last) = (first - base, last - base);
+    // SAFETY: as in `release_map`: a read-only private file mapping with
+    // no copy-on-write pages, so the released pages read back the same
+    // bytes; the range lies inside the map (checked above).
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first)
+    };
 }
 
 enum Backing {
@@ -767,13 +867,22 @@ impl Dump {
             sections: Vec::new(),
             path: Some(path.to_owned()),
         };
-        let view = DumpView::parse(dump.bytes()).map_err(|error| ReadError::Format {
-            path: path.to_owned(),
-            error,
+        let release = || {
+            if let Backing::Mapped(map) = &dump.backing {
+                release_map(map);
+            }
+        };
+        let view = DumpView::parse_releasing(dump.bytes(), &release).map_err(|error| {
+            ReadError::Format {
+                path: path.to_owned(),
+                error,
+            }
         })?;
         let (version, sections) = (view.version, view.sections);
         dump.version = version;
         dump.sections = sections;
+        // The checksums read every byte; what is read next comes back on use.
+        dump.release_resident_pages();
         Ok(dump)
     }
 
@@ -808,7 +917,16 @@ impl Dump {
             bytes: self.bytes(),
             version: self.version,
             sections: self.sections.clone(),
+            map: match &self.backing {
+                Backing::Mapped(map) => Some(map),
+                Backing::Owned(_) => None,
+            },
         }
+    }
+
+    /// [`DumpView::release_resident_pages`] for the whole file.
+    pub fn release_resident_pages(&self) {
+        self.view().release_resident_pages();
     }
 }
 
@@ -913,5 +1031,66 @@ mod tests {
         let _ = std::fs::remove_file(&garbage);
         assert!(matches!(err, ReadError::Format { .. }), "{err:?}");
         assert!(err.source().is_none());
+    }
+
+    /// Resident KiB of the mapping that starts at `start`, from
+    /// `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn resident_kib(start: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let head = format!("{:x}-", start as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
+        assert!(lines.next().is_some(), "no mapping at {head}");
+        let rss = lines.find(|l| l.starts_with("Rss:")).unwrap();
+        rss.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn released_pages_leave_the_resident_set_and_read_back_the_same_records() {
+        let bytes = DumpBuilder::realistic(400_000).to_bytes();
+        let path = std::env::temp_dir().join(format!(
+            "heapdump-formats-release-{}.hdump",
+            std::process::id()
+        ));
+        std::fs::write(&path, &bytes).unwrap();
+        let dump = Dump::open(&path);
+        let _ = std::fs::remove_file(&path);
+        let dump = dump.unwrap();
+        let in_memory = DumpView::parse(&bytes).unwrap();
+        let view = dump.view();
+        let start = dump.bytes().as_ptr();
+        // The checksum pass read every byte; `open` released them.
+        assert!(resident_kib(start) < 64, "{} KiB", resident_kib(start));
+
+        let allocations: Vec<AllocationRecord> = view.allocations().iter().collect();
+        // Pages at the ends of a released stretch may stay mapped (the
+        // kernel maps a file's large folios whole, up to 2 MiB each).
+        let allocation_kib = (view.allocations().len() * 24 / 1024) as u64;
+        assert!(allocation_kib > 8 * 1024, "{allocation_kib} KiB");
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        assert_eq!(
+            allocations,
+            in_memory.allocations().iter().collect::<Vec<_>>()
+        );
+        let edges = view.edges();
+        assert!(edges.len() * 12 > 4 << 20, "{} edges", edges.len());
+        // A pass releases the stretches it has read (here the whole table
+        // is one stretch, released as the pass starts and as it ends);
+        // backwards too.
+        let forward: Vec<EdgeRecord> = edges.iter().collect();
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        let mut backward: Vec<EdgeRecord> = edges.iter().rev().collect();
+        backward.reverse();
+        assert!(resident_kib(start) <= 4096, "{} KiB", resident_kib(start));
+        assert_eq!(forward, backward);
+        assert_eq!(forward, in_memory.edges().iter().collect::<Vec<_>>());
+        // Random reads after a release see the file's bytes again.
+        view.release_resident_pages();
+        assert!(resident_kib(start) < 64, "{} KiB", resident_kib(start));
+        for i in [0, edges.len() / 2, edges.len() - 1] {
+            assert_eq!(edges.get(i), in_memory.edges().get(i));
+        }
+        assert_eq!(dump.bytes(), &bytes[..]);
     }
 }

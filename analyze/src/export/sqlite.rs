@@ -243,10 +243,14 @@ fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSum
     // edge row otherwise, a third of the load time); the rows come from one
     // consistent model, and the tests run `PRAGMA foreign_key_check` on the
     // result.
+    // The index sorts spill their sorted runs to temporary files (SQLite's
+    // default), not to memory: an index over every edge of a big heap
+    // sorts gigabytes, which would otherwise sit in the process beside the
+    // model (3.3 GB peak on 13M objects, against 2.2 GB with files).
     db.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
          PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -262144; \
-         PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;",
+         PRAGMA temp_store = FILE; PRAGMA foreign_keys = OFF;",
     )
     .with_context(context)?;
     db.execute_batch(SCHEMA).with_context(context)?;
