@@ -219,35 +219,47 @@ const MAX_ANONYMOUS_ROOTS: usize = 1 << 16;
 /// Pages whose residency one `mincore` call asks for (64 MiB of memory).
 const RESIDENCY_PAGES: usize = 1 << 14;
 
-/// Whether the parent process (the program, in a dump's forked child) has
-/// anonymous read-write memory of some size that this child lacks: memory
-/// the program marked `MADV_DONTFORK`. `None` from the kernel, or no room
-/// to read the parent's map, counts as nothing missing.
-fn parents_memory_missing(maps: &Mappings<'_>) -> bool {
+/// Whether the program (process `pid`, the parent of a dump's forked
+/// child) has anonymous read-write memory marked `MADV_DONTFORK` (its
+/// `VmFlags` in `/proc/PID/smaps` say `dc`), which the child lacks. No
+/// answer from the kernel, or no room to read it, counts as none.
+fn parents_memory_missing(pid: u32) -> bool {
     let mut path = sys::PathBuf::<32>::new();
     // A path that does not fit reads as no mapping: nothing missing.
-    let _ = path.push(b"/proc/")
-        && path.push_decimal(u64::from(sys::parent_process_id()))
-        && path.push(b"/maps");
-    let Some(scratch) = Scratch::new(MAPS_BYTES + MAX_MAPPINGS * 16 + 64) else {
+    let _ = path.push(b"/proc/") && path.push_decimal(u64::from(pid)) && path.push(b"/smaps");
+    let Some(scratch) = Scratch::new(SMAPS_BYTES + 64) else {
         return false;
     };
-    let (Some(text), Some(ranges)) = (
-        scratch.take::<u8>(MAPS_BYTES),
-        scratch.take::<(u64, u64)>(MAX_MAPPINGS),
-    ) else {
+    let Some(text) = scratch.take::<u8>(SMAPS_BYTES) else {
         return false;
     };
-    let parents = Mappings::read_file(path.as_c_str(), text, ranges);
-    parents
-        .anonymous_writable()
-        .any(|(start, end)| end - start >= NOT_FORKED_MINIMUM && maps.containing(start).is_none())
+    let len = sys::read_file(path.as_c_str(), text);
+    let mut anonymous_writable = false;
+    for line in text[..len].split(|&b| b == b'\n') {
+        if let Some(flags) = line.strip_prefix(b"VmFlags:") {
+            let not_copied = flags.split(|&b| b == b' ').any(|flag| flag == b"dc");
+            if anonymous_writable && not_copied {
+                return true;
+            }
+        } else if line.first().is_some_and(u8::is_ascii_hexdigit) && line.contains(&b'-') {
+            // A mapping's first line: range, perms, offset, device, inode, path.
+            let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+            let perms = fields.nth(1).unwrap_or_default();
+            let path = fields.nth(3);
+            anonymous_writable =
+                perms.starts_with(b"rw") && path.is_none_or(|path| path.starts_with(b"[anon:"));
+        }
+    }
+    false
 }
 
-/// Smaller mappings missing from a child are not reported. (A thread the
-/// program starts between the fork and this check adds a stack the child
-/// lacks: then the dump says memory is missing when none was.)
-const NOT_FORKED_MINIMUM: u64 = 64 << 10;
+/// Room for the program's `/proc/PID/smaps` (about 1 KiB per mapping).
+const SMAPS_BYTES: usize = 64 << 20;
+
+/// Anonymous mappings bigger than this are not scanned: a reservation of
+/// terabytes (a sanitizer's shadow) costs a second per few terabytes to ask
+/// which pages are resident, for nothing.
+const MAX_SCANNED_MAPPING: u64 = 256 << 30;
 
 /// Blocks at least this big are their own mappings in the C allocator
 /// (glibc's `mmap` threshold starts at 128 KiB): the pages of such a block
@@ -256,15 +268,16 @@ const NOT_FORKED_MINIMUM: u64 = 64 << 10;
 /// stale words, so a range holding one is not scanned as a root.
 const OWN_MAPPING_BLOCK: u64 = 128 << 10;
 
-/// The ranges that are not the program's own anonymous memory, sorted by
-/// start (in `out`): the tracker's mappings (its tables hold every block's
-/// address), every thread's whole stack (below a stack pointer lie dead
-/// frames), and the roots already taken (TLS blocks, data segments).
+/// The ranges that are not the program's own anonymous memory, merged and
+/// sorted (in `out`): the tracker's mappings (its tables hold every
+/// block's address), every thread's whole stack (below a stack pointer lie
+/// dead frames), and the roots already taken (TLS blocks, data segments).
+/// `None` when the tracker could not record all its mappings.
 fn not_the_programs_memory<'o>(
     out: &'o mut [(u64, u64)],
     roots: &[RootRecord],
     threads: &[ThreadRecord],
-) -> &'o [(u64, u64)] {
+) -> Option<&'o [(u64, u64)]> {
     let mut count = 0;
     let mut add = |start: u64, end: u64| {
         if start < end && count < out.len() {
@@ -272,7 +285,7 @@ fn not_the_programs_memory<'o>(
             count += 1;
         }
     };
-    sys::for_each_own_mapping(|start, end| add(start as u64, end as u64));
+    let complete = sys::for_each_own_mapping(|start, end| add(start as u64, end as u64));
     for thread in threads {
         add(thread.stack_low, thread.stack_high);
     }
@@ -282,14 +295,29 @@ fn not_the_programs_memory<'o>(
     {
         add(root.address, root.address.saturating_add(root.size));
     }
+    if !complete {
+        return None;
+    }
     let out = &mut out[..count];
     out.sort_unstable();
-    out
+    // Merged into disjoint ranges, so a mapping finds its first one by
+    // binary search.
+    let mut merged = 0;
+    for index in 0..out.len() {
+        let (start, end) = out[index];
+        if merged > 0 && start <= out[merged - 1].1 {
+            out[merged - 1].1 = out[merged - 1].1.max(end);
+        } else {
+            out[merged] = (start, end);
+            merged += 1;
+        }
+    }
+    Some(&out[..merged])
 }
 
 /// Calls `each(from, to)` for the parts of the anonymous mapping `[start,
 /// end)` that are the program's own memory: without the `obstacles`
-/// (sorted), the pages of big blocks, and the parts that hold a smaller
+/// (disjoint, sorted), the pages of big blocks, and the parts that hold a smaller
 /// live block (allocator memory). `slots` is sorted by address.
 fn for_each_program_range(
     start: u64,
@@ -300,7 +328,18 @@ fn for_each_program_range(
 ) {
     let page = sys::page_size() as u64;
     let mut piece = |from: u64, to: u64| {
-        let first = slots.partition_point(|slot| slot.address() < from);
+        // From the block before `from` when it reaches into the piece (a
+        // block's mapping split in two, by a guard page the program put
+        // inside it).
+        let mut first = slots.partition_point(|slot| slot.address() < from);
+        if first > 0
+            && slots[first - 1]
+                .address()
+                .saturating_add(slots[first - 1].size())
+                > from
+        {
+            first -= 1;
+        }
         let inside = || slots[first..].iter().take_while(|slot| slot.address() < to);
         if inside().any(|slot| slot.size() < OWN_MAPPING_BLOCK) {
             return;
@@ -323,11 +362,8 @@ fn for_each_program_range(
         }
     };
     let mut at = start;
-    // Sorted by start; ranges may overlap, so ends are not sorted.
-    for &(s, e) in obstacles.iter().take_while(|&&(s, _)| s < end) {
-        if e <= at {
-            continue;
-        }
+    let first = obstacles.partition_point(|&(_, e)| e <= start);
+    for &(s, e) in obstacles[first..].iter().take_while(|&&(s, _)| s < end) {
         if at < s {
             piece(at, s);
         }
@@ -343,6 +379,9 @@ struct Roots<'a> {
     records: &'a mut [RootRecord],
     sources: &'a mut [RootSource],
     count: usize,
+    /// Roots left out for want of room (runs of anonymous memory past
+    /// [`MAX_ANONYMOUS_ROOTS`]): blocks only they hold look lost.
+    dropped: bool,
 }
 
 /// How the stop left each thread, for its roots: the dumping thread's own
@@ -434,6 +473,7 @@ impl<'a> Roots<'a> {
                 .take::<RootSource>(capacity)
                 .ok_or(DumpError::OutOfMemory)?,
             count: 0,
+            dropped: false,
         };
         for (index, record) in threads.iter().enumerate() {
             if record.flags & thread_flags::ALIVE != 0 {
@@ -485,11 +525,18 @@ impl<'a> Roots<'a> {
         let residency = memory
             .take::<u8>(RESIDENCY_PAGES)
             .ok_or(DumpError::OutOfMemory)?;
-        let obstacles = not_the_programs_memory(obstacles, self.records(), threads);
+        // Without a complete list of the tracker's own memory, none can be
+        // told from the program's.
+        let Some(obstacles) = not_the_programs_memory(obstacles, self.records(), threads) else {
+            self.dropped = true;
+            return Ok(());
+        };
         // Under valgrind the tool's memory looks like the program's (memcheck
         // itself knows which is which).
         let under_valgrind = maps.under_valgrind();
-        let anonymous = maps.anonymous_writable().filter(|_| !under_valgrind);
+        let anonymous = maps
+            .anonymous_writable()
+            .filter(|&(start, end)| !under_valgrind && end - start <= MAX_SCANNED_MAPPING);
         for (start, end) in anonymous {
             for_each_program_range(start, end, obstacles, slots, |from, to| {
                 sys::resident_runs(from as usize, to as usize, residency, |from, to| {
@@ -588,7 +635,11 @@ impl<'a> Roots<'a> {
     }
 
     fn push(&mut self, record: RootRecord, source: RootSource) {
-        if record.size == 0 || self.count >= self.records.len() {
+        if record.size == 0 {
+            return;
+        }
+        if self.count >= self.records.len() {
+            self.dropped = true;
             return;
         }
         self.records[self.count] = record;
@@ -797,10 +848,11 @@ fn snapshot_and_write(
         &maps,
         (slots, anonymous),
     )?;
+    let roots_dropped = roots.dropped;
     // A forked child misses what the program marked MADV_DONTFORK: its
     // parent, the program, still has it. Said in the dump, not scanned.
     let memory_not_forked =
-        in_child.is_some() && !maps.under_valgrind() && parents_memory_missing(&maps);
+        in_child.is_some() && !maps.under_valgrind() && parents_memory_missing(pid);
 
     let scanning = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let (edges, scanned_bytes) = scan(
@@ -849,7 +901,12 @@ fn snapshot_and_write(
     if threads_not_stopped != 0 {
         flags |= process_flags::INCOMPLETE_STOP;
     }
-    if dropped_allocations != 0 || dropped_stacks != 0 || unlocked.incomplete || edges.overflowed {
+    if dropped_allocations != 0
+        || dropped_stacks != 0
+        || unlocked.incomplete
+        || edges.overflowed
+        || roots_dropped
+    {
         flags |= process_flags::DROPPED_RECORDS;
     }
     let process = ProcessRecord {

@@ -29,20 +29,25 @@ pub const fn round_to_pages(bytes: usize) -> usize {
 /// taking a lock here could leave a forked dump child waiting for a lock
 /// held by a thread that does not exist in it.
 mod own {
-    use core::sync::atomic::{AtomicUsize, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     pub const SLOTS: usize = 1024;
+    /// A slot being filled: claimed, its end not yet written.
+    const CLAIMED: usize = 1;
     /// `START[i]`: the start of a mapping (0: a free slot); `END[i]` its end.
     static START: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
     static END: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    /// A mapping could not be recorded (every slot taken): a dump can no
+    /// longer tell the tracker's memory from the program's.
+    static FULL: AtomicBool = AtomicBool::new(false);
 
-    /// Records `[start, start + bytes)` as the tracker's. With every slot
-    /// taken (more mappings than the tracker ever makes) it is not recorded,
-    /// and a dump could take it for the program's.
+    /// Records `[start, start + bytes)` as the tracker's: a slot is
+    /// claimed, its end written, then its start, so a reader never sees a
+    /// start without its end.
     pub fn add(start: usize, bytes: usize) {
         for (slot, end) in START.iter().zip(&END) {
             if slot
-                .compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
                 // The kernel maps whole pages: so does the record.
@@ -50,9 +55,11 @@ mod own {
                     start + bytes.next_multiple_of(super::page_size()),
                     Ordering::Release,
                 );
+                slot.store(start, Ordering::Release);
                 return;
             }
         }
+        FULL.store(true, Ordering::Relaxed);
     }
 
     /// Forgets the mapping that starts at `start`.
@@ -61,19 +68,31 @@ mod own {
             .iter()
             .position(|s| s.load(Ordering::Acquire) == start)
         {
-            END[index].store(0, Ordering::Release);
             START[index].store(0, Ordering::Release);
         }
     }
 
-    /// Calls `each(start, end)` for every mapping of the tracker's.
-    pub fn for_each(mut each: impl FnMut(usize, usize)) {
+    /// Forgets a record of `start` shorter than `bytes` (a mapping grown in
+    /// place, recorded again at its new size).
+    pub fn remove_shorter(start: usize, bytes: usize) {
+        let end = start + bytes.next_multiple_of(super::page_size());
+        if let Some(index) = START.iter().zip(&END).position(|(s, e)| {
+            s.load(Ordering::Acquire) == start && e.load(Ordering::Acquire) < end
+        }) {
+            START[index].store(0, Ordering::Release);
+        }
+    }
+
+    /// Calls `each(start, end)` for every mapping of the tracker's; `false`
+    /// when some mapping could not be recorded.
+    pub fn for_each(mut each: impl FnMut(usize, usize)) -> bool {
         for (s, e) in START.iter().zip(&END) {
-            let (s, e) = (s.load(Ordering::Acquire), e.load(Ordering::Acquire));
-            if s != 0 {
-                each(s, e.max(s + 1));
+            let s = s.load(Ordering::Acquire);
+            if s > CLAIMED {
+                each(s, e.load(Ordering::Acquire).max(s + 1));
             }
         }
+        !FULL.load(Ordering::Relaxed)
     }
 }
 
@@ -82,8 +101,10 @@ pub const MAX_OWN_MAPPINGS: usize = own::SLOTS;
 
 /// Calls `each(start, end)` for every mapping the tracker made for itself
 /// (its tables, a dump's scratch): never the program's memory.
-pub fn for_each_own_mapping(each: impl FnMut(usize, usize)) {
-    own::for_each(each);
+/// `false` when some mapping could not be recorded (more than
+/// [`MAX_OWN_MAPPINGS`]): then no anonymous memory can be told apart.
+pub fn for_each_own_mapping(each: impl FnMut(usize, usize)) -> bool {
+    own::for_each(each)
 }
 
 /// Maps `bytes` of zeroed, private, read-write memory outside the tracked
@@ -170,8 +191,15 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
     if moved == libc::MAP_FAILED {
         None
     } else {
-        own::remove(ptr as usize);
+        // Recorded before the old record goes: a reader never finds
+        // neither.
         own::add(moved as usize, new_bytes);
+        if moved != ptr.cast() {
+            own::remove(ptr as usize);
+        } else {
+            // Grown in place: the first record (the old size) goes.
+            own::remove_shorter(ptr as usize, new_bytes);
+        }
         Some(moved.cast())
     }
 }
@@ -531,13 +559,6 @@ pub fn thread_id() -> u32 {
 pub fn process_id() -> u32 {
     // SAFETY: getpid has no preconditions and cannot fail.
     unsafe { libc::getpid() as u32 }
-}
-
-/// The id of this process's parent (in a dump's forked child: the
-/// program).
-pub fn parent_process_id() -> u32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() as u32 }
 }
 
 /// The real user id of this process.

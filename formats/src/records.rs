@@ -322,7 +322,8 @@ pub mod process_flags {
     pub const WORLD_STOPPED: u32 = 1 << 2;
     /// Some thread could not be stopped (see [`super::thread_flags::NOT_STOPPED`]).
     pub const INCOMPLETE_STOP: u32 = 1 << 3;
-    /// Some allocations or stacks were not recorded (tables could not grow).
+    /// Some allocations, stacks or roots were not recorded (tables could
+    /// not grow; more runs of anonymous memory than a dump takes).
     pub const DROPPED_RECORDS: u32 = 1 << 4;
     /// The snapshot was read, scanned and written by a copy-on-write child
     /// process forked while the threads were stopped (`mode=fork`); the
@@ -331,9 +332,9 @@ pub mod process_flags {
     /// `mode=fork` was asked for but `fork` failed (seccomp, `ENOMEM`,
     /// `RLIMIT_NPROC`): the world stayed stopped for the whole scan.
     pub const FORK_FAILED: u32 = 1 << 6;
-    /// `mode=fork`: some anonymous memory of the program's was not in the
-    /// child (the program marked it `MADV_DONTFORK`, as V8 marks its heap),
-    /// so it was not scanned: blocks only it points to look lost.
+    /// `mode=fork`: the program had anonymous memory marked
+    /// `MADV_DONTFORK` (as V8 marks its heap), which the child lacks, so it
+    /// was not scanned: blocks only it points to look lost.
     pub const MEMORY_NOT_FORKED: u32 = 1 << 7;
 }
 
