@@ -271,6 +271,34 @@ pub unsafe fn scan_words(
     }
 }
 
+/// The size and alignment of glibc's heaps for arenas other than the
+/// main one (`HEAP_MAX_SIZE` on 64-bit targets).
+const ARENA_HEAP: u64 = 64 << 20;
+
+/// One line of `/proc/self/maps`.
+struct MapsEntry<'t> {
+    start: u64,
+    end: u64,
+    perms: &'t [u8],
+    /// No file: anonymous memory (`[anon:NAME]` included).
+    anonymous: bool,
+}
+
+fn parse_maps_entry(line: &[u8]) -> Option<MapsEntry<'_>> {
+    let ((start, end), perms) = parse_maps_line(line)?;
+    // Fields: range, perms, offset, device, inode, then the path.
+    let path = line
+        .split(|&b| b == b' ')
+        .filter(|field| !field.is_empty())
+        .nth(5);
+    Some(MapsEntry {
+        start,
+        end,
+        perms,
+        anonymous: path.is_none_or(|path| path.starts_with(b"[anon:")),
+    })
+}
+
 /// The largest inaccessible mapping taken for a thread stack's guard.
 const GUARD_MAX: u64 = 64 << 10;
 
@@ -326,30 +354,49 @@ impl<'a> Mappings<'a> {
     /// The anonymous read-write mappings (named ones, `[anon:NAME]`,
     /// included), private or shared, but not the main heap (`[heap]`, whose
     /// blocks are scanned one by one), the other special ones (`[stack]`,
-    /// `[vvar]`, ...), or one right above a small inaccessible mapping: a
-    /// thread stack above its guard page, which, when the thread has ended
-    /// (the C library keeps such stacks for reuse), holds only stale words.
-    /// Where a program keeps its own arenas and runtimes their heaps
-    /// (Python's objects, V8's).
+    /// `[vvar]`, ...), one right above a small inaccessible mapping (a
+    /// thread stack above its guard page, which, when the thread has ended,
+    /// the C library keeps for reuse, full of stale words), or the used part
+    /// of one of glibc's other arenas (a 64 MiB-aligned reservation whose
+    /// rest is inaccessible), whose free chunks hold stale words. Where a
+    /// program keeps its own arenas and runtimes their heaps (Python's
+    /// objects, V8's).
     pub fn anonymous_writable(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let mut lines = self
+            .text
+            .split(|&b| b == b'\n')
+            .filter_map(parse_maps_entry)
+            .peekable();
         // The end of the last inaccessible anonymous mapping of at most
         // `GUARD_MAX` bytes.
         let mut guard_end = 0;
-        self.text.split(|&b| b == b'\n').filter_map(move |line| {
-            let ((start, end), perms) = parse_maps_line(line)?;
-            // Fields: range, perms, offset, device, inode, then the path.
-            let path = line
-                .split(|&b| b == b' ')
-                .filter(|field| !field.is_empty())
-                .nth(5);
-            let anonymous = path.is_none_or(|path| path.starts_with(b"[anon:"));
-            let above_guard = guard_end == start;
-            guard_end = if anonymous && perms.starts_with(b"---") && end - start <= GUARD_MAX {
-                end
-            } else {
-                0
-            };
-            (perms.starts_with(b"rw") && anonymous && !above_guard).then_some((start, end))
+        core::iter::from_fn(move || {
+            loop {
+                let entry = lines.next()?;
+                let above_guard = guard_end == entry.start;
+                let inaccessible = entry.anonymous && entry.perms.starts_with(b"---");
+                guard_end = if inaccessible && entry.end - entry.start <= GUARD_MAX {
+                    entry.end
+                } else {
+                    0
+                };
+                if !entry.perms.starts_with(b"rw") || !entry.anonymous || above_guard {
+                    continue;
+                }
+                // glibc's arena heap: its used part ends inside a 64 MiB
+                // aligned reservation whose rest follows, inaccessible.
+                let heap = (entry.end - 1) / ARENA_HEAP * ARENA_HEAP;
+                let arena_tail = lines.peek().is_some_and(|next| {
+                    next.anonymous
+                        && next.perms.starts_with(b"---")
+                        && next.start == entry.end
+                        && next.end == heap + ARENA_HEAP
+                });
+                let end = if arena_tail { heap } else { entry.end };
+                if entry.start < end {
+                    return Some((entry.start, end));
+                }
+            }
         })
     }
 
