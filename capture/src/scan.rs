@@ -383,15 +383,17 @@ impl<'a> Mappings<'a> {
                 if !entry.perms.starts_with(b"rw") || !entry.anonymous || above_guard {
                     continue;
                 }
-                // glibc's arena heap: its used part ends inside a 64 MiB
-                // aligned reservation whose rest follows, inaccessible.
+                // glibc's arena heap: its used part starts a 64 MiB
+                // aligned reservation (or a mapping merged with it) and
+                // the rest follows, inaccessible.
                 let heap = (entry.end - 1) / ARENA_HEAP * ARENA_HEAP;
-                let arena_tail = lines.peek().is_some_and(|next| {
-                    next.anonymous
-                        && next.perms.starts_with(b"---")
-                        && next.start == entry.end
-                        && next.end == heap + ARENA_HEAP
-                });
+                let arena_tail = entry.start <= heap
+                    && lines.peek().is_some_and(|next| {
+                        next.anonymous
+                            && next.perms.starts_with(b"---")
+                            && next.start == entry.end
+                            && next.end == heap + ARENA_HEAP
+                    });
                 let end = if arena_tail { heap } else { entry.end };
                 if entry.start < end {
                     return Some((entry.start, end));
