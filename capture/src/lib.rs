@@ -331,12 +331,12 @@ unsafe fn record_new(
 // that allocator does through the C functions (`System` is `malloc`) is
 // passed through there, so a Rust block is recorded once.
 //
-// SAFETY: every method forwards to the inner allocator with the caller's
-// layout grown by the footer's 4 bytes, consistently for every call on a
-// block (so the inner allocator's contract holds), and returns the block
+// Every method forwards to the inner allocator with the caller's layout
+// grown by the footer's 4 bytes, consistently for every call on a block
+// (so the inner allocator's contract holds), and returns the block
 // itself: the program gets at least the bytes and alignment it asked for.
-// The footer lies past the program's bytes, where it may not read or
-// write; the rest of the bookkeeping touches only the tracker's memory.
+// SAFETY: as above; the footer lies past the program's bytes, and the
+// rest of the bookkeeping touches only the tracker's memory.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -774,12 +774,12 @@ impl<'a, R: Record> Table<'a, R> {
 
 /// [`DumpView::release_resident_pages`] for a dump's mapping.
 fn release_map(map: &memmap2::Mmap) {
-    // SAFETY: the map is a read-only private mapping of a file that is
-    // never written in place (the reader contract in `Dump::open`), and
-    // nothing writes through it, so it has no copy-on-write pages:
-    // MADV_DONTNEED only drops the page table entries, and the next read
-    // of any byte maps the same file page again, so every borrow of the
-    // bytes keeps seeing the same values.
+    // The map is a read-only private mapping of a file that is never
+    // written in place (the reader contract in `Dump::open`), and nothing
+    // writes through it, so it has no copy-on-write pages: MADV_DONTNEED
+    // only drops the page table entries, and the next read of any byte
+    // maps the same file page again.
+    // SAFETY: as above, every borrow of the bytes keeps seeing the same values.
     let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
 }
 

@@ -69,10 +69,11 @@ fn our_malloc_is_the_process_malloc() -> bool {
     type ElfSymbol = libc::Elf64_Sym;
     #[cfg(target_pointer_width = "32")]
     type ElfSymbol = libc::Elf32_Sym;
-    // SAFETY: dlsym, dladdr and dladdr1 read the loader's tables; the info
-    // structs and the symbol pointer are valid out-parameters; `start` is
-    // a function of this library; a symbol dladdr1 returns points into
-    // its object's mapped symbol table.
+    // dlsym, dladdr and dladdr1 read the loader's tables; the info structs
+    // and the symbol pointer are valid out-parameters; `start` is a
+    // function of this library.
+    // SAFETY: as above; a symbol dladdr1 returns points into its object's
+    // mapped symbol table.
     unsafe {
         let found = libc::dlsym(libc::RTLD_DEFAULT, c"malloc".as_ptr());
         let mut theirs: libc::Dl_info = core::mem::zeroed();
