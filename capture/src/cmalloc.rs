@@ -30,7 +30,10 @@ use core::ffi::c_void;
 
 use crate::live::{FOOTER_BYTES, NO_RECORD};
 use crate::sys::set_errno;
-use crate::{Busy, LIVE, REALLOCATED, ZEROED, new_entry, sys, triggers};
+use crate::{
+    Busy, LIVE, REALLOCATED, ZEROED, decide, decided_entry, new_entry, presence, sampling, sys,
+    triggers,
+};
 
 /// The thread's guard for tracking a C call: `None` when the call must pass
 /// straight through (the thread is inside the tracker, or the process is
@@ -133,16 +136,45 @@ unsafe fn record(
         triggers::allocation_failed();
         return block;
     }
-    let (entry, thread) = new_entry(block.cast(), size, align, flags);
-    let footer = LIVE.insert(&entry, true, thread.index as usize);
+    // SAFETY: per the contract.
+    unsafe { record_decided(block, size, align, flags, true) };
+    drop(busy);
+    block
+}
+
+/// Production mode's presence map takes a new block out of the stack
+/// sample (see `presence`); any other gets a record and its footer.
+/// `counts_as_new`: false for a reallocation in place.
+///
+/// # Safety
+/// `block` is a live glibc block of at least `size + 4` bytes, and the
+/// caller holds the thread's `Busy`.
+#[inline]
+unsafe fn record_decided(
+    block: *mut c_void,
+    size: usize,
+    align: usize,
+    flags: u8,
+    counts_as_new: bool,
+) {
+    let (thread, walk) = decide(size);
+    if walk == sampling::Walk::Skipped
+        && presence::enabled()
+        && size < presence::LARGEST
+        // SAFETY: per the contract.
+        && unsafe { presence::insert(block.cast(), size, counts_as_new) }
+    {
+        LIVE.note_growth(size as u64);
+        return;
+    }
+    let (entry, thread) = decided_entry(block.cast(), size, align, flags, thread, walk);
+    let footer = LIVE.insert(&entry, counts_as_new, thread.index as usize);
     // SAFETY: a live glibc block.
     if let Some(at) = unsafe { footer_at(block) } {
         // SAFETY: the footer's 4 bytes are the block's last usable ones,
         // past the `size` bytes the program may use; unaligned.
         unsafe { at.cast::<u32>().write_unaligned(footer) };
     }
-    drop(busy);
-    block
 }
 
 /// Forgets the record of a C block about to be freed or moved.
@@ -185,7 +217,9 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
     if block.is_null() {
         return;
     }
-    if let Some(_busy) = enter() {
+    if let Some(_busy) = enter()
+        && !(presence::enabled() && presence::remove(block.cast(), None, true))
+    {
         // SAFETY: the caller passes a live block of ours (glibc's).
         let footer = unsafe { footer_of(block) };
         // Forgotten before it is freed: a dump never scans freed memory.
@@ -238,6 +272,10 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     };
+    if presence::enabled() && presence::remove(block.cast(), None, false) {
+        // SAFETY: the caller's contract, for a block of the presence map.
+        return unsafe { realloc_mapped(block, size, outer, busy) };
+    }
     // SAFETY: the caller passes a live block.
     let old_footer = unsafe { footer_of(block) };
     // Out of the table while glibc may move or free it (see the Tracker).
@@ -259,6 +297,41 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         // SAFETY: as in `record`.
         unsafe { at.cast::<u32>().write_unaligned(footer) };
     }
+    drop(busy);
+    moved
+}
+
+/// `realloc` of a block the presence map had (and no longer has): the new
+/// block goes back in the map or gets a record, as a new block would.
+///
+/// # Safety
+/// The C contract of `realloc`, for a block taken out of the presence map;
+/// `outer` is `size` plus the footer.
+unsafe fn realloc_mapped(block: *mut c_void, size: usize, outer: usize, busy: Busy) -> *mut c_void {
+    // SAFETY: forwarding, with room for the footer.
+    let moved = unsafe { __libc_realloc(block, outer) };
+    if moved.is_null() {
+        // Unchanged: back in the map (whose region stays), else a footer
+        // that names no record.
+        // SAFETY: the old block is live, of at least `outer` bytes.
+        if !unsafe { presence::insert(block.cast(), size, false) }
+            // SAFETY: as above.
+            && let Some(at) = unsafe { footer_at(block) }
+        {
+            // SAFETY: as in `record_decided`.
+            unsafe { at.cast::<u32>().write_unaligned(NO_RECORD) };
+        }
+        drop(busy);
+        triggers::allocation_failed();
+        return moved;
+    }
+    if moved != block {
+        // The old block is freed: counted here, as `remove` was told it
+        // was not; the new one counts as an allocation.
+        presence::count_move();
+    }
+    // SAFETY: a live glibc block of at least `outer` bytes; `busy` held.
+    unsafe { record_decided(moved, size, MALLOC_ALIGN, REALLOCATED, moved != block) };
     drop(busy);
     moved
 }

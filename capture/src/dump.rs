@@ -18,8 +18,9 @@ use heapdump_formats::write::{DumpWriter, Sink, StringTable, WriteError};
 use core::fmt::Write as _;
 
 use crate::child::{self, Child, Forked};
-use crate::live::{FOOTER_BYTES, ShardTable, Slot};
+use crate::live::{Entry, FOOTER_BYTES, ShardTable, Slot};
 use crate::modules::{self, MAX_MODULES, MAX_SEGMENTS, Modules, TlsModule};
+use crate::presence::{self, Listing};
 use crate::scan::{EdgeBuffer, FROM_ROOT, Mappings, PointerIndex, scan_words};
 use crate::settings::Mode;
 use crate::stacks::StacksSnapshot;
@@ -741,6 +742,7 @@ fn snapshot_and_write(
             + MAX_ALIVE_THREADS * (8 + size_of::<StoppedThread>())
             + MAPS_BYTES
             + MAX_MAPPINGS * 16
+            + Listing::residency_bytes()
             + 16 * sys::PAGE,
     )
     .ok_or(DumpError::OutOfMemory)?;
@@ -758,12 +760,18 @@ fn snapshot_and_write(
     let maps_ranges = scratch
         .take::<(u64, u64)>(MAX_MAPPINGS)
         .ok_or(DumpError::OutOfMemory)?;
+    let residency = scratch
+        .take::<u8>(Listing::residency_bytes())
+        .ok_or(DumpError::OutOfMemory)?;
 
     // Every tracker lock, before any thread stops: a thread stopped inside
     // the tracker would otherwise hold a lock the dump needs, and no block
     // can be freed (and unmapped) while the scan reads it.
     let shards: [_; crate::live::SHARDS] = core::array::from_fn(|i| LIVE.shards[i].table.lock());
     let interning = STACKS.lock_all();
+    // And production mode's blocks without records: a thread that frees
+    // one waits until the scan is done, as it would for a shard lock.
+    let listing = Listing::begin();
     let paused = sys::clock_ns(libc::CLOCK_MONOTONIC);
     let mut world = world::stop(others, stopped)?;
 
@@ -774,6 +782,7 @@ fn snapshot_and_write(
         match child::fork() {
             Forked::Parent(child) => {
                 world.resume();
+                drop(listing);
                 drop(interning);
                 drop(shards);
                 let pause_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(paused);
@@ -797,14 +806,18 @@ fn snapshot_and_write(
     }
 
     // The live set, sorted by address.
+    let mut mapped = MappedBlocks {
+        listing: listing.as_ref(),
+        residency,
+    };
     let snapshot_memory =
-        Scratch::new(LiveSet::scratch_bytes(&shards)).ok_or(DumpError::OutOfMemory)?;
+        Scratch::new(LiveSet::scratch_bytes(&shards, &mut mapped)).ok_or(DumpError::OutOfMemory)?;
     let LiveSet {
         slots,
         total_allocations,
         total_frees,
         tracking_bytes: live_tracking_bytes,
-    } = LiveSet::gather(&shards, &snapshot_memory)?;
+    } = LiveSet::gather(&shards, &mut mapped, &snapshot_memory)?;
     let stacks = STACKS.snapshot();
     let next_sequence = SEQUENCE.load(Ordering::Relaxed);
     let dropped_stacks = STACKS.dropped();
@@ -865,6 +878,7 @@ fn snapshot_and_write(
     let scan_ns = sys::clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(scanning);
 
     world.resume();
+    drop(listing);
     drop(interning);
     drop(shards);
     if let Some(errno) = fork_failed {
@@ -1239,32 +1253,59 @@ impl<'s> Threads<'s> {
     }
 }
 
-/// The live records of every shard, sorted by address, with the shards'
-/// counters; read while the dump holds every shard lock.
+/// Production mode's blocks without records, as a dump lists them: from
+/// the presence map, while it holds the map ([`Listing`]).
+struct MappedBlocks<'a> {
+    /// `None` when the map is off.
+    listing: Option<&'a Listing>,
+    /// `mincore`'s answers for one region's map.
+    residency: &'a mut [u8],
+}
+
+impl MappedBlocks<'_> {
+    /// Calls `each(address, size)` for each block, in address order.
+    fn for_each(&mut self, each: impl FnMut(u64, u64)) {
+        if let Some(listing) = self.listing {
+            // SAFETY: the dump holds the listing: every thread is stopped or
+            // waits before freeing one of the map's blocks, or this is the
+            // fork's child.
+            unsafe { listing.for_each(self.residency, each) };
+        }
+    }
+
+    fn count(&mut self) -> usize {
+        let mut count = 0;
+        self.for_each(|_, _| count += 1);
+        count
+    }
+}
+
+/// The live blocks, sorted by address: every shard's records and the
+/// presence map's blocks, with the shards' counters; read while the dump
+/// holds every shard lock and the map.
 struct LiveSet<'s> {
     slots: &'s [Slot],
     total_allocations: u64,
     total_frees: u64,
-    /// The shards' memory and the live blocks' footers.
+    /// The shards' and the map's memory, and the live blocks' footers.
     tracking_bytes: u64,
 }
 
 impl<'s> LiveSet<'s> {
     /// Scratch for the records and, later, the [`scan`]'s start and end of
     /// every block.
-    fn scratch_bytes(shards: &[SpinGuard<'_, ShardTable>]) -> usize {
-        let count: u64 = shards.iter().map(|s| s.count).sum();
-        (count as usize).max(1) * (size_of::<Slot>() + 2 * size_of::<u64>())
+    fn scratch_bytes(shards: &[SpinGuard<'_, ShardTable>], mapped: &mut MappedBlocks) -> usize {
+        let count = shards.iter().map(|s| s.count as usize).sum::<usize>() + mapped.count();
+        count.max(1) * (size_of::<Slot>() + 2 * size_of::<u64>())
     }
 
     fn gather(
         shards: &[SpinGuard<'_, ShardTable>],
+        mapped: &mut MappedBlocks,
         memory: &'s Scratch,
     ) -> Result<LiveSet<'s>, DumpError> {
-        let count: u64 = shards.iter().map(|s| s.count).sum();
-        let slots = memory
-            .take::<Slot>(count as usize)
-            .ok_or(DumpError::OutOfMemory)?;
+        let count = shards.iter().map(|s| s.count as usize).sum::<usize>() + mapped.count();
+        let slots = memory.take::<Slot>(count).ok_or(DumpError::OutOfMemory)?;
         let mut filled = 0;
         let (mut total_allocations, mut total_frees, mut tracking_bytes) = (0, 0, 0);
         for shard in shards {
@@ -1278,6 +1319,29 @@ impl<'s> LiveSet<'s> {
             total_frees += shard.total_frees;
             tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
         }
+        // A block without a record has no sequence number, thread or stack.
+        let (mut mapped_count, mut mapped_bytes) = (0u64, 0u64);
+        mapped.for_each(|address, size| {
+            let entry = Entry {
+                address,
+                size,
+                thread: heapdump_formats::records::UNKNOWN_THREAD,
+                align: presence::ALIGNMENT as u64,
+                flags: UNRECORDED,
+                ..Entry::default()
+            };
+            if let (Some(out), Some(slot)) = (slots.get_mut(filled), Slot::pack(&entry)) {
+                *out = slot;
+                filled += 1;
+                mapped_count += 1;
+                mapped_bytes += size;
+            }
+        });
+        let totals = presence::totals();
+        total_allocations += totals.allocations;
+        total_frees += totals.frees;
+        tracking_bytes +=
+            presence::tracking_bytes(mapped_bytes) + mapped_count * FOOTER_BYTES as u64;
         let slots = &mut slots[..filled];
         slots.sort_unstable_by_key(|slot| slot.address());
         Ok(LiveSet {
@@ -1288,6 +1352,9 @@ impl<'s> LiveSet<'s> {
         })
     }
 }
+
+/// The flag of a block listed from the presence map.
+const UNRECORDED: u8 = heapdump_formats::records::allocation_flags::UNRECORDED as u8;
 
 /// Scans every live block and every root for words that point into a live
 /// block: the edges, and the bytes read. Runs while the world is stopped

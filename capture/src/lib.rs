@@ -66,6 +66,7 @@
 //! can deadlock, as it can with most allocators.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::any::TypeId;
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::alloc::System;
@@ -78,6 +79,7 @@ mod dump;
 mod fork;
 mod live;
 mod modules;
+mod presence;
 mod sampling;
 mod scan;
 mod settings;
@@ -222,6 +224,36 @@ fn next_sequence() -> u64 {
     next
 }
 
+/// Whether `System`'s blocks are glibc's: the C functions are ours and
+/// forward to glibc's allocator (see `cmalloc`), so production mode may
+/// list them in the presence map.
+pub(crate) const GLIBC_BLOCKS: bool = cfg!(all(
+    feature = "c-malloc",
+    target_os = "linux",
+    target_env = "gnu"
+));
+
+/// Whether production mode lists the blocks of a `Tracker<A>` of `size`
+/// bytes in the presence map (see [`presence`]) rather than in records:
+/// `A` is `System` on glibc, and the block is small enough that glibc
+/// never serves it with `mmap`.
+#[inline(always)]
+fn mappable<A: 'static>(size: usize) -> bool {
+    GLIBC_BLOCKS
+        && TypeId::of::<A>() == TypeId::of::<System>()
+        && size < presence::LARGEST
+        && presence::enabled()
+}
+
+/// The thread, and whether to walk the stack, for a new block of `size`
+/// bytes. The caller holds `Busy`.
+#[inline(always)]
+fn decide(size: usize) -> (threads::CurrentThread, sampling::Walk) {
+    let thread = threads::current();
+    let walk = sampling::decide(size as u64, thread.index);
+    (thread, walk)
+}
+
 /// The record of a block the inner allocator just returned, made here:
 /// this thread, this stack (in production mode only if the block is
 /// sampled, else stack 0), the next sequence number. The caller holds
@@ -231,10 +263,22 @@ fn new_entry(
     address: *mut u8,
     size: usize,
     align: usize,
-    mut flags: u8,
+    flags: u8,
 ) -> (Entry, threads::CurrentThread) {
-    let thread = threads::current();
-    let walk = sampling::decide(size as u64, thread.index);
+    let (thread, walk) = decide(size);
+    decided_entry(address, size, align, flags, thread, walk)
+}
+
+/// [`new_entry`] once [`decide`] has run.
+#[inline]
+fn decided_entry(
+    address: *mut u8,
+    size: usize,
+    align: usize,
+    mut flags: u8,
+    thread: threads::CurrentThread,
+    walk: sampling::Walk,
+) -> (Entry, threads::CurrentThread) {
     let stack = if walk == sampling::Walk::Skipped {
         0
     } else {
@@ -298,6 +342,7 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 /// reported to the `on=oom` trigger once `busy` is let go). `busy` is the
 /// guard taken before the inner allocator was called, `None` when the
 /// thread was already inside the tracker (the block then gets no record).
+/// `decided`: the thread and sampling decision if [`decide`] already ran.
 ///
 /// # Safety
 /// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
@@ -308,6 +353,7 @@ unsafe fn record_new(
     flags: u8,
     settings: &Settings,
     busy: Option<Busy>,
+    decided: Option<(threads::CurrentThread, sampling::Walk)>,
 ) -> *mut u8 {
     if block.is_null() {
         drop(busy);
@@ -317,7 +363,9 @@ unsafe fn record_new(
     let footer = match busy {
         Some(_) => {
             triggers::start_once(settings);
-            let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags);
+            let (thread, walk) = decided.unwrap_or_else(|| decide(layout.size()));
+            let (entry, thread) =
+                decided_entry(block, layout.size(), layout.align(), flags, thread, walk);
             LIVE.insert(&entry, true, thread.index as usize)
         }
         None => live::NO_RECORD,
@@ -325,6 +373,40 @@ unsafe fn record_new(
     // SAFETY: per the contract, the footer's bytes are the block's.
     unsafe { write_footer(block, layout.size(), footer) };
     block
+}
+
+impl<A: GlobalAlloc + 'static> Tracker<A> {
+    /// Allocates a block (zeroed if `flags` says so), in production mode
+    /// noting it in the presence map when it is out of the stack sample
+    /// and `System` makes it, else with a record.
+    #[inline(always)]
+    unsafe fn allocate(&self, layout: Layout, flags: u8) -> *mut u8 {
+        let Some(outer) = with_footer(layout) else {
+            return core::ptr::null_mut();
+        };
+        let busy = Busy::enter();
+        let decided =
+            (busy.is_some() && mappable::<A>(layout.size())).then(|| decide(layout.size()));
+        // SAFETY: the caller's contract for `alloc`, for a layout at least
+        // as big.
+        let block = unsafe {
+            if flags & ZEROED != 0 {
+                self.inner.alloc_zeroed(outer)
+            } else {
+                self.inner.alloc(outer)
+            }
+        };
+        if let Some((_, sampling::Walk::Skipped)) = decided
+            && !block.is_null()
+            // SAFETY: `System` made `block` (so glibc did), `outer` bytes.
+            && unsafe { presence::insert(block, layout.size(), true) }
+        {
+            LIVE.note_growth(layout.size() as u64);
+            return block;
+        }
+        // SAFETY: a block of `outer` (or null) just returned.
+        unsafe { record_new(block, layout, flags, &self.settings, busy, decided) }
+    }
 }
 
 // The thread is marked busy across the inner allocator's call: whatever
@@ -335,45 +417,37 @@ unsafe fn record_new(
 // grown by the footer's 4 bytes, consistently for every call on a block
 // (so the inner allocator's contract holds), and returns the block
 // itself: the program gets at least the bytes and alignment it asked for.
+// A block in production mode's presence map has its footer's room but
+// leaves it unwritten.
 // SAFETY: as above; the footer lies past the program's bytes, and the
 // rest of the bookkeeping touches only the tracker's memory.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
+unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some(outer) = with_footer(layout) else {
-            return core::ptr::null_mut();
-        };
-        let busy = Busy::enter();
-        // SAFETY: the caller's contract for `alloc`, for a layout at least
-        // as big.
-        let block = unsafe { self.inner.alloc(outer) };
-        // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, 0, &self.settings, busy) }
+        // SAFETY: the caller's contract for `alloc`.
+        unsafe { self.allocate(layout, 0) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some(outer) = with_footer(layout) else {
-            return core::ptr::null_mut();
-        };
-        let busy = Busy::enter();
-        // SAFETY: as in `alloc`.
-        let block = unsafe { self.inner.alloc_zeroed(outer) };
-        // SAFETY: a block of `outer` (or null) just returned.
-        unsafe { record_new(block, layout, ZEROED, &self.settings, busy) }
+        // SAFETY: the caller's contract for `alloc_zeroed`.
+        unsafe { self.allocate(layout, ZEROED) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        // SAFETY: the caller passes a block we allocated with `layout`,
-        // whose footer we wrote.
-        let footer = unsafe { read_footer(block, layout.size()) };
-        // Forget the block before freeing it, under its shard's lock: a dump
-        // holds every such lock, so it never lists (and scans) memory that a
-        // thread it could not stop is freeing or unmapping.
+        // Forget the block before freeing it, under its shard's lock (or,
+        // in the presence map, waiting for a dump that lists the map): a
+        // dump never lists (and scans) memory that a thread it could not
+        // stop is freeing or unmapping.
         let busy = Busy::enter();
-        if busy.is_some() {
-            LIVE.remove(footer, block as u64, layout.size() as u64);
+        if !(mappable::<A>(layout.size()) && presence::remove(block, Some(layout.size()), true)) {
+            // SAFETY: the caller passes a block we allocated with `layout`;
+            // out of the presence map, so we wrote its footer.
+            let footer = unsafe { read_footer(block, layout.size()) };
+            if busy.is_some() {
+                LIVE.remove(footer, block as u64, layout.size() as u64);
+            }
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was allocated with.
@@ -390,9 +464,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         else {
             return core::ptr::null_mut();
         };
+        let busy = Busy::enter();
+        if mappable::<A>(layout.size()) && presence::remove(block, Some(layout.size()), false) {
+            // SAFETY: the caller's contract for `realloc`, for a block of
+            // the presence map.
+            return unsafe { self.realloc_mapped(block, layout, new_size, new_outer, busy) };
+        }
         // SAFETY: as in `dealloc`.
         let old_footer = unsafe { read_footer(block, layout.size()) };
-        let busy = Busy::enter();
         // As in `dealloc`, the record goes (for now) before the inner
         // allocator may free the block: a dump running meanwhile must not
         // scan memory that is being moved or unmapped.
@@ -420,6 +499,74 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
                 triggers::start_once(&self.settings);
                 let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED);
                 LIVE.reattach(detached, &entry, moved != block, thread.index as usize)
+            }
+            None => live::NO_RECORD,
+        };
+        drop(busy);
+        // SAFETY: `moved` has `new_size + FOOTER_BYTES` bytes.
+        unsafe { write_footer(moved, new_size, footer) };
+        moved
+    }
+}
+
+impl<A: GlobalAlloc + 'static> Tracker<A> {
+    /// [`GlobalAlloc::realloc`] of a block the presence map had (and no
+    /// longer has): the new block goes back in the map, or gets a record
+    /// if it is in the stack sample (or too big for the map).
+    ///
+    /// # Safety
+    /// The contract of `realloc`, for a block taken out of the presence
+    /// map; `new_outer` is `new_size` plus the footer.
+    #[inline(always)]
+    unsafe fn realloc_mapped(
+        &self,
+        block: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        new_outer: Layout,
+        busy: Option<Busy>,
+    ) -> *mut u8 {
+        let decided = busy.as_ref().map(|_| decide(new_size));
+        // SAFETY: per the contract; the block was allocated with its
+        // footer's room.
+        let moved = unsafe {
+            self.inner
+                .realloc(block, footered(layout), new_outer.size())
+        };
+        if moved.is_null() {
+            // SAFETY: the old block is live and unchanged, and was in the
+            // map (whose region stays).
+            if !unsafe { presence::insert(block, layout.size(), false) } {
+                // SAFETY: a block of `layout` plus its footer.
+                unsafe { write_footer(block, layout.size(), live::NO_RECORD) };
+            }
+            drop(busy);
+            triggers::allocation_failed();
+            return moved;
+        }
+        let mapped = match decided {
+            Some((_, sampling::Walk::Skipped)) => mappable::<A>(new_size),
+            Some(_) => false,
+            None => mappable::<A>(new_size),
+        };
+        if moved != block {
+            // The old block is freed: counted here, as `remove` was told
+            // it was not; the new one counts as an allocation below.
+            presence::count_move();
+        }
+        // SAFETY: `System` made `moved` (so glibc did), `new_outer` bytes.
+        if mapped && unsafe { presence::insert(moved, new_size, moved != block) } {
+            if new_size > layout.size() {
+                LIVE.note_growth((new_size - layout.size()) as u64);
+            }
+            return moved;
+        }
+        let footer = match busy {
+            Some(_) => {
+                let (thread, walk) = decided.unwrap_or_else(|| decide(new_size));
+                let (entry, thread) =
+                    decided_entry(moved, new_size, layout.align(), REALLOCATED, thread, walk);
+                LIVE.insert(&entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,
         };
@@ -477,6 +624,7 @@ pub fn stats() -> Stats {
         threads: threads::registered_count(),
         tracking_bytes: totals.used_bytes
             + totals.live_count * live::FOOTER_BYTES as u64
+            + presence::tracking_bytes(totals.mapped_bytes)
             + STACKS.tracking_bytes()
             + threads::tracking_bytes(),
     }

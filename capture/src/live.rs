@@ -695,6 +695,8 @@ pub struct LiveTotals {
     pub total_allocations: u64,
     pub total_frees: u64,
     pub used_bytes: u64,
+    /// Of `live_bytes`, the bytes of blocks in the presence map.
+    pub mapped_bytes: u64,
 }
 
 impl LiveTable {
@@ -748,7 +750,7 @@ impl LiveTable {
     /// Counts a record stored or grown by `bytes` toward this thread's next
     /// sample of the peak.
     #[inline]
-    fn note_growth(&self, bytes: u64) {
+    pub fn note_growth(&self, bytes: u64) {
         let (inserts, since) = SINCE_SAMPLE.get();
         let (inserts, since) = (inserts + 1, since.saturating_add(bytes));
         if inserts >= PEAK_SAMPLE_INSERTS || since >= PEAK_SAMPLE_BYTES {
@@ -762,12 +764,16 @@ impl LiveTable {
 
     /// Raises the peaks to the current totals (read without locks).
     fn sample_peak(&self) -> (u64, u64) {
-        let (count, bytes) = self.shards.iter().fold((0, 0), |(c, b), shard| {
-            (
-                c + shard.count.load(Ordering::Relaxed),
-                b + shard.bytes.load(Ordering::Relaxed),
-            )
-        });
+        let mapped = crate::presence::totals();
+        let (count, bytes) =
+            self.shards
+                .iter()
+                .fold((mapped.live_count, mapped.live_bytes), |(c, b), shard| {
+                    (
+                        c + shard.count.load(Ordering::Relaxed),
+                        b + shard.bytes.load(Ordering::Relaxed),
+                    )
+                });
         self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
         self.peak_count.fetch_max(count, Ordering::Relaxed);
         (count, bytes)
@@ -913,8 +919,15 @@ impl LiveTable {
 
     /// Totals, adding up the shards under their locks one at a time.
     pub fn totals(&self) -> LiveTotals {
+        // Production mode's blocks without records are counted apart.
+        let mapped = crate::presence::totals();
         let mut totals = LiveTotals {
             dropped: self.dropped.load(Ordering::Relaxed),
+            live_bytes: mapped.live_bytes,
+            live_count: mapped.live_count,
+            total_allocations: mapped.allocations,
+            total_frees: mapped.frees,
+            mapped_bytes: mapped.live_bytes,
             ..LiveTotals::default()
         };
         for shard in &self.shards {

@@ -44,6 +44,10 @@ thread_local! {
 pub fn configure(interval: u64, seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
     INTERVAL.store(interval, Ordering::Relaxed);
+    // Blocks out of the sample need no record where glibc makes them.
+    if interval != 0 && crate::GLIBC_BLOCKS {
+        crate::presence::enable();
+    }
 }
 
 /// The mean sampling interval in bytes, 0 in exact mode (what the dump's

@@ -548,6 +548,33 @@ pub fn sleep_ns(ns: u64) {
 
 // ---- Processes and threads ------------------------------------------------
 
+/// `membarrier` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_GLOBAL: i32 = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: i32 = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: i32 = 1 << 4;
+
+fn membarrier(command: i32) -> bool {
+    // SAFETY: membarrier takes no pointers; an unknown command fails.
+    unsafe { libc::syscall(libc::SYS_membarrier, command, 0, 0) == 0 }
+}
+
+/// Readies [`process_barrier`]; `false` when the kernel (or a sandbox,
+/// or valgrind) has no `membarrier`.
+pub fn register_process_barrier() -> bool {
+    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+}
+
+/// Makes every running thread of the process execute a full memory
+/// barrier before this returns (`membarrier`), so a plain store one of
+/// them made before its next load is visible here. `false` if it could
+/// not be done (the process was not registered: a forked child, which
+/// registers now and retries, then the system-wide barrier).
+pub fn process_barrier() -> bool {
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+        || (register_process_barrier() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+        || membarrier(MEMBARRIER_CMD_GLOBAL)
+}
+
 /// The calling thread's kernel id.
 #[inline]
 pub fn thread_id() -> u32 {

@@ -309,6 +309,7 @@ flag_set! {
         ZEROED = allocation_flags::ZEROED,
         REALLOCATED = allocation_flags::REALLOCATED,
         SAMPLED = allocation_flags::SAMPLED,
+        UNRECORDED = allocation_flags::UNRECORDED,
     }
 }
 

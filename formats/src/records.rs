@@ -25,7 +25,7 @@ pub const VERSION_MAJOR: u16 = 2;
 pub const OLDEST_MAJOR: u16 = 1;
 /// Minor version: bumped when fields are appended or sections added; readers
 /// of an older minor version still read newer dumps.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 /// Every section starts at a multiple of this many bytes.
 pub const SECTION_ALIGN: u64 = 8;
 /// At most this many sections in one dump.
@@ -494,6 +494,12 @@ pub mod allocation_flags {
     /// bytes is sampled with probability `1 - exp(-s/S)` (S:
     /// [`super::ProcessRecord::stack_sample_interval`]), or 1 when `s >= S`.
     pub const SAMPLED: u32 = 1 << 2;
+    /// Production mode only: the block was listed from the allocator's
+    /// memory (the capture's presence map over glibc's blocks) rather than
+    /// from a record, so it has no sequence number (0), thread
+    /// ([`super::UNKNOWN_THREAD`]) or stack (0), and its alignment is the
+    /// allocator's. Never with SAMPLED.
+    pub const UNRECORDED: u32 = 1 << 3;
 }
 
 /// The thread index of an allocation whose thread is unknown.

@@ -459,7 +459,10 @@ fn check_allocations<'a>(p: &mut Problems<'_, 'a>, view: &DumpView<'a>) -> LiveT
     each_record(&allocations, |at| {
         let a = at.record;
         live_bytes += u128::from(a.size);
-        sequences.push((a.sequence, at.index as u32));
+        // A block listed without a record has none (its sequence is 0).
+        if a.flags & crate::records::allocation_flags::UNRECORDED == 0 {
+            sequences.push((a.sequence, at.index as u32));
+        }
         if let Some(count) = per_thread.get_mut(a.thread as usize) {
             *count += 1;
         }
@@ -600,7 +603,8 @@ fn allocation_overlap<'a>(
 }
 
 /// `allocations.sequence`: no two records share a sequence number
-/// (`sequences`: each record's, with its index).
+/// (`sequences`: each record's, with its index; UNRECORDED blocks have
+/// none).
 fn allocation_sequences<'a>(
     p: &mut Problems<'_, 'a>,
     allocations: &Table<'a, AllocationRecord>,

@@ -14,7 +14,8 @@
 //! - a node per allocation, of type `object`, named by its type label (the
 //!   "constructor" DevTools groups by, as `top --retained` names it), its
 //!   size as self size, its id the allocation's sequence number (so the
-//!   Comparison view matches the same block in two dumps of one process);
+//!   Comparison view matches the same block in two dumps of one process),
+//!   or for a block production mode listed without a record its address;
 //! - an edge per pointer: a `property` named by the DWARF field it is in
 //!   where the binary says (`next`, `[3].buf`), else an `element` whose
 //!   index is the pointer's byte offset in the block;
@@ -32,7 +33,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use heapdump_formats::constants::Machine;
-use heapdump_formats::records::root_kind;
+use heapdump_formats::records::{AllocationRecord, allocation_flags, root_kind};
 
 use super::{Export, HeapModel, Output, OutputKind, root_offset_label};
 
@@ -50,6 +51,20 @@ const EDGE_PROPERTY: u32 = 2;
 /// Ids of allocation nodes start here (sequence × 2 + this); synthetic
 /// nodes take the odd numbers below it.
 const ALLOCATION_ID_BASE: u64 = 1_000_000_001;
+
+/// A block's node id: from its sequence number, which orders blocks by
+/// age as V8's ids do (DevTools' "objects allocated between snapshots"
+/// compares them); a block listed without a record (production mode's
+/// UNRECORDED, sequence 0) takes its address instead, above every
+/// sequence (40 bits): stable while the block lives, and never new.
+fn allocation_id(allocation: &AllocationRecord) -> u64 {
+    let key = if allocation.flags & allocation_flags::UNRECORDED != 0 {
+        (1 << 40) + (allocation.address >> 4)
+    } else {
+        allocation.sequence
+    };
+    ALLOCATION_ID_BASE + 2 * key
+}
 
 const META: &str = r#"{"node_fields":["type","name","id","self_size","edge_count","trace_node_id","detachedness"],"node_types":[["hidden","array","string","object","code","closure","regexp","number","native","synthetic","concatenated string","sliced string","symbol","bigint","object shape"],"string","number","number","number","number","number"],"edge_fields":["type","name_or_index","to_node"],"edge_types":[["context","element","property","internal","hidden","shortcut","weak"],"string_or_number","node"],"trace_function_info_fields":["function_id","name","script_name","script_id","line","column"],"trace_node_fields":["id","function_info_index","count","size","children"],"sample_fields":["timestamp_us","last_assigned_id"],"location_fields":["object_index","script_id","line","column"]}"#;
 
@@ -289,7 +304,7 @@ impl Export for HeapSnapshotOptions {
             write!(
                 out,
                 "{NODE_OBJECT},{name},{},{},{},0,0",
-                ALLOCATION_ID_BASE + 2 * allocation.sequence,
+                allocation_id(&allocation),
                 allocation.size,
                 edge_counts[index]
             )?;

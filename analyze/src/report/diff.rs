@@ -190,7 +190,10 @@ impl DiffReport {
             row.old_count += count;
         }
         // Both sides are sorted by address: a merge finds the blocks of NEW
-        // that OLD had too (same address and same sequence number).
+        // that OLD had too (same address and same sequence number). Blocks
+        // production mode listed without a record (UNRECORDED) all have
+        // sequence 0: for them the same address counts as the same block,
+        // so one freed and another made there since OLD counts as old.
         let mut old_iter = old.allocations().iter().peekable();
         let (mut new_objects, mut new_object_bytes) = (0u64, 0u64);
         let fresh = new.allocations().iter().filter(|a| {
