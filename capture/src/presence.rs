@@ -416,8 +416,10 @@ impl Listing {
     /// region's map.
     ///
     /// # Safety
-    /// Every thread of the process is stopped, waits in [`remove`], or
-    /// this is a forked copy of it: no block listed is freed meanwhile.
+    /// Every thread of the process is stopped, or waits in [`remove`]
+    /// before it frees a block of the map, or this is a forked copy of the
+    /// process: no block listed is freed meanwhile. (A thread that was not
+    /// stopped may add blocks: those may or may not be listed.)
     pub unsafe fn for_each(&self, residency: &mut [u8], mut each: impl FnMut(u64, u64)) {
         for (region, map) in MAPS.iter().enumerate() {
             let map = map.load(Ordering::Acquire);
@@ -427,20 +429,28 @@ impl Listing {
             let start = map as usize;
             sys::resident_runs(start, start + REGION_MAP_BYTES, residency, |from, to| {
                 // SAFETY: `[from, to)` is resident memory of this region's
-                // map; its bytes are atomics read here as plain bytes, and
-                // no thread writes them meanwhile (per the contract).
-                let bytes = unsafe { core::slice::from_raw_parts(from as *const u8, to - from) };
-                for (offset, &state) in bytes.iter().enumerate() {
-                    if state == ABSENT {
+                // map, page-aligned, so whole aligned words; read as atomics
+                // (a thread the dump could not stop may still allocate).
+                let words = unsafe {
+                    core::slice::from_raw_parts(from as *const AtomicU64, (to - from) / 8)
+                };
+                for (word_index, word) in words.iter().enumerate() {
+                    let word = word.load(Ordering::Relaxed);
+                    if word == 0 {
                         continue;
                     }
-                    let granule = (from - start + offset) as u64;
-                    let address = ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT;
-                    // SAFETY: the map had it, so glibc made it and it is
-                    // live (per the contract).
-                    let usable = unsafe { usable_size(address as *mut u8) };
-                    if usable.is_some() {
-                        each(address, size_of_state(usable, state) as u64);
+                    for (byte_index, state) in word.to_le_bytes().into_iter().enumerate() {
+                        if state == ABSENT {
+                            continue;
+                        }
+                        let granule = (from - start + word_index * 8 + byte_index) as u64;
+                        let address = ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT;
+                        // SAFETY: the map has it, so glibc made it, and it is
+                        // live and stays so (per the contract).
+                        let usable = unsafe { usable_size(address as *mut u8) };
+                        if usable.is_some() {
+                            each(address, size_of_state(usable, state) as u64);
+                        }
                     }
                 }
             });

@@ -25,7 +25,7 @@ pub const VERSION_MAJOR: u16 = 2;
 pub const OLDEST_MAJOR: u16 = 1;
 /// Minor version: bumped when fields are appended or sections added; readers
 /// of an older minor version still read newer dumps.
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 0;
 /// Every section starts at a multiple of this many bytes.
 pub const SECTION_ALIGN: u64 = 8;
 /// At most this many sections in one dump.

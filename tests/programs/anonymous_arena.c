@@ -28,7 +28,10 @@ __attribute__((noinline)) void forget(void) {
   munmap(gone, 1 << 16);
 }
 /* Overwrites the dead frames below main's, where the pointers passed. */
-__attribute__((noinline)) void scrub(void) { volatile char junk[8192]; memset((char *)junk, 0, sizeof junk); }
+__attribute__((noinline)) void scrub(void) {
+  volatile char junk[65536]; /* volatile stores: a memset of it is removed */
+  for (unsigned i = 0; i < sizeof junk; i++) junk[i] = 0;
+}
 int main(void) {
   arena = mmap(0, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   /* The lost block first: the C allocator's own pointer to the memory

@@ -707,3 +707,83 @@ fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
         );
     }
 }
+
+/// Production mode around an unmodified C program: every block the program
+/// holds is in the dump at its exact size (malloc, calloc, realloc that
+/// grows, shrinks and moves, posix_memalign, aligned_alloc; blocks freed
+/// and moved by another thread), the small ones out of the stack sample
+/// listed from the presence map without records, the large ones (which
+/// glibc serves with mmap) with records; in both dump modes.
+#[test]
+fn production_mode_lists_every_block_of_a_c_program_at_its_exact_size() {
+    use heapdump_formats::records::allocation_flags::{SAMPLED, UNRECORDED};
+    let dir = scratch_dir("run_production_heap");
+    let program = compile_program(
+        &dir,
+        "production_heap.c",
+        "gcc",
+        "production_heap",
+        &["-O1", "-g", "-pthread"],
+    );
+    for mode in ["fork", "stop"] {
+        let dumps = dir.join(format!("dumps-{mode}"));
+        let list = dir.join(format!("blocks-{mode}.txt"));
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--stacks"),
+                OsStr::new("sample:512KiB"),
+                OsStr::new("--mode"),
+                OsStr::new(mode),
+                OsStr::new("--"),
+                program.as_os_str(),
+                list.as_os_str(),
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        let (path, dump) = the_dump(&dumps);
+        let view = dump.view();
+        let dumped: std::collections::HashMap<u64, (u64, u32)> = view
+            .allocations()
+            .iter()
+            .map(|a| (a.address, (a.size, a.flags)))
+            .collect();
+        let held = std::fs::read_to_string(&list).unwrap();
+        let (mut small, mut unrecorded, mut large) = (0, 0, 0);
+        for line in held.lines() {
+            let (address, size) = line.split_once(' ').unwrap();
+            let address = u64::from_str_radix(address, 16).unwrap();
+            let size: u64 = size.parse().unwrap();
+            let Some(&(dumped_size, flags)) = dumped.get(&address) else {
+                panic!("{mode}: block {address:#x} of {size} bytes is not in the dump");
+            };
+            assert_eq!(dumped_size, size, "{mode}: block {address:#x}");
+            if size >= 64 << 10 {
+                large += 1;
+                assert_eq!(flags & UNRECORDED, 0, "{mode}: {address:#x} has a record");
+            } else {
+                small += 1;
+                unrecorded += u64::from(flags & UNRECORDED != 0);
+                if flags & UNRECORDED != 0 {
+                    assert_eq!(flags & SAMPLED, 0);
+                }
+            }
+        }
+        assert_eq!((small, large), (15_371, 57), "{mode}: the program's blocks");
+        // The sample (S = 512 KiB) takes about one small block in 500.
+        assert!(
+            unrecorded >= small * 98 / 100,
+            "{mode}: {unrecorded} of {small} small blocks listed from the map"
+        );
+        // Every block of the program's array stays reachable (glibc's own
+        // blocks, such as the ended thread's, may not be).
+        let leaks = heapdump_json(&[OsStr::new("leaks"), path.as_os_str()]);
+        let reachable = leaks["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == "still_reachable")
+            .map_or(0, |c| c["blocks"].as_u64().unwrap());
+        assert!(reachable >= 15_428, "{mode}: {leaks}");
+    }
+}

@@ -61,7 +61,10 @@ fn every_block_is_dumped_and_each_sites_estimate_is_within_25_percent() {
         }
     }
     assert_eq!((pages, records), (PAGES, RECORDS));
-    assert!(recorded_unsampled < 20, "{recorded_unsampled} blocks out of the sample have records");
+    assert!(
+        recorded_unsampled < 20,
+        "{recorded_unsampled} blocks out of the sample have records"
+    );
     assert!(
         (1000..10_000).contains(&sampled),
         "{sampled} sampled blocks"
