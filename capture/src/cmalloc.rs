@@ -218,7 +218,7 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
         return;
     }
     if let Some(_busy) = enter()
-        && !(presence::enabled() && presence::remove(block.cast(), None, true))
+        && !(presence::enabled() && presence::remove(block.cast(), None, true).is_some())
     {
         // SAFETY: the caller passes a live block of ours (glibc's).
         let footer = unsafe { footer_of(block) };
@@ -272,9 +272,11 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     };
-    if presence::enabled() && presence::remove(block.cast(), None, false) {
+    if presence::enabled()
+        && let Some(old_size) = presence::remove(block.cast(), None, false)
+    {
         // SAFETY: the caller's contract, for a block of the presence map.
-        return unsafe { realloc_mapped(block, size, outer, busy) };
+        return unsafe { realloc_mapped(block, old_size, size, outer, busy) };
     }
     // SAFETY: the caller passes a live block.
     let old_footer = unsafe { footer_of(block) };
@@ -306,15 +308,23 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
 ///
 /// # Safety
 /// The C contract of `realloc`, for a block taken out of the presence map;
-/// `outer` is `size` plus the footer.
-unsafe fn realloc_mapped(block: *mut c_void, size: usize, outer: usize, busy: Busy) -> *mut c_void {
+/// `outer` is `size` plus the footer; `old_size` the block's size in the
+/// map.
+unsafe fn realloc_mapped(
+    block: *mut c_void,
+    old_size: usize,
+    size: usize,
+    outer: usize,
+    busy: Busy,
+) -> *mut c_void {
     // SAFETY: forwarding, with room for the footer.
     let moved = unsafe { __libc_realloc(block, outer) };
     if moved.is_null() {
         // Unchanged: back in the map (whose region stays), else a footer
         // that names no record.
-        // SAFETY: the old block is live, of at least `outer` bytes.
-        if !unsafe { presence::insert(block.cast(), size, false) }
+        // SAFETY: the old block is live, unchanged, of `old_size` bytes
+        // and its footer's room.
+        if !unsafe { presence::insert(block.cast(), old_size, false) }
             // SAFETY: as above.
             && let Some(at) = unsafe { footer_at(block) }
         {

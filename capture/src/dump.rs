@@ -742,7 +742,7 @@ fn snapshot_and_write(
             + MAX_ALIVE_THREADS * (8 + size_of::<StoppedThread>())
             + MAPS_BYTES
             + MAX_MAPPINGS * 16
-            + Listing::residency_bytes()
+            + Listing::scratch_pages() * 8
             + 16 * sys::PAGE,
     )
     .ok_or(DumpError::OutOfMemory)?;
@@ -760,8 +760,8 @@ fn snapshot_and_write(
     let maps_ranges = scratch
         .take::<(u64, u64)>(MAX_MAPPINGS)
         .ok_or(DumpError::OutOfMemory)?;
-    let residency = scratch
-        .take::<u8>(Listing::residency_bytes())
+    let map_pages = scratch
+        .take::<u64>(Listing::scratch_pages())
         .ok_or(DumpError::OutOfMemory)?;
 
     // Every tracker lock, before any thread stops: a thread stopped inside
@@ -806,9 +806,18 @@ fn snapshot_and_write(
     }
 
     // The live set, sorted by address.
+    // Production mode's blocks without records, if they may be read: not
+    // when a thread could not be stopped and the barrier that holds its
+    // frees back was refused (then they count as dropped).
+    let all_held = in_child.is_some() || stopped.iter().all(|t| t.stopped || t.gone);
     let mut mapped = MappedBlocks {
-        listing: listing.as_ref(),
-        residency,
+        listing: listing.as_ref().filter(|l| l.may_list(all_held)),
+        pages: map_pages,
+        capacity: 0,
+    };
+    let unlisted = match &listing {
+        Some(listing) if !listing.may_list(all_held) => presence::totals().live_count,
+        _ => 0,
     };
     let snapshot_memory =
         Scratch::new(LiveSet::scratch_bytes(&shards, &mut mapped)).ok_or(DumpError::OutOfMemory)?;
@@ -897,6 +906,7 @@ fn snapshot_and_write(
     let live_bytes = count_live_blocks(records, slots);
     let (peak_live_bytes, peak_live_count, dropped_allocations) =
         LIVE.peaks_and_dropped(slots.len() as u64, live_bytes);
+    let dropped_allocations = dropped_allocations + unlisted;
     let stack_memory =
         Scratch::new(LiveStacks::scratch_bytes(&stacks)).ok_or(DumpError::OutOfMemory)?;
     let live_stacks =
@@ -1256,26 +1266,32 @@ impl<'s> Threads<'s> {
 /// Production mode's blocks without records, as a dump lists them: from
 /// the presence map, while it holds the map ([`Listing`]).
 struct MappedBlocks<'a> {
-    /// `None` when the map is off.
+    /// `None` when the map is off, or may not be read.
     listing: Option<&'a Listing>,
-    /// `mincore`'s answers for one region's map.
-    residency: &'a mut [u8],
+    /// Scratch for [`Listing::for_each`].
+    pages: &'a mut [u64],
+    /// How many blocks the first listing found: the room made for them. A
+    /// thread that could not be stopped may add blocks before the second;
+    /// those are left out (made during the dump).
+    capacity: usize,
 }
 
 impl MappedBlocks<'_> {
     /// Calls `each(address, size)` for each block, in address order.
     fn for_each(&mut self, each: impl FnMut(u64, u64)) {
         if let Some(listing) = self.listing {
-            // SAFETY: the dump holds the listing: every thread is stopped or
-            // waits before freeing one of the map's blocks, or this is the
-            // fork's child.
-            unsafe { listing.for_each(self.residency, each) };
+            // SAFETY: the dump holds the listing, and `may_list` held: every
+            // thread is stopped or waits before freeing one of the map's
+            // blocks, or this is the fork's child.
+            unsafe { listing.for_each(self.pages, each) };
         }
     }
 
+    /// Counts the blocks, and makes that the room for them.
     fn count(&mut self) -> usize {
         let mut count = 0;
         self.for_each(|_, _| count += 1);
+        self.capacity = count;
         count
     }
 }
@@ -1299,12 +1315,14 @@ impl<'s> LiveSet<'s> {
         count.max(1) * (size_of::<Slot>() + 2 * size_of::<u64>())
     }
 
+    /// The records, and the map's blocks up to the number
+    /// [`scratch_bytes`](Self::scratch_bytes) counted.
     fn gather(
         shards: &[SpinGuard<'_, ShardTable>],
         mapped: &mut MappedBlocks,
         memory: &'s Scratch,
     ) -> Result<LiveSet<'s>, DumpError> {
-        let count = shards.iter().map(|s| s.count as usize).sum::<usize>() + mapped.count();
+        let count = shards.iter().map(|s| s.count as usize).sum::<usize>() + mapped.capacity;
         let slots = memory.take::<Slot>(count).ok_or(DumpError::OutOfMemory)?;
         let mut filled = 0;
         let (mut total_allocations, mut total_frees, mut tracking_bytes) = (0, 0, 0);

@@ -441,7 +441,9 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         // dump never lists (and scans) memory that a thread it could not
         // stop is freeing or unmapping.
         let busy = Busy::enter();
-        if !(mappable::<A>(layout.size()) && presence::remove(block, Some(layout.size()), true)) {
+        if !(mappable::<A>(layout.size())
+            && presence::remove(block, Some(layout.size()), true).is_some())
+        {
             // SAFETY: the caller passes a block we allocated with `layout`;
             // out of the presence map, so we wrote its footer.
             let footer = unsafe { read_footer(block, layout.size()) };
@@ -465,7 +467,9 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
             return core::ptr::null_mut();
         };
         let busy = Busy::enter();
-        if mappable::<A>(layout.size()) && presence::remove(block, Some(layout.size()), false) {
+        if mappable::<A>(layout.size())
+            && presence::remove(block, Some(layout.size()), false).is_some()
+        {
             // SAFETY: the caller's contract for `realloc`, for a block of
             // the presence map.
             return unsafe { self.realloc_mapped(block, layout, new_size, new_outer, busy) };

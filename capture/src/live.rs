@@ -764,11 +764,12 @@ impl LiveTable {
 
     /// Raises the peaks to the current totals (read without locks).
     fn sample_peak(&self) -> (u64, u64) {
-        let mapped = crate::presence::totals();
+        // The presence map's blocks as its threads last folded them: a few
+        // loads, whatever the number of threads.
         let (count, bytes) =
             self.shards
                 .iter()
-                .fold((mapped.live_count, mapped.live_bytes), |(c, b), shard| {
+                .fold(crate::presence::folded_live(), |(c, b), shard| {
                     (
                         c + shard.count.load(Ordering::Relaxed),
                         b + shard.bytes.load(Ordering::Relaxed),

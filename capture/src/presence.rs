@@ -58,16 +58,13 @@ pub const REGION_MAP_BYTES: usize = 1 << (REGION_SHIFT - GRANULE_SHIFT);
 pub const LARGEST: usize = 64 << 10;
 
 /// A byte of the map: 0 for no block, else the block's slack (its usable
-/// bytes past the size asked for) plus one, or [`INEXACT`].
+/// bytes past the size asked for) plus one.
 const ABSENT: u8 = 0;
 /// The largest slack a byte holds. glibc's is at most 4 + 47 bytes (the
-/// footer's room, a chunk's rounding, a remainder too small to split off)
-/// unless the program made glibc `mmap` smaller blocks (`M_MMAP_THRESHOLD`
-/// below [`LARGEST`]): then up to a page.
-const MAX_SLACK: usize = 253;
-/// A block whose slack no byte holds: its size is taken as its usable
-/// size less the footer's room (an overestimate of less than a page).
-const INEXACT: u8 = 255;
+/// footer's room, a chunk's rounding, a remainder too small to split off);
+/// a block with more (`pvalloc`'s, one glibc served with `mmap`) gets a
+/// record instead.
+const MAX_SLACK: usize = u8::MAX as usize - 1;
 
 static MAPS: [AtomicPtr<AtomicU8>; REGIONS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; REGIONS];
@@ -78,13 +75,21 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Set while a dump reads the map and the blocks it lists (see [`Listing`]).
 static LISTING: AtomicBool = AtomicBool::new(false);
 
-/// Turns the map on for blocks glibc's allocator makes from now on. `false`
-/// (and the map stays off) when the kernel cannot give the dump the
-/// barrier it needs ([`sys::register_process_barrier`]).
+/// Turns the map on for blocks glibc's allocator makes from now on, if
+/// the kernel can give a dump the barrier it needs
+/// ([`sys::register_process_barrier`]) and the process's `malloc` is ours
+/// (so `System`'s blocks are glibc's, not those of an allocator preloaded
+/// before us). Never turns it off: blocks already in the map stay there.
+/// The caller holds the thread's `Busy` (the symbol lookup may allocate).
 pub fn enable() -> bool {
-    let on = sys::register_process_barrier();
-    ENABLED.store(on, Ordering::Relaxed);
-    on
+    #[cfg(all(feature = "c-malloc", target_os = "linux", target_env = "gnu"))]
+    if !enabled()
+        && sys::default_symbol(c"malloc") == Some(crate::cmalloc::malloc as *const () as usize)
+        && sys::register_process_barrier()
+    {
+        ENABLED.store(true, Ordering::Relaxed);
+    }
+    enabled()
 }
 
 /// Whether new blocks of glibc's allocator go in the map.
@@ -115,47 +120,51 @@ fn cell(address: usize, create: bool) -> Option<&'static AtomicU8> {
 
 #[cold]
 fn create_map(region: usize) -> Option<*mut AtomicU8> {
-    sys::map_once(&MAPS[region], REGION_MAP_BYTES)
+    // Its pages are touched sparsely: never a 2 MiB huge page each.
+    sys::map_once_small_pages(&MAPS[region], REGION_MAP_BYTES)
 }
 
 /// Notes a block glibc's allocator just made at `block` for `size` bytes
 /// (plus room for a footer, which the map's blocks leave unwritten);
 /// `false` when it cannot be (an address beyond the map, a map the kernel
-/// would not give), and then the block needs a record and its footer.
+/// would not give, more slack than a byte holds), and then the block
+/// needs a record and its footer.
 ///
 /// # Safety
 /// `block` is a live block of glibc's allocator, of at least `size` bytes.
 #[inline(always)]
 pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
+    // SAFETY: per the contract.
+    let Some(slack) = (unsafe { usable_size(block) })
+        .and_then(|usable| usable.checked_sub(size))
+        .filter(|&slack| slack <= MAX_SLACK)
+    else {
+        return false;
+    };
     let Some(cell) = cell(block as usize, true) else {
         return false;
     };
-    // SAFETY: per the contract.
-    let state = match unsafe { usable_size(block) } {
-        Some(usable) if usable >= size && usable - size <= MAX_SLACK => (usable - size) as u8 + 1,
-        _ => INEXACT,
-    };
-    cell.store(state, Ordering::Relaxed);
+    // Release: a dump that reads the byte reads the chunk header glibc
+    // wrote before it.
+    cell.store(slack as u8 + 1, Ordering::Release);
     counts().allocated(size, counts_as_new);
     true
 }
 
-/// Forgets the block at `block` if the map has it: `true`, and the caller
-/// may free it (or reallocate it: `counts_as_free` false); `false` when
-/// it has a record instead. `size`: the block's size if the caller knows
-/// it (a Rust deallocation), else it is worked out as a dump would.
+/// Forgets the block at `block` if the map has it: `Some(its size)`, and
+/// the caller may free it (or reallocate it: `counts_as_free` false);
+/// `None` when it has a record instead. `size`: the block's size if the
+/// caller knows it (a Rust deallocation), else it is read as a dump would.
 ///
 /// Waits, with the block already out of the map, while a dump lists the
 /// map's blocks ([`Listing`]): the caller is then a thread the dump could
 /// not stop, and must not free what the dump may be reading.
 #[inline(always)]
-pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> bool {
-    let Some(cell) = cell(block as usize, false) else {
-        return false;
-    };
+pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Option<usize> {
+    let cell = cell(block as usize, false)?;
     let state = cell.load(Ordering::Relaxed);
     if state == ABSENT {
-        return false;
+        return None;
     }
     cell.store(ABSENT, Ordering::Relaxed);
     // The store above before the load below: the dump's process-wide
@@ -171,7 +180,7 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> bool
         size_of_state(unsafe { usable_size(block) }, state)
     });
     counts().freed(size, counts_as_free);
-    true
+    Some(size)
 }
 
 /// Counts a free the map did not see: a block of the map that a
@@ -185,12 +194,7 @@ pub fn count_move() {
 /// now and its byte.
 #[inline(always)]
 fn size_of_state(usable: Option<usize>, state: u8) -> usize {
-    let usable = usable.unwrap_or(0);
-    if state == INEXACT {
-        usable.saturating_sub(crate::live::FOOTER_BYTES)
-    } else {
-        usable.saturating_sub(usize::from(state) - 1)
-    }
+    usable.unwrap_or(0).saturating_sub(usize::from(state) - 1)
 }
 
 #[cold]
@@ -213,8 +217,9 @@ unsafe fn usable_size(block: *mut u8) -> Option<usize> {
     const FLAGS: usize = 7;
     const WORD: usize = size_of::<usize>();
     // SAFETY: glibc keeps the chunk's size in the word before every block
-    // it hands out.
-    let header = unsafe { block.cast::<usize>().sub(1).read() };
+    // it hands out. Volatile: glibc's code (outside what Rust sees) may
+    // set the word's low bit as it frees the chunk before.
+    let header = unsafe { block.cast::<usize>().sub(1).read_volatile() };
     let chunk = header & !FLAGS;
     if chunk < 4 * WORD {
         return None;
@@ -231,7 +236,8 @@ unsafe fn usable_size(block: *mut u8) -> Option<usize> {
 
 /// Counters of the map's blocks, one set per registered thread, written
 /// only by their own thread (a load and a store, no atomic read-modify-
-/// write) and summed by readers.
+/// write), and every [`FOLD_EVERY`] changes added to [`FOLDED`], whose
+/// live figures the peak samples read at no cost per thread.
 #[repr(C, align(64))]
 struct Counts {
     allocations: AtomicU64,
@@ -240,14 +246,21 @@ struct Counts {
     /// (one thread's may go "negative": it freed others' blocks).
     live_count: AtomicU64,
     live_bytes: AtomicU64,
+    /// Changes since the last fold (the owner's alone).
+    unfolded: AtomicU64,
 }
 
-/// The counters of threads beyond the registry, shared (atomic adds).
-static SHARED_COUNTS: Counts = Counts {
+/// A thread's counters go to [`FOLDED`] after this many changes.
+const FOLD_EVERY: u64 = 128;
+
+/// The counters threads have folded, and those of threads beyond the
+/// registry (which add here directly): atomic adds.
+static FOLDED: Counts = Counts {
     allocations: AtomicU64::new(0),
     frees: AtomicU64::new(0),
     live_count: AtomicU64::new(0),
     live_bytes: AtomicU64::new(0),
+    unfolded: AtomicU64::new(0),
 };
 static COUNTS: AtomicPtr<Counts> = AtomicPtr::new(core::ptr::null_mut());
 
@@ -298,9 +311,13 @@ impl CountsRef {
                 for (counter, by) in c.fields().into_iter().zip(by) {
                     bump(counter, by);
                 }
+                bump(&c.unfolded, 1);
+                if c.unfolded.load(Ordering::Relaxed) >= FOLD_EVERY {
+                    fold(c);
+                }
             }
             CountsRef::Shared => {
-                for (counter, by) in SHARED_COUNTS.fields().into_iter().zip(by) {
+                for (counter, by) in FOLDED.fields().into_iter().zip(by) {
                     counter.fetch_add(by, Ordering::Relaxed);
                 }
             }
@@ -326,6 +343,19 @@ impl CountsRef {
     fn moved(self) {
         self.add([0, 1, 0, 0]);
     }
+}
+
+/// Moves a thread's counts into [`FOLDED`]. Taken out first and added
+/// after, so a reader summing meanwhile misses them for an instant rather
+/// than counting them twice.
+#[cold]
+fn fold(own: &Counts) {
+    for (counter, folded) in own.fields().into_iter().zip(FOLDED.fields()) {
+        let value = counter.load(Ordering::Relaxed);
+        counter.store(0, Ordering::Relaxed);
+        folded.fetch_add(value, Ordering::Relaxed);
+    }
+    own.unfolded.store(0, Ordering::Relaxed);
 }
 
 impl Counts {
@@ -357,30 +387,42 @@ pub struct Totals {
     pub live_bytes: u64,
 }
 
-/// Sums every thread's counters (racy against running threads, exact
-/// when they are stopped).
+/// Sums every thread's counters: exact when the threads are stopped,
+/// otherwise off by what they change meanwhile. Reads a line per thread
+/// ever registered: for `Tracker::stats` and dumps, not per allocation.
 pub fn totals() -> Totals {
-    let mut sums = [0u64; 4];
-    let mut add = |c: &Counts| {
-        for (sum, counter) in sums.iter_mut().zip(c.fields()) {
-            *sum = sum.wrapping_add(counter.load(Ordering::Relaxed));
-        }
-    };
-    add(&SHARED_COUNTS);
+    let mut sums = FOLDED.fields().map(|c| c.load(Ordering::Relaxed));
     let all = COUNTS.load(Ordering::Acquire);
     if !all.is_null() {
         for index in 0..crate::threads::registered_count().min(MAX_THREADS as u64) {
             // SAFETY: below the array's length; the counters are atomics.
-            add(unsafe { &*all.add(index as usize) });
+            let own = unsafe { &*all.add(index as usize) };
+            for (sum, counter) in sums.iter_mut().zip(own.fields()) {
+                *sum = sum.wrapping_add(counter.load(Ordering::Relaxed));
+            }
         }
     }
-    // A sum read while threads run may be caught "below zero".
-    let floor = |sum: u64| if sum > u64::MAX / 2 { 0 } else { sum };
-    Totals {
-        allocations: sums[0],
-        frees: sums[1],
-        live_count: floor(sums[2]),
-        live_bytes: floor(sums[3]),
+    Totals::from_sums(sums)
+}
+
+/// The live blocks and bytes as folded so far (each thread's last
+/// [`FOLD_EVERY`] changes left out): what the peak samples read, a few
+/// loads whatever the number of threads.
+pub fn folded_live() -> (u64, u64) {
+    let totals = Totals::from_sums(FOLDED.fields().map(|c| c.load(Ordering::Relaxed)));
+    (totals.live_count, totals.live_bytes)
+}
+
+impl Totals {
+    fn from_sums(sums: [u64; 4]) -> Totals {
+        // A sum read while threads run may be caught "below zero".
+        let floor = |sum: u64| if sum > u64::MAX / 2 { 0 } else { sum };
+        Totals {
+            allocations: sums[0],
+            frees: sums[1],
+            live_count: floor(sums[2]),
+            live_bytes: floor(sums[3]),
+        }
     }
 }
 
@@ -396,7 +438,11 @@ pub fn tracking_bytes(live_bytes: u64) -> u64 {
 /// a thread freeing one of the map's blocks waits (after taking it out of
 /// the map), so the blocks the dump lists stay allocated while it reads
 /// them, even in threads it could not stop.
-pub struct Listing(());
+pub struct Listing {
+    /// Whether the process-wide barrier was made: without it, a thread the
+    /// dump could not stop may free a block the dump lists.
+    barrier: bool,
+}
 
 impl Listing {
     /// Starts a listing; `None` when the map is off (nothing to hold).
@@ -407,35 +453,47 @@ impl Listing {
         LISTING.store(true, Ordering::SeqCst);
         // Every thread of the process runs a full barrier: a free that read
         // `LISTING` as false before this has its cleared byte visible now.
-        sys::process_barrier();
-        Some(Listing(()))
+        let barrier = sys::process_barrier();
+        Some(Listing { barrier })
+    }
+
+    /// Whether the blocks may be listed and read: with the barrier made,
+    /// or with no thread of the program running (`all_held`: every thread
+    /// stopped, or this is the fork's child).
+    pub fn may_list(&self, all_held: bool) -> bool {
+        self.barrier || all_held
     }
 
     /// Calls `each(address, size)` for every block in the map, in address
-    /// order. `residency` is scratch for `mincore`, a byte per page of a
-    /// region's map.
+    /// order. `pages`: scratch, an entry per page of a region's map
+    /// ([`Listing::scratch_pages`]).
     ///
     /// # Safety
     /// Every thread of the process is stopped, or waits in [`remove`]
-    /// before it frees a block of the map, or this is a forked copy of the
-    /// process: no block listed is freed meanwhile. (A thread that was not
-    /// stopped may add blocks: those may or may not be listed.)
-    pub unsafe fn for_each(&self, residency: &mut [u8], mut each: impl FnMut(u64, u64)) {
+    /// before it frees a block of the map (see [`may_list`]
+    /// (Self::may_list)), or this is a forked copy of the process: no block
+    /// listed is freed meanwhile. (A thread that was not stopped may add
+    /// blocks: those may or may not be listed.)
+    pub unsafe fn for_each(&self, pages: &mut [u64], mut each: impl FnMut(u64, u64)) {
         for (region, map) in MAPS.iter().enumerate() {
             let map = map.load(Ordering::Acquire);
             if map.is_null() {
                 continue;
             }
             let start = map as usize;
-            sys::resident_runs(start, start + REGION_MAP_BYTES, residency, |from, to| {
-                // SAFETY: `[from, to)` is resident memory of this region's
-                // map, page-aligned, so whole aligned words; read as atomics
-                // (a thread the dump could not stop may still allocate).
+            // Pages ever written, swapped out or not: a page of the map
+            // untouched for long may be, and its blocks are still live.
+            sys::written_runs(start, start + REGION_MAP_BYTES, pages, |from, to| {
+                // SAFETY: `[from, to)` is memory of this region's map,
+                // page-aligned, so whole aligned words; read as atomic words
+                // (a thread that was not stopped may still store a byte of
+                // one: on x86-64 and AArch64 the load sees each byte before
+                // or after).
                 let words = unsafe {
                     core::slice::from_raw_parts(from as *const AtomicU64, (to - from) / 8)
                 };
                 for (word_index, word) in words.iter().enumerate() {
-                    let word = word.load(Ordering::Relaxed);
+                    let word = word.load(Ordering::Acquire);
                     if word == 0 {
                         continue;
                     }
@@ -457,8 +515,8 @@ impl Listing {
         }
     }
 
-    /// Scratch bytes [`for_each`](Self::for_each) needs.
-    pub fn residency_bytes() -> usize {
+    /// Scratch entries [`for_each`](Self::for_each) needs.
+    pub fn scratch_pages() -> usize {
         REGION_MAP_BYTES.div_ceil(sys::PAGE)
     }
 }

@@ -204,6 +204,59 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
     }
 }
 
+/// Calls `run(from, to)` for each run of pages within `[start, end)` (one
+/// mapping of ours, page-aligned) that were ever written: in memory or
+/// swapped out, as `/proc/self/pagemap` says (`entries`: room for that
+/// many pages at a time). Falls back to [`resident_runs`] (in memory only)
+/// where the file cannot be read. Reading a run brings swapped pages back.
+pub fn written_runs(
+    start: usize,
+    end: usize,
+    entries: &mut [u64],
+    mut run: impl FnMut(usize, usize),
+) {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    let page = page_size();
+    let Ok(fd) = open_read_only(c"/proc/self/pagemap") else {
+        // SAFETY: reinterpreting the entries' bytes as the byte per page
+        // `mincore` fills: plain integers, no invalid values.
+        let residency = unsafe {
+            core::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), entries.len() * 8)
+        };
+        return resident_runs(start, end, residency, run);
+    };
+    let mut open: Option<usize> = None;
+    let mut at = start / page * page;
+    while at < end && !entries.is_empty() {
+        let pages = ((end - at).div_ceil(page)).min(entries.len());
+        // SAFETY: reinterpreting the entries as bytes for `read_at`:
+        // plain integers, any bytes are a value.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), pages * 8)
+        };
+        if read_at(fd, bytes, (at / page * 8) as u64) != Ok(bytes.len()) {
+            break;
+        }
+        for (index, &entry) in entries[..pages].iter().enumerate() {
+            let page_start = at + index * page;
+            match (entry & (PRESENT | SWAPPED) != 0, open) {
+                (true, None) => open = Some(page_start),
+                (false, Some(from)) => {
+                    run(from.max(start), page_start.min(end));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        at += pages * page;
+    }
+    if let Some(from) = open {
+        run(from.max(start), at.min(end));
+    }
+    let _ = close(fd);
+}
+
 /// Calls `run(from, to)` for each run of resident pages within `[start,
 /// end)` (one mapping), clipped to that range, asking the kernel
 /// `residency.len()` pages at a time. Pages never touched are not resident
@@ -301,11 +354,35 @@ pub unsafe fn discard(start: *mut u8, bytes: usize) {
 /// memory that is never unmapped. Threads racing to make it agree on one;
 /// the losers return theirs.
 pub fn map_once<T>(cell: &core::sync::atomic::AtomicPtr<T>, bytes: usize) -> Option<*mut T> {
+    map_once_advised(cell, bytes, false)
+}
+
+/// [`map_once`] for memory touched here and there: never backed by
+/// transparent huge pages (each would take 2 MiB for a few bytes).
+pub fn map_once_small_pages<T>(
+    cell: &core::sync::atomic::AtomicPtr<T>,
+    bytes: usize,
+) -> Option<*mut T> {
+    map_once_advised(cell, bytes, true)
+}
+
+fn map_once_advised<T>(
+    cell: &core::sync::atomic::AtomicPtr<T>,
+    bytes: usize,
+    small_pages: bool,
+) -> Option<*mut T> {
     let current = cell.load(Ordering::Acquire);
     if !current.is_null() {
         return Some(current);
     }
     let fresh = map_zeroed(bytes)?.cast::<T>();
+    if small_pages {
+        // SAFETY: advice on the mapping just made; a refusal (a kernel
+        // without transparent huge pages) changes nothing.
+        unsafe {
+            libc::madvise(fresh.cast(), bytes, libc::MADV_NOHUGEPAGE);
+        }
+    }
     match cell.compare_exchange(
         core::ptr::null_mut(),
         fresh,
@@ -745,6 +822,15 @@ pub fn c_library_symbol(name: &CStr) -> Option<usize> {
     (found != 0).then_some(found)
 }
 
+/// The address `name` has for the program (the dynamic loader's default
+/// lookup order: the executable, then preloaded libraries, then the
+/// rest); `None` if nothing defines it. May allocate (`dlsym`'s error).
+pub fn default_symbol(name: &CStr) -> Option<usize> {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
+    let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+    (found != 0).then_some(found)
+}
+
 /// One object the dynamic loader has loaded (the executable, a shared
 /// library, the vDSO), as [`for_each_loaded_object`] shows it.
 pub struct LoadedObject<'a> {
@@ -1021,6 +1107,33 @@ pub fn read(fd: i32, out: &mut [u8]) -> Result<usize, i32> {
             return Err(errno);
         }
     }
+}
+
+/// Reads into `out` from `fd` at `offset` (`pread`), retrying after
+/// signals and short reads: the bytes read (fewer at the end), or
+/// `Err(errno)`.
+pub fn read_at(fd: i32, out: &mut [u8], offset: u64) -> Result<usize, i32> {
+    let mut done = 0;
+    while done < out.len() {
+        let rest = &mut out[done..];
+        // SAFETY: `rest` is writable for its length.
+        let n = unsafe {
+            libc::pread(
+                fd,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 {
+            break;
+        } else if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+    Ok(done)
 }
 
 /// Writes all of `bytes` to `fd`, retrying short writes and signals;
