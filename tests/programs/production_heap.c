@@ -1,5 +1,5 @@
 /* A heap made through every C allocation function, with reallocations that
- * grow, shrink and move blocks, and a second thread that frees and moves
+ * grow, shrink, move and fail, and a second thread that frees and moves
  * blocks the first made; then the program writes the blocks it holds
  * ("ADDRESS SIZE" in hex and decimal) to the file named by argv[1] and
  * exits with all of them live, for a dump at exit to be compared with. */
@@ -93,6 +93,17 @@ int main(int argc, char **argv) {
     if (pthread_create(&thread, NULL, other_thread, NULL) != 0 ||
         pthread_join(thread, NULL) != 0)
         return 1;
+    /* A reallocation that fails leaves its block as it was; pvalloc's
+     * blocks have a page of slack. */
+    for (int i = 7; i < BLOCKS; i += 997) {
+        if (blocks[i] && realloc(blocks[i], (size_t)1 << 44) != NULL)
+            return 1;
+        if (blocks[i + 1]) {
+            free(blocks[i + 1]);
+            sizes[i + 1] = 100;
+            blocks[i + 1] = pvalloc(100);
+        }
+    }
     /* Shrink some in place. */
     for (int i = 4; i < BLOCKS; i += 11) {
         if (blocks[i] && sizes[i] > 8) {

@@ -710,8 +710,9 @@ fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
 
 /// Production mode around an unmodified C program: every block the program
 /// holds is in the dump at its exact size (malloc, calloc, realloc that
-/// grows, shrinks and moves, posix_memalign, aligned_alloc; blocks freed
-/// and moved by another thread), the small ones out of the stack sample
+/// grows, shrinks, moves and fails, posix_memalign, aligned_alloc,
+/// pvalloc; blocks freed and moved by another thread), the small ones out
+/// of the stack sample
 /// listed from the presence map without records, the large ones (which
 /// glibc serves with mmap) with records; in both dump modes.
 #[test]
@@ -770,6 +771,9 @@ fn production_mode_lists_every_block_of_a_c_program_at_its_exact_size() {
             }
         }
         assert_eq!((small, large), (15_371, 57), "{mode}: the program's blocks");
+        // The failed 16 TiB reallocations counted nothing.
+        let peak = view.process().peak_live_bytes;
+        assert!(peak < 1 << 30, "{mode}: peak {peak}");
         // The sample (S = 512 KiB) takes about one small block in 500.
         assert!(
             unrecorded >= small * 98 / 100,
