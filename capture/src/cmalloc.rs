@@ -157,17 +157,16 @@ unsafe fn record_decided(
     flags: u8,
     counts_as_new: bool,
 ) {
-    let (thread, walk) = decide(size);
+    let walk = decide(size);
     if walk == sampling::Walk::Skipped
         && presence::enabled()
         && size < presence::LARGEST
         // SAFETY: per the contract.
         && unsafe { presence::insert(block.cast(), size, counts_as_new) }
     {
-        LIVE.note_growth(size as u64);
         return;
     }
-    let (entry, thread) = decided_entry(block.cast(), size, align, flags, thread, walk);
+    let (entry, thread) = decided_entry(block.cast(), size, align, flags, walk);
     let footer = LIVE.insert(&entry, counts_as_new, thread.index as usize);
     // SAFETY: a live glibc block.
     if let Some(at) = unsafe { footer_at(block) } {

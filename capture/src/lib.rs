@@ -245,13 +245,13 @@ fn mappable<A: 'static>(size: usize) -> bool {
         && presence::enabled()
 }
 
-/// The thread, and whether to walk the stack, for a new block of `size`
-/// bytes. The caller holds `Busy`.
+/// Whether to walk the stack of a new block of `size` bytes. The caller
+/// holds `Busy`. Production mode's common answer (skip) reads one
+/// thread-local: the thread's registry entry is asked for only when it
+/// draws (each thread-local costs a call in a shared library).
 #[inline(always)]
-fn decide(size: usize) -> (threads::CurrentThread, sampling::Walk) {
-    let thread = threads::current();
-    let walk = sampling::decide(size as u64, thread.index);
-    (thread, walk)
+fn decide(size: usize) -> sampling::Walk {
+    sampling::decide(size as u64, || threads::current().index)
 }
 
 /// The record of a block the inner allocator just returned, made here:
@@ -265,8 +265,7 @@ fn new_entry(
     align: usize,
     flags: u8,
 ) -> (Entry, threads::CurrentThread) {
-    let (thread, walk) = decide(size);
-    decided_entry(address, size, align, flags, thread, walk)
+    decided_entry(address, size, align, flags, decide(size))
 }
 
 /// [`new_entry`] once [`decide`] has run.
@@ -276,9 +275,9 @@ fn decided_entry(
     size: usize,
     align: usize,
     mut flags: u8,
-    thread: threads::CurrentThread,
     walk: sampling::Walk,
 ) -> (Entry, threads::CurrentThread) {
+    let thread = threads::current();
     let stack = if walk == sampling::Walk::Skipped {
         0
     } else {
@@ -342,7 +341,7 @@ unsafe fn read_footer(block: *mut u8, size: usize) -> u32 {
 /// reported to the `on=oom` trigger once `busy` is let go). `busy` is the
 /// guard taken before the inner allocator was called, `None` when the
 /// thread was already inside the tracker (the block then gets no record).
-/// `decided`: the thread and sampling decision if [`decide`] already ran.
+/// `decided`: the sampling decision if [`decide`] already ran.
 ///
 /// # Safety
 /// `block` is null or has `layout.size() + FOOTER_BYTES` bytes.
@@ -353,7 +352,7 @@ unsafe fn record_new(
     flags: u8,
     settings: &Settings,
     busy: Option<Busy>,
-    decided: Option<(threads::CurrentThread, sampling::Walk)>,
+    decided: Option<sampling::Walk>,
 ) -> *mut u8 {
     if block.is_null() {
         drop(busy);
@@ -363,9 +362,8 @@ unsafe fn record_new(
     let footer = match busy {
         Some(_) => {
             triggers::start_once(settings);
-            let (thread, walk) = decided.unwrap_or_else(|| decide(layout.size()));
-            let (entry, thread) =
-                decided_entry(block, layout.size(), layout.align(), flags, thread, walk);
+            let walk = decided.unwrap_or_else(|| decide(layout.size()));
+            let (entry, thread) = decided_entry(block, layout.size(), layout.align(), flags, walk);
             LIVE.insert(&entry, true, thread.index as usize)
         }
         None => live::NO_RECORD,
@@ -396,12 +394,11 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
                 self.inner.alloc(outer)
             }
         };
-        if let Some((_, sampling::Walk::Skipped)) = decided
+        if let Some(sampling::Walk::Skipped) = decided
             && !block.is_null()
             // SAFETY: `System` made `block` (so glibc did), `outer` bytes.
             && unsafe { presence::insert(block, layout.size(), true) }
         {
-            LIVE.note_growth(layout.size() as u64);
             return block;
         }
         // SAFETY: a block of `outer` (or null) just returned.
@@ -549,7 +546,7 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
             return moved;
         }
         let mapped = match decided {
-            Some((_, sampling::Walk::Skipped)) => mappable::<A>(new_size),
+            Some(sampling::Walk::Skipped) => mappable::<A>(new_size),
             Some(_) => false,
             None => mappable::<A>(new_size),
         };
@@ -560,16 +557,13 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
         }
         // SAFETY: `System` made `moved` (so glibc did), `new_outer` bytes.
         if mapped && unsafe { presence::insert(moved, new_size, moved != block) } {
-            if new_size > layout.size() {
-                LIVE.note_growth((new_size - layout.size()) as u64);
-            }
             return moved;
         }
         let footer = match busy {
             Some(_) => {
-                let (thread, walk) = decided.unwrap_or_else(|| decide(new_size));
+                let walk = decided.unwrap_or_else(|| decide(new_size));
                 let (entry, thread) =
-                    decided_entry(moved, new_size, layout.align(), REALLOCATED, thread, walk);
+                    decided_entry(moved, new_size, layout.align(), REALLOCATED, walk);
                 LIVE.insert(&entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,

@@ -750,7 +750,7 @@ impl LiveTable {
     /// Counts a record stored or grown by `bytes` toward this thread's next
     /// sample of the peak.
     #[inline]
-    pub fn note_growth(&self, bytes: u64) {
+    fn note_growth(&self, bytes: u64) {
         let (inserts, since) = SINCE_SAMPLE.get();
         let (inserts, since) = (inserts + 1, since.saturating_add(bytes));
         if inserts >= PEAK_SAMPLE_INSERTS || since >= PEAK_SAMPLE_BYTES {
@@ -760,6 +760,13 @@ impl LiveTable {
         } else {
             SINCE_SAMPLE.set((inserts, since));
         }
+    }
+
+    /// Samples the peak now, and tells the growth trigger (the presence
+    /// map's counters do so as they fold, every 128 changes per thread).
+    pub fn sample_peak_now(&self) {
+        let (_, live_bytes) = self.sample_peak();
+        crate::triggers::note_live_bytes(live_bytes);
     }
 
     /// Raises the peaks to the current totals (read without locks).

@@ -345,9 +345,11 @@ impl CountsRef {
     }
 }
 
-/// Moves a thread's counts into [`FOLDED`]. Taken out first and added
-/// after, so a reader summing meanwhile misses them for an instant rather
-/// than counting them twice.
+/// Moves a thread's counts into [`FOLDED`], then samples the peak (and
+/// the growth trigger) with them: the map's blocks take part in the peak
+/// every [`FOLD_EVERY`] changes per thread, with no thread-local of their
+/// own. Taken out first and added after, so a reader summing meanwhile
+/// misses them for an instant rather than counting them twice.
 #[cold]
 fn fold(own: &Counts) {
     for (counter, folded) in own.fields().into_iter().zip(FOLDED.fields()) {
@@ -356,6 +358,7 @@ fn fold(own: &Counts) {
         folded.fetch_add(value, Ordering::Relaxed);
     }
     own.unfolded.store(0, Ordering::Relaxed);
+    crate::LIVE.sample_peak_now();
 }
 
 impl Counts {

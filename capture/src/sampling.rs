@@ -69,9 +69,9 @@ pub enum Walk {
 
 /// Decides for a block of `size` bytes allocated by the calling thread
 /// (`thread`: its registry index, which makes a fixed seed give each
-/// thread its own stream).
+/// thread its own stream; asked for only on the thread's first draw).
 #[inline(always)]
-pub fn decide(size: u64, thread: u32) -> Walk {
+pub fn decide(size: u64, thread: impl FnOnce() -> u32) -> Walk {
     let interval = INTERVAL.load(Ordering::Relaxed);
     if interval == 0 {
         return Walk::Every;
@@ -90,12 +90,12 @@ pub fn decide(size: u64, thread: u32) -> Walk {
 /// The countdown ran out (or was never drawn).
 #[cold]
 #[inline(never)]
-fn crossed(size: u64, interval: u64, thread: u32) -> Walk {
+fn crossed(size: u64, interval: u64, thread: impl FnOnce() -> u32) -> Walk {
     if RANDOM.get() == 0 {
         // The thread's first small allocation in production mode: draw its
         // first countdown, then count this allocation against it like any
         // other (sampling it outright would favour each thread's first block).
-        RANDOM.set(thread_seed(thread));
+        RANDOM.set(thread_seed(thread()));
         let first = draw(interval);
         if size < first {
             COUNTDOWN.set(first - size);
@@ -183,7 +183,7 @@ mod tests {
             COUNTDOWN.set(left - size);
             return Walk::Skipped;
         }
-        crossed(size, interval, 7)
+        crossed(size, interval, || 7)
     }
 
     #[test]
