@@ -31,8 +31,7 @@ use core::ffi::c_void;
 use crate::live::{FOOTER_BYTES, NO_RECORD};
 use crate::sys::set_errno;
 use crate::{
-    Busy, LIVE, REALLOCATED, ZEROED, decide, decided_entry, new_entry, presence, sampling, sys,
-    triggers,
+    Busy, LIVE, REALLOCATED, ZEROED, decide, new_entry, presence, sampling, sys, triggers,
 };
 
 /// The thread's guard for tracking a C call: `None` when the call must pass
@@ -166,7 +165,7 @@ unsafe fn record_decided(
     {
         return;
     }
-    let (entry, thread) = decided_entry(block.cast(), size, align, flags, walk);
+    let (entry, thread) = new_entry(block.cast(), size, align, flags, walk);
     let footer = LIVE.insert(&entry, counts_as_new, thread.index as usize);
     // SAFETY: a live glibc block.
     if let Some(at) = unsafe { footer_at(block) } {
@@ -291,7 +290,23 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         triggers::allocation_failed();
         return moved;
     }
-    let (entry, thread) = new_entry(moved.cast(), size, MALLOC_ALIGN, REALLOCATED);
+    let walk = decide(size);
+    // Out of the sample and small: the presence map takes it, and its
+    // record goes.
+    if walk == sampling::Walk::Skipped
+        && detached.is_some()
+        && presence::enabled()
+        && size < presence::LARGEST
+        // SAFETY: a live glibc block of at least `outer` bytes.
+        && unsafe { presence::insert(moved.cast(), size, moved != block) }
+    {
+        if let Some(detached) = detached {
+            LIVE.release(detached, moved != block);
+        }
+        drop(busy);
+        return moved;
+    }
+    let (entry, thread) = new_entry(moved.cast(), size, MALLOC_ALIGN, REALLOCATED, walk);
     let footer = LIVE.reattach(detached, &entry, moved != block, thread.index as usize);
     // SAFETY: a live glibc block of at least `outer` bytes.
     if let Some(at) = unsafe { footer_at(moved) } {

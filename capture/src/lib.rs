@@ -258,19 +258,9 @@ fn decide(size: usize) -> sampling::Walk {
 /// this thread, this stack (in production mode only if the block is
 /// sampled, else stack 0), the next sequence number. The caller holds
 /// `Busy`.
+/// `walk`: what [`decide`] said for it.
 #[inline]
 fn new_entry(
-    address: *mut u8,
-    size: usize,
-    align: usize,
-    flags: u8,
-) -> (Entry, threads::CurrentThread) {
-    decided_entry(address, size, align, flags, decide(size))
-}
-
-/// [`new_entry`] once [`decide`] has run.
-#[inline]
-fn decided_entry(
     address: *mut u8,
     size: usize,
     align: usize,
@@ -363,7 +353,7 @@ unsafe fn record_new(
         Some(_) => {
             triggers::start_once(settings);
             let walk = decided.unwrap_or_else(|| decide(layout.size()));
-            let (entry, thread) = decided_entry(block, layout.size(), layout.align(), flags, walk);
+            let (entry, thread) = new_entry(block, layout.size(), layout.align(), flags, walk);
             LIVE.insert(&entry, true, thread.index as usize)
         }
         None => live::NO_RECORD,
@@ -498,7 +488,23 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         let footer = match busy {
             Some(_) => {
                 triggers::start_once(&self.settings);
-                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED);
+                let walk = decide(new_size);
+                // Out of the sample and small: the presence map takes it,
+                // and its record goes.
+                if walk == sampling::Walk::Skipped
+                    && detached.is_some()
+                    && mappable::<A>(new_size)
+                    // SAFETY: `System` made `moved` (so glibc did), of
+                    // `new_outer` bytes.
+                    && unsafe { presence::insert(moved, new_size, moved != block) }
+                {
+                    if let Some(detached) = detached {
+                        LIVE.release(detached, moved != block);
+                    }
+                    drop(busy);
+                    return moved;
+                }
+                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED, walk);
                 LIVE.reattach(detached, &entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,
@@ -562,8 +568,7 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
         let footer = match busy {
             Some(_) => {
                 let walk = decided.unwrap_or_else(|| decide(new_size));
-                let (entry, thread) =
-                    decided_entry(moved, new_size, layout.align(), REALLOCATED, walk);
+                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED, walk);
                 LIVE.insert(&entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,

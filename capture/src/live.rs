@@ -910,6 +910,17 @@ impl LiveTable {
         footer
     }
 
+    /// The reallocated block leaves the table (production mode's presence
+    /// map takes it): its detached record is freed; `moved` counts the old
+    /// block as freed (the map counts the new one).
+    pub fn release(&self, detached: Detached, moved: bool) {
+        let shard = &self.shards[shard_of_footer(detached.footer)];
+        let mut table = shard.table.lock();
+        table.total_frees += u64::from(moved);
+        table.release_detached(index_of_footer(detached.footer));
+        shard.publish(&table);
+    }
+
     /// In a child of `fork`: a record detached by another thread of the
     /// parent (mid-reallocation) will never be given back here, so it no
     /// longer holds trims off; its index is lost to this process.

@@ -4,29 +4,32 @@
 //! sample, and for them the dump needs only where they are and their size.
 //! When glibc's allocator makes them (the `Tracker` around `System` with
 //! the C functions ours, or the preload library), that takes no record at
-//! all: a byte per 16 bytes of address space (glibc's alignment, and its
-//! smallest distance between two blocks) says whether a live block starts
-//! there, and how many of its usable bytes the program did not ask for
-//! (the "slack"). A dump lists the nonzero bytes and reads each block's
-//! usable size from the chunk header glibc keeps just before it, so the
-//! size the program asked for is exact.
+//! all: a byte per 32 bytes of address space (glibc's smallest chunk, so
+//! no two blocks start in the same 32 bytes) says whether a live block
+//! starts there, at which of its two 16-byte-aligned places, and how many
+//! of its usable bytes the program did not ask for (the "slack"). A dump
+//! lists the nonzero bytes and reads each block's usable size from the
+//! chunk header glibc keeps just before it, so the size the program asked
+//! for is exact.
 //!
-//! What that saves, against a record: the record itself (24 bytes), the
-//! footer (4 bytes; the block is asked for at its own size), the shard lock
-//! on both sides, and on free the two loads that missed the cache most
-//! (the footer at the block's end and the record's tag). What remains is a
-//! store on allocation and a load and a store on free, into a byte array 16
-//! times smaller than the heap, whose line for a block is usually the one
-//! its neighbours (allocated together) just used. Blocks in the stack
-//! sample, blocks of [`LARGEST`] bytes or more (which glibc may `mmap`) and
+//! What that saves, against a record: the record itself (24 bytes and its
+//! tag), the shard lock on both sides, and on free the two loads that
+//! missed the cache most (the footer at the block's end and the record's
+//! tag). What remains is a store on allocation and a load and a store on
+//! free, into a byte array 32 times smaller than the heap, whose line for a
+//! block is often the one its neighbours (allocated together) just used.
+//! Only blocks under [`LARGEST`] bytes go in the map: above that a record
+//! takes less memory than the map's share of the block (1/32 of it), and
+//! frees are rarer per byte. Blocks in the stack sample, bigger ones and
 //! blocks of any other allocator keep their records and footers, and have
-//! byte 0; so a free reads the byte first and takes the record path when it
-//! is 0.
+//! byte 0; so a free reads the byte first and takes the record path when
+//! it is 0.
 //!
-//! The map is made of 64 MiB maps, one per GiB of address space that holds
+//! The map is made of 32 MiB maps, one per GiB of address space that holds
 //! such blocks, reserved as needed (`MAP_NORESERVE`: only the pages used
 //! take memory) and named by a table of 2^17 pointers (the 47-bit address
-//! space of a process).
+//! space of a process). Pages of the map are not given back: after a
+//! spike of small blocks the map keeps a 32nd of the spike's bytes.
 //!
 //! A free takes no lock, so a dump that lists these blocks must know that
 //! no thread it could not stop frees one (glibc may then give the top of
@@ -39,11 +42,12 @@ use crate::sys;
 use crate::threads::MAX_THREADS;
 
 /// The alignment of every block glibc's allocator hands out on 64-bit
-/// targets, and the least distance between two: one byte of the map per
-/// this many bytes of address space.
-pub const ALIGNMENT: usize = 1 << GRANULE_SHIFT;
-/// log2 of the bytes of address space one byte of the map stands for.
-const GRANULE_SHIFT: u32 = 4;
+/// targets.
+pub const ALIGNMENT: usize = 16;
+/// log2 of the bytes of address space one byte of the map stands for:
+/// glibc's smallest chunk (`MINSIZE`, four words), so two blocks' starts
+/// are at least that far apart.
+const GRANULE_SHIFT: u32 = 5;
 /// log2 of the address space one map covers (1 GiB).
 const REGION_SHIFT: u32 = 30;
 /// User addresses of an x86-64 or AArch64 process with 4-level page tables.
@@ -52,19 +56,40 @@ const REGIONS: usize = 1 << (ADDRESS_BITS - REGION_SHIFT);
 /// Bytes of one region's map.
 pub const REGION_MAP_BYTES: usize = 1 << (REGION_SHIFT - GRANULE_SHIFT);
 
-/// Blocks this big or bigger keep their records: glibc may serve them with
-/// `mmap` (its threshold never goes below 128 KiB unless the program sets
-/// it), and a record's free is what a dump can wait for.
-pub const LARGEST: usize = 64 << 10;
+/// Blocks this big or bigger keep their records: a record and footer (29
+/// bytes) cost less than the map's 32nd of the block, and glibc never
+/// serves such small blocks with `mmap` (whose free unmaps) unless the
+/// program lowered its threshold.
+pub const LARGEST: usize = 1 << 10;
 
-/// A byte of the map: 0 for no block, else the block's slack (its usable
-/// bytes past the size asked for) plus one.
+/// A byte of the map: 0 for no block, else 1 + (whether the block starts
+/// 16 bytes into its 32) + 2 × its slack (its usable bytes past the size
+/// asked for).
 const ABSENT: u8 = 0;
 /// The largest slack a byte holds. glibc's is at most 4 + 47 bytes (the
 /// footer's room, a chunk's rounding, a remainder too small to split off);
 /// a block with more (`pvalloc`'s, one glibc served with `mmap`) gets a
 /// record instead.
-const MAX_SLACK: usize = u8::MAX as usize - 1;
+const MAX_SLACK: usize = (u8::MAX as usize - 2) / 2;
+
+/// The byte for a block at `address` with `slack`.
+#[inline(always)]
+fn state_of(address: usize, slack: usize) -> u8 {
+    (1 + ((address >> 4) & 1) + 2 * slack) as u8
+}
+
+/// The slack a byte holds.
+#[inline(always)]
+fn slack_of(state: u8) -> usize {
+    usize::from(state - 1) >> 1
+}
+
+/// The address of the block whose byte is `state`, in the 32 bytes at
+/// `granule_start`.
+#[inline(always)]
+fn address_of(granule_start: u64, state: u8) -> u64 {
+    granule_start | u64::from((state - 1) & 1) << 4
+}
 
 static MAPS: [AtomicPtr<AtomicU8>; REGIONS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; REGIONS];
@@ -146,7 +171,7 @@ pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
     };
     // Release: a dump that reads the byte reads the chunk header glibc
     // wrote before it.
-    cell.store(slack as u8 + 1, Ordering::Release);
+    cell.store(state_of(block as usize, slack), Ordering::Release);
     counts().allocated(size, counts_as_new);
     true
 }
@@ -194,7 +219,7 @@ pub fn count_move() {
 /// now and its byte.
 #[inline(always)]
 fn size_of_state(usable: Option<usize>, state: u8) -> usize {
-    usable.unwrap_or(0).saturating_sub(usize::from(state) - 1)
+    usable.unwrap_or(0).saturating_sub(slack_of(state))
 }
 
 #[cold]
@@ -505,7 +530,10 @@ impl Listing {
                             continue;
                         }
                         let granule = (from - start + word_index * 8 + byte_index) as u64;
-                        let address = ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT;
+                        let address = address_of(
+                            ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT,
+                            state,
+                        );
                         // SAFETY: the map has it, so glibc made it, and it is
                         // live and stays so (per the contract).
                         let usable = unsafe { usable_size(address as *mut u8) };
@@ -527,5 +555,35 @@ impl Listing {
 impl Drop for Listing {
     fn drop(&mut self) {
         LISTING.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_gives_back_the_blocks_address_and_slack() {
+        for granule_start in [0x5555_0000_0000u64, 0x7fff_ffff_ffe0] {
+            for offset in [0, 16] {
+                for slack in [0, 1, 23, 51, MAX_SLACK] {
+                    let address = (granule_start + offset) as usize;
+                    let state = state_of(address, slack);
+                    assert_ne!(state, ABSENT);
+                    assert_eq!(slack_of(state), slack);
+                    assert_eq!(address_of(granule_start, state), address as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn two_of_glibcs_blocks_never_share_a_byte() {
+        // Chunks are 16-aligned and at least 32 bytes; a block starts 16
+        // bytes into its chunk.
+        for chunk in (0..256u64).step_by(16) {
+            let (first, next) = (chunk + 16, chunk + 32 + 16);
+            assert_ne!(first >> GRANULE_SHIFT, next >> GRANULE_SHIFT);
+        }
     }
 }
