@@ -383,6 +383,7 @@ fn fold(own: &Counts) {
         folded.fetch_add(value, Ordering::Relaxed);
     }
     own.unfolded.store(0, Ordering::Relaxed);
+    PEAK_LIVE_BYTES.fetch_max(folded_live().1, Ordering::Relaxed);
     crate::LIVE.sample_peak_now();
 }
 
@@ -454,12 +455,17 @@ impl Totals {
     }
 }
 
-/// Bytes the map and its counters occupy (resident pages of the maps are
-/// not asked for: each region's map counts as the pages its blocks could
-/// touch, at most a 16th of the blocks' bytes).
+/// The most bytes the map's blocks have held at a fold: the map's pages
+/// are never given back, so they cover at least this much heap.
+static PEAK_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes the map and its counters occupy, estimated without asking the
+/// kernel: a 32nd of the most bytes its blocks have held (its pages stay
+/// once touched), or of `live_bytes` if more.
 pub fn tracking_bytes(live_bytes: u64) -> u64 {
     let threads = crate::threads::registered_count().min(MAX_THREADS as u64);
-    live_bytes / (1 << GRANULE_SHIFT) + threads * size_of::<Counts>() as u64
+    let covered = live_bytes.max(PEAK_LIVE_BYTES.load(Ordering::Relaxed));
+    covered / (1 << GRANULE_SHIFT) + threads * size_of::<Counts>() as u64
 }
 
 /// A dump's hold on the map: from [`Listing::begin`] until it is dropped,
