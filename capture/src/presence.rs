@@ -188,7 +188,9 @@ pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
 pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Option<usize> {
     let cell = cell(block as usize, false)?;
     let state = cell.load(Ordering::Relaxed);
-    if state == ABSENT {
+    // Its byte, for a block starting just here (not its 32-byte neighbour).
+    let granule_start = block as u64 & !((1 << GRANULE_SHIFT) - 1);
+    if state == ABSENT || address_of(granule_start, state) != block as u64 {
         return None;
     }
     cell.store(ABSENT, Ordering::Relaxed);
@@ -316,11 +318,28 @@ fn my_counts() -> CountsRef {
             // this thread's alone (registry indices are never reused).
             let mine = unsafe { &*all.add(index) };
             MY_COUNTS.set(mine);
+            // What it counted since its last fold reaches the peak when it
+            // exits (else a thread with fewer than FOLD_EVERY changes
+            // would never show in it).
+            FOLD_AT_EXIT.arm((mine as *const Counts).cast(), fold_at_exit);
             CountsRef::Own(mine)
         }
         _ => CountsRef::Shared,
     }
 }
+
+static FOLD_AT_EXIT: sys::ThreadExitCall = sys::ThreadExitCall::new();
+
+/// At a thread's exit: folds its counters.
+unsafe extern "C" fn fold_at_exit(counts: *mut core::ffi::c_void) {
+    // SAFETY: armed with the thread's slot of the counters, mapped for the
+    // life of the process.
+    fold(unsafe { &*counts.cast::<Counts>() });
+}
+
+/// Changes counted by threads beyond the registry, which share
+/// [`FOLDED`]: every [`FOLD_EVERY`]th samples the peak, as a fold does.
+static SHARED_CHANGES: AtomicU64 = AtomicU64::new(0);
 
 enum CountsRef {
     Own(&'static Counts),
@@ -344,6 +363,12 @@ impl CountsRef {
             CountsRef::Shared => {
                 for (counter, by) in FOLDED.fields().into_iter().zip(by) {
                     counter.fetch_add(by, Ordering::Relaxed);
+                }
+                if SHARED_CHANGES
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(FOLD_EVERY)
+                {
+                    crate::LIVE.sample_peak_now();
                 }
             }
         }

@@ -916,6 +916,58 @@ where
     }
 }
 
+/// A call made when a thread exits, with a value of that thread's
+/// (`pthread_key_create`'s destructor: it runs in the exiting thread,
+/// after its code returned, before or after Rust's thread-locals are
+/// destroyed). One key for the whole process, made on first use.
+pub struct ThreadExitCall {
+    /// The key plus one; 0 before it is made, `u32::MAX` if it could not be.
+    key: core::sync::atomic::AtomicU32,
+}
+
+impl ThreadExitCall {
+    pub const fn new() -> ThreadExitCall {
+        ThreadExitCall {
+            key: core::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Arranges for `call(value)` when the calling thread exits; `false` if
+    /// the C library has no key left. `call` must not unwind. May
+    /// allocate (glibc's table for keys past the first 32).
+    pub fn arm(
+        &self,
+        value: *const core::ffi::c_void,
+        call: unsafe extern "C" fn(*mut core::ffi::c_void),
+    ) -> bool {
+        let mut key = self.key.load(Ordering::Acquire);
+        if key == 0 {
+            let mut made: libc::pthread_key_t = 0;
+            // SAFETY: `made` is writable; `call` has the destructor's type.
+            if unsafe { libc::pthread_key_create(&mut made, Some(call)) } != 0 {
+                self.key.store(u32::MAX, Ordering::Release);
+                return false;
+            }
+            key = match self
+                .key
+                .compare_exchange(0, made + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => made + 1,
+                Err(theirs) => {
+                    // SAFETY: our own key, which nothing used.
+                    unsafe { libc::pthread_key_delete(made) };
+                    theirs
+                }
+            };
+        }
+        if key == u32::MAX {
+            return false;
+        }
+        // SAFETY: a key made above (or by another thread) and never deleted.
+        unsafe { libc::pthread_setspecific(key - 1, value) == 0 }
+    }
+}
+
 // ---- Signals ---------------------------------------------------------------
 
 /// The set of every signal.
