@@ -77,6 +77,7 @@ mod child;
 mod cmalloc;
 mod dump;
 mod fork;
+mod hot;
 mod live;
 mod modules;
 mod presence;
@@ -162,13 +163,9 @@ impl<A> Tracker<A> {
     }
 }
 
-thread_local! {
-    /// Set while the tracker works on this thread, so allocations it causes
-    /// (through the inner allocator, or a dump) are not tracked recursively.
-    static BUSY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the thread busy; `None` if it already was.
+/// Marks the thread busy (`hot::Hot::busy`): allocations the tracker
+/// causes, through the inner allocator or a dump, are not tracked
+/// recursively. `None` if it already was.
 struct Busy {
     was_busy: bool,
 }
@@ -176,7 +173,7 @@ struct Busy {
 impl Busy {
     #[inline]
     fn enter() -> Option<Busy> {
-        if BUSY.replace(true) {
+        if hot::with(|hot| hot.busy.replace(true)) {
             None
         } else {
             Some(Busy { was_busy: false })
@@ -186,7 +183,7 @@ impl Busy {
     /// Marks the thread busy whatever its state (for a dump).
     fn enter_always() -> Busy {
         Busy {
-            was_busy: BUSY.replace(true),
+            was_busy: hot::with(|hot| hot.busy.replace(true)),
         }
     }
 }
@@ -194,7 +191,7 @@ impl Busy {
 impl Drop for Busy {
     #[inline]
     fn drop(&mut self) {
-        BUSY.set(self.was_busy);
+        hot::with(|hot| hot.busy.set(self.was_busy));
     }
 }
 

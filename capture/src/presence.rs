@@ -35,7 +35,6 @@
 //! no thread it could not stop frees one (glibc may then give the top of
 //! its heap back to the kernel) while it reads them: see [`Listing`].
 
-use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 use crate::sys;
@@ -291,15 +290,10 @@ static FOLDED: Counts = Counts {
 };
 static COUNTS: AtomicPtr<Counts> = AtomicPtr::new(core::ptr::null_mut());
 
-thread_local! {
-    /// This thread's counters, or null before its first block.
-    static MY_COUNTS: Cell<*const Counts> = const { Cell::new(core::ptr::null()) };
-}
-
 /// The calling thread's counters.
 #[inline(always)]
 fn counts() -> CountsRef {
-    let mine = MY_COUNTS.get();
+    let mine = crate::hot::with(|hot| hot.map_counts.get()).cast::<Counts>();
     if mine.is_null() {
         return my_counts();
     }
@@ -317,7 +311,7 @@ fn my_counts() -> CountsRef {
             // SAFETY: `index` is below the array's length, and the slot is
             // this thread's alone (registry indices are never reused).
             let mine = unsafe { &*all.add(index) };
-            MY_COUNTS.set(mine);
+            crate::hot::with(|hot| hot.map_counts.set((mine as *const Counts).cast()));
             // What it counted since its last fold reaches the peak when it
             // exits (else a thread with fewer than FOLD_EVERY changes
             // would never show in it).

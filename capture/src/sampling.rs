@@ -31,13 +31,8 @@ static INTERVAL: AtomicU64 = AtomicU64::new(0);
 /// thread.
 static SEED: AtomicU64 = AtomicU64::new(0);
 
-thread_local! {
-    /// Bytes this thread may still allocate before its next sampled
-    /// allocation. 0 until the thread's first draw.
-    static COUNTDOWN: Cell<u64> = const { Cell::new(0) };
-    /// The thread's SplitMix64 state; 0: not seeded yet.
-    static RANDOM: Cell<u64> = const { Cell::new(0) };
-}
+// Each thread's countdown and generator are `hot::Hot::countdown` and
+// `hot::Hot::random`.
 
 /// Sets the mode for the whole process: `interval` 0 for exact stacks,
 /// else the mean sampling interval in bytes; `seed` 0 for a random seed.
@@ -79,9 +74,9 @@ pub fn decide(size: u64, thread: impl FnOnce() -> u32) -> Walk {
     if size >= interval {
         return Walk::Sampled;
     }
-    let left = COUNTDOWN.get();
+    let left = crate::hot::with(|hot| hot.countdown.get());
     if size < left {
-        COUNTDOWN.set(left - size);
+        crate::hot::with(|hot| hot.countdown.set(left - size));
         return Walk::Skipped;
     }
     crossed(size, interval, thread)
@@ -91,18 +86,18 @@ pub fn decide(size: u64, thread: impl FnOnce() -> u32) -> Walk {
 #[cold]
 #[inline(never)]
 fn crossed(size: u64, interval: u64, thread: impl FnOnce() -> u32) -> Walk {
-    if RANDOM.get() == 0 {
+    if crate::hot::with(|hot| hot.random.get()) == 0 {
         // The thread's first small allocation in production mode: draw its
         // first countdown, then count this allocation against it like any
         // other (sampling it outright would favour each thread's first block).
-        RANDOM.set(thread_seed(thread()));
+        crate::hot::with(|hot| hot.random.set(thread_seed(thread())));
         let first = draw(interval);
         if size < first {
-            COUNTDOWN.set(first - size);
+            crate::hot::with(|hot| hot.countdown.set(first - size));
             return Walk::Skipped;
         }
     }
-    COUNTDOWN.set(draw(interval));
+    crate::hot::with(|hot| hot.countdown.set(draw(interval)));
     Walk::Sampled
 }
 
@@ -117,9 +112,9 @@ fn draw(interval: u64) -> u64 {
 
 /// One SplitMix64 step of the calling thread's generator.
 fn next_random() -> u64 {
-    let state = RANDOM.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let state = crate::hot::with(|hot| hot.random.get()).wrapping_add(0x9E37_79B9_7F4A_7C15);
     // A state of 0 means "unseeded": skip it (one value in 2^64).
-    RANDOM.set(if state == 0 { 1 } else { state });
+    crate::hot::with(|hot| hot.random.set(if state == 0 { 1 } else { state }));
     mix(state)
 }
 
@@ -139,7 +134,7 @@ fn thread_seed(thread: u32) -> u64 {
     } else {
         // The thread-local's address differs between threads started at
         // the same nanosecond.
-        let local = RANDOM.with(|cell| cell as *const Cell<u64> as u64);
+        let local = crate::hot::with(|hot| &hot.random as *const Cell<u64> as u64);
         crate::sys::clock_ns(libc::CLOCK_MONOTONIC) ^ local.rotate_left(32)
     };
     mix(base ^ u64::from(thread).wrapping_mul(0xD6E8_FEB8_6659_FD93)) | 1
@@ -178,9 +173,9 @@ mod tests {
         if size >= interval {
             return Walk::Sampled;
         }
-        let left = COUNTDOWN.get();
+        let left = crate::hot::with(|hot| hot.countdown.get());
         if size < left {
-            COUNTDOWN.set(left - size);
+            crate::hot::with(|hot| hot.countdown.set(left - size));
             return Walk::Skipped;
         }
         crossed(size, interval, || 7)
