@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The preload's cost on an unmodified, allocation-heavy C program
 # (examples/c/alloc_churn.c): the plain program, `heapdump run` (dump at
-# exit) and heaptrack (if installed), run in turn ROUNDS times; prints each
+# exit; `heapdump-sample`: production mode, --stacks sample:512KiB) and
+# heaptrack (if installed), run in turn ROUNDS times; prints each
 # run and the medians of wall and user time, and each tool's ratio to the
 # plain run. The program is built twice: -O2 as distributions build C
 # (no frame pointers: heapdump's stacks come from CFI), and `-fp` with
@@ -23,7 +24,7 @@ rounds=${1:-7}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cargo build --release --quiet -p heapdump-analyze
-heapdump=target/release/heapdump
+heapdump=${CARGO_TARGET_DIR:-target}/release/heapdump
 if $real; then
   steps=${2:-200000}
   cat >"$work/script.sql" <<SQL
@@ -34,14 +35,14 @@ CREATE INDEX t_name ON t(name);
 SELECT count(*), sum(length(name)) FROM t GROUP BY id % 97 ORDER BY 2 DESC LIMIT 3;
 SQL
   program=(sqlite3 :memory:)
-  tools=(plain heapdump)
+  tools=(plain heapdump heapdump-sample)
   command -v heaptrack >/dev/null && tools+=(heaptrack)
 else
   steps=${2:-4000000}
   gcc -O2 -o "$work/churn" examples/c/alloc_churn.c
   gcc -O2 -fno-omit-frame-pointer -o "$work/churn-fp" examples/c/alloc_churn.c
   program=("$work/churn" "$steps")
-  tools=(plain heapdump)
+  tools=(plain heapdump heapdump-sample)
   command -v heaptrack >/dev/null && tools+=(heaptrack)
   tools+=(plain-fp heapdump-fp)
 fi
@@ -51,6 +52,7 @@ run() {
   case "$1" in
     plain) "${program[@]}" ;;
     heapdump) "$heapdump" run --dir "$work/dumps" -- "${program[@]}" ;;
+    heapdump-sample) "$heapdump" run --dir "$work/dumps" --stacks sample:512KiB -- "${program[@]}" ;;
     plain-fp) "${fp[@]}" ;;
     heapdump-fp) "$heapdump" run --dir "$work/dumps" -- "${fp[@]}" ;;
     heaptrack) heaptrack -o "$work/heaptrack" "${program[@]}" ;;
