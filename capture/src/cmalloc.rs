@@ -98,6 +98,36 @@ fn resolve_usable_size() -> usize {
     found
 }
 
+/// Whether the blocks `__libc_malloc` hands out are glibc's own, with the
+/// chunk header the presence map reads: not under valgrind (whose
+/// preloaded library replaces glibc's allocator, and whose memcheck would
+/// report the header read), and a probe block's header must give the
+/// usable size glibc's `malloc_usable_size` gives. The caller holds the
+/// thread's `Busy`.
+pub(crate) fn blocks_are_glibcs() -> bool {
+    let mut valgrind = false;
+    sys::for_each_loaded_object(|object| {
+        valgrind |= object.name().windows(11).any(|w| w == b"/vgpreload_");
+        core::ops::ControlFlow::Continue(())
+    });
+    if valgrind {
+        return false;
+    }
+    // SAFETY: glibc's malloc; the block is freed below.
+    let probe = unsafe { __libc_malloc(100) };
+    if probe.is_null() {
+        return false;
+    }
+    // SAFETY: a live block of glibc's allocator (as far as we know yet:
+    // the header read is what is being checked, on a block of ours).
+    let same = unsafe { crate::presence::usable_size(probe.cast()) }
+        // SAFETY: a live block `__libc_malloc` returned.
+        == Some(unsafe { real_usable_size(probe) });
+    // SAFETY: the block allocated above.
+    unsafe { __libc_free(probe) };
+    same
+}
+
 /// Where the footer of a C block is: its last 4 usable bytes. `None` when
 /// the block is too small to hold one (a block without a footer).
 ///

@@ -101,14 +101,16 @@ static LISTING: AtomicBool = AtomicBool::new(false);
 
 /// Turns the map on for blocks glibc's allocator makes from now on, if
 /// the kernel can give a dump the barrier it needs
-/// ([`sys::register_process_barrier`]) and the process's `malloc` is ours
+/// ([`sys::register_process_barrier`]), the process's `malloc` is ours
 /// (so `System`'s blocks are glibc's, not those of an allocator preloaded
-/// before us). Never turns it off: blocks already in the map stay there.
+/// before us) and glibc's are what `__libc_malloc` returns (not under
+/// valgrind: see `cmalloc::blocks_are_glibcs`). Never turns it off: blocks already in the map stay there.
 /// The caller holds the thread's `Busy` (the symbol lookup may allocate).
 pub fn enable() -> bool {
     #[cfg(all(feature = "c-malloc", target_os = "linux", target_env = "gnu"))]
     if !enabled()
         && sys::default_symbol(c"malloc") == Some(crate::cmalloc::malloc as *const () as usize)
+        && crate::cmalloc::blocks_are_glibcs()
         && sys::register_process_barrier()
     {
         ENABLED.store(true, Ordering::Relaxed);
@@ -238,7 +240,7 @@ fn wait_for_listing() {
 /// # Safety
 /// `block` is a live block of glibc's allocator.
 #[inline(always)]
-unsafe fn usable_size(block: *mut u8) -> Option<usize> {
+pub(crate) unsafe fn usable_size(block: *mut u8) -> Option<usize> {
     const IS_MMAPPED: usize = 2;
     const FLAGS: usize = 7;
     const WORD: usize = size_of::<usize>();
