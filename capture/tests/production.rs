@@ -1,0 +1,119 @@
+//! Production mode's presence map under dumps, in a process of its own
+//! (the sampling mode is the whole process's): a thread the dump cannot
+//! stop (every signal blocked) keeps freeing and allocating small blocks
+//! while dumps list the map. A free of a listed block must wait for the
+//! dump (else glibc may give the memory back under the scan); the dumps
+//! must finish, verify, and list every block the churning thread holds at
+//! its exact size; the thread must go on after each dump.
+//!
+//! Run with `harness = false`: libtest's own threads would be stopped and
+//! scanned too.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use heapdump_capture::{Mode, Settings, Tracker};
+use heapdump_formats::records::{UNKNOWN_THREAD, allocation_flags};
+
+#[global_allocator]
+static ALLOCATOR: Tracker = Tracker::system().with_settings(Settings::new().sample_stacks(1 << 30));
+
+/// Blocks the churning thread holds at any time.
+const HELD: usize = 200_000;
+/// Their size: under the map's 1 KiB, not a size anything else here makes.
+const BLOCK: usize = 72;
+
+fn main() {
+    common::run_tests(
+        &[(
+            "a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing",
+            a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing,
+        )],
+        || {},
+    );
+}
+
+fn block_all_signals() {
+    // SAFETY: a zeroed sigset_t is a valid argument to sigfillset, and the
+    // mask is this thread's own.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+fn a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing() {
+    heapdump_capture::set_stop_timeout(Duration::from_millis(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicU64::new(0));
+    let churn = {
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        std::thread::spawn(move || {
+            block_all_signals();
+            let mut held: Vec<Box<[u8; BLOCK]>> = (0..HELD).map(|_| Box::new([1; BLOCK])).collect();
+            let mut next = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // A new block, then the old one freed: HELD or HELD + 1 live.
+                for _ in 0..1000 {
+                    next = (next + 7919) % HELD;
+                    held[next] = black_box(Box::new([2; BLOCK]));
+                }
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+            held.len()
+        })
+    };
+    while rounds.load(Ordering::Relaxed) < 10 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for mode in [Mode::Stop, Mode::Fork, Mode::Stop, Mode::Fork, Mode::Stop] {
+        common::set_mode(mode);
+        let before = rounds.load(Ordering::Relaxed);
+        let (bytes, stats) = common::dump_with_stats();
+        let dump = common::parse_and_verify(bytes);
+        let view = dump.view();
+        if mode == Mode::Stop {
+            assert_eq!(stats.threads_not_stopped, 1, "{mode:?}");
+        }
+        let held = view
+            .allocations()
+            .iter()
+            .filter(|a| a.size == BLOCK as u64)
+            .collect::<Vec<_>>();
+        let mapped = held
+            .iter()
+            .filter(|a| a.flags & allocation_flags::UNRECORDED != 0)
+            .inspect(|a| {
+                assert_eq!((a.thread, a.sequence, a.stack), (UNKNOWN_THREAD, 0, 0));
+                assert_eq!(a.address % 16, 0, "{a:?}");
+            })
+            .count();
+        // Every held block is listed, at its size: the thread's frees
+        // waited for the dump (else blocks freed and made meanwhile would
+        // be missed or added), but for the one it made before its next
+        // free waited. With S = 1 GiB none is in the sample: all come from
+        // the map, and the thread never waits on a lock the dump holds.
+        assert!(
+            (HELD..=HELD + 1).contains(&held.len()),
+            "{mode:?}: {} blocks of {BLOCK} bytes",
+            held.len()
+        );
+        assert_eq!(mapped, held.len(), "{mode:?}: blocks from the map");
+        drop(dump);
+        // The thread goes on once the dump is done.
+        while rounds.load(Ordering::Relaxed) < before + 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(churn.join().unwrap(), HELD);
+    heapdump_capture::set_stop_timeout(heapdump_capture::DEFAULT_STOP_TIMEOUT);
+}
