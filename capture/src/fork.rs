@@ -30,12 +30,16 @@ extern "C" fn prepare() {
         shard.table.lock_forever();
     }
     STACKS.lock_forever();
+    // No fork in the middle of a trim of the presence map: the child would
+    // start with it marked as trimming, by a thread it does not have.
+    crate::presence::TRIM_LOCK.lock_forever();
 }
 
 extern "C" fn release() {
     // SAFETY: `prepare` took all of these locks in this thread, and the
     // process (parent or child) resumes with them held by us.
     unsafe {
+        crate::presence::TRIM_LOCK.force_unlock();
         STACKS.unlock_forever();
         for shard in &LIVE.shards {
             shard.table.force_unlock();

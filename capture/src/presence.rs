@@ -28,8 +28,8 @@
 //! The map is made of 32 MiB maps, one per GiB of address space that holds
 //! such blocks, reserved as needed (`MAP_NORESERVE`: only the pages used
 //! take memory) and named by a table of 2^17 pointers (the 47-bit address
-//! space of a process). Pages of the map are not given back: after a
-//! spike of small blocks the map keeps a 32nd of the spike's bytes.
+//! space of a process). After a spike, pages of the map that hold no
+//! block go back to the kernel ([`trim`]).
 //!
 //! A free takes no lock, so a dump that lists these blocks must know that
 //! no thread it could not stop frees one (glibc may then give the top of
@@ -98,6 +98,12 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Set while a dump reads the map and the blocks it lists (see [`Listing`]).
 static LISTING: AtomicBool = AtomicBool::new(false);
+
+/// Set while [`trim`] gives pages of the map back.
+static TRIMMING: AtomicBool = AtomicBool::new(false);
+/// Held by the one thread that trims, and by `fork`'s prepare handler (a
+/// child must not start with `TRIMMING` set by a thread it lacks).
+pub static TRIM_LOCK: sys::SpinLock<()> = sys::SpinLock::new(());
 
 /// Turns the map on for blocks glibc's allocator makes from now on, if
 /// the kernel can give a dump the barrier it needs
@@ -172,7 +178,16 @@ pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
     };
     // Release: a dump that reads the byte reads the chunk header glibc
     // wrote before it.
-    cell.store(state_of(block as usize, slack), Ordering::Release);
+    let state = state_of(block as usize, slack);
+    cell.store(state, Ordering::Release);
+    // The store above before the load below, as in `remove`: either a trim
+    // sees the byte (and keeps its page) or this sees `TRIMMING`, and then
+    // stores it again once the trim is done (it may have dropped the page).
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if TRIMMING.load(Ordering::Relaxed) {
+        wait_for_trim();
+        cell.store(state, Ordering::Release);
+    }
     counts().allocated(size, counts_as_new);
     true
 }
@@ -223,6 +238,13 @@ pub fn count_move() {
 #[inline(always)]
 fn size_of_state(usable: Option<usize>, state: u8) -> usize {
     usable.unwrap_or(0).saturating_sub(slack_of(state))
+}
+
+#[cold]
+fn wait_for_trim() {
+    while TRIMMING.load(Ordering::Acquire) {
+        sys::yield_now();
+    }
 }
 
 #[cold]
@@ -404,8 +426,81 @@ fn fold(own: &Counts) {
         folded.fetch_add(value, Ordering::Relaxed);
     }
     own.unfolded.store(0, Ordering::Relaxed);
-    PEAK_LIVE_BYTES.fetch_max(folded_live().1, Ordering::Relaxed);
+    let live = folded_live().1;
+    let peak = PEAK_LIVE_BYTES.fetch_max(live, Ordering::Relaxed).max(live);
     crate::LIVE.sample_peak_now();
+    if peak >= TRIM_FROM && live < peak / 4 {
+        trim(live);
+    }
+}
+
+/// A trim is considered once the map's blocks have held this many bytes
+/// (a map of half a MiB) and hold less than a quarter of that; the next
+/// one is measured from what they held at this one, so a spike freed
+/// goes back in a few trims whose work adds up to one pass over it.
+const TRIM_FROM: u64 = 16 << 20;
+
+/// Gives back the map's pages that hold no block (`MADV_DONTNEED`), after
+/// a spike: the map then keeps a 32nd of what lives, not of the most that
+/// ever lived. `live`: the bytes the map's blocks hold now, the peak a
+/// next trim is measured from. Runs in the thread whose fold found it
+/// due (a free, usually), one at a time; reads a 32nd of the spike's
+/// heap once.
+///
+/// An allocation meanwhile stores its byte, then looks at `TRIMMING` and,
+/// if set, waits and stores it again: with the process-wide barrier after
+/// `TRIMMING` is set, either this sees the byte (and keeps its page) or the
+/// allocation sees the flag. A free's zero needs no such care.
+#[cold]
+#[inline(never)]
+fn trim(live: u64) {
+    let Some(_trimming) = TRIM_LOCK.try_lock() else {
+        return;
+    };
+    let Some(pages) = sys::Scratch::new(Listing::scratch_pages() * 8) else {
+        return;
+    };
+    let Some(entries) = pages.take::<u64>(Listing::scratch_pages()) else {
+        return;
+    };
+    TRIMMING.store(true, Ordering::SeqCst);
+    if sys::process_barrier() {
+        for map in &MAPS {
+            let map = map.load(Ordering::Acquire);
+            if map.is_null() {
+                continue;
+            }
+            let start = map as usize;
+            sys::written_runs(start, start + REGION_MAP_BYTES, entries, |from, to| {
+                // Runs of pages holding only zeros, dropped a run at a time.
+                let mut zeros: Option<usize> = None;
+                for page in (from..to).step_by(sys::PAGE).chain([to]) {
+                    let empty = page < to && {
+                        // SAFETY: a written page of this region's map, read
+                        // as atomic words (page-aligned).
+                        let words = unsafe {
+                            core::slice::from_raw_parts(page as *const AtomicU64, sys::PAGE / 8)
+                        };
+                        words.iter().all(|w| w.load(Ordering::Acquire) == 0)
+                    };
+                    match (empty, zeros) {
+                        (true, None) => zeros = Some(page),
+                        (false, Some(first)) => {
+                            // SAFETY: pages of our map holding only zeros,
+                            // which read back as zeros once dropped; a store
+                            // of a nonzero byte into them meanwhile is made
+                            // again after the trim (above).
+                            unsafe { sys::discard(first as *mut u8, page - first) };
+                            zeros = None;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+        PEAK_LIVE_BYTES.store(live, Ordering::Relaxed);
+    }
+    TRIMMING.store(false, Ordering::Release);
 }
 
 impl Counts {
@@ -476,13 +571,13 @@ impl Totals {
     }
 }
 
-/// The most bytes the map's blocks have held at a fold: the map's pages
-/// are never given back, so they cover at least this much heap.
+/// The most bytes the map's blocks have held at a fold since the last
+/// [`trim`]: the map's pages cover at least this much heap.
 static PEAK_LIVE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes the map and its counters occupy, estimated without asking the
-/// kernel: a 32nd of the most bytes its blocks have held (its pages stay
-/// once touched), or of `live_bytes` if more.
+/// kernel: a 32nd of the most bytes its blocks have held since the last
+/// trim, or of `live_bytes` if more.
 pub fn tracking_bytes(live_bytes: u64) -> u64 {
     let threads = crate::threads::registered_count().min(MAX_THREADS as u64);
     let covered = live_bytes.max(PEAK_LIVE_BYTES.load(Ordering::Relaxed));

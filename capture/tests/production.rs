@@ -29,10 +29,16 @@ const BLOCK: usize = 72;
 
 fn main() {
     common::run_tests(
-        &[(
-            "a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing",
-            a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing,
-        )],
+        &[
+            (
+                "a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing",
+                a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing,
+            ),
+            (
+                "the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block",
+                the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block,
+            ),
+        ],
         || {},
     );
 }
@@ -116,4 +122,59 @@ fn a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing() {
     stop.store(true, Ordering::Relaxed);
     assert_eq!(churn.join().unwrap(), HELD);
     heapdump_capture::set_stop_timeout(heapdump_capture::DEFAULT_STOP_TIMEOUT);
+}
+
+/// Kilobytes resident in the presence map: the mappings of
+/// `/proc/self/smaps` marked `MADV_NOHUGEPAGE` (`nh`; only the map's are)
+/// whose size is a whole number of one region's map (32 MiB: the kernel
+/// merges adjacent ones).
+fn map_resident_kib() -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let kib = |line: &str| {
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (mut total, mut size, mut rss) = (0, 0, 0);
+    for line in smaps.lines() {
+        if line.starts_with("Size:") {
+            size = kib(line);
+        } else if line.starts_with("Rss:") {
+            rss = kib(line);
+        } else if let Some(flags) = line.strip_prefix("VmFlags:")
+            && flags.split_whitespace().any(|f| f == "nh")
+            && size % (32 << 10) == 0
+        {
+            total += rss;
+        }
+    }
+    total
+}
+
+fn the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block() {
+    const SPIKE: usize = 1_200_000; // 72-byte blocks: ~96 MB of heap
+    let spike: Vec<Box<[u8; BLOCK]>> = (0..SPIKE).map(|_| Box::new([3; BLOCK])).collect();
+    let at_peak = map_resident_kib();
+    assert!(at_peak >= 2_500, "{at_peak} KiB of map at the peak");
+    drop(spike);
+    let after = map_resident_kib();
+    assert!(
+        after * 4 < at_peak,
+        "{after} KiB of map after the spike, {at_peak} at its peak"
+    );
+
+    // Blocks made after the trim, in the pages it dropped, are listed.
+    common::set_mode(Mode::Stop);
+    let kept: Vec<Box<[u8; BLOCK]>> = (0..100_000).map(|_| Box::new([4; BLOCK])).collect();
+    let (bytes, _) = common::dump_with_stats();
+    let dump = common::parse_and_verify(bytes);
+    let listed = dump
+        .view()
+        .allocations()
+        .iter()
+        .filter(|a| a.size == BLOCK as u64 && a.flags & allocation_flags::UNRECORDED != 0)
+        .count();
+    assert_eq!(listed, kept.len());
 }
