@@ -457,6 +457,9 @@ fn trim(live: u64) {
     let Some(_trimming) = TRIM_LOCK.try_lock() else {
         return;
     };
+    // The next trim is measured from here, whatever happens below (else a
+    // refused barrier or scratch would have every fold try again).
+    PEAK_LIVE_BYTES.store(live, Ordering::Relaxed);
     let Some(pages) = sys::Scratch::new(Listing::scratch_pages() * 8) else {
         return;
     };
@@ -498,7 +501,6 @@ fn trim(live: u64) {
                 }
             });
         }
-        PEAK_LIVE_BYTES.store(live, Ordering::Relaxed);
     }
     TRIMMING.store(false, Ordering::Release);
 }
