@@ -35,7 +35,7 @@
 //! no thread it could not stop frees one (glibc may then give the top of
 //! its heap back to the kernel) while it reads them: see [`Listing`].
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sys;
 use crate::threads::MAX_THREADS;
@@ -99,10 +99,13 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Set while a dump reads the map and the blocks it lists (see [`Listing`]).
 static LISTING: AtomicBool = AtomicBool::new(false);
 
-/// Set while [`trim`] gives pages of the map back.
-static TRIMMING: AtomicBool = AtomicBool::new(false);
+/// Counts the starts and ends of [`trim`]'s work on one region's map: odd
+/// while one is being trimmed (that of [`TRIM_REGION`]).
+static TRIM_EPOCH: AtomicU64 = AtomicU64::new(0);
+/// The region [`trim`] works on while [`TRIM_EPOCH`] is odd.
+static TRIM_REGION: AtomicUsize = AtomicUsize::new(0);
 /// Held by the one thread that trims, and by `fork`'s prepare handler (a
-/// child must not start with `TRIMMING` set by a thread it lacks).
+/// child must not start with a trim under way in a thread it lacks).
 pub static TRIM_LOCK: sys::SpinLock<()> = sys::SpinLock::new(());
 
 /// Turns the map on for blocks glibc's allocator makes from now on, if
@@ -179,14 +182,23 @@ pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
     // Release: a dump that reads the byte reads the chunk header glibc
     // wrote before it.
     let state = state_of(block as usize, slack);
-    cell.store(state, Ordering::Release);
-    // The store above before the load below, as in `remove`: either a trim
-    // sees the byte (and keeps its page) or this sees `TRIMMING`, and then
-    // stores it again once the trim is done (it may have dropped the page).
-    core::sync::atomic::compiler_fence(Ordering::SeqCst);
-    if TRIMMING.load(Ordering::Relaxed) {
-        wait_for_trim();
+    let region = block as usize >> REGION_SHIFT;
+    // A trim may drop the byte's page if it found it empty: the byte is
+    // stored again until no trim began or ended around the store. The
+    // store before the second load, as in `remove`: with the trim's
+    // process-wide barrier after it makes the epoch odd, either the trim
+    // sees the byte (and keeps its page) or this sees the epoch move.
+    loop {
+        let before = TRIM_EPOCH.load(Ordering::Acquire);
+        if before & 1 == 1 && TRIM_REGION.load(Ordering::Relaxed) == region {
+            wait_for_trim(before);
+            continue;
+        }
         cell.store(state, Ordering::Release);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if TRIM_EPOCH.load(Ordering::Relaxed) == before {
+            break;
+        }
     }
     counts().allocated(size, counts_as_new);
     true
@@ -241,8 +253,8 @@ fn size_of_state(usable: Option<usize>, state: u8) -> usize {
 }
 
 #[cold]
-fn wait_for_trim() {
-    while TRIMMING.load(Ordering::Acquire) {
+fn wait_for_trim(epoch: u64) {
+    while TRIM_EPOCH.load(Ordering::Acquire) == epoch {
         sys::yield_now();
     }
 }
@@ -447,10 +459,9 @@ const TRIM_FROM: u64 = 16 << 20;
 /// due (a free, usually), one at a time; reads a 32nd of the spike's
 /// heap once.
 ///
-/// An allocation meanwhile stores its byte, then looks at `TRIMMING` and,
-/// if set, waits and stores it again: with the process-wide barrier after
-/// `TRIMMING` is set, either this sees the byte (and keeps its page) or the
-/// allocation sees the flag. A free's zero needs no such care.
+/// One region's map at a time: an allocation in that region waits, others
+/// do not; an allocation that a trim's start or end overlapped stores its
+/// byte again (see `insert`). A free's zero needs no such care.
 #[cold]
 #[inline(never)]
 fn trim(live: u64) {
@@ -466,14 +477,15 @@ fn trim(live: u64) {
     let Some(entries) = pages.take::<u64>(Listing::scratch_pages()) else {
         return;
     };
-    TRIMMING.store(true, Ordering::SeqCst);
-    if sys::process_barrier() {
-        for map in &MAPS {
-            let map = map.load(Ordering::Acquire);
-            if map.is_null() {
-                continue;
-            }
-            let start = map as usize;
+    for (region, map) in MAPS.iter().enumerate() {
+        let map = map.load(Ordering::Acquire);
+        if map.is_null() {
+            continue;
+        }
+        let start = map as usize;
+        TRIM_REGION.store(region, Ordering::Relaxed);
+        TRIM_EPOCH.fetch_add(1, Ordering::SeqCst);
+        if sys::process_barrier() {
             sys::written_runs(start, start + REGION_MAP_BYTES, entries, |from, to| {
                 // Runs of pages holding only zeros, dropped a run at a time.
                 let mut zeros: Option<usize> = None;
@@ -501,8 +513,8 @@ fn trim(live: u64) {
                 }
             });
         }
+        TRIM_EPOCH.fetch_add(1, Ordering::Release);
     }
-    TRIMMING.store(false, Ordering::Release);
 }
 
 impl Counts {
