@@ -40,6 +40,7 @@ fn every_block_is_dumped_and_each_sites_estimate_is_within_25_percent() {
     let view = file.view();
     assert_eq!(view.process().stack_sample_interval, 64 << 10);
     let (mut pages, mut records, mut sampled, mut recorded_unsampled) = (0, 0, 0, 0);
+    let mut unrecorded = 0u64;
     for a in view.allocations().iter() {
         pages += u64::from(a.size == PAGE_BYTES);
         records += u64::from(a.size == RECORD_BYTES);
@@ -56,6 +57,7 @@ fn every_block_is_dumped_and_each_sites_estimate_is_within_25_percent() {
             if a.size >= 1024 {
                 assert_eq!(a.flags & allocation_flags::UNRECORDED, 0, "{a:?}");
             } else if a.flags & allocation_flags::UNRECORDED != 0 {
+                unrecorded += 1;
                 assert_eq!((a.thread, a.sequence), (UNKNOWN_THREAD, 0), "{a:?}");
             } else {
                 recorded_unsampled += 1;
@@ -80,6 +82,11 @@ fn every_block_is_dumped_and_each_sites_estimate_is_within_25_percent() {
         info["process"]["stack_sample_interval_bytes"].as_u64(),
         Some(64 << 10)
     );
+    assert_eq!(
+        info["stacks"]["unrecorded_allocations"].as_u64(),
+        Some(unrecorded)
+    );
+    assert!(unrecorded > 150_000, "{unrecorded} blocks without records");
 
     let top = heapdump_json(&[OsStr::new("top"), dump.as_os_str()]);
     assert_eq!(top["estimated"].as_bool(), Some(true));

@@ -170,6 +170,10 @@ pub struct StackInfo {
     pub allocations_without_stack: u64,
     /// Live allocations flagged SAMPLED (production mode only).
     pub sampled_allocations: u64,
+    /// Live allocations flagged UNRECORDED (production mode only): listed
+    /// from the allocator without a record, so with no thread, sequence
+    /// number or stack.
+    pub unrecorded_allocations: u64,
 }
 
 /// What the conservative scan found.
@@ -280,7 +284,7 @@ impl InfoReport {
             reallocated: 0,
         };
         let mut without_stack = 0;
-        let mut sampled = 0;
+        let (mut sampled, mut unrecorded) = (0, 0);
         for a in view.allocations().iter() {
             heap.allocation_records += 1;
             heap.allocation_record_bytes = heap.allocation_record_bytes.saturating_add(a.size);
@@ -288,6 +292,7 @@ impl InfoReport {
             heap.reallocated += u64::from(a.flags & allocation_flags::REALLOCATED != 0);
             without_stack += u64::from(a.stack == 0);
             sampled += u64::from(a.flags & allocation_flags::SAMPLED != 0);
+            unrecorded += u64::from(a.flags & allocation_flags::UNRECORDED != 0);
         }
         let stacks = StackInfo {
             stacks: view.stacks().len() as u64,
@@ -296,6 +301,7 @@ impl InfoReport {
             unwound_with_cfi: stacks_flagged(view, stack_flags::CFI),
             allocations_without_stack: without_stack,
             sampled_allocations: sampled,
+            unrecorded_allocations: unrecorded,
         };
 
         let mut roots_by_kind = BTreeMap::new();
@@ -447,6 +453,13 @@ impl fmt::Display for InfoReport {
                 self.stacks.sampled_allocations,
                 h.allocation_records
             )?;
+            if self.stacks.unrecorded_allocations != 0 {
+                writeln!(
+                    f,
+                    "unrecorded      {} blocks listed without a record (no thread or sequence number)",
+                    self.stacks.unrecorded_allocations
+                )?;
+            }
         }
         writeln!(
             f,
