@@ -501,10 +501,10 @@ fn trim(live: u64) {
                     match (empty, zeros) {
                         (true, None) => zeros = Some(page),
                         (false, Some(first)) => {
+                            // A store of a nonzero byte into them meanwhile
+                            // is made again after the trim (see `insert`).
                             // SAFETY: pages of our map holding only zeros,
-                            // which read back as zeros once dropped; a store
-                            // of a nonzero byte into them meanwhile is made
-                            // again after the trim (above).
+                            // which read back as zeros once dropped.
                             unsafe { sys::discard(first as *mut u8, page - first) };
                             zeros = None;
                         }
@@ -648,11 +648,11 @@ impl Listing {
             // Pages ever written, swapped out or not: a page of the map
             // untouched for long may be, and its blocks are still live.
             sys::written_runs(start, start + REGION_MAP_BYTES, pages, |from, to| {
+                // Read as atomic words: a thread that was not stopped may
+                // still store a byte of one (on x86-64 and AArch64 the load
+                // sees each byte before or after).
                 // SAFETY: `[from, to)` is memory of this region's map,
-                // page-aligned, so whole aligned words; read as atomic words
-                // (a thread that was not stopped may still store a byte of
-                // one: on x86-64 and AArch64 the load sees each byte before
-                // or after).
+                // page-aligned, so whole aligned words.
                 let words = unsafe {
                     core::slice::from_raw_parts(from as *const AtomicU64, (to - from) / 8)
                 };
