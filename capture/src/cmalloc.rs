@@ -30,9 +30,7 @@ use core::ffi::c_void;
 
 use crate::live::{FOOTER_BYTES, NO_RECORD};
 use crate::sys::set_errno;
-use crate::{
-    Busy, LIVE, REALLOCATED, ZEROED, decide, new_entry, presence, sampling, sys, triggers,
-};
+use crate::{Busy, Kept, LIVE, ZEROED, decide, new_entry, presence, sampling, sys, triggers};
 
 /// The thread's guard for tracking a C call: `None` when the call must pass
 /// straight through (the thread is inside the tracker, or the process is
@@ -320,31 +318,38 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         triggers::allocation_failed();
         return moved;
     }
-    let walk = decide(size);
-    // Out of the sample and small: the presence map takes it, and its
-    // record goes.
-    if walk == sampling::Walk::Skipped
-        && detached.is_some()
-        && presence::enabled()
-        && size < presence::LARGEST
-        // SAFETY: a live glibc block of at least `outer` bytes.
-        && unsafe { presence::insert(moved.cast(), size, moved != block) }
-    {
-        if let Some(detached) = detached {
-            LIVE.release(detached, moved != block);
-        }
-        drop(busy);
-        return moved;
-    }
-    let (entry, thread) = new_entry(moved.cast(), size, MALLOC_ALIGN, REALLOCATED, walk);
-    let footer = LIVE.reattach(detached, &entry, moved != block, thread.index as usize);
-    // SAFETY: a live glibc block of at least `outer` bytes.
-    if let Some(at) = unsafe { footer_at(moved) } {
-        // SAFETY: as in `record`.
-        unsafe { at.cast::<u32>().write_unaligned(footer) };
-    }
+    // SAFETY: a live glibc block of at least `outer` bytes; `busy` held.
+    unsafe { keep_reallocated(block, moved, size, Kept::Recorded(detached)) };
     drop(busy);
     moved
+}
+
+/// Keeps the block `realloc` returned (see `crate::keep_reallocated`),
+/// writing its footer if it gets a record.
+///
+/// # Safety
+/// `moved` is a live glibc block of at least `size + 4` bytes, and the
+/// caller holds the thread's `Busy`.
+unsafe fn keep_reallocated(block: *mut c_void, moved: *mut c_void, size: usize, kept: Kept) {
+    let mappable = presence::enabled() && size < presence::LARGEST;
+    // SAFETY: per the contract.
+    let footer = unsafe {
+        crate::keep_reallocated(
+            moved.cast(),
+            size,
+            MALLOC_ALIGN,
+            moved != block,
+            kept,
+            mappable,
+        )
+    };
+    if let Some(footer) = footer
+        // SAFETY: a live glibc block.
+        && let Some(at) = unsafe { footer_at(moved) }
+    {
+        // SAFETY: as in `record_decided`.
+        unsafe { at.cast::<u32>().write_unaligned(footer) };
+    }
 }
 
 /// `realloc` of a block the presence map had (and no longer has): the new
@@ -379,13 +384,8 @@ unsafe fn realloc_mapped(
         triggers::allocation_failed();
         return moved;
     }
-    if moved != block {
-        // The old block is freed: counted here, as `remove` was told it
-        // was not; the new one counts as an allocation.
-        presence::count_move();
-    }
     // SAFETY: a live glibc block of at least `outer` bytes; `busy` held.
-    unsafe { record_decided(moved, size, MALLOC_ALIGN, REALLOCATED, moved != block) };
+    unsafe { keep_reallocated(block, moved, size, Kept::Mapped) };
     drop(busy);
     moved
 }

@@ -360,6 +360,57 @@ unsafe fn record_new(
     block
 }
 
+/// Where a reallocated block was kept before the inner allocator's
+/// `realloc`: in the presence map, or under its record (detached, `None`
+/// if it had none).
+pub(crate) enum Kept {
+    Mapped,
+    Recorded(Option<live::Detached>),
+}
+
+/// Keeps the block a reallocation returned, for the Rust and the C
+/// `realloc` alike: in the presence map if it is out of the stack sample
+/// and `mappable` (and was tracked before), else under a record. `moved`:
+/// whether it is a new block (the old one then counts as freed). `None`
+/// when the map took it, else the footer to write. The caller holds `Busy`.
+///
+/// # Safety
+/// `block` is a live block of `size` bytes and its footer's room, glibc's
+/// if `mappable`.
+unsafe fn keep_reallocated(
+    block: *mut u8,
+    size: usize,
+    align: usize,
+    moved: bool,
+    kept: Kept,
+    mappable: bool,
+) -> Option<u32> {
+    let walk = decide(size);
+    if walk == sampling::Walk::Skipped
+        && mappable
+        && !matches!(kept, Kept::Recorded(None))
+        // SAFETY: per the contract.
+        && unsafe { presence::insert(block, size, moved) }
+    {
+        match kept {
+            Kept::Mapped if moved => presence::count_move(),
+            Kept::Recorded(Some(detached)) => LIVE.release(detached, moved),
+            _ => {}
+        }
+        return None;
+    }
+    let (entry, thread) = new_entry(block, size, align, REALLOCATED, walk);
+    Some(match kept {
+        Kept::Mapped => {
+            if moved {
+                presence::count_move();
+            }
+            LIVE.insert(&entry, moved, thread.index as usize)
+        }
+        Kept::Recorded(detached) => LIVE.reattach(detached, &entry, moved, thread.index as usize),
+    })
+}
+
 impl<A: GlobalAlloc + 'static> Tracker<A> {
     /// Allocates a block (zeroed if `flags` says so), in production mode
     /// noting it in the presence map when it is out of the stack sample
@@ -485,24 +536,22 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         let footer = match busy {
             Some(_) => {
                 triggers::start_once(&self.settings);
-                let walk = decide(new_size);
-                // Out of the sample and small: the presence map takes it,
-                // and its record goes.
-                if walk == sampling::Walk::Skipped
-                    && detached.is_some()
-                    && mappable::<A>(new_size)
-                    // SAFETY: `System` made `moved` (so glibc did), of
-                    // `new_outer` bytes.
-                    && unsafe { presence::insert(moved, new_size, moved != block) }
-                {
-                    if let Some(detached) = detached {
-                        LIVE.release(detached, moved != block);
-                    }
-                    drop(busy);
-                    return moved;
+                // SAFETY: `moved` has `new_outer` bytes; `System` made it
+                // (so glibc did) if it is mappable.
+                let kept = unsafe {
+                    keep_reallocated(
+                        moved,
+                        new_size,
+                        layout.align(),
+                        moved != block,
+                        Kept::Recorded(detached),
+                        mappable::<A>(new_size),
+                    )
+                };
+                match kept {
+                    Some(footer) => footer,
+                    None => return moved,
                 }
-                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED, walk);
-                LIVE.reattach(detached, &entry, moved != block, thread.index as usize)
             }
             None => live::NO_RECORD,
         };
@@ -530,7 +579,6 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
         new_outer: Layout,
         busy: Option<Busy>,
     ) -> *mut u8 {
-        let decided = busy.as_ref().map(|_| decide(new_size));
         // SAFETY: per the contract; the block was allocated with its
         // footer's room.
         let moved = unsafe {
@@ -548,31 +596,36 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
             triggers::allocation_failed();
             return moved;
         }
-        let mapped = match decided {
-            Some(sampling::Walk::Skipped) => mappable::<A>(new_size),
-            Some(_) => false,
-            None => mappable::<A>(new_size),
-        };
-        if moved != block {
-            // The old block is freed: counted here, as `remove` was told
-            // it was not; the new one counts as an allocation below.
-            presence::count_move();
-        }
-        // SAFETY: `System` made `moved` (so glibc did), `new_outer` bytes.
-        if mapped && unsafe { presence::insert(moved, new_size, moved != block) } {
-            return moved;
-        }
         let footer = match busy {
-            Some(_) => {
-                let walk = decided.unwrap_or_else(|| decide(new_size));
-                let (entry, thread) = new_entry(moved, new_size, layout.align(), REALLOCATED, walk);
-                LIVE.insert(&entry, moved != block, thread.index as usize)
+            // SAFETY: `System` made `moved` (so glibc did), `new_outer`
+            // bytes.
+            Some(_) => unsafe {
+                keep_reallocated(
+                    moved,
+                    new_size,
+                    layout.align(),
+                    moved != block,
+                    Kept::Mapped,
+                    mappable::<A>(new_size),
+                )
+            },
+            // Inside the tracker already: back in the map without a
+            // sampling decision, or no record.
+            None => {
+                if moved != block {
+                    presence::count_move();
+                }
+                let mapped = mappable::<A>(new_size)
+                    // SAFETY: as above.
+                    && unsafe { presence::insert(moved, new_size, moved != block) };
+                (!mapped).then_some(live::NO_RECORD)
             }
-            None => live::NO_RECORD,
         };
         drop(busy);
-        // SAFETY: `moved` has `new_size + FOOTER_BYTES` bytes.
-        unsafe { write_footer(moved, new_size, footer) };
+        if let Some(footer) = footer {
+            // SAFETY: `moved` has `new_size + FOOTER_BYTES` bytes.
+            unsafe { write_footer(moved, new_size, footer) };
+        }
         moved
     }
 }
