@@ -88,7 +88,7 @@ CREATE TABLE objects (
     site_id    INTEGER NOT NULL REFERENCES sites(id),
     stack_id   INTEGER NOT NULL REFERENCES stacks(id),
     thread_id  INTEGER REFERENCES threads(id), -- NULL if unknown
-    sequence   INTEGER NOT NULL,    -- allocation order, smaller is older
+    sequence   INTEGER NOT NULL,    -- allocation order, smaller is older; 0 if production mode listed it without a record
     leak_class TEXT NOT NULL,       -- definitely_lost, indirectly_lost, possibly_lost, still_reachable
     retained   INTEGER NOT NULL,    -- bytes freed if this object were freed (its dominator subtree)
     dominator  INTEGER REFERENCES objects(id) DEFERRABLE INITIALLY DEFERRED, -- immediate dominator; NULL: the roots, or unreachable
