@@ -43,19 +43,6 @@ fn main() {
     );
 }
 
-fn block_all_signals() {
-    // SAFETY: a zeroed sigset_t is a valid argument to sigfillset, and the
-    // mask is this thread's own.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        assert_eq!(
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
 fn a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing() {
     heapdump_capture::set_stop_timeout(Duration::from_millis(200));
     let stop = Arc::new(AtomicBool::new(false));
@@ -63,7 +50,7 @@ fn a_thread_the_dump_cannot_stop_frees_map_blocks_only_after_the_listing() {
     let churn = {
         let (stop, rounds) = (stop.clone(), rounds.clone());
         std::thread::spawn(move || {
-            block_all_signals();
+            common::block_all_signals();
             let mut held: Vec<Box<[u8; BLOCK]>> = (0..HELD).map(|_| Box::new([1; BLOCK])).collect();
             let mut next = 0usize;
             while !stop.load(Ordering::Relaxed) {

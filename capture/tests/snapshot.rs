@@ -1197,20 +1197,6 @@ fn sixteen_threads_relinking_lists_while_200_dumps_are_written() {
 // ---------------------------------------------------------------------------
 // 10. A thread that blocks every signal
 
-/// Blocks every signal on the calling thread, so a dump cannot stop it.
-fn block_all_signals() {
-    // SAFETY: a zeroed sigset_t is a valid argument to sigfillset, and the
-    // mask is this thread's own.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        assert_eq!(
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
-            0
-        );
-    }
-}
-
 /// Threads a dump cannot stop keep reallocating blocks big enough for
 /// glibc to `mmap` them, so a reallocation moves the block with `mremap`
 /// and unmaps the old range. The dump must never scan a block whose range
@@ -1230,7 +1216,7 @@ fn threads_that_cannot_be_stopped_moving_mapped_blocks_never_fault_a_dump() {
         .map(|seed| {
             let (stop, started) = (stop.clone(), started.clone());
             std::thread::spawn(move || {
-                block_all_signals();
+                common::block_all_signals();
                 started.wait();
                 let mut state = seed * 7919 + 1;
                 let mut buffers: Vec<Vec<u8>> =
@@ -1274,7 +1260,7 @@ fn thread_with_all_signals_blocked_is_not_stopped_and_the_dump_finishes() {
     let blocker = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            block_all_signals();
+            common::block_all_signals();
             sender.send(gettid()).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));

@@ -83,3 +83,18 @@ pub fn parse_and_verify(bytes: Vec<u8>) -> Dump {
     assert!(problems.is_empty(), "verify found problems: {problems:#?}");
     dump
 }
+
+/// Blocks every signal in the calling thread: a thread a dump cannot stop.
+#[allow(dead_code)] // Not every test binary has such a thread.
+pub fn block_all_signals() {
+    // SAFETY: a zeroed sigset_t is a valid argument to sigfillset, and the
+    // mask is this thread's own.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        assert_eq!(
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, std::ptr::null_mut()),
+            0
+        );
+    }
+}
