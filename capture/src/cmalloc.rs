@@ -53,6 +53,61 @@ unsafe extern "C" {
     fn __libc_pvalloc(size: usize) -> *mut c_void;
 }
 
+/// `System`'s calls, made straight to glibc for a `Tracker<System>` whose
+/// blocks the presence map may hold: `System` would call our `malloc`,
+/// which (the thread being inside the tracker) passes them through to
+/// these same functions. Only while the map is on, which means the
+/// process's `malloc` is ours (so `System`'s blocks are glibc's either
+/// way), and only for the alignments `System` serves with `malloc`,
+/// `calloc` and `realloc`: ~2 ns of a call, a thread-local and a branch
+/// less on each side of a tracked block's life.
+pub(crate) mod glibc {
+    use core::alloc::Layout;
+
+    /// Whether a block of `layout` (its size that asked of the inner
+    /// allocator) is one `System` would make with `malloc` and that may
+    /// be asked of glibc here instead.
+    #[inline(always)]
+    pub fn serves(layout: Layout) -> bool {
+        // `System` on Unix: `malloc` when the alignment is at most its
+        // minimum (16 on 64-bit targets) and at most the size.
+        layout.align() <= super::MALLOC_ALIGN
+            && layout.align() <= layout.size()
+            && crate::presence::enabled()
+    }
+
+    /// # Safety
+    /// As `malloc`; `serves(layout)` said so.
+    #[inline(always)]
+    pub unsafe fn alloc(layout: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: glibc's own functions, per the caller's contract.
+        unsafe {
+            if zeroed {
+                super::__libc_calloc(layout.size(), 1).cast()
+            } else {
+                super::__libc_malloc(layout.size()).cast()
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `free`, for a block of glibc's allocator.
+    #[inline(always)]
+    pub unsafe fn dealloc(block: *mut u8) {
+        // SAFETY: per the caller's contract.
+        unsafe { super::__libc_free(block.cast()) }
+    }
+
+    /// # Safety
+    /// As `realloc`, for a block of glibc's allocator; `serves` said so of
+    /// the new layout.
+    #[inline(always)]
+    pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
+        // SAFETY: per the caller's contract.
+        unsafe { super::__libc_realloc(block.cast(), new_size).cast() }
+    }
+}
+
 /// glibc's own `malloc_usable_size`, looked up in the already loaded C
 /// library (glibc has no `__libc_` name for it) the first time it is
 /// needed: not with `RTLD_NEXT`, which under another preloaded allocator

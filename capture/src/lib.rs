@@ -425,13 +425,7 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
             (busy.is_some() && mappable::<A>(layout.size())).then(|| decide(layout.size()));
         // SAFETY: the caller's contract for `alloc`, for a layout at least
         // as big.
-        let block = unsafe {
-            if flags & ZEROED != 0 {
-                self.inner.alloc_zeroed(outer)
-            } else {
-                self.inner.alloc(outer)
-            }
-        };
+        let block = unsafe { self.inner_alloc(outer, flags & ZEROED != 0) };
         if let Some(sampling::Walk::Skipped) = decided
             && !block.is_null()
             // SAFETY: `System` made `block` (so glibc did), `outer` bytes.
@@ -441,6 +435,69 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
         }
         // SAFETY: a block of `outer` (or null) just returned.
         unsafe { record_new(block, layout, flags, &self.settings, busy, decided) }
+    }
+}
+
+/// The inner allocator's calls. A `Tracker<System>` whose blocks glibc
+/// makes calls glibc directly (see `cmalloc::glibc`); the same functions
+/// `System` would reach.
+impl<A: GlobalAlloc + 'static> Tracker<A> {
+    /// Whether `A` is `System` and glibc may be called in its place for a
+    /// block of `layout`.
+    #[inline(always)]
+    fn glibc_serves(layout: Layout) -> bool {
+        #[cfg(all(feature = "c-malloc", target_os = "linux", target_env = "gnu"))]
+        if TypeId::of::<A>() == TypeId::of::<System>() {
+            return cmalloc::glibc::serves(layout);
+        }
+        let _ = layout;
+        false
+    }
+
+    /// # Safety
+    /// As `GlobalAlloc::alloc`.
+    #[inline(always)]
+    unsafe fn inner_alloc(&self, outer: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: per the caller's contract; glibc when `System` would
+        // call it.
+        unsafe {
+            match (Self::glibc_serves(outer), zeroed) {
+                (true, _) => cmalloc::glibc::alloc(outer, zeroed),
+                (false, true) => self.inner.alloc_zeroed(outer),
+                (false, false) => self.inner.alloc(outer),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `GlobalAlloc::dealloc`.
+    #[inline(always)]
+    unsafe fn inner_dealloc(&self, block: *mut u8, outer: Layout) {
+        // SAFETY: per the caller's contract. `System` frees every block
+        // with `free`, which (ours) forwards to glibc's: whichever way the
+        // block was made, glibc made it while the map is on.
+        unsafe {
+            if Self::glibc_serves(outer) {
+                cmalloc::glibc::dealloc(block)
+            } else {
+                self.inner.dealloc(block, outer)
+            }
+        }
+    }
+
+    /// # Safety
+    /// As `GlobalAlloc::realloc`.
+    #[inline(always)]
+    unsafe fn inner_realloc(&self, block: *mut u8, outer: Layout, new_outer: Layout) -> *mut u8 {
+        // SAFETY: per the caller's contract; `System` reallocates with
+        // `realloc` for the new layout `glibc_serves` accepts.
+        unsafe {
+            if Self::glibc_serves(new_outer) && Self::glibc_serves(outer) {
+                cmalloc::glibc::realloc(block, new_outer.size())
+            } else {
+                self.inner.realloc(block, outer, new_outer.size())
+            }
+        }
     }
 }
 
@@ -488,7 +545,7 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was allocated with.
-        unsafe { self.inner.dealloc(block, footered(layout)) };
+        unsafe { self.inner_dealloc(block, footered(layout)) };
         drop(busy);
     }
 
@@ -520,10 +577,7 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         };
         // SAFETY: the caller's contract for `realloc`; both layouts include
         // the footer.
-        let moved = unsafe {
-            self.inner
-                .realloc(block, footered(layout), new_outer.size())
-        };
+        let moved = unsafe { self.inner_realloc(block, footered(layout), new_outer) };
         if moved.is_null() {
             // The old block, its footer and its record are as they were.
             if let Some(detached) = detached {
@@ -581,10 +635,7 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
     ) -> *mut u8 {
         // SAFETY: per the contract; the block was allocated with its
         // footer's room.
-        let moved = unsafe {
-            self.inner
-                .realloc(block, footered(layout), new_outer.size())
-        };
+        let moved = unsafe { self.inner_realloc(block, footered(layout), new_outer) };
         if moved.is_null() {
             // SAFETY: the old block is live and unchanged, and was in the
             // map (whose region stays).

@@ -763,7 +763,7 @@ impl LiveTable {
     }
 
     /// Samples the peak now, and tells the growth trigger (the presence
-    /// map's counters do so as they fold, every 128 changes per thread).
+    /// map's counters do so as they fold: see `presence::fold`).
     pub fn sample_peak_now(&self) {
         let (_, live_bytes) = self.sample_peak();
         crate::triggers::note_live_bytes(live_bytes);
@@ -782,8 +782,8 @@ impl LiveTable {
                         b + shard.bytes.load(Ordering::Relaxed),
                     )
                 });
-        self.peak_bytes.fetch_max(bytes, Ordering::Relaxed);
-        self.peak_count.fetch_max(count, Ordering::Relaxed);
+        crate::presence::raise(&self.peak_bytes, bytes);
+        crate::presence::raise(&self.peak_count, count);
         (count, bytes)
     }
 
