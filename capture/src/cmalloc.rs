@@ -30,7 +30,7 @@ use core::ffi::c_void;
 
 use crate::live::{FOOTER_BYTES, NO_RECORD};
 use crate::sys::set_errno;
-use crate::{Busy, Kept, LIVE, ZEROED, decide, new_entry, presence, sampling, sys, triggers};
+use crate::{Busy, Kept, LIVE, Placed, Placement, ZEROED, new_entry, presence, sys, triggers};
 
 /// The thread's guard for tracking a C call: `None` when the call must pass
 /// straight through (the thread is inside the tracker, or the process is
@@ -198,13 +198,38 @@ unsafe fn footer_at(block: *mut c_void) -> Option<*mut u8> {
     Some(unsafe { block.cast::<u8>().add(usable - FOOTER_BYTES) })
 }
 
-/// Records a block the inner allocator just made for `size` bytes (plus
-/// the footer) and writes its footer; returns it. A null result is an
-/// allocation failure, reported to the `on=oom` trigger after `busy` is
-/// let go.
+/// Where a new block of `size` bytes goes (see `crate::Placement`): the
+/// presence map takes glibc's small blocks out of the stack sample.
+/// `tracked`: false for a reallocated block that had no record. The
+/// caller holds the thread's `Busy`.
+#[inline(always)]
+fn placement(size: usize, tracked: bool) -> Placement {
+    Placement::decide(
+        size,
+        presence::enabled() && size < presence::LARGEST,
+        tracked,
+    )
+}
+
+/// The bytes to ask glibc for a block of `size` bytes placed so: `None`
+/// (and `errno` set) if that overflows.
+#[inline(always)]
+fn asked(size: usize, placement: Placement) -> Option<usize> {
+    let asked = size.checked_add(placement.room());
+    if asked.is_none() {
+        set_errno(libc::ENOMEM);
+    }
+    asked
+}
+
+/// Keeps a block the inner allocator just made for `size` bytes (plus
+/// `placement.room()`): in the presence map, or under a record with its
+/// footer; returns it. A null result is an allocation failure, reported
+/// to the `on=oom` trigger after `busy` is let go.
 ///
 /// # Safety
-/// `block` is null or a live glibc block of at least `size + 4` bytes.
+/// `block` is null or a live glibc block of at least `size` bytes plus
+/// `placement.room()`.
 #[inline]
 unsafe fn record(
     block: *mut c_void,
@@ -212,50 +237,30 @@ unsafe fn record(
     align: usize,
     flags: u8,
     busy: Busy,
+    placement: Placement,
 ) -> *mut c_void {
     if block.is_null() {
         drop(busy);
         triggers::allocation_failed();
         return block;
     }
-    // SAFETY: per the contract.
-    unsafe { record_decided(block, size, align, flags, true) };
-    drop(busy);
-    block
-}
-
-/// Production mode's presence map takes a new block out of the stack
-/// sample (see `presence`); any other gets a record and its footer.
-/// `counts_as_new`: false for a reallocation in place.
-///
-/// # Safety
-/// `block` is a live glibc block of at least `size + 4` bytes, and the
-/// caller holds the thread's `Busy`.
-#[inline]
-unsafe fn record_decided(
-    block: *mut c_void,
-    size: usize,
-    align: usize,
-    flags: u8,
-    counts_as_new: bool,
-) {
-    let walk = decide(size);
-    if walk == sampling::Walk::Skipped
-        && presence::enabled()
-        && size < presence::LARGEST
-        // SAFETY: per the contract.
-        && unsafe { presence::insert(block.cast(), size, counts_as_new) }
+    if placement.mapped
+        // SAFETY: per the contract; `busy` held.
+        && unsafe { crate::put_in_map(block.cast(), size, true) } != Placed::NeedsRecord
     {
-        return;
+        return block;
     }
-    let (entry, thread) = new_entry(block.cast(), size, align, flags, walk);
-    let footer = LIVE.insert(&entry, counts_as_new, thread.index as usize);
+    let (entry, thread) = new_entry(block.cast(), size, align, flags, placement.walk);
+    let footer = LIVE.insert(&entry, true, thread.index as usize);
     // SAFETY: a live glibc block.
     if let Some(at) = unsafe { footer_at(block) } {
         // SAFETY: the footer's 4 bytes are the block's last usable ones,
-        // past the `size` bytes the program may use; unaligned.
+        // past the `size` bytes the program may use (it has their room);
+        // unaligned.
         unsafe { at.cast::<u32>().write_unaligned(footer) };
     }
+    drop(busy);
+    block
 }
 
 /// Forgets the record of a C block about to be freed or moved.
@@ -283,12 +288,12 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
         // SAFETY: forwarding the caller's call.
         return unsafe { __libc_malloc(size) };
     };
-    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
-        set_errno(libc::ENOMEM);
+    let placement = placement(size, true);
+    let Some(asked) = asked(size, placement) else {
         return core::ptr::null_mut();
     };
-    // SAFETY: glibc's malloc; the result is null or `outer` bytes.
-    unsafe { record(__libc_malloc(outer), size, MALLOC_ALIGN, 0, busy) }
+    // SAFETY: glibc's malloc; the result is null or `asked` bytes.
+    unsafe { record(__libc_malloc(asked), size, MALLOC_ALIGN, 0, busy, placement) }
 }
 
 /// # Safety
@@ -322,12 +327,21 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     };
-    let Some(outer) = total.checked_add(FOOTER_BYTES) else {
-        set_errno(libc::ENOMEM);
+    let placement = placement(total, true);
+    let Some(asked) = asked(total, placement) else {
         return core::ptr::null_mut();
     };
-    // SAFETY: glibc's calloc; the result is null or `outer` zeroed bytes.
-    unsafe { record(__libc_calloc(1, outer), total, MALLOC_ALIGN, ZEROED, busy) }
+    // SAFETY: glibc's calloc; the result is null or `asked` zeroed bytes.
+    unsafe {
+        record(
+            __libc_calloc(1, asked),
+            total,
+            MALLOC_ALIGN,
+            ZEROED,
+            busy,
+            placement,
+        )
+    }
 }
 
 /// # Safety
@@ -349,22 +363,24 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         unsafe { free(block) };
         return core::ptr::null_mut();
     }
-    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
+    if size.checked_add(FOOTER_BYTES).is_none() {
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
-    };
+    }
     if presence::enabled()
         && let Some(old_size) = presence::remove(block.cast(), None, false)
     {
         // SAFETY: the caller's contract, for a block of the presence map.
-        return unsafe { realloc_mapped(block, old_size, size, outer, busy) };
+        return unsafe { realloc_mapped(block, old_size, size, busy) };
     }
     // SAFETY: the caller passes a live block.
     let old_footer = unsafe { footer_of(block) };
     // Out of the table while glibc may move or free it (see the Tracker).
     let detached = LIVE.detach_recorded(old_footer, block as u64);
-    // SAFETY: forwarding, with room for the footer.
-    let moved = unsafe { __libc_realloc(block, outer) };
+    let placement = placement(size, detached.is_some());
+    // SAFETY: forwarding, with room for the footer unless the block goes
+    // in the map (the size was checked above).
+    let moved = unsafe { __libc_realloc(block, size + placement.room()) };
     if moved.is_null() {
         if let Some(detached) = detached {
             LIVE.restore(detached);
@@ -373,8 +389,8 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         triggers::allocation_failed();
         return moved;
     }
-    // SAFETY: a live glibc block of at least `outer` bytes; `busy` held.
-    unsafe { keep_reallocated(block, moved, size, Kept::Recorded(detached)) };
+    // SAFETY: a live glibc block as `placement` asked; `busy` held.
+    unsafe { keep_reallocated(block, moved, size, Kept::Recorded(detached), placement) };
     drop(busy);
     moved
 }
@@ -383,10 +399,15 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
 /// writing its footer if it gets a record.
 ///
 /// # Safety
-/// `moved` is a live glibc block of at least `size + 4` bytes, and the
-/// caller holds the thread's `Busy`.
-unsafe fn keep_reallocated(block: *mut c_void, moved: *mut c_void, size: usize, kept: Kept) {
-    let mappable = presence::enabled() && size < presence::LARGEST;
+/// `moved` is a live glibc block of at least `size` bytes plus
+/// `placement.room()`, and the caller holds the thread's `Busy`.
+unsafe fn keep_reallocated(
+    block: *mut c_void,
+    moved: *mut c_void,
+    size: usize,
+    kept: Kept,
+    placement: Placement,
+) {
     // SAFETY: per the contract.
     let footer = unsafe {
         crate::keep_reallocated(
@@ -395,7 +416,7 @@ unsafe fn keep_reallocated(block: *mut c_void, moved: *mut c_void, size: usize, 
             MALLOC_ALIGN,
             moved != block,
             kept,
-            mappable,
+            placement,
         )
     };
     if let Some(footer) = footer
@@ -412,23 +433,25 @@ unsafe fn keep_reallocated(block: *mut c_void, moved: *mut c_void, size: usize, 
 ///
 /// # Safety
 /// The C contract of `realloc`, for a block taken out of the presence map;
-/// `outer` is `size` plus the footer; `old_size` the block's size in the
-/// map.
+/// `size` plus the footer does not overflow; `old_size` the block's size
+/// in the map.
 unsafe fn realloc_mapped(
     block: *mut c_void,
     old_size: usize,
     size: usize,
-    outer: usize,
     busy: Busy,
 ) -> *mut c_void {
-    // SAFETY: forwarding, with room for the footer.
-    let moved = unsafe { __libc_realloc(block, outer) };
+    let placement = placement(size, true);
+    // SAFETY: forwarding, with room for the footer unless the block goes
+    // in the map.
+    let moved = unsafe { __libc_realloc(block, size + placement.room()) };
     if moved.is_null() {
         // Unchanged: back in the map (whose region stays), else a footer
-        // that names no record.
-        // SAFETY: the old block is live, unchanged, of `old_size` bytes
-        // and its footer's room.
+        // that names no record if it has the room.
+        // SAFETY: the old block is live, unchanged, of `old_size` bytes.
         if !unsafe { presence::insert(block.cast(), old_size, false) }
+            // SAFETY: as above.
+            && unsafe { crate::has_footer_room(block.cast(), old_size) }
             // SAFETY: as above.
             && let Some(at) = unsafe { footer_at(block) }
         {
@@ -439,8 +462,8 @@ unsafe fn realloc_mapped(
         triggers::allocation_failed();
         return moved;
     }
-    // SAFETY: a live glibc block of at least `outer` bytes; `busy` held.
-    unsafe { keep_reallocated(block, moved, size, Kept::Mapped) };
+    // SAFETY: a live glibc block as `placement` asked; `busy` held.
+    unsafe { keep_reallocated(block, moved, size, Kept::Mapped, placement) };
     drop(busy);
     moved
 }
@@ -470,18 +493,19 @@ unsafe fn aligned(align: usize, size: usize) -> *mut c_void {
         // SAFETY: forwarding.
         return unsafe { __libc_memalign(align, size) };
     };
-    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
-        set_errno(libc::ENOMEM);
+    let placement = placement(size, true);
+    let Some(asked) = asked(size, placement) else {
         return core::ptr::null_mut();
     };
     // SAFETY: glibc's memalign with a power-of-two alignment.
     unsafe {
         record(
-            __libc_memalign(align, outer),
+            __libc_memalign(align, asked),
             size,
             align.max(MALLOC_ALIGN),
             0,
             busy,
+            placement,
         )
     }
 }
@@ -534,12 +558,21 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
         // SAFETY: forwarding.
         return unsafe { __libc_valloc(size) };
     };
-    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
-        set_errno(libc::ENOMEM);
+    let placement = placement(size, true);
+    let Some(asked) = asked(size, placement) else {
         return core::ptr::null_mut();
     };
     // SAFETY: glibc's valloc.
-    unsafe { record(__libc_valloc(outer), size, crate::sys::PAGE, 0, busy) }
+    unsafe {
+        record(
+            __libc_valloc(asked),
+            size,
+            crate::sys::PAGE,
+            0,
+            busy,
+            placement,
+        )
+    }
 }
 
 /// # Safety
@@ -550,12 +583,21 @@ pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
         // SAFETY: forwarding.
         return unsafe { __libc_pvalloc(size) };
     };
-    let Some(outer) = size.checked_add(FOOTER_BYTES) else {
-        set_errno(libc::ENOMEM);
+    let placement = placement(size, true);
+    let Some(asked) = asked(size, placement) else {
         return core::ptr::null_mut();
     };
     // SAFETY: glibc's pvalloc.
-    unsafe { record(__libc_pvalloc(outer), size, crate::sys::PAGE, 0, busy) }
+    unsafe {
+        record(
+            __libc_pvalloc(asked),
+            size,
+            crate::sys::PAGE,
+            0,
+            busy,
+            placement,
+        )
+    }
 }
 
 /// # Safety
@@ -565,7 +607,21 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     if block.is_null() {
         return 0;
     }
-    // SAFETY: the caller passes a live block; the footer is not the
-    // program's to use.
-    unsafe { real_usable_size(block) }.saturating_sub(FOOTER_BYTES)
+    // SAFETY: the caller passes a live block.
+    let usable = unsafe { real_usable_size(block) };
+    // A record's footer is not the program's to use. Other blocks have
+    // none: those of the presence map, those made while the tracker was
+    // busy or before it was loaded, and those the map could not take that
+    // lacked the room for one (asked without it, see `crate::Placement`).
+    // Inside the tracker or passive: as if it had one.
+    let Some(_busy) = enter() else {
+        return usable.saturating_sub(FOOTER_BYTES);
+    };
+    // SAFETY: the caller passes a live block (glibc's).
+    let footer = unsafe { footer_of(block) };
+    if LIVE.is_recorded(footer, block as u64) {
+        usable.saturating_sub(FOOTER_BYTES)
+    } else {
+        usable
+    }
 }

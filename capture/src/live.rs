@@ -826,6 +826,18 @@ impl LiveTable {
         }
     }
 
+    /// Whether `footer` names the live record of the block at `address`
+    /// (a C block's last 4 usable bytes are then not the program's).
+    pub fn is_recorded(&self, footer: u32, address: u64) -> bool {
+        if footer == NO_RECORD {
+            return false;
+        }
+        let table = self.shards[shard_of_footer(footer)].table.lock();
+        table
+            .recorded_size(index_of_footer(footer), address)
+            .is_some()
+    }
+
     /// [`detach`](Self::detach) for a block whose size the caller does not
     /// know (a C `realloc`).
     #[inline]
@@ -928,6 +940,13 @@ impl LiveTable {
         for shard in &self.shards {
             shard.table.lock().detached = 0;
         }
+    }
+
+    /// Counts a block that gets no record though it is tracked (see
+    /// `Placed::Dropped`): a dump then says records were dropped.
+    #[cold]
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a deallocation whose record was already removed (a

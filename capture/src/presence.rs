@@ -160,10 +160,10 @@ fn create_map(region: usize) -> Option<*mut AtomicU8> {
 }
 
 /// Notes a block glibc's allocator just made at `block` for `size` bytes
-/// (plus room for a footer, which the map's blocks leave unwritten);
+/// (asked without a footer's room, usually: see `crate::Placement`);
 /// `false` when it cannot be (an address beyond the map, a map the kernel
 /// would not give, more slack than a byte holds), and then the block
-/// needs a record and its footer.
+/// needs a record and its footer, or stays untracked.
 ///
 /// # Safety
 /// `block` is a live block of glibc's allocator, of at least `size` bytes.
@@ -214,13 +214,7 @@ pub unsafe fn insert(block: *mut u8, size: usize, counts_as_new: bool) -> bool {
 /// not stop, and must not free what the dump may be reading.
 #[inline(always)]
 pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Option<usize> {
-    let cell = cell(block as usize, false)?;
-    let state = cell.load(Ordering::Relaxed);
-    // Its byte, for a block starting just here (not its 32-byte neighbour).
-    let granule_start = block as u64 & !((1 << GRANULE_SHIFT) - 1);
-    if state == ABSENT || address_of(granule_start, state) != block as u64 {
-        return None;
-    }
+    let (cell, state) = byte_of(block)?;
     cell.store(ABSENT, Ordering::Relaxed);
     // The store above before the load below: the dump's process-wide
     // barrier (`Listing::begin`) orders this thread's memory accesses,
@@ -236,6 +230,16 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Opti
     });
     counts().freed(size, counts_as_free);
     Some(size)
+}
+
+/// The map's byte of the block at `block` and its value, if the map has
+/// that block (not its 32-byte neighbour).
+#[inline(always)]
+fn byte_of(block: *mut u8) -> Option<(&'static AtomicU8, u8)> {
+    let cell = cell(block as usize, false)?;
+    let state = cell.load(Ordering::Relaxed);
+    let granule_start = block as u64 & !((1 << GRANULE_SHIFT) - 1);
+    (state != ABSENT && address_of(granule_start, state) == block as u64).then_some((cell, state))
 }
 
 /// Counts a free the map did not see: a block of the map that a

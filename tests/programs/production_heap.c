@@ -1,6 +1,7 @@
 /* A heap made through every C allocation function, with reallocations that
  * grow, shrink, move and fail, and a second thread that frees and moves
- * blocks the first made; then the program writes the blocks it holds
+ * blocks the first made, writing every byte malloc_usable_size gives (exit
+ * status 3 if it gives fewer than asked); then the program writes the blocks it holds
  * ("ADDRESS SIZE" in hex and decimal) to the file named by argv[1] and
  * exits with all of them live, for a dump at exit to be compared with. */
 #define _GNU_SOURCE
@@ -85,7 +86,13 @@ int main(int argc, char **argv) {
         }
         if (!block)
             return 1;
-        memset(block, 0x5a, size);
+        /* Every byte malloc_usable_size promises is the program's: a
+         * tracker that said too many would have a footer overwritten, one
+         * that said too few (a block asked without the footer's room) is
+         * caught here. */
+        if (malloc_usable_size(block) < size)
+            return 3;
+        memset(block, 0x5a, malloc_usable_size(block));
         blocks[i] = block;
         sizes[i] = size;
     }
@@ -111,6 +118,12 @@ int main(int argc, char **argv) {
             sizes[i] -= 8;
         }
     }
+    for (int i = 0; i < BLOCKS; i++)
+        if (blocks[i]) {
+            if (malloc_usable_size(blocks[i]) < sizes[i])
+                return 3;
+            memset(blocks[i], 0x3c, malloc_usable_size(blocks[i]));
+        }
     FILE *list = fopen(argv[1], "w");
     if (!list)
         return 1;

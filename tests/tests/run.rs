@@ -628,7 +628,9 @@ fn sqlite3_running_a_script_is_dumped_on_growth() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
     let (path, dump) = the_dump(&dir);
     let view = dump.view();
-    assert!(view.process().live_bytes >= 256 << 10);
+    // The trigger fired at that level; by the time the dump stopped the
+    // program (late, on a loaded machine) it may have freed some.
+    assert!(view.process().peak_live_bytes >= 256 << 10);
     assert!(view.allocations().len() > 50);
     // Every block the scan reached is sqlite's: its page cache holds the
     // rest, and nothing it holds looks lost.
