@@ -606,10 +606,12 @@ fn statically_linked_and_setuid_programs_are_refused() {
 #[test]
 fn sqlite3_running_a_script_is_dumped_on_growth() {
     let dir = scratch_dir("run_sqlite3");
-    // The script holds 5000 rows of ~100 bytes in memory: one dump once
-    // live bytes grew by 256 KiB.
+    // The script holds 50,000 rows of ~100 bytes in memory: one dump once
+    // live bytes grew by 256 KiB, a tenth of the way (the trigger thread
+    // dumps when it is next scheduled: on a loaded machine a program that
+    // ended soon after would be dumped as it freed everything).
     let script = "create table t(a, b); \
-                  insert into t select value, printf('%0100d', value) from generate_series(1, 5000); \
+                  insert into t select value, printf('%0100d', value) from generate_series(1, 50000); \
                   select count(*) from t;";
     let output = heapdump_run(
         &dir,
@@ -625,7 +627,7 @@ fn sqlite3_running_a_script_is_dumped_on_growth() {
         ],
     );
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "50000");
     let (path, dump) = the_dump(&dir);
     let view = dump.view();
     // The trigger fired at that level; by the time the dump stopped the
