@@ -609,11 +609,20 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     }
     // SAFETY: the caller passes a live block.
     let usable = unsafe { real_usable_size(block) };
-    // A record's footer is not the program's to use. Other blocks have
-    // none: those of the presence map, those made while the tracker was
-    // busy or before it was loaded, and those the map could not take that
-    // lacked the room for one (asked without it, see `crate::Placement`).
-    // Inside the tracker or passive: as if it had one.
+    // A record's footer is not the program's to use. Without the presence
+    // map every block has the footer's room: say 4 bytes less, as for a
+    // record. With it, the map's blocks have no footer (and maybe no
+    // room), and neither do blocks the map could not take that lacked the
+    // room (asked without it, see `crate::Placement`), nor those made
+    // while the tracker was busy or before it was loaded: a block not in
+    // the map has 4 bytes less only if its footer names its record.
+    if !presence::enabled() {
+        return usable.saturating_sub(FOOTER_BYTES);
+    }
+    if presence::holds(block.cast()) {
+        return usable;
+    }
+    // Inside the tracker or passive: as if it had a record.
     let Some(_busy) = enter() else {
         return usable.saturating_sub(FOOTER_BYTES);
     };

@@ -232,6 +232,11 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Opti
     Some(size)
 }
 
+/// Whether the map has the live block at `block`.
+pub fn holds(block: *mut u8) -> bool {
+    byte_of(block).is_some()
+}
+
 /// The map's byte of the block at `block` and its value, if the map has
 /// that block (not its 32-byte neighbour).
 #[inline(always)]
