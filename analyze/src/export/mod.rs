@@ -46,6 +46,7 @@ mod output;
 pub mod parquet;
 pub mod pprof;
 pub mod sqlite;
+pub mod sqlite_file;
 pub mod tables;
 
 pub use output::{Destination, Output, OutputKind};

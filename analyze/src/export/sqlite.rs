@@ -18,7 +18,8 @@ use anyhow::{Context as _, Result};
 use rusqlite::Connection;
 
 use super::HeapModel;
-use super::tables::{RowSink, TABLES, Table, TableSource, Value};
+use super::sqlite_file::DatabaseWriter;
+use super::tables::{TABLES, TableSource};
 pub use super::tables::{SCHEMA_VERSION, leak_class_name};
 
 /// The tables. Kept byte-for-byte in `analyze/EXPORTS.md` (a test checks),
@@ -234,170 +235,41 @@ pub fn write_sqlite(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Resu
 fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSummary> {
     let context = || format!("cannot write the database {}", path.display());
     let start = Instant::now();
-    let mut db = Connection::open(path).with_context(context)?;
-    // A fresh file that is renamed into place only when complete: no
-    // journal and no fsync are needed while loading it.
-    // A large page cache keeps the B-trees of the big tables in memory
-    // while they grow, and again while their indexes are built.
-    // Foreign keys are not enforced while loading (two index probes per
-    // edge row otherwise, a third of the load time); the rows come from one
-    // consistent model, and the tests run `PRAGMA foreign_key_check` on the
-    // result.
-    // The index sorts spill their sorted runs to temporary files (SQLite's
-    // default), not to memory: an index over every edge of a big heap
-    // sorts gigabytes, which would otherwise sit in the process beside the
-    // model (3.3 GB peak on 13M objects, against 2.2 GB with files).
-    db.execute_batch(
-        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
-         PRAGMA locking_mode = EXCLUSIVE; PRAGMA cache_size = -262144; \
-         PRAGMA temp_store = FILE; PRAGMA foreign_keys = OFF;",
-    )
-    .with_context(context)?;
-    db.execute_batch(SCHEMA).with_context(context)?;
+    let ddl = format!("{SCHEMA}{INDEXES}{VIEWS}");
+    let mut db = DatabaseWriter::create(path, &ddl).with_context(context)?;
     let mut summary = SqliteSummary::default();
-    let tx = db.transaction().with_context(context)?;
     let source = TableSource { model, dump_name };
     for table in &TABLES {
-        let rows = load_table(&tx, table, &source)
+        let mut rows = db
+            .table(table.name)
             .with_context(|| format!("table {}", table.name))
             .with_context(context)?;
-        summary.tables.push((table.name, rows));
+        table
+            .write_rows(&source, &mut rows)
+            .with_context(|| format!("table {}", table.name))
+            .with_context(context)?;
+        let count = rows
+            .finish()
+            .with_context(|| format!("table {}", table.name))
+            .with_context(context)?;
+        summary.tables.push((table.name, count));
     }
-    tx.commit().with_context(context)?;
     summary.load_seconds = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    // Index builds sort with a helper thread; ANALYZE samples each index
-    // (enough for the planner's choices, not a full scan of every one).
-    db.execute_batch("PRAGMA threads = 2;")
-        .with_context(context)?;
-    db.execute_batch(INDEXES).with_context(context)?;
-    db.execute_batch(VIEWS).with_context(context)?;
-    db.execute_batch("PRAGMA analysis_limit = 1000; ANALYZE;")
-        .with_context(context)?;
+    db.finish().with_context(context)?;
+    // The planner's statistics, by SQLite itself: ANALYZE samples each
+    // index (enough for the planner's choices, not a full scan of every
+    // one). The file is fresh and renamed into place only when complete,
+    // so no journal and no fsync are needed.
+    let db = Connection::open(path).with_context(context)?;
+    db.execute_batch(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+         PRAGMA analysis_limit = 1000; ANALYZE;",
+    )
+    .with_context(context)?;
     db.close().map_err(|(_, e)| e).with_context(context)?;
     summary.index_seconds = start.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// Rows per `INSERT` statement: one statement that inserts many rows costs
-/// far less per row than a statement per row (SQLite's per-statement work
-/// is paid once), within SQLite's limit of 32,766 parameters.
-const ROWS_PER_INSERT: usize = 128;
-
-/// The `INSERT` statement of `table` for `rows` rows, one parameter per
-/// column and row.
-fn insert_statement(table: &Table, rows: usize) -> String {
-    let names: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
-    let row = format!("({})", vec!["?"; names.len()].join(", "));
-    format!(
-        "INSERT INTO {} ({}) VALUES {}",
-        table.name,
-        names.join(", "),
-        vec![row; rows].join(", ")
-    )
-}
-
-fn load_table(
-    tx: &rusqlite::Transaction<'_>,
-    table: &Table,
-    source: &TableSource<'_, '_>,
-) -> Result<u64> {
-    let mut sink = InsertRows {
-        tx,
-        table,
-        batch: tx.prepare(&insert_statement(table, ROWS_PER_INSERT))?,
-        values: Vec::with_capacity(ROWS_PER_INSERT * table.columns.len()),
-        text: String::new(),
-        rows: 0,
-    };
-    let rows = table.write_rows(source, &mut sink)?;
-    sink.finish()?;
-    Ok(rows)
-}
-
-/// A value waiting in [`InsertRows`]; text lives in its `text` buffer.
-enum Pending {
-    Integer(i64),
-    Real(f64),
-    Text(std::ops::Range<usize>),
-    Null,
-}
-
-/// Collects rows and inserts them [`ROWS_PER_INSERT`] at a time with one
-/// prepared statement, the last few with a statement of their own.
-struct InsertRows<'c, 't> {
-    tx: &'c rusqlite::Transaction<'c>,
-    table: &'t Table,
-    batch: rusqlite::Statement<'c>,
-    /// The pending rows' values, row after row.
-    values: Vec<Pending>,
-    /// The pending rows' text.
-    text: String,
-    rows: usize,
-}
-
-impl InsertRows<'_, '_> {
-    /// Binds the pending rows to `statement` (made for exactly that many)
-    /// and runs it.
-    fn insert(
-        statement: &mut rusqlite::Statement<'_>,
-        values: &[Pending],
-        text: &str,
-    ) -> rusqlite::Result<()> {
-        for (i, value) in values.iter().enumerate() {
-            let index = i + 1;
-            match value {
-                Pending::Integer(v) => statement.raw_bind_parameter(index, v)?,
-                Pending::Real(v) => statement.raw_bind_parameter(index, v)?,
-                Pending::Text(range) => {
-                    statement.raw_bind_parameter(index, &text[range.clone()])?
-                }
-                Pending::Null => statement.raw_bind_parameter(index, rusqlite::types::Null)?,
-            }
-        }
-        statement.raw_execute()?;
-        Ok(())
-    }
-
-    fn clear(&mut self) {
-        self.values.clear();
-        self.text.clear();
-        self.rows = 0;
-    }
-
-    /// Inserts the rows still pending.
-    fn finish(&mut self) -> Result<()> {
-        if self.rows > 0 {
-            let mut last = self.tx.prepare(&insert_statement(self.table, self.rows))?;
-            Self::insert(&mut last, &self.values, &self.text)?;
-            self.clear();
-        }
-        Ok(())
-    }
-}
-
-impl RowSink for InsertRows<'_, '_> {
-    fn row(&mut self, values: &[Value<'_>]) -> Result<()> {
-        for value in values {
-            self.values.push(match *value {
-                Value::Integer(v) => Pending::Integer(v),
-                Value::Real(v) => Pending::Real(v),
-                Value::Boolean(v) => Pending::Integer(v.into()),
-                Value::Text(v) => {
-                    let start = self.text.len();
-                    self.text.push_str(v);
-                    Pending::Text(start..self.text.len())
-                }
-                Value::Null => Pending::Null,
-            });
-        }
-        self.rows += 1;
-        if self.rows == ROWS_PER_INSERT {
-            Self::insert(&mut self.batch, &self.values, &self.text)?;
-            self.clear();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

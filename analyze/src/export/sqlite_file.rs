@@ -1,0 +1,1028 @@
+//! A SQLite database file written directly in SQLite's documented file
+//! format (<https://www.sqlite.org/fileformat2.html>), for `tosqlite`.
+//!
+//! Loading tens of millions of rows through SQLite's own insert path and
+//! then building its indexes costs a minute on a 13M-object heap; most of
+//! that is B-tree maintenance and SQLite's external sort. Here every
+//! B-tree is built bottom-up from rows already in key order: table rows
+//! arrive in rowid order, index keys are sorted in memory as compact
+//! integer pairs, and each page is filled once and written once.
+//!
+//! What it writes: rowid tables (an `INTEGER PRIMARY KEY` column is the
+//! rowid and stored as NULL in the record), `WITHOUT ROWID` tables (index
+//! B-trees ordered by the primary key, which must be the leading columns),
+//! single-integer-column indexes, views, overflow pages for long payloads,
+//! schema format 4 and UTF-8 text, 64 KiB pages, no free pages. What it
+//! does not: other index shapes (unique, partial, multi-column, on text),
+//! secondary indexes on `WITHOUT ROWID` tables, BLOBs. The schema text is
+//! parsed by SQLite itself (an in-memory database runs the DDL), so the
+//! `sqlite_schema` rows are exactly those SQLite would store, and a schema
+//! this writer cannot build is refused with an error naming the object.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use rusqlite::Connection;
+
+use super::tables::{RowSink, Value};
+
+/// Bytes per page: the largest SQLite allows. It keeps the schema in page
+/// 1, interior levels shallow and the per-page overhead small.
+pub const PAGE_SIZE: usize = 65536;
+/// Usable bytes per page (no reserved bytes at the end of pages).
+const USABLE: usize = PAGE_SIZE;
+/// The page that holds byte offset 2^30 (SQLite's lock byte); never used.
+const LOCK_BYTE_PAGE: u32 = (0x4000_0000 / PAGE_SIZE) as u32 + 1;
+/// Largest payload kept whole in a table-leaf cell.
+const TABLE_MAX_LOCAL: usize = USABLE - 35;
+/// Largest payload kept whole in an index cell (leaf or interior).
+const INDEX_MAX_LOCAL: usize = (USABLE - 12) * 64 / 255 - 23;
+/// Smallest local part of a payload that overflows (both kinds).
+const MIN_LOCAL: usize = (USABLE - 12) * 32 / 255 - 23;
+/// Payload bytes per overflow page (after its next-page number).
+const OVERFLOW_BYTES: usize = USABLE - 4;
+
+const INDEX_INTERIOR: u8 = 0x02;
+const TABLE_INTERIOR: u8 = 0x05;
+const INDEX_LEAF: u8 = 0x0a;
+const TABLE_LEAF: u8 = 0x0d;
+
+/// SQLite's variable-length integer: big-endian 7-bit groups, the ninth
+/// byte carrying 8 bits.
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value >> 56 != 0 {
+        for shift in (1..=8).rev() {
+            out.push(((value >> (shift * 7 + 1)) as u8 & 0x7f) | 0x80);
+        }
+        out.push(value as u8);
+        return;
+    }
+    let groups = (64 - value.leading_zeros() as usize).div_ceil(7).max(1);
+    for group in (1..groups).rev() {
+        out.push(((value >> (group * 7)) as u8 & 0x7f) | 0x80);
+    }
+    out.push(value as u8 & 0x7f);
+}
+
+fn varint_len(value: u64) -> usize {
+    if value >> 56 != 0 {
+        9
+    } else {
+        (64 - value.leading_zeros() as usize).div_ceil(7).max(1)
+    }
+}
+
+/// The serial type and body length of an integer (schema format 4: 0 and
+/// 1 take no body bytes).
+fn integer_serial(value: i64) -> (u64, usize) {
+    let magnitude = if value < 0 { !value } else { value } as u64;
+    match (value, magnitude) {
+        (0, _) => (8, 0),
+        (1, _) => (9, 0),
+        (_, m) if m <= 0x7f => (1, 1),
+        (_, m) if m <= 0x7fff => (2, 2),
+        (_, m) if m <= 0x7f_ffff => (3, 3),
+        (_, m) if m <= 0x7fff_ffff => (4, 4),
+        (_, m) if m <= 0x7fff_ffff_ffff => (5, 6),
+        _ => (6, 8),
+    }
+}
+
+/// A column value as a record stores it.
+#[derive(Clone, Copy, Debug)]
+enum Stored<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a str),
+}
+
+impl<'a> Stored<'a> {
+    fn of(value: &Value<'a>) -> Stored<'a> {
+        match *value {
+            Value::Integer(v) => Stored::Integer(v),
+            Value::Boolean(v) => Stored::Integer(v.into()),
+            // SQLite stores a NaN as NULL.
+            Value::Real(v) if v.is_nan() => Stored::Null,
+            Value::Real(v) => Stored::Real(v),
+            Value::Text(v) => Stored::Text(v),
+            Value::Null => Stored::Null,
+        }
+    }
+
+    fn serial(&self) -> (u64, usize) {
+        match *self {
+            Stored::Null => (0, 0),
+            Stored::Integer(v) => integer_serial(v),
+            Stored::Real(_) => (7, 8),
+            Stored::Text(t) => (2 * t.len() as u64 + 13, t.len()),
+        }
+    }
+}
+
+/// Appends the record of `values` to `out`: header (its own length, then
+/// one serial type per value) and body.
+fn put_record<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = Stored<'a>> + Clone) {
+    let types_len: usize = values
+        .clone()
+        .map(|v| varint_len(v.serial().0))
+        .sum::<usize>();
+    let mut header_len = types_len + 1;
+    while varint_len(header_len as u64) + types_len > header_len {
+        header_len += 1;
+    }
+    put_varint(out, header_len as u64);
+    for value in values.clone() {
+        put_varint(out, value.serial().0);
+    }
+    for value in values {
+        match value {
+            Stored::Null => {}
+            Stored::Integer(v) => {
+                let (_, len) = integer_serial(v);
+                out.extend_from_slice(&v.to_be_bytes()[8 - len..]);
+            }
+            Stored::Real(v) => out.extend_from_slice(&v.to_bits().to_be_bytes()),
+            Stored::Text(t) => out.extend_from_slice(t.as_bytes()),
+        }
+    }
+}
+
+/// How many bytes of a `payload`-byte payload stay in the cell.
+fn local_size(payload: usize, max_local: usize) -> usize {
+    if payload <= max_local {
+        return payload;
+    }
+    let k = MIN_LOCAL + (payload - MIN_LOCAL) % OVERFLOW_BYTES;
+    if k <= max_local { k } else { MIN_LOCAL }
+}
+
+/// The file and its page allocator, shared by the threads building trees.
+struct PageFile {
+    file: File,
+    /// The next page number to hand out.
+    next: Mutex<u32>,
+}
+
+impl PageFile {
+    fn allocate(&self) -> u32 {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        if *next == LOCK_BYTE_PAGE {
+            *next += 1;
+        }
+        let page = *next;
+        *next += 1;
+        page
+    }
+
+    /// Pages in the file: the highest handed out.
+    fn page_count(&self) -> u32 {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) - 1
+    }
+
+    fn write(&self, page: u32, bytes: &[u8]) -> Result<()> {
+        debug_assert_eq!(bytes.len(), PAGE_SIZE);
+        self.file
+            .write_all_at(bytes, (u64::from(page) - 1) * PAGE_SIZE as u64)
+            .with_context(|| format!("cannot write page {page}"))
+    }
+
+    /// Appends to `cell` the first `local` bytes of `payload` and, if it
+    /// does not fit, the number of the first of the overflow pages written
+    /// for the rest.
+    fn put_payload(&self, cell: &mut Vec<u8>, payload: &[u8], max_local: usize) -> Result<()> {
+        let local = local_size(payload.len(), max_local);
+        cell.extend_from_slice(&payload[..local]);
+        if local == payload.len() {
+            return Ok(());
+        }
+        let chunks: Vec<&[u8]> = payload[local..].chunks(OVERFLOW_BYTES).collect();
+        let pages: Vec<u32> = chunks.iter().map(|_| self.allocate()).collect();
+        cell.extend_from_slice(&pages[0].to_be_bytes());
+        let mut page = vec![0u8; PAGE_SIZE];
+        for (i, chunk) in chunks.iter().enumerate() {
+            let next = pages.get(i + 1).copied().unwrap_or(0);
+            page[..4].copy_from_slice(&next.to_be_bytes());
+            page[4..4 + chunk.len()].copy_from_slice(chunk);
+            page[4 + chunk.len()..].fill(0);
+            self.write(pages[i], &page)?;
+        }
+        Ok(())
+    }
+}
+
+/// One B-tree page being filled: the cell pointers grow from the header,
+/// the cells from the end of the page.
+struct Page {
+    bytes: Box<[u8]>,
+    /// Where the page header starts: 100 on page 1, after the file header.
+    header_at: usize,
+    kind: u8,
+    cells: usize,
+    /// Start of the cell content area.
+    content: usize,
+}
+
+impl Page {
+    fn new(kind: u8) -> Page {
+        Page {
+            bytes: vec![0u8; PAGE_SIZE].into_boxed_slice(),
+            header_at: 0,
+            kind,
+            cells: 0,
+            content: PAGE_SIZE,
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        if self.kind == TABLE_LEAF || self.kind == INDEX_LEAF {
+            8
+        } else {
+            12
+        }
+    }
+
+    fn fits(&self, cell_len: usize) -> bool {
+        self.header_at + self.header_len() + 2 * (self.cells + 1) + cell_len <= self.content
+    }
+
+    fn push(&mut self, cell: &[u8]) {
+        debug_assert!(self.fits(cell.len()));
+        self.content -= cell.len();
+        self.bytes[self.content..self.content + cell.len()].copy_from_slice(cell);
+        let pointer = self.header_at + self.header_len() + 2 * self.cells;
+        self.bytes[pointer..pointer + 2].copy_from_slice(&(self.content as u16).to_be_bytes());
+        self.cells += 1;
+    }
+
+    /// Removes the last cell pushed and returns it (cells are laid out
+    /// downwards, so it ends where the one before it starts).
+    fn pop(&mut self) -> Vec<u8> {
+        debug_assert!(self.cells > 0);
+        let end = if self.cells == 1 {
+            PAGE_SIZE
+        } else {
+            let pointer = self.header_at + self.header_len() + 2 * (self.cells - 2);
+            usize::from(u16::from_be_bytes([
+                self.bytes[pointer],
+                self.bytes[pointer + 1],
+            ]))
+        };
+        let cell = self.bytes[self.content..end].to_vec();
+        self.content = end;
+        self.cells -= 1;
+        cell
+    }
+
+    /// Fills in the page header; `right` is an interior page's right-most
+    /// child.
+    fn seal(&mut self, right: Option<u32>) -> &[u8] {
+        // Bytes between the pointers and the content are unallocated
+        // space; SQLite expects zeros nowhere, but a clean file is easier
+        // to inspect.
+        let pointers_end = self.header_at + self.header_len() + 2 * self.cells;
+        self.bytes[pointers_end..self.content].fill(0);
+        let h = self.header_at;
+        self.bytes[h] = self.kind;
+        self.bytes[h + 1..h + 3].fill(0); // no freeblocks
+        self.bytes[h + 3..h + 5].copy_from_slice(&(self.cells as u16).to_be_bytes());
+        // 65536 is written as 0.
+        self.bytes[h + 5..h + 7].copy_from_slice(&(self.content as u16).to_be_bytes());
+        self.bytes[h + 7] = 0; // no fragmented bytes
+        if let Some(right) = right {
+            self.bytes[h + 8..h + 12].copy_from_slice(&right.to_be_bytes());
+        }
+        &self.bytes
+    }
+
+    fn clear(&mut self) {
+        self.cells = 0;
+        self.content = PAGE_SIZE;
+    }
+}
+
+/// A table B-tree built from rows in rowid order.
+struct TableTree {
+    leaf: Page,
+    leaf_max: i64,
+    /// Leaves written: page and largest rowid.
+    children: Vec<(u32, i64)>,
+    last_rowid: Option<i64>,
+    cell: Vec<u8>,
+}
+
+impl TableTree {
+    fn new() -> TableTree {
+        TableTree {
+            leaf: Page::new(TABLE_LEAF),
+            leaf_max: 0,
+            children: Vec::new(),
+            last_rowid: None,
+            cell: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, file: &PageFile, rowid: i64, payload: &[u8]) -> Result<()> {
+        if self.last_rowid.is_some_and(|last| rowid <= last) {
+            bail!("rowid {rowid} does not follow {}", self.last_rowid.unwrap_or(0));
+        }
+        self.last_rowid = Some(rowid);
+        self.cell.clear();
+        put_varint(&mut self.cell, payload.len() as u64);
+        put_varint(&mut self.cell, rowid as u64);
+        let mut cell = std::mem::take(&mut self.cell);
+        file.put_payload(&mut cell, payload, TABLE_MAX_LOCAL)?;
+        if !self.leaf.fits(cell.len()) {
+            self.write_leaf(file)?;
+        }
+        self.leaf.push(&cell);
+        self.leaf_max = rowid;
+        self.cell = cell;
+        Ok(())
+    }
+
+    fn write_leaf(&mut self, file: &PageFile) -> Result<()> {
+        let page = file.allocate();
+        file.write(page, self.leaf.seal(None))?;
+        self.children.push((page, self.leaf_max));
+        self.leaf.clear();
+        Ok(())
+    }
+
+    /// Writes the last leaf and the interior levels; returns the root.
+    fn finish(mut self, file: &PageFile) -> Result<u32> {
+        if self.leaf.cells > 0 || self.children.is_empty() {
+            self.write_leaf(file)?;
+        }
+        let mut children = self.children;
+        // An interior cell is a child number and a rowid varint: at most
+        // 13 bytes and a 2-byte pointer, so 4,000 children always fit.
+        // Children are spread evenly so that no page is left with one.
+        const MAX_CHILDREN: usize = 4000;
+        let mut page = Page::new(TABLE_INTERIOR);
+        let mut cell = Vec::new();
+        while children.len() > 1 {
+            let pages = children.len().div_ceil(MAX_CHILDREN);
+            let mut parents = Vec::with_capacity(pages);
+            let mut start = 0;
+            for p in 0..pages {
+                let end = children.len() * (p + 1) / pages;
+                let group = &children[start..end];
+                page.clear();
+                for &(child, key) in &group[..group.len() - 1] {
+                    cell.clear();
+                    cell.extend_from_slice(&child.to_be_bytes());
+                    put_varint(&mut cell, key as u64);
+                    page.push(&cell);
+                }
+                let (right, max) = group[group.len() - 1];
+                let number = file.allocate();
+                file.write(number, page.seal(Some(right)))?;
+                parents.push((number, max));
+                start = end;
+            }
+            children = parents;
+        }
+        Ok(children[0].0)
+    }
+}
+
+/// An index B-tree (also a `WITHOUT ROWID` table) built from records in
+/// key order. Interior cells hold real entries: the entry after a full
+/// leaf goes up as the divider instead of into a leaf.
+struct IndexTree {
+    leaf: Page,
+    /// A full leaf, written when the entry after its divider arrives (so
+    /// that the last leaf is never empty).
+    full: Page,
+    divider: Option<Vec<u8>>,
+    children: Vec<u32>,
+    /// `dividers[i]` lies between `children[i]` and `children[i + 1]`.
+    dividers: Vec<Vec<u8>>,
+    cell: Vec<u8>,
+}
+
+impl IndexTree {
+    fn new() -> IndexTree {
+        IndexTree {
+            leaf: Page::new(INDEX_LEAF),
+            full: Page::new(INDEX_LEAF),
+            divider: None,
+            children: Vec::new(),
+            dividers: Vec::new(),
+            cell: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, file: &PageFile, record: &[u8]) -> Result<()> {
+        let mut cell = std::mem::take(&mut self.cell);
+        cell.clear();
+        put_varint(&mut cell, record.len() as u64);
+        file.put_payload(&mut cell, record, INDEX_MAX_LOCAL)?;
+        if let Some(divider) = self.divider.take() {
+            let page = file.allocate();
+            file.write(page, self.full.seal(None))?;
+            self.children.push(page);
+            self.dividers.push(divider);
+            self.leaf.push(&cell);
+        } else if self.leaf.fits(cell.len()) {
+            self.leaf.push(&cell);
+        } else {
+            std::mem::swap(&mut self.leaf, &mut self.full);
+            self.leaf.clear();
+            self.divider = Some(cell.clone());
+        }
+        self.cell = cell;
+        Ok(())
+    }
+
+    fn finish(mut self, file: &PageFile) -> Result<u32> {
+        if let Some(divider) = self.divider.take() {
+            // The entries ended right after a full leaf: its last entry
+            // becomes the divider, the pending one the last leaf.
+            let last = self.full.pop();
+            let page = file.allocate();
+            file.write(page, self.full.seal(None))?;
+            self.children.push(page);
+            self.dividers.push(last);
+            self.leaf.push(&divider);
+        }
+        let page = file.allocate();
+        file.write(page, self.leaf.seal(None))?;
+        self.children.push(page);
+        let (mut children, mut dividers) = (self.children, self.dividers);
+        let mut page = Page::new(INDEX_INTERIOR);
+        let mut cell = Vec::new();
+        while children.len() > 1 {
+            // Groups of children: page g holds cells for children
+            // start..end (exclusive of its right-most child `end`), and
+            // divider `end` goes up unless it is the last group.
+            let mut groups: Vec<(usize, usize)> = Vec::new();
+            let mut start = 0;
+            page.clear();
+            for (i, divider) in dividers.iter().enumerate() {
+                if page.fits(4 + divider.len()) {
+                    page.push(&[&[0u8; 4][..], divider].concat());
+                } else {
+                    groups.push((start, i));
+                    start = i + 1;
+                    page.clear();
+                }
+            }
+            let last = children.len() - 1;
+            if start == last {
+                // The last page would have no cell: move the previous
+                // page's last cell into it (a page holds at least three).
+                let (previous_start, previous_end) = groups.pop().expect("an earlier group");
+                groups.push((previous_start, previous_end - 1));
+                start = previous_end;
+            }
+            groups.push((start, last));
+            let mut parents = Vec::with_capacity(groups.len());
+            let mut parent_dividers = Vec::with_capacity(groups.len());
+            for &(start, end) in &groups {
+                page.clear();
+                for i in start..end {
+                    cell.clear();
+                    cell.extend_from_slice(&children[i].to_be_bytes());
+                    cell.extend_from_slice(&dividers[i]);
+                    page.push(&cell);
+                }
+                let number = file.allocate();
+                file.write(number, page.seal(Some(children[end])))?;
+                parents.push(number);
+                if end < last {
+                    parent_dividers.push(std::mem::take(&mut dividers[end]));
+                }
+            }
+            children = parents;
+            dividers = parent_dividers;
+        }
+        Ok(children[0])
+    }
+}
+
+/// An index over one integer column: its keys and rowids, sorted when the
+/// table is complete. Pairs that fit 32 bits each are packed into one u64
+/// (8 bytes an entry instead of 16); the first that does not widens all.
+enum IndexKeys {
+    Packed(Vec<u64>),
+    Wide(Vec<(i64, i64)>),
+}
+
+impl IndexKeys {
+    fn push(&mut self, key: i64, rowid: i64) {
+        match self {
+            IndexKeys::Packed(keys) => {
+                if (0..=u32::MAX as i64).contains(&key) && (0..=u32::MAX as i64).contains(&rowid) {
+                    keys.push((key as u64) << 32 | rowid as u64);
+                } else {
+                    let mut wide: Vec<(i64, i64)> = Vec::with_capacity(keys.len() + 1);
+                    wide.extend(keys.iter().map(|&k| ((k >> 32) as i64, (k & 0xffff_ffff) as i64)));
+                    wide.push((key, rowid));
+                    *self = IndexKeys::Wide(wide);
+                }
+            }
+            IndexKeys::Wide(keys) => keys.push((key, rowid)),
+        }
+    }
+
+    /// Sorts the entries and writes their B-tree; returns its root.
+    fn build(self, file: &PageFile) -> Result<u32> {
+        let mut tree = IndexTree::new();
+        let mut record = Vec::with_capacity(32);
+        let mut entry = |key: i64, rowid: i64| {
+            record.clear();
+            put_record(
+                &mut record,
+                [Stored::Integer(key), Stored::Integer(rowid)].into_iter(),
+            );
+            tree.push(file, &record)
+        };
+        match self {
+            IndexKeys::Packed(mut keys) => {
+                keys.sort_unstable();
+                for k in keys {
+                    entry((k >> 32) as i64, (k & 0xffff_ffff) as i64)?;
+                }
+            }
+            IndexKeys::Wide(mut keys) => {
+                keys.sort_unstable();
+                for (key, rowid) in keys {
+                    entry(key, rowid)?;
+                }
+            }
+        }
+        tree.finish(file)
+    }
+}
+
+/// How a table's rows are keyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// A rowid table; the column that is the rowid, if one is
+    /// (`INTEGER PRIMARY KEY`), else rowids 1, 2, … in row order.
+    Rowid(Option<usize>),
+    /// A `WITHOUT ROWID` table whose primary key is its first columns.
+    WithoutRowid(usize),
+}
+
+#[derive(Clone, Debug)]
+struct TablePlan {
+    name: String,
+    columns: usize,
+    layout: Layout,
+    /// Indexes on it: name and the column they index.
+    indexes: Vec<(String, usize)>,
+}
+
+/// A row of `sqlite_schema`, as SQLite stores it for the DDL.
+#[derive(Clone, Debug)]
+struct SchemaRow {
+    kind: String,
+    name: String,
+    table: String,
+    sql: Option<String>,
+}
+
+/// What SQLite makes of the DDL: the `sqlite_schema` rows and the shape
+/// of every table and index.
+fn plan(ddl: &str) -> Result<(Vec<SchemaRow>, Vec<TablePlan>)> {
+    let db = Connection::open_in_memory()?;
+    db.execute_batch(ddl).context("the schema does not parse")?;
+    let rows: Vec<SchemaRow> = db
+        .prepare("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY rowid")?
+        .query_map([], |r| {
+            Ok(SchemaRow {
+                kind: r.get(0)?,
+                name: r.get(1)?,
+                table: r.get(2)?,
+                sql: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut tables = Vec::new();
+    for row in rows.iter().filter(|r| r.kind == "table") {
+        let without_rowid: bool = db.query_row(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+            [&row.name],
+            |r| r.get(0),
+        )?;
+        // (cid, declared type, pk position)
+        let columns: Vec<(usize, String, usize)> = db
+            .prepare("SELECT cid, type, pk FROM pragma_table_info(?1) ORDER BY cid")?
+            .query_map([&row.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let keys: Vec<&(usize, String, usize)> = columns.iter().filter(|c| c.2 > 0).collect();
+        let layout = if without_rowid {
+            ensure!(
+                keys.iter().all(|&&(cid, _, pk)| cid + 1 == pk),
+                "table {}: the primary key of a WITHOUT ROWID table must be its first columns, in order",
+                row.name
+            );
+            Layout::WithoutRowid(keys.len())
+        } else {
+            match keys.as_slice() {
+                [] => Layout::Rowid(None),
+                [(cid, ty, _)] if ty.eq_ignore_ascii_case("INTEGER") => Layout::Rowid(Some(*cid)),
+                _ => bail!(
+                    "table {}: a primary key other than one INTEGER column is not supported",
+                    row.name
+                ),
+            }
+        };
+        tables.push(TablePlan {
+            name: row.name.clone(),
+            columns: columns.len(),
+            layout,
+            indexes: Vec::new(),
+        });
+    }
+    for row in rows.iter().filter(|r| r.kind == "index") {
+        let (unique, partial): (bool, bool) = db.query_row(
+            "SELECT \"unique\", partial FROM pragma_index_list(?1) WHERE name = ?2",
+            [&row.table, &row.name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let columns: Vec<(Option<usize>, bool, String)> = db
+            .prepare("SELECT cid, desc, coll FROM pragma_index_xinfo(?1) WHERE key")?
+            .query_map([&row.name], |r| {
+                Ok((r.get::<_, i64>(0)?.try_into().ok(), r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let table = tables
+            .iter_mut()
+            .find(|t| t.name == row.table)
+            .ok_or_else(|| anyhow!("index {} is on an unknown table", row.name))?;
+        let column = match columns.as_slice() {
+            [(Some(cid), false, coll)]
+                if !unique
+                    && !partial
+                    && row.sql.is_some()
+                    && coll == "BINARY"
+                    && matches!(table.layout, Layout::Rowid(_)) =>
+            {
+                *cid
+            }
+            _ => bail!(
+                "index {}: only plain ascending single-column indexes on rowid tables are supported",
+                row.name
+            ),
+        };
+        table.indexes.push((row.name.clone(), column));
+    }
+    Ok((rows, tables))
+}
+
+/// Work running on the helper thread: index builds, each returning its
+/// name and root page.
+type Background = JoinHandle<Result<Vec<(String, u32)>>>;
+
+/// A database file being written. Tables are given their rows one after
+/// another through [`DatabaseWriter::table`]; [`DatabaseWriter::finish`]
+/// writes the schema and the header.
+pub struct DatabaseWriter {
+    file: Arc<PageFile>,
+    schema: Vec<SchemaRow>,
+    tables: Vec<TablePlan>,
+    roots: Vec<(String, u32)>,
+    background: Option<Background>,
+}
+
+impl DatabaseWriter {
+    /// Creates `path` (truncating a file there) for the tables, indexes
+    /// and views of `ddl`.
+    pub fn create(path: &Path, ddl: &str) -> Result<DatabaseWriter> {
+        let (schema, tables) = plan(ddl)?;
+        let file = File::create(path)?;
+        Ok(DatabaseWriter {
+            file: Arc::new(PageFile {
+                file,
+                next: Mutex::new(2),
+            }),
+            schema,
+            tables,
+            roots: Vec::new(),
+            background: None,
+        })
+    }
+
+    /// The names of the tables, in the order the DDL creates them.
+    pub fn table_names(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.name.clone()).collect()
+    }
+
+    /// A sink for the rows of `table`, in rowid order (by the
+    /// `INTEGER PRIMARY KEY` column, or any order for other rowid tables
+    /// and `WITHOUT ROWID` tables); [`TableRows::finish`] completes it.
+    pub fn table(&mut self, table: &str) -> Result<TableRows<'_>> {
+        let plan = self
+            .tables
+            .iter()
+            .find(|t| t.name == table)
+            .ok_or_else(|| anyhow!("the schema has no table {table}"))?
+            .clone();
+        ensure!(
+            !self.roots.iter().any(|(name, _)| name == table),
+            "table {table} is written twice"
+        );
+        let indexes = plan
+            .indexes
+            .iter()
+            .map(|_| IndexKeys::Packed(Vec::new()))
+            .collect();
+        Ok(TableRows {
+            file: Arc::clone(&self.file),
+            writer: self,
+            plan,
+            tree: TableTree::new(),
+            index_keys: indexes,
+            unkeyed: Vec::new(),
+            record: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    fn join_background(&mut self) -> Result<()> {
+        if let Some(job) = self.background.take() {
+            let roots = job
+                .join()
+                .map_err(|_| anyhow!("the index-building thread panicked"))??;
+            self.roots.extend(roots);
+        }
+        Ok(())
+    }
+
+    /// Waits for the indexes, writes page 1 (file header and schema) and
+    /// closes the file. Every table must have been written.
+    pub fn finish(mut self) -> Result<()> {
+        self.join_background()?;
+        let mut page = Page::new(TABLE_LEAF);
+        page.header_at = 100;
+        let mut record = Vec::new();
+        let mut cell = Vec::new();
+        for (i, row) in self.schema.iter().enumerate() {
+            let root = match row.kind.as_str() {
+                "table" | "index" => {
+                    self.roots
+                        .iter()
+                        .find(|(name, _)| *name == row.name)
+                        .ok_or_else(|| anyhow!("table {} was not written", row.name))?
+                        .1
+                }
+                _ => 0,
+            };
+            record.clear();
+            put_record(
+                &mut record,
+                [
+                    Stored::Text(&row.kind),
+                    Stored::Text(&row.name),
+                    Stored::Text(&row.table),
+                    Stored::Integer(root.into()),
+                    row.sql.as_deref().map_or(Stored::Null, Stored::Text),
+                ]
+                .into_iter(),
+            );
+            cell.clear();
+            put_varint(&mut cell, record.len() as u64);
+            put_varint(&mut cell, i as u64 + 1);
+            self.file.put_payload(&mut cell, &record, TABLE_MAX_LOCAL)?;
+            ensure!(
+                page.fits(cell.len()),
+                "the schema does not fit in the first page"
+            );
+            page.push(&cell);
+        }
+        let pages = self.file.page_count();
+        page.seal(None);
+        let header = &mut page.bytes[..100];
+        header[..16].copy_from_slice(b"SQLite format 3\0");
+        // Page size 65536 is written as 1.
+        header[16..18].copy_from_slice(&1u16.to_be_bytes());
+        header[18] = 1; // file format write version: rollback journal
+        header[19] = 1; // read version
+        header[20] = 0; // reserved bytes per page
+        header[21] = 64; // maximum embedded payload fraction
+        header[22] = 32; // minimum embedded payload fraction
+        header[23] = 32; // leaf payload fraction
+        header[24..28].copy_from_slice(&1u32.to_be_bytes()); // change counter
+        header[28..32].copy_from_slice(&pages.to_be_bytes()); // pages in the file
+        header[32..40].fill(0); // no free pages
+        header[40..44].copy_from_slice(&1u32.to_be_bytes()); // schema cookie
+        header[44..48].copy_from_slice(&4u32.to_be_bytes()); // schema format
+        header[48..56].fill(0); // default cache size; no auto-vacuum
+        header[56..60].copy_from_slice(&1u32.to_be_bytes()); // UTF-8
+        header[60..92].fill(0); // user version, incremental vacuum, application id, reserved
+        header[92..96].copy_from_slice(&1u32.to_be_bytes()); // version-valid-for = change counter
+        header[96..100].copy_from_slice(&(rusqlite::version_number() as u32).to_be_bytes());
+        self.file.write(1, &page.bytes)?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DatabaseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseWriter")
+            .field("tables", &self.tables)
+            .field("roots", &self.roots)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rows of one table on their way into the file.
+pub struct TableRows<'w> {
+    writer: &'w mut DatabaseWriter,
+    file: Arc<PageFile>,
+    plan: TablePlan,
+    tree: TableTree,
+    index_keys: Vec<IndexKeys>,
+    /// A `WITHOUT ROWID` table's rows, sorted by key when complete.
+    unkeyed: Vec<Vec<OwnedValue>>,
+    record: Vec<u8>,
+    rows: u64,
+}
+
+/// A value kept for sorting a `WITHOUT ROWID` table.
+#[derive(Clone, Debug, PartialEq)]
+enum OwnedValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl OwnedValue {
+    fn stored(&self) -> Stored<'_> {
+        match self {
+            OwnedValue::Null => Stored::Null,
+            OwnedValue::Integer(v) => Stored::Integer(*v),
+            OwnedValue::Real(v) => Stored::Real(*v),
+            OwnedValue::Text(v) => Stored::Text(v),
+        }
+    }
+
+    /// SQLite's order: NULL, numbers by value, text by bytes (BINARY).
+    fn compare(&self, other: &OwnedValue) -> Ordering {
+        use OwnedValue::*;
+        let class = |v: &OwnedValue| match v {
+            Null => 0,
+            Integer(_) | Real(_) => 1,
+            Text(_) => 2,
+        };
+        match (self, other) {
+            (Integer(a), Integer(b)) => a.cmp(b),
+            (Integer(a), Real(b)) => (*a as f64).total_cmp(b),
+            (Real(a), Integer(b)) => a.total_cmp(&(*b as f64)),
+            (Real(a), Real(b)) => a.total_cmp(b),
+            (Text(a), Text(b)) => a.as_bytes().cmp(b.as_bytes()),
+            _ => class(self).cmp(&class(other)),
+        }
+    }
+}
+
+impl std::fmt::Debug for TableRows<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableRows")
+            .field("table", &self.plan.name)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableRows<'_> {
+    /// Writes the table's B-tree and starts (or runs) its indexes; returns
+    /// its row count.
+    pub fn finish(self) -> Result<u64> {
+        let TableRows {
+            writer,
+            file,
+            plan,
+            tree,
+            index_keys,
+            mut unkeyed,
+            mut record,
+            rows,
+        } = self;
+        let root = if let Layout::WithoutRowid(keys) = plan.layout {
+            let order = |a: &Vec<OwnedValue>, b: &Vec<OwnedValue>| {
+                a[..keys]
+                    .iter()
+                    .zip(&b[..keys])
+                    .map(|(x, y)| x.compare(y))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            };
+            unkeyed.sort_by(order);
+            if let Some(pair) = unkeyed.windows(2).find(|w| order(&w[0], &w[1]).is_eq()) {
+                bail!(
+                    "table {}: two rows have the primary key {:?}",
+                    plan.name,
+                    &pair[0][..keys]
+                );
+            }
+            let mut tree = IndexTree::new();
+            for row in &unkeyed {
+                record.clear();
+                put_record(&mut record, row.iter().map(OwnedValue::stored));
+                tree.push(&file, &record)?;
+            }
+            tree.finish(&file)?
+        } else {
+            tree.finish(&file)?
+        };
+        writer.roots.push((plan.name.clone(), root));
+        // One index build runs on the helper thread while the caller goes
+        // on with the next table (or builds the other indexes of this
+        // one); waiting for the previous one first bounds the memory held
+        // in sorted keys to two tables' worth.
+        writer.join_background()?;
+        let mut jobs: Vec<(String, IndexKeys)> =
+            plan.indexes.iter().map(|(name, _)| name.clone()).zip(index_keys).collect();
+        let here = jobs.split_off(jobs.len() / 2);
+        if !jobs.is_empty() {
+            let file = Arc::clone(&file);
+            writer.background = Some(
+                std::thread::Builder::new()
+                    .name("sqlite-index".into())
+                    .spawn(move || {
+                        jobs.into_iter()
+                            .map(|(name, keys)| Ok((name, keys.build(&file)?)))
+                            .collect()
+                    })
+                    .context("cannot start the index thread")?,
+            );
+        }
+        for (name, keys) in here {
+            let root = keys.build(&file)?;
+            writer.roots.push((name, root));
+        }
+        Ok(rows)
+    }
+}
+
+impl RowSink for TableRows<'_> {
+    fn row(&mut self, values: &[Value<'_>]) -> Result<()> {
+        ensure!(
+            values.len() == self.plan.columns,
+            "table {}: a row of {} values for {} columns",
+            self.plan.name,
+            values.len(),
+            self.plan.columns
+        );
+        self.rows += 1;
+        let rowid = match self.plan.layout {
+            Layout::WithoutRowid(_) => {
+                self.unkeyed.push(
+                    values
+                        .iter()
+                        .map(|v| match Stored::of(v) {
+                            Stored::Null => OwnedValue::Null,
+                            Stored::Integer(i) => OwnedValue::Integer(i),
+                            Stored::Real(r) => OwnedValue::Real(r),
+                            Stored::Text(t) => OwnedValue::Text(t.to_owned()),
+                        })
+                        .collect(),
+                );
+                return Ok(());
+            }
+            Layout::Rowid(None) => self.rows as i64,
+            Layout::Rowid(Some(key)) => match Stored::of(&values[key]) {
+                Stored::Integer(id) => id,
+                other => bail!(
+                    "table {}: the key column holds {other:?}, not an integer",
+                    self.plan.name
+                ),
+            },
+        };
+        for ((name, column), keys) in self.plan.indexes.iter().zip(&mut self.index_keys) {
+            match Stored::of(&values[*column]) {
+                Stored::Integer(key) => keys.push(key, rowid),
+                other => bail!("index {name}: a key of {other:?}; only integer keys are supported"),
+            }
+        }
+        let key = match self.plan.layout {
+            Layout::Rowid(key) => key,
+            Layout::WithoutRowid(_) => None,
+        };
+        self.record.clear();
+        put_record(
+            &mut self.record,
+            values.iter().enumerate().map(|(i, v)| {
+                if Some(i) == key {
+                    Stored::Null
+                } else {
+                    Stored::of(v)
+                }
+            }),
+        );
+        self.tree
+            .push(&self.file, rowid, &self.record)
+            .with_context(|| format!("table {}", self.plan.name))
+    }
+}
