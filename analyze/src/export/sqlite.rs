@@ -19,8 +19,8 @@ use rusqlite::Connection;
 
 use super::HeapModel;
 use super::sqlite_file::DatabaseWriter;
-use super::tables::{TABLES, TableSource};
 pub use super::tables::{SCHEMA_VERSION, leak_class_name};
+use super::tables::{TABLES, TableSource};
 
 /// The tables. Kept byte-for-byte in `analyze/EXPORTS.md` (a test checks),
 /// with the columns of [`super::tables::TABLES`] (a test checks that too).
