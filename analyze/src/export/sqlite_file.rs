@@ -53,8 +53,20 @@ const INDEX_LEAF: u8 = 0x0a;
 const TABLE_LEAF: u8 = 0x0d;
 
 /// SQLite's variable-length integer: big-endian 7-bit groups, the ninth
-/// byte carrying 8 bits.
+/// byte carrying 8 bits. One and two bytes (below 16384) are most
+/// lengths, serial types and keys, and take the short way.
+#[inline]
 fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        out.push(value as u8);
+    } else if value < 0x4000 {
+        out.extend_from_slice(&[(value >> 7) as u8 | 0x80, value as u8 & 0x7f]);
+    } else {
+        put_long_varint(out, value);
+    }
+}
+
+fn put_long_varint(out: &mut Vec<u8>, value: u64) {
     if value >> 56 != 0 {
         for shift in (1..=8).rev() {
             out.push(((value >> (shift * 7 + 1)) as u8 & 0x7f) | 0x80);
@@ -127,21 +139,29 @@ impl<'a> Stored<'a> {
 
 /// Appends the record of `values` to `out`: header (its own length, then
 /// one serial type per value) and body.
-fn put_record<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = Stored<'a>> + Clone) {
-    let types_len: usize = values
-        .clone()
-        .map(|v| varint_len(v.serial().0))
-        .sum::<usize>();
-    let mut header_len = types_len + 1;
-    while varint_len(header_len as u64) + types_len > header_len {
-        header_len += 1;
-    }
-    put_varint(out, header_len as u64);
-    for value in values.clone() {
+fn put_record(out: &mut Vec<u8>, values: &[Stored<'_>]) {
+    let start = out.len();
+    out.push(0);
+    for value in values {
         put_varint(out, value.serial().0);
     }
+    let header_len = out.len() - start;
+    if header_len < 0x80 {
+        out[start] = header_len as u8;
+    } else {
+        // A header of 128 bytes or more: its length takes more than one
+        // byte, which counts in the length itself.
+        let types = out.split_off(start + 1);
+        out.truncate(start);
+        let mut len_bytes = 2;
+        while varint_len((types.len() + len_bytes) as u64) > len_bytes {
+            len_bytes += 1;
+        }
+        put_varint(out, (types.len() + len_bytes) as u64);
+        out.extend_from_slice(&types);
+    }
     for value in values {
-        match value {
+        match *value {
             Stored::Null => {}
             Stored::Integer(v) => {
                 let (_, len) = integer_serial(v);
@@ -546,10 +566,7 @@ impl IndexKeys {
         let mut record = Vec::with_capacity(32);
         let mut entry = |key: i64, rowid: i64| {
             record.clear();
-            put_record(
-                &mut record,
-                [Stored::Integer(key), Stored::Integer(rowid)].into_iter(),
-            );
+            put_record(&mut record, &[Stored::Integer(key), Stored::Integer(rowid)]);
             tree.push(file, &record)
         };
         match self {
@@ -788,14 +805,13 @@ impl DatabaseWriter {
             record.clear();
             put_record(
                 &mut record,
-                [
+                &[
                     Stored::Text(&row.kind),
                     Stored::Text(&row.name),
                     Stored::Text(&row.table),
                     Stored::Integer(root.into()),
                     row.sql.as_deref().map_or(Stored::Null, Stored::Text),
-                ]
-                .into_iter(),
+                ],
             );
             cell.clear();
             put_varint(&mut cell, record.len() as u64);
@@ -937,7 +953,8 @@ impl TableRows<'_> {
             let mut tree = IndexTree::new();
             for row in &unkeyed {
                 record.clear();
-                put_record(&mut record, row.iter().map(OwnedValue::stored));
+                let values: Vec<Stored<'_>> = row.iter().map(OwnedValue::stored).collect();
+                put_record(&mut record, &values);
                 tree.push(&file, &record)?;
             }
             tree.finish(&file)?
@@ -1022,17 +1039,25 @@ impl RowSink for TableRows<'_> {
             Layout::Rowid(key) => key,
             Layout::WithoutRowid(_) => None,
         };
+        // The values as stored, on the stack for up to 32 columns.
+        const INLINE: usize = 32;
+        let mut inline = [Stored::Null; INLINE];
+        let mut heap = Vec::new();
+        let stored: &mut [Stored<'_>] = if values.len() <= INLINE {
+            &mut inline[..values.len()]
+        } else {
+            heap.resize(values.len(), Stored::Null);
+            &mut heap
+        };
+        for (i, (slot, value)) in stored.iter_mut().zip(values).enumerate() {
+            *slot = if Some(i) == key {
+                Stored::Null
+            } else {
+                Stored::of(value)
+            };
+        }
         self.record.clear();
-        put_record(
-            &mut self.record,
-            values.iter().enumerate().map(|(i, v)| {
-                if Some(i) == key {
-                    Stored::Null
-                } else {
-                    Stored::of(v)
-                }
-            }),
-        );
+        put_record(&mut self.record, stored);
         self.tree
             .push(&self.file, rowid, &self.record)
             .with_context(|| format!("table {}", self.plan.name))
@@ -1288,6 +1313,35 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         for rows in (0..=70).chain([400, 500]) {
             round_trip(100 + rows as u64, rows, 9_000);
         }
+    }
+
+    #[test]
+    fn records_whose_header_needs_a_two_byte_length_read_back() {
+        // 70 texts of 100 bytes: a 2-byte serial type each, a 141-byte
+        // header, more columns than the stack buffer takes too.
+        let columns: Vec<String> = (0..70).map(|i| format!("c{i} TEXT")).collect();
+        let ddl = format!("CREATE TABLE wide ({});", columns.join(", "));
+        let path = std::env::temp_dir().join(format!("heapdump-wide-{}.db", std::process::id()));
+        let texts: Vec<String> = (0..70).map(|i| format!("{i:0>100}")).collect();
+        let mut db = DatabaseWriter::create(&path, &ddl).unwrap();
+        let mut sink = db.table("wide").unwrap();
+        let row: Vec<Value<'_>> = texts.iter().map(|t| Value::Text(t)).collect();
+        sink.row(&row).unwrap();
+        sink.finish().unwrap();
+        db.finish().unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let back: Vec<String> = conn
+            .query_row("SELECT * FROM wide", [], |r| {
+                (0..70).map(|i| r.get(i)).collect()
+            })
+            .unwrap();
+        assert_eq!(back, texts);
+        drop(conn);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
