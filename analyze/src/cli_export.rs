@@ -241,7 +241,7 @@ pub fn tosqlite(args: TosqliteArgs) -> anyhow::Result<ExitCode> {
     let rows = summary.rows();
     let tables = table_counts(&summary.tables);
     eprintln!(
-        "wrote {}: {rows} rows ({}) loaded in {:.2} s ({:.0} rows/s), indexed in {:.2} s",
+        "wrote {}: {rows} rows ({}) with their indexes in {:.2} s ({:.0} rows/s), schema and ANALYZE in {:.2} s",
         display(&args.output),
         tables,
         summary.load_seconds,

@@ -4,12 +4,14 @@
 //! every query there with the `sqlite3` command and checks the answers.
 //!
 //! The rows are those of [`super::tables`], which the Parquet export
-//! writes too. The load is one transaction with one prepared statement per
-//! table, and indexes are created after the rows are in (building an index once is
-//! cheaper than updating it a million times). Through
-//! [`super::write_export`], the database is written to a temporary file
-//! beside the target and renamed into place, so a failed export never
-//! leaves a half-written database under the requested name.
+//! writes too. The database file is written directly in SQLite's file
+//! format by [`super::sqlite_file`]: tables and indexes as B-trees built
+//! bottom-up from rows in key order, the index keys sorted in memory, the
+//! schema text exactly as SQLite stores it for [`SCHEMA`], [`INDEXES`] and
+//! [`VIEWS`]. SQLite itself then only runs a sampled `ANALYZE` on the
+//! file. Through [`super::write_export`], the database is written to a
+//! temporary file beside the target and renamed into place, so a failed
+//! export never leaves a half-written database under the requested name.
 
 use std::path::Path;
 use std::time::Instant;
@@ -122,7 +124,7 @@ CREATE TABLE root_edges (           -- a pointer from a root into an object
 );
 ";
 
-/// Indexes, created after the load.
+/// Indexes (built by the writer from the sorted keys).
 pub const INDEXES: &str = "\
 CREATE INDEX objects_address ON objects(address);
 CREATE INDEX objects_type ON objects(type_id);
@@ -166,14 +168,15 @@ CREATE VIEW leak_summary AS
     FROM objects GROUP BY leak_class ORDER BY leak_class;
 ";
 
-/// Rows written, per table, and how long the load took.
+/// Rows written, per table, and how long it took.
 #[derive(Clone, Debug, Default)]
 pub struct SqliteSummary {
-    /// (table, rows), in load order.
+    /// (table, rows), in the order written.
     pub tables: Vec<(&'static str, u64)>,
-    /// Seconds from opening the database to the committed load (rows only).
+    /// Seconds writing the tables' rows and their indexes (index builds
+    /// run beside the rows of the next table).
     pub load_seconds: f64,
-    /// Seconds creating indexes and views, and closing.
+    /// Seconds for the last index, the schema page and `ANALYZE`.
     pub index_seconds: f64,
 }
 

@@ -850,6 +850,16 @@ impl DatabaseWriter {
     }
 }
 
+impl Drop for DatabaseWriter {
+    /// A writer abandoned on an error still waits for its index thread, so
+    /// no thread goes on writing into a file the caller removes.
+    fn drop(&mut self) {
+        if let Some(job) = self.background.take() {
+            let _ = job.join();
+        }
+    }
+}
+
 impl std::fmt::Debug for DatabaseWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseWriter")
