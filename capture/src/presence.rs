@@ -685,9 +685,9 @@ impl Listing {
                 // stopped may still store one; Rust's memory model does not
                 // allow racing atomic accesses of different sizes, so not
                 // as words).
+                let first = from as *const AtomicU8;
                 // SAFETY: `[from, to)` is memory of this region's map.
-                let bytes =
-                    unsafe { core::slice::from_raw_parts(from as *const AtomicU8, to - from) };
+                let bytes = unsafe { core::slice::from_raw_parts(first, to - from) };
                 for (index, state) in bytes.iter().enumerate() {
                     let state = state.load(Ordering::Acquire);
                     if state == ABSENT {
