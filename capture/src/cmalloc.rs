@@ -612,14 +612,26 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     // A record's footer is not the program's to use. Other blocks have
     // none: those of the presence map, those made while the tracker was
     // busy or before it was loaded, and those the map could not take that
-    // lacked the room for one (asked without it, see `crate::Placement`).
-    // Inside the tracker or passive: as if it had one.
-    let Some(_busy) = enter() else {
-        return usable.saturating_sub(FOOTER_BYTES);
-    };
+    // lacked the room for one (asked without it, see `crate::Placement`),
+    // so glibc may have given them exactly the bytes asked for. In a
+    // passive process no footer is read again (`free` and `realloc` pass
+    // straight through). The map's byte is read without a lock.
+    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed)
+        || presence::enabled() && presence::has(block.cast())
+    {
+        return usable;
+    }
     // SAFETY: the caller passes a live block (glibc's).
     let footer = unsafe { footer_of(block) };
-    if LIVE.is_recorded(footer, block as u64) {
+    // Inside the tracker already (a signal handler that interrupted it,
+    // perhaps while this thread holds the shard's lock): the lock is not
+    // waited for, and a block whose shard is locked counts as recorded.
+    let busy = Busy::enter();
+    let recorded = LIVE
+        .is_recorded(footer, block as u64, busy.is_some())
+        .unwrap_or(true);
+    drop(busy);
+    if recorded {
         usable.saturating_sub(FOOTER_BYTES)
     } else {
         usable

@@ -828,14 +828,23 @@ impl LiveTable {
 
     /// Whether `footer` names the live record of the block at `address`
     /// (a C block's last 4 usable bytes are then not the program's).
-    pub fn is_recorded(&self, footer: u32, address: u64) -> bool {
+    /// `None` when the shard's lock is held and `may_wait` is false (the
+    /// caller may have interrupted its own thread holding it).
+    pub fn is_recorded(&self, footer: u32, address: u64, may_wait: bool) -> Option<bool> {
         if footer == NO_RECORD {
-            return false;
+            return Some(false);
         }
-        let table = self.shards[shard_of_footer(footer)].table.lock();
-        table
-            .recorded_size(index_of_footer(footer), address)
-            .is_some()
+        let shard = &self.shards[shard_of_footer(footer)].table;
+        let table = if may_wait {
+            shard.lock()
+        } else {
+            shard.try_lock()?
+        };
+        Some(
+            table
+                .recorded_size(index_of_footer(footer), address)
+                .is_some(),
+        )
     }
 
     /// [`detach`](Self::detach) for a block whose size the caller does not

@@ -232,6 +232,13 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Opti
     Some(size)
 }
 
+/// Whether the map has the block at `block`: a load, no lock, so a
+/// signal handler may ask (`malloc_usable_size`).
+#[inline]
+pub fn has(block: *mut u8) -> bool {
+    byte_of(block).is_some()
+}
+
 /// The map's byte of the block at `block` and its value, if the map has
 /// that block (not its 32-byte neighbour).
 #[inline(always)]
