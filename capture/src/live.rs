@@ -697,6 +697,8 @@ pub struct LiveTotals {
     pub used_bytes: u64,
     /// Of `live_bytes`, the bytes of blocks in the presence map.
     pub mapped_bytes: u64,
+    /// Of `live_count`, the blocks in the presence map (no footer).
+    pub mapped_count: u64,
 }
 
 impl LiveTable {
@@ -975,6 +977,7 @@ impl LiveTable {
             total_allocations: mapped.allocations,
             total_frees: mapped.frees,
             mapped_bytes: mapped.live_bytes,
+            mapped_count: mapped.live_count,
             ..LiveTotals::default()
         };
         for shard in &self.shards {
