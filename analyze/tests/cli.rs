@@ -116,7 +116,7 @@ fn info_text_warns_loudly_about_dropped_records_and_says_scan_not_captured() {
     assert_eq!(
         lines[..2],
         [
-            "WARNING: 3 live allocations were NOT recorded (the tracker's table was full); totals by site undercount",
+            "WARNING: 3 allocations were NOT recorded (the tracker could not get memory for them; counted when made); totals by site undercount",
             "WARNING: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>",
         ]
     );

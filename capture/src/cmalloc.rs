@@ -609,16 +609,23 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     }
     // SAFETY: the caller passes a live block.
     let usable = unsafe { real_usable_size(block) };
-    // A record's footer is not the program's to use. Other blocks have
-    // none: those of the presence map, those made while the tracker was
-    // busy or before it was loaded, and those the map could not take that
-    // lacked the room for one (asked without it, see `crate::Placement`),
-    // so glibc may have given them exactly the bytes asked for. In a
-    // passive process no footer is read again (`free` and `realloc` pass
-    // straight through). The map's byte is read without a lock.
-    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed)
-        || presence::enabled() && presence::has(block.cast())
-    {
+    // A record's footer is not the program's to use. In a process that
+    // tracks nothing no footer is read again (`free` and `realloc` pass
+    // straight through), and its own blocks have no room for one: every
+    // usable byte is the program's. Without the presence map every block
+    // has the footer's room: say 4 bytes less, as for a record. With it,
+    // the map's blocks have no footer (and maybe no room), and neither do
+    // blocks the map could not take that lacked the room (asked without
+    // it, see `crate::Placement`), nor those made while the tracker was
+    // busy or before it was loaded: a block not in the map has 4 bytes
+    // less only if its footer names its record.
+    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
+        return usable;
+    }
+    if !presence::enabled() {
+        return usable.saturating_sub(FOOTER_BYTES);
+    }
+    if presence::holds(block.cast()) {
         return usable;
     }
     // SAFETY: the caller passes a live block (glibc's).

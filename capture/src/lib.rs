@@ -504,10 +504,10 @@ impl<A: GlobalAlloc + 'static> Tracker<A> {
         let placement = (busy.is_some() && mappable::<A>(layout.size()))
             .then(|| Placement::decide(layout.size(), true, true));
         let for_map = placement.is_some_and(|placement| placement.mapped);
+        let asked = if for_map { layout } else { outer };
         // SAFETY: the caller's contract for `alloc`, for a layout at least
         // as big.
-        let block =
-            unsafe { self.inner_alloc(if for_map { layout } else { outer }, flags & ZEROED != 0) };
+        let block = unsafe { self.inner_alloc(asked, flags & ZEROED != 0) };
         if for_map
             && !block.is_null()
             // SAFETY: `System` made `block` (so glibc did), `layout` bytes.

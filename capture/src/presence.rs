@@ -232,10 +232,9 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Opti
     Some(size)
 }
 
-/// Whether the map has the block at `block`: a load, no lock, so a
+/// Whether the map has the live block at `block`: a load, no lock, so a
 /// signal handler may ask (`malloc_usable_size`).
-#[inline]
-pub fn has(block: *mut u8) -> bool {
+pub fn holds(block: *mut u8) -> bool {
     byte_of(block).is_some()
 }
 
@@ -515,11 +514,11 @@ fn trim(live: u64) {
                 for page in (from..to).step_by(sys::PAGE).chain([to]) {
                     let empty = page < to && {
                         // SAFETY: a written page of this region's map, read
-                        // as atomic words (page-aligned).
-                        let words = unsafe {
-                            core::slice::from_raw_parts(page as *const AtomicU64, sys::PAGE / 8)
+                        // as its byte atomics (see `Listing::for_each`).
+                        let bytes = unsafe {
+                            core::slice::from_raw_parts(page as *const AtomicU8, sys::PAGE)
                         };
-                        words.iter().all(|w| w.load(Ordering::Acquire) == 0)
+                        bytes.iter().all(|b| b.load(Ordering::Acquire) == ABSENT)
                     };
                     match (empty, zeros) {
                         (true, None) => zeros = Some(page),
@@ -683,34 +682,28 @@ impl Listing {
             // Pages ever written, swapped out or not: a page of the map
             // untouched for long may be, and its blocks are still live.
             sys::written_runs(start, start + REGION_MAP_BYTES, pages, |from, to| {
-                // Read as atomic words: a thread that was not stopped may
-                // still store a byte of one (on x86-64 and AArch64 the load
-                // sees each byte before or after).
-                // SAFETY: `[from, to)` is memory of this region's map,
-                // page-aligned, so whole aligned words.
-                let words = unsafe {
-                    core::slice::from_raw_parts(from as *const AtomicU64, (to - from) / 8)
-                };
-                for (word_index, word) in words.iter().enumerate() {
-                    let word = word.load(Ordering::Acquire);
-                    if word == 0 {
+                // Read as the byte atomics they are (a thread that was not
+                // stopped may still store one; Rust's memory model does not
+                // allow racing atomic accesses of different sizes, so not
+                // as words).
+                let first = from as *const AtomicU8;
+                // SAFETY: `[from, to)` is memory of this region's map.
+                let bytes = unsafe { core::slice::from_raw_parts(first, to - from) };
+                for (index, state) in bytes.iter().enumerate() {
+                    let state = state.load(Ordering::Acquire);
+                    if state == ABSENT {
                         continue;
                     }
-                    for (byte_index, state) in word.to_le_bytes().into_iter().enumerate() {
-                        if state == ABSENT {
-                            continue;
-                        }
-                        let granule = (from - start + word_index * 8 + byte_index) as u64;
-                        let address = address_of(
-                            ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT,
-                            state,
-                        );
-                        // SAFETY: the map has it, so glibc made it, and it is
-                        // live and stays so (per the contract).
-                        let usable = unsafe { usable_size(address as *mut u8) };
-                        if usable.is_some() {
-                            each(address, size_of_state(usable, state) as u64);
-                        }
+                    let granule = (from - start + index) as u64;
+                    let address = address_of(
+                        ((region as u64) << REGION_SHIFT) | granule << GRANULE_SHIFT,
+                        state,
+                    );
+                    // SAFETY: the map has it, so glibc made it, and it is
+                    // live and stays so (per the contract).
+                    let usable = unsafe { usable_size(address as *mut u8) };
+                    if usable.is_some() {
+                        each(address, size_of_state(usable, state) as u64);
                     }
                 }
             });

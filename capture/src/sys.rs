@@ -209,12 +209,7 @@ pub unsafe fn remap(ptr: *mut u8, old_bytes: usize, new_bytes: usize) -> Option<
 /// swapped out, as `/proc/self/pagemap` says (`entries`: room for that
 /// many pages at a time). Falls back to [`resident_runs`] (in memory only)
 /// where the file cannot be read. Reading a run brings swapped pages back.
-pub fn written_runs(
-    start: usize,
-    end: usize,
-    entries: &mut [u64],
-    mut run: impl FnMut(usize, usize),
-) {
+pub fn written_runs(start: usize, end: usize, entries: &mut [u64], run: impl FnMut(usize, usize)) {
     const PRESENT: u64 = 1 << 63;
     const SWAPPED: u64 = 1 << 62;
     let page = page_size();
@@ -226,34 +221,25 @@ pub fn written_runs(
         };
         return resident_runs(start, end, residency, run);
     };
-    let mut open: Option<usize> = None;
-    let mut at = start / page * page;
-    while at < end && !entries.is_empty() {
-        let pages = ((end - at).div_ceil(page)).min(entries.len());
-        // SAFETY: reinterpreting the entries as bytes for `read_at`:
-        // plain integers, any bytes are a value.
+    let ask = |at: usize, batch: &mut [u64]| {
+        // SAFETY: reinterpreting the entries as bytes for `read_at`: plain
+        // integers, any bytes are a value.
         let bytes = unsafe {
-            core::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), pages * 8)
+            core::slice::from_raw_parts_mut(batch.as_mut_ptr().cast::<u8>(), batch.len() * 8)
         };
-        if read_at(fd, bytes, (at / page * 8) as u64) != Ok(bytes.len()) {
-            break;
-        }
-        for (index, &entry) in entries[..pages].iter().enumerate() {
-            let page_start = at + index * page;
-            match (entry & (PRESENT | SWAPPED) != 0, open) {
-                (true, None) => open = Some(page_start),
-                (false, Some(from)) => {
-                    run(from.max(start), page_start.min(end));
-                    open = None;
-                }
-                _ => {}
-            }
-        }
-        at += pages * page;
-    }
-    if let Some(from) = open {
-        run(from.max(start), at.min(end));
-    }
+        read_at(fd, bytes, (at / page * 8) as u64) == Ok(bytes.len())
+    };
+    // A page that cannot be read ends the walk; the pages before it were
+    // written.
+    page_runs(
+        start,
+        end,
+        entries,
+        ask,
+        |entry| entry & (PRESENT | SWAPPED) != 0,
+        true,
+        run,
+    );
     let _ = close(fd);
 }
 
@@ -261,39 +247,72 @@ pub fn written_runs(
 /// end)` (one mapping), clipped to that range, asking the kernel
 /// `residency.len()` pages at a time. Pages never touched are not resident
 /// (reading them would only find zeros), nor are pages swapped out.
-/// Nothing is called if the kernel cannot say.
+/// Nothing more is called once the kernel cannot say (the mapping changed
+/// under us, or is not one).
 pub fn resident_runs(
     start: usize,
     end: usize,
     residency: &mut [u8],
+    run: impl FnMut(usize, usize),
+) {
+    let page = page_size();
+    let ask = |at: usize, batch: &mut [u8]| {
+        // SAFETY: `at` is page-aligned and `[at, at + batch.len() pages)`
+        // lies in one mapping (rounded up to its last page); `batch` has
+        // one byte per page.
+        let answered = unsafe {
+            libc::mincore(
+                at as *mut libc::c_void,
+                batch.len() * page,
+                batch.as_mut_ptr(),
+            )
+        };
+        answered == 0
+    };
+    page_runs(
+        start,
+        end,
+        residency,
+        ask,
+        |state| state & 1 != 0,
+        false,
+        run,
+    );
+}
+
+/// The runs of pages within `[start, end)` that `in_use` says are used,
+/// given to `run(from, to)` clipped to that range. `ask(at, answers)` fills
+/// one answer per page from the page-aligned `at`, for as many pages as
+/// `answers` holds, and says whether it could; the walk stops at the first
+/// batch it could not answer, giving the run open there if
+/// `keep_open_run`.
+fn page_runs<A: Copy>(
+    start: usize,
+    end: usize,
+    answers: &mut [A],
+    mut ask: impl FnMut(usize, &mut [A]) -> bool,
+    in_use: impl Fn(A) -> bool,
+    keep_open_run: bool,
     mut run: impl FnMut(usize, usize),
 ) {
     let page = page_size();
-    if residency.is_empty() || start >= end {
+    if answers.is_empty() || start >= end {
         return;
     }
     let mut run = |from: usize, to: usize| run(from.max(start), to.min(end));
     let mut open: Option<usize> = None;
     let mut at = start / page * page;
     while at < end {
-        let pages = ((end - at).div_ceil(page)).min(residency.len());
-        // SAFETY: `at` is page-aligned and `[at, at + pages * page)` lies
-        // in one mapping (rounded up to its last page); `residency` has
-        // room for one byte per page.
-        let answered = unsafe {
-            libc::mincore(
-                at as *mut libc::c_void,
-                pages * page,
-                residency.as_mut_ptr(),
-            )
-        };
-        if answered != 0 {
-            // The mapping changed under us (or is not one): give up on it.
+        let pages = ((end - at).div_ceil(page)).min(answers.len());
+        if !ask(at, &mut answers[..pages]) {
+            if let (Some(from), true) = (open, keep_open_run) {
+                run(from, at);
+            }
             return;
         }
-        for (index, &state) in residency[..pages].iter().enumerate() {
+        for (index, &answer) in answers[..pages].iter().enumerate() {
             let page_start = at + index * page;
-            match (state & 1 != 0, open) {
+            match (in_use(answer), open) {
                 (true, None) => open = Some(page_start),
                 (false, Some(from)) => {
                     run(from, page_start);
@@ -1543,6 +1562,39 @@ mod tests {
         words.fill(u64::MAX);
         assert_eq!(bytes, [7, 7, 7]);
         assert!(scratch.take::<u8>(PAGE).is_none());
+    }
+
+    #[test]
+    fn written_and_resident_runs_are_the_touched_pages_clipped_to_the_range() {
+        let page = page_size();
+        let pages = 64;
+        let base = map_zeroed(pages * page).unwrap() as usize;
+        for touched in [0, 3, 4, 5, 10, 63] {
+            // SAFETY: inside the mapping made above.
+            unsafe { ((base + touched * page) as *mut u8).write_volatile(1) };
+        }
+        let (start, end) = (base + 100, base + pages * page - 100);
+        let expected = vec![
+            (start, base + page),
+            (base + 3 * page, base + 6 * page),
+            (base + 10 * page, base + 11 * page),
+            (base + 63 * page, end),
+        ];
+        // Four pages at a time: runs cross the batches.
+        let mut entries = [0u64; 4];
+        let mut written = Vec::new();
+        written_runs(start, end, &mut entries, |from, to| {
+            written.push((from, to))
+        });
+        assert_eq!(written, expected);
+        let mut residency = [0u8; 4];
+        let mut resident = Vec::new();
+        resident_runs(start, end, &mut residency, |from, to| {
+            resident.push((from, to))
+        });
+        assert_eq!(resident, expected);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { unmap(base as *mut u8, pages * page) };
     }
 
     #[test]

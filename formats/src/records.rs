@@ -369,8 +369,9 @@ record! {
         total_allocations: u64 = 72,
         /// Deallocations since start.
         total_frees: u64 = 80,
-        /// Allocations the tracker could not record (table full); they are
-        /// live but absent from `Allocations`.
+        /// Allocations the tracker could not record (its tables, or the
+        /// presence map, could not get memory), counted when they were
+        /// made; absent from `Allocations`.
         dropped_allocations: u64 = 88,
         /// Stacks the tracker could not intern; allocations show stack id 0.
         dropped_stacks: u64 = 96,

@@ -751,6 +751,76 @@ fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child()
 /// records, the bigger ones (some of which glibc serves with mmap) with
 /// records; in both dump modes.
 #[test]
+fn production_mode_without_memory_for_its_map_records_or_drops_blocks_and_never_lies_about_their_room()
+ {
+    use heapdump_formats::records::allocation_flags::UNRECORDED;
+    let dir = scratch_dir("run_map_refused");
+    let program = compile_program(
+        &dir,
+        "map_refused.c",
+        "gcc",
+        "map_refused",
+        &["-O1", "-g", "-pthread"],
+    );
+    let dumps = dir.join("dumps");
+    let list = dir.join("blocks.txt");
+    let output = heapdump_run(
+        &dumps,
+        &[
+            OsStr::new("--stacks"),
+            OsStr::new("sample:512KiB"),
+            OsStr::new("--"),
+            program.as_os_str(),
+            list.as_os_str(),
+        ],
+    );
+    // 3: `malloc_usable_size` promised bytes a block asked without the
+    // footer's room does not have.
+    assert!(output.status.success(), "{output:?}");
+    let (_, dump) = the_dump(&dumps);
+    let view = dump.view();
+    let dumped: std::collections::HashMap<u64, (u64, u32)> = view
+        .allocations()
+        .iter()
+        .map(|a| (a.address, (a.size, a.flags)))
+        .collect();
+    // The 2,000 blocks of 24 bytes had no room for a footer when the map
+    // was refused: not recorded, and counted as dropped. Those of 20 bytes
+    // got records (all freed since).
+    assert_eq!(
+        view.process().dropped_allocations,
+        2_000,
+        "the map's memory was not refused, or blocks were dropped otherwise"
+    );
+    let held = std::fs::read_to_string(&list).unwrap();
+    let (mut listed, mut untracked) = (0, 0);
+    for line in held.lines() {
+        let (address, size) = line.split_once(' ').unwrap();
+        let address = u64::from_str_radix(address, 16).unwrap();
+        let size: u64 = size.parse().unwrap();
+        match dumped.get(&address) {
+            Some(&(dumped_size, flags)) => {
+                assert_eq!(dumped_size, size, "block {address:#x}");
+                assert_eq!(
+                    flags & UNRECORDED,
+                    0,
+                    "block {address:#x}: not from the map"
+                );
+                listed += 1;
+            }
+            None => {
+                assert_eq!(size, 24, "block {address:#x} of {size} bytes is missing");
+                untracked += 1;
+            }
+        }
+    }
+    // The arena's first block and the 1,000 blocks reallocated to 40 bytes
+    // (a dropped block gets a record when it moves); the other 1,000 of 24
+    // bytes stay untracked.
+    assert_eq!((listed, untracked), (1_001, 1_000));
+}
+
+#[test]
 fn production_mode_lists_every_block_of_a_c_program_at_its_exact_size() {
     use heapdump_formats::records::allocation_flags::{SAMPLED, UNRECORDED};
     let dir = scratch_dir("run_production_heap");

@@ -350,7 +350,7 @@ impl InfoReport {
         let mut warnings = Vec::new();
         if p.dropped_allocations != 0 {
             warnings.push(format!(
-            "{} live allocations were NOT recorded (the tracker's table was full); totals by site undercount",
+            "{} allocations were NOT recorded (the tracker could not get memory for them; counted when made); totals by site undercount",
             p.dropped_allocations
         ));
         }
