@@ -862,7 +862,7 @@ pub fn stats() -> Stats {
         stacks: STACKS.snapshot().stacks.len().saturating_sub(1) as u64,
         threads: threads::registered_count(),
         tracking_bytes: totals.used_bytes
-            + (totals.live_count - totals.mapped_count) * live::FOOTER_BYTES as u64
+            + totals.live_count.saturating_sub(totals.mapped_count) * live::FOOTER_BYTES as u64
             + presence::tracking_bytes(totals.mapped_bytes)
             + STACKS.tracking_bytes()
             + threads::tracking_bytes(),
