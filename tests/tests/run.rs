@@ -629,6 +629,11 @@ fn sqlite3_running_a_script_is_dumped_on_growth() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "50000");
     let (path, dump) = the_dump(&dir);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.contains(".growth."),
+        "not the growth trigger's dump: {name}"
+    );
     let view = dump.view();
     // The trigger fired at that level; by the time the dump stopped the
     // program (late, on a loaded machine) it may have freed some.
