@@ -609,26 +609,36 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     }
     // SAFETY: the caller passes a live block.
     let usable = unsafe { real_usable_size(block) };
-    // A record's footer is not the program's to use. Without the presence
-    // map every block has the footer's room: say 4 bytes less, as for a
-    // record. With it, the map's blocks have no footer (and maybe no
-    // room), and neither do blocks the map could not take that lacked the
-    // room (asked without it, see `crate::Placement`), nor those made
-    // while the tracker was busy or before it was loaded: a block not in
-    // the map has 4 bytes less only if its footer names its record.
+    // A record's footer is not the program's to use. In a process that
+    // tracks nothing no footer is read again (`free` and `realloc` pass
+    // straight through), and its own blocks have no room for one: every
+    // usable byte is the program's. Without the presence map every block
+    // has the footer's room: say 4 bytes less, as for a record. With it,
+    // the map's blocks have no footer (and maybe no room), and neither do
+    // blocks the map could not take that lacked the room (asked without
+    // it, see `crate::Placement`), nor those made while the tracker was
+    // busy or before it was loaded: a block not in the map has 4 bytes
+    // less only if its footer names its record.
+    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
+        return usable;
+    }
     if !presence::enabled() {
         return usable.saturating_sub(FOOTER_BYTES);
     }
     if presence::holds(block.cast()) {
         return usable;
     }
-    // Inside the tracker or passive: as if it had a record.
-    let Some(_busy) = enter() else {
-        return usable.saturating_sub(FOOTER_BYTES);
-    };
     // SAFETY: the caller passes a live block (glibc's).
     let footer = unsafe { footer_of(block) };
-    if LIVE.is_recorded(footer, block as u64) {
+    // Inside the tracker already (a signal handler that interrupted it,
+    // perhaps while this thread holds the shard's lock): the lock is not
+    // waited for, and a block whose shard is locked counts as recorded.
+    let busy = Busy::enter();
+    let recorded = LIVE
+        .is_recorded(footer, block as u64, busy.is_some())
+        .unwrap_or(true);
+    drop(busy);
+    if recorded {
         usable.saturating_sub(FOOTER_BYTES)
     } else {
         usable

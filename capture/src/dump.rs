@@ -1338,7 +1338,7 @@ impl<'s> LiveSet<'s> {
             tracking_bytes += (shard.used_bytes() + shard.count as usize * FOOTER_BYTES) as u64;
         }
         // A block without a record has no sequence number, thread or stack.
-        let (mut mapped_count, mut mapped_bytes) = (0u64, 0u64);
+        let mut mapped_bytes = 0u64;
         mapped.for_each(|address, size| {
             let entry = Entry {
                 address,
@@ -1351,15 +1351,14 @@ impl<'s> LiveSet<'s> {
             if let (Some(out), Some(slot)) = (slots.get_mut(filled), Slot::pack(&entry)) {
                 *out = slot;
                 filled += 1;
-                mapped_count += 1;
                 mapped_bytes += size;
             }
         });
         let totals = presence::totals();
         total_allocations += totals.allocations;
         total_frees += totals.frees;
-        tracking_bytes +=
-            presence::tracking_bytes(mapped_bytes) + mapped_count * FOOTER_BYTES as u64;
+        // The map's blocks have no footer (asked without its room).
+        tracking_bytes += presence::tracking_bytes(mapped_bytes);
         let slots = &mut slots[..filled];
         slots.sort_unstable_by_key(|slot| slot.address());
         Ok(LiveSet {

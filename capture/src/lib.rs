@@ -839,8 +839,9 @@ pub struct Stats {
     pub stacks: u64,
     /// Threads that have allocated.
     pub threads: u64,
-    /// Bytes of memory the tracker uses: its tables, and the 4-byte footer
-    /// of every live block.
+    /// Bytes of memory the tracker uses: its tables (production mode's
+    /// presence map among them), and the 4-byte footer of every live block
+    /// that has one (the map's blocks have none).
     pub tracking_bytes: u64,
 }
 
@@ -861,7 +862,7 @@ pub fn stats() -> Stats {
         stacks: STACKS.snapshot().stacks.len().saturating_sub(1) as u64,
         threads: threads::registered_count(),
         tracking_bytes: totals.used_bytes
-            + totals.live_count * live::FOOTER_BYTES as u64
+            + totals.live_count.saturating_sub(totals.mapped_count) * live::FOOTER_BYTES as u64
             + presence::tracking_bytes(totals.mapped_bytes)
             + STACKS.tracking_bytes()
             + threads::tracking_bytes(),

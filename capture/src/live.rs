@@ -697,6 +697,8 @@ pub struct LiveTotals {
     pub used_bytes: u64,
     /// Of `live_bytes`, the bytes of blocks in the presence map.
     pub mapped_bytes: u64,
+    /// Of `live_count`, the blocks in the presence map (no footer).
+    pub mapped_count: u64,
 }
 
 impl LiveTable {
@@ -828,14 +830,23 @@ impl LiveTable {
 
     /// Whether `footer` names the live record of the block at `address`
     /// (a C block's last 4 usable bytes are then not the program's).
-    pub fn is_recorded(&self, footer: u32, address: u64) -> bool {
+    /// `None` when the shard's lock is held and `may_wait` is false (the
+    /// caller may have interrupted its own thread holding it).
+    pub fn is_recorded(&self, footer: u32, address: u64, may_wait: bool) -> Option<bool> {
         if footer == NO_RECORD {
-            return false;
+            return Some(false);
         }
-        let table = self.shards[shard_of_footer(footer)].table.lock();
-        table
-            .recorded_size(index_of_footer(footer), address)
-            .is_some()
+        let shard = &self.shards[shard_of_footer(footer)].table;
+        let table = if may_wait {
+            shard.lock()
+        } else {
+            shard.try_lock()?
+        };
+        Some(
+            table
+                .recorded_size(index_of_footer(footer), address)
+                .is_some(),
+        )
     }
 
     /// [`detach`](Self::detach) for a block whose size the caller does not
@@ -966,6 +977,7 @@ impl LiveTable {
             total_allocations: mapped.allocations,
             total_frees: mapped.frees,
             mapped_bytes: mapped.live_bytes,
+            mapped_count: mapped.live_count,
             ..LiveTotals::default()
         };
         for shard in &self.shards {

@@ -232,7 +232,8 @@ pub fn remove(block: *mut u8, size: Option<usize>, counts_as_free: bool) -> Opti
     Some(size)
 }
 
-/// Whether the map has the live block at `block`.
+/// Whether the map has the live block at `block`: a load, no lock, so a
+/// signal handler may ask (`malloc_usable_size`).
 pub fn holds(block: *mut u8) -> bool {
     byte_of(block).is_some()
 }

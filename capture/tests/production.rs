@@ -38,6 +38,10 @@ fn main() {
                 "the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block",
                 the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block,
             ),
+            (
+                "the_maps_blocks_count_no_footer_in_the_tracking_bytes",
+                the_maps_blocks_count_no_footer_in_the_tracking_bytes,
+            ),
         ],
         || {},
     );
@@ -164,4 +168,29 @@ fn the_maps_pages_go_back_after_a_spike_and_it_still_lists_every_block() {
         .filter(|a| a.size == BLOCK as u64 && a.flags & allocation_flags::UNRECORDED != 0)
         .count();
     assert_eq!(listed, kept.len());
+}
+
+/// The map's blocks are asked without a footer's room: the tracking bytes
+/// (of `stats` and of a dump) count their share of the map (2 bytes for a
+/// 72-byte block, less once the map covers a past peak), not a footer's 4.
+fn the_maps_blocks_count_no_footer_in_the_tracking_bytes() {
+    const KEPT: u64 = 200_000;
+    common::set_mode(Mode::Stop);
+    let tracking_in_dump = || {
+        let (bytes, _) = common::dump_with_stats();
+        common::parse_and_verify(bytes)
+            .view()
+            .process()
+            .tracking_bytes
+    };
+    let (stats_before, dump_before) = (heapdump_capture::stats(), tracking_in_dump());
+    let kept: Vec<Box<[u8; BLOCK]>> = (0..KEPT).map(|_| Box::new([5; BLOCK])).collect();
+    let (stats_after, dump_after) = (heapdump_capture::stats(), tracking_in_dump());
+    assert!(stats_after.live_count - stats_before.live_count > KEPT);
+    let per_block = |before: u64, after: u64| after.saturating_sub(before) as f64 / KEPT as f64;
+    let in_stats = per_block(stats_before.tracking_bytes, stats_after.tracking_bytes);
+    let in_dump = per_block(dump_before, dump_after);
+    assert!(in_stats < 3.0, "stats: {in_stats} tracking bytes per block");
+    assert!(in_dump < 3.0, "dump: {in_dump} tracking bytes per block");
+    drop(kept);
 }

@@ -629,6 +629,11 @@ fn sqlite3_running_a_script_is_dumped_on_growth() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "50000");
     let (path, dump) = the_dump(&dir);
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.contains(".growth."),
+        "not the growth trigger's dump: {name}"
+    );
     let view = dump.view();
     // The trigger fired at that level; by the time the dump stopped the
     // program (late, on a loaded machine) it may have freed some.
@@ -712,6 +717,37 @@ fn a_forked_child_still_dies_of_a_trigger_signal_it_inherited() {
     }
 }
 
+/// `malloc_usable_size` never answers fewer bytes than were asked for, in
+/// production mode (whose small blocks glibc may give exactly the bytes
+/// asked, no footer's room) and with every stack: from a signal handler
+/// that interrupts the tracker, and in a child made by `fork` (untracked,
+/// since `heapdump run` watches the program's own process) for the blocks
+/// it inherited and those it makes.
+#[test]
+fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child() {
+    let dir = scratch_dir("run_usable_size");
+    let program = compile_program(&dir, "usable_size.c", "gcc", "usable_size", &["-O1", "-g"]);
+    for stacks in ["sample:512KiB", "all"] {
+        let dumps = dir.join(format!("dumps-{}", stacks.replace(':', "-")));
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--stacks"),
+                OsStr::new(stacks),
+                OsStr::new("--"),
+                program.as_os_str(),
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stacks}: {output:?}");
+        assert!(
+            stdout.contains("child: 0 inherited and 0 new blocks short")
+                && stdout.contains("parent: 0 blocks short; 0 of 1000 signals"),
+            "{stacks}: {stdout}"
+        );
+    }
+}
+
 /// Production mode around an unmodified C program: every block the program
 /// holds is in the dump at its exact size (malloc, calloc, realloc that
 /// grows, shrinks, moves and fails, posix_memalign, aligned_alloc,
@@ -733,11 +769,14 @@ fn production_mode_without_memory_for_its_map_records_or_drops_blocks_and_never_
     );
     let dumps = dir.join("dumps");
     let list = dir.join("blocks.txt");
+    // A sampling interval far above what the program allocates: a block in
+    // the stack sample would get a record (and the footer's room) whatever
+    // the map says, and the counts below would move by chance.
     let output = heapdump_run(
         &dumps,
         &[
             OsStr::new("--stacks"),
-            OsStr::new("sample:512KiB"),
+            OsStr::new("sample:1GiB"),
             OsStr::new("--"),
             program.as_os_str(),
             list.as_os_str(),
