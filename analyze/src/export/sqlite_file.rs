@@ -671,6 +671,9 @@ enum Layout {
 struct TablePlan {
     name: String,
     columns: usize,
+    /// Whether each column is `NOT NULL` (a `WITHOUT ROWID` key column
+    /// is, said or not): SQLite refuses a NULL there, and so does this.
+    not_null: Vec<(usize, String)>,
     layout: Layout,
     /// Indexes on it: name and the column they index.
     indexes: Vec<(String, usize)>,
@@ -713,6 +716,13 @@ fn plan(ddl: &str) -> Result<(Vec<SchemaRow>, Vec<TablePlan>)> {
             .prepare("SELECT cid, type, pk FROM pragma_table_info(?1) ORDER BY cid")?
             .query_map([&row.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
+        let not_null: Vec<(usize, String)> = db
+            .prepare(
+                "SELECT cid, name FROM pragma_table_info(?1) \
+                 WHERE \"notnull\" OR (?2 AND pk > 0) ORDER BY cid",
+            )?
+            .query_map((&row.name, without_rowid), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
         let keys: Vec<&(usize, String, usize)> = columns.iter().filter(|c| c.2 > 0).collect();
         let layout = if without_rowid {
             ensure!(
@@ -749,6 +759,7 @@ fn plan(ddl: &str) -> Result<(Vec<SchemaRow>, Vec<TablePlan>)> {
         tables.push(TablePlan {
             name: row.name.clone(),
             columns: columns.len(),
+            not_null,
             layout,
             indexes: Vec::new(),
         });
@@ -1113,6 +1124,13 @@ impl RowSink for TableRows<'_> {
             values.len(),
             self.plan.columns
         );
+        for (column, name) in &self.plan.not_null {
+            ensure!(
+                !matches!(Stored::of(&values[*column]), Stored::Null),
+                "table {}: a NULL in the NOT NULL column {name}",
+                self.plan.name
+            );
+        }
         self.rows += 1;
         let rowid = match self.plan.layout {
             Layout::WithoutRowid(_) => {
@@ -1477,6 +1495,35 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         assert_eq!(integer_serial(-129), (2, 2));
         assert_eq!(integer_serial(1 << 40), (5, 6));
         assert_eq!(integer_serial(i64::MIN), (6, 8));
+    }
+
+    /// A NULL (or a NaN, which SQLite stores as NULL) in a `NOT NULL`
+    /// column, or in a `WITHOUT ROWID` key, is refused as SQLite refuses
+    /// it, not written into a file that fails `PRAGMA integrity_check`.
+    #[test]
+    fn a_null_in_a_not_null_column_is_refused() {
+        let path = std::env::temp_dir().join(format!(
+            "heapdump-sqlite-file-{}-not-null.db",
+            std::process::id()
+        ));
+        let ddl = "CREATE TABLE t (r REAL NOT NULL, s TEXT);
+CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+";
+        for (table, row, column) in [
+            ("t", [Value::Real(f64::NAN), Value::Text("x")], "r"),
+            ("t", [Value::Null, Value::Null], "r"),
+            ("kv", [Value::Null, Value::Text("x")], "k"),
+        ] {
+            let mut db = DatabaseWriter::create(&path, ddl).unwrap();
+            let mut sink = db.table(table).unwrap();
+            sink.row(&[Value::Real(1.5), Value::Text("kept")]).unwrap();
+            let error = sink.row(&row).unwrap_err();
+            assert_eq!(
+                format!("{error:#}"),
+                format!("table {table}: a NULL in the NOT NULL column {column}")
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// A `WITHOUT ROWID` key this writer cannot order (a collation other
