@@ -243,10 +243,8 @@ fn load(model: &HeapModel<'_>, path: &Path, dump_name: &str) -> Result<SqliteSum
     let mut summary = SqliteSummary::default();
     let source = TableSource { model, dump_name };
     for table in &TABLES {
-        let mut rows = db
-            .table(table.name)
-            .with_context(|| format!("table {}", table.name))
-            .with_context(context)?;
+        // (Its errors name the table.)
+        let mut rows = db.table(table.name).with_context(context)?;
         table
             .write_rows(&source, &mut rows)
             .with_context(|| format!("table {}", table.name))

@@ -1185,9 +1185,8 @@ impl RowSink for TableRows<'_> {
         }
         self.record.clear();
         put_record(&mut self.record, stored);
-        self.tree
-            .push(&self.file, rowid, &self.record)
-            .with_context(|| format!("table {}", self.plan.name))
+        // The caller names the table in its errors.
+        self.tree.push(&self.file, rowid, &self.record)
     }
 }
 
