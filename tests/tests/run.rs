@@ -755,6 +755,32 @@ fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child()
 /// and out of the stack sample listed from the presence map without
 /// records, the bigger ones (some of which glibc serves with mmap) with
 /// records; in both dump modes.
+/// The dump's blocks: address to size and flags.
+fn dumped_blocks(
+    view: &heapdump_formats::read::DumpView<'_>,
+) -> std::collections::HashMap<u64, (u64, u32)> {
+    view.allocations()
+        .iter()
+        .map(|a| (a.address, (a.size, a.flags)))
+        .collect()
+}
+
+/// The blocks a test program says it holds: lines of "ADDRESS SIZE",
+/// the address in hex.
+fn held_blocks(list: &Path) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(list)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (address, size) = line.split_once(' ').unwrap();
+            (
+                u64::from_str_radix(address, 16).unwrap(),
+                size.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn production_mode_without_memory_for_its_map_records_or_drops_blocks_and_never_lies_about_their_room()
  {
@@ -787,11 +813,7 @@ fn production_mode_without_memory_for_its_map_records_or_drops_blocks_and_never_
     assert!(output.status.success(), "{output:?}");
     let (_, dump) = the_dump(&dumps);
     let view = dump.view();
-    let dumped: std::collections::HashMap<u64, (u64, u32)> = view
-        .allocations()
-        .iter()
-        .map(|a| (a.address, (a.size, a.flags)))
-        .collect();
+    let dumped = dumped_blocks(&view);
     // The 2,000 blocks of 24 bytes had no room for a footer when the map
     // was refused: not recorded, and counted as dropped. Those of 20 bytes
     // got records (all freed since).
@@ -800,12 +822,8 @@ fn production_mode_without_memory_for_its_map_records_or_drops_blocks_and_never_
         2_000,
         "the map's memory was not refused, or blocks were dropped otherwise"
     );
-    let held = std::fs::read_to_string(&list).unwrap();
     let (mut listed, mut untracked) = (0, 0);
-    for line in held.lines() {
-        let (address, size) = line.split_once(' ').unwrap();
-        let address = u64::from_str_radix(address, 16).unwrap();
-        let size: u64 = size.parse().unwrap();
+    for (address, size) in held_blocks(&list) {
         match dumped.get(&address) {
             Some(&(dumped_size, flags)) => {
                 assert_eq!(dumped_size, size, "block {address:#x}");
@@ -857,17 +875,9 @@ fn production_mode_lists_every_block_of_a_c_program_at_its_exact_size() {
         assert!(output.status.success(), "{output:?}");
         let (path, dump) = the_dump(&dumps);
         let view = dump.view();
-        let dumped: std::collections::HashMap<u64, (u64, u32)> = view
-            .allocations()
-            .iter()
-            .map(|a| (a.address, (a.size, a.flags)))
-            .collect();
-        let held = std::fs::read_to_string(&list).unwrap();
+        let dumped = dumped_blocks(&view);
         let (mut small, mut unrecorded, mut large) = (0, 0, 0);
-        for line in held.lines() {
-            let (address, size) = line.split_once(' ').unwrap();
-            let address = u64::from_str_radix(address, 16).unwrap();
-            let size: u64 = size.parse().unwrap();
+        for (address, size) in held_blocks(&list) {
             let Some(&(dumped_size, flags)) = dumped.get(&address) else {
                 panic!("{mode}: block {address:#x} of {size} bytes is not in the dump");
             };

@@ -1258,6 +1258,16 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         }
     }
 
+    /// The first column of every row `sql` gives.
+    fn first_column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     fn sql_text(s: &Option<String>) -> Sql {
         s.clone().map_or(Sql::Null, Sql::Text)
     }
@@ -1341,13 +1351,7 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         db.finish().unwrap();
 
         let conn = Connection::open(&path).unwrap();
-        let check: Vec<String> = conn
-            .prepare("PRAGMA integrity_check")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let check: Vec<String> = first_column(&conn, "PRAGMA integrity_check");
         assert_eq!(check, ["ok"], "seed {seed}, {rows} rows");
         let all = |sql: &str| -> Vec<Vec<Sql>> {
             let mut statement = conn.prepare(sql).unwrap();
@@ -1610,13 +1614,10 @@ CREATE INDEX small_x ON small(x);
             })
             .unwrap();
         assert_eq!(tail, text[text.len() - 5..]);
-        let by_index: Vec<i64> = conn
-            .prepare("SELECT x FROM small INDEXED BY small_x WHERE x > -1000000 ORDER BY x")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let by_index: Vec<i64> = first_column(
+            &conn,
+            "SELECT x FROM small INDEXED BY small_x WHERE x > -1000000 ORDER BY x",
+        );
         let mut sorted = small;
         sorted.sort_unstable();
         assert_eq!(by_index, sorted);
