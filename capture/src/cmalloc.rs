@@ -204,11 +204,8 @@ unsafe fn footer_at(block: *mut c_void) -> Option<*mut u8> {
 /// caller holds the thread's `Busy`.
 #[inline(always)]
 fn placement(size: usize, tracked: bool) -> Placement {
-    Placement::decide(
-        size,
-        presence::enabled() && size < presence::LARGEST,
-        tracked,
-    )
+    // The C functions' blocks are glibc's, as `System`'s are.
+    Placement::decide(size, crate::mappable::<std::alloc::System>(size), tracked)
 }
 
 /// The bytes to ask glibc for a block of `size` bytes placed so: `None`

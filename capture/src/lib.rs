@@ -233,9 +233,9 @@ pub(crate) const GLIBC_BLOCKS: bool = cfg!(all(
 /// Whether production mode lists the blocks of a `Tracker<A>` of `size`
 /// bytes in the presence map (see [`presence`]) rather than in records:
 /// `A` is `System` on glibc, and the block is small enough that glibc
-/// never serves it with `mmap`.
+/// never serves it with `mmap`. (The C functions ask it for `System`.)
 #[inline(always)]
-fn mappable<A: 'static>(size: usize) -> bool {
+pub(crate) fn mappable<A: 'static>(size: usize) -> bool {
     GLIBC_BLOCKS
         && TypeId::of::<A>() == TypeId::of::<System>()
         && size < presence::LARGEST
@@ -632,7 +632,7 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was asked with (see `asked_layout`).
-        unsafe { self.inner_dealloc(block, asked_layout::<A>(layout)) };
+        unsafe { self.inner_dealloc(block, asked_layout(layout, mappable)) };
         drop(busy);
     }
 
@@ -670,9 +670,10 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         });
         // SAFETY: `new_outer` is a valid layout, and this is no bigger.
         let new_asked = unsafe { asked_for(new_outer, placement) };
+        let old_asked = asked_layout(layout, was_mappable);
         // SAFETY: the caller's contract for `realloc`, with the layouts
         // the block was and is to be asked with.
-        let moved = unsafe { self.inner_realloc(block, asked_layout::<A>(layout), new_asked) };
+        let moved = unsafe { self.inner_realloc(block, old_asked, new_asked) };
         if moved.is_null() {
             // The old block, its footer and its record are as they were.
             if let Some(detached) = detached {
@@ -716,10 +717,11 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
 /// map may hold (see [`Placement`]). `A` is then `System`, which frees any
 /// block whatever the layout says and reads a layout's size only to copy
 /// the bytes of an over-aligned block it reallocates: the program's size
-/// is the right one to give it.
+/// is the right one to give it. `mappable`: what [`mappable`] said of the
+/// block's size (the caller has asked already).
 #[inline(always)]
-fn asked_layout<A: 'static>(layout: Layout) -> Layout {
-    if mappable::<A>(layout.size()) {
+fn asked_layout(layout: Layout, mappable: bool) -> Layout {
+    if mappable {
         layout
     } else {
         // SAFETY: `layout` is that of a block this tracker allocated, so
