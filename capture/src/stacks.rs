@@ -282,7 +282,8 @@ impl StackInterner {
         } else {
             shard.capacity * 2
         };
-        let Some(fresh) = sys::map_zeroed(capacity * size_of::<u64>()) else {
+        // Populated: the moves below probe (read) before they write.
+        let Some(fresh) = sys::map_zeroed_populated(capacity * size_of::<u64>()) else {
             return false;
         };
         let fresh = fresh.cast::<u64>();
