@@ -300,16 +300,44 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
     if block.is_null() {
         return;
     }
-    if let Some(_busy) = enter()
-        && !(presence::enabled() && presence::remove(block.cast(), None, true).is_some())
-    {
-        // SAFETY: the caller passes a live block of ours (glibc's).
-        let footer = unsafe { footer_of(block) };
-        // Forgotten before it is freed: a dump never scans freed memory.
-        LIVE.remove_recorded(footer, block as u64);
+    match enter() {
+        Some(_busy)
+            if !(presence::enabled() && presence::remove(block.cast(), None, true).is_some()) =>
+        {
+            // SAFETY: the caller passes a live block of ours (glibc's).
+            let footer = unsafe { footer_of(block) };
+            // Forgotten before it is freed: a dump never scans freed memory.
+            LIVE.remove_recorded(footer, block as u64);
+        }
+        Some(_) => {}
+        // SAFETY: the caller passes a live block.
+        None if unsafe { kept_inside_tracker(block) } => return,
+        None => {}
     }
     // SAFETY: forwarding the caller's call.
     unsafe { __libc_free(block) }
+}
+
+/// For a free on a thread already inside the tracker (a fork handler run
+/// while it holds every lock, a signal handler that interrupted it), which
+/// cannot take a record out: whether the block must stay allocated because
+/// it may have one (so no record names freed memory). A block of the
+/// presence map leaves it (no lock needed) and may go. Never in a passive
+/// process, whose records nothing reads.
+///
+/// # Safety
+/// `block` is a live glibc block.
+#[cold]
+unsafe fn kept_inside_tracker(block: *mut c_void) -> bool {
+    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed)
+        || presence::enabled() && presence::remove(block.cast(), None, true).is_some()
+    {
+        return false;
+    }
+    // SAFETY: per the contract.
+    let footer = unsafe { footer_of(block) };
+    // Only tried: this thread may hold the lock.
+    LIVE.is_recorded(footer, block as u64, false) != Some(false)
 }
 
 /// # Safety
@@ -350,7 +378,21 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
         return unsafe { malloc(size) };
     }
     let Some(busy) = enter() else {
-        // SAFETY: forwarding the caller's call.
+        if size != 0
+            // SAFETY: the caller passes a live block.
+            && unsafe { kept_inside_tracker(block) }
+        {
+            // SAFETY: as in `free`; the bytes move to a new block.
+            return unsafe { move_keeping_record(block, size) };
+        }
+        if size == 0 {
+            // SAFETY: realloc(block, 0) frees the block (`free` decides
+            // whether it may go).
+            unsafe { free(block) };
+            return core::ptr::null_mut();
+        }
+        // SAFETY: forwarding the caller's call; `kept_inside_tracker`
+        // said the block may go.
         return unsafe { __libc_realloc(block, size) };
     };
     if size == 0 {
@@ -389,6 +431,27 @@ pub unsafe extern "C" fn realloc(block: *mut c_void, size: usize) -> *mut c_void
     // SAFETY: a live glibc block as `placement` asked; `busy` held.
     unsafe { keep_reallocated(block, moved, size, Kept::Recorded(detached), placement) };
     drop(busy);
+    moved
+}
+
+/// `realloc` of a block that stays allocated (see `kept_inside_tracker`):
+/// the bytes move to a new block without a record.
+///
+/// # Safety
+/// `block` is a live glibc block.
+#[cold]
+unsafe fn move_keeping_record(block: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: glibc's malloc.
+    let moved = unsafe { __libc_malloc(size) };
+    if moved.is_null() {
+        return moved;
+    }
+    // SAFETY: the old block is live with its usable bytes (glibc's chunk
+    // header says how many), the new one has `size`; distinct blocks.
+    unsafe {
+        let usable = presence::usable_size(block.cast()).unwrap_or(0);
+        core::ptr::copy_nonoverlapping(block.cast::<u8>(), moved.cast(), usable.min(size));
+    }
     moved
 }
 

@@ -4,6 +4,18 @@
 //! the table locks so the fork happens at a quiet moment, and both sides
 //! release them afterwards.
 //!
+//! Handlers run in the forking thread: the prepare handlers in the reverse
+//! order of their registration, the others in that order, so ours are
+//! registered as early as possible (the preload library's constructor, a
+//! program's first allocation) and other handlers' allocations come
+//! before our locks and after their release. Those registered even
+//! earlier (a constructor of a library the program or the preload library
+//! depends on) run while this thread holds every lock: it is marked busy
+//! meanwhile, so their allocations pass untracked instead of waiting
+//! forever, and a block with a record that they free or reallocate stays
+//! allocated under it (see `Tracker::dealloc`), never a record of freed
+//! memory.
+//!
 //! The dump lock is not taken: a dump in `mode=fork` holds it while its
 //! snapshot process writes, which may take seconds, and the program's own
 //! `fork` must not wait for that. A dump holds the table locks whenever it
@@ -13,9 +25,13 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::{DUMP_LOCK, LIVE, STACKS, sys, threads};
+use crate::{DUMP_LOCK, LIVE, STACKS, hot, sys, threads};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the forking thread was busy before `prepare` marked it busy;
+/// written and read by the thread holding every lock.
+static WAS_BUSY: AtomicBool = AtomicBool::new(false);
 
 /// Registers the handlers once per process.
 pub fn install_handlers() {
@@ -33,6 +49,7 @@ extern "C" fn prepare() {
     // No fork in the middle of a trim of the presence map: the child would
     // start with it marked as trimming, by a thread it does not have.
     crate::presence::TRIM_LOCK.lock_forever();
+    WAS_BUSY.store(hot::with(|hot| hot.busy.replace(true)), Ordering::Relaxed);
 }
 
 extern "C" fn release() {
@@ -45,6 +62,7 @@ extern "C" fn release() {
             shard.table.force_unlock();
         }
     }
+    hot::with(|hot| hot.busy.set(WAS_BUSY.load(Ordering::Relaxed)));
 }
 
 extern "C" fn release_in_child() {

@@ -619,16 +619,26 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         // stop is freeing or unmapping.
         let busy = Busy::enter();
         let mappable = mappable::<A>(layout.size());
-        if !(mappable && presence::remove(block, Some(layout.size()), true).is_some())
-            && busy.is_some()
-            // SAFETY: `System` made a block of a mappable size (glibc did).
-            && (!mappable || unsafe { has_footer_room(block, layout.size()) })
-        {
+        // A block of a mappable size is in the map (and leaves it now), or
+        // has a footer if `System` (glibc) left it the room.
+        let has_footer = !mappable
+            || presence::remove(block, Some(layout.size()), true).is_none()
+                // SAFETY: `System` made a block of a mappable size (glibc did).
+                && unsafe { has_footer_room(block, layout.size()) };
+        if has_footer {
             // SAFETY: the caller passes a block we allocated with `layout`;
             // out of the presence map and with the footer's room, so we
             // wrote its footer.
             let footer = unsafe { read_footer(block, layout.size()) };
-            LIVE.remove(footer, block as u64, layout.size() as u64);
+            if busy.is_some() {
+                LIVE.remove(footer, block as u64, layout.size() as u64);
+            } else if footer != live::NO_RECORD {
+                // The thread is inside the tracker (a fork handler run
+                // while it holds every lock, a signal handler that
+                // interrupted it) and cannot take the record out: the
+                // block stays allocated, so the record stays true.
+                return;
+            }
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
         // block was asked with (see `asked_layout`).
@@ -651,6 +661,15 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
             // SAFETY: the caller's contract for `realloc`, for a block of
             // the presence map.
             return unsafe { self.realloc_mapped(block, layout, new_size, new_outer, busy) };
+        }
+        if busy.is_none()
+            // SAFETY: as in `dealloc`.
+            && (!was_mappable || unsafe { has_footer_room(block, layout.size()) })
+            // SAFETY: as in `dealloc`.
+            && unsafe { read_footer(block, layout.size()) } != live::NO_RECORD
+        {
+            // SAFETY: the caller's contract for `realloc`; a recorded block.
+            return unsafe { self.move_keeping_record(block, layout, new_size, new_outer) };
         }
         // As in `dealloc`, the record goes (for now) before the inner
         // allocator may free the block: a dump running meanwhile must not
@@ -745,6 +764,36 @@ unsafe fn asked_for(outer: Layout, placement: Option<Placement>) -> Layout {
 }
 
 impl<A: GlobalAlloc + 'static> Tracker<A> {
+    /// [`GlobalAlloc::realloc`] of a block with a record on a thread inside
+    /// the tracker, which cannot take the record out (see `dealloc`): the
+    /// bytes move to a new block without a record, and the old block stays
+    /// allocated under its record.
+    ///
+    /// # Safety
+    /// The contract of `realloc`, for a block with a footer; `new_outer`
+    /// is `new_size` plus the footer.
+    #[cold]
+    unsafe fn move_keeping_record(
+        &self,
+        block: *mut u8,
+        layout: Layout,
+        new_size: usize,
+        new_outer: Layout,
+    ) -> *mut u8 {
+        // SAFETY: `new_outer` has a non-zero size (it holds the footer).
+        let moved = unsafe { self.inner_alloc(new_outer, false) };
+        if moved.is_null() {
+            return moved;
+        }
+        // SAFETY: both blocks are live and distinct, the old one has
+        // `layout.size()` bytes, the new one `new_size` plus the footer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(block, moved, layout.size().min(new_size));
+            write_footer(moved, new_size, live::NO_RECORD);
+        }
+        moved
+    }
+
     /// [`GlobalAlloc::realloc`] of a block the presence map had (and no
     /// longer has): the new block goes back in the map, or gets a record
     /// if it is in the stack sample (or too big for the map).
@@ -1020,6 +1069,9 @@ impl std::error::Error for DumpError {}
 /// nothing and write no dump; see [`stay_passive`].
 pub fn start_in_unmodified_program(this_process_only: bool) {
     let _busy = Busy::enter_always();
+    // Now, from the library's constructor, before the program's own
+    // constructors and `main` register theirs (see `fork`).
+    fork::install_handlers();
     triggers::set_this_process_only(this_process_only);
     triggers::start_once(&Settings::new());
 }

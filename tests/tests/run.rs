@@ -748,6 +748,66 @@ fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child()
     }
 }
 
+/// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
+/// those registered before the tracker's (by a library the program links,
+/// initialized before the preload library) run while the forking thread
+/// holds every tracker lock, and must neither wait for them forever (the
+/// program's alarm would end it) nor leave a record of freed memory: the
+/// two blocks with records their prepare handler freed and reallocated stay
+/// allocated, in the dump at their sizes. In exact and production mode.
+#[test]
+fn fork_handlers_registered_before_the_trackers_allocate_and_free_without_deadlock() {
+    let dir = scratch_dir("run_atfork");
+    compile_program(
+        &dir,
+        "atfork_early.c",
+        "gcc",
+        "libatfork_early.so",
+        &["-O1", "-shared", "-fPIC"],
+    );
+    let search = format!("-L{}", dir.display());
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    let program = compile_program(
+        &dir,
+        "atfork_handlers.c",
+        "gcc",
+        "atfork_handlers",
+        &[
+            "-O1",
+            "-g",
+            "-pthread",
+            &search,
+            &rpath,
+            "-Wl,--no-as-needed",
+            "-latfork_early",
+        ],
+    );
+    for stacks in ["all", "sample:512KiB"] {
+        let dumps = dir.join(format!("dumps-{}", stacks.replace(':', "-")));
+        let list = dir.join(format!("blocks-{}.txt", stacks.replace(':', "-")));
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--stacks"),
+                OsStr::new(stacks),
+                OsStr::new("--"),
+                program.as_os_str(),
+                list.as_os_str(),
+            ],
+        );
+        assert!(output.status.success(), "{stacks}: {output:?}");
+        let (_, dump) = the_dump(&dumps);
+        let dumped = dumped_blocks(&dump.view());
+        for (address, size) in held_blocks(&list) {
+            assert_eq!(
+                dumped.get(&address).map(|&(size, _)| size),
+                Some(size),
+                "{stacks}: the block of {size} bytes freed in the fork handler at {address:#x}"
+            );
+        }
+    }
+}
+
 /// Production mode around an unmodified C program: every block the program
 /// holds is in the dump at its exact size (malloc, calloc, realloc that
 /// grows, shrinks, moves and fails, posix_memalign, aligned_alloc,
