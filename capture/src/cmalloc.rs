@@ -318,18 +318,22 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
     unsafe { __libc_free(block) }
 }
 
-/// For a free on a thread already inside the tracker (a fork handler run
-/// while it holds every lock, a signal handler that interrupted it), which
-/// cannot take a record out: whether the block must stay allocated because
-/// it may have one (so no record names freed memory). A block of the
-/// presence map leaves it (no lock needed) and may go. Never in a passive
-/// process, whose records nothing reads.
+/// For a free on a thread already inside the tracker: whether the block
+/// must stay allocated because it may have a record that cannot be taken
+/// out now (so no record names freed memory). Only while the thread holds
+/// every lock for a `fork` (a `pthread_atfork` handler registered before
+/// ours runs): otherwise the thread is the tracker forwarding a block it
+/// has dealt with (a `Tracker<System>` frees through us), which must cost
+/// nothing more; and never in a passive process, whose records nothing
+/// reads. A block of the presence map leaves it (no lock needed) and may
+/// go.
 ///
 /// # Safety
 /// `block` is a live glibc block.
-#[cold]
+#[inline]
 unsafe fn kept_inside_tracker(block: *mut c_void) -> bool {
-    if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed)
+    if !crate::fork::holding_locks_for_fork()
+        || triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed)
         || presence::enabled() && presence::remove(block.cast(), None, true).is_some()
     {
         return false;

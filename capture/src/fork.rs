@@ -23,7 +23,7 @@
 //! where the dumping thread does not exist, the dump lock and the trigger
 //! settings' lock are simply released.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::{DUMP_LOCK, LIVE, STACKS, hot, sys, threads};
 
@@ -32,6 +32,19 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Whether the forking thread was busy before `prepare` marked it busy;
 /// written and read by the thread holding every lock.
 static WAS_BUSY: AtomicBool = AtomicBool::new(false);
+
+/// The thread that holds every lock for a `fork` (its `pthread_self`), 0
+/// outside one.
+static FORKING_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the calling thread is inside a `fork`, holding every lock (see
+/// the module's docs): a load of a static outside one.
+#[inline]
+pub fn holding_locks_for_fork() -> bool {
+    let forking = FORKING_THREAD.load(Ordering::Relaxed);
+    // SAFETY: pthread_self has no preconditions.
+    forking != 0 && forking == unsafe { libc::pthread_self() } as usize
+}
 
 /// Registers the handlers once per process.
 pub fn install_handlers() {
@@ -50,9 +63,12 @@ extern "C" fn prepare() {
     // start with it marked as trimming, by a thread it does not have.
     crate::presence::TRIM_LOCK.lock_forever();
     WAS_BUSY.store(hot::with(|hot| hot.busy.replace(true)), Ordering::Relaxed);
+    // SAFETY: pthread_self has no preconditions.
+    FORKING_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
 }
 
 extern "C" fn release() {
+    FORKING_THREAD.store(0, Ordering::Relaxed);
     // SAFETY: `prepare` took all of these locks in this thread, and the
     // process (parent or child) resumes with them held by us.
     unsafe {
