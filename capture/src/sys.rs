@@ -1286,7 +1286,6 @@ pub fn make_directory(path: &CStr, mode: u32) -> Result<(), i32> {
     zero_or_errno(unsafe { libc::mkdir(path.as_ptr(), mode as libc::mode_t) })
 }
 
-/// Removes the file at `path`; `Err(errno)` if it cannot.
 /// Whether anything (a symbolic link included) is at `path`.
 pub fn exists(path: &CStr) -> Result<bool, i32> {
     // SAFETY: `stat` is plain data; all-zero is a valid value.
@@ -1300,8 +1299,12 @@ pub fn exists(path: &CStr) -> Result<bool, i32> {
 }
 
 /// Renames `from` to `to`, failing with `EEXIST` rather than replacing
-/// anything at `to`. A file system without `RENAME_NOREPLACE` gets a hard
-/// link (which never replaces either) and the removal of `from`.
+/// anything at `to`. A file system without `RENAME_NOREPLACE` (NFS, FUSE
+/// file systems whose server lacks it) gets a hard link, which never
+/// replaces either, and the removal of `from`. One without hard links
+/// either (many FUSE file systems) gets a check that nothing is at `to`,
+/// then a plain rename: something made at `to` between the two would be
+/// replaced, but the file is not lost.
 pub fn rename_no_replace(from: &CStr, to: &CStr) -> Result<(), i32> {
     // SAFETY: both paths are NUL-terminated; the call touches no memory
     // of ours.
@@ -1315,17 +1318,30 @@ pub fn rename_no_replace(from: &CStr, to: &CStr) -> Result<(), i32> {
         )
     });
     match renamed {
-        Err(libc::EINVAL | libc::ENOSYS) => {
-            // SAFETY: as above.
-            zero_or_errno(unsafe { libc::link(from.as_ptr(), to.as_ptr()) })?;
+        Err(libc::EINVAL | libc::ENOSYS) => {}
+        other => return other,
+    }
+    // SAFETY: as above.
+    match zero_or_errno(unsafe { libc::link(from.as_ptr(), to.as_ptr()) }) {
+        Ok(()) => {
             // A `from` left behind costs a file, not the dump.
             let _ = remove_file(from);
             Ok(())
         }
-        other => other,
+        // No hard links on this file system (`EPERM` is what link(2)
+        // documents for that; FUSE may say `ENOSYS`).
+        Err(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS) => {
+            if exists(to)? {
+                return Err(libc::EEXIST);
+            }
+            // SAFETY: as above.
+            zero_or_errno(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) })
+        }
+        Err(errno) => Err(errno),
     }
 }
 
+/// Removes the file at `path`; `Err(errno)` if it cannot.
 pub fn remove_file(path: &CStr) -> Result<(), i32> {
     // SAFETY: `path` is NUL-terminated.
     zero_or_errno(unsafe { libc::unlink(path.as_ptr()) })

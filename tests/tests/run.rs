@@ -803,6 +803,39 @@ fn a_dump_file_appears_only_when_it_is_whole() {
     }
 }
 
+/// On a file system with neither `RENAME_NOREPLACE` nor hard links (many
+/// FUSE file systems; the program fakes one with a seccomp filter), the
+/// dump still gets its name, whole, in both snapshot modes, and nothing is
+/// left under the name it was written at.
+#[test]
+fn a_dump_gets_its_name_where_there_are_no_hard_links() {
+    let dir = scratch_dir("run_no_hard_links");
+    let program = compile_program(&dir, "no_hard_links.c", "gcc", "no_hard_links", &["-O1"]);
+    for mode in ["fork", "stop"] {
+        let dumps = dir.join(format!("dumps-{mode}"));
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--mode"),
+                OsStr::new(mode),
+                OsStr::new("--"),
+                program.as_os_str(),
+            ],
+        );
+        assert!(output.status.success(), "{mode}: {output:?}");
+        let (path, dump) = the_dump(&dumps);
+        let view = dump.view();
+        let held = view.allocations().iter().filter(|a| a.size == 777).count();
+        assert_eq!(held, 64, "{mode}");
+        let all: Vec<_> = std::fs::read_dir(&dumps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(all, [path], "{mode}");
+    }
+}
+
 /// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
 /// those registered before the tracker's (by a library the program links,
 /// initialized before the preload library) run while the forking thread
