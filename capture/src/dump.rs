@@ -713,6 +713,12 @@ pub fn write(
     let mut child = None;
     let result = snapshot_and_write(fd, caller, mode, file, &mut child);
     if let Some(child) = child {
+        // The program may have ended meanwhile (the exit handler waits
+        // 10 s at most; `_exit` does not wait at all): what the snapshot
+        // process names when whole, it removes when it fails.
+        if let (Err(_), Some(file)) = (&result, file) {
+            file.discard();
+        }
         child.finish(&result);
     }
     result
@@ -1167,6 +1173,12 @@ impl NewFile<'_> {
     fn publish(&self) -> Result<(), DumpError> {
         sys::rename_no_replace(self.partial, self.path).map_err(|errno| DumpError::Open { errno })
     }
+
+    /// Removes the unfinished file: a partial dump is useless and may fill
+    /// the disk further.
+    fn discard(&self) {
+        let _ = sys::remove_file(self.partial);
+    }
 }
 
 /// Writes a dump (as [`write`]) to a new file at `path`, created 0600,
@@ -1212,8 +1224,7 @@ pub fn write_new_file(
         (result, _) => result,
     };
     if result.is_err() {
-        // A partial dump is useless and may fill the disk further.
-        let _ = sys::remove_file(partial);
+        file.discard();
     }
     result
 }

@@ -836,6 +836,45 @@ fn a_dump_gets_its_name_where_there_are_no_hard_links() {
     }
 }
 
+/// A `mode=fork` dump whose snapshot process fails after the program has
+/// ended (here: the program's file size limit stops the dump partway,
+/// after the program has `_exit`ed) leaves nothing behind: the snapshot
+/// process removes what it wrote, as it would have named it if whole.
+#[test]
+fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
+    let dir = scratch_dir("run_snapshot_outlives_program");
+    let program = compile_program(
+        &dir,
+        "snapshot_outlives_program.c",
+        "gcc",
+        "snapshot_outlives_program",
+        &["-O1"],
+    );
+    let dumps = dir.join("dumps");
+    // `--children`: the program is the first process's child (that one
+    // waits for the snapshot process once the program is gone).
+    let output = heapdump_run(
+        &dumps,
+        &[
+            OsStr::new("--children"),
+            OsStr::new("--on"),
+            OsStr::new("signal:USR2"),
+            OsStr::new("--mode"),
+            OsStr::new("fork"),
+            OsStr::new("--"),
+            program.as_os_str(),
+            dumps.as_os_str(),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let left: Vec<_> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
 /// those registered before the tracker's (by a library the program links,
 /// initialized before the preload library) run while the forking thread
