@@ -994,8 +994,9 @@ pub fn set_stop_timeout(timeout: std::time::Duration) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DumpError {
-    /// The dump file could not be created (`errno`); `EEXIST` if it exists,
-    /// `ELOOP` if it is a symbolic link.
+    /// The dump file could not be created or named (`errno`): `EEXIST` if
+    /// something (a symbolic link included) is at its path or at the path
+    /// + `.partial` it is written under until whole.
     Open {
         /// The OS error number.
         errno: i32,
@@ -1005,7 +1006,8 @@ pub enum DumpError {
         /// The OS error number.
         errno: i32,
     },
-    /// The path contains a NUL byte or is longer than 4095 bytes.
+    /// The path contains a NUL byte or is longer than 4087 bytes (4095
+    /// with the `.partial` it is written under until whole).
     InvalidPath,
     /// Scratch memory for the dump could not be mapped.
     OutOfMemory,
@@ -1025,11 +1027,17 @@ impl core::fmt::Display for DumpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             DumpError::Open { errno } if errno == libc::EEXIST => f.write_str(
-                "the dump file already exists (a dump never replaces a file: choose a new name)",
+                "the dump file, or the NAME.partial it is written under until whole, already \
+                 exists (a dump never replaces a file: choose a new name, or remove a .partial \
+                 that no dump is writing any more)",
             ),
             DumpError::Open { errno } if errno == libc::ELOOP => {
                 f.write_str("the dump path is a symbolic link (a dump never follows one)")
             }
+            DumpError::Open { errno } if errno == libc::ENAMETOOLONG => f.write_str(
+                "the dump file's name is too long: with the .partial it is written under until \
+                 whole, it must fit the file system's limit (255 bytes on most)",
+            ),
             DumpError::Open { errno } => write!(
                 f,
                 "cannot create the dump file: {}",
@@ -1040,9 +1048,10 @@ impl core::fmt::Display for DumpError {
                 "cannot write the dump: {}",
                 std::io::Error::from_raw_os_error(errno)
             ),
-            DumpError::InvalidPath => {
-                f.write_str("the dump path contains a NUL byte or is too long")
-            }
+            DumpError::InvalidPath => f.write_str(
+                "the dump path contains a NUL byte or is too long (at most 4087 bytes, to \
+                 leave room for the .partial it is written under until whole)",
+            ),
             DumpError::OutOfMemory => f.write_str("cannot map scratch memory for the dump"),
             DumpError::InvalidSignal => {
                 f.write_str("the stop signal must be catchable (not SIGKILL or SIGSTOP) and not a dump trigger (on=signal)")

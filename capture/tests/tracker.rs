@@ -193,6 +193,31 @@ fn dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600() {
         heapdump_capture::dump_to_path("bad\0path"),
         Err(heapdump_capture::DumpError::InvalidPath)
     );
+    // A dump is written under NAME.partial until whole: a file left there
+    // (a dump cut off) is never replaced, and the error says where to look.
+    let cut_off = dir.join("cut-off.hdump.partial");
+    std::fs::write(&cut_off, b"not a dump").unwrap();
+    let refused = heapdump_capture::dump_to_path(dir.join("cut-off.hdump")).unwrap_err();
+    assert_eq!(refused, heapdump_capture::DumpError::Open { errno: 17 });
+    assert!(refused.to_string().contains("NAME.partial"), "{refused}");
+    assert_eq!(std::fs::read(&cut_off).unwrap(), b"not a dump");
+    assert!(!dir.join("cut-off.hdump").exists());
+    // The longest names the file system takes, less the room `.partial`
+    // needs, are refused with errors that say so.
+    let long_name = dir.join("n".repeat(250));
+    let refused = heapdump_capture::dump_to_path(&long_name).unwrap_err();
+    assert_eq!(refused, heapdump_capture::DumpError::Open { errno: 36 }); // ENAMETOOLONG
+    assert!(refused.to_string().contains(".partial"), "{refused}");
+    let long_path = format!("/{}", "d/".repeat(2045));
+    assert_eq!(long_path.len(), 4091);
+    let refused = heapdump_capture::dump_to_path(&long_path).unwrap_err();
+    assert_eq!(refused, heapdump_capture::DumpError::InvalidPath);
+    assert!(refused.to_string().contains("4087 bytes"), "{refused}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}"); // first.hdump, link.hdump, the cut-off one
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
