@@ -89,7 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let heapdump = heapdump_variable(&args, &dir)?;
     let library = write_library().context("cannot write the preload library")?;
-    let before = dumps_in(&dir);
+    let before = [dumps_in(&dir), partial_dumps_in(&dir)].concat();
 
     let mut preload = OsString::from(&library);
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -323,8 +323,8 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The dump files in `dir` now.
-fn dumps_in(dir: &Path) -> Vec<PathBuf> {
+/// The files in `dir` now whose names are `heapdump.*` + `suffix`.
+fn files_in(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -333,7 +333,7 @@ fn dumps_in(dir: &Path) -> Vec<PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("heapdump.") && n.ends_with(".hdump"))
+                        .is_some_and(|n| n.starts_with("heapdump.") && n.ends_with(suffix))
                 })
                 .collect()
         })
@@ -342,20 +342,50 @@ fn dumps_in(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Lists on stderr the dumps that appeared in `dir` during the run.
+/// The dump files in `dir` now.
+fn dumps_in(dir: &Path) -> Vec<PathBuf> {
+    files_in(dir, ".hdump")
+}
+
+/// The dumps in `dir` not yet whole: written under this name, renamed
+/// without it once whole.
+fn partial_dumps_in(dir: &Path) -> Vec<PathBuf> {
+    files_in(dir, ".hdump.partial")
+}
+
+/// Lists on stderr the dumps that appeared in `dir` during the run, and
+/// those not whole when the program ended.
 fn report_dumps(dir: &Path, before: &[PathBuf]) {
     let new: Vec<PathBuf> = dumps_in(dir)
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
+    let partial: Vec<PathBuf> = partial_dumps_in(dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     let mut stderr = std::io::stderr().lock();
-    if new.is_empty() {
+    if !partial.is_empty() {
         let _ = writeln!(
             stderr,
-            "heapdump: no dump was written to {} (a program that ends with _exit, abort or \
-             a fatal signal writes no exit dump; other causes are reported above)",
-            dir.display()
+            "heapdump: {} dump(s) not whole when the program ended (a snapshot process of \
+             mode=fork may still be writing one, and renames it without .partial once \
+             whole; one cut off by the program's end stays as it is):",
+            partial.len()
         );
+        for dump in &partial {
+            let _ = writeln!(stderr, "  {}", dump.display());
+        }
+    }
+    if new.is_empty() {
+        if partial.is_empty() {
+            let _ = writeln!(
+                stderr,
+                "heapdump: no dump was written to {} (a program that ends with _exit, abort or \
+                 a fatal signal writes no exit dump; other causes are reported above)",
+                dir.display()
+            );
+        }
         return;
     }
     let _ = writeln!(

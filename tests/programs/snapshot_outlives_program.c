@@ -1,15 +1,16 @@
-/* A mode=fork dump whose snapshot process outlives the program and then
- * fails. Run as `snapshot_outlives_program DIR` under `heapdump run
- * --children --on signal:USR2 --mode fork --dir DIR`.
+/* A triggered dump still being written when the program ends. Run as
+ * `snapshot_outlives_program DIR` under `heapdump run --children --on
+ * signal:USR2 --dir DIR`.
  *
  * The first process is a subreaper: it starts the program (itself, with
- * `program DIR`) and waits for every descendant, the snapshot process
+ * `program DIR`) and waits for every descendant, a snapshot process
  * included once the program has ended, so that when it exits the dump
  * has ended too. The program holds 1,500,000 linked blocks (a dump of
  * about 54 MB), limits its files to 32 MiB, raises SIGUSR2, waits until
- * the snapshot process has begun writing (a non-empty .partial file in
- * DIR) and ends with _exit. The file size limit then stops the dump
- * partway, in the snapshot process, with no program left to clean up. */
+ * the dump is being written (a non-empty .partial file in DIR) and ends
+ * with _exit. With --mode fork, the file size limit then stops the dump
+ * partway, in the snapshot process, with no program left to clean up;
+ * with --mode stop, the program's end cuts the dump off. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>

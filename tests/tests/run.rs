@@ -875,6 +875,52 @@ fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// A `mode=stop` dump cut off by the program's end stays under its
+/// `.partial` name, and `heapdump run` lists it as not whole rather than
+/// saying no dump was written.
+#[test]
+fn heapdump_run_lists_a_dump_the_programs_end_cut_off() {
+    let dir = scratch_dir("run_dump_cut_off");
+    let program = compile_program(
+        &dir,
+        "snapshot_outlives_program.c",
+        "gcc",
+        "snapshot_outlives_program",
+        &["-O1"],
+    );
+    let dumps = dir.join("dumps");
+    let output = heapdump_run(
+        &dumps,
+        &[
+            OsStr::new("--children"),
+            OsStr::new("--on"),
+            OsStr::new("signal:USR2"),
+            OsStr::new("--mode"),
+            OsStr::new("stop"),
+            OsStr::new("--"),
+            program.as_os_str(),
+            dumps.as_os_str(),
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let left: Vec<_> = std::fs::read_dir(&dumps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let partial = &left[0];
+    assert!(partial.to_str().unwrap().ends_with(".signal.hdump.partial"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let listed: Vec<&str> = stderr
+        .lines()
+        .skip_while(|line| !line.contains("1 dump(s) not whole when the program ended"))
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    assert_eq!(listed, [partial.to_str().unwrap()], "{stderr}");
+}
+
 /// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
 /// those registered before the tracker's (by a library the program links,
 /// initialized before the preload library) run while the forking thread
