@@ -983,7 +983,12 @@ fn snapshot_and_write(
         process,
         writing,
     )?;
-    if let Some(file) = file {
+    if let (Some(file), Some(_)) = (file, &in_child) {
+        // The snapshot process names the dump, even if the program has
+        // ended meanwhile; after closing its copy of `fd`, whose failure
+        // can mean the data never reached the disk (NFS says so at each
+        // close).
+        sys::close(fd).map_err(|errno| DumpError::Write { errno })?;
         file.publish()?;
     }
     Ok(DumpStats {
@@ -1214,13 +1219,18 @@ pub fn write_new_file(
     let file = NewFile { path, partial };
     let result = write(fd, caller, mode, serialized, Some(&file));
     let closed = sys::close(fd);
+    // A snapshot process (`DumpStats::mode` says whether there was one)
+    // named the dump already; otherwise it is named here, once closed.
     let result = match (result, closed) {
         // A failed close can mean the data never reached the disk (NFS):
-        // the dump, already named, goes.
-        (Ok(_), Err(errno)) => {
-            let _ = sys::remove_file(path);
+        // the dump goes, if already named.
+        (Ok(stats), Err(errno)) => {
+            if stats.mode == Mode::Fork {
+                let _ = sys::remove_file(path);
+            }
             Err(DumpError::Write { errno })
         }
+        (Ok(stats), Ok(())) if stats.mode == Mode::Stop => file.publish().map(|()| stats),
         (result, _) => result,
     };
     if result.is_err() {

@@ -921,6 +921,46 @@ fn heapdump_run_lists_a_dump_the_programs_end_cut_off() {
     assert_eq!(listed, [partial.to_str().unwrap()], "{stderr}");
 }
 
+/// A dump whose file fails to close (NFS reports data that never reached
+/// the server there; the program fakes it with a seccomp filter) is never
+/// named, in either snapshot mode: the program, watching the directory
+/// with inotify, never sees a `.hdump` file, the failure is reported and
+/// nothing is left.
+#[test]
+fn a_dump_whose_file_fails_to_close_is_never_named() {
+    let dir = scratch_dir("run_close_fails");
+    let program = compile_program(&dir, "close_fails.c", "gcc", "close_fails", &["-O1"]);
+    for mode in ["fork", "stop"] {
+        let dumps = dir.join(format!("dumps-{mode}"));
+        let output = heapdump_run(
+            &dumps,
+            &[
+                OsStr::new("--on"),
+                OsStr::new("signal:USR2"),
+                OsStr::new("--mode"),
+                OsStr::new(mode),
+                OsStr::new("--"),
+                program.as_os_str(),
+                dumps.as_os_str(),
+            ],
+        );
+        assert!(output.status.success(), "{mode}: {output:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "never named\n",
+            "{mode}: {output:?}"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot write: "), "{mode}: {stderr}");
+        let left: Vec<_> = std::fs::read_dir(&dumps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{mode}: left behind: {left:?}");
+    }
+}
+
 /// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
 /// those registered before the tracker's (by a library the program links,
 /// initialized before the preload library) run while the forking thread
