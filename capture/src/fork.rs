@@ -69,6 +69,9 @@ extern "C" fn prepare() {
 
 extern "C" fn release() {
     FORKING_THREAD.store(0, Ordering::Relaxed);
+    // Read while the locks are still ours: once they go, another thread's
+    // `fork` may take them and overwrite it.
+    let was_busy = WAS_BUSY.load(Ordering::Relaxed);
     // SAFETY: `prepare` took all of these locks in this thread, and the
     // process (parent or child) resumes with them held by us.
     unsafe {
@@ -78,7 +81,7 @@ extern "C" fn release() {
             shard.table.force_unlock();
         }
     }
-    hot::with(|hot| hot.busy.set(WAS_BUSY.load(Ordering::Relaxed)));
+    hot::with(|hot| hot.busy.set(was_busy));
 }
 
 extern "C" fn release_in_child() {
