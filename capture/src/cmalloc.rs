@@ -326,7 +326,9 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
 /// has dealt with (a `Tracker<System>` frees through us), which must cost
 /// nothing more; and never in a passive process, whose records nothing
 /// reads. A block of the presence map leaves it (no lock needed) and may
-/// go.
+/// go; the forking thread takes a record out itself (the locks are its
+/// own), and the block may go too. Only a signal handler that interrupts
+/// that work keeps a block that may have a record.
 ///
 /// # Safety
 /// `block` is a live glibc block.
@@ -340,8 +342,12 @@ unsafe fn kept_inside_tracker(block: *mut c_void) -> bool {
     }
     // SAFETY: per the contract.
     let footer = unsafe { footer_of(block) };
-    // Only tried: this thread may hold the lock.
-    LIVE.is_recorded(footer, block as u64, false) != Some(false)
+    crate::fork::with_locks_held_for_fork(|| {
+        // SAFETY: this thread holds every shard's lock for the fork, and
+        // no guard of one (the closure runs only then).
+        unsafe { LIVE.remove_holding_locks(footer, block as u64, None) }
+    })
+    .is_none()
 }
 
 /// # Safety

@@ -12,9 +12,10 @@
 //! earlier (a constructor of a library the program or the preload library
 //! depends on) run while this thread holds every lock: it is marked busy
 //! meanwhile, so their allocations pass untracked instead of waiting
-//! forever, and a block with a record that they free or reallocate stays
-//! allocated under it (see `Tracker::dealloc`), never a record of freed
-//! memory.
+//! forever, and a block with a record that they free or reallocate has
+//! its record taken out by this thread, whose locks they are
+//! ([`with_locks_held_for_fork`]), before it goes: never a record of freed
+//! memory, and no block kept.
 //!
 //! The dump lock is not taken: a dump in `mode=fork` holds it while its
 //! snapshot process writes, which may take seconds, and the program's own
@@ -44,6 +45,25 @@ pub fn holding_locks_for_fork() -> bool {
     let forking = FORKING_THREAD.load(Ordering::Relaxed);
     // SAFETY: pthread_self has no preconditions.
     forking != 0 && forking == unsafe { libc::pthread_self() } as usize
+}
+
+/// Set while the forking thread works on the tables whose locks it holds
+/// (a free in a handler run between ours), so that a signal handler that
+/// interrupts that work on the same thread does not work on them too.
+static WORKING_ON_HELD_TABLES: AtomicBool = AtomicBool::new(false);
+
+/// Runs `work` on the tables whose locks the calling thread holds for a
+/// `fork` (see the module's docs), with no other guard of them: `None`,
+/// without running it, if the thread holds none (it is not forking) or
+/// interrupted its own such work (a signal handler).
+#[cold]
+pub fn with_locks_held_for_fork<R>(work: impl FnOnce() -> R) -> Option<R> {
+    if !holding_locks_for_fork() || WORKING_ON_HELD_TABLES.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    let done = work();
+    WORKING_ON_HELD_TABLES.store(false, Ordering::Relaxed);
+    Some(done)
 }
 
 /// Registers the handlers once per process.
