@@ -692,6 +692,10 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
         return usable;
     }
+    if crate::fork::holding_locks_for_fork() {
+        // SAFETY: the caller passes a live block.
+        return unsafe { usable_while_forking(block, usable) };
+    }
     if !presence::enabled() {
         return usable.saturating_sub(FOOTER_BYTES);
     }
@@ -708,6 +712,35 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
         .is_recorded(footer, block as u64, busy.is_some())
         .unwrap_or(true);
     drop(busy);
+    if recorded {
+        usable.saturating_sub(FOOTER_BYTES)
+    } else {
+        usable
+    }
+}
+
+/// `malloc_usable_size` on the thread that holds every lock for a `fork`
+/// (a `pthread_atfork` handler registered before ours runs): the blocks it
+/// makes there pass untracked, without the footer's room, in either mode,
+/// and it holds the lock of every record. It reads the record itself (the
+/// locks are its own): 4 bytes less only for a block with a record.
+///
+/// # Safety
+/// `block` is a live glibc block of `usable` usable bytes.
+#[cold]
+unsafe fn usable_while_forking(block: *mut c_void, usable: usize) -> usize {
+    if presence::enabled() && presence::holds(block.cast()) {
+        return usable;
+    }
+    // SAFETY: per the contract.
+    let footer = unsafe { footer_of(block) };
+    let recorded = crate::fork::with_locks_held_for_fork(|| {
+        // SAFETY: this thread holds every shard's lock for the fork, and
+        // no guard of one (the closure runs only then).
+        unsafe { LIVE.is_recorded_holding_locks(footer, block as u64) }
+    })
+    // A signal handler that interrupted that work: a record, perhaps.
+    .unwrap_or(true);
     if recorded {
         usable.saturating_sub(FOOTER_BYTES)
     } else {

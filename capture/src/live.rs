@@ -855,6 +855,25 @@ impl LiveTable {
         )
     }
 
+    /// [`is_recorded`](Self::is_recorded) by the thread that holds every
+    /// shard's lock for a `fork` (see
+    /// [`remove_holding_locks`](Self::remove_holding_locks)).
+    ///
+    /// # Safety
+    /// As for `remove_holding_locks`.
+    #[cold]
+    pub unsafe fn is_recorded_holding_locks(&self, footer: u32, address: u64) -> bool {
+        if footer == NO_RECORD {
+            return false;
+        }
+        // SAFETY: per the contract, the lock is this thread's and nothing
+        // else refers to the table.
+        let table = unsafe { self.shards[shard_of_footer(footer)].table.assume_held() };
+        table
+            .recorded_size(index_of_footer(footer), address)
+            .is_some()
+    }
+
     /// [`detach`](Self::detach) for a block whose size the caller does not
     /// know (a C `realloc`).
     #[inline]

@@ -4,7 +4,10 @@
  * registered before the tracker's: the prepare handler runs after the
  * tracker's (which holds every lock of the tracker by then), the parent
  * and child handlers before the tracker's release its locks. Counts the
- * blocks they freed that stayed allocated in early_scratch_kept. */
+ * blocks they freed that stayed allocated in early_scratch_kept, and those
+ * malloc_usable_size said were short of what was asked in
+ * early_usable_short. */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,9 @@ void *early_made;
 /* Scratch blocks a handler freed that glibc did not hand out again: kept
  * allocated (leaked) instead of freed. */
 int early_scratch_kept;
+/* Blocks made in a handler for which malloc_usable_size said fewer bytes
+ * than were asked. */
+int early_usable_short;
 
 /* malloc and zero (glibc's calloc does not take from its per-thread cache,
  * which the checks below rely on). */
@@ -29,6 +35,7 @@ static void *zeroed(size_t size) { return memset(malloc(size), 0, size); }
  * was kept allocated at every fork.) */
 static void scratch(size_t size) {
   void *block = zeroed(size);
+  if (malloc_usable_size(block) < size) early_usable_short++;
   free(block);
   void *again = zeroed(size);
   if (again != block) early_scratch_kept++;
@@ -52,6 +59,10 @@ static void prepare(void) {
   early_made = malloc(48);
   memset(early_made, 7, 48);
   scratch(200);
+  /* glibc's chunk for 24 bytes holds exactly 24. */
+  void *exact = malloc(24);
+  if (malloc_usable_size(exact) < 24) early_usable_short++;
+  free(exact);
 }
 
 static void parent(void) { scratch(300); }

@@ -757,7 +757,8 @@ fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child()
 /// untracked scratch blocks whose last bytes read as a footer were kept
 /// at every fork), nor leave a record of freed memory: the two blocks with
 /// records their prepare handler freed and reallocated are freed, and not
-/// in the dump. In exact and production mode.
+/// in the dump; nor may `malloc_usable_size` say a block made there has
+/// fewer bytes than were asked (exit 5). In exact and production mode.
 #[test]
 fn fork_handlers_registered_before_the_trackers_allocate_and_free_without_deadlock() {
     let dir = scratch_dir("run_atfork");
