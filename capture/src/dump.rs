@@ -6,6 +6,7 @@
 //! Nothing here allocates on the tracked heap: all scratch memory is
 //! anonymous mappings returned when the dump ends.
 
+use core::ffi::CStr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use heapdump_formats::records::{
@@ -707,9 +708,10 @@ pub fn write(
     caller: &Caller,
     mode: Mode,
     _serialized: &SpinGuard<'_, ()>,
+    file: Option<&NewFile<'_>>,
 ) -> Result<DumpStats, DumpError> {
     let mut child = None;
-    let result = snapshot_and_write(fd, caller, mode, &mut child);
+    let result = snapshot_and_write(fd, caller, mode, file, &mut child);
     if let Some(child) = child {
         child.finish(&result);
     }
@@ -724,6 +726,7 @@ fn snapshot_and_write(
     fd: i32,
     caller: &Caller,
     mode: Mode,
+    file: Option<&NewFile<'_>>,
     in_child: &mut Option<Child>,
 ) -> Result<DumpStats, DumpError> {
     let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
@@ -974,6 +977,9 @@ fn snapshot_and_write(
         process,
         writing,
     )?;
+    if let Some(file) = file {
+        file.publish()?;
+    }
     Ok(DumpStats {
         allocations: slots.len() as u64,
         live_bytes,
@@ -1143,17 +1149,73 @@ const ELF_MACHINE: u32 = 183;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ELF_MACHINE: u32 = 0;
 
-/// Opens `path` for a new dump: created 0600, never following a symlink,
-/// never replacing an existing file.
-pub fn create(path: &[u8]) -> Result<i32, DumpError> {
-    let mut c_path = sys::PathBuf::<4096>::new();
-    if path.contains(&0) {
+/// What a dump file is called while it is written: its name with this
+/// suffix. It gets its name once its last byte is written, so no reader
+/// (a person, `heapdump run`, a program that collects dumps) ever opens a
+/// dump that is not whole.
+pub const PARTIAL_SUFFIX: &[u8] = b".partial";
+
+/// A new dump file: written at `partial`, renamed to `path` when whole.
+pub struct NewFile<'p> {
+    path: &'p CStr,
+    partial: &'p CStr,
+}
+
+impl NewFile<'_> {
+    /// Gives the whole dump its name, never replacing a file there (one
+    /// made meanwhile: `EEXIST`).
+    fn publish(&self) -> Result<(), DumpError> {
+        sys::rename_no_replace(self.partial, self.path).map_err(|errno| DumpError::Open { errno })
+    }
+}
+
+/// Writes a dump (as [`write`]) to a new file at `path`, created 0600,
+/// never following a symbolic link nor replacing a file. The file is
+/// written under `path` + [`PARTIAL_SUFFIX`] (built in `partial`) and
+/// renamed when whole, by whichever process wrote it (in `Mode::Fork` the
+/// snapshot process, so the dump gets its name even if this process ends
+/// first); on failure nothing is left.
+pub fn write_new_file(
+    path: &mut sys::PathBuf<4096>,
+    partial: &mut sys::PathBuf<4096>,
+    caller: &Caller,
+    mode: Mode,
+    serialized: &SpinGuard<'_, ()>,
+) -> Result<DumpStats, DumpError> {
+    partial.clear();
+    if !partial.push(path.as_bytes()) || !partial.push(PARTIAL_SUFFIX) {
         return Err(DumpError::InvalidPath);
     }
-    if !c_path.push(path) {
-        return Err(DumpError::InvalidPath);
+    let (path, partial) = (path.as_c_str(), partial.as_c_str());
+    // Checked now so that a taken name costs no dump; the rename checks
+    // again, atomically.
+    match sys::exists(path) {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(DumpError::Open {
+                errno: libc::EEXIST,
+            });
+        }
+        Err(errno) => return Err(DumpError::Open { errno }),
     }
-    sys::create_new_file(c_path.as_c_str(), 0o600).map_err(|errno| DumpError::Open { errno })
+    let fd = sys::create_new_file(partial, 0o600).map_err(|errno| DumpError::Open { errno })?;
+    let file = NewFile { path, partial };
+    let result = write(fd, caller, mode, serialized, Some(&file));
+    let closed = sys::close(fd);
+    let result = match (result, closed) {
+        // A failed close can mean the data never reached the disk (NFS):
+        // the dump, already named, goes.
+        (Ok(_), Err(errno)) => {
+            let _ = sys::remove_file(path);
+            Err(DumpError::Write { errno })
+        }
+        (result, _) => result,
+    };
+    if result.is_err() {
+        // A partial dump is useless and may fill the disk further.
+        let _ = sys::remove_file(partial);
+    }
+    result
 }
 
 /// The dump's thread records: every registered thread (its index is what

@@ -1147,6 +1147,7 @@ fn write_heap_dump_from(
         caller,
         mode.unwrap_or_else(triggers::configured_mode),
         &serialized,
+        None,
     )?;
     triggers::dump_written(stats.live_bytes);
     Ok(stats)
@@ -1182,12 +1183,19 @@ fn dump_to_path_from(
     mode: Option<Mode>,
 ) -> Result<DumpStats, DumpError> {
     let _busy = Busy::enter_always();
-    let fd = dump::create(path)?;
-    let result = write_heap_dump_from(fd, caller, mode);
-    let closed = sys::close(fd);
-    match (result, closed) {
-        // A failed close can mean the data never reached the disk (NFS).
-        (Ok(_), Err(errno)) => Err(DumpError::Write { errno }),
-        (result, _) => result,
+    let mut names = [sys::PathBuf::<4096>::new(), sys::PathBuf::new()];
+    let [name, partial] = &mut names;
+    if !name.push(path) {
+        return Err(DumpError::InvalidPath);
     }
+    let serialized = DUMP_LOCK.lock();
+    let stats = dump::write_new_file(
+        name,
+        partial,
+        caller,
+        mode.unwrap_or_else(triggers::configured_mode),
+        &serialized,
+    )?;
+    triggers::dump_written(stats.live_bytes);
+    Ok(stats)
 }

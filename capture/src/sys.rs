@@ -1298,6 +1298,45 @@ pub fn make_directory(path: &CStr, mode: u32) -> Result<(), i32> {
 }
 
 /// Removes the file at `path`; `Err(errno)` if it cannot.
+/// Whether anything (a symbolic link included) is at `path`.
+pub fn exists(path: &CStr) -> Result<bool, i32> {
+    // SAFETY: `stat` is plain data; all-zero is a valid value.
+    let mut status: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `status` a valid out-pointer.
+    match zero_or_errno(unsafe { libc::lstat(path.as_ptr(), &mut status) }) {
+        Ok(()) => Ok(true),
+        Err(libc::ENOENT) => Ok(false),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Renames `from` to `to`, failing with `EEXIST` rather than replacing
+/// anything at `to`. A file system without `RENAME_NOREPLACE` gets a hard
+/// link (which never replaces either) and the removal of `from`.
+pub fn rename_no_replace(from: &CStr, to: &CStr) -> Result<(), i32> {
+    // SAFETY: both paths are NUL-terminated; the call touches no memory
+    // of ours.
+    let renamed = zero_or_errno(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    });
+    match renamed {
+        Err(libc::EINVAL | libc::ENOSYS) => {
+            // SAFETY: as above.
+            zero_or_errno(unsafe { libc::link(from.as_ptr(), to.as_ptr()) })?;
+            // A `from` left behind costs a file, not the dump.
+            let _ = remove_file(from);
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 pub fn remove_file(path: &CStr) -> Result<(), i32> {
     // SAFETY: `path` is NUL-terminated.
     zero_or_errno(unsafe { libc::unlink(path.as_ptr()) })
@@ -1702,6 +1741,22 @@ mod tests {
         let mut out = [0u8; 64];
         assert_eq!(read_file(dir.as_c_str(), &mut out), 12);
         assert_eq!(&out[..12], b"twelve bytes");
+        // A rename never replaces a file, and leaves both as they were.
+        let mut other = dir;
+        assert!(other.push(b".partial"));
+        let fd = create_new_file(other.as_c_str(), 0o600).unwrap();
+        assert_eq!(close(fd), Ok(()));
+        assert_eq!(exists(other.as_c_str()), Ok(true));
+        assert_eq!(
+            rename_no_replace(other.as_c_str(), dir.as_c_str()),
+            Err(libc::EEXIST)
+        );
+        assert_eq!(read_file(dir.as_c_str(), &mut out), 12);
+        assert_eq!(remove_file(dir.as_c_str()), Ok(()));
+        assert_eq!(exists(dir.as_c_str()), Ok(false));
+        assert_eq!(rename_no_replace(other.as_c_str(), dir.as_c_str()), Ok(()));
+        assert_eq!(exists(other.as_c_str()), Ok(false));
+        assert_eq!(read_file(dir.as_c_str(), &mut out), 0);
         assert_eq!(remove_file(dir.as_c_str()), Ok(()));
         assert_eq!(remove_file(dir.as_c_str()), Err(libc::ENOENT));
         assert_eq!(is_directory(dir.as_c_str()), Err(libc::ENOENT));

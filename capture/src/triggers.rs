@@ -593,21 +593,8 @@ fn write_file(
     caller: &Caller,
     serialized: &sys::SpinGuard<'_, ()>,
 ) -> Result<DumpStats, Failure> {
-    let fd = dump::create(path.as_bytes()).map_err(Failure::Dump)?;
-    let result = dump::write(fd, caller, configured_mode(), serialized);
-    let closed = sys::close(fd);
-    let result = match (result, closed) {
-        (Ok(_), Err(errno)) => Err(DumpError::Write { errno }),
-        (result, _) => result,
-    };
-    if result.is_err() {
-        // A partial dump is useless and may fill the disk further.
-        scratch.clear();
-        if scratch.push(path.as_bytes()) {
-            let _ = sys::remove_file(scratch.as_c_str());
-        }
-    }
-    result.map_err(Failure::Dump)
+    dump::write_new_file(path, scratch, caller, configured_mode(), serialized)
+        .map_err(Failure::Dump)
 }
 
 /// Creates the directory in `dir` and its missing parents, each 0700.

@@ -748,6 +748,61 @@ fn malloc_usable_size_is_never_short_in_a_signal_handler_or_an_untracked_child()
     }
 }
 
+/// A dump appears under its name only once it is whole: watched every
+/// millisecond while `heapdump run` writes the exit dump of a heap of 1.5
+/// million blocks (about a second of writing), the file is never seen
+/// shorter than it ends, it opens and verifies, and nothing is left under
+/// the name it was written at. In both snapshot modes.
+#[test]
+fn a_dump_file_appears_only_when_it_is_whole() {
+    let dir = scratch_dir("run_whole_dump");
+    let program = compile_program(&dir, "big_heap_at_exit.c", "gcc", "big_heap", &["-O1"]);
+    for mode in ["fork", "stop"] {
+        let dumps = dir.join(format!("dumps-{mode}"));
+        let mut run = std::process::Command::new(heapdump_tests::binary("heapdump"))
+            .args(["run", "--mode", mode, "--dir"])
+            .arg(&dumps)
+            .arg("--")
+            .arg(&program)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The size each file had when first seen.
+        let mut first_seen = std::collections::BTreeMap::new();
+        let status = loop {
+            for entry in std::fs::read_dir(&dumps).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.extension() == Some(OsStr::new("hdump"))
+                    && let Ok(metadata) = entry.metadata()
+                {
+                    first_seen.entry(path).or_insert(metadata.len());
+                }
+            }
+            if let Some(status) = run.try_wait().unwrap() {
+                break status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert!(status.success(), "{mode}: {:?}", run.wait_with_output());
+        let (path, _) = the_dump(&dumps);
+        let whole = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            first_seen.get(&path).copied().unwrap_or(whole),
+            whole,
+            "{mode}: {} was seen before it was whole",
+            path.display()
+        );
+        let left: Vec<_> = std::fs::read_dir(&dumps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| *p != path)
+            .collect();
+        assert!(left.is_empty(), "{mode}: left behind: {left:?}");
+    }
+}
+
 /// `fork` with `pthread_atfork` handlers that allocate, free and reallocate:
 /// those registered before the tracker's (by a library the program links,
 /// initialized before the preload library) run while the forking thread

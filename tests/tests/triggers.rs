@@ -17,10 +17,17 @@ use heapdump_formats::records::process_flags;
 use heapdump_formats::verify::verify;
 use heapdump_tests::{binary, scratch_dir};
 
-/// The dumps in `dir`, by name.
+/// The dumps in `dir`, by name: its `.hdump` files (a dump being written
+/// has another name until it is whole).
 fn dumps_in(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension() == Some(std::ffi::OsStr::new("hdump")))
+                .collect()
+        })
         .unwrap_or_default();
     found.sort();
     found
