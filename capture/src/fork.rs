@@ -30,9 +30,12 @@ use crate::{DUMP_LOCK, LIVE, STACKS, hot, sys, threads};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the forking thread was busy before `prepare` marked it busy;
-/// written and read by the thread holding every lock.
-static WAS_BUSY: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether this thread was busy before its `prepare` marked it busy.
+    /// The thread's own: two threads that fork at once both get here, one
+    /// of them before it waits for the locks.
+    static WAS_BUSY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
 
 /// The thread that holds every lock for a `fork` (its `pthread_self`), 0
 /// outside one.
@@ -75,6 +78,10 @@ pub fn install_handlers() {
 }
 
 extern "C" fn prepare() {
+    // Busy before the first lock is taken: a signal handler that allocates
+    // on this thread while it holds some of them passes untracked instead
+    // of waiting for a lock its own thread holds.
+    WAS_BUSY.set(hot::with(|hot| hot.busy.replace(true)));
     for shard in &LIVE.shards {
         shard.table.lock_forever();
     }
@@ -82,16 +89,12 @@ extern "C" fn prepare() {
     // No fork in the middle of a trim of the presence map: the child would
     // start with it marked as trimming, by a thread it does not have.
     crate::presence::TRIM_LOCK.lock_forever();
-    WAS_BUSY.store(hot::with(|hot| hot.busy.replace(true)), Ordering::Relaxed);
     // SAFETY: pthread_self has no preconditions.
     FORKING_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
 }
 
 extern "C" fn release() {
     FORKING_THREAD.store(0, Ordering::Relaxed);
-    // Read while the locks are still ours: once they go, another thread's
-    // `fork` may take them and overwrite it.
-    let was_busy = WAS_BUSY.load(Ordering::Relaxed);
     // SAFETY: `prepare` took all of these locks in this thread, and the
     // process (parent or child) resumes with them held by us.
     unsafe {
@@ -101,7 +104,7 @@ extern "C" fn release() {
             shard.table.force_unlock();
         }
     }
-    hot::with(|hot| hot.busy.set(was_busy));
+    hot::with(|hot| hot.busy.set(WAS_BUSY.get()));
 }
 
 extern "C" fn release_in_child() {
