@@ -326,7 +326,9 @@ pub unsafe extern "C" fn free(block: *mut c_void) {
 /// has dealt with (a `Tracker<System>` frees through us), which must cost
 /// nothing more; and never in a passive process, whose records nothing
 /// reads. A block of the presence map leaves it (no lock needed) and may
-/// go.
+/// go; the forking thread takes a record out itself (the locks are its
+/// own), and the block may go too. Only a signal handler that interrupts
+/// that work keeps a block that may have a record.
 ///
 /// # Safety
 /// `block` is a live glibc block.
@@ -340,8 +342,12 @@ unsafe fn kept_inside_tracker(block: *mut c_void) -> bool {
     }
     // SAFETY: per the contract.
     let footer = unsafe { footer_of(block) };
-    // Only tried: this thread may hold the lock.
-    LIVE.is_recorded(footer, block as u64, false) != Some(false)
+    crate::fork::with_locks_held_for_fork(|| {
+        // SAFETY: this thread holds every shard's lock for the fork, and
+        // no guard of one (the closure runs only then).
+        unsafe { LIVE.remove_holding_locks(footer, block as u64, None) }
+    })
+    .is_none()
 }
 
 /// # Safety
@@ -686,6 +692,10 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
         return usable;
     }
+    if crate::fork::holding_locks_for_fork() {
+        // SAFETY: the caller passes a live block.
+        return unsafe { usable_while_forking(block, usable) };
+    }
     if !presence::enabled() {
         return usable.saturating_sub(FOOTER_BYTES);
     }
@@ -702,6 +712,35 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
         .is_recorded(footer, block as u64, busy.is_some())
         .unwrap_or(true);
     drop(busy);
+    if recorded {
+        usable.saturating_sub(FOOTER_BYTES)
+    } else {
+        usable
+    }
+}
+
+/// `malloc_usable_size` on the thread that holds every lock for a `fork`
+/// (a `pthread_atfork` handler registered before ours runs): the blocks it
+/// makes there pass untracked, without the footer's room, in either mode,
+/// and it holds the lock of every record. It reads the record itself (the
+/// locks are its own): 4 bytes less only for a block with a record.
+///
+/// # Safety
+/// `block` is a live glibc block of `usable` usable bytes.
+#[cold]
+unsafe fn usable_while_forking(block: *mut c_void, usable: usize) -> usize {
+    if presence::enabled() && presence::holds(block.cast()) {
+        return usable;
+    }
+    // SAFETY: per the contract.
+    let footer = unsafe { footer_of(block) };
+    let recorded = crate::fork::with_locks_held_for_fork(|| {
+        // SAFETY: this thread holds every shard's lock for the fork, and
+        // no guard of one (the closure runs only then).
+        unsafe { LIVE.is_recorded_holding_locks(footer, block as u64) }
+    })
+    // A signal handler that interrupted that work: a record, perhaps.
+    .unwrap_or(true);
     if recorded {
         usable.saturating_sub(FOOTER_BYTES)
     } else {

@@ -12,9 +12,10 @@
 //! earlier (a constructor of a library the program or the preload library
 //! depends on) run while this thread holds every lock: it is marked busy
 //! meanwhile, so their allocations pass untracked instead of waiting
-//! forever, and a block with a record that they free or reallocate stays
-//! allocated under it (see `Tracker::dealloc`), never a record of freed
-//! memory.
+//! forever, and a block with a record that they free or reallocate has
+//! its record taken out by this thread, whose locks they are
+//! ([`with_locks_held_for_fork`]), before it goes: never a record of freed
+//! memory, and no block kept.
 //!
 //! The dump lock is not taken: a dump in `mode=fork` holds it while its
 //! snapshot process writes, which may take seconds, and the program's own
@@ -29,9 +30,12 @@ use crate::{DUMP_LOCK, LIVE, STACKS, hot, sys, threads};
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the forking thread was busy before `prepare` marked it busy;
-/// written and read by the thread holding every lock.
-static WAS_BUSY: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Whether this thread was busy before its `prepare` marked it busy.
+    /// The thread's own: two threads that fork at once both get here, one
+    /// of them before it waits for the locks.
+    static WAS_BUSY: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
 
 /// The thread that holds every lock for a `fork` (its `pthread_self`), 0
 /// outside one.
@@ -46,6 +50,25 @@ pub fn holding_locks_for_fork() -> bool {
     forking != 0 && forking == unsafe { libc::pthread_self() } as usize
 }
 
+/// Set while the forking thread works on the tables whose locks it holds
+/// (a free in a handler run between ours), so that a signal handler that
+/// interrupts that work on the same thread does not work on them too.
+static WORKING_ON_HELD_TABLES: AtomicBool = AtomicBool::new(false);
+
+/// Runs `work` on the tables whose locks the calling thread holds for a
+/// `fork` (see the module's docs), with no other guard of them: `None`,
+/// without running it, if the thread holds none (it is not forking) or
+/// interrupted its own such work (a signal handler).
+#[cold]
+pub fn with_locks_held_for_fork<R>(work: impl FnOnce() -> R) -> Option<R> {
+    if !holding_locks_for_fork() || WORKING_ON_HELD_TABLES.swap(true, Ordering::Relaxed) {
+        return None;
+    }
+    let done = work();
+    WORKING_ON_HELD_TABLES.store(false, Ordering::Relaxed);
+    Some(done)
+}
+
 /// Registers the handlers once per process.
 pub fn install_handlers() {
     if INSTALLED.swap(true, Ordering::AcqRel) {
@@ -55,6 +78,10 @@ pub fn install_handlers() {
 }
 
 extern "C" fn prepare() {
+    // Busy before the first lock is taken: a signal handler that allocates
+    // on this thread while it holds some of them passes untracked instead
+    // of waiting for a lock its own thread holds.
+    WAS_BUSY.set(hot::with(|hot| hot.busy.replace(true)));
     for shard in &LIVE.shards {
         shard.table.lock_forever();
     }
@@ -62,7 +89,6 @@ extern "C" fn prepare() {
     // No fork in the middle of a trim of the presence map: the child would
     // start with it marked as trimming, by a thread it does not have.
     crate::presence::TRIM_LOCK.lock_forever();
-    WAS_BUSY.store(hot::with(|hot| hot.busy.replace(true)), Ordering::Relaxed);
     // SAFETY: pthread_self has no preconditions.
     FORKING_THREAD.store(unsafe { libc::pthread_self() } as usize, Ordering::Relaxed);
 }
@@ -78,7 +104,7 @@ extern "C" fn release() {
             shard.table.force_unlock();
         }
     }
-    hot::with(|hot| hot.busy.set(WAS_BUSY.load(Ordering::Relaxed)));
+    hot::with(|hot| hot.busy.set(WAS_BUSY.get()));
 }
 
 extern "C" fn release_in_child() {

@@ -633,11 +633,10 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
             if busy.is_some() {
                 LIVE.remove(footer, block as u64, layout.size() as u64);
             } else if footer != live::NO_RECORD {
-                // The thread is inside the tracker (a fork handler run
-                // while it holds every lock, a signal handler that
-                // interrupted it) and cannot take the record out: the
-                // block stays allocated, so the record stays true.
-                return;
+                // SAFETY: the block's own footer, read above.
+                if !unsafe { remove_record_inside_tracker(footer, block, layout.size()) } {
+                    return;
+                }
             }
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
@@ -665,11 +664,17 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         if busy.is_none()
             // SAFETY: as in `dealloc`.
             && (!was_mappable || unsafe { has_footer_room(block, layout.size()) })
-            // SAFETY: as in `dealloc`.
-            && unsafe { read_footer(block, layout.size()) } != live::NO_RECORD
         {
-            // SAFETY: the caller's contract for `realloc`; a recorded block.
-            return unsafe { self.move_keeping_record(block, layout, new_size, new_outer) };
+            // SAFETY: as in `dealloc`.
+            let footer = unsafe { read_footer(block, layout.size()) };
+            if footer != live::NO_RECORD
+                // SAFETY: the block's own footer.
+                && !unsafe { remove_record_inside_tracker(footer, block, layout.size()) }
+            {
+                // SAFETY: the caller's contract for `realloc`; a recorded
+                // block.
+                return unsafe { self.move_keeping_record(block, layout, new_size, new_outer) };
+            }
         }
         // As in `dealloc`, the record goes (for now) before the inner
         // allocator may free the block: a dump running meanwhile must not
@@ -729,6 +734,27 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         unsafe { write_footer(moved, new_size, footer) };
         moved
     }
+}
+
+/// For a block with a record freed or reallocated on a thread already
+/// inside the tracker: takes the record out if the thread may, and says
+/// whether it did. It may while it holds every lock for a `fork` (a
+/// `pthread_atfork` handler registered before the tracker's runs, see
+/// `fork`): the locks are its own. Otherwise (a signal handler that
+/// interrupted the tracker, perhaps holding the record's lock) it may not
+/// wait for a lock, and the block must stay allocated under its record so
+/// that the record stays true.
+///
+/// # Safety
+/// `footer` is the footer of the live block at `block` of `size` bytes.
+#[cold]
+unsafe fn remove_record_inside_tracker(footer: u32, block: *mut u8, size: usize) -> bool {
+    fork::with_locks_held_for_fork(|| {
+        // SAFETY: this thread holds every shard's lock for the fork, and
+        // no guard of one (the closure runs only then).
+        unsafe { LIVE.remove_holding_locks(footer, block as u64, Some(size as u64)) }
+    })
+    .is_some()
 }
 
 /// The layout a block the program got with `layout` was asked of `A`

@@ -798,12 +798,7 @@ impl LiveTable {
         let shard = &self.shards[shard_of_footer(footer)];
         let mut table = shard.table.lock();
         table.total_frees += 1;
-        if footer != NO_RECORD && table.remove(index_of_footer(footer), address, size) {
-            if table.trim_due() {
-                table.trim();
-            }
-            shard.publish(&table);
-        }
+        shard.take_out(&mut table, footer, address, Some(size));
     }
 
     /// [`remove`](Self::remove) for a block whose size the caller does not
@@ -814,17 +809,28 @@ impl LiveTable {
         let shard = &self.shards[shard_of_footer(footer)];
         let mut table = shard.table.lock();
         table.total_frees += 1;
-        if footer == NO_RECORD {
-            return;
-        }
-        let index = index_of_footer(footer);
-        if let Some(size) = table.recorded_size(index, address)
-            && table.remove(index, address, size)
-        {
-            if table.trim_due() {
-                table.trim();
-            }
-            shard.publish(&table);
+        shard.take_out(&mut table, footer, address, None);
+    }
+
+    /// [`remove`](Self::remove) (or with `size` `None`,
+    /// [`remove_recorded`](Self::remove_recorded)) by the thread that holds
+    /// every shard's lock for a `fork` (see `fork`), which a
+    /// `pthread_atfork` handler registered before the tracker's calls: the
+    /// lock is this thread's already. The free counts only if the block
+    /// had a record (its allocation counted; those made in that window are
+    /// not tracked).
+    ///
+    /// # Safety
+    /// The calling thread holds every shard's lock, taken with
+    /// `lock_forever` and not yet released, and no guard of any.
+    #[cold]
+    pub unsafe fn remove_holding_locks(&self, footer: u32, address: u64, size: Option<u64>) {
+        let shard = &self.shards[shard_of_footer(footer)];
+        // SAFETY: per the contract, the lock is this thread's and nothing
+        // else refers to the table.
+        let mut table = unsafe { shard.table.assume_held() };
+        if shard.take_out(&mut table, footer, address, size) {
+            table.total_frees += 1;
         }
     }
 
@@ -847,6 +853,25 @@ impl LiveTable {
                 .recorded_size(index_of_footer(footer), address)
                 .is_some(),
         )
+    }
+
+    /// [`is_recorded`](Self::is_recorded) by the thread that holds every
+    /// shard's lock for a `fork` (see
+    /// [`remove_holding_locks`](Self::remove_holding_locks)).
+    ///
+    /// # Safety
+    /// As for `remove_holding_locks`.
+    #[cold]
+    pub unsafe fn is_recorded_holding_locks(&self, footer: u32, address: u64) -> bool {
+        if footer == NO_RECORD {
+            return false;
+        }
+        // SAFETY: per the contract, the lock is this thread's and nothing
+        // else refers to the table.
+        let table = unsafe { self.shards[shard_of_footer(footer)].table.assume_held() };
+        table
+            .recorded_size(index_of_footer(footer), address)
+            .is_some()
     }
 
     /// [`detach`](Self::detach) for a block whose size the caller does not
@@ -1015,6 +1040,35 @@ impl Shard {
     fn publish(&self, table: &ShardTable) {
         self.count.store(table.count, Ordering::Relaxed);
         self.bytes.store(table.bytes, Ordering::Relaxed);
+    }
+
+    /// Takes the record `footer` names out of `table` (this shard's,
+    /// locked) if it is the live record of the block at `address`: of
+    /// `size` bytes, else of the size it records, checking its address
+    /// too. Whether it was.
+    #[inline]
+    fn take_out(
+        &self,
+        table: &mut ShardTable,
+        footer: u32,
+        address: u64,
+        size: Option<u64>,
+    ) -> bool {
+        if footer == NO_RECORD {
+            return false;
+        }
+        let index = index_of_footer(footer);
+        let Some(size) = size.or_else(|| table.recorded_size(index, address)) else {
+            return false;
+        };
+        if !table.remove(index, address, size) {
+            return false;
+        }
+        if table.trim_due() {
+            table.trim();
+        }
+        self.publish(table);
+        true
     }
 }
 

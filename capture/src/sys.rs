@@ -579,6 +579,17 @@ impl<T> SpinLock<T> {
         core::mem::forget(self.lock());
     }
 
+    /// A guard of the lock this thread took with
+    /// [`lock_forever`](Self::lock_forever) and still holds: it reaches
+    /// the value and releases nothing when dropped.
+    ///
+    /// # Safety
+    /// The calling thread owns the lock through `lock_forever` and holds
+    /// no other guard of it (nor reference into the value).
+    pub unsafe fn assume_held(&self) -> core::mem::ManuallyDrop<SpinGuard<'_, T>> {
+        core::mem::ManuallyDrop::new(SpinGuard { lock: self })
+    }
+
     /// Releases a lock taken by [`lock_forever`](Self::lock_forever).
     ///
     /// # Safety

@@ -19,7 +19,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// they run one after another on the main thread (`harness = false`):
 /// libtest's own threads would allocate in the middle of a measurement.
 fn main() {
-    let tests: [(&str, fn()); 8] = [
+    let tests: [(&str, fn()); 9] = [
         (
             "boxes_are_tracked_exactly_and_freed_ones_disappear",
             boxes_are_tracked_exactly_and_freed_ones_disappear,
@@ -51,6 +51,10 @@ fn main() {
         (
             "the_dump_names_the_function_that_allocated_a_block",
             the_dump_names_the_function_that_allocated_a_block,
+        ),
+        (
+            "blocks_freed_in_a_fork_handler_registered_before_the_trackers_are_freed_with_their_records",
+            blocks_freed_in_a_fork_handler_registered_before_the_trackers_are_freed_with_their_records,
         ),
     ];
     common::run_tests(&tests, || {});
@@ -398,4 +402,118 @@ fn the_dump_names_the_function_that_allocated_a_block() {
         "{named:#?}"
     );
     drop(block);
+}
+
+/// What the early fork handler below works on: set by the test before it
+/// forks, taken by the handler.
+mod early_fork {
+    use std::alloc::Layout;
+    use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+    pub static FREE_ME: AtomicPtr<[u8; 1500]> = AtomicPtr::new(core::ptr::null_mut());
+    pub static GROW_ME: AtomicPtr<Vec<u8>> = AtomicPtr::new(core::ptr::null_mut());
+    pub static ALIGNED: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+    pub static SCRATCH_KEPT: AtomicBool = AtomicBool::new(false);
+    pub const ALIGNED_LAYOUT: Layout = match Layout::from_size_align(256, 64) {
+        Ok(layout) => layout,
+        Err(_) => panic!("a valid layout"),
+    };
+
+    /// Registered before `main` (before the program's first allocation,
+    /// which registers the tracker's handlers): this prepare handler runs
+    /// after the tracker's, while the forking thread holds every lock.
+    #[used]
+    #[unsafe(link_section = ".init_array")]
+    static REGISTER: extern "C" fn() = register;
+
+    extern "C" fn register() {
+        // SAFETY: plain function pointers, no handler for the others.
+        unsafe { libc::pthread_atfork(Some(prepare), None, None) };
+    }
+
+    extern "C" fn prepare() {
+        let free_me = FREE_ME.swap(core::ptr::null_mut(), Ordering::Relaxed);
+        if free_me.is_null() {
+            return;
+        }
+        // SAFETY: the test's `Box::into_raw`, taken once.
+        drop(unsafe { Box::from_raw(free_me) });
+        // SAFETY: the test's `Box::into_raw` of a Vec, read and written
+        // back by this thread alone.
+        let grow_me = unsafe { &mut *GROW_ME.load(Ordering::Relaxed) };
+        grow_me.reserve_exact(3000);
+        let aligned = ALIGNED.load(Ordering::Relaxed);
+        // SAFETY: the test's block of `ALIGNED_LAYOUT`.
+        let grown = unsafe { std::alloc::realloc(aligned, ALIGNED_LAYOUT, 1000) };
+        ALIGNED.store(grown, Ordering::Relaxed);
+        // A block without a record (made here) freed here goes back to
+        // glibc, whose per-thread cache hands it out again: its last
+        // usable bytes are no footer of ours.
+        let scratch = Vec::<u8>::with_capacity(101);
+        let at = scratch.as_ptr();
+        drop(scratch);
+        let again = Vec::<u8>::with_capacity(101);
+        SCRATCH_KEPT.store(again.as_ptr() != at, Ordering::Relaxed);
+    }
+}
+
+/// A `pthread_atfork` handler registered before the tracker's runs while
+/// the forking thread holds every tracker lock: the blocks with records it
+/// frees and reallocates (an over-aligned one among them) are freed with
+/// their records, none kept allocated, and the reallocated ones keep their
+/// bytes and alignment.
+fn blocks_freed_in_a_fork_handler_registered_before_the_trackers_are_freed_with_their_records() {
+    use early_fork::*;
+    use std::sync::atomic::Ordering;
+
+    let grow_me: Box<Vec<u8>> = Box::new((0..2000).map(|i| i as u8).collect());
+    // SAFETY: a valid layout of a non-zero size.
+    let aligned = unsafe { std::alloc::alloc(ALIGNED_LAYOUT) };
+    assert!(!aligned.is_null());
+    // SAFETY: 256 bytes of the fresh block.
+    unsafe { aligned.write_bytes(0xa5, 256) };
+    ALIGNED.store(aligned, Ordering::Relaxed);
+    let grow_me = Box::into_raw(grow_me);
+    GROW_ME.store(grow_me, Ordering::Relaxed);
+    FREE_ME.store(Box::into_raw(Box::new([7u8; 1500])), Ordering::Relaxed);
+
+    let before = heapdump_capture::stats();
+    // SAFETY: the child only exits.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        // SAFETY: leaving the child at once, without running anything.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(child > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: our child, and a valid out-pointer.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert_eq!(status, 0);
+    let after = heapdump_capture::stats();
+
+    // The box, the Vec's buffer and the aligned block lost their records;
+    // their new blocks (made inside the fork) have none.
+    assert_eq!(before.live_count - after.live_count, 3);
+    assert_eq!(before.live_bytes - after.live_bytes, 1500 + 2000 + 256);
+    assert!(FREE_ME.load(Ordering::Relaxed).is_null());
+    assert!(
+        !SCRATCH_KEPT.load(Ordering::Relaxed),
+        "a block freed in the handler stayed allocated"
+    );
+
+    // SAFETY: the Vec the handler grew, ours again.
+    let grown = unsafe { Box::from_raw(grow_me) };
+    assert!(grown.capacity() >= 5000);
+    assert!(grown.iter().enumerate().all(|(i, &b)| b == i as u8));
+    drop(grown);
+    let aligned = ALIGNED.load(Ordering::Relaxed);
+    assert_eq!(aligned as usize % 64, 0);
+    // SAFETY: the block the handler reallocated to 1000 bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(aligned, 256) };
+    assert!(bytes.iter().all(|&b| b == 0xa5));
+    let layout = std::alloc::Layout::from_size_align(1000, 64).unwrap();
+    // SAFETY: as above, with its layout now.
+    unsafe { std::alloc::dealloc(aligned, layout) };
+    // Freeing the blocks without records changed no count.
+    assert_eq!(heapdump_capture::stats().live_count, after.live_count - 1);
 }

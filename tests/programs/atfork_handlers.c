@@ -3,7 +3,10 @@
  * before the tracker's, and its own, registered from a constructor (after
  * the tracker's: they run outside its locks). Exit 0 when both sides of
  * the fork go on; a handler waiting forever on a lock ends it by SIGALRM.
- * Writes "ADDRESS SIZE" (hex address) of the two blocks the early prepare
+ * Exit 4 when a block the early handlers freed stayed allocated, 5 when
+ * malloc_usable_size said fewer bytes than asked of a block made there
+ * (in the child the failure is the parent's exit 1). Writes
+ * "ADDRESS SIZE" (hex address) of the two blocks the early prepare
  * handler freed and reallocated to the file named by argv[1]. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,8 @@
 extern void *early_free_me;
 extern void *early_grow_me;
 extern void *early_made;
+extern int early_scratch_kept;
+extern int early_usable_short;
 
 static void *late_made;
 
@@ -46,7 +51,7 @@ int main(int argc, char **argv) {
       memset(block, 1, 1000);
       free(block);
       free(early_made);
-      _exit(0);
+      _exit(early_scratch_kept ? 4 : early_usable_short ? 5 : 0);
     }
     int status = 0;
     if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
@@ -57,5 +62,5 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 2222; i++)
     if (((unsigned char *)early_grow_me)[i] != 2) return 3;
   free(early_grow_me);
-  return 0;
+  return early_scratch_kept ? 4 : early_usable_short ? 5 : 0;
 }
