@@ -793,10 +793,8 @@ fn a_dump_file_appears_only_when_it_is_whole() {
             "{mode}: {} was seen before it was whole",
             path.display()
         );
-        let left: Vec<_> = std::fs::read_dir(&dumps)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
+        let left: Vec<_> = files_in(&dumps)
+            .into_iter()
             .filter(|p| *p != path)
             .collect();
         assert!(left.is_empty(), "{mode}: left behind: {left:?}");
@@ -827,11 +825,7 @@ fn a_dump_gets_its_name_where_there_are_no_hard_links() {
         let view = dump.view();
         let held = view.allocations().iter().filter(|a| a.size == 777).count();
         assert_eq!(held, 64, "{mode}");
-        let all: Vec<_> = std::fs::read_dir(&dumps)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let all = files_in(&dumps);
         assert_eq!(all, [path], "{mode}");
     }
 }
@@ -842,7 +836,19 @@ fn a_dump_gets_its_name_where_there_are_no_hard_links() {
 /// process removes what it wrote, as it would have named it if whole.
 #[test]
 fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
-    let dir = scratch_dir("run_snapshot_outlives_program");
+    let (dumps, output) = run_until_the_dump_is_cut_off("run_snapshot_outlives_program", "fork");
+    assert!(output.status.success(), "{output:?}");
+    let left = files_in(&dumps);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Runs tests/programs/snapshot_outlives_program.c under `heapdump run`
+/// with `--on signal:USR2` in snapshot `mode`: the program's file size
+/// limit cuts its dump off after the program has ended. `--children`: the
+/// program is the first process's child (that one waits for the snapshot
+/// process once the program is gone). The dumps' directory and the run.
+fn run_until_the_dump_is_cut_off(test: &str, mode: &str) -> (PathBuf, std::process::Output) {
+    let dir = scratch_dir(test);
     let program = compile_program(
         &dir,
         "snapshot_outlives_program.c",
@@ -851,8 +857,6 @@ fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
         &["-O1"],
     );
     let dumps = dir.join("dumps");
-    // `--children`: the program is the first process's child (that one
-    // waits for the snapshot process once the program is gone).
     let output = heapdump_run(
         &dumps,
         &[
@@ -860,19 +864,22 @@ fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
             OsStr::new("--on"),
             OsStr::new("signal:USR2"),
             OsStr::new("--mode"),
-            OsStr::new("fork"),
+            OsStr::new(mode),
             OsStr::new("--"),
             program.as_os_str(),
             dumps.as_os_str(),
         ],
     );
-    assert!(output.status.success(), "{output:?}");
-    let left: Vec<_> = std::fs::read_dir(&dumps)
+    (dumps, output)
+}
+
+/// The paths of the files in `dir`, in the order the directory lists them.
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+        .collect()
 }
 
 /// A `mode=stop` dump cut off by the program's end stays under its
@@ -880,34 +887,9 @@ fn a_snapshot_process_that_fails_after_the_program_ended_leaves_nothing() {
 /// saying no dump was written.
 #[test]
 fn heapdump_run_lists_a_dump_the_programs_end_cut_off() {
-    let dir = scratch_dir("run_dump_cut_off");
-    let program = compile_program(
-        &dir,
-        "snapshot_outlives_program.c",
-        "gcc",
-        "snapshot_outlives_program",
-        &["-O1"],
-    );
-    let dumps = dir.join("dumps");
-    let output = heapdump_run(
-        &dumps,
-        &[
-            OsStr::new("--children"),
-            OsStr::new("--on"),
-            OsStr::new("signal:USR2"),
-            OsStr::new("--mode"),
-            OsStr::new("stop"),
-            OsStr::new("--"),
-            program.as_os_str(),
-            dumps.as_os_str(),
-        ],
-    );
+    let (dumps, output) = run_until_the_dump_is_cut_off("run_dump_cut_off", "stop");
     assert!(output.status.success(), "{output:?}");
-    let left: Vec<_> = std::fs::read_dir(&dumps)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let left = files_in(&dumps);
     assert_eq!(left.len(), 1, "{left:?}");
     let partial = &left[0];
     assert!(partial.to_str().unwrap().ends_with(".signal.hdump.partial"));
@@ -952,11 +934,7 @@ fn a_dump_whose_file_fails_to_close_is_never_named() {
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("cannot write: "), "{mode}: {stderr}");
-        let left: Vec<_> = std::fs::read_dir(&dumps)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
+        let left = files_in(&dumps);
         assert!(left.is_empty(), "{mode}: left behind: {left:?}");
     }
 }
