@@ -1200,7 +1200,9 @@ pub fn write_new_file(
     serialized: &SpinGuard<'_, ()>,
 ) -> Result<DumpStats, DumpError> {
     partial.clear();
-    if !partial.push(path.as_bytes()) || !partial.push(PARTIAL_SUFFIX) {
+    // An empty path would write a whole dump to `.partial` and then fail.
+    if path.as_bytes().is_empty() || !partial.push(path.as_bytes()) || !partial.push(PARTIAL_SUFFIX)
+    {
         return Err(DumpError::InvalidPath);
     }
     let (path, partial) = (path.as_c_str(), partial.as_c_str());

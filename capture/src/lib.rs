@@ -1032,8 +1032,8 @@ pub enum DumpError {
         /// The OS error number.
         errno: i32,
     },
-    /// The path contains a NUL byte or is longer than 4087 bytes (4095
-    /// with the `.partial` it is written under until whole).
+    /// The path is empty, contains a NUL byte or is longer than 4087
+    /// bytes (4095 with the `.partial` it is written under until whole).
     InvalidPath,
     /// Scratch memory for the dump could not be mapped.
     OutOfMemory,
@@ -1075,8 +1075,8 @@ impl core::fmt::Display for DumpError {
                 std::io::Error::from_raw_os_error(errno)
             ),
             DumpError::InvalidPath => f.write_str(
-                "the dump path contains a NUL byte or is too long (at most 4087 bytes, to \
-                 leave room for the .partial it is written under until whole)",
+                "the dump path is empty, contains a NUL byte or is too long (at most 4087 \
+                 bytes, to leave room for the .partial it is written under until whole)",
             ),
             DumpError::OutOfMemory => f.write_str("cannot map scratch memory for the dump"),
             DumpError::InvalidSignal => {

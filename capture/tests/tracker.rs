@@ -197,6 +197,11 @@ fn dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600() {
         heapdump_capture::dump_to_path("bad\0path"),
         Err(heapdump_capture::DumpError::InvalidPath)
     );
+    assert_eq!(
+        heapdump_capture::dump_to_path(""),
+        Err(heapdump_capture::DumpError::InvalidPath)
+    );
+    assert!(!std::path::Path::new(".partial").exists());
     // A dump is written under NAME.partial until whole: a file left there
     // (a dump cut off) is never replaced, and the error says where to look.
     let cut_off = dir.join("cut-off.hdump.partial");
