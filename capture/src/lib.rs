@@ -1194,7 +1194,11 @@ fn dump_to_path_from(
     let _busy = Busy::enter_always();
     let mut names = [sys::PathBuf::<4096>::new(), sys::PathBuf::new()];
     let [name, partial] = &mut names;
-    if !name.push(path) {
+    // A relative path is resolved now: the file is created, and renamed
+    // once whole, while other threads run (and may change the working
+    // directory).
+    let relative = !path.is_empty() && path[0] != b'/';
+    if (relative && !(name.push_current_directory() && name.push(b"/"))) || !name.push(path) {
         return Err(DumpError::InvalidPath);
     }
     let serialized = DUMP_LOCK.lock();

@@ -1503,6 +1503,19 @@ impl<const N: usize> PathBuf<N> {
         true
     }
 
+    /// Appends the working directory; `false` (and nothing appended) if
+    /// it cannot be read or does not fit with room for the final NUL.
+    pub fn push_current_directory(&mut self) -> bool {
+        let start = self.len;
+        match current_directory(&mut self.bytes[start..]) {
+            Some(len) => {
+                self.len = start + len;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Appends `value` in decimal.
     pub fn push_decimal(&mut self, mut value: u64) -> bool {
         let mut digits = [0u8; 20];

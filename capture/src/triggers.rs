@@ -246,11 +246,9 @@ fn usable_signals(wanted: u64) -> u64 {
 fn absolute(dir: &[u8]) -> Result<PathBuf<4096>, &'static str> {
     let mut path = PathBuf::new();
     if dir.first() != Some(&b'/') {
-        let mut cwd = [0u8; 4096];
-        let Some(len) = sys::current_directory(&mut cwd) else {
+        if !path.push_current_directory() {
             return Err("the working directory cannot be read, and the path is relative");
-        };
-        let _ = path.push(&cwd[..len]);
+        }
         if !dir.is_empty() && !path.push(b"/") {
             return Err("the path is too long");
         }

@@ -19,7 +19,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// they run one after another on the main thread (`harness = false`):
 /// libtest's own threads would allocate in the middle of a measurement.
 fn main() {
-    let tests: [(&str, fn()); 9] = [
+    let tests: [(&str, fn()); 10] = [
         (
             "boxes_are_tracked_exactly_and_freed_ones_disappear",
             boxes_are_tracked_exactly_and_freed_ones_disappear,
@@ -55,6 +55,10 @@ fn main() {
         (
             "blocks_freed_in_a_fork_handler_registered_before_the_trackers_are_freed_with_their_records",
             blocks_freed_in_a_fork_handler_registered_before_the_trackers_are_freed_with_their_records,
+        ),
+        (
+            "a_relative_dump_path_means_the_working_directory_of_the_call",
+            a_relative_dump_path_means_the_working_directory_of_the_call,
         ),
     ];
     common::run_tests(&tests, || {});
@@ -176,6 +180,63 @@ fn dump_process_totals_match_stats_when_nothing_else_runs() {
     assert!(process.peak_live_bytes >= process.live_bytes);
     assert_eq!(process.pid, std::process::id());
     drop(keep);
+}
+
+/// `dump_to_path` with a relative path writes the dump where the path led
+/// when it was called, whole and named there, while another thread keeps
+/// changing the working directory (in `Mode::Stop` the threads run while
+/// the file is written, and the name is given once it is whole): every
+/// dump succeeds and is whole in one of the two directories, and no
+/// `.partial` is left in either.
+fn a_relative_dump_path_means_the_working_directory_of_the_call() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Ends the wandering however the dumps end (a failed assertion too).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let base = std::env::temp_dir().join(format!("heapdump-capture-cwd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (here, elsewhere) = (base.join("here"), base.join("elsewhere"));
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let before = std::env::current_dir().unwrap();
+    let stop = AtomicBool::new(false);
+    // The dumps start here, whatever the other thread does then.
+    std::env::set_current_dir(&here).unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                std::env::set_current_dir(&elsewhere).unwrap();
+                std::env::set_current_dir(&here).unwrap();
+            }
+        });
+        let _stop = StopOnDrop(&stop);
+        for n in 0..20 {
+            let name = format!("dump-{n}.hdump");
+            let stats = heapdump_capture::dump_to_path_with(&name, heapdump_capture::Mode::Stop)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let found: Vec<u64> = [&here, &elsewhere]
+                .iter()
+                .filter_map(|dir| std::fs::metadata(dir.join(&name)).ok())
+                .map(|metadata| metadata.len())
+                .collect();
+            assert_eq!(found, [stats.bytes_written], "{name}");
+        }
+    });
+    std::env::set_current_dir(before).unwrap();
+    for dir in [&here, &elsewhere] {
+        let partial: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension() == Some(std::ffi::OsStr::new("partial")))
+            .collect();
+        assert!(partial.is_empty(), "{partial:?}");
+    }
+    std::fs::remove_dir_all(&base).unwrap();
 }
 
 fn dump_to_path_refuses_existing_files_and_symlinks_and_creates_0600() {
