@@ -340,14 +340,9 @@ unsafe fn kept_inside_tracker(block: *mut c_void) -> bool {
     {
         return false;
     }
-    // SAFETY: per the contract.
-    let footer = unsafe { footer_of(block) };
-    crate::fork::with_locks_held_for_fork(|| {
-        // SAFETY: this thread holds every shard's lock for the fork, and
-        // no guard of one (the closure runs only then).
-        unsafe { LIVE.remove_holding_locks(footer, block as u64, None) }
-    })
-    .is_none()
+    // SAFETY: per the contract (a footer naming no record of this block
+    // is found so by its address).
+    unsafe { crate::kept_inside_tracker(footer_of(block), block.cast(), None) }
 }
 
 /// # Safety
@@ -689,59 +684,37 @@ pub unsafe extern "C" fn malloc_usable_size(block: *mut c_void) -> usize {
     // it, see `crate::Placement`), nor those made while the tracker was
     // busy or before it was loaded: a block not in the map has 4 bytes
     // less only if its footer names its record.
+    //
+    // On the thread that holds every lock for a `fork` (a `pthread_atfork`
+    // handler registered before ours runs) the blocks made pass untracked
+    // without the footer's room, in either mode: there too only a footer
+    // that names its record counts, read with the locks it holds.
     if triggers::PASSIVE.load(core::sync::atomic::Ordering::Relaxed) {
         return usable;
     }
-    if crate::fork::holding_locks_for_fork() {
-        // SAFETY: the caller passes a live block.
-        return unsafe { usable_while_forking(block, usable) };
-    }
-    if !presence::enabled() {
+    let forking = crate::fork::holding_locks_for_fork();
+    if !presence::enabled() && !forking {
         return usable.saturating_sub(FOOTER_BYTES);
     }
-    if presence::holds(block.cast()) {
+    if presence::enabled() && presence::holds(block.cast()) {
         return usable;
     }
     // SAFETY: the caller passes a live block (glibc's).
     let footer = unsafe { footer_of(block) };
-    // Inside the tracker already (a signal handler that interrupted it,
-    // perhaps while this thread holds the shard's lock): the lock is not
-    // waited for, and a block whose shard is locked counts as recorded.
-    let busy = Busy::enter();
-    let recorded = LIVE
-        .is_recorded(footer, block as u64, busy.is_some())
-        .unwrap_or(true);
-    drop(busy);
-    if recorded {
-        usable.saturating_sub(FOOTER_BYTES)
+    // A shard whose lock cannot be had counts as recorded: this thread
+    // inside the tracker already (a signal handler that interrupted it,
+    // perhaps holding the lock) does not wait for it.
+    let recorded = if forking {
+        crate::fork::with_locks_held_for_fork(|| {
+            // SAFETY: this thread holds every shard's lock for the fork,
+            // and no guard of one (the closure runs only then).
+            unsafe { LIVE.is_recorded_holding_locks(footer, block as u64) }
+        })
     } else {
-        usable
-    }
-}
-
-/// `malloc_usable_size` on the thread that holds every lock for a `fork`
-/// (a `pthread_atfork` handler registered before ours runs): the blocks it
-/// makes there pass untracked, without the footer's room, in either mode,
-/// and it holds the lock of every record. It reads the record itself (the
-/// locks are its own): 4 bytes less only for a block with a record.
-///
-/// # Safety
-/// `block` is a live glibc block of `usable` usable bytes.
-#[cold]
-unsafe fn usable_while_forking(block: *mut c_void, usable: usize) -> usize {
-    if presence::enabled() && presence::holds(block.cast()) {
-        return usable;
-    }
-    // SAFETY: per the contract.
-    let footer = unsafe { footer_of(block) };
-    let recorded = crate::fork::with_locks_held_for_fork(|| {
-        // SAFETY: this thread holds every shard's lock for the fork, and
-        // no guard of one (the closure runs only then).
-        unsafe { LIVE.is_recorded_holding_locks(footer, block as u64) }
-    })
-    // A signal handler that interrupted that work: a record, perhaps.
-    .unwrap_or(true);
-    if recorded {
+        let busy = Busy::enter();
+        LIVE.is_recorded(footer, block as u64, busy.is_some())
+    };
+    if recorded.unwrap_or(true) {
         usable.saturating_sub(FOOTER_BYTES)
     } else {
         usable

@@ -711,14 +711,15 @@ pub fn write(
     file: Option<&NewFile<'_>>,
 ) -> Result<DumpStats, DumpError> {
     let mut child = None;
-    let result = snapshot_and_write(fd, caller, mode, file, &mut child);
+    let result = snapshot_and_write(fd, caller, mode, &mut child);
     if let Some(child) = child {
-        // The program may have ended meanwhile (the exit handler waits
-        // 10 s at most; `_exit` does not wait at all): what the snapshot
-        // process names when whole, it removes when it fails.
-        if let (Err(_), Some(file)) = (&result, file) {
-            file.discard();
-        }
+        // The snapshot process names the file it wrote, or removes it, even
+        // if the program has ended meanwhile (the exit handler waits 10 s
+        // at most; `_exit` does not wait at all).
+        let result = match file {
+            Some(file) => file.finish(fd, result),
+            None => result,
+        };
         child.finish(&result);
     }
     result
@@ -732,7 +733,6 @@ fn snapshot_and_write(
     fd: i32,
     caller: &Caller,
     mode: Mode,
-    file: Option<&NewFile<'_>>,
     in_child: &mut Option<Child>,
 ) -> Result<DumpStats, DumpError> {
     let started = sys::clock_ns(libc::CLOCK_MONOTONIC);
@@ -983,14 +983,6 @@ fn snapshot_and_write(
         process,
         writing,
     )?;
-    if let (Some(file), Some(_)) = (file, &in_child) {
-        // The snapshot process names the dump, even if the program has
-        // ended meanwhile; after closing its copy of `fd`, whose failure
-        // can mean the data never reached the disk (NFS says so at each
-        // close).
-        sys::close(fd).map_err(|errno| DumpError::Write { errno })?;
-        file.publish()?;
-    }
     Ok(DumpStats {
         allocations: slots.len() as u64,
         live_bytes,
@@ -1173,16 +1165,28 @@ pub struct NewFile<'p> {
 }
 
 impl NewFile<'_> {
-    /// Gives the whole dump its name, never replacing a file there (one
-    /// made meanwhile: `EEXIST`).
-    fn publish(&self) -> Result<(), DumpError> {
-        sys::rename_no_replace(self.partial, self.path).map_err(|errno| DumpError::Open { errno })
-    }
-
-    /// Removes the unfinished file: a partial dump is useless and may fill
-    /// the disk further.
-    fn discard(&self) {
-        let _ = sys::remove_file(self.partial);
+    /// Ends the writer's side of the file, `fd`, once the dump was written
+    /// (`written`): closes it, and gives the whole dump its name, never
+    /// replacing a file there (one made meanwhile: `EEXIST`); a failure
+    /// anywhere removes the file (a partial dump is useless and may fill
+    /// the disk further). Named only after a clean close: a failed one can
+    /// mean the data never reached the disk (NFS says so at each close).
+    fn finish(
+        &self,
+        fd: i32,
+        written: Result<DumpStats, DumpError>,
+    ) -> Result<DumpStats, DumpError> {
+        let closed = sys::close(fd).map_err(|errno| DumpError::Write { errno });
+        let named = written.and_then(|stats| {
+            closed?;
+            sys::rename_no_replace(self.partial, self.path)
+                .map_err(|errno| DumpError::Open { errno })?;
+            Ok(stats)
+        });
+        if named.is_err() {
+            let _ = sys::remove_file(self.partial);
+        }
+        named
     }
 }
 
@@ -1220,25 +1224,20 @@ pub fn write_new_file(
     let fd = sys::create_new_file(partial, 0o600).map_err(|errno| DumpError::Open { errno })?;
     let file = NewFile { path, partial };
     let result = write(fd, caller, mode, serialized, Some(&file));
-    let closed = sys::close(fd);
-    // A snapshot process (`DumpStats::mode` says whether there was one)
-    // named the dump already; otherwise it is named here, once closed.
-    let result = match (result, closed) {
-        // A failed close can mean the data never reached the disk (NFS):
-        // the dump goes, if already named.
-        (Ok(stats), Err(errno)) => {
-            if stats.mode == Mode::Fork {
+    match result {
+        // The snapshot process named the dump (see `write`): this side
+        // only closes its copy of `fd`, whose failure still means the
+        // data may not be on the disk.
+        Ok(stats) if stats.mode == Mode::Fork => match sys::close(fd) {
+            Ok(()) => Ok(stats),
+            Err(errno) => {
                 let _ = sys::remove_file(path);
+                Err(DumpError::Write { errno })
             }
-            Err(DumpError::Write { errno })
-        }
-        (Ok(stats), Ok(())) if stats.mode == Mode::Stop => file.publish().map(|()| stats),
-        (result, _) => result,
-    };
-    if result.is_err() {
-        file.discard();
+        },
+        // Written here (or the snapshot process failed: its file goes).
+        result => file.finish(fd, result),
     }
-    result
 }
 
 /// The dump's thread records: every registered thread (its index is what

@@ -630,13 +630,16 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
             // out of the presence map and with the footer's room, so we
             // wrote its footer.
             let footer = unsafe { read_footer(block, layout.size()) };
-            if busy.is_some() {
-                LIVE.remove(footer, block as u64, layout.size() as u64);
-            } else if footer != live::NO_RECORD {
-                // SAFETY: the block's own footer, read above.
-                if !unsafe { remove_record_inside_tracker(footer, block, layout.size()) } {
-                    return;
+            let kept = match busy {
+                Some(_) => {
+                    LIVE.remove(footer, block as u64, layout.size() as u64);
+                    false
                 }
+                // SAFETY: the block's own footer, read above.
+                None => unsafe { kept_inside_tracker(footer, block, Some(layout.size())) },
+            };
+            if kept {
+                return;
             }
         }
         // SAFETY: the caller's contract for `dealloc`, with the layout the
@@ -667,10 +670,8 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
         {
             // SAFETY: as in `dealloc`.
             let footer = unsafe { read_footer(block, layout.size()) };
-            if footer != live::NO_RECORD
-                // SAFETY: the block's own footer.
-                && !unsafe { remove_record_inside_tracker(footer, block, layout.size()) }
-            {
+            // SAFETY: the block's own footer.
+            if unsafe { kept_inside_tracker(footer, block, Some(layout.size())) } {
                 // SAFETY: the caller's contract for `realloc`; a recorded
                 // block.
                 return unsafe { self.move_keeping_record(block, layout, new_size, new_outer) };
@@ -736,25 +737,27 @@ unsafe impl<A: GlobalAlloc + 'static> GlobalAlloc for Tracker<A> {
     }
 }
 
-/// For a block with a record freed or reallocated on a thread already
-/// inside the tracker: takes the record out if the thread may, and says
-/// whether it did. It may while it holds every lock for a `fork` (a
-/// `pthread_atfork` handler registered before the tracker's runs, see
-/// `fork`): the locks are its own. Otherwise (a signal handler that
-/// interrupted the tracker, perhaps holding the record's lock) it may not
-/// wait for a lock, and the block must stay allocated under its record so
-/// that the record stays true.
+/// For a block freed or reallocated on a thread already inside the
+/// tracker: whether it must stay allocated, under a record that cannot be
+/// taken out now (so that the record stays true). A block without a
+/// record may go. The thread takes the record out itself while it holds
+/// every lock for a `fork` (a `pthread_atfork` handler registered before
+/// the tracker's runs, see `fork`): the locks are its own. Otherwise (a
+/// signal handler that interrupted the tracker, perhaps holding the
+/// record's lock) it may not wait for a lock. For the Rust and the C
+/// functions (`size` `None`: the record's own, checked with its address).
 ///
 /// # Safety
-/// `footer` is the footer of the live block at `block` of `size` bytes.
+/// `footer` is the footer of the live block at `block` (of `size` bytes).
 #[cold]
-unsafe fn remove_record_inside_tracker(footer: u32, block: *mut u8, size: usize) -> bool {
-    fork::with_locks_held_for_fork(|| {
-        // SAFETY: this thread holds every shard's lock for the fork, and
-        // no guard of one (the closure runs only then).
-        unsafe { LIVE.remove_holding_locks(footer, block as u64, Some(size as u64)) }
-    })
-    .is_some()
+pub(crate) unsafe fn kept_inside_tracker(footer: u32, block: *mut u8, size: Option<usize>) -> bool {
+    footer != live::NO_RECORD
+        && fork::with_locks_held_for_fork(|| {
+            // SAFETY: this thread holds every shard's lock for the fork, and
+            // no guard of one (the closure runs only then).
+            unsafe { LIVE.remove_holding_locks(footer, block as u64, size.map(|s| s as u64)) }
+        })
+        .is_none()
 }
 
 /// The layout a block the program got with `layout` was asked of `A`

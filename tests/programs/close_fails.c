@@ -5,28 +5,13 @@
  * and watches DIR with inotify until the dump's file is removed, then
  * prints `named` if a dump file ever had its final name (.hdump) and
  * `never named` otherwise. */
-#include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
-#include <stddef.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-#if defined(__x86_64__)
-#define THIS_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define THIS_ARCH AUDIT_ARCH_AARCH64
-#else
-#error "no seccomp architecture for this machine"
-#endif
+#include "fake_syscalls.h"
 
 static void *held[64];
 
@@ -49,29 +34,17 @@ int main(int argc, char **argv) {
     return 2;
   }
   struct sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, THIS_ARCH, 1, 0),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      FILTER_PROLOGUE,
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close, 1, 0),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-      /* The descriptor (the low half, on a little-endian machine). */
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args)),
+      /* The descriptor. */
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LOW(0)),
       BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, 2, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EIO),
+      BPF_STMT(BPF_RET | BPF_K, FAIL_WITH(EIO)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
-  struct sock_fprog program = {
-      .len = sizeof filter / sizeof filter[0],
-      .filter = filter,
-  };
   /* Every thread's, the tracker's trigger thread included. */
-  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-      syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC,
-              &program) != 0) {
-    perror("seccomp");
-    return 2;
-  }
+  if (install_filter(filter, sizeof filter / sizeof filter[0], 1) != 0) return 2;
   for (int i = 0; i < 64; i++) {
     held[i] = malloc(777);
     if (!held[i]) return 1;

@@ -1259,6 +1259,14 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
     }
 
     /// The first column of every row `sql` gives.
+    /// Opens the database at `path`, asserting SQLite finds it intact.
+    fn open_intact(path: &std::path::Path, context: &str) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        let check: Vec<String> = first_column(&conn, "PRAGMA integrity_check");
+        assert_eq!(check, ["ok"], "{context}");
+        conn
+    }
+
     fn first_column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
         conn.prepare(sql)
             .unwrap()
@@ -1350,9 +1358,7 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         sink.finish().unwrap();
         db.finish().unwrap();
 
-        let conn = Connection::open(&path).unwrap();
-        let check: Vec<String> = first_column(&conn, "PRAGMA integrity_check");
-        assert_eq!(check, ["ok"], "seed {seed}, {rows} rows");
+        let conn = open_intact(&path, &format!("seed {seed}, {rows} rows"));
         let all = |sql: &str| -> Vec<Vec<Sql>> {
             let mut statement = conn.prepare(sql).unwrap();
             let columns = statement.column_count();
@@ -1459,11 +1465,7 @@ CREATE VIEW t_count AS SELECT count(*) AS rows FROM t;
         sink.row(&row).unwrap();
         sink.finish().unwrap();
         db.finish().unwrap();
-        let conn = Connection::open(&path).unwrap();
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        let conn = open_intact(&path, "");
         let back: Vec<String> = conn
             .query_row("SELECT * FROM wide", [], |r| {
                 (0..70).map(|i| r.get(i)).collect()
@@ -1586,11 +1588,7 @@ CREATE INDEX small_x ON small(x);
         sink.finish().unwrap();
         db.finish().unwrap();
 
-        let conn = Connection::open(&path).unwrap();
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(check, "ok");
+        let conn = open_intact(&path, "");
         let pages: u64 = conn
             .query_row("PRAGMA page_count", [], |r| r.get(0))
             .unwrap();
