@@ -8,7 +8,7 @@
 //! The walk itself is in [`crate::walk`].
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::live::MAX_STACK_ID;
 use crate::sys::{self, SpinLock};
@@ -23,11 +23,55 @@ const MAX_FRAMES: u64 = 1 << 27;
 /// Entries in each thread's cache of recently interned stacks.
 const RECENT_STACKS: usize = 256;
 
+/// The most ids and frame slots a thread reserves at a time (see
+/// [`Reserved`]): 1 KiB of stack records and 32 KiB of frames.
+const MOST_IDS_RESERVED: u64 = 64;
+const MOST_FRAMES_RESERVED: u64 = 4096;
+
 thread_local! {
     /// `hash << 32 | id` of stacks this thread interned lately, by hash.
     /// A hit skips the shared lookup table and its lock: the common case,
     /// since a program allocates from few distinct stacks again and again.
     static RECENT: [Cell<u64>; RECENT_STACKS] = const { [const { Cell::new(0) }; RECENT_STACKS] };
+    static RESERVED: Cell<Reserved> = const { Cell::new(Reserved::NONE) };
+}
+
+/// Stack ids and frame slots a thread took from the interner's counters
+/// ahead of need, so that threads storing new stacks at once do not write
+/// one cache line each time (the counters') nor the same lines of the two
+/// arrays (stacks stored one after the other by different threads). On
+/// programs that make new stacks on several threads this sharing more than
+/// doubled the cost of storing one.
+///
+/// A thread reserves about as many as it used so far (at least 4 ids and a
+/// stack's frames rounded up to 8; at most [`MOST_IDS_RESERVED`] and
+/// [`MOST_FRAMES_RESERVED`]), so what a thread leaves unused when it ends
+/// is at most what it used, plus a few: the stacks' reservations (2^24 ids,
+/// 2^27 frames) are not spent by programs with many short threads. Unused
+/// ids have zero records, which no block refers to, and the dump writes
+/// only the stacks of live blocks.
+#[derive(Clone, Copy)]
+struct Reserved {
+    /// The interner these came from: tests make several.
+    interner: *const StackInterner,
+    next_id: u64,
+    end_id: u64,
+    next_frame: u64,
+    end_frame: u64,
+    used_ids: u64,
+    used_frames: u64,
+}
+
+impl Reserved {
+    const NONE: Reserved = Reserved {
+        interner: core::ptr::null(),
+        next_id: 0,
+        end_id: 0,
+        next_frame: 0,
+        end_frame: 0,
+        used_ids: 0,
+        used_frames: 0,
+    };
 }
 
 /// Whether two stacks of the same length are equal: one branch at the end
@@ -69,6 +113,17 @@ unsafe impl sys::Zeroable for StoredStack {}
 
 const INTERN_SHARDS: usize = 16;
 
+/// Takes up to `want` values from `counter`, which never passes `limit`:
+/// the range taken, `None` when nothing is left. Read first, so that a full
+/// interner's counter stops growing (threads keep asking it).
+fn take(counter: &AtomicU64, want: u64, limit: u64) -> Option<(u64, u64)> {
+    if counter.load(Ordering::Relaxed) >= limit {
+        return None;
+    }
+    let first = counter.fetch_add(want, Ordering::Relaxed);
+    (first < limit).then(|| (first, (first + want).min(limit)))
+}
+
 /// Where the probe for a table word (or its tag, `hash >> 32 << 32`) starts.
 #[inline(always)]
 fn home_slot(word: u64, mask: usize) -> usize {
@@ -91,12 +146,24 @@ struct InternShard {
 // SAFETY: the mapping behind `slots` is only touched under the shard's lock.
 unsafe impl Send for InternShard {}
 
-pub struct StackInterner {
-    shards: [SpinLock<InternShard>; INTERN_SHARDS],
+/// A shard's lock on a cache line of its own, apart from its neighbours'.
+#[repr(align(64))]
+struct PaddedShard(SpinLock<InternShard>);
+
+/// Read on every interning: apart from the counters, which threads write.
+#[repr(align(64))]
+struct Arrays {
     stacks: AtomicPtr<StoredStack>,
     frames: AtomicPtr<u64>,
-    /// Next stack id; id 0 is the empty stack and never stored.
-    next_stack: AtomicU32,
+}
+
+pub struct StackInterner {
+    shards: [PaddedShard; INTERN_SHARDS],
+    arrays: Arrays,
+    /// Next stack id not reserved by a thread; id 0 is the empty stack and
+    /// never stored.
+    next_stack: AtomicU64,
+    /// Next frame slot not reserved by a thread.
     next_frame: AtomicU64,
     dropped: AtomicU64,
     table_bytes: AtomicU64,
@@ -113,15 +180,17 @@ impl StackInterner {
     pub const fn new() -> StackInterner {
         StackInterner {
             shards: [const {
-                SpinLock::new(InternShard {
+                PaddedShard(SpinLock::new(InternShard {
                     slots: core::ptr::null_mut(),
                     capacity: 0,
                     count: 0,
-                })
+                }))
             }; INTERN_SHARDS],
-            stacks: AtomicPtr::new(core::ptr::null_mut()),
-            frames: AtomicPtr::new(core::ptr::null_mut()),
-            next_stack: AtomicU32::new(1),
+            arrays: Arrays {
+                stacks: AtomicPtr::new(core::ptr::null_mut()),
+                frames: AtomicPtr::new(core::ptr::null_mut()),
+            },
+            next_stack: AtomicU64::new(1),
             next_frame: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             table_bytes: AtomicU64::new(0),
@@ -144,12 +213,14 @@ impl StackInterner {
         if walk.any_by_cfi() {
             flags |= stack_flags::CFI;
         }
-        let Some(stacks) =
-            sys::map_once(&self.stacks, MAX_STACKS as usize * size_of::<StoredStack>())
-        else {
+        let Some(stacks) = sys::map_once(
+            &self.arrays.stacks,
+            MAX_STACKS as usize * size_of::<StoredStack>(),
+        ) else {
             return self.drop_one();
         };
-        let Some(frame_store) = sys::map_once(&self.frames, MAX_FRAMES as usize * size_of::<u64>())
+        let Some(frame_store) =
+            sys::map_once(&self.arrays.frames, MAX_FRAMES as usize * size_of::<u64>())
         else {
             return self.drop_one();
         };
@@ -209,7 +280,7 @@ impl StackInterner {
         frame_store: *mut u64,
     ) -> u32 {
         let tag = (hash >> 32) << 32;
-        let mut shard = self.shards[(hash as usize) % INTERN_SHARDS].lock();
+        let mut shard = self.shards[(hash as usize) % INTERN_SHARDS].0.lock();
         if shard.count * 10 >= shard.capacity * 7 && !self.grow(&mut shard) {
             return self.drop_one();
         }
@@ -235,18 +306,11 @@ impl StackInterner {
             position = (position + 1) & mask;
         }
         // New stack: frames first, then its record, then publish the id.
-        let first = self
-            .next_frame
-            .fetch_add(frames.len() as u64, Ordering::Relaxed);
-        if first + frames.len() as u64 > MAX_FRAMES {
+        let Some((id, first)) = self.claim(frames.len()) else {
             return self.drop_one();
-        }
-        let id = self.next_stack.fetch_add(1, Ordering::Relaxed);
-        if u64::from(id) >= MAX_STACKS {
-            return self.drop_one();
-        }
-        // SAFETY: `first .. first + len` was reserved for us alone by the
-        // fetch_add and lies inside the frame reservation (checked).
+        };
+        // SAFETY: `first .. first + len` was reserved for this thread alone
+        // and lies inside the frame reservation (`claim`).
         unsafe {
             core::ptr::copy_nonoverlapping(
                 frames.as_ptr(),
@@ -254,7 +318,8 @@ impl StackInterner {
                 frames.len(),
             );
         }
-        // SAFETY: `id` was handed to us alone and is below MAX_STACKS.
+        // SAFETY: `id` was reserved for this thread alone and is below
+        // MAX_STACKS (`claim`).
         unsafe {
             *stacks.add(id as usize) = StoredStack {
                 first_frame: first,
@@ -268,6 +333,43 @@ impl StackInterner {
         }
         shard.count += 1;
         id
+    }
+
+    /// An id and `len` frame slots for a new stack, from the calling
+    /// thread's reservations, which it renews from the counters when they
+    /// run out (see [`Reserved`]); `None` when the arrays are full.
+    fn claim(&self, len: usize) -> Option<(u32, u64)> {
+        let len = len as u64;
+        let mut reserved = RESERVED.get();
+        if !core::ptr::eq(reserved.interner, self) {
+            reserved = Reserved {
+                interner: self,
+                ..Reserved::NONE
+            };
+        }
+        if reserved.next_id == reserved.end_id {
+            let want = reserved.used_ids.clamp(4, MOST_IDS_RESERVED);
+            let (first, end) = take(&self.next_stack, want, MAX_STACKS)?;
+            (reserved.next_id, reserved.end_id) = (first, end);
+        }
+        if reserved.end_frame - reserved.next_frame < len {
+            let want = reserved
+                .used_frames
+                .clamp(len, MOST_FRAMES_RESERVED.max(len))
+                .next_multiple_of(8);
+            let (first, end) = take(&self.next_frame, want, MAX_FRAMES)?;
+            if end - first < len {
+                return None;
+            }
+            (reserved.next_frame, reserved.end_frame) = (first, end);
+        }
+        let claimed = (reserved.next_id as u32, reserved.next_frame);
+        reserved.next_id += 1;
+        reserved.next_frame += len;
+        reserved.used_ids += 1;
+        reserved.used_frames += len;
+        RESERVED.set(reserved);
+        Some(claimed)
     }
 
     fn drop_one(&self) -> u32 {
@@ -326,7 +428,7 @@ impl StackInterner {
     /// Bytes of memory in use: lookup tables plus the touched part of the
     /// two arrays.
     pub fn tracking_bytes(&self) -> u64 {
-        let stacks = u64::from(self.next_stack.load(Ordering::Relaxed)).min(MAX_STACKS);
+        let stacks = self.next_stack.load(Ordering::Relaxed).min(MAX_STACKS);
         let frames = self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES);
         let used = stacks * size_of::<StoredStack>() as u64 + frames * 8;
         self.table_bytes.load(Ordering::Relaxed) + used
@@ -334,11 +436,11 @@ impl StackInterner {
 
     /// Locks every shard: while the guards live no stack is being added.
     pub fn lock_all(&self) -> [sys::SpinGuard<'_, impl Sized>; INTERN_SHARDS] {
-        core::array::from_fn(|i| self.shards[i].lock())
+        core::array::from_fn(|i| self.shards[i].0.lock())
     }
 
     pub fn lock_forever(&self) {
-        for shard in &self.shards {
+        for PaddedShard(shard) in &self.shards {
             shard.lock_forever();
         }
     }
@@ -346,7 +448,7 @@ impl StackInterner {
     /// # Safety
     /// Only after [`lock_forever`](Self::lock_forever), by the same owner.
     pub unsafe fn unlock_forever(&self) {
-        for shard in &self.shards {
+        for PaddedShard(shard) in &self.shards {
             // SAFETY: the caller took these locks with `lock_forever`.
             unsafe { shard.force_unlock() };
         }
@@ -356,15 +458,15 @@ impl StackInterner {
     /// guards are held (or nothing interns concurrently). The returned
     /// slices stay valid afterwards: the arrays only grow past them.
     pub fn snapshot(&self) -> StacksSnapshot {
-        let stacks = self.stacks.load(Ordering::Acquire);
-        let frames = self.frames.load(Ordering::Acquire);
+        let stacks = self.arrays.stacks.load(Ordering::Acquire);
+        let frames = self.arrays.frames.load(Ordering::Acquire);
         if stacks.is_null() || frames.is_null() {
             return StacksSnapshot {
                 stacks: &[],
                 frames: &[],
             };
         }
-        let stack_count = u64::from(self.next_stack.load(Ordering::Relaxed)).min(MAX_STACKS);
+        let stack_count = self.next_stack.load(Ordering::Relaxed).min(MAX_STACKS);
         let frame_count = self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES);
         // Both arrays are reservations that are never unmapped. The first
         // `stack_count`/`frame_count` entries were written before the counters
@@ -382,12 +484,13 @@ impl StackInterner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{HashMap, HashSet};
 
     #[test]
     fn interner_returns_one_id_per_distinct_stack() {
         let interner = StackInterner::new();
         let mut walk = Walker::new();
-        let mut ids = std::collections::HashMap::new();
+        let mut ids = HashMap::new();
         for i in 0..20_000u64 {
             let frames: Vec<u64> = (0..i % 7 + 1)
                 .map(|depth| 0x40_0000 + (i % 5000) * 64 + depth)
@@ -399,8 +502,20 @@ mod tests {
             assert_eq!(*ids.entry(key).or_insert(id), id);
         }
         let snapshot = interner.snapshot();
-        assert_eq!(snapshot.stacks.len(), ids.len() + 1);
-        for (frames, id) in &ids {
+        assert_stored(&snapshot, &ids);
+        // What this thread reserved and left unused: less than one
+        // reservation's worth.
+        let unused = snapshot.stacks.len() - 1 - ids.len();
+        assert!(unused < MOST_IDS_RESERVED as usize, "{unused} ids unused");
+        walk.set(&[]);
+        assert_eq!(interner.intern(&walk), 0);
+        assert_eq!(interner.dropped(), 0);
+    }
+
+    /// Every stack in `ids` is stored under its id with its frames, and
+    /// every other record is an unused (zero) one.
+    fn assert_stored(snapshot: &StacksSnapshot, ids: &HashMap<Vec<u64>, u32>) {
+        for (frames, id) in ids {
             let stored = snapshot.stacks[*id as usize];
             let start = stored.first_frame as usize;
             assert_eq!(
@@ -408,8 +523,87 @@ mod tests {
                 &frames[..]
             );
         }
-        walk.set(&[]);
-        assert_eq!(interner.intern(&walk), 0);
+        let used: HashSet<u32> = ids.values().copied().collect();
+        assert_eq!(used.len(), ids.len(), "two stacks share an id");
+        for (id, stored) in snapshot.stacks.iter().enumerate() {
+            if !used.contains(&(id as u32)) {
+                assert_eq!(*stored, StoredStack::default(), "id {id}");
+            }
+        }
+    }
+
+    /// Frames of stack `i`: `len` frames unique to it.
+    fn frames_of(i: u64, len: u64) -> Vec<u64> {
+        (0..len).map(|depth| 0x40_0000 + i * 64 + depth).collect()
+    }
+
+    #[test]
+    fn threads_interning_at_once_get_one_id_per_distinct_stack() {
+        let interner = StackInterner::new();
+        // Four threads, each with 3,000 stacks; stacks 0..1,000 are every
+        // thread's, the rest each thread's own.
+        let per_thread: Vec<Vec<(Vec<u64>, u32)>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let interner = &interner;
+                    scope.spawn(move || {
+                        let mut walk = Walker::new();
+                        (0..3_000u64)
+                            .map(|i| {
+                                let stack = if i < 1_000 { i } else { t * 10_000 + i };
+                                let frames = frames_of(stack, 1 + stack % 23);
+                                walk.set(&frames);
+                                let id = interner.intern(&walk);
+                                assert_ne!(id, 0);
+                                (frames, id)
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut ids = HashMap::new();
+        for (frames, id) in per_thread.into_iter().flatten() {
+            assert_eq!(*ids.entry(frames).or_insert(id), id);
+        }
+        assert_eq!(ids.len(), 1_000 + 4 * 2_000);
+        assert_stored(&interner.snapshot(), &ids);
         assert_eq!(interner.dropped(), 0);
+    }
+
+    #[test]
+    fn threads_that_store_one_stack_leave_few_ids_and_frames_unused() {
+        let interner = StackInterner::new();
+        let ids: HashMap<Vec<u64>, u32> = (0..200u64)
+            .map(|i| {
+                let interner = &interner;
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || {
+                            let frames = frames_of(i, 5);
+                            let mut walk = Walker::new();
+                            walk.set(&frames);
+                            let id = interner.intern(&walk);
+                            (frames, id)
+                        })
+                        .join()
+                        .unwrap()
+                })
+            })
+            .collect();
+        let snapshot = interner.snapshot();
+        assert_stored(&snapshot, &ids);
+        // At most 4 ids and 8 frame slots reserved by each thread.
+        assert!(
+            snapshot.stacks.len() <= 1 + 200 * 4,
+            "{}",
+            snapshot.stacks.len()
+        );
+        assert!(
+            snapshot.frames.len() <= 200 * 8,
+            "{}",
+            snapshot.frames.len()
+        );
     }
 }
