@@ -52,8 +52,10 @@ thread_local! {
 /// only the stacks of live blocks.
 #[derive(Clone, Copy)]
 struct Reserved {
-    /// The interner these came from: tests make several.
-    interner: *const StackInterner,
+    /// The [`identity`](StackInterner::identity) of the interner these came
+    /// from (0: none). Tests make several, and one made where an earlier
+    /// one was (its address) must not hand out the earlier one's ids.
+    interner: u64,
     next_id: u64,
     end_id: u64,
     next_frame: u64,
@@ -64,7 +66,7 @@ struct Reserved {
 
 impl Reserved {
     const NONE: Reserved = Reserved {
-        interner: core::ptr::null(),
+        interner: 0,
         next_id: 0,
         end_id: 0,
         next_frame: 0,
@@ -155,7 +157,13 @@ struct PaddedShard(SpinLock<InternShard>);
 struct Arrays {
     stacks: AtomicPtr<StoredStack>,
     frames: AtomicPtr<u64>,
+    /// This interner's number, given when a thread first reserves from it
+    /// (0 until then), unique in the process; see [`Reserved::interner`].
+    identity: AtomicU64,
 }
+
+/// The last interner number given (see [`Arrays::identity`]).
+static LAST_IDENTITY: AtomicU64 = AtomicU64::new(0);
 
 pub struct StackInterner {
     shards: [PaddedShard; INTERN_SHARDS],
@@ -189,6 +197,7 @@ impl StackInterner {
             arrays: Arrays {
                 stacks: AtomicPtr::new(core::ptr::null_mut()),
                 frames: AtomicPtr::new(core::ptr::null_mut()),
+                identity: AtomicU64::new(0),
             },
             next_stack: AtomicU64::new(1),
             next_frame: AtomicU64::new(0),
@@ -340,10 +349,11 @@ impl StackInterner {
     /// run out (see [`Reserved`]); `None` when the arrays are full.
     fn claim(&self, len: usize) -> Option<(u32, u64)> {
         let len = len as u64;
+        let identity = self.identity();
         let mut reserved = RESERVED.get();
-        if !core::ptr::eq(reserved.interner, self) {
+        if reserved.interner != identity {
             reserved = Reserved {
-                interner: self,
+                interner: identity,
                 ..Reserved::NONE
             };
         }
@@ -370,6 +380,23 @@ impl StackInterner {
         reserved.used_frames += len;
         RESERVED.set(reserved);
         Some(claimed)
+    }
+
+    /// This interner's number (see [`Arrays::identity`]).
+    fn identity(&self) -> u64 {
+        let identity = self.arrays.identity.load(Ordering::Relaxed);
+        if identity != 0 {
+            return identity;
+        }
+        let fresh = LAST_IDENTITY.fetch_add(1, Ordering::Relaxed) + 1;
+        match self
+            .arrays
+            .identity
+            .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => fresh,
+            Err(given) => given,
+        }
     }
 
     fn drop_one(&self) -> u32 {
@@ -570,6 +597,43 @@ mod tests {
         assert_eq!(ids.len(), 1_000 + 4 * 2_000);
         assert_stored(&interner.snapshot(), &ids);
         assert_eq!(interner.dropped(), 0);
+    }
+
+    #[test]
+    fn a_new_interner_where_an_old_one_was_does_not_take_its_reservation() {
+        // Nothing allocates between the two interns: this test binary's
+        // `malloc` is the tracker's, whose interner would take this
+        // thread's reservation over.
+        let (old, new) = (frames_of(1, 3), frames_of(2, 3));
+        let mut walk = Walker::new();
+        let mut interner = StackInterner::new();
+        walk.set(&old);
+        assert_eq!(interner.intern(&walk), 1);
+        // A new interner in the same place: this thread still holds ids
+        // 2..5 of the old one.
+        interner = StackInterner::new();
+        walk.set(&new);
+        let id = interner.intern(&walk);
+        let mut ids = HashMap::from([(new, id)]);
+        std::thread::scope(|scope| {
+            let interner = &interner;
+            let theirs = scope
+                .spawn(move || {
+                    let mut walk = Walker::new();
+                    (0..4)
+                        .map(|i| {
+                            let frames = frames_of(100 + i, 3);
+                            walk.set(&frames);
+                            (frames, interner.intern(&walk))
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .join()
+                .unwrap();
+            ids.extend(theirs);
+        });
+        assert_eq!(ids.len(), 5);
+        assert_stored(&interner.snapshot(), &ids);
     }
 
     #[test]
