@@ -367,10 +367,13 @@ impl StackInterner {
                 .used_frames
                 .clamp(len, MOST_FRAMES_RESERVED.max(len))
                 .next_multiple_of(8);
-            let (first, end) = take(&self.next_frame, want, MAX_FRAMES)?;
-            if end - first < len {
+            let taken = take(&self.next_frame, want, MAX_FRAMES);
+            let Some((first, end)) = taken.filter(|(first, end)| end - first >= len) else {
+                // Keeps the ids just reserved, if any: taking more for
+                // every stack dropped here would spend them all.
+                RESERVED.set(reserved);
                 return None;
-            }
+            };
             (reserved.next_frame, reserved.end_frame) = (first, end);
         }
         let claimed = (reserved.next_id as u32, reserved.next_frame);
@@ -634,6 +637,68 @@ mod tests {
         });
         assert_eq!(ids.len(), 5);
         assert_stored(&interner.snapshot(), &ids);
+    }
+
+    #[test]
+    fn when_frames_run_out_stacks_are_dropped_and_no_ids_are_spent() {
+        let interner = StackInterner::new();
+        interner.next_frame.store(MAX_FRAMES, Ordering::Relaxed);
+        // Nothing allocates meanwhile (see above).
+        let stacks: Vec<Vec<u64>> = (0..100).map(|i| frames_of(i, 3)).collect();
+        let mut walk = Walker::new();
+        for frames in &stacks {
+            walk.set(frames);
+            assert_eq!(interner.intern(&walk), 0);
+        }
+        assert_eq!(interner.dropped(), 100);
+        // At most one reservation's ids taken, none of them used.
+        let ids = interner.next_stack.load(Ordering::Relaxed);
+        assert!(ids <= 1 + 4, "{ids}");
+    }
+
+    #[test]
+    fn reservations_that_end_at_the_limits_are_used_up_to_them_and_no_further() {
+        let interner = StackInterner::new();
+        interner
+            .next_frame
+            .store(MAX_FRAMES - 20, Ordering::Relaxed);
+        interner.next_stack.store(MAX_STACKS - 3, Ordering::Relaxed);
+        // 8 + 8 frames fit; the next 8 do not (4 left), nor do 4 once the
+        // partial reservation was taken. Nothing allocates meanwhile (see
+        // above).
+        let stacks: Vec<Vec<u64>> = [8, 8, 8, 4, 1]
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| frames_of(i as u64, len))
+            .collect();
+        let more: Vec<Vec<u64>> = (10..14).map(|i| frames_of(i, 2)).collect();
+        let mut got = [u32::MAX; 5];
+        let mut walk = Walker::new();
+        for (frames, id) in stacks.iter().zip(&mut got) {
+            walk.set(frames);
+            *id = interner.intern(&walk);
+        }
+        let max = MAX_STACKS as u32;
+        assert_eq!(got, [max - 3, max - 2, 0, 0, 0]);
+        assert_eq!(interner.dropped(), 3);
+        let snapshot = interner.snapshot();
+        assert_eq!(snapshot.stacks.len() as u64, MAX_STACKS);
+        assert_eq!(snapshot.frames.len() as u64, MAX_FRAMES);
+        for (frames, id) in stacks.iter().zip(got).take(2) {
+            let stored = snapshot.stacks[id as usize];
+            let start = stored.first_frame as usize;
+            let end = start + stored.frame_count as usize;
+            assert!(end as u64 <= MAX_FRAMES - 4);
+            assert_eq!(&snapshot.frames[start..end], &frames[..]);
+        }
+        // The id left at the end goes to the next stack that fits; then
+        // none is left.
+        interner.next_frame.store(0, Ordering::Relaxed);
+        for (frames, id) in more.iter().zip(&mut got) {
+            walk.set(frames);
+            *id = interner.intern(&walk);
+        }
+        assert_eq!(got[..4], [max - 1, 0, 0, 0]);
     }
 
     #[test]
