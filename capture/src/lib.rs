@@ -939,7 +939,7 @@ pub fn stats() -> Stats {
         total_frees: totals.total_frees,
         dropped_allocations: totals.dropped,
         dropped_stacks: STACKS.dropped(),
-        stacks: STACKS.snapshot().stacks.len().saturating_sub(1) as u64,
+        stacks: STACKS.stored(),
         threads: threads::registered_count(),
         tracking_bytes: totals.used_bytes
             + totals.live_count.saturating_sub(totals.mapped_count) * live::FOOTER_BYTES as u64

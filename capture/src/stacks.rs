@@ -150,7 +150,14 @@ unsafe impl Send for InternShard {}
 
 /// A shard's lock on a cache line of its own, apart from its neighbours'.
 #[repr(align(64))]
-struct PaddedShard(SpinLock<InternShard>);
+struct PaddedShard {
+    table: SpinLock<InternShard>,
+    /// The stacks stored in this shard (its `count`), for readers that do
+    /// not take the lock: written by its holder, on the line it holds.
+    stored: AtomicU64,
+}
+
+const _: () = assert!(size_of::<PaddedShard>() == 64);
 
 /// Read on every interning: apart from the counters, which threads write.
 #[repr(align(64))]
@@ -188,11 +195,14 @@ impl StackInterner {
     pub const fn new() -> StackInterner {
         StackInterner {
             shards: [const {
-                PaddedShard(SpinLock::new(InternShard {
-                    slots: core::ptr::null_mut(),
-                    capacity: 0,
-                    count: 0,
-                }))
+                PaddedShard {
+                    table: SpinLock::new(InternShard {
+                        slots: core::ptr::null_mut(),
+                        capacity: 0,
+                        count: 0,
+                    }),
+                    stored: AtomicU64::new(0),
+                }
             }; INTERN_SHARDS],
             arrays: Arrays {
                 stacks: AtomicPtr::new(core::ptr::null_mut()),
@@ -289,7 +299,8 @@ impl StackInterner {
         frame_store: *mut u64,
     ) -> u32 {
         let tag = (hash >> 32) << 32;
-        let mut shard = self.shards[(hash as usize) % INTERN_SHARDS].0.lock();
+        let padded = &self.shards[(hash as usize) % INTERN_SHARDS];
+        let mut shard = padded.table.lock();
         if shard.count * 10 >= shard.capacity * 7 && !self.grow(&mut shard) {
             return self.drop_one();
         }
@@ -341,6 +352,7 @@ impl StackInterner {
             *shard.slots.add(position) = tag | u64::from(id);
         }
         shard.count += 1;
+        padded.stored.store(shard.count as u64, Ordering::Relaxed);
         id
     }
 
@@ -450,6 +462,15 @@ impl StackInterner {
         true
     }
 
+    /// Distinct stacks stored. Not the ids handed out: threads reserve
+    /// ids ahead (see [`Reserved`]), and some are never used.
+    pub fn stored(&self) -> u64 {
+        let counts = self.shards.iter();
+        counts
+            .map(|shard| shard.stored.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Stacks that could not be stored.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -466,21 +487,21 @@ impl StackInterner {
 
     /// Locks every shard: while the guards live no stack is being added.
     pub fn lock_all(&self) -> [sys::SpinGuard<'_, impl Sized>; INTERN_SHARDS] {
-        core::array::from_fn(|i| self.shards[i].0.lock())
+        core::array::from_fn(|i| self.shards[i].table.lock())
     }
 
     pub fn lock_forever(&self) {
-        for PaddedShard(shard) in &self.shards {
-            shard.lock_forever();
+        for shard in &self.shards {
+            shard.table.lock_forever();
         }
     }
 
     /// # Safety
     /// Only after [`lock_forever`](Self::lock_forever), by the same owner.
     pub unsafe fn unlock_forever(&self) {
-        for PaddedShard(shard) in &self.shards {
+        for shard in &self.shards {
             // SAFETY: the caller took these locks with `lock_forever`.
-            unsafe { shard.force_unlock() };
+            unsafe { shard.table.force_unlock() };
         }
     }
 
@@ -723,6 +744,7 @@ mod tests {
             .collect();
         let snapshot = interner.snapshot();
         assert_stored(&snapshot, &ids);
+        assert_eq!(interner.stored(), 200);
         // At most 4 ids and 8 frame slots reserved by each thread.
         assert!(
             snapshot.stacks.len() <= 1 + 200 * 4,

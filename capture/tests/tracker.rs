@@ -19,7 +19,7 @@ static ALLOCATOR: Tracker = Tracker::system();
 /// they run one after another on the main thread (`harness = false`):
 /// libtest's own threads would allocate in the middle of a measurement.
 fn main() {
-    let tests: [(&str, fn()); 10] = [
+    let tests: [(&str, fn()); 11] = [
         (
             "boxes_are_tracked_exactly_and_freed_ones_disappear",
             boxes_are_tracked_exactly_and_freed_ones_disappear,
@@ -59,6 +59,10 @@ fn main() {
         (
             "a_relative_dump_path_means_the_working_directory_of_the_call",
             a_relative_dump_path_means_the_working_directory_of_the_call,
+        ),
+        (
+            "stats_count_the_stacks_stored_not_the_ids_threads_reserved",
+            stats_count_the_stacks_stored_not_the_ids_threads_reserved,
         ),
     ];
     common::run_tests(&tests, || {});
@@ -160,6 +164,38 @@ fn zeroed_and_overaligned_blocks_keep_their_flags_and_alignment() {
     let zeroed_record = record_at(&dump, zeroed.as_ptr() as usize).unwrap();
     assert_eq!(zeroed_record.size, 40_000);
     assert_ne!(zeroed_record.flags & allocation_flags::ZEROED, 0);
+}
+
+/// A box allocated `depth` calls down: a stack of its own for each depth.
+#[inline(never)]
+fn box_at_depth(depth: u32) -> Box<u32> {
+    let boxed = if depth == 0 {
+        Box::new(7)
+    } else {
+        box_at_depth(depth - 1)
+    };
+    std::hint::black_box(boxed)
+}
+
+/// Threads that each store one new stack and end: `stats().stacks` counts
+/// those stacks, not the ids each thread reserved for more.
+fn stats_count_the_stacks_stored_not_the_ids_threads_reserved() {
+    // The stacks of spawning, running and joining a thread, stored once.
+    for _ in 0..2 {
+        std::thread::spawn(|| drop(box_at_depth(0))).join().unwrap();
+    }
+    let before = heapdump_capture::stats();
+    for depth in 1..=30 {
+        std::thread::spawn(move || drop(box_at_depth(depth)))
+            .join()
+            .unwrap();
+    }
+    let after = heapdump_capture::stats();
+    let stored = after.stacks - before.stacks;
+    assert!(
+        (30..=40).contains(&stored),
+        "{stored} stacks counted for 30 new ones"
+    );
 }
 
 fn dump_process_totals_match_stats_when_nothing_else_runs() {
