@@ -45,11 +45,14 @@ thread_local! {
 ///
 /// A thread reserves about as many as it used so far (at least 4 ids and a
 /// stack's frames rounded up to 8; at most [`MOST_IDS_RESERVED`] and
-/// [`MOST_FRAMES_RESERVED`]), so what a thread leaves unused when it ends
-/// is at most what it used, plus a few: the stacks' reservations (2^24 ids,
-/// 2^27 frames) are not spent by programs with many short threads. Unused
-/// ids have zero records, which no block refers to, and the dump writes
-/// only the stacks of live blocks.
+/// [`MOST_FRAMES_RESERVED`]), so a thread that ends leaves unused at most
+/// as many ids as it used, plus 3, and as many frame slots as it used,
+/// plus 7 and the rest of each frame reservation that was too short for
+/// the next stack (under [`MAX_DEPTH`](crate::walk::MAX_DEPTH) slots;
+/// such a rest is skipped, as a stack's frames are contiguous): the
+/// stacks' reservations (2^24 ids, 2^27 frames) are not spent by programs
+/// with many short threads. Unused ids have zero records, which no block
+/// refers to, and the dump writes only the stacks of live blocks.
 #[derive(Clone, Copy)]
 struct Reserved {
     /// The [`identity`](StackInterner::identity) of the interner these came
@@ -506,8 +509,11 @@ impl StackInterner {
     }
 
     /// The stored stacks, to be called while [`lock_all`](Self::lock_all)'s
-    /// guards are held (or nothing interns concurrently). The returned
-    /// slices stay valid afterwards: the arrays only grow past them.
+    /// guards are held (or nothing interns concurrently). Read only the
+    /// records of ids stored by then (the ones blocks refer to) and their
+    /// frames: those never change, but the rest of the slices holds ids and
+    /// frame slots threads reserved (see [`Reserved`]), which they write
+    /// once the locks are released.
     pub fn snapshot(&self) -> StacksSnapshot {
         let stacks = self.arrays.stacks.load(Ordering::Acquire);
         let frames = self.arrays.frames.load(Ordering::Acquire);
@@ -519,10 +525,13 @@ impl StackInterner {
         }
         let stack_count = self.next_stack.load(Ordering::Relaxed).min(MAX_STACKS);
         let frame_count = self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES);
-        // Both arrays are reservations that are never unmapped. The first
-        // `stack_count`/`frame_count` entries were written before the counters
-        // were read under every shard lock (or are zeros no id points at).
-        // SAFETY: as above; later insertions only write past these prefixes.
+        // Both arrays are reservations that are never unmapped, and the
+        // counters only move under a shard lock. Each id stored so far was
+        // written, with its frames, before its shard's lock was released,
+        // and is not written again. The other entries below the counters
+        // are zeros no block refers to, left so or later written by the
+        // thread that reserved them, which no reader of the snapshot reads.
+        // SAFETY: as above.
         unsafe {
             StacksSnapshot {
                 stacks: core::slice::from_raw_parts(stacks, stack_count as usize),
