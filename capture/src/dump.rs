@@ -1567,10 +1567,10 @@ impl<'s> LiveStacks<'s> {
     /// interned stack and frame (address space only: the mapping's
     /// untouched pages cost nothing).
     fn scratch_bytes(stacks: &StacksSnapshot) -> usize {
-        let interned = stacks.stacks.len();
+        let interned = stacks.stack_count();
         interned * size_of::<u32>()
             + (interned + 1) * size_of::<StackRecord>()
-            + size_of_val(stacks.frames)
+            + stacks.frame_count() * size_of::<u64>()
             + 64
     }
 
@@ -1580,8 +1580,7 @@ impl<'s> LiveStacks<'s> {
         stacks: &StacksSnapshot,
         slots: &[Slot],
     ) -> Option<LiveStacks<'s>> {
-        let interned = stacks.stacks.len();
-        let renumber = scratch.take::<u32>(interned)?;
+        let renumber = scratch.take::<u32>(stacks.stack_count())?;
         for slot in slots {
             let id = slot.unpack().stack as usize;
             if let Some(mark) = renumber.get_mut(id) {
@@ -1592,38 +1591,48 @@ impl<'s> LiveStacks<'s> {
         if let Some(empty) = renumber.first_mut() {
             *empty = 0;
         }
+        // Only the ids blocks hold are read: the others may be reserved
+        // by threads that write them meanwhile (`StacksSnapshot::stack`).
+        // A stack whose frames lie outside the snapshot (never, but a dump
+        // must not panic inside the program) keeps no id.
         let (mut kept, mut frame_count) = (1usize, 0usize);
-        for (mark, stack) in renumber.iter_mut().zip(stacks.stacks) {
-            if *mark != 0 {
-                *mark = kept as u32;
-                kept += 1;
-                frame_count += stack.frame_count as usize;
+        for (id, mark) in renumber.iter_mut().enumerate() {
+            if *mark == 0 {
+                continue;
             }
+            // SAFETY: a recorded block holds `id`, stored before the
+            // block was recorded, so before the snapshot.
+            *mark = match unsafe { stacks.stack(id) } {
+                Some((_, frames)) => {
+                    frame_count += frames.len();
+                    kept += 1;
+                    (kept - 1) as u32
+                }
+                None => 0,
+            };
         }
         let records = scratch.take::<StackRecord>(kept)?;
         let frames = scratch.take::<u64>(frame_count)?;
         let mut next_frame = 0;
-        for (&id, stack) in renumber.iter().zip(stacks.stacks) {
-            if id == 0 {
+        for (id, &renumbered) in renumber.iter().enumerate() {
+            if renumbered == 0 {
                 continue;
             }
-            let from = stack.first_frame as usize;
-            let count = stack.frame_count as usize;
-            // Always in range (a stack's frames are stored before its
-            // record), but a dump must not panic inside the program.
-            let (Some(source), Some(target)) = (
-                stacks.frames.get(from..from + count),
-                frames.get_mut(next_frame..next_frame + count),
-            ) else {
+            // SAFETY: as above (the first pass kept only held ids), and
+            // always there: that pass read this stack.
+            let Some((stack, source)) = (unsafe { stacks.stack(id) }) else {
+                continue;
+            };
+            let Some(target) = frames.get_mut(next_frame..next_frame + source.len()) else {
                 continue;
             };
             target.copy_from_slice(source);
-            records[id as usize] = StackRecord {
+            records[renumbered as usize] = StackRecord {
                 first_frame: next_frame as u64,
                 frame_count: stack.frame_count,
                 flags: stack.flags,
             };
-            next_frame += count;
+            next_frame += source.len();
         }
         Some(LiveStacks {
             renumber,

@@ -187,11 +187,66 @@ pub struct StackInterner {
     table_bytes: AtomicU64,
 }
 
-/// The interner's contents as of a moment when no insertion was under way.
+/// The interner's contents as of a moment when no insertion was under way:
+/// the ids and frame slots handed out by then. Threads still write the ids
+/// and slots they had reserved and not yet used (see [`Reserved`]) after
+/// that moment, so the snapshot is no slice over them: a stored stack is
+/// read on its own ([`stack`](Self::stack)), by an id a block refers to.
 #[derive(Clone, Copy, Debug)]
 pub struct StacksSnapshot {
-    pub stacks: &'static [StoredStack],
-    pub frames: &'static [u64],
+    stacks: *const StoredStack,
+    stack_count: usize,
+    frames: *const u64,
+    frame_count: usize,
+}
+
+impl StacksSnapshot {
+    const EMPTY: StacksSnapshot = StacksSnapshot {
+        stacks: core::ptr::null(),
+        stack_count: 0,
+        frames: core::ptr::null(),
+        frame_count: 0,
+    };
+
+    /// The ids handed out (stored stacks and reserved ones), id 0 included.
+    pub fn stack_count(&self) -> usize {
+        self.stack_count
+    }
+
+    /// The frame slots handed out.
+    pub fn frame_count(&self) -> usize {
+        self.frame_count
+    }
+
+    /// Stack `id` and its frames, innermost first; `None` for an id past
+    /// the snapshot, or whose frames lie outside it (never for a stored
+    /// stack).
+    ///
+    /// # Safety
+    /// `id` was stored by the snapshot's moment, as the id a recorded block
+    /// holds was, or nothing interns meanwhile: a reserved id not used by
+    /// then may be being written by its thread.
+    pub unsafe fn stack(&self, id: usize) -> Option<(StoredStack, &'static [u64])> {
+        if id >= self.stack_count {
+            return None;
+        }
+        // SAFETY: `id` is inside the stacks array's reservation, which is
+        // never unmapped, and (the caller says) was stored before the
+        // snapshot was taken: its record was written under its shard's
+        // lock, which the snapshot's taker acquired since, and is never
+        // written again.
+        let stack = unsafe { self.stacks.add(id).read() };
+        let first = usize::try_from(stack.first_frame).ok()?;
+        let end = first.checked_add(stack.frame_count as usize)?;
+        if end > self.frame_count {
+            return None;
+        }
+        // SAFETY: `first..end` is inside the frames array's reservation,
+        // never unmapped; a stored stack's frames were written before its
+        // record and are never written again.
+        let frames = unsafe { core::slice::from_raw_parts(self.frames.add(first), end - first) };
+        Some((stack, frames))
+    }
 }
 
 impl StackInterner {
@@ -518,25 +573,16 @@ impl StackInterner {
         let stacks = self.arrays.stacks.load(Ordering::Acquire);
         let frames = self.arrays.frames.load(Ordering::Acquire);
         if stacks.is_null() || frames.is_null() {
-            return StacksSnapshot {
-                stacks: &[],
-                frames: &[],
-            };
+            return StacksSnapshot::EMPTY;
         }
-        let stack_count = self.next_stack.load(Ordering::Relaxed).min(MAX_STACKS);
-        let frame_count = self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES);
-        // Both arrays are reservations that are never unmapped, and the
-        // counters only move under a shard lock. Each id stored so far was
-        // written, with its frames, before its shard's lock was released,
-        // and is not written again. The other entries below the counters
-        // are zeros no block refers to, left so or later written by the
-        // thread that reserved them, which no reader of the snapshot reads.
-        // SAFETY: as above.
-        unsafe {
-            StacksSnapshot {
-                stacks: core::slice::from_raw_parts(stacks, stack_count as usize),
-                frames: core::slice::from_raw_parts(frames, frame_count as usize),
-            }
+        // The counters only move under a shard lock, which the caller
+        // holds (or nothing interns): every id and frame slot below them
+        // was handed out, and the stored ones among them are whole.
+        StacksSnapshot {
+            stacks,
+            stack_count: self.next_stack.load(Ordering::Relaxed).min(MAX_STACKS) as usize,
+            frames,
+            frame_count: self.next_frame.load(Ordering::Relaxed).min(MAX_FRAMES) as usize,
         }
     }
 }
@@ -565,29 +611,30 @@ mod tests {
         assert_stored(&snapshot, &ids);
         // What this thread reserved and left unused: less than one
         // reservation's worth.
-        let unused = snapshot.stacks.len() - 1 - ids.len();
+        let unused = snapshot.stack_count() - 1 - ids.len();
         assert!(unused < MOST_IDS_RESERVED as usize, "{unused} ids unused");
         walk.set(&[]);
         assert_eq!(interner.intern(&walk), 0);
         assert_eq!(interner.dropped(), 0);
     }
 
+    /// Stack `id` of a snapshot taken when nothing interns any more.
+    fn stored(snapshot: &StacksSnapshot, id: usize) -> (StoredStack, &'static [u64]) {
+        // SAFETY: the tests take their snapshots after their threads ended.
+        unsafe { snapshot.stack(id) }.unwrap_or_else(|| panic!("stack {id} outside the snapshot"))
+    }
+
     /// Every stack in `ids` is stored under its id with its frames, and
     /// every other record is an unused (zero) one.
     fn assert_stored(snapshot: &StacksSnapshot, ids: &HashMap<Vec<u64>, u32>) {
         for (frames, id) in ids {
-            let stored = snapshot.stacks[*id as usize];
-            let start = stored.first_frame as usize;
-            assert_eq!(
-                &snapshot.frames[start..start + stored.frame_count as usize],
-                &frames[..]
-            );
+            assert_eq!(stored(snapshot, *id as usize).1, &frames[..]);
         }
         let used: HashSet<u32> = ids.values().copied().collect();
         assert_eq!(used.len(), ids.len(), "two stacks share an id");
-        for (id, stored) in snapshot.stacks.iter().enumerate() {
+        for id in 0..snapshot.stack_count() {
             if !used.contains(&(id as u32)) {
-                assert_eq!(*stored, StoredStack::default(), "id {id}");
+                assert_eq!(stored(snapshot, id).0, StoredStack::default(), "id {id}");
             }
         }
     }
@@ -712,14 +759,12 @@ mod tests {
         assert_eq!(got, [max - 3, max - 2, 0, 0, 0]);
         assert_eq!(interner.dropped(), 3);
         let snapshot = interner.snapshot();
-        assert_eq!(snapshot.stacks.len() as u64, MAX_STACKS);
-        assert_eq!(snapshot.frames.len() as u64, MAX_FRAMES);
+        assert_eq!(snapshot.stack_count() as u64, MAX_STACKS);
+        assert_eq!(snapshot.frame_count() as u64, MAX_FRAMES);
         for (frames, id) in stacks.iter().zip(got).take(2) {
-            let stored = snapshot.stacks[id as usize];
-            let start = stored.first_frame as usize;
-            let end = start + stored.frame_count as usize;
-            assert!(end as u64 <= MAX_FRAMES - 4);
-            assert_eq!(&snapshot.frames[start..end], &frames[..]);
+            let (stack, stored_frames) = stored(&snapshot, id as usize);
+            assert!(stack.first_frame + u64::from(stack.frame_count) <= MAX_FRAMES - 4);
+            assert_eq!(stored_frames, &frames[..]);
         }
         // The id left at the end goes to the next stack that fits; then
         // none is left.
@@ -756,14 +801,14 @@ mod tests {
         assert_eq!(interner.stored(), 200);
         // At most 4 ids and 8 frame slots reserved by each thread.
         assert!(
-            snapshot.stacks.len() <= 1 + 200 * 4,
+            snapshot.stack_count() <= 1 + 200 * 4,
             "{}",
-            snapshot.stacks.len()
+            snapshot.stack_count()
         );
         assert!(
-            snapshot.frames.len() <= 200 * 8,
+            snapshot.frame_count() <= 200 * 8,
             "{}",
-            snapshot.frames.len()
+            snapshot.frame_count()
         );
     }
 }
