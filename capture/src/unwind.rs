@@ -364,6 +364,7 @@ mod tests {
         let rule = Rule::new(false, 0x638 + 8, 0).unwrap();
         assert_eq!(rule.cfa(0x1000, 0xdead), Some(0x1000 + 0x640));
         assert_eq!(rule.saved_fp_below_cfa(), 0);
+        // The walk's step takes this rule's offsets without decoding it.
         let rule = Rule::new(true, 16, 16).unwrap();
         assert_eq!(rule, Rule::FRAME_POINTER);
         assert_eq!(rule.cfa(0x1000, 0x2000), Some(0x2010));
