@@ -1686,6 +1686,64 @@ mod tests {
         .unwrap()
     }
 
+    /// The dump's stacks are the ones live blocks hold, renumbered densely
+    /// from 1 in the interner's order, each record over its own frames; an
+    /// id past the snapshot, or 0, is the empty stack.
+    #[test]
+    fn live_stacks_are_the_held_ones_renumbered_densely() {
+        use crate::stacks::StackInterner;
+        use crate::walk::Walker;
+
+        let interner = StackInterner::new();
+        // Stacks of 8 frames fill this thread's frame reservations (8, 8,
+        // 16, 32 slots) exactly: the last one ends where the snapshot's
+        // frames end.
+        let stacks: Vec<Vec<u64>> = (0..8u64)
+            .map(|i| (0..8).map(|depth| 0x40_0000 + i * 64 + depth).collect())
+            .collect();
+        let mut walk = Walker::new();
+        let mut ids = [0u32; 8];
+        for (frames, id) in stacks.iter().zip(&mut ids) {
+            walk.set(frames);
+            *id = interner.intern(&walk);
+        }
+        let snapshot = interner.snapshot();
+        assert_eq!(snapshot.frame_count(), 8 * 8);
+        let past = snapshot.stack_count() as u32 + 5;
+        let held = [ids[3], 0, ids[7], ids[5], ids[1], ids[3], past];
+        let slots: Vec<Slot> = held
+            .iter()
+            .enumerate()
+            .map(|(i, &stack)| {
+                Slot::pack(&Entry {
+                    address: 0x1000 * (i as u64 + 1),
+                    size: 16,
+                    sequence: i as u64 + 1,
+                    stack,
+                    ..Entry::default()
+                })
+                .unwrap()
+            })
+            .collect();
+        let scratch = Scratch::new(LiveStacks::scratch_bytes(&snapshot)).unwrap();
+        let live = LiveStacks::gather(&scratch, &snapshot, &slots).unwrap();
+        assert_eq!(live.records.len(), 5);
+        assert_eq!(live.records[0], StackRecord::default());
+        for (dump_id, index) in [1, 3, 5, 7].into_iter().enumerate() {
+            let dump_id = dump_id as u32 + 1;
+            assert_eq!(live.id_in_dump(ids[index]), dump_id);
+            let record = live.records[dump_id as usize];
+            let from = record.first_frame as usize;
+            assert_eq!(from, (dump_id as usize - 1) * 8);
+            let to = from + record.frame_count as usize;
+            assert_eq!(&live.frames[from..to], &stacks[index][..]);
+        }
+        assert_eq!(live.frames.len(), 4 * 8);
+        for id in [0, ids[0], ids[2], ids[4], ids[6], past] {
+            assert_eq!(live.id_in_dump(id), 0, "id {id}");
+        }
+    }
+
     #[test]
     fn overlapping_records_keep_only_the_newest() {
         let mut slots = [
