@@ -1548,7 +1548,7 @@ fn scan(
 }
 
 /// The stacks the dump's allocations use, renumbered densely in the order
-/// they were interned, with their frames. The interner keeps every stack a
+/// of their interned ids, with their frames. The interner keeps every stack a
 /// block was ever allocated from; a program whose call paths vary (millions
 /// of distinct stacks over its run, a few hundred thousand in use at once)
 /// would otherwise write the frames of every freed block's stack, and have
