@@ -117,7 +117,7 @@ fn info_text_warns_loudly_about_dropped_records_and_says_scan_not_captured() {
         lines[..2],
         [
             "WARNING: 3 allocations were NOT recorded (the tracker could not get memory for them; counted when made); totals by site undercount",
-            "WARNING: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>",
+            "WARNING: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks",
         ]
     );
     assert!(
