@@ -237,6 +237,19 @@ live: 352 bytes (352 B) in 3 allocations, by site
 }
 
 #[test]
+fn top_warns_that_blocks_whose_stacks_the_tracker_dropped_are_unknown() {
+    let mut b = small_without_modules();
+    b.process.dropped_stacks = 2;
+    let path = write_dump("top-dropped-stacks", &b.to_bytes());
+    let out = heapdump(&["top", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "warning: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks\n"
+    );
+}
+
+#[test]
 fn top_json_limits_rows_and_accounts_for_the_rest() {
     let path = write_dump("top-json", &small_without_modules().to_bytes());
     let out = heapdump(&["top", path.to_str().unwrap(), "-n", "1", "--json"]);

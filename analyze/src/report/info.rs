@@ -354,12 +354,7 @@ impl InfoReport {
             p.dropped_allocations
         ));
         }
-        if p.dropped_stacks != 0 {
-            warnings.push(format!(
-            "{} stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks",
-            p.dropped_stacks
-        ));
-        }
+        warnings.extend(super::dropped_stacks_warning(p.dropped_stacks));
         if p.flags & process_flags::FORK_FAILED != 0 {
             warnings.push(
             "mode=fork was asked for but fork failed: the threads stayed stopped for the whole scan"

@@ -282,6 +282,7 @@ impl TopReport {
                 process.dropped_allocations
             ));
         }
+        warnings.extend(super::dropped_stacks_warning(process.dropped_stacks));
         TopReport {
             total_bytes,
             total_count,
