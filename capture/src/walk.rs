@@ -465,11 +465,13 @@ impl Walker {
             let position = base + index;
             chained = chain(chained, frame.return_address as u64);
             self.frames[position] = frame;
-            let by_cfi = fresh_by_cfi >> index & 1;
-            self.by_cfi = self.by_cfi & !(1 << position) | by_cfi << position;
             self.pcs[position] = frame.return_address as u64;
             self.chained[position] = chained;
         }
+        // The fresh frames' bits, at their positions, in one step.
+        let fresh_bits = u64::MAX.unbounded_shr(u64::BITS - count as u32);
+        self.by_cfi = self.by_cfi & !fresh_bits.unbounded_shl(base as u32)
+            | fresh_by_cfi.unbounded_shl(base as u32);
         self.len = MAX_DEPTH - base;
         self.reused = MAX_DEPTH - top;
         self.rejoin_hint = if rejoined { top } else { base };
