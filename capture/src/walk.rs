@@ -200,6 +200,21 @@ unsafe fn read_word(at: usize) -> usize {
     unsafe { (at as *const usize).read_volatile() }
 }
 
+/// `rule.cfa(sp, fp)` and `rule.saved_fp_below_cfa()`. Most frames follow
+/// the frame-pointer rule. Testing for it (a branch the CPU predicts) lets
+/// the next loads start from `fp` at once, where decoding the rule into
+/// offsets makes every step wait for the rule's load first.
+#[inline(always)]
+fn cfa_and_saved_fp(rule: unwind::Rule, sp: usize, fp: usize) -> (Option<usize>, usize) {
+    if rule == unwind::Rule::FRAME_POINTER {
+        // The rule's offsets: CFA = fp + 16, caller's fp at CFA - 16 (the
+        // rule counts in 8-byte words whatever the pointer width).
+        (fp.checked_add(16), 16)
+    } else {
+        (rule.cfa(sp, fp), rule.saved_fp_below_cfa())
+    }
+}
+
 /// One step of the walk from a frame with stack pointer `sp`, frame
 /// pointer `fp` and code at `code` (a return address minus one, or the
 /// walk's own address). Every word is read only after it is checked to lie
@@ -215,15 +230,7 @@ fn step(
 ) -> Step {
     const WORD: usize = size_of::<usize>();
     let rule = rules.rule_for(code);
-    // Most frames follow the frame-pointer rule. Testing for it (a branch
-    // the CPU predicts) lets the next loads start from `fp` at once, where
-    // decoding the rule into offsets makes every step wait for the rule's
-    // load first.
-    let (cfa, saved_fp_below) = if rule == unwind::Rule::FRAME_POINTER {
-        (fp.checked_add(2 * WORD), 2 * WORD)
-    } else {
-        (rule.cfa(sp, fp), rule.saved_fp_below_cfa())
-    };
+    let (cfa, saved_fp_below) = cfa_and_saved_fp(rule, sp, fp);
     let Some(cfa) = cfa else {
         return Step::End;
     };
@@ -729,5 +736,38 @@ mod tests {
         // is missing.
         assert!(!fresh.truncated());
         assert!(!remembering.truncated());
+    }
+
+    #[test]
+    fn the_frame_pointer_shortcut_gives_the_rules_own_offsets() {
+        let rules = [
+            unwind::Rule::FRAME_POINTER,
+            unwind::Rule::OUTERMOST,
+            unwind::Rule::new(false, 0x640, 0).unwrap(),
+            unwind::Rule::new(true, 16, 0).unwrap(),
+            unwind::Rule::new(false, 24, 16).unwrap(),
+        ];
+        let values = [
+            0,
+            8,
+            16,
+            0x7ffc_0000_1000,
+            usize::MAX - 17,
+            usize::MAX - 16,
+            usize::MAX - 15,
+            usize::MAX - 8,
+            usize::MAX,
+        ];
+        for rule in rules {
+            for sp in values {
+                for fp in values {
+                    assert_eq!(
+                        cfa_and_saved_fp(rule, sp, fp),
+                        (rule.cfa(sp, fp), rule.saved_fp_below_cfa()),
+                        "{rule:?} sp {sp:#x} fp {fp:#x}"
+                    );
+                }
+            }
+        }
     }
 }
