@@ -270,6 +270,15 @@ fn step(
     )
 }
 
+/// `word` with its bits `base .. base + count` replaced by the low `count`
+/// bits of `bits` (whose higher bits are zero), in one step; `base + count
+/// <= 64`, either may be 0 or 64.
+#[inline(always)]
+fn with_bits_at(word: u64, bits: u64, base: usize, count: usize) -> u64 {
+    let mask = u64::MAX.unbounded_shr(u64::BITS - count as u32);
+    word & !mask.unbounded_shl(base as u32) | bits.unbounded_shl(base as u32)
+}
+
 impl Walker {
     pub const fn new() -> Walker {
         Walker {
@@ -475,10 +484,7 @@ impl Walker {
             self.pcs[position] = frame.return_address as u64;
             self.chained[position] = chained;
         }
-        // The fresh frames' bits, at their positions, in one step.
-        let fresh_bits = u64::MAX.unbounded_shr(u64::BITS - count as u32);
-        self.by_cfi = self.by_cfi & !fresh_bits.unbounded_shl(base as u32)
-            | fresh_by_cfi.unbounded_shl(base as u32);
+        self.by_cfi = with_bits_at(self.by_cfi, fresh_by_cfi, base, count);
         self.len = MAX_DEPTH - base;
         self.reused = MAX_DEPTH - top;
         self.rejoin_hint = if rejoined { top } else { base };
@@ -766,6 +772,38 @@ mod tests {
                         (rule.cfa(sp, fp), rule.saved_fp_below_cfa()),
                         "{rule:?} sp {sp:#x} fp {fp:#x}"
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fresh_bits_set_in_one_step_as_frame_by_frame() {
+        let words = [0, u64::MAX, 0x5555_5555_5555_5555, 0x8000_0000_0000_0001];
+        let patterns = [
+            u64::MAX,
+            0xAAAA_AAAA_AAAA_AAAA,
+            0x5555_5555_5555_5555,
+            1 << 63 | 1,
+        ];
+        for count in 0..=MAX_DEPTH {
+            for base in 0..=MAX_DEPTH - count {
+                for word in words {
+                    for pattern in patterns {
+                        // The walk's fresh bits: none at or above `count`.
+                        let bits = pattern & u64::MAX.checked_shr(64 - count as u32).unwrap_or(0);
+                        let mut expected = word;
+                        for index in 0..count {
+                            let position = base + index;
+                            let bit = bits >> index & 1;
+                            expected = expected & !(1 << position) | bit << position;
+                        }
+                        assert_eq!(
+                            with_bits_at(word, bits, base, count),
+                            expected,
+                            "count {count} base {base} word {word:#x} bits {bits:#x}"
+                        );
+                    }
                 }
             }
         }
