@@ -913,7 +913,8 @@ pub struct Stats {
     pub total_frees: u64,
     /// Allocations the live table could not record (it could not grow).
     pub dropped_allocations: u64,
-    /// Stacks the interner could not store (recorded as unknown).
+    /// Allocations whose stack the interner could not store (recorded as
+    /// unknown), counted once per allocation, not per distinct stack.
     pub dropped_stacks: u64,
     /// Distinct allocation stacks stored.
     pub stacks: u64,

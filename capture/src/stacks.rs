@@ -530,7 +530,8 @@ impl StackInterner {
             .sum()
     }
 
-    /// Stacks that could not be stored.
+    /// Interns that could not store their stack: one per allocation whose
+    /// stack was dropped, not per distinct stack.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -736,6 +737,21 @@ mod tests {
         // kept for the next stack; none was used.
         let ids = interner.next_stack.load(Ordering::Relaxed);
         assert_eq!(ids, 1 + 1);
+    }
+
+    #[test]
+    fn a_stack_that_cannot_be_stored_is_counted_at_every_allocation_from_it() {
+        // `dropped` counts allocations whose stack was not stored (what
+        // the dump's `dropped_stacks` is), not distinct stacks: a dropped
+        // stack gets no id to remember it by.
+        let interner = StackInterner::new();
+        interner.next_frame.store(MAX_FRAMES, Ordering::Relaxed);
+        let mut walk = Walker::new();
+        walk.set(&frames_of(7, 3));
+        for _ in 0..3 {
+            assert_eq!(interner.intern(&walk), 0);
+        }
+        assert_eq!(interner.dropped(), 3);
     }
 
     #[test]

@@ -373,7 +373,9 @@ record! {
         /// presence map, could not get memory), counted when they were
         /// made; absent from `Allocations`.
         dropped_allocations: u64 = 88,
-        /// Stacks the tracker could not intern; allocations show stack id 0.
+        /// Allocations whose stack the tracker could not intern, counted
+        /// once per allocation when made (not per distinct stack); those
+        /// live show stack id 0.
         dropped_stacks: u64 = 96,
         /// Bytes of memory the tracker's own tables use.
         tracking_bytes: u64 = 104,
