@@ -117,7 +117,7 @@ fn info_text_warns_loudly_about_dropped_records_and_says_scan_not_captured() {
         lines[..2],
         [
             "WARNING: 3 allocations were NOT recorded (the tracker could not get memory for them; counted when made); totals by site undercount",
-            "WARNING: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks",
+            "WARNING: the stacks of 2 allocations were NOT recorded (the stack table was full, or could not get memory; counted when made, so some may have been freed since): those still live show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills the table (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks sample:512KiB`), which stores only the sampled blocks' stacks",
         ]
     );
     assert!(
@@ -245,7 +245,7 @@ fn top_warns_that_blocks_whose_stacks_the_tracker_dropped_are_unknown() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stderr(&out),
-        "warning: 2 stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks\n"
+        "warning: the stacks of 2 allocations were NOT recorded (the stack table was full, or could not get memory; counted when made, so some may have been freed since): those still live show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills the table (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks sample:512KiB`), which stores only the sampled blocks' stacks\n"
     );
 }
 

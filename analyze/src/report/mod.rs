@@ -64,13 +64,14 @@ pub mod retainers;
 pub mod top;
 pub mod verify;
 
-/// The warning for a dump whose tracker could not store `dropped` stacks
-/// (its table full), which `info` and `top` give: their blocks have stack
-/// 0, so `top` puts them under `<unknown>`.
+/// The warning for a dump whose tracker could not store the stacks of
+/// `dropped` allocations (the dump's `dropped_stacks`: counted once per
+/// allocation, not per distinct stack), which `info` and `top` give: the
+/// live ones have stack 0, so `top` puts them under `<unknown>`.
 pub(crate) fn dropped_stacks_warning(dropped: u64) -> Option<String> {
     (dropped != 0).then(|| {
         format!(
-            "{dropped} stacks were NOT recorded (the stack table was full); their allocations show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills it (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks`), which stores only the sampled blocks' stacks"
+            "the stacks of {dropped} allocations were NOT recorded (the stack table was full, or could not get memory; counted when made, so some may have been freed since): those still live show as <unknown>. A program that makes new stacks all its run (millions of call paths) fills the table (about 16.8 million stacks or 134 million frames): run it with stacks=sample:512KiB (in HEAPDUMP, or `heapdump run --stacks sample:512KiB`), which stores only the sampled blocks' stacks"
         )
     })
 }
