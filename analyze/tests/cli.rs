@@ -129,7 +129,7 @@ fn info_text_warns_loudly_about_dropped_records_and_says_scan_not_captured() {
         "{text}"
     );
     assert!(
-        lines.contains(&"dropped         3 allocations, 2 stacks"),
+        lines.contains(&"dropped         3 allocations, the stacks of 2 more"),
         "{text}"
     );
 }

@@ -479,7 +479,7 @@ impl fmt::Display for InfoReport {
         )?;
         writeln!(
             f,
-            "dropped         {} allocations, {} stacks",
+            "dropped         {} allocations, the stacks of {} more",
             h.dropped_allocations, h.dropped_stacks
         )?;
         let s = &self.stacks;
