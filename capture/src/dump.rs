@@ -1687,7 +1687,7 @@ mod tests {
     }
 
     /// The dump's stacks are the ones live blocks hold, renumbered densely
-    /// from 1 in the interner's order, each record over its own frames; an
+    /// from 1 in the order of their interned ids, each record over its own frames; an
     /// id past the snapshot, or 0, is the empty stack.
     #[test]
     fn live_stacks_are_the_held_ones_renumbered_densely() {

@@ -52,8 +52,9 @@ thread_local! {
 /// that was too short for the next stack (under
 /// [`MAX_DEPTH`](crate::walk::MAX_DEPTH) slots; such a rest is skipped, as
 /// a stack's frames are contiguous): the stacks' reservations (2^24 ids,
-/// 2^27 frames) are not spent by programs with many short threads. Unused ids have zero records, which no block
-/// refers to, and the dump writes only the stacks of live blocks.
+/// 2^27 frames) are not spent by programs with many short threads. Unused
+/// ids have zero records, which no block refers to, and the dump writes
+/// only the stacks of live blocks.
 #[derive(Clone, Copy)]
 struct Reserved {
     /// The [`identity`](StackInterner::identity) of the interner these came
@@ -231,11 +232,11 @@ impl StacksSnapshot {
         if id >= self.stack_count {
             return None;
         }
-        // SAFETY: `id` is inside the stacks array's reservation, which is
-        // never unmapped, and (the caller says) was stored before the
-        // snapshot was taken: its record was written under its shard's
-        // lock, which the snapshot's taker acquired since, and is never
-        // written again.
+        // `id` is inside the stacks array's reservation, which is never
+        // unmapped, and (the caller says) was stored before the snapshot
+        // was taken: its record was written under its shard's lock, which
+        // the snapshot's taker acquired since, and is never written again.
+        // SAFETY: as just said.
         let stack = unsafe { self.stacks.add(id).read() };
         let first = usize::try_from(stack.first_frame).ok()?;
         let end = first.checked_add(stack.frame_count as usize)?;
@@ -524,8 +525,8 @@ impl StackInterner {
     /// Distinct stacks stored. Not the ids handed out: threads reserve
     /// ids ahead (see [`Reserved`]), and some are never used.
     pub fn stored(&self) -> u64 {
-        let counts = self.shards.iter();
-        counts
+        self.shards
+            .iter()
             .map(|shard| shard.stored.load(Ordering::Relaxed))
             .sum()
     }
